@@ -1,0 +1,1 @@
+"""Synthetic livestream generator writing the real LPR4M and MovingFashion layouts."""

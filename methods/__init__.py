@@ -1,0 +1,1 @@
+"""Retrieval methods, one module each; shared blocks in ``base``, ``encoders``, ``losses``."""

@@ -1,0 +1,184 @@
+"""The method contract: what every retrieval method implements.
+
+A method is an ``nn.Module`` registered with ``@METHODS.register(name)``. The protocol
+(training engine, evaluator) only ever calls the members below; nothing else is assumed.
+
+Batches are dicts (built by ``datasets.torch_data``):
+
+query / clip side
+    ``frames``      float [B, T, 3, H, W], normalised with CLIP mean/std
+    ``frame_mask``  bool  [B, T], True where a real frame is (False = padding)
+    ``boxes``       float [B, T, 4], intent-product box per frame, xyxy in [0, 1] of the
+                    transformed frame (zeros where unknown)
+    ``box_mask``    bool  [B, T], True where ``boxes`` holds a ground-truth box
+    ``asr``         list[str], ASR transcript per clip ("" if none)
+gallery / image side
+    ``image``       float [B, 3, H, W]
+    ``title``       list[str]
+training batches hold both sides of each pair plus
+    ``product``     long [B], product identity index in ``range(info.num_products)``
+    ``category``    long [B], category index in ``range(info.num_categories)`` (-1 unknown)
+every batch
+    ``index``       long [B], position of the item in its split
+
+Hyperparameters live in one config dataclass per method with one instance per profile
+(``paper`` and ``tiny``), returned by :meth:`Method.default_config`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Mapping, Optional
+
+import torch
+from torch import Tensor, nn
+
+
+@dataclass(frozen=True)
+class DataInfo:
+    """What a method may know about the data before training."""
+
+    num_products: int
+    num_categories: int
+    num_frames: int
+    image_size: int
+    grouped: bool = True
+
+
+@dataclass
+class Encoded:
+    """Embeddings of a batch; ``extras`` holds per-item tensors a ``rerank`` needs.
+
+    ``embedding`` [B, D] is compared by cosine similarity (the evaluator L2-normalises it).
+    Every tensor in ``extras`` has leading dimension B.
+    """
+
+    embedding: Tensor
+    extras: dict[str, Tensor] = field(default_factory=dict)
+
+    def to(self, device: torch.device | str) -> "Encoded":
+        return Encoded(self.embedding.to(device), {k: v.to(device) for k, v in self.extras.items()})
+
+    def select(self, index: Tensor) -> "Encoded":
+        return Encoded(self.embedding[index], {k: v[index] for k, v in self.extras.items()})
+
+
+class Method(nn.Module):
+    """Base class of every method. Subclasses set ``Config`` and ``PROFILES``."""
+
+    Config: ClassVar[type] = type(None)
+    PROFILES: ClassVar[Mapping[str, Any]] = {}
+    # parameter-name prefixes trained at the encoder learning rate (pretrained parts)
+    encoder_prefixes: ClassVar[tuple[str, ...]] = ("encoder.",)
+    # set by methods whose rerank() re-scores (query, gallery) pairs
+    supports_rerank: ClassVar[bool] = False
+
+    def __init__(self, cfg: Any, info: DataInfo) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.info = info
+
+    # --- configuration -------------------------------------------------------------
+    @classmethod
+    def default_config(cls, profile: str) -> Any:
+        try:
+            return dataclasses.replace(cls.PROFILES[profile])
+        except KeyError:
+            raise KeyError(
+                f"method {cls.__name__} has no profile {profile!r}; it has {sorted(cls.PROFILES)}"
+            ) from None
+
+    def variant(self) -> str:
+        """A short label for the configuration (e.g. an ablation ``icl+pmd``); '' if none."""
+        return ""
+
+    # --- the contract ---------------------------------------------------------------
+    def encode_query(self, batch: dict[str, Any]) -> Encoded:
+        raise NotImplementedError
+
+    def encode_gallery(self, batch: dict[str, Any]) -> Encoded:
+        raise NotImplementedError
+
+    def training_losses(self, batch: dict[str, Any]) -> dict[str, Tensor]:
+        """Named, already weighted scalar losses; the engine minimises their sum."""
+        raise NotImplementedError
+
+    def rerank(self, query: Encoded, gallery: Encoded) -> Tensor:
+        """Scores of P aligned (query[i], gallery[i]) pairs, shape [P]; higher is better."""
+        raise NotImplementedError(f"{type(self).__name__} has no second stage")
+
+    def parameter_groups(self, lr_encoder: float, lr_new: float, weight_decay: float) -> list[dict]:
+        """AdamW groups: pretrained encoder vs new modules; no decay on norms, biases, scales."""
+        groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+        for name, p in self.named_parameters():
+            if not p.requires_grad:
+                continue
+            is_enc = name.startswith(self.encoder_prefixes)
+            no_decay = p.ndim < 2 or "logit_scale" in name or "positional_embedding" in name
+            groups.setdefault((is_enc, no_decay), []).append(p)
+        out = []
+        for (is_enc, no_decay), params in sorted(groups.items()):
+            out.append(
+                {
+                    "params": params,
+                    "lr": lr_encoder if is_enc else lr_new,
+                    "weight_decay": 0.0 if no_decay else weight_decay,
+                    "name": f"{'encoder' if is_enc else 'new'}{'-nodecay' if no_decay else ''}",
+                }
+            )
+        return out
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+def build_method(cls: type[Method], profile: str, info: DataInfo, overrides: Optional[Mapping[str, Any]] = None) -> Method:
+    """Instantiate ``cls`` with its profile config, applying ``key=value`` overrides."""
+    cfg = cls.default_config(profile)
+    if overrides:
+        cfg = apply_overrides(cfg, overrides)
+    return cls(cfg, info)
+
+
+def apply_overrides(cfg: Any, overrides: Mapping[str, Any]) -> Any:
+    """Return a copy of dataclass ``cfg`` with dotted ``overrides`` applied, type-checked."""
+    for key, value in overrides.items():
+        cfg = _set_path(cfg, key.split("."), value, key)
+    return cfg
+
+
+def _set_path(obj: Any, parts: list[str], value: Any, full: str) -> Any:
+    if not dataclasses.is_dataclass(obj):
+        raise KeyError(f"override {full!r}: {type(obj).__name__} has no fields")
+    names = {f.name: f for f in dataclasses.fields(obj)}
+    head = parts[0]
+    if head not in names:
+        raise KeyError(f"override {full!r}: unknown field {head!r}; fields are {sorted(names)}")
+    current = getattr(obj, head)
+    if len(parts) > 1:
+        new = _set_path(current, parts[1:], value, full)
+    else:
+        new = _coerce(value, current, full)
+    return dataclasses.replace(obj, **{head: new})
+
+
+def _coerce(value: Any, current: Any, full: str) -> Any:
+    if not isinstance(value, str) or isinstance(current, str) or current is None:
+        return value
+    try:
+        if isinstance(current, bool):
+            if value.lower() in ("1", "true", "yes", "on"):
+                return True
+            if value.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(value)
+        if isinstance(current, int):
+            return int(value)
+        if isinstance(current, float):
+            return float(value)
+        if isinstance(current, tuple):
+            return tuple(type(current[0])(v) if current else v for v in value.split(","))
+    except ValueError:
+        raise ValueError(f"override {full}={value!r}: expected {type(current).__name__}") from None
+    return value

@@ -1,0 +1,194 @@
+"""The shared open_clip encoder: global embeddings, patch tokens, key-padding masks, text.
+
+RICE (and ``clip-meanpool``, the video baselines' image side) use one CLIP ViT for shop
+images and livestream frames. Following RICE's official code, a frame's global embedding is
+CLS -> ``ln_post`` -> ``proj`` and its patch tokens are the last transformer layer's output
+*before* ``ln_post`` (1 + grid**2 tokens, CLS first). An optional boolean ``keep`` mask
+[N, 1 + grid**2] turns into an attention mask over keys, as RICE's intent-product mask does.
+
+``paper``: open_clip ``ViT-B-32`` loaded from a hub tag (``openai``) or a local checkpoint
+file; failing both is an error, never a silent random start. ``tiny``: the same open_clip
+``CLIP`` class built from a small vision/text config and randomly initialised.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    model_name: str = "ViT-B-32"  # an open_clip architecture, or "custom" for the fields below
+    pretrained: Optional[str] = "openai"  # hub tag or local file; None = random init
+    image_size: int = 224
+    patch_size: int = 32
+    width: int = 768
+    layers: int = 12
+    heads: int = 12
+    embed_dim: int = 512
+    text_width: int = 512
+    text_layers: int = 12
+    text_heads: int = 8
+    context_length: int = 77
+
+
+TINY_ENCODER = EncoderConfig(
+    model_name="custom", pretrained=None, image_size=112, patch_size=16, width=192, layers=4,
+    heads=4, embed_dim=128, text_width=128, text_layers=2, text_heads=4, context_length=32,
+)
+PAPER_ENCODER = EncoderConfig()
+
+
+class EncoderLoadError(RuntimeError):
+    pass
+
+
+def build_clip(cfg: EncoderConfig) -> nn.Module:
+    """An ``open_clip.CLIP`` model: from a registered architecture or a small custom config."""
+    import open_clip
+    from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
+
+    if cfg.model_name == "custom":
+        if cfg.pretrained:
+            model = CLIP(**_custom_kwargs(cfg, CLIPVisionCfg, CLIPTextCfg))
+            load_local_weights(model, Path(cfg.pretrained))
+            return model
+        return CLIP(**_custom_kwargs(cfg, CLIPVisionCfg, CLIPTextCfg))
+    if cfg.pretrained is None:
+        return open_clip.create_model(cfg.model_name, pretrained=None)
+    try:
+        return open_clip.create_model(cfg.model_name, pretrained=cfg.pretrained)
+    except Exception as exc:  # network failure, unknown tag, unreadable file
+        raise EncoderLoadError(
+            f"cannot load open_clip {cfg.model_name} weights {cfg.pretrained!r}: {exc}. "
+            "Pass --pretrained PATH to a local checkpoint (e.g. a downloaded "
+            "open_clip_pytorch_model.bin), or run where the hub is reachable."
+        ) from exc
+
+
+def _custom_kwargs(cfg: EncoderConfig, vision_cls, text_cls) -> dict:
+    return dict(
+        embed_dim=cfg.embed_dim,
+        vision_cfg=vision_cls(
+            layers=cfg.layers, width=cfg.width, head_width=cfg.width // cfg.heads,
+            patch_size=cfg.patch_size, image_size=cfg.image_size,
+        ),
+        text_cfg=text_cls(
+            context_length=cfg.context_length, width=cfg.text_width, heads=cfg.text_heads,
+            layers=cfg.text_layers,
+        ),
+    )
+
+
+def load_local_weights(model: nn.Module, path: Path) -> None:
+    """Load a state dict saved with ``torch.save``; tensors only (``weights_only=True``)."""
+    if not path.is_file():
+        raise EncoderLoadError(f"encoder weights {path}: no such file")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise EncoderLoadError(f"encoder weights {path}: not a loadable tensor checkpoint ({exc})") from exc
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing:
+        raise EncoderLoadError(f"encoder weights {path}: missing keys {missing[:5]}...")
+
+
+class ClipEncoder(nn.Module):
+    """One open_clip model shared by shop images and frames (and, optionally, text)."""
+
+    def __init__(self, cfg: EncoderConfig, with_text: bool = False) -> None:
+        super().__init__()
+        self.cfg = cfg
+        clip = build_clip(cfg)
+        self.visual = clip.visual
+        self.logit_scale = clip.logit_scale  # learnable temperature, init log(1/0.07)
+        self.with_text = with_text
+        if with_text:
+            self.token_embedding = clip.token_embedding
+            self.positional_embedding = clip.positional_embedding
+            self.transformer = clip.transformer
+            self.ln_final = clip.ln_final
+            self.text_projection = clip.text_projection
+            self.register_buffer("attn_mask", clip.attn_mask, persistent=False)
+            self.text_pool_type = getattr(clip, "text_pool_type", "argmax")
+            self._tokenizer = None
+        grid = self.visual.grid_size
+        self.grid = int(grid[0]) if isinstance(grid, (tuple, list)) else int(grid)
+        self.width = int(self.visual.conv1.out_channels)
+        self.heads = int(self.visual.transformer.resblocks[0].attn.num_heads)
+        self.embed_dim = int(self.visual.proj.shape[1])
+
+    @property
+    def num_tokens(self) -> int:
+        return 1 + self.grid * self.grid
+
+    def image_tokens(self, images: Tensor, keep: Optional[Tensor] = None) -> Tensor:
+        """Last-layer tokens before ``ln_post``: [N, 1 + grid**2, width]."""
+        v = self.visual
+        x = v._embeds(images)
+        mask = keys_mask(keep, self.heads, x.dtype) if keep is not None else None
+        for block in v.transformer.resblocks:
+            x = block(x, attn_mask=mask)
+        return x
+
+    def project(self, cls_token: Tensor) -> Tensor:
+        """CLS token -> ``ln_post`` -> projection: the global embedding (not normalised)."""
+        return self.visual.ln_post(cls_token) @ self.visual.proj
+
+    def encode_images(self, images: Tensor, keep: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
+        """Global embeddings [N, E] and patch tokens [N, 1 + grid**2, width]."""
+        tokens = self.image_tokens(images, keep)
+        return self.project(tokens[:, 0]), tokens
+
+    def encode_frames(self, frames: Tensor, keep: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
+        """``frames`` [B, T, 3, H, W] -> per-frame embeddings [B, T, E], tokens [B, T, L, W]."""
+        b, t = frames.shape[:2]
+        flat_keep = keep.flatten(0, 1) if keep is not None else None
+        emb, tokens = self.encode_images(frames.flatten(0, 1), flat_keep)
+        return emb.view(b, t, -1), tokens.view(b, t, *tokens.shape[1:])
+
+    # --- text ------------------------------------------------------------------------
+    def tokenize(self, texts: Sequence[str]) -> Tensor:
+        import open_clip
+
+        if self._tokenizer is None:
+            self._tokenizer = open_clip.SimpleTokenizer(context_length=self.cfg.context_length)
+        return self._tokenizer(list(texts))
+
+    def encode_text(self, texts: Sequence[str]) -> Tensor:
+        """Text embeddings [N, E] from the text tower (EOT token -> ``ln_final`` -> proj)."""
+        if not self.with_text:
+            raise RuntimeError("encoder was built without its text tower")
+        tokens = self.tokenize(texts).to(self.token_embedding.weight.device)
+        x = self.token_embedding(tokens) + self.positional_embedding
+        x = self.transformer(x, attn_mask=self.attn_mask)
+        x = self.ln_final(x)
+        x = x[torch.arange(x.shape[0], device=x.device), tokens.argmax(dim=-1)]
+        return x @ self.text_projection
+
+
+def keys_mask(keep: Tensor, heads: int, dtype: torch.dtype) -> Tensor:
+    """Boolean keep [N, L] -> additive attention mask [N * heads, L, L] hiding dropped keys."""
+    n, length = keep.shape
+    add = torch.zeros(n, 1, 1, length, dtype=dtype, device=keep.device)
+    add = add.masked_fill(~keep.view(n, 1, 1, length), float("-inf"))
+    return add.expand(n, heads, length, length).reshape(n * heads, length, length)
+
+
+def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
+    """Mean of ``x`` [B, T, ...] over T where ``mask`` [B, T] is True (0 for empty rows)."""
+    m = mask.to(x.dtype).view(*mask.shape, *([1] * (x.ndim - 2)))
+    return (x * m).sum(1) / m.sum(1).clamp_min(1.0)
+
+
+def video_embedding(frame_emb: Tensor, frame_mask: Tensor) -> Tensor:
+    """RICE's video embedding: masked mean of L2-normalised frame embeddings, L2-normalised."""
+    return F.normalize(masked_mean(F.normalize(frame_emb, dim=-1), frame_mask), dim=-1)

@@ -1,0 +1,69 @@
+"""Losses shared by several methods: InfoNCE (negatives from every process), triplet, ID."""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def gather_with_grad(x: Tensor) -> Tensor:
+    """Concatenate ``x`` from all processes along dim 0, gradients flowing back to each.
+
+    A no-op outside ``torch.distributed``. Rank order is kept, so a rank's local rows sit at
+    ``rank * B`` in the result.
+    """
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return x
+    from torch.distributed.nn.functional import all_gather
+
+    return torch.cat(all_gather(x), dim=0)
+
+
+def local_offset(batch: int) -> int:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank() * batch
+    return 0
+
+
+def info_nce(video: Tensor, image: Tensor, logit_scale: Tensor, max_scale: float = 100.0) -> Tensor:
+    """Symmetric InfoNCE between L2-normalised ``video`` and ``image`` [B, D] (CLIP's loss).
+
+    Negatives are gathered from every process; ``logit_scale`` is the log temperature
+    (learnable), clamped at ``log(max_scale)`` as CLIP does. Every rank's local batch size
+    must be equal (the distributed sampler pads for that).
+    """
+    all_video = gather_with_grad(video)
+    all_image = gather_with_grad(image)
+    scale = logit_scale.clamp(max=torch.log(torch.tensor(max_scale))).exp()
+    offset = local_offset(video.shape[0])
+    labels = torch.arange(video.shape[0], device=video.device) + offset
+    logits_v2i = scale * video @ all_image.t()
+    logits_i2v = scale * image @ all_video.t()
+    return 0.5 * (F.cross_entropy(logits_v2i, labels) + F.cross_entropy(logits_i2v, labels))
+
+
+def batch_hard_triplet(emb: Tensor, labels: Tensor, margin: float | None = 0.3) -> Tensor:
+    """Batch-hard triplet loss (Hermans et al. 2017) on Euclidean distances.
+
+    ``margin=None`` gives the soft-margin version ``log(1 + exp(d_ap - d_an))`` (STE-NVAN).
+    Anchors without a positive or a negative in the batch are ignored.
+    """
+    dist_mat = torch.cdist(emb, emb)
+    same = labels[:, None] == labels[None, :]
+    eye = torch.eye(len(labels), dtype=torch.bool, device=emb.device)
+    pos_mask = same & ~eye
+    neg_mask = ~same
+    valid = pos_mask.any(1) & neg_mask.any(1)
+    if not valid.any():
+        return emb.sum() * 0.0
+    d_ap = dist_mat.masked_fill(~pos_mask, float("-inf")).amax(1)[valid]
+    d_an = dist_mat.masked_fill(~neg_mask, float("inf")).amin(1)[valid]
+    if margin is None:
+        return F.softplus(d_ap - d_an).mean()
+    return F.relu(d_ap - d_an + margin).mean()
+
+
+def label_smoothed_ce(logits: Tensor, labels: Tensor, epsilon: float = 0.1) -> Tensor:
+    return F.cross_entropy(logits, labels, label_smoothing=epsilon)
