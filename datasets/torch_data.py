@@ -1,0 +1,177 @@
+"""PyTorch datasets producing the batch format of ``methods/base.py``.
+
+* :class:`PairDataset` (training pairs): clip side + image side + ``product``/``category`` ids.
+* :class:`QueryDataset` (test clips): clip side only.
+* :class:`GalleryDataset` (shop images): image side only.
+* :func:`collate_batch`: stacks tensors, keeps strings as lists, ints as long tensors.
+
+Clip side: ``frames`` float [T, 3, S, S], ``frame_mask`` bool [T] (False on padding), ``boxes``
+float [T, 4] xyxy in [0, 1] of the transformed frame, ``box_mask`` bool [T], ``asr`` str. A
+missing query clip (``Query.missing``) yields zero frames and an all-False ``frame_mask``. Every
+item carries ``index`` (its position in the split). Unreadable files raise ``DataError``.
+"""
+
+from __future__ import annotations
+
+import bisect
+from typing import Any, Mapping, Optional, Sequence
+
+import torch
+from torch.utils.data import Dataset
+
+from benchmark.config import DataConfig
+from datasets import transforms as T
+from datasets.decoding import VideoFile, decode_frames, decode_image
+from datasets.records import Box, ClipSource, GalleryItem, Query, TrainPair
+from datasets.sampling import sample_clip, temporal_mask, video_candidates
+
+
+def load_clip(clip: ClipSource, cfg: DataConfig, *, train: bool = False) -> dict[str, Any]:
+    """Decode, sample and transform one clip into the clip-side fields of an item."""
+    n_t, size = cfg.num_frames, cfg.image_size
+    jitter = train and cfg.train_jitter
+    frames: list[torch.Tensor] = []
+    stored: list[tuple[int, int]] = []
+    boxes: list[Optional[Box]] = []
+    if clip.video_path is not None:
+        video = VideoFile(clip.video_path)
+        cands = video_candidates(video.num_frames, video.fps, clip.sample_fps)
+        picked = [cands[p] for p in sample_clip(len(cands), n_t, train_cut=jitter)]
+        batch = video.get(picked)
+        frames = list(batch.unbind(0))
+        stored = [(int(batch.shape[3]), int(batch.shape[2]))] * len(frames)
+        tol = int(round(video.fps / (2 * clip.sample_fps))) if clip.sample_fps and video.fps else 0
+        boxes = [_nearest_box(clip.boxes, i, tol) for i in picked]
+    elif clip.frame_paths:
+        positions = sample_clip(len(clip.frame_paths), n_t, train_cut=jitter)
+        frames, stored = decode_frames([clip.frame_paths[p] for p in positions], min_side=cfg.resize_size)
+        boxes = [clip.boxes.get(p) for p in positions]
+    out_frames = torch.zeros(n_t, 3, size, size)
+    out_boxes = torch.zeros(n_t, 4)
+    box_mask = torch.zeros(n_t, dtype=torch.bool)
+    k = len(frames)
+    if k:
+        norm_boxes, valid = T.normalise_boxes(boxes, stored)
+        if jitter:
+            crop = T.sample_train_crop(int(frames[0].shape[-1]), int(frames[0].shape[-2]))
+            pixels = T.train_geometry(frames, crop, size)
+            norm_boxes, valid = T.train_boxes(norm_boxes, valid, crop)
+        else:
+            pixels = T.eval_geometry(frames, cfg.resize_size, size)
+            decoded = [(int(f.shape[-1]), int(f.shape[-2])) for f in frames]
+            norm_boxes, valid = T.eval_boxes(norm_boxes, valid, decoded, cfg.resize_size, size)
+        out_frames[:k] = T.to_float(pixels, cfg.mean, cfg.std)
+        out_boxes[:k] = norm_boxes
+        box_mask[:k] = valid
+    return {"frames": out_frames, "frame_mask": temporal_mask(k, n_t), "boxes": out_boxes, "box_mask": box_mask, "asr": clip.asr}
+
+
+def load_image(path, cfg: DataConfig, *, train: bool = False) -> torch.Tensor:
+    """Decode and transform one shop image to float ``[3, S, S]``."""
+    img, _ = decode_image(path, min_side=cfg.resize_size)
+    if train and cfg.train_jitter:
+        crop = T.sample_train_crop(int(img.shape[-1]), int(img.shape[-2]))
+        pixels = T.train_geometry([img], crop, cfg.image_size)
+    else:
+        pixels = T.eval_geometry([img], cfg.resize_size, cfg.image_size)
+    return T.to_float(pixels[0], cfg.mean, cfg.std)
+
+
+def _nearest_box(boxes: Mapping[int, Box], index: int, tolerance: int) -> Optional[Box]:
+    if not boxes:
+        return None
+    if index in boxes:
+        return boxes[index]
+    if tolerance <= 0:
+        return None
+    keys = sorted(boxes)
+    pos = bisect.bisect_left(keys, index)
+    best = None
+    for j in (pos - 1, pos):
+        if 0 <= j < len(keys) and abs(keys[j] - index) <= tolerance:
+            if best is None or abs(keys[j] - index) < abs(best - index):
+                best = keys[j]
+    return None if best is None else boxes[best]
+
+
+class PairDataset(Dataset):
+    """Training pairs -> clip side + image side + ``product`` and ``category`` (-1 unknown)."""
+
+    def __init__(
+        self,
+        pairs: Sequence[TrainPair],
+        data_cfg: DataConfig,
+        product_index: Mapping[str, int],
+        category_index: Mapping[str, int],
+        train: bool = True,
+    ) -> None:
+        self.pairs = list(pairs)
+        self.cfg = data_cfg
+        self.product_index = product_index
+        self.category_index = category_index
+        self.train = train
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        pair = self.pairs[i]
+        item = load_clip(pair.clip, self.cfg, train=self.train)
+        item["image"] = load_image(pair.image_path, self.cfg, train=self.train)
+        item["title"] = pair.title
+        item["product"] = self.product_index[pair.product_id]
+        item["category"] = self.category_index.get(pair.category, -1) if pair.category else -1
+        item["index"] = i
+        return item
+
+
+class QueryDataset(Dataset):
+    """Test clips -> clip side; a missing clip has an all-False ``frame_mask``."""
+
+    def __init__(self, queries: Sequence[Query], data_cfg: DataConfig) -> None:
+        self.queries = list(queries)
+        self.cfg = data_cfg
+
+    def __len__(self) -> int:
+        return len(self.queries)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        q = self.queries[i]
+        clip = ClipSource(clip_id=q.query_id, asr=q.clip.asr) if q.missing else q.clip
+        item = load_clip(clip, self.cfg, train=False)
+        item["index"] = i
+        return item
+
+
+class GalleryDataset(Dataset):
+    """Shop images -> image side."""
+
+    def __init__(self, items: Sequence[GalleryItem], data_cfg: DataConfig) -> None:
+        self.items = list(items)
+        self.cfg = data_cfg
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        g = self.items[i]
+        return {"image": load_image(g.image_path, self.cfg, train=False), "title": g.title, "index": i}
+
+
+def collate_batch(items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Stack a list of item dicts into the batch dict of ``methods/base.py``."""
+    if not items:
+        raise ValueError("collate_batch got an empty list")
+    batch: dict[str, Any] = {}
+    for key in items[0]:
+        values = [it[key] for it in items]
+        first = values[0]
+        if isinstance(first, torch.Tensor):
+            batch[key] = torch.stack(values)
+        elif isinstance(first, str):
+            batch[key] = list(values)
+        elif isinstance(first, (int, bool)):
+            batch[key] = torch.tensor(values, dtype=torch.long)
+        else:
+            raise TypeError(f"collate_batch: field {key!r} has unsupported type {type(first).__name__}")
+    return batch
