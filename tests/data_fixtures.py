@@ -130,7 +130,7 @@ def make_lpr4m_release(
                 else:
                     gts = [gt] if c % 2 == 0 else [gt, images[(c + 1) % len(images)]]
                     gt_map[clip] = gts
-                    for fid, box in zip(frame_ids, boxes):
+                    for fid, box in reversed(list(zip(frame_ids, boxes))):  # key order != frame order
                         f2box[fid] = box
                     asr_rows.append(f"{clip}\t{asr}")
                     attr_rows.append("\t".join([clip, str(cat_id), cat, attrs["scale"], attrs["duration"], attrs["num_products"]]))

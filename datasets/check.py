@@ -1,0 +1,171 @@
+"""Data-root integrity check: ``check_dataset(name, root) -> CheckReport``.
+
+Walks the annotations with the dataset's own parser in collecting mode (malformed rows, bad JSON,
+non-UTF-8 text, duplicate ids, ground truth outside its gallery group, paths escaping the root,
+missing annotation files), then every file the records reference: missing, empty or unreadable
+files, JPEGs without their end-of-image marker (truncated), and, with ``deep=True``, a full decode
+of every image and an open + first-frame decode of every video.
+
+Missing MovingFashion videos are reported (named) as warnings up to ``KNOWN_MISSING_VIDEOS``, the
+number the public archive lacks (22 train + 1 test); beyond that they are errors. ``report.ok`` is
+False as soon as any error-level fault is found. Wired to ``run_benchmark.py check-data``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+from datasets import faults as F
+from datasets.decoding import VideoFile, decode_image, has_jpeg_end, is_jpeg
+from datasets.errors import DataError
+from datasets.faults import Faults
+from datasets.records import DatasetSplits
+
+KNOWN_MISSING_VIDEOS = 23
+LAYOUT_READERS = ("lpr4m", "movingfashion")
+
+
+@dataclass
+class CheckReport:
+    """Fault counts and first offending places per kind; ``ok`` when no error-level fault."""
+
+    dataset: str
+    root: Path
+    layout: str = ""
+    counts: dict[str, int] = field(default_factory=dict)
+    examples: dict[str, list[str]] = field(default_factory=dict)
+    error_kinds: set[str] = field(default_factory=set)
+    stats: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.error_kinds
+
+    @property
+    def num_errors(self) -> int:
+        return sum(n for k, n in self.counts.items() if k in self.error_kinds)
+
+    def format(self) -> str:
+        lines = [f"check-data {self.dataset} at {self.root}" + (f" (layout {self.layout})" if self.layout else "")]
+        if self.stats:
+            lines.append("  " + ", ".join(f"{k}: {v}" for k, v in self.stats.items()))
+        if not self.counts:
+            lines.append("  no faults found")
+        for kind in sorted(self.counts, key=lambda k: (k not in self.error_kinds, k)):
+            level = "ERROR" if kind in self.error_kinds else "warning"
+            lines.append(f"  {level:7s} {kind}: {self.counts[kind]}")
+            lines.extend(f"          {ex}" for ex in self.examples.get(kind, []))
+        lines.append("OK" if self.ok else f"FAILED: {self.num_errors} error(s)")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "dataset": self.dataset, "root": str(self.root), "layout": self.layout, "ok": self.ok,
+            "counts": dict(self.counts), "examples": {k: list(v) for k, v in self.examples.items()},
+            "error_kinds": sorted(self.error_kinds), "stats": dict(self.stats),
+        }
+
+
+def check_dataset(name: str, root: Path, *, deep: bool = False) -> CheckReport:
+    """Check the data root of dataset ``name`` (``lpr4m``, ``movingfashion`` or their ``-synth``
+    variants, which share the layouts). ``deep`` decodes every image and opens every video."""
+    layout_name = name[: -len("-synth")] if name.endswith("-synth") else name
+    if layout_name not in LAYOUT_READERS:
+        raise ValueError(f"check_dataset: unknown dataset {name!r}; known: {', '.join(LAYOUT_READERS)} (and -synth)")
+    root = Path(os.path.abspath(root))
+    faults = Faults(strict=False)
+    splits: Optional[DatasetSplits] = None
+    try:
+        if layout_name == "lpr4m":
+            from datasets.lpr4m import read_lpr4m
+
+            splits = read_lpr4m(root, faults)
+        else:
+            from datasets.movingfashion import read_movingfashion
+
+            splits = read_movingfashion(root, faults)
+    except DataError as e:  # the root itself is unusable (not a folder, not this layout)
+        faults.error(e.kind or F.MISSING_ANNOTATION, e.path or root, str(e).split(": ", 1)[-1])
+    report = CheckReport(dataset=name, root=root, layout=splits.layout if splits else "")
+    if splits is not None:
+        images = _image_files(splits)
+        videos = _video_files(splits)
+        report.stats = {
+            "train_pairs": len(splits.train), "queries": len(splits.queries), "gallery": len(splits.gallery),
+            "image_files": len(images), "video_files": len(videos), "missing_videos": len(splits.missing),
+        }
+        for path in images:
+            _check_image(path, faults, deep)
+        for path in videos:
+            _check_video(path, faults, deep)
+    report.counts = dict(faults.counts)
+    report.examples = {k: [f"{f.where}: {f.message}" for f in v] for k, v in faults.examples.items()}
+    report.error_kinds = {k for k in faults.counts if k != F.MISSING_VIDEO}
+    if faults.counts.get(F.MISSING_VIDEO, 0) > KNOWN_MISSING_VIDEOS:
+        report.error_kinds.add(F.MISSING_VIDEO)
+    return report
+
+
+def _image_files(splits: DatasetSplits) -> list[Path]:
+    seen: dict[Path, None] = {}
+    for p in splits.train:
+        seen.update(dict.fromkeys(p.clip.frame_paths))
+        seen[p.image_path] = None
+    for q in splits.queries:
+        seen.update(dict.fromkeys(q.clip.frame_paths))
+    for g in splits.gallery:
+        seen[g.image_path] = None
+    return list(seen)
+
+
+def _video_files(splits: DatasetSplits) -> list[Path]:
+    clips: Iterable = [p.clip for p in splits.train] + [q.clip for q in splits.queries]
+    return list(dict.fromkeys(c.video_path for c in clips if c.video_path is not None))
+
+
+def _check_image(path: Path, faults: Faults, deep: bool) -> None:
+    try:
+        size = os.stat(path).st_size
+        if size == 0:
+            faults.error(F.UNREADABLE_FILE, path, "file is empty (0 bytes)")
+            return
+        with open(path, "rb") as f:
+            head = f.read(16)
+            f.seek(max(0, size - 64))
+            tail = f.read()
+    except FileNotFoundError:
+        faults.error(F.MISSING_FILE, path, "file is missing")
+        return
+    except OSError as e:
+        faults.error(F.UNREADABLE_FILE, path, f"cannot read file ({e.strerror or e})")
+        return
+    if is_jpeg(head) and not has_jpeg_end(tail):
+        faults.error(F.TRUNCATED_JPEG, path, "truncated JPEG (no end-of-image marker)")
+        return
+    if deep or not is_jpeg(head):
+        try:
+            decode_image(path, backend="pil-draft")
+        except DataError as e:
+            faults.error(e.kind or F.UNREADABLE_FILE, path, str(e).split(": ", 1)[-1])
+
+
+def _check_video(path: Path, faults: Faults, deep: bool) -> None:
+    try:
+        size = os.stat(path).st_size
+    except FileNotFoundError:
+        faults.error(F.MISSING_VIDEO, path, "video file is missing")
+        return
+    except OSError as e:
+        faults.error(F.UNREADABLE_FILE, path, f"cannot stat video ({e.strerror or e})")
+        return
+    if size == 0:
+        faults.error(F.UNREADABLE_FILE, path, "video file is empty (0 bytes)")
+        return
+    if deep:
+        try:
+            VideoFile(path).get([0])
+        except DataError as e:
+            faults.error(e.kind or F.UNREADABLE_FILE, path, str(e).split(": ", 1)[-1])

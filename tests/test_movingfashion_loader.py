@@ -1,0 +1,93 @@
+"""MovingFashion loader: records, missing videos reported (not a crash), tracklets, bad JSON."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from benchmark.registry import DATASETS
+from datasets import faults as F
+from datasets.errors import DataError
+from datasets.movingfashion import load_movingfashion
+from tests.data_fixtures import make_movingfashion
+
+
+@pytest.fixture(scope="module")
+def mf(tmp_path_factory):
+    return make_movingfashion(tmp_path_factory.mktemp("mf") / "root", missing_train=[1], missing_test=[2])
+
+
+def test_registered():
+    assert DATASETS.get("movingfashion") is load_movingfashion
+
+
+def test_records(mf):
+    s = load_movingfashion(mf.root)
+    assert s.layout == "movingfashion" and not s.grouped
+    # train000 has 2 videos, train001's only video is missing, train002 has 1 -> 3 pairs
+    assert [(p.product_id, p.clip.video_path.name) for p in s.train] == [
+        ("train000", "train000_0.mp4"), ("train000", "train000_1.mp4"), ("train002", "train002_0.mp4")]
+    assert all(p.clip.sample_fps == 1.0 and p.clip.frame_paths == () for p in s.train)
+    assert [p.attributes["source"] for p in s.train] == ["hard", "hard", "hard"]
+    assert s.train[0].image_path == mf.root / "imgs" / "train000.jpg"
+    assert s.train[0].clip.boxes[4] == (4.0, 4.0, 34.0, 40.0)
+    assert [g.image_id for g in s.gallery] == ["test000", "test001", "test002"]
+    assert all(g.group is None for g in s.gallery)
+    assert [(q.query_id, q.gt_ids, q.attributes["source"], q.missing) for q in s.queries] == [
+        ("test000_0", ("test000",), "hard", False),
+        ("test001_0", ("test001",), "regular", False),
+        ("test002_0", ("test002",), "hard", True),
+    ]
+    assert s.queries[2].clip.video_path is None and s.queries[2].clip.frame_paths == ()
+    assert s.missing == ["videos/test002_0.mp4", "videos/train001_0.mp4"]
+
+
+def test_missing_videos_are_logged(mf, caplog):
+    with caplog.at_level("WARNING"):
+        load_movingfashion(mf.root)
+    assert "dropped 1 training pair(s)" in caplog.text
+    assert "videos/test002_0.mp4" in caplog.text
+
+
+def test_bad_source_value(tmp_path):
+    man = make_movingfashion(tmp_path / "r", num_train=2, num_test=1)
+    data = json.loads((man.root / "test.json").read_text())
+    data["test000"]["source"] = 2
+    (man.root / "test.json").write_text(json.dumps(data))
+    with pytest.raises(DataError, match=r"test\.json: product 'test000': 'source' must be 0 \(hard\) or 1 \(regular\), got 2") as ei:
+        load_movingfashion(man.root)
+    assert ei.value.kind == F.BAD_JSON
+
+
+def test_json_of_wrong_shape(tmp_path):
+    man = make_movingfashion(tmp_path / "r", num_train=1, num_test=1)
+    (man.root / "train.json").write_text(json.dumps([{"img_path": "imgs/x.jpg"}]))
+    with pytest.raises(DataError, match=r"train\.json: expected a JSON object keyed by product id, got list"):
+        load_movingfashion(man.root)
+
+
+def test_tracklets_must_align_with_videos(tmp_path):
+    man = make_movingfashion(tmp_path / "r", num_train=1, num_test=1)
+    data = json.loads((man.root / "train.json").read_text())
+    data["train000"]["tracklets"] = [{"0": [1, 1, 5, 5]}]  # 2 videos, 1 tracklet
+    (man.root / "train.json").write_text(json.dumps(data))
+    with pytest.raises(DataError, match=r"one dict per video \(2\)"):
+        load_movingfashion(man.root)
+
+
+def test_video_path_escaping_root(tmp_path):
+    man = make_movingfashion(tmp_path / "r", num_train=1, num_test=1)
+    data = json.loads((man.root / "test.json").read_text())
+    data["test000"]["video_paths"] = ["videos/../../x.mp4"]
+    (man.root / "test.json").write_text(json.dumps(data))
+    with pytest.raises(DataError, match="escapes the data root") as ei:
+        load_movingfashion(man.root)
+    assert ei.value.kind == F.PATH_ESCAPE
+
+
+def test_missing_split_file(tmp_path):
+    man = make_movingfashion(tmp_path / "r", num_train=1, num_test=1)
+    (man.root / "test.json").unlink()
+    with pytest.raises(DataError, match=r"test\.json: annotation file is missing"):
+        load_movingfashion(man.root)

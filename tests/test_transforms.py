@@ -1,0 +1,97 @@
+"""Transforms: boxes follow the pixels through eval and train geometry; one transform per clip."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from datasets import transforms as T
+
+
+def _frame(w: int, h: int, box: tuple[int, int, int, int]) -> torch.Tensor:
+    img = torch.full((3, h, w), 40, dtype=torch.uint8)
+    x1, y1, x2, y2 = box
+    img[:, y1:y2, x1:x2] = 255
+    return img
+
+
+def _bright_bbox(img: torch.Tensor) -> tuple[float, float, float, float] | None:
+    ys, xs = torch.nonzero(img.float().mean(0) > 200, as_tuple=True)
+    if len(xs) == 0:
+        return None
+    return (xs.min().item(), ys.min().item(), xs.max().item() + 1, ys.max().item() + 1)
+
+
+def test_eval_box_matches_hand_computation():
+    # 96x64 frame, resize shorter side to 256 -> 384x256, center crop 224 -> offsets (80, 16)
+    boxes, valid = T.normalise_boxes([(8, 6, 40, 30), None], [(96, 64), (96, 64)])
+    out, ok = T.eval_boxes(boxes, valid, [(96, 64), (96, 64)], 256, 224)
+    expected = torch.tensor([0.0, (24 - 16) / 224, (160 - 80) / 224, (120 - 16) / 224])
+    assert torch.allclose(out[0], expected, atol=1e-6)
+    assert ok.tolist() == [True, False] and out[1].abs().sum() == 0
+
+
+def test_eval_geometry_pixels_follow_box():
+    box = (50, 20, 110, 70)
+    frame = _frame(160, 100, box)
+    pix = T.eval_geometry([frame], 128, 112)[0]
+    b, v = T.normalise_boxes([box], [(160, 100)])
+    nb, ok = T.eval_boxes(b, v, [(160, 100)], 128, 112)
+    got = _bright_bbox(pix)
+    assert ok.item() and got is not None
+    assert torch.allclose(torch.tensor(got, dtype=torch.float32), nb[0] * 112, atol=2.0)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_train_geometry_pixels_follow_box_and_frames_share_transform(seed):
+    box = (50, 20, 110, 70)
+    frames = [_frame(160, 100, box), _frame(160, 100, box), _frame(80, 50, (25, 10, 55, 35))]
+    g = torch.Generator().manual_seed(seed)
+    crop = T.sample_train_crop(160, 100, g)
+    pix = T.train_geometry(frames, crop, 64)
+    assert pix.shape == (3, 3, 64, 64)
+    assert torch.equal(pix[0], pix[1])  # same geometric transform on every frame of the clip
+    assert (pix[0].float() - pix[2].float()).abs().mean() < 12  # half-size frame, same normalised crop
+    b, v = T.normalise_boxes([box], [(160, 100)])
+    nb, ok = T.train_boxes(b, v, crop)
+    got = _bright_bbox(pix[0])
+    if ok.item():
+        assert got is not None
+        assert torch.allclose(torch.tensor(got, dtype=torch.float32), nb[0] * 64, atol=2.5), (crop, got, nb[0] * 64)
+    else:
+        assert got is None or (got[2] - got[0]) * (got[3] - got[1]) <= 4
+
+
+def test_flip_mirrors_box():
+    crop = T.TrainCrop(0.0, 0.0, 1.0, 1.0, flip=True)
+    boxes = torch.tensor([[0.1, 0.2, 0.3, 0.6]])
+    out, ok = T.train_boxes(boxes, torch.tensor([True]), crop)
+    assert torch.allclose(out[0], torch.tensor([0.7, 0.2, 0.9, 0.6])) and ok.item()
+
+
+def test_box_outside_crop_is_invalid():
+    crop = T.TrainCrop(0.5, 0.5, 0.5, 0.5, flip=False)
+    out, ok = T.train_boxes(torch.tensor([[0.0, 0.0, 0.3, 0.3]]), torch.tensor([True]), crop)
+    assert not ok.item() and out.abs().sum() == 0
+
+
+def test_train_crop_respects_scale_and_ratio():
+    g = torch.Generator().manual_seed(0)
+    for _ in range(100):
+        c = T.sample_train_crop(300, 200, g)
+        area = c.w * c.h
+        assert 0.5 - 0.02 <= area <= 1.0 + 1e-6
+        assert 0 <= c.x0 and c.x0 + c.w <= 1 + 1e-6 and 0 <= c.y0 and c.y0 + c.h <= 1 + 1e-6
+        assert 0.75 - 0.03 <= (c.w * 300) / (c.h * 200) <= 4 / 3 + 0.03
+
+
+def test_to_float_uses_clip_statistics():
+    x = torch.full((3, 2, 2), 255, dtype=torch.uint8)
+    mean, std = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
+    out = T.to_float(x, mean, std)
+    assert torch.allclose(out[:, 0, 0], torch.tensor([(1 - m) / s for m, s in zip(mean, std)]))
+
+
+def test_resize_smaller_than_crop_is_rejected():
+    with pytest.raises(ValueError, match="smaller than image_size"):
+        T.eval_geometry([torch.zeros(3, 10, 10, dtype=torch.uint8)], 100, 112)
