@@ -1,0 +1,66 @@
+"""Training checkpoints: one atomic file per run directory, loadable with ``weights_only=True``.
+
+``last.pt`` holds the model, optimizer, scheduler and grad-scaler states, the RNG states
+(:mod:`benchmark.seeding`), the position in training (``epoch`` = completed epochs,
+``step`` = optimizer steps, ``micro_in_epoch`` = micro-batches consumed in the unfinished
+epoch) and the loss history. ``config.json`` beside it holds the resolved run config.
+A write replaces the previous file atomically, so the last good checkpoint always survives.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+from benchmark.atomic import atomic_torch_save, atomic_write_json
+
+CHECKPOINT_NAME = "last.pt"
+CONFIG_NAME = "config.json"
+FORMAT_VERSION = 1
+
+
+class CheckpointError(RuntimeError):
+    pass
+
+
+def checkpoint_path(run_dir: Path) -> Path:
+    return Path(run_dir) / CHECKPOINT_NAME
+
+
+def save_checkpoint(run_dir: Path, state: dict[str, Any]) -> Path:
+    """Write ``state`` (plus the format version) to ``run_dir/last.pt`` atomically."""
+    payload = {"format_version": FORMAT_VERSION, **state}
+    return atomic_torch_save(checkpoint_path(run_dir), payload)
+
+
+def save_config(run_dir: Path, config: dict[str, Any]) -> Path:
+    return atomic_write_json(Path(run_dir) / CONFIG_NAME, config)
+
+
+def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint written by :func:`save_checkpoint` (tensors and plain types only)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no checkpoint there")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # truncated, not a torch file, or unsafe pickled objects
+        raise CheckpointError(f"{path}: not a loadable checkpoint ({_first_line(exc)})") from exc
+    if not isinstance(state, dict) or state.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"{path}: not an LPR-Bench checkpoint (format_version {FORMAT_VERSION} expected)")
+    for key in ("model", "optimizer", "scheduler", "epoch", "step"):
+        if key not in state:
+            raise CheckpointError(f"{path}: checkpoint lacks {key!r}")
+    return state
+
+
+def find_resumable(run_dir: Path) -> Optional[Path]:
+    p = checkpoint_path(run_dir)
+    return p if p.is_file() else None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

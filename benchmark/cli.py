@@ -1,0 +1,397 @@
+"""The command line (``run_benchmark.py``), in the style of lm-evaluation-harness.
+
+With no subcommand it runs the benchmark (train + evaluate + submit)::
+
+    run_benchmark.py --method rice --dataset lpr4m-synth --profile tiny --seed 0
+
+Subcommands: ``list``, ``check-data``, ``synth``, ``score``, ``leaderboard``, ``visualize``
+(and ``run``, the default, spelled out). Mistakes a user can make (an unknown name, a bad
+``--set``, broken data, an unreadable submission) end with one ``error:`` line on stderr
+and a non-zero exit status (2 for usage errors, 1 otherwise), never a stack trace; set
+``LPR_BENCH_TRACEBACK=1`` to see the trace anyway.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+SUBCOMMANDS = ("run", "list", "check-data", "synth", "score", "leaderboard", "visualize")
+DEMO_METHOD = "rice"
+DEMO_FALLBACK = "clip-meanpool"
+
+
+class UsageError(Exception):
+    """A bad command line (exit status 2)."""
+
+
+# --- argument parsers --------------------------------------------------------------------
+
+
+def add_run_arguments(p: argparse.ArgumentParser) -> None:
+    from benchmark.config import PROFILES
+
+    p.add_argument("--method", required=True, help="a registered method (see `list`)")
+    p.add_argument("--dataset", required=True, help="a registered dataset (see `list`)")
+    p.add_argument("--data-root", type=Path, default=None, help="dataset folder (synthetic sets: generated when absent)")
+    p.add_argument("--profile", default="tiny", choices=sorted(PROFILES), help="protocol profile (default: tiny)")
+    p.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a field of the method's config, dotted (repeatable), e.g. --set encoder.layers=2")
+    p.add_argument("--plugin", dest="plugins", action="append", default=[], metavar="PATH_OR_MODULE",
+                   help="import a method plugin (.py file, package folder or module name) first (repeatable)")
+    p.add_argument("--pretrained", default=None, metavar="PATH",
+                   help="initial encoder weights: a local checkpoint file or an open_clip hub tag")
+    p.add_argument("--epochs", type=int, default=None, help="override the profile's epochs (0: evaluate only)")
+    p.add_argument("--max-steps", type=int, default=None, help="stop after this many optimizer steps")
+    p.add_argument("--batch-size", type=int, default=None, help="override the profile's global training batch")
+    p.add_argument("--grad-accum", type=int, default=None, help="gradient-accumulation steps per optimizer step")
+    p.add_argument("--rerank", choices=("none", "all", "topk"), default=None,
+                   help="second stage for methods that have one (default: none)")
+    p.add_argument("--rerank-topk", type=int, default=None, help="candidates re-scored with --rerank topk")
+    p.add_argument("--bootstrap", type=int, default=None, help="bootstrap resamples for the 95%% CIs")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--num-workers", type=int, default=None, help="DataLoader workers (default: the profile's)")
+    p.add_argument("--resume", action="store_true", help="continue from the run directory's last checkpoint")
+    p.add_argument("--deterministic", action="store_true", help="ask torch for deterministic kernels")
+    p.add_argument("--synth-size", default="default", help="size of a generated synthetic dataset (tiny|default)")
+    p.add_argument("--output-dir", type=Path, default=Path("runs"), help="run directories go here (default runs/)")
+    p.add_argument("--results-dir", type=Path, default=Path("results"),
+                   help="submissions and leaderboard go here (default results/)")
+    p.add_argument("--no-leaderboard", action="store_true", help="write the submission but leave the leaderboard alone")
+    p.add_argument("--demo-fallback", action="store_true",
+                   help=f"if --method is {DEMO_METHOD!r} and it is not registered, run {DEMO_FALLBACK!r} and say so")
+
+
+def build_parser(with_visualize: bool = False) -> argparse.ArgumentParser:
+    """The parser; the ``visualize`` options are added only when that command is used."""
+    parser = argparse.ArgumentParser(
+        prog="run_benchmark.py",
+        description="LPR-Bench: train and evaluate a livestream product recognition method under one protocol.",
+        epilog=(
+            "subcommands: run (default) | list | check-data | synth | score | leaderboard | visualize; "
+            "`run_benchmark.py SUBCOMMAND -h` for each"
+        ),
+    )
+    sub = parser.add_subparsers(dest="command", metavar="SUBCOMMAND")
+    add_run_arguments(sub.add_parser("run", help="train + evaluate + submit (the default)"))
+
+    p = sub.add_parser("list", help="registered methods, datasets and profiles")
+    p.add_argument("--plugin", dest="plugins", action="append", default=[], metavar="PATH_OR_MODULE")
+
+    p = sub.add_parser("check-data", help="integrity report of a data root (non-zero exit on faults)")
+    p.add_argument("--dataset", required=True, help="lpr4m, movingfashion (or a -synth variant)")
+    p.add_argument("--data-root", type=Path, required=True)
+    p.add_argument("--deep", action="store_true", help="decode every image and open every video")
+
+    p = sub.add_parser("synth", help="write a synthetic dataset in a real layout")
+    p.add_argument("--layout", required=True, choices=("lpr4m", "movingfashion"))
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--size", default="default", help="tiny | default")
+    p.add_argument("--set", dest="knobs", action="append", default=[], metavar="KNOB=VALUE",
+                   help="a difficulty knob of the generator (repeatable)")
+
+    p = sub.add_parser("score", help="re-score a submission from its rankings against the ground truth")
+    p.add_argument("submission", type=Path)
+    p.add_argument("--data-root", type=Path, default=None,
+                   help="the dataset's folder (synthetic sets: regenerated into the cache when absent)")
+
+    p = sub.add_parser("leaderboard", help="regenerate the leaderboard from the submissions")
+    p.add_argument("--results-dir", type=Path, default=Path("results"))
+
+    p = sub.add_parser("visualize", help="qualitative figures (delegated to benchmark/visualize.py)")
+    if with_visualize:
+        _add_visualize_arguments(p)
+    return parser
+
+
+def _add_visualize_arguments(p: argparse.ArgumentParser) -> None:
+    mod = _visualize_module()
+    if mod is not None:
+        mod.add_arguments(p)
+
+
+def _visualize_module():
+    """``benchmark.visualize`` if this checkout has it (imported only for ``visualize``)."""
+    import importlib
+    import importlib.util
+
+    if importlib.util.find_spec("benchmark.visualize") is None:
+        return None
+    return importlib.import_module("benchmark.visualize")
+
+
+def parse_overrides(items: Sequence[str], what: str = "--set") -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"{what} {item!r}: expected KEY=VALUE")
+        out[key.strip()] = value
+    return out
+
+
+# --- run ---------------------------------------------------------------------------------
+
+
+def resolve_run_config(args: argparse.Namespace):
+    """The :class:`RunConfig` the command line asks for (names checked, overrides validated)."""
+    from benchmark.config import RunConfig, get_profile
+    from benchmark.registry import DATASETS, METHODS
+    from benchmark.runner import pretrained_override
+    from methods.base import apply_overrides
+
+    method = args.method
+    if args.demo_fallback and method == DEMO_METHOD and DEMO_METHOD not in METHODS:
+        print(
+            f"note: method {DEMO_METHOD!r} is not registered in this checkout; the demo falls back to "
+            f"{DEMO_FALLBACK!r} (RICE's ICL branch alone)",
+            file=sys.stderr,
+        )
+        method = DEMO_FALLBACK
+    cls = METHODS.get(method)
+    DATASETS.get(args.dataset)
+    profile = get_profile(args.profile)
+    train_changes: dict[str, Any] = {}
+    for field, value in (("epochs", args.epochs), ("max_steps", args.max_steps),
+                         ("batch_size", args.batch_size), ("grad_accum", args.grad_accum)):
+        if value is not None:
+            if value < 0 or (value == 0 and field in ("batch_size", "grad_accum")):
+                raise UsageError(f"--{field.replace('_', '-')} must be {'positive' if field in ('batch_size', 'grad_accum') else '>= 0'}, got {value}")
+            train_changes[field] = value
+    eval_changes: dict[str, Any] = {}
+    if args.rerank is not None:
+        eval_changes["rerank"] = args.rerank
+    if args.rerank_topk is not None:
+        if args.rerank_topk < 1:
+            raise UsageError(f"--rerank-topk must be >= 1, got {args.rerank_topk}")
+        eval_changes["rerank_topk"] = args.rerank_topk
+    if args.bootstrap is not None:
+        eval_changes["bootstrap"] = max(0, args.bootstrap)
+    profile = dataclasses.replace(
+        profile,
+        train=dataclasses.replace(profile.train, **train_changes),
+        eval=dataclasses.replace(profile.eval, **eval_changes),
+    )
+    overrides: dict[str, Any] = parse_overrides(args.overrides)
+    if args.pretrained:
+        try:
+            overrides.update(pretrained_override(cls, profile.name, args.pretrained))
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+    try:
+        apply_overrides(cls.default_config(profile.name), overrides)
+    except (KeyError, ValueError) as exc:
+        raise UsageError(_message(exc)) from None
+    if profile.eval.rerank != "none" and not getattr(cls, "supports_rerank", False):
+        raise UsageError(f"--rerank {profile.eval.rerank}: method {method!r} has no second stage")
+    return RunConfig(
+        method=method, dataset=args.dataset, profile=profile, data_root=args.data_root, seed=args.seed,
+        output_dir=args.output_dir, results_dir=args.results_dir, method_overrides=overrides,
+        device=args.device, resume=args.resume, deterministic=args.deterministic, synth_size=args.synth_size,
+    )
+
+
+def load_registries(plugins: Sequence[str]) -> None:
+    """Built-in methods and datasets, entry points, then ``--plugin`` imports."""
+    from benchmark.registry import RegistryError, load_all, load_plugin
+
+    load_all(())
+    for spec in plugins:
+        try:
+            load_plugin(spec)
+        except RegistryError:
+            raise
+        except (ImportError, OSError, SyntaxError) as exc:
+            raise UsageError(f"--plugin {spec}: cannot be imported ({type(exc).__name__}: {_message(exc)})") from exc
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from benchmark.runner import run
+
+    load_registries(args.plugins)
+    cfg = resolve_run_config(args)
+    result = run(cfg, num_workers=args.num_workers, write_leaderboard=not args.no_leaderboard)
+    if result.metrics is not None:
+        _print_run_summary(result)
+    return 0
+
+
+def _print_run_summary(result) -> None:
+    from rich.console import Console
+
+    con = Console(highlight=False)
+    overall = result.metrics.get("overall", {})
+    parts = [f"{k} {v['value']:.2f}" for k, v in overall.items() if isinstance(v, dict) and "value" in v]
+    if result.leaderboard_table is not None:
+        con.print(result.leaderboard_table)
+    con.print(f"[bold]{result.method_name}[/bold]: " + ", ".join(parts))
+    if result.submission_path is not None:
+        con.print(f"submission: {result.submission_path}")
+    con.print(f"run directory: {result.run_dir}")
+
+
+# --- list --------------------------------------------------------------------------------
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from benchmark.config import PROFILES
+    from benchmark.registry import DATASETS, METHODS
+
+    load_registries(args.plugins)
+    sections = [
+        ("Methods", [(e.name, e.description) for e in METHODS]),
+        ("Datasets", [(e.name, e.description) for e in DATASETS]),
+        ("Profiles", [(p.name, p.description) for p in PROFILES.values()]),
+    ]
+    print_tables(sections)
+    return 0
+
+
+def print_tables(sections: Sequence[tuple[str, Sequence[tuple[str, str]]]]) -> None:
+    """Rich tables on a terminal, GitHub-style tabulate tables otherwise (greppable)."""
+    if sys.stdout.isatty():
+        from rich.console import Console
+        from rich.table import Table
+
+        con = Console()
+        for title, rows in sections:
+            table = Table(title=title, title_justify="left")
+            table.add_column("name", style="bold")
+            table.add_column("description")
+            for name, desc in rows:
+                table.add_row(name, desc)
+            con.print(table)
+        return
+    from tabulate import tabulate
+
+    for i, (title, rows) in enumerate(sections):
+        if i:
+            print()
+        print(f"{title}:")
+        print(tabulate(rows, headers=["name", "description"], tablefmt="github"))
+
+
+# --- data --------------------------------------------------------------------------------
+
+
+def cmd_check_data(args: argparse.Namespace) -> int:
+    from datasets.check import check_dataset
+
+    try:
+        report = check_dataset(args.dataset, args.data_root, deep=args.deep)
+    except ValueError as exc:  # unknown dataset name
+        raise UsageError(_message(exc)) from None
+    print(report.format())
+    return 0 if report.ok else 1
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    from datasets.synthetic import generate
+
+    knobs = parse_overrides(args.knobs, "--set") or None
+    out = generate(args.layout, args.out, seed=args.seed, size=args.size, knobs=knobs)
+    print(f"wrote a synthetic {args.layout} dataset (size {args.size}, seed {args.seed}) to {out or args.out}")
+    return 0
+
+
+# --- results -----------------------------------------------------------------------------
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from benchmark import publish
+
+    return publish.score_command(args.submission, args.data_root)
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    from benchmark import publish
+
+    return publish.leaderboard_command(args.results_dir)
+
+
+def cmd_visualize(args: argparse.Namespace) -> int:
+    mod = _visualize_module()
+    if mod is None:
+        print("error: visualize is not available in this checkout (benchmark/visualize.py is missing)", file=sys.stderr)
+        return 1
+    return int(mod.main(args) or 0)
+
+
+HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "run": cmd_run,
+    "list": cmd_list,
+    "check-data": cmd_check_data,
+    "synth": cmd_synth,
+    "score": cmd_score,
+    "leaderboard": cmd_leaderboard,
+    "visualize": cmd_visualize,
+}
+
+
+# --- entry point -------------------------------------------------------------------------
+
+
+def _message(exc: BaseException) -> str:
+    if isinstance(exc, KeyError) and exc.args and type(exc).__str__ is KeyError.__str__:
+        return str(exc.args[0])
+    return str(exc) or type(exc).__name__
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions that mean bad input or environment, reported as one line."""
+    from benchmark.atomic import WriteError
+    from benchmark.checkpoint import CheckpointError
+    from benchmark.distributed import DeviceError
+    from benchmark.engine import TrainingError
+    from benchmark.evaluate import EvaluationError
+    from datasets.errors import DataError
+    from methods.encoders import EncoderLoadError
+
+    errors: list[type[BaseException]] = [
+        WriteError, CheckpointError, DeviceError, TrainingError, EvaluationError, DataError, EncoderLoadError,
+    ]
+    try:
+        from benchmark.submission import SubmissionError
+
+        errors.append(SubmissionError)
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Parse ``argv`` (default ``sys.argv[1:]``), dispatch, and return the exit status."""
+    from benchmark.registry import RegistryError
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] not in SUBCOMMANDS and argv[0] not in ("-h", "--help"):
+        argv = ["run", *argv]
+    elif not argv:
+        build_parser().print_help()
+        return 2
+    traceback = bool(os.environ.get("LPR_BENCH_TRACEBACK"))
+    try:
+        args = build_parser(with_visualize=argv[0] == "visualize").parse_args(argv)
+        if args.command is None:
+            build_parser().print_help()
+            return 2
+        return HANDLERS[args.command](args)
+    except (RegistryError, UsageError) as exc:
+        if traceback:
+            raise
+        print(f"error: {_message(exc)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if traceback or not isinstance(exc, _user_errors()):
+            raise
+        print(f"error: {_message(exc)}", file=sys.stderr)
+        return 1

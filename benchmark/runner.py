@@ -1,0 +1,222 @@
+"""One benchmark run: dataset -> method -> train -> evaluate -> submission -> leaderboard.
+
+:func:`run` takes a resolved :class:`~benchmark.config.RunConfig` and
+
+1. joins the ``torchrun`` group if there is one and seeds every generator;
+2. loads the dataset from ``DATASETS`` (a synthetic one is generated into the cache on
+   first use; rank 0 goes first, the other ranks then read the cache);
+3. builds :class:`~methods.base.DataInfo` (product and category indices from the
+   training split) and the method (``build_method`` with the ``--set`` overrides);
+4. trains it with :mod:`benchmark.engine` (skipped with ``epochs == 0``), evaluates it
+   with :mod:`benchmark.evaluate`;
+5. on rank 0 writes the submission, regenerates the leaderboard and returns its table.
+
+Run directory: ``<output_dir>/<dataset>/<method>[-<variant>]/<profile>-seed<N>/`` holding
+``config.json``, ``last.pt`` (checkpoint) and the run's copy of the submission.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from benchmark import distributed as D
+from benchmark import engine, evaluate, provenance
+from benchmark.config import RunConfig
+from benchmark.registry import DATASETS, METHODS
+from benchmark.seeding import seed_everything
+from datasets.records import DatasetSplits
+from methods.base import DataInfo, Method, build_method
+
+# The synthetic stand-ins are generated with this seed whatever the training seed, so that
+# every method and every seed is scored on the same data.
+SYNTH_DATA_SEED = 0
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    method_name: str  # with the variant, e.g. "rice-icl+pmd"
+    metrics: Optional[dict[str, Any]] = None
+    submission_path: Optional[Path] = None
+    train: Optional[engine.TrainResult] = None
+    evaluation: Optional[evaluate.EvalOutput] = None
+    leaderboard_table: Optional[Any] = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+# --- pieces ------------------------------------------------------------------------------
+
+
+def run_dir_for(cfg: RunConfig, method_label: str) -> Path:
+    return Path(cfg.output_dir) / cfg.dataset / method_label / f"{cfg.profile.name}-seed{cfg.seed}"
+
+
+def method_label(name: str, method: Method) -> str:
+    variant = method.variant()
+    return f"{name}-{variant}" if variant else name
+
+
+def load_splits(cfg: RunConfig, env: D.DistEnv) -> DatasetSplits:
+    """The dataset's splits; rank 0 loads (and generates a synthetic set) first."""
+    loader = DATASETS.get(cfg.dataset)
+    root = Path(cfg.data_root) if cfg.data_root is not None else None
+
+    def load() -> DatasetSplits:
+        return loader(root, size=cfg.synth_size, seed=SYNTH_DATA_SEED)
+
+    if env.distributed and not env.is_main:
+        D.barrier(env)
+        return load()
+    splits = load()
+    D.barrier(env)
+    return splits
+
+
+def data_info(splits: DatasetSplits, cfg: RunConfig) -> tuple[DataInfo, dict[str, int], dict[str, int]]:
+    """DataInfo and the product / category indices (sorted ids -> 0..n-1)."""
+    products = {p: i for i, p in enumerate(sorted({t.product_id for t in splits.train}))}
+    categories = {c: i for i, c in enumerate(splits.categories)}
+    info = DataInfo(
+        num_products=len(products),
+        num_categories=len(categories),
+        num_frames=cfg.profile.data.num_frames,
+        image_size=cfg.profile.data.image_size,
+        grouped=splits.grouped,
+    )
+    return info, products, categories
+
+
+def pretrained_override(method_cls: type[Method], profile: str, path: str) -> dict[str, str]:
+    """``--pretrained PATH`` as a config override: ``pretrained`` or ``encoder.pretrained``."""
+    cfg = method_cls.default_config(profile)
+    names = {f.name for f in dataclasses.fields(cfg)} if dataclasses.is_dataclass(cfg) else set()
+    if "pretrained" in names:
+        return {"pretrained": path}
+    if "encoder" in names:
+        enc = getattr(cfg, "encoder")
+        if dataclasses.is_dataclass(enc) and "pretrained" in {f.name for f in dataclasses.fields(enc)}:
+            return {"encoder.pretrained": path}
+    raise ValueError(
+        f"--pretrained: method {method_cls.__name__} has no 'pretrained' or 'encoder.pretrained' config field"
+    )
+
+
+def build(cfg: RunConfig, info: DataInfo) -> Method:
+    cls = METHODS.get(cfg.method)
+    return build_method(cls, cfg.profile.name, info, cfg.method_overrides)
+
+
+def num_workers_for(cfg: RunConfig, override: Optional[int]) -> int:
+    return cfg.profile.data.num_workers if override is None else int(override)
+
+
+# --- the run -----------------------------------------------------------------------------
+
+
+def run(
+    cfg: RunConfig,
+    *,
+    num_workers: Optional[int] = None,
+    show_progress: bool = True,
+    write_leaderboard: bool = True,
+) -> RunResult:
+    """Train and evaluate ``cfg.method`` on ``cfg.dataset``; see the module docstring."""
+    env = D.init_distributed(cfg.device)
+    try:
+        return _run(cfg, env, num_workers, show_progress, write_leaderboard)
+    finally:
+        D.cleanup(env)
+
+
+def _run(cfg: RunConfig, env: D.DistEnv, num_workers: Optional[int], show_progress: bool, write_leaderboard: bool) -> RunResult:
+    from benchmark.progress import console
+    from datasets.torch_data import PairDataset
+
+    con = console(env.is_main)
+    t_all = time.perf_counter()
+    seeds = seed_everything(cfg.seed, deterministic=cfg.deterministic, rank=env.rank)
+    METHODS.get(cfg.method)  # fail on an unknown name before loading any data
+    t0 = time.perf_counter()
+    splits = load_splits(cfg, env)
+    load_s = time.perf_counter() - t0
+    info, products, categories = data_info(splits, cfg)
+    seed_everything(cfg.seed, deterministic=cfg.deterministic, rank=env.rank)  # same init whatever the loading did
+    method = build(cfg, info)
+    label = method_label(cfg.method, method)
+    run_dir = run_dir_for(cfg, label)
+    workers = num_workers_for(cfg, num_workers)
+    con.print(
+        f"[bold]{label}[/bold] on {splits.name} ({len(splits.train)} train pairs, {len(splits.queries)} queries, "
+        f"{len(splits.gallery)} gallery images), profile {cfg.profile.name}, seed {cfg.seed}, "
+        f"{provenance.device_string(env.device)} x{env.world_size} -> {run_dir}"
+    )
+    identity = {
+        "method": cfg.method, "dataset": cfg.dataset, "profile": cfg.profile.name, "seed": cfg.seed,
+        "method_overrides": {k: str(v) for k, v in cfg.method_overrides.items()},
+        "data_root": str(cfg.data_root) if cfg.data_root else None, "synth_size": cfg.synth_size,
+    }
+    resolved = {
+        "run": cfg.to_dict(),
+        "method_config": _jsonable(dataclasses.asdict(method.cfg)) if dataclasses.is_dataclass(method.cfg) else None,
+        "method_label": label,
+        "num_parameters": method.num_parameters(),
+        "seeds": seeds,
+        "num_workers": workers,
+        "world_size": env.world_size,
+    }
+
+    train_result: Optional[engine.TrainResult] = None
+    if cfg.profile.train.epochs > 0 and (cfg.profile.train.max_steps is None or cfg.profile.train.max_steps > 0):
+        pairs = PairDataset(splits.train, cfg.profile.data, products, categories, train=True)
+        train_result = engine.train(
+            method, pairs, cfg.profile.train, env=env, run_dir=run_dir, seed=cfg.seed, num_workers=workers,
+            resume=cfg.resume, config=resolved, identity=identity, show_progress=show_progress,
+        )
+    else:
+        method.to(env.device)
+        if env.is_main:
+            from benchmark.checkpoint import save_config
+
+            save_config(run_dir, resolved)
+        con.print("no training (epochs = 0): evaluating the initial weights")
+
+    amp = engine.amp_dtype_for(env.device, cfg.profile.train.amp)
+    t1 = time.perf_counter()
+    out = evaluate.evaluate(
+        method, splits, cfg.profile.data, cfg.profile.eval, env=env, num_workers=workers, amp_dtype=amp,
+        show_progress=show_progress,
+    )
+    eval_s = time.perf_counter() - t1
+    result = RunResult(run_dir=run_dir, method_name=label, train=train_result, evaluation=out)
+    result.timings = {"load_s": load_s, "train_s": train_result.wall_s if train_result else 0.0, "eval_s": eval_s}
+    if env.is_main and out is not None:
+        from benchmark import publish
+
+        prov = provenance.collect(env.device, world_size=env.world_size)
+        result.timings["total_s"] = time.perf_counter() - t_all
+        published = publish.publish(
+            cfg, splits, method, label, out, train_result=train_result, provenance=prov, seeds=seeds,
+            timings=result.timings, run_dir=run_dir, write_leaderboard=write_leaderboard,
+        )
+        result.metrics = published.metrics
+        result.submission_path = published.submission_path
+        result.leaderboard_table = published.table
+    D.barrier(env)
+    return result
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, (str, int, float, bool)) or obj is None:
+        return obj
+    return str(obj)
+
