@@ -78,6 +78,7 @@ class Method(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.info = info
+        self.epoch: Optional[int] = None  # set by set_epoch(); None until the engine calls it
 
     # --- configuration -------------------------------------------------------------
     @classmethod
@@ -88,6 +89,12 @@ class Method(nn.Module):
             raise KeyError(
                 f"method {cls.__name__} has no profile {profile!r}; it has {sorted(cls.PROFILES)}"
             ) from None
+
+    def set_epoch(self, epoch: int) -> None:
+        """Called by the training engine before the first step of every epoch (0-based, resumed
+        runs included). Methods whose losses follow an epoch schedule read ``self.epoch``
+        (e.g. SEAM's aggregation loss, off in epoch 0); the default only records it."""
+        self.epoch = int(epoch)
 
     def variant(self) -> str:
         """A short label for the configuration (e.g. an ablation ``icl+pmd``); '' if none."""
