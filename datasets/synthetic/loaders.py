@@ -1,0 +1,90 @@
+"""The registered synthetic datasets ``lpr4m-synth`` and ``movingfashion-synth``.
+
+Each generates a root in the real layout (into the cache when ``data_root`` is None, reusing it
+when the parameter hash matches) and then loads it with the REAL loader (``lpr4m`` /
+``movingfashion``), so a synthetic copy goes through exactly the code a real release does.
+
+Cache folder: ``cache_dir`` if given, else ``$LPR_BENCH_CACHE/synth``, else ``<repo>/.cache/synth``;
+inside it ``<layout>-<size>-<seed>-<params hash>/`` (the hash covers the generator version, the
+size and every knob). Environment: ``LPR_BENCH_SYNTH_LAYOUT`` (``lpr4m-release`` | ``lpr750k``)
+picks the LPR4M layout, ``LPR_BENCH_SYNTH_KNOBS`` (a JSON object) overrides knobs.
+With ``data_root`` given, that folder is loaded as is (e.g. the output of
+``run_benchmark.py synth``); it is generated first only if it does not exist or is empty.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Optional
+
+from benchmark.registry import DATASETS
+from datasets.records import DatasetSplits
+from datasets.synthetic.generate import canonical_layout, generate
+from datasets.synthetic.knobs import get_size, knobs_from_dict, params_hash
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def cache_base(cache_dir: Optional[Path] = None) -> Path:
+    """The folder holding the generated synthetic roots."""
+    if cache_dir is not None:
+        return Path(cache_dir)
+    env = os.environ.get("LPR_BENCH_CACHE")
+    return (Path(env) if env else REPO_ROOT / ".cache") / "synth"
+
+
+def env_knobs() -> dict[str, Any]:
+    text = os.environ.get("LPR_BENCH_SYNTH_KNOBS", "").strip()
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError as e:
+        raise ValueError(f"LPR_BENCH_SYNTH_KNOBS is not valid JSON ({e})") from None
+    if not isinstance(value, dict):
+        raise ValueError("LPR_BENCH_SYNTH_KNOBS must be a JSON object {knob: value}")
+    return value
+
+
+def synth_root(layout: str, data_root: Optional[Path], size: str, seed: int, cache_dir: Optional[Path]) -> Path:
+    """Where the synthetic root is (generated if needed)."""
+    layout = canonical_layout(layout)
+    knobs = knobs_from_dict(env_knobs())
+    if data_root is not None:
+        root = Path(data_root)
+        if root.is_dir() and any(root.iterdir()):
+            return root
+        return generate(layout, root, seed=seed, size=size, knobs=knobs)
+    key = params_hash(layout, get_size(size), knobs, seed)
+    return generate(layout, cache_base(cache_dir) / f"{layout}-{size}-{seed}-{key}", seed=seed, size=size, knobs=knobs)
+
+
+@DATASETS.register("lpr4m-synth", description="synthetic livestreams in the LPR4M layout (generated, cached), read by the lpr4m loader")
+def load_lpr4m_synth(
+    data_root: Optional[Path] = None, *, size: str = "default", seed: int = 0, cache_dir: Optional[Path] = None
+) -> DatasetSplits:
+    """Generate (or reuse) a synthetic LPR4M root and load it with the real ``lpr4m`` loader."""
+    import datasets.lpr4m  # noqa: F401  (registers "lpr4m")
+
+    layout = os.environ.get("LPR_BENCH_SYNTH_LAYOUT", "lpr4m-release")
+    if canonical_layout(layout) == "movingfashion":
+        raise ValueError("LPR_BENCH_SYNTH_LAYOUT must be lpr4m-release or lpr750k for lpr4m-synth")
+    root = synth_root(layout, data_root, size, seed, cache_dir)
+    splits = DATASETS.get("lpr4m")(root, size=size, seed=seed)
+    splits.name = "lpr4m-synth"
+    return splits
+
+
+@DATASETS.register("movingfashion-synth", description="synthetic fashion videos in the MovingFashion layout (generated, cached), read by the movingfashion loader")
+def load_movingfashion_synth(
+    data_root: Optional[Path] = None, *, size: str = "default", seed: int = 0, cache_dir: Optional[Path] = None
+) -> DatasetSplits:
+    """Generate (or reuse) a synthetic MovingFashion root and load it with the real loader."""
+    import datasets.movingfashion  # noqa: F401  (registers "movingfashion")
+
+    root = synth_root("movingfashion", data_root, size, seed, cache_dir)
+    splits = DATASETS.get("movingfashion")(root, size=size, seed=seed)
+    splits.name = "movingfashion-synth"
+    return splits

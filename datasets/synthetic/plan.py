@@ -1,0 +1,268 @@
+"""The world plan: livestreams, their products and clips (ids, attributes, text), no pixels yet.
+
+Planning is cheap and sequential (one generator seeded from the user seed); rendering happens
+later per livestream with seeds stored in the plan, so the files do not depend on how the
+rendering work is split across processes.
+
+LPR4M: every livestream sells a set of products from a few categories (its gallery group), many
+sharing a colour within a category. Training livestreams yield training clips (several per
+product); test livestreams are disjoint (new live ids, hosts, rooms) with unseen product instances
+of categories seen in training, and yield the queries. MovingFashion: products of fashion
+categories, each with one (sometimes two) video(s) of its own; ``hard`` videos get smaller scales,
+more distractors and shorter visibility than ``regular`` ones.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+
+from datasets.synthetic.catalog import CATEGORIES, COLOUR_NAMES, LOGOS, PATTERNS, category_prior
+from datasets.synthetic.knobs import Knobs, SizeSpec
+from datasets.synthetic.products import ProductSpec, jitter_rgb
+from datasets.synthetic.scene import DURATIONS, NUMBERS, SCALES, ClipAttrs
+from datasets.synthetic.text import asr_text, title_text
+
+LOGO_RGBS = ((250, 250, 250), (20, 20, 20), (212, 175, 55), (200, 30, 40), (40, 90, 200))
+TRIM_RGBS = ((35, 35, 38), (70, 70, 74), (235, 235, 230), (150, 110, 70))
+
+
+def uuid_from(rng: np.random.Generator) -> str:
+    """A UUID-shaped id (five dash-separated hex fields) from the generator."""
+    h = rng.bytes(16).hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def sub_seed(*parts: int) -> int:
+    """A 63-bit seed derived from integer parts (stable across platforms)."""
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(2, np.uint64)[0] >> np.uint64(1))
+
+
+@dataclass
+class Product:
+    image_id: str
+    spec: ProductSpec
+    title: str  # the title text ("" when the listing has none)
+    title_on_image: bool
+    shop_seed: int
+    extra_image_id: Optional[str] = None  # a second shop image (test products only)
+
+    @property
+    def image_ids(self) -> tuple[str, ...]:
+        return (self.image_id,) + ((self.extra_image_id,) if self.extra_image_id else ())
+
+
+@dataclass
+class Clip:
+    clip_id: str
+    intent: int  # index into the livestream's products
+    distractors: tuple[int, ...]
+    attrs: ClipAttrs
+    n_frames: int
+    asr: str
+    quality: int
+    seed: int
+
+
+@dataclass
+class Live:
+    live_id: str
+    split: str  # "train" | "test"
+    index: int
+    stage_seed: int
+    products: list[Product] = field(default_factory=list)
+    clips: list[Clip] = field(default_factory=list)
+    clean_stage: bool = False
+
+
+def _pick(rng: np.random.Generator, names: tuple[str, ...], probs) -> str:
+    return names[int(rng.choice(len(names), p=np.asarray(probs, float)))]
+
+
+def sample_spec(rng: np.random.Generator, category: int, knobs: Knobs, colour: Optional[str] = None) -> ProductSpec:
+    colour = colour or str(rng.choice(COLOUR_NAMES))
+    colour2 = str(rng.choice([c for c in COLOUR_NAMES if c != colour]))
+    pattern = str(rng.choice(PATTERNS))
+    return ProductSpec(
+        category=category, colour=colour, rgb=jitter_rgb(rng, colour, knobs.colour_jitter),
+        colour2=colour2, rgb2=jitter_rgb(rng, colour2, knobs.colour_jitter), pattern=pattern,
+        period=float(np.round(rng.uniform(7, 14), 2)), angle=int(rng.choice([0, 45, 90, 135])),
+        logo=str(rng.choice(LOGOS)), logo_rgb=LOGO_RGBS[int(rng.integers(len(LOGO_RGBS)))],
+        trim_rgb=TRIM_RGBS[int(rng.integers(len(TRIM_RGBS)))],
+        w=float(np.round(rng.uniform(0.85, 1.1), 3)), h=float(np.round(rng.uniform(0.88, 1.08), 3)),
+        v=float(np.round(rng.uniform(0, 1), 3)),
+    )
+
+
+def _new_product(rng: np.random.Generator, category: int, knobs: Knobs, same_cat: list[ProductSpec],
+                 taken: set[tuple]) -> Product:
+    for _ in range(10):
+        colour = None
+        if same_cat and rng.random() < knobs.shared_colour_rate:
+            colour = same_cat[int(rng.integers(len(same_cat)))].colour
+        spec = sample_spec(rng, category, knobs, colour)
+        if spec.signature() not in taken:
+            break
+    taken.add(spec.signature())
+    title = title_text(rng, spec) if rng.random() < knobs.title_rate else ""
+    return Product(image_id=uuid_from(rng), spec=spec, title=title,
+                   title_on_image=bool(title) and rng.random() < knobs.title_on_image_rate,
+                   shop_seed=int(rng.integers(2**62)))
+
+
+def _clip_attrs(rng: np.random.Generator, knobs: Knobs, worn: bool = False, hard: Optional[bool] = None) -> ClipAttrs:
+    sp, dp, npr = knobs.scale_probs, knobs.duration_probs, knobs.number_probs
+    if hard is not None:  # MovingFashion: hard videos lean small / short / many, regular ones the other way
+        shift = np.array([1.6, 1.0, 0.5]) if hard else np.array([0.4, 1.0, 1.8])
+        sp, dp, npr = ((np.asarray(p) * shift) / (np.asarray(p) * shift).sum() for p in (sp, dp, npr))
+    return ClipAttrs(_pick(rng, SCALES, sp), _pick(rng, DURATIONS, dp), _pick(rng, NUMBERS, npr), worn=worn)
+
+
+def _distractors(rng: np.random.Generator, live: Live, intent: int, number: str, knobs: Knobs) -> tuple[int, ...]:
+    lo, hi = knobs.distractors[NUMBERS.index(number)]
+    want = int(rng.integers(lo, hi + 1))
+    cat = live.products[intent].spec.category
+    same = [i for i, p in enumerate(live.products) if i != intent and p.spec.category == cat]
+    other = [i for i, p in enumerate(live.products) if i != intent and p.spec.category != cat]
+    out: list[int] = []
+    for _ in range(want):
+        pool = same if (same and (rng.random() < knobs.same_category_distractor_rate or not other)) else other
+        if not pool:
+            break
+        out.append(pool.pop(int(rng.integers(len(pool)))))
+    return tuple(out)
+
+
+def _live_products(rng: np.random.Generator, n: int, knobs: Knobs, prior: np.ndarray, taken: set[tuple]) -> list[Product]:
+    k = int(rng.integers(knobs.categories_per_live[0], knobs.categories_per_live[1] + 1))
+    k = min(k, int((prior > 0).sum()))
+    cats = rng.choice(len(prior), size=k, replace=False, p=prior)
+    weights = np.array([2.0 ** -i for i in range(k)])  # the first category dominates the live
+    products: list[Product] = []
+    for _ in range(n):
+        c = int(cats[int(rng.choice(k, p=weights / weights.sum()))])
+        same = [p.spec for p in products if p.spec.category == c]
+        products.append(_new_product(rng, c, knobs, same, taken))
+    return products
+
+
+def _make_clip(rng: np.random.Generator, live: Live, intent: int, t_ms: int, size: SizeSpec, knobs: Knobs) -> tuple[Clip, int]:
+    attrs = _clip_attrs(rng, knobs)
+    n_frames = int(rng.integers(size.frames_per_clip[0], size.frames_per_clip[1] + 1))
+    start = t_ms + int(rng.integers(1_000, 60_000))
+    end = start + n_frames * int(rng.integers(300, 1_500))
+    distractors = _distractors(rng, live, intent, attrs.number, knobs)
+    others = [p for i, p in enumerate(live.products) if i != intent]
+    other = others[int(rng.integers(len(others)))].spec if others else None
+    clip = Clip(
+        clip_id=f"{live.live_id}-{start}-{end}", intent=intent, distractors=distractors, attrs=attrs,
+        n_frames=n_frames, asr=asr_text(rng, live.products[intent].spec, other, knobs),
+        quality=int(rng.integers(knobs.jpeg_quality[0], knobs.jpeg_quality[1] + 1)), seed=int(rng.integers(2**62)),
+    )
+    return clip, end
+
+
+def plan_lpr4m(seed: int, size: SizeSpec, knobs: Knobs) -> list[Live]:
+    """Training livestreams first, then test livestreams (disjoint ids, stages and products)."""
+    rng = np.random.default_rng(sub_seed(seed, 4))
+    prior = category_prior(knobs.category_alpha)
+    taken: set[tuple] = set()
+    lives: list[Live] = []
+    for split, count in (("train", size.train_lives), ("test", size.test_lives)):
+        if split == "test":  # test categories: those seen in training
+            seen = {p.spec.category for lv in lives for p in lv.products}
+            mask = np.array([c in seen for c in range(len(CATEGORIES))], float) if seen else np.ones(len(CATEGORIES))
+            prior = prior * mask / (prior * mask).sum()
+        for i in range(count):
+            live = Live(live_id=uuid_from(rng), split=split, index=len(lives), stage_seed=int(rng.integers(2**62)))
+            n = int(rng.integers(size.products_per_live[0], size.products_per_live[1] + 1))
+            live.products = _live_products(rng, n, knobs, prior, taken)
+            t_ms = 0
+            if split == "train":
+                for pi in range(len(live.products)):
+                    for _ in range(int(rng.integers(size.clips_per_product[0], size.clips_per_product[1] + 1))):
+                        clip, t_ms = _make_clip(rng, live, pi, t_ms, size, knobs)
+                        live.clips.append(clip)
+                order = rng.permutation(len(live.clips))  # clips of a live are not grouped by product
+                live.clips = [live.clips[j] for j in order]
+            else:
+                for p in live.products:
+                    if rng.random() < knobs.multi_gt_rate:
+                        p.extra_image_id = uuid_from(rng)
+                nq = int(rng.integers(size.queries_per_live[0], size.queries_per_live[1] + 1))
+                for _ in range(nq):
+                    clip, t_ms = _make_clip(rng, live, int(rng.integers(len(live.products))), t_ms, size, knobs)
+                    live.clips.append(clip)
+            lives.append(live)
+    return lives
+
+
+@dataclass
+class MFVideo:
+    name: str  # file stem
+    attrs: ClipAttrs
+    n_frames: int
+    stage_seed: int
+    seed: int
+    distractors: tuple[ProductSpec, ...]
+    missing: bool = False
+    tracklets: bool = True
+
+
+@dataclass
+class MFProduct:
+    pid: str
+    split: str
+    spec: ProductSpec
+    hard: bool
+    shop_seed: int
+    videos: list[MFVideo] = field(default_factory=list)
+
+
+def plan_movingfashion(seed: int, size: SizeSpec, knobs: Knobs) -> list[MFProduct]:
+    """Train products then test products; ``size.mf_missing_*`` videos are marked missing."""
+    rng = np.random.default_rng(sub_seed(seed, 7))
+    prior = category_prior(knobs.category_alpha, fashion_only=True)
+    taken: set[tuple] = set()
+    products: list[MFProduct] = []
+    pool: list[ProductSpec] = []  # recent products, the source of same-category distractors
+    next_id = 0
+    for split, count in (("train", size.mf_train_products), ("test", size.mf_test_products)):
+        for _ in range(count):
+            cat = int(rng.choice(len(prior), p=prior))
+            same = [s for s in pool[-200:] if s.category == cat]
+            colour = same[int(rng.integers(len(same)))].colour if same and rng.random() < knobs.shared_colour_rate else None
+            for _ in range(50):
+                spec = sample_spec(rng, cat, knobs, colour)
+                if spec.signature() not in taken:
+                    break
+            taken.add(spec.signature())
+            pool.append(spec)
+            hard = bool(rng.random() < size.mf_hard_rate)
+            prod = MFProduct(pid=str(next_id), split=split, spec=spec, hard=hard, shop_seed=int(rng.integers(2**62)))
+            next_id += 1
+            n_videos = 2 if (split == "train" and rng.random() < size.mf_second_video_rate) else 1
+            for v in range(n_videos):
+                worn = cat in _WORN
+                attrs = _clip_attrs(rng, knobs, worn=worn and rng.random() < 0.7, hard=hard)
+                lo, hi = knobs.distractors[NUMBERS.index(attrs.number)]
+                n_d = int(rng.integers(lo, hi + 1))
+                cands = [s for s in pool[-200:-1] if s.category == cat] if rng.random() < knobs.same_category_distractor_rate else pool[-200:-1]
+                picks = [cands[int(j)] for j in rng.permutation(len(cands))[:n_d]] if cands else []
+                seconds = int(rng.integers(size.mf_seconds[0], size.mf_seconds[1] + 1))
+                prod.videos.append(MFVideo(
+                    name=f"{uuid_from(rng).replace('-', '')[:16]}", attrs=attrs, n_frames=seconds * size.mf_fps,
+                    stage_seed=int(rng.integers(2**62)), seed=int(rng.integers(2**62)), distractors=tuple(picks),
+                    tracklets=bool(rng.random() < size.mf_tracklet_rate),
+                ))
+            products.append(prod)
+    for split, k in (("train", size.mf_missing_train), ("test", size.mf_missing_test)):
+        videos = [v for p in products if p.split == split for v in p.videos]
+        for j in sorted(rng.choice(len(videos), size=min(k, len(videos)), replace=False).tolist()):
+            videos[j].missing = True
+    return products
+
+
+_WORN = {c.cid for c in CATEGORIES if c.name in ("dress", "t-shirt", "jacket", "sweater", "hoodie", "coat", "skirt", "trousers", "shorts")}
