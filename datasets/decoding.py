@@ -1,11 +1,15 @@
 """Decoding frames and images to uint8 tensors: a JPEG fast path and decord for videos.
 
-JPEG backends (measured in ``tests/benchmarks/bench_loading.py``; the default is the faster):
+JPEG backends (measured in ``tests/benchmarks/bench_loading.py``):
 
 * ``pil-draft``: Pillow with ``Image.draft``, which lets libjpeg-turbo decode straight to a reduced
-  scale (1/2, 1/4, 1/8) whenever the frame is at least twice the size the transform needs, so a
-  720p frame headed for a 256 px resize is decoded at 640x360 for a fraction of the cost.
-* ``torchvision``: ``torchvision.io.decode_jpeg`` at full size.
+  scale (1/2, 1/4, 1/8) when the frame is at least twice the size the transform needs, so a 720p
+  frame headed for a 256 px resize is decoded at half size and the resize works on 1/4 the pixels.
+* ``torchvision``: ``torchvision.io.decode_jpeg`` at full size; less per-call overhead, so it is
+  the faster one on small frames where no reduced-scale decode applies.
+* ``auto`` (default): reads the JPEG's size from its header and uses ``pil-draft`` when a
+  reduced-scale decode applies (shorter side >= 2 x the needed side), ``torchvision`` otherwise,
+  i.e. the faster backend for each frame per the benchmark.
 
 The backend can be forced with the environment variable ``LPR_BENCH_JPEG_BACKEND``. Every
 decoder returns ``(uint8 tensor [3, h, w], (W, H))`` where ``(W, H)`` is the stored size, so boxes
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import io
 import os
+import warnings
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -29,8 +34,9 @@ from datasets.errors import DataError
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated JPEG is an error, never silently grey
 
-JPEG_BACKENDS = ("pil-draft", "torchvision")
-DEFAULT_JPEG_BACKEND = "pil-draft"  # faster in bench_loading (see the module docstring)
+JPEG_BACKENDS = ("auto", "pil-draft", "torchvision")
+DEFAULT_JPEG_BACKEND = "auto"
+_SOF_MARKERS = frozenset((0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF))
 
 
 def jpeg_backend() -> str:
@@ -57,6 +63,30 @@ def is_jpeg(data: bytes) -> bool:
     return data[:3] == b"\xff\xd8\xff"
 
 
+def jpeg_size(data: bytes) -> Optional[tuple[int, int]]:
+    """(W, H) from the JPEG's start-of-frame segment, or None if it cannot be found."""
+    pos, n = 2, len(data)
+    while pos + 9 < n:
+        if data[pos] != 0xFF:
+            return None
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
+            pos += 2
+            continue
+        length = (data[pos + 2] << 8) | data[pos + 3]
+        if marker in _SOF_MARKERS:
+            h = (data[pos + 5] << 8) | data[pos + 6]
+            w = (data[pos + 7] << 8) | data[pos + 8]
+            return (w, h) if w and h else None
+        if marker in (0xD9, 0xDA):  # end of image / start of scan before any SOF
+            return None
+        pos += 2 + length
+    return None
+
+
 def has_jpeg_end(data: bytes) -> bool:
     """True if the end-of-image marker is present near the end (cheap truncation test)."""
     return b"\xff\xd9" in data[-64:]
@@ -70,6 +100,10 @@ def decode_image(path: Path, min_side: Optional[int] = None, backend: Optional[s
     if is_jpeg(data):
         if not has_jpeg_end(data):
             raise DataError(f"{path}: truncated JPEG (no end-of-image marker)", path=path, kind=F.TRUNCATED_JPEG)
+        if backend == "auto":
+            size = jpeg_size(data)
+            draft_helps = size is not None and min_side is not None and min(size) >= 2 * min_side
+            backend = "pil-draft" if draft_helps else "torchvision"
         if backend == "torchvision":
             return _decode_torchvision(data, path)
     return _decode_pil(data, path, min_side)
@@ -79,7 +113,9 @@ def _decode_torchvision(data: bytes, path: Path) -> tuple[torch.Tensor, tuple[in
     from torchvision.io import ImageReadMode, decode_jpeg
 
     try:
-        img = decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
+        with warnings.catch_warnings():  # torchvision 0.29 deprecates its decoders in favour of torchcodec
+            warnings.simplefilter("ignore", DeprecationWarning)
+            img = decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
     except RuntimeError as e:
         raise DataError(f"{path}: cannot decode JPEG ({e})", path=path, kind=F.UNREADABLE_FILE) from None
     return img, (int(img.shape[2]), int(img.shape[1]))

@@ -46,7 +46,7 @@ def load_clip(clip: ClipSource, cfg: DataConfig, *, train: bool = False) -> dict
         positions = sample_clip(len(clip.frame_paths), n_t, train_cut=jitter)
         frames, stored = decode_frames([clip.frame_paths[p] for p in positions], min_side=cfg.resize_size)
         boxes = [clip.boxes.get(p) for p in positions]
-    out_frames = torch.zeros(n_t, 3, size, size)
+    out_frames = torch.empty(n_t, 3, size, size)
     out_boxes = torch.zeros(n_t, 4)
     box_mask = torch.zeros(n_t, dtype=torch.bool)
     k = len(frames)
@@ -60,9 +60,10 @@ def load_clip(clip: ClipSource, cfg: DataConfig, *, train: bool = False) -> dict
             pixels = T.eval_geometry(frames, cfg.resize_size, size)
             decoded = [(int(f.shape[-1]), int(f.shape[-2])) for f in frames]
             norm_boxes, valid = T.eval_boxes(norm_boxes, valid, decoded, cfg.resize_size, size)
-        out_frames[:k] = T.to_float(pixels, cfg.mean, cfg.std)
+        T.to_float(pixels, cfg.mean, cfg.std, out=out_frames[:k])
         out_boxes[:k] = norm_boxes
         box_mask[:k] = valid
+    out_frames[k:].zero_()
     return {"frames": out_frames, "frame_mask": temporal_mask(k, n_t), "boxes": out_boxes, "box_mask": box_mask, "asr": clip.asr}
 
 
