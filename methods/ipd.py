@@ -1,0 +1,211 @@
+"""Intent-product detection (IPD): boxes -> patch keep-masks, and the two box detectors.
+
+RICE (Yang et al., ICCV 2023) restricts attention to the intent product: each frame's box
+becomes a ``grid x grid`` patch mask (a patch is kept when the IoU between its cell and the
+box reaches a threshold, 0.02 in the paper; if no patch is kept, all are; the CLS token is
+always kept), which serves as a key-padding mask in the encoder and in the matching decoder.
+
+The official code (deepalchemist/crossview-semantic-alignment) ships no detector, so the two
+described by the paper are built here on the shared encoder's last-layer tokens:
+
+* :class:`SetDetector` with ``temporal_layers=0``: a single-frame DETR-style set predictor
+  (Carion et al., ECCV 2020): a few learned queries, a transformer decoder over one frame's
+  tokens, an object/no-object head and a box head (sigmoid ``cx, cy, w, h``), trained with
+  Hungarian matching (``scipy.optimize.linear_sum_assignment``) and CE + L1 + GIoU losses
+  (DETR's costs and weights 1 / 5 / 2, no-object weight 0.1). Scaled down from DETR: one
+  intent product per frame, so 4 queries and 2 decoder layers instead of 100 and 6, and no
+  auxiliary decoding losses.
+* the same with ``temporal_layers > 0``: the multi-frame detector, where a temporal
+  transformer (attention over the frames, for each token position, with a learned temporal
+  position embedding and padded frames masked) runs before the same decoder and heads.
+
+Boxes are ``x1, y1, x2, y2`` in ``[0, 1]`` of the transformed frame (the batch format).
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from scipy.optimize import linear_sum_assignment
+from torch import Tensor, nn
+from torchvision.ops import box_convert, generalized_box_iou
+
+
+# --- boxes -> patch keep-mask -----------------------------------------------------------
+def patch_cells(grid: int, device: torch.device | str = "cpu") -> Tensor:
+    """The ``grid**2`` patch cells as xyxy boxes in [0, 1], row-major (ViT token order)."""
+    step = 1.0 / grid
+    ys, xs = torch.meshgrid(torch.arange(grid, device=device), torch.arange(grid, device=device), indexing="ij")
+    x1, y1 = xs.flatten() * step, ys.flatten() * step
+    return torch.stack([x1, y1, x1 + step, y1 + step], dim=-1).float()
+
+
+def cell_box_iou(boxes: Tensor, grid: int) -> Tensor:
+    """IoU between each box ``[..., 4]`` and every patch cell: ``[..., grid**2]``."""
+    cells = patch_cells(grid, boxes.device).to(boxes.dtype)
+    b = boxes.unsqueeze(-2)  # [..., 1, 4]
+    iw = (torch.minimum(b[..., 2], cells[:, 2]) - torch.maximum(b[..., 0], cells[:, 0])).clamp_min(0)
+    ih = (torch.minimum(b[..., 3], cells[:, 3]) - torch.maximum(b[..., 1], cells[:, 1])).clamp_min(0)
+    inter = iw * ih
+    area_b = ((b[..., 2] - b[..., 0]).clamp_min(0) * (b[..., 3] - b[..., 1]).clamp_min(0))
+    area_c = (cells[:, 2] - cells[:, 0]) * (cells[:, 3] - cells[:, 1])
+    return inter / (area_b + area_c - inter).clamp_min(1e-12)
+
+
+def boxes_to_patch_keep(boxes: Tensor, has_box: Tensor, grid: int, threshold: float = 0.02) -> Tensor:
+    """Token keep-mask ``[..., 1 + grid**2]`` from boxes ``[..., 4]`` and ``has_box`` ``[...]``.
+
+    A patch is kept when IoU(cell, box) >= ``threshold``; a frame without a box, or whose
+    box keeps no patch, keeps every patch; the CLS token (index 0) is always kept.
+    """
+    keep_patch = cell_box_iou(boxes.float(), grid) >= threshold
+    keep_patch = keep_patch & has_box.unsqueeze(-1)
+    empty = ~keep_patch.any(dim=-1, keepdim=True)
+    keep_patch = keep_patch | empty
+    cls = torch.ones((*keep_patch.shape[:-1], 1), dtype=torch.bool, device=keep_patch.device)
+    return torch.cat([cls, keep_patch], dim=-1)
+
+
+# --- the set-prediction detector ----------------------------------------------------------
+class _MLP(nn.Module):
+    def __init__(self, dim: int, hidden: int, out: int, layers: int) -> None:
+        super().__init__()
+        dims = [dim] + [hidden] * (layers - 1)
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims, dims[1:] + [out]))
+
+    def forward(self, x: Tensor) -> Tensor:
+        for i, layer in enumerate(self.layers):
+            x = layer(x)
+            if i < len(self.layers) - 1:
+                x = F.relu(x)
+        return x
+
+
+class SetDetector(nn.Module):
+    """DETR-style intent-product detector over encoder tokens (multi-frame if ``temporal_layers``).
+
+    ``forward(tokens [B, T, L, W], frame_mask [B, T])`` returns object logits ``[B, T, Q, 2]``
+    (class 0 = intent product, 1 = no object) and boxes ``[B, T, Q, 4]`` (cxcywh in [0, 1]).
+    """
+
+    def __init__(
+        self, width: int, num_tokens: int, max_frames: int, dim: int = 256, queries: int = 4,
+        layers: int = 2, heads: int = 8, temporal_layers: int = 0, dropout: float = 0.1,
+    ) -> None:
+        super().__init__()
+        self.input_proj = nn.Linear(width, dim)
+        self.token_pos = nn.Parameter(torch.zeros(num_tokens, dim))
+        nn.init.normal_(self.token_pos, std=0.02)
+        self.temporal: Optional[nn.TransformerEncoder] = None
+        if temporal_layers > 0:
+            self.time_pos = nn.Parameter(torch.zeros(max_frames, dim))
+            nn.init.normal_(self.time_pos, std=0.02)
+            layer = nn.TransformerEncoderLayer(dim, heads, 4 * dim, dropout, batch_first=True)
+            self.temporal = nn.TransformerEncoder(layer, temporal_layers, enable_nested_tensor=False)
+        self.query_embed = nn.Embedding(queries, dim)
+        dec = nn.TransformerDecoderLayer(dim, heads, 4 * dim, dropout, batch_first=True)
+        self.decoder = nn.TransformerDecoder(dec, layers)
+        self.class_head = nn.Linear(dim, 2)
+        self.box_head = _MLP(dim, dim, 4, 3)
+
+    @property
+    def multi_frame(self) -> bool:
+        return self.temporal is not None
+
+    def forward(self, tokens: Tensor, frame_mask: Tensor) -> tuple[Tensor, Tensor]:
+        b, t, length, _ = tokens.shape
+        x = self.input_proj(tokens) + self.token_pos[:length]
+        if self.temporal is not None:
+            if t > self.time_pos.shape[0]:
+                raise ValueError(f"multi-frame detector built for {self.time_pos.shape[0]} frames, got {t}")
+            x = x + self.time_pos[:t, None, :]
+            seq = x.permute(0, 2, 1, 3).reshape(b * length, t, -1)  # attention over frames per position
+            pad = ~frame_mask.bool()
+            pad = pad & pad.sum(1, keepdim=True).lt(t)  # an all-padding clip attends to itself
+            pad = pad.repeat_interleave(length, dim=0)
+            seq = self.temporal(seq, src_key_padding_mask=pad)
+            x = seq.view(b, length, t, -1).permute(0, 2, 1, 3)
+        memory = x.reshape(b * t, length, -1)
+        query = self.query_embed.weight.unsqueeze(0).expand(b * t, -1, -1)
+        h = self.decoder(query, memory)
+        logits = self.class_head(h).view(b, t, -1, 2)
+        boxes = self.box_head(h).sigmoid().view(b, t, -1, 4)
+        return logits, boxes
+
+
+# --- matching and losses ------------------------------------------------------------------
+@torch.no_grad()
+def hungarian_match(
+    logits: Tensor, boxes: Tensor, targets: list[Tensor],
+    cost_class: float = 1.0, cost_l1: float = 5.0, cost_giou: float = 2.0,
+) -> list[tuple[Tensor, Tensor]]:
+    """DETR's matcher: per image, (query indices, target indices) minimising the cost.
+
+    ``logits`` [N, Q, 2], ``boxes`` [N, Q, 4] cxcywh, ``targets`` N tensors [n_i, 4] cxcywh.
+    Cost = -cost_class * p(object) + cost_l1 * L1 + cost_giou * (-GIoU).
+    """
+    prob = logits.float().softmax(-1)[..., 0]
+    out = []
+    for i, tgt in enumerate(targets):
+        if tgt.numel() == 0:
+            empty = torch.empty(0, dtype=torch.long)
+            out.append((empty, empty))
+            continue
+        pred = boxes[i].float()
+        c_l1 = torch.cdist(pred, tgt.float(), p=1)
+        c_giou = -generalized_box_iou(box_convert(pred, "cxcywh", "xyxy"), box_convert(tgt.float(), "cxcywh", "xyxy"))
+        cost = cost_l1 * c_l1 + cost_giou * c_giou - cost_class * prob[i].unsqueeze(1)
+        rows, cols = linear_sum_assignment(cost.cpu().numpy())
+        out.append((torch.as_tensor(rows, dtype=torch.long), torch.as_tensor(cols, dtype=torch.long)))
+    return out
+
+
+def detection_loss(
+    logits: Tensor, boxes: Tensor, gt_boxes: Tensor, gt_valid: Tensor,
+    w_class: float = 1.0, w_l1: float = 5.0, w_giou: float = 2.0, eos_coef: float = 0.1,
+) -> dict[str, Tensor]:
+    """DETR set loss on the frames that carry a ground-truth box (one intent product each).
+
+    ``logits`` [B, T, Q, 2], ``boxes`` [B, T, Q, 4] cxcywh; ``gt_boxes`` [B, T, 4] xyxy in
+    [0, 1]; ``gt_valid`` [B, T]. Frames without a label are left out (unknown, not "empty").
+    Returns ``class``, ``l1``, ``giou`` (already weighted); zeros when no frame has a label.
+    """
+    flat_logits = logits.flatten(0, 1)
+    flat_boxes = boxes.flatten(0, 1)
+    valid = gt_valid.flatten()
+    zero = flat_logits.sum() * 0.0
+    if not bool(valid.any()):
+        return {"class": zero, "l1": zero, "giou": zero}
+    flat_logits, flat_boxes = flat_logits[valid], flat_boxes[valid]
+    tgt = box_convert(gt_boxes.flatten(0, 1)[valid].float().clamp(0, 1), "xyxy", "cxcywh")
+    targets = [t.unsqueeze(0) for t in tgt]
+    match = hungarian_match(flat_logits, flat_boxes, targets, w_class, w_l1, w_giou)
+    img = torch.cat([torch.full_like(q, i) for i, (q, _) in enumerate(match)]).to(flat_logits.device)
+    qry = torch.cat([q for q, _ in match]).to(flat_logits.device)
+    tid = torch.cat([c for _, c in match]).to(flat_logits.device)
+    labels = torch.ones(flat_logits.shape[:2], dtype=torch.long, device=flat_logits.device)
+    labels[img, qry] = 0
+    weight = torch.tensor([1.0, eos_coef], device=flat_logits.device, dtype=torch.float32)
+    loss_ce = F.cross_entropy(flat_logits.float().transpose(1, 2), labels, weight=weight)
+    pred = flat_boxes[img, qry].float()
+    gt = torch.stack([targets[i][j] for i, j in zip(img.tolist(), tid.tolist())])
+    n = max(len(gt), 1)
+    loss_l1 = F.l1_loss(pred, gt, reduction="sum") / n
+    giou = torch.diag(generalized_box_iou(box_convert(pred, "cxcywh", "xyxy"), box_convert(gt, "cxcywh", "xyxy")))
+    loss_giou = (1 - giou).sum() / n
+    return {"class": w_class * loss_ce, "l1": w_l1 * loss_l1, "giou": w_giou * loss_giou}
+
+
+@torch.no_grad()
+def predict_boxes(logits: Tensor, boxes: Tensor, threshold: float = 0.5) -> tuple[Tensor, Tensor]:
+    """Best query per frame: boxes ``[B, T, 4]`` xyxy in [0, 1] and ``found`` ``[B, T]``.
+
+    ``found`` is False when the best query's object probability is below ``threshold``.
+    """
+    prob = logits.float().softmax(-1)[..., 0]
+    best_p, best = prob.max(dim=-1)
+    picked = torch.gather(boxes.float(), 2, best[..., None, None].expand(*best.shape, 1, 4)).squeeze(2)
+    xyxy = box_convert(picked, "cxcywh", "xyxy").clamp(0, 1)
+    return xyxy, best_p >= threshold

@@ -1,0 +1,184 @@
+"""RICE's pairwise matching decoder (PMD), patch feature reconstruction (PFR) and negatives.
+
+Facts from the paper (Yang et al., ICCV 2023) and the official code
+(deepalchemist/crossview-semantic-alignment, ``mmf/models/rice``):
+
+* PMD: the shop image's tokens are the queries; one self-attention layer, then one
+  cross-attention layer whose keys/values are all tokens of all frames of the clip; both
+  layers are CLIP blocks (pre-LN, MLP with the encoder's activation) initialised from the
+  encoder's last two blocks (self <- second to last, cross <- last). Only the queries are
+  layer-normed before the cross-attention; keys and values are the raw tokens. The pooler is
+  LayerNorm -> token 0 -> Linear (no bias) -> ReLU; the matching logit is the cosine between
+  the pooled vector and the weight of a bias-free ``Linear(width, 1)``, times 10.
+* The cross-attention probabilities drop out at 0.1 (the self-attention does not).
+* PFR: the cross-attention weights, heads stacked as channels and multiplied by
+  ``sqrt(head_dim)`` as the official attention returns them, go through 1x1 convolutions
+  ``heads -> heads/2 -> 1`` with a ReLU after each (weights initialised to 1, biases to 0),
+  then a softmax over the keys; reconstruction = weights x video tokens (detached); MSE
+  against the image tokens (detached).
+* Negatives: for each image, the 3 videos (from every process) most similar to it under the
+  ICL embeddings, excluding its own.
+
+Differences (documented in ``methods/rice.py``): masked keys are excluded from PFR's softmax,
+and same-product videos can be excluded from the negatives.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class AttentionLayer(nn.Module):
+    """A pre-LN transformer layer (self- or cross-attention + MLP) copied from a CLIP block.
+
+    ``heads`` may differ from the block's: the projection weights do not depend on it.
+    """
+
+    def __init__(self, block: nn.Module, heads: int, attn_dropout: float = 0.0, cross: bool = False) -> None:
+        super().__init__()
+        width = block.attn.embed_dim
+        if width % heads:
+            raise ValueError(f"PMD: width {width} is not divisible by {heads} heads")
+        self.heads, self.cross, self.attn_dropout = heads, cross, attn_dropout
+        self.ln_1 = copy.deepcopy(block.ln_1)
+        self.in_proj_weight = nn.Parameter(block.attn.in_proj_weight.detach().clone())
+        self.in_proj_bias = nn.Parameter(block.attn.in_proj_bias.detach().clone())
+        self.out_proj = nn.Linear(width, width)
+        self.out_proj.load_state_dict(block.attn.out_proj.state_dict())
+        self.ls_1 = copy.deepcopy(block.ls_1)
+        self.ln_2 = copy.deepcopy(block.ln_2)
+        self.mlp = copy.deepcopy(block.mlp)
+        self.ls_2 = copy.deepcopy(block.ls_2)
+
+    @property
+    def head_dim(self) -> int:
+        return self.in_proj_weight.shape[1] // self.heads
+
+    def forward(
+        self, x: Tensor, key_keep: Tensor, kv: Optional[Tensor] = None, need_weights: bool = False
+    ) -> tuple[Tensor, Optional[Tensor]]:
+        """``x`` [P, Lq, W]; ``kv`` [P, S, W] (cross) ; ``key_keep`` [P, S] bool.
+
+        Returns the new ``x`` and, with ``need_weights``, the attention probabilities
+        [P, heads, Lq, S] before dropout.
+        """
+        q_in = self.ln_1(x)
+        kv_in = kv if self.cross else q_in
+        wq, wk, wv = self.in_proj_weight.chunk(3)
+        bq, bk, bv = self.in_proj_bias.chunk(3)
+        q = self._split(F.linear(q_in, wq, bq))
+        k = self._split(F.linear(kv_in, wk, bk))
+        v = self._split(F.linear(kv_in, wv, bv))
+        keep = key_keep[:, None, None, :]
+        weights = None
+        if need_weights:
+            scores = (q * self.head_dim**-0.5) @ k.transpose(-1, -2)
+            scores = scores.masked_fill(~keep, float("-inf"))
+            weights = scores.softmax(dim=-1)
+            out = F.dropout(weights, self.attn_dropout, self.training) @ v
+        else:
+            out = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=keep, dropout_p=self.attn_dropout if self.training else 0.0
+            )
+        out = self.out_proj(out.transpose(1, 2).flatten(2))
+        x = x + self.ls_1(out)
+        x = x + self.ls_2(self.mlp(self.ln_2(x)))
+        return x, weights
+
+    def _split(self, t: Tensor) -> Tensor:
+        return t.view(t.shape[0], t.shape[1], self.heads, -1).transpose(1, 2)
+
+
+class PairwiseMatchingDecoder(nn.Module):
+    """Scores (image, video) pairs from their tokens: self-attn, cross-attn, pooler, head."""
+
+    def __init__(
+        self, self_block: nn.Module, cross_block: nn.Module, heads: int,
+        attn_dropout: float = 0.1, match_scale: float = 10.0,
+    ) -> None:
+        super().__init__()
+        width = self_block.attn.embed_dim
+        self.self_layer = AttentionLayer(self_block, heads, 0.0, cross=False)
+        self.cross_layer = AttentionLayer(cross_block, heads, attn_dropout, cross=True)
+        self.pool_norm = nn.LayerNorm(width)
+        self.pool_dense = nn.Linear(width, width, bias=False)
+        nn.init.normal_(self.pool_dense.weight, std=0.02)  # the official CrossModel init
+        self.match = nn.Linear(width, 1, bias=False)
+        self.match_scale = match_scale
+
+    @property
+    def heads(self) -> int:
+        return self.cross_layer.heads
+
+    def forward(
+        self, queries: Tensor, query_keep: Tensor, keys: Tensor, key_keep: Tensor, need_weights: bool = False
+    ) -> tuple[Tensor, Optional[Tensor]]:
+        """Scores [P] of P aligned pairs and (optionally) cross-attention [P, heads, Lq, S]."""
+        key_keep = _never_empty(key_keep)
+        x, _ = self.self_layer(queries, _never_empty(query_keep))
+        x, weights = self.cross_layer(x, key_keep, kv=keys, need_weights=need_weights)
+        pooled = F.relu(self.pool_dense(self.pool_norm(x)[:, 0]))
+        score = F.normalize(pooled.float(), dim=-1) @ F.normalize(self.match.weight.float(), dim=-1).t()
+        return self.match_scale * score.squeeze(-1), weights
+
+
+def _never_empty(keep: Tensor) -> Tensor:
+    """Rows that keep no key keep their first one (an all-padding query), so nothing is NaN."""
+    empty = ~keep.any(dim=-1)
+    if bool(empty.any()):
+        keep = keep.clone()
+        keep[empty, 0] = True
+    return keep
+
+
+class PatchFeatureReconstruction(nn.Module):
+    """PFR's head: cross-attention maps [P, H, Lq, S] -> reconstruction weights [P, Lq, S]."""
+
+    def __init__(self, heads: int) -> None:
+        super().__init__()
+        mid = max(heads // 2, 1)
+        self.convs = nn.Sequential(
+            nn.Conv2d(heads, mid, kernel_size=1), nn.ReLU(), nn.Conv2d(mid, 1, kernel_size=1), nn.ReLU()
+        )
+        for m in self.convs:
+            if isinstance(m, nn.Conv2d):  # the official head is initialised to ones / zeros
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, attn: Tensor, key_keep: Tensor, head_dim: int) -> Tensor:
+        logits = self.convs(attn * head_dim**0.5).squeeze(1)
+        logits = logits.float().masked_fill(~key_keep[:, None, :], float("-inf"))
+        return logits.softmax(dim=-1)
+
+
+def pfr_loss(weights: Tensor, video_tokens: Tensor, image_tokens: Tensor) -> Tensor:
+    """MSE between ``weights`` [P, Lq, S] x video tokens [P, S, W] and image tokens [P, Lq, W].
+
+    Both token tensors are detached: the loss trains only what produced ``weights``.
+    """
+    recon = weights @ video_tokens.detach().float()
+    return F.mse_loss(recon, image_tokens.detach().float())
+
+
+@torch.no_grad()
+def hardest_negatives(
+    sim: Tensor, positive: Tensor, k: int, exclude: Optional[Tensor] = None
+) -> tuple[Tensor, Tensor]:
+    """The ``k`` most similar non-positive columns of ``sim`` [B, G] per row.
+
+    ``positive`` [B] is each row's own column; ``exclude`` [B, G] (e.g. same product) marks
+    further columns that may not serve as negatives. Returns indices [B, k'] and a validity
+    mask [B, k'] (False where a row has fewer than k' admissible negatives), k' = min(k, G).
+    """
+    s = sim.float().clone()
+    rows = torch.arange(s.shape[0], device=s.device)
+    s[rows, positive] = float("-inf")
+    if exclude is not None:
+        s = s.masked_fill(exclude, float("-inf"))
+    vals, idx = s.topk(min(k, s.shape[1]), dim=1)
+    return idx, torch.isfinite(vals)
