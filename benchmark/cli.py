@@ -58,7 +58,8 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-workers", type=int, default=None, help="DataLoader workers (default: the profile's)")
     p.add_argument("--resume", action="store_true", help="continue from the run directory's last checkpoint")
     p.add_argument("--deterministic", action="store_true", help="ask torch for deterministic kernels")
-    p.add_argument("--synth-size", default="default", help="size of a generated synthetic dataset (tiny|default)")
+    p.add_argument("--synth-size", default="default", choices=("tiny", "default"),
+                   help="size of a generated synthetic dataset (default: default)")
     p.add_argument("--output-dir", type=Path, default=Path("runs"), help="run directories go here (default runs/)")
     p.add_argument("--results-dir", type=Path, default=Path("results"),
                    help="submissions and leaderboard go here (default results/)")
@@ -92,7 +93,7 @@ def build_parser(with_visualize: bool = False) -> argparse.ArgumentParser:
     p.add_argument("--layout", required=True, choices=("lpr4m", "movingfashion"))
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--size", default="default", help="tiny | default")
+    p.add_argument("--size", default="default", help="tiny | default | lpr4m-scale (annotations only)")
     p.add_argument("--set", dest="knobs", action="append", default=[], metavar="KNOB=VALUE",
                    help="a difficulty knob of the generator (repeatable)")
 
@@ -103,6 +104,9 @@ def build_parser(with_visualize: bool = False) -> argparse.ArgumentParser:
 
     p = sub.add_parser("leaderboard", help="regenerate the leaderboard from the submissions")
     p.add_argument("--results-dir", type=Path, default=Path("results"))
+    p.add_argument("--data-root", dest="data_roots", action="append", default=[], metavar="DATASET=DIR",
+                   help="where a real dataset lives, so that its rows are re-scored (repeatable); "
+                        "synthetic ones are regenerated")
 
     p = sub.add_parser("visualize", help="qualitative figures (delegated to benchmark/visualize.py)")
     if with_visualize:
@@ -225,12 +229,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _print_run_summary(result) -> None:
     from rich.console import Console
 
+    from benchmark.leaderboard import print_run_table
+
     con = Console(highlight=False)
-    overall = result.metrics.get("overall", {})
-    parts = [f"{k} {v['value']:.2f}" for k, v in overall.items() if isinstance(v, dict) and "value" in v]
+    print_run_table(result.metrics, con, title=f"{result.method_name}, test split")
     if result.leaderboard_table is not None:
         con.print(result.leaderboard_table)
-    con.print(f"[bold]{result.method_name}[/bold]: " + ", ".join(parts))
     if result.submission_path is not None:
         con.print(f"submission: {result.submission_path}")
     con.print(f"run directory: {result.run_dir}")
@@ -291,12 +295,30 @@ def cmd_check_data(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def parse_knobs(items: Sequence[str]) -> dict[str, Any]:
+    """``--set knob=value``: values read as JSON (numbers, ``[lo, hi]``), else kept as text."""
+    import json
+
+    knobs: dict[str, Any] = {}
+    for key, text in parse_overrides(items, "--set").items():
+        try:
+            knobs[key] = json.loads(text)
+        except ValueError:
+            knobs[key] = text
+    return knobs
+
+
 def cmd_synth(args: argparse.Namespace) -> int:
     from datasets.synthetic import generate
+    from datasets.synthetic.knobs import get_size, knobs_from_dict
 
-    knobs = parse_overrides(args.knobs, "--set") or None
+    try:
+        knobs = knobs_from_dict(parse_knobs(args.knobs))
+        get_size(args.size)
+    except (ValueError, TypeError) as exc:
+        raise UsageError(_message(exc)) from None
     out = generate(args.layout, args.out, seed=args.seed, size=args.size, knobs=knobs)
-    print(f"wrote a synthetic {args.layout} dataset (size {args.size}, seed {args.seed}) to {out or args.out}")
+    print(f"wrote a synthetic {args.layout} dataset (size {args.size}, seed {args.seed}) to {out}")
     return 0
 
 
@@ -312,7 +334,8 @@ def cmd_score(args: argparse.Namespace) -> int:
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     from benchmark import publish
 
-    return publish.leaderboard_command(args.results_dir)
+    roots = {k: Path(v) for k, v in parse_overrides(args.data_roots, "--data-root").items()}
+    return publish.leaderboard_command(args.results_dir, roots or None)
 
 
 def cmd_visualize(args: argparse.Namespace) -> int:
@@ -353,16 +376,12 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from datasets.errors import DataError
     from methods.encoders import EncoderLoadError
 
-    errors: list[type[BaseException]] = [
-        WriteError, CheckpointError, DeviceError, TrainingError, EvaluationError, DataError, EncoderLoadError,
-    ]
-    try:
-        from benchmark.submission import SubmissionError
+    from benchmark.submission import SubmissionError
 
-        errors.append(SubmissionError)
-    except ImportError:
-        pass
-    return tuple(errors)
+    return (
+        WriteError, CheckpointError, DeviceError, TrainingError, EvaluationError, DataError, EncoderLoadError,
+        SubmissionError,
+    )
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -13,6 +13,7 @@
   is the same whether training ran straight through or resumed from a checkpoint.
 * ``torchrun``-ready: ``DistributedSampler(drop_last=True)`` so every rank sees equal
   batches (InfoNCE gathers negatives across ranks), DDP wrapping, rank 0 alone writes.
+* ``method.set_epoch(epoch)`` (0-based) is called before every epoch, resumed ones included.
 * A checkpoint (:mod:`benchmark.checkpoint`) is written atomically after every epoch and
   when ``max_steps`` stops training mid-epoch. A NaN/inf loss stops training with a
   :class:`NonFiniteLossError` and leaves the last good checkpoint in place.
@@ -283,6 +284,7 @@ def train(
             else:
                 seed_everything(_epoch_seed(seed, epoch), rank=env.rank)
             restore_rng = None
+            method.set_epoch(epoch)
             loader = DataLoader(
                 dataset,
                 batch_size=micro_bs,

@@ -7,8 +7,8 @@
    the shards are all-gathered, put back in split order and the sampler's padding dropped.
 2. A query whose clip is missing from the release is not encoded: it is never ranked and
    counts as a miss (the denominator is every query of the split).
-3. :func:`benchmark.scoring.rank_split` ranks each query inside its gallery group (one
-   global group for ungrouped datasets); with ``EvalConfig.rerank`` ``all``/``topk`` and a method
+3. :func:`benchmark.retrieval.rank` ranks each query inside its gallery group (one
+   global group for ungrouped datasets, :class:`benchmark.scoring.SplitIndex`); with ``EvalConfig.rerank`` ``all``/``topk`` and a method
    that ``supports_rerank``, its pairwise ``rerank`` scores the pairs.
 """
 
@@ -158,7 +158,11 @@ def evaluate(
         return None
     score_pairs = _rerank_callback(method, q_enc, g_enc, env, amp_dtype, eval_cfg.batch_size) if keep else None
     t2 = time.perf_counter()
-    ranking = scoring.rank_split(index, q_enc.embedding, g_enc.embedding, eval_cfg, score_pairs=score_pairs, mode=mode)
+    ranking = retrieval.rank(
+        q_enc.embedding, g_enc.embedding, index.query_groups, index.gallery_groups,
+        k=max(eval_cfg.topk_saved, max(eval_cfg.ks)), gt_index=index.gt_index(), query_valid=index.valid,
+        score_pairs=score_pairs, mode=mode, rerank_topk=eval_cfg.rerank_topk,  # type: ignore[arg-type]
+    )
     timings["rank_s"] = time.perf_counter() - t2
     return EvalOutput(ranking=ranking, index=index, rerank=mode, timings=timings)
 

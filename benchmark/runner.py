@@ -200,7 +200,7 @@ def _run(cfg: RunConfig, env: D.DistEnv, num_workers: Optional[int], show_progre
         result.timings["total_s"] = time.perf_counter() - t_all
         published = publish.publish(
             cfg, splits, method, label, out, train_result=train_result, provenance=prov, seeds=seeds,
-            timings=result.timings, run_dir=run_dir, write_leaderboard=write_leaderboard,
+            timings=result.timings, run_dir=run_dir, synthetic_seed=SYNTH_DATA_SEED, write_leaderboard=write_leaderboard,
         )
         result.metrics = published.metrics
         result.submission_path = published.submission_path

@@ -1,0 +1,177 @@
+"""From an evaluation to results: metrics, the submission file, the leaderboard; re-scoring.
+
+:func:`publish` is the runner's last step (rank 0 only): metrics from the ranking
+(:func:`benchmark.scoring.metrics_for_ranking`), the top-k id lists, a schema-checked
+submission (:mod:`benchmark.submission`) written atomically under
+``<results_dir>/submissions/``, then the leaderboard regenerated from every submission
+there. :func:`score_command` and :func:`leaderboard_command` back the ``score`` and
+``leaderboard`` subcommands.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from benchmark import scoring, submission
+from benchmark.config import RunConfig
+from benchmark.evaluate import EvalOutput
+from datasets.records import DatasetSplits
+from methods.base import Method
+
+
+@dataclass
+class Published:
+    metrics: dict[str, Any]
+    submission_path: Path
+    table: Optional[Any] = None  # a renderable leaderboard table (rich), if regenerated
+
+
+def score_description(method_name: str, rerank: str, topk: int) -> str:
+    if rerank == "none":
+        return "cosine similarity of L2-normalised embeddings"
+    if rerank == "all":
+        return f"{method_name} second-stage score of every (query, gallery) pair of the group"
+    return f"{method_name} second-stage score of the first-stage top-{topk}, cosine order below"
+
+
+def publish(
+    cfg: RunConfig,
+    splits: DatasetSplits,
+    method: Method,
+    label: str,
+    out: EvalOutput,
+    *,
+    train_result: Any,
+    provenance: dict[str, Any],
+    seeds: dict[str, Any],
+    timings: dict[str, float],
+    run_dir: Path,
+    synthetic_seed: Optional[int] = None,
+    write_leaderboard: bool = True,
+) -> Published:
+    """Write the run's submission (and refresh the leaderboard); return what was written."""
+    ev = cfg.profile.eval
+    metrics = scoring.metrics_for_ranking(out.ranking, out.index, ev, seed=cfg.seed)
+    rankings = scoring.ranked_ids(out.ranking, out.index, ev.topk_saved)
+    method_cfg = dataclasses.asdict(method.cfg) if dataclasses.is_dataclass(method.cfg) else None
+    prov = dict(provenance)
+    prov["run_dir"] = str(run_dir)
+    prov["seeds"] = seeds
+    if train_result is not None:
+        prov["training"] = train_result.to_dict()
+    synthetic = cfg.data_root is None and synthetic_seed is not None
+    sub = submission.build_submission(
+        method=cfg.method,
+        variant=method.variant(),
+        method_config=method_cfg,
+        num_parameters=method.num_parameters(),
+        dataset=cfg.dataset,
+        splits=splits,
+        profile=cfg.profile,
+        metrics=metrics,
+        rankings=rankings,
+        provenance=prov,
+        seed=cfg.seed,
+        wall_time_s={k.removesuffix("_s"): float(v) for k, v in timings.items()},
+        rerank=out.rerank,
+        pairs_scored=int(out.ranking.pairs_scored),
+        score=score_description(cfg.method, out.rerank, ev.rerank_topk),
+        dataset_size=cfg.synth_size if synthetic else None,
+        dataset_seed=synthetic_seed if synthetic else None,
+    )
+    path = submission.write_submission(sub, cfg.results_dir)
+    table = None
+    if write_leaderboard:
+        roots = {cfg.dataset: Path(cfg.data_root)} if cfg.data_root is not None else None
+        board = regenerate_leaderboard(cfg.results_dir, splits=splits, data_roots=roots)
+        tables = rich_tables(board, only=(cfg.dataset, cfg.profile.name))
+        table = tables[0] if tables else None
+    return Published(metrics=metrics, submission_path=path, table=table)
+
+
+# --- leaderboard -------------------------------------------------------------------------
+
+
+def regenerate_leaderboard(
+    results_dir: Path, *, splits: Optional[DatasetSplits] = None, data_roots: Optional[dict[str, Path]] = None
+):
+    """Rebuild the leaderboard files from every submission under ``results_dir``.
+
+    Submissions are re-scored against their datasets: ``splits`` (already in memory) for the
+    dataset it matches, else :func:`benchmark.leaderboard.registry_loader` (``data_roots``
+    for real datasets, regeneration for synthetic ones).
+    """
+    from benchmark import leaderboard
+
+    base = leaderboard.registry_loader(data_roots)
+
+    def load(ds: dict[str, Any]) -> Optional[DatasetSplits]:
+        if splits is not None and ds["name"] == splits.name and ds["annotation_checksum"] == splits.annotation_checksum:
+            return splits
+        return base(ds)
+
+    return leaderboard.regenerate(Path(results_dir), load_splits=load)
+
+
+def rich_tables(board: Any, only: Optional[tuple[str, str]] = None) -> list[Any]:
+    """The leaderboard's tables (or the one for ``only`` = (dataset, profile)) as rich tables."""
+    from rich.table import Table
+
+    from benchmark import leaderboard
+
+    out = []
+    for (dataset, profile), rows in board.tables.items():
+        if only is not None and (dataset, profile) != only:
+            continue
+        head, body = leaderboard.table_cells(rows)
+        table = Table(title=f"{dataset} - profile {profile}", title_justify="left")
+        for i, name in enumerate(head):
+            table.add_column(name, justify="right" if i == 0 or name.startswith(("R", "mAP")) else "left")
+        for cells in body:
+            table.add_row(*cells)
+        out.append(table)
+    return out
+
+
+def leaderboard_command(results_dir: Path, data_roots: Optional[dict[str, Path]] = None) -> int:
+    from rich.console import Console
+
+    board = regenerate_leaderboard(results_dir, data_roots=data_roots)
+    con = Console(highlight=False)
+    for table in rich_tables(board):
+        con.print(table)
+    if not board.tables:
+        con.print("no submissions yet")
+    con.print("wrote " + ", ".join(str(p) for p in board.paths))
+    return 0
+
+
+# --- re-scoring --------------------------------------------------------------------------
+
+
+def splits_for_submission(sub: dict[str, Any], data_root: Optional[Path]) -> DatasetSplits:
+    """The dataset a submission was made on: ``data_root``, or a regenerated synthetic set."""
+    from benchmark.registry import DATASETS, load_builtin_datasets
+
+    load_builtin_datasets()
+    ds = sub["dataset"]
+    loader = DATASETS.get(ds["name"])
+    if data_root is None and ds.get("size") is None:
+        raise submission.SubmissionError(
+            f"dataset {ds['name']!r} is not a generated synthetic set: pass --data-root pointing at it"
+        )
+    if data_root is None:
+        return loader(None, size=ds["size"], seed=int(ds.get("seed") or 0))
+    return loader(Path(data_root))
+
+
+def score_command(path: Path, data_root: Optional[Path]) -> int:
+    """Re-score ``path`` against the ground truth; 0 when every claim checks out."""
+    sub = submission.load_submission(path)
+    splits = splits_for_submission(sub, data_root)
+    report = submission.rescore(path, splits)
+    print(report.summary())
+    return 0

@@ -1,0 +1,60 @@
+"""Shared test set-up: an isolated synthetic-data cache and tiny synthetic datasets.
+
+* ``LPR_BENCH_CACHE`` points at a temporary folder for the whole session (shared by the
+  pytest-xdist workers, removed at the end), so no test ever writes into the repository's
+  ``.cache``. ``LPR_BENCH_QUIET`` turns the progress bars off.
+* ``synth_lpr4m`` / ``synth_movingfashion``: the generator's ``tiny`` size (seed 0) loaded
+  through the registered ``lpr4m-synth`` / ``movingfashion-synth`` datasets, built once per
+  session (the generator's file lock makes concurrent workers build it once).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+_MARK = "_LPR_BENCH_TEST_CACHE"
+_created: list[str] = []
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if os.environ.get(_MARK) and os.environ.get("PYTEST_XDIST_WORKER"):
+        cache = os.environ[_MARK]  # a worker: reuse the controller's folder
+    else:
+        cache = tempfile.mkdtemp(prefix="lpr-bench-test-cache-")
+        _created.append(cache)
+        os.environ[_MARK] = cache
+    os.environ["LPR_BENCH_CACHE"] = cache
+    os.environ["LPR_BENCH_QUIET"] = "1"
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    for path in _created:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def synth_cache() -> Path:
+    return Path(os.environ["LPR_BENCH_CACHE"])
+
+
+@pytest.fixture(scope="session")
+def synth_lpr4m(synth_cache):
+    """``lpr4m-synth`` at size ``tiny`` (42 train pairs, 20 queries in 2 livestreams)."""
+    from benchmark.registry import DATASETS, load_builtin_datasets
+
+    load_builtin_datasets()
+    return DATASETS.get("lpr4m-synth")(None, size="tiny", seed=0)
+
+
+@pytest.fixture(scope="session")
+def synth_movingfashion(synth_cache):
+    """``movingfashion-synth`` at size ``tiny`` (one global gallery, a missing test video)."""
+    from benchmark.registry import DATASETS, load_builtin_datasets
+
+    load_builtin_datasets()
+    return DATASETS.get("movingfashion-synth")(None, size="tiny", seed=0)
