@@ -438,9 +438,10 @@ def registry_loader(data_roots: Optional[Mapping[str, Path]] = None) -> LoadSpli
     datasets satisfy (generated into the cache) and real ones refuse with ``DataError``:
     the row is then unverified.
     """
-    from benchmark.registry import DATASETS, RegistryError
+    from benchmark.registry import DATASETS, RegistryError, load_builtin_datasets
     from datasets.errors import DataError
 
+    load_builtin_datasets()
     roots = dict(data_roots or {})
 
     def load(ds: Mapping[str, Any]) -> Optional[DatasetSplits]:
