@@ -12,7 +12,7 @@ import pytest
 
 from benchmark import leaderboard as lb
 from benchmark.submission import dumps_submission, write_submission
-from evalkit import make_splits, make_submission
+from tests.evalkit import make_splits, make_submission
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "results"

@@ -14,7 +14,7 @@ from benchmark.submission import (
     METRIC_TOLERANCE, SubmissionError, build_submission, dumps_submission, load_submission, rescore,
     schema_errors, submission_filename, write_submission,
 )
-from evalkit import make_splits, make_submission
+from tests.evalkit import make_splits, make_submission
 
 
 @pytest.fixture(scope="module")
