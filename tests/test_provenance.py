@@ -1,0 +1,51 @@
+"""Provenance: git commit and dirty flag, package versions, device, nothing identifying the host."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import socket
+import subprocess
+from importlib import metadata
+from pathlib import Path
+
+import torch
+
+from benchmark import provenance
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _git(*args: str, cwd: Path) -> str:
+    return subprocess.run(["git", "-C", str(cwd), *args], capture_output=True, text=True, check=True).stdout.strip()
+
+
+def test_git_commit_matches_head():
+    info = provenance.git_info(REPO)
+    assert info["commit"] == _git("rev-parse", "HEAD", cwd=REPO)
+    assert isinstance(info["dirty"], bool)
+
+
+def test_dirty_flag_follows_tracked_changes(tmp_path):
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    (tmp_path / "a.txt").write_text("one\n")
+    _git("add", "a.txt", cwd=tmp_path)
+    _git("-c", "user.name=t", "-c", "user.email=t@example.invalid", "commit", "-q", "-m", "x", cwd=tmp_path)
+    assert provenance.git_info(tmp_path) == {"commit": _git("rev-parse", "HEAD", cwd=tmp_path), "dirty": False}
+    (tmp_path / "a.txt").write_text("two\n")
+    assert provenance.git_info(tmp_path)["dirty"] is True
+
+
+def test_outside_a_repository_commit_is_none(tmp_path):
+    assert provenance.git_info(tmp_path / "nowhere") == {"commit": None, "dirty": None}
+
+
+def test_packages_device_and_no_host_identity():
+    prov = provenance.collect("cpu")
+    assert prov["packages"]["torch"] == metadata.version("torch")
+    assert prov["packages"]["open_clip_torch"] == metadata.version("open_clip_torch")
+    assert prov["device"] == f"cpu: {__import__('platform').machine()}, {torch.get_num_threads()} threads"
+    assert prov["world_size"] == 1 and prov["python"].count(".") == 2
+    text = json.dumps(prov)
+    for secret in {socket.gethostname(), getpass.getuser(), str(Path.home())} - {"", "root", "/"}:
+        assert secret not in text
