@@ -156,6 +156,7 @@ class Rice(Method):
         ),
     }
     encoder_prefixes = ("encoder.", "logit_scale")
+    supports_rerank = True
 
     def __init__(self, cfg: RiceConfig, info: DataInfo) -> None:
         super().__init__(cfg, info)
@@ -168,6 +169,7 @@ class Rice(Method):
         self.pfr: Optional[PatchFeatureReconstruction] = None
         self.detector: Optional[SetDetector] = None
         self.text_token: Optional[nn.Linear] = None
+        self.supports_rerank = cfg.pmd  # per instance; the class says a RICE may re-rank
         if cfg.pmd:
             blocks = self.encoder.visual.transformer.resblocks
             if len(blocks) < 2:
@@ -222,9 +224,12 @@ class Rice(Method):
         return self._encoded(self._image_side(batch))
 
     def rerank(self, query: Encoded, gallery: Encoded) -> Tensor:
-        """PMD matching scores of aligned (clip, image) pairs, in chunks of ``rerank_chunk``."""
+        """PMD matching scores of aligned (clip, image) pairs, in chunks of ``rerank_chunk``.
+
+        Without PMD there is no second stage: the first-stage cosine is returned unchanged.
+        """
         if self.pmd is None:
-            raise NotImplementedError("rice: rerank needs pmd=true")
+            return (F.normalize(query.embedding.float(), dim=-1) * F.normalize(gallery.embedding.float(), dim=-1)).sum(-1)
         out = []
         n = query.embedding.shape[0]
         for s in range(0, n, self.cfg.rerank_chunk):
