@@ -111,6 +111,13 @@ class Method(nn.Module):
         """Named, already weighted scalar losses; the engine minimises their sum."""
         raise NotImplementedError
 
+    def on_epoch_start(self, epoch: int, num_epochs: int) -> None:
+        """Called by the training engine before each epoch (``epoch`` counts from 0).
+
+        For methods whose training changes along the schedule (e.g. AsymNet's phases:
+        leaves, then fusion nodes, then both); the default does nothing.
+        """
+
     def rerank(self, query: Encoded, gallery: Encoded) -> Tensor:
         """Scores of P aligned (query[i], gallery[i]) pairs, shape [P]; higher is better."""
         raise NotImplementedError(f"{type(self).__name__} has no second stage")

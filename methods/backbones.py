@@ -1,0 +1,113 @@
+"""CNN backbones from timm for the CNN baselines (FashionNet, AsymNet, NVAN, MGH).
+
+``paper`` profiles load ImageNet weights through timm's hub tags (``resnet50.tv_in1k``,
+``vgg16.tv_in1k``: torchvision's original weights, which the baselines' official code
+used) or from a local ``torch.save`` state dict (``weights_path``). Failing both is an error
+naming the fix, never a silent random start; random initialisation is asked for explicitly
+with ``pretrained=False`` (the ``tiny`` profiles, which have no weights offline).
+
+Narrow variants for the CPU profile keep timm's classes: ``timm`` ResNets take per-stage
+``channels``; a VGG takes its layer list (``vgg_layers``, 'M' = 2x2 max-pool).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import torch
+from torch import Tensor, nn
+
+from methods.encoders import EncoderLoadError, load_local_weights
+
+VGG16_LAYERS = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
+# VGG-16's 13 convolutions at a quarter of the width (the CPU profile's "VGG-ish" trunk)
+TINY_VGG_LAYERS = (16, 16, "M", 32, 32, "M", 64, 64, 64, "M", 128, 128, 128, "M", 128, 128, 128, "M")
+
+
+@dataclass(frozen=True)
+class BackboneConfig:
+    name: str = "resnet50"  # a timm architecture
+    pretrained: bool = True  # ImageNet weights; False = random init, on purpose
+    pretrained_tag: str = "tv_in1k"  # timm hub tag: ``{name}.{tag}``
+    weights_path: Optional[str] = None  # local state dict used instead of the hub
+    channels: Optional[tuple[int, ...]] = None  # ResNet stage widths (None: the architecture's)
+    vgg_layers: Optional[tuple[Union[int, str], ...]] = None  # custom VGG layer list (None: ``name``)
+    vgg_batchnorm: bool = False  # BatchNorm after each convolution of a custom VGG (as vgg16_bn)
+
+
+def create_backbone(cfg: BackboneConfig, **kwargs: Any) -> nn.Module:
+    """A timm model without its classifier (``num_classes=0``), weights per ``cfg``."""
+    import timm
+
+    kwargs = {"num_classes": 0, **kwargs}
+    custom = cfg.channels is not None or cfg.vgg_layers is not None
+    if cfg.channels is not None:
+        kwargs["channels"] = tuple(int(c) for c in cfg.channels)
+    if cfg.weights_path:
+        model = _build(timm, cfg, kwargs)
+        load_local_weights(model, Path(cfg.weights_path))
+        return model
+    if not cfg.pretrained:
+        return _build(timm, cfg, kwargs)
+    if custom:
+        raise EncoderLoadError(
+            f"backbone {cfg.name}: ImageNet weights exist only for the standard widths; set "
+            "pretrained=False (random init) or drop channels/vgg_layers"
+        )
+    tag = f"{cfg.name}.{cfg.pretrained_tag}" if cfg.pretrained_tag else cfg.name
+    try:
+        return timm.create_model(tag, pretrained=True, **kwargs)
+    except Exception as exc:  # offline hub, unknown tag, corrupt cache
+        raise EncoderLoadError(
+            f"cannot load ImageNet weights {tag!r} through timm: {exc}. Pass a local state dict "
+            "with the method override backbone.weights_path=PATH, run where the Hugging Face hub "
+            "is reachable, or ask for random init explicitly with backbone.pretrained=false"
+        ) from exc
+
+
+def _build(timm: Any, cfg: BackboneConfig, kwargs: dict[str, Any]) -> nn.Module:
+    if cfg.vgg_layers is not None:
+        from timm.models.vgg import VGG
+
+        kwargs = {k: v for k, v in kwargs.items() if k != "channels"}
+        if cfg.vgg_batchnorm:
+            kwargs["norm_layer"] = nn.BatchNorm2d
+        return VGG(cfg=list(cfg.vgg_layers), **kwargs)
+    return timm.create_model(cfg.name, pretrained=False, **kwargs)
+
+
+# --- ResNet helpers -------------------------------------------------------------------
+
+
+def set_last_stride(resnet: nn.Module, stride: int = 1) -> None:
+    """Make ``layer4`` keep the resolution (the re-id "last stride 1" trick): its first
+    block's strided 3x3 convolution and shortcut convolution get ``stride``."""
+    block = resnet.layer4[0]
+    for mod in block.modules():
+        if isinstance(mod, nn.Conv2d) and mod.stride == (2, 2):
+            mod.stride = (stride, stride)
+
+
+def resnet_stem(resnet: nn.Module, x: Tensor) -> Tensor:
+    """conv1 -> bn1 -> act1 -> maxpool of a timm ResNet."""
+    return resnet.maxpool(resnet.act1(resnet.bn1(resnet.conv1(x))))
+
+
+def resnet_stages(resnet: nn.Module) -> list[nn.Sequential]:
+    return [resnet.layer1, resnet.layer2, resnet.layer3, resnet.layer4]
+
+
+def resnet_out_channels(resnet: nn.Module) -> int:
+    return int(resnet.num_features)
+
+
+def vgg_out_channels(vgg: nn.Module) -> int:
+    convs = [m for m in vgg.features.modules() if isinstance(m, nn.Conv2d)]
+    return int(convs[-1].out_channels)
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+

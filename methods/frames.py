@@ -1,0 +1,59 @@
+"""Frame selection for methods that take a fixed number of frames per clip.
+
+Video re-id methods (NVAN, MGH) see ``n`` frames: the clip's real frames are split into ``n``
+equal chunks and one frame is taken per chunk, a random one in training and the first one at
+test (the sampling protocol of STE-NVAN's official code, after Li et al., CVPR 2018). Padding
+(``frame_mask`` False) is never selected; a clip with fewer than ``n`` real frames repeats
+frames in temporal order, as re-id loaders do for short tracklets.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+
+def real_first_order(mask: Tensor) -> Tensor:
+    """[B, T] permutation putting each row's real frames first, in temporal order."""
+    return torch.argsort((~mask).to(torch.int8), dim=1, stable=True)
+
+
+def chunk_indices(lengths: Tensor, n: int, training: bool, generator: Optional[torch.Generator] = None) -> Tensor:
+    """[B, n] positions in ``range(length)``: one per chunk of ``n`` equal chunks.
+
+    ``training``: a uniformly random position inside each chunk; otherwise its first. A
+    length of 0 is treated as 1 (position 0).
+    """
+    k = lengths.clamp_min(1).to(torch.float64)[:, None]
+    i = torch.arange(n, dtype=torch.float64, device=lengths.device)[None, :]
+    start = torch.floor(i * k / n)
+    end = torch.maximum(torch.floor((i + 1) * k / n), start + 1)
+    if training:
+        u = torch.rand(start.shape, generator=generator, dtype=torch.float64, device="cpu").to(lengths.device)
+        pos = start + torch.floor(u * (end - start))
+    else:
+        pos = start
+    return pos.clamp(max=k - 1).long()
+
+
+def select_frames(frames: Tensor, mask: Tensor, n: Optional[int], training: bool) -> tuple[Tensor, Tensor]:
+    """``frames`` [B, T, ...] -> ([B, n, ...], all-True mask [B, n]) by chunk sampling.
+
+    ``n=None`` keeps every frame slot and only moves real frames first (mask reordered).
+    """
+    order = real_first_order(mask)
+    lengths = mask.sum(1)
+    if n is None:
+        idx = order
+        new_mask = torch.gather(mask, 1, order)
+        if not bool(new_mask[:, 0].all()):  # empty clips keep one (zero) frame
+            new_mask = new_mask.clone()
+            new_mask[:, 0] = True
+    else:
+        pos = chunk_indices(lengths, n, training)
+        idx = torch.gather(order, 1, pos)
+        new_mask = torch.ones(idx.shape, dtype=torch.bool, device=mask.device)
+    view = idx.view(*idx.shape, *([1] * (frames.ndim - 2))).expand(-1, -1, *frames.shape[2:])
+    return torch.gather(frames, 1, view), new_mask
