@@ -78,7 +78,7 @@ _NEG = -1.0e4  # "minus infinity" that stays finite in fp16
 
 @dataclass(frozen=True)
 class AsymNetConfig:
-    backbone: BackboneConfig = field(default_factory=lambda: BackboneConfig(name="vgg16", pretrained_tag="tv_in1k"))
+    encoder: BackboneConfig = field(default_factory=lambda: BackboneConfig(name="vgg16", pretrained="tv_in1k"))
     spp_levels: tuple[int, ...] = (1, 2, 4)
     fc_hidden: tuple[int, ...] = (4096,)
     feat_dim: int = 1024  # image feature = LSTM hidden size
@@ -91,14 +91,14 @@ class AsymNetConfig:
     fused_weight: float = 1.0
     embed_weight: float = 1.0  # auxiliary InfoNCE for the first-stage embedding (0 = off)
     embed_temperature: float = 0.07
-    lr_backbone: Optional[float] = None
+    lr_encoder: Optional[float] = None
     lr_new: Optional[float] = None
     weight_decay: Optional[float] = None
 
 
-PAPER = AsymNetConfig(lr_backbone=1e-4, lr_new=1e-3, weight_decay=5e-4)
+PAPER = AsymNetConfig(lr_encoder=1e-4, lr_new=1e-3, weight_decay=5e-4)
 TINY = AsymNetConfig(
-    backbone=BackboneConfig(name="vgg16", pretrained=False, vgg_layers=TINY_VGG_LAYERS, vgg_batchnorm=True),
+    encoder=BackboneConfig(name="vgg16", pretrained=None, vgg_layers=TINY_VGG_LAYERS, vgg_batchnorm=True),
     dropout=0.0,
     fc_hidden=(256,),
     feat_dim=128,
@@ -112,7 +112,7 @@ class ImageFeatureNet(nn.Module):
 
     def __init__(self, cfg: AsymNetConfig) -> None:
         super().__init__()
-        vgg = create_backbone(cfg.backbone)
+        vgg = create_backbone(cfg.encoder)
         self.trunk = vgg.features[:-1]  # drop pool5: SPP takes its place
         bins = sum(level * level for level in cfg.spp_levels)
         self.levels = tuple(cfg.spp_levels)

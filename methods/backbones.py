@@ -2,9 +2,10 @@
 
 ``paper`` profiles load ImageNet weights through timm's hub tags (``resnet50.tv_in1k``,
 ``vgg16.tv_in1k``: torchvision's original weights, which the baselines' official code
-used) or from a local ``torch.save`` state dict (``weights_path``). Failing both is an error
-naming the fix, never a silent random start; random initialisation is asked for explicitly
-with ``pretrained=False`` (the ``tiny`` profiles, which have no weights offline).
+used) or from a local ``torch.save`` state dict (``encoder.pretrained=PATH``, which the
+command line's ``--pretrained PATH`` sets). Failing is an error naming the fix, never a silent
+random start; random initialisation is asked for explicitly with ``pretrained=None`` (the
+``tiny`` profiles, which have no weights offline).
 
 Narrow variants for the CPU profile keep timm's classes: ``timm`` ResNets take per-stage
 ``channels``; a VGG takes its layer list (``vgg_layers``, 'M' = 2x2 max-pool).
@@ -29,41 +30,46 @@ TINY_VGG_LAYERS = (16, 16, "M", 32, 32, "M", 64, 64, 64, "M", 128, 128, 128, "M"
 @dataclass(frozen=True)
 class BackboneConfig:
     name: str = "resnet50"  # a timm architecture
-    pretrained: bool = True  # ImageNet weights; False = random init, on purpose
-    pretrained_tag: str = "tv_in1k"  # timm hub tag: ``{name}.{tag}``
-    weights_path: Optional[str] = None  # local state dict used instead of the hub
+    # ImageNet weights: a timm hub tag of ``name`` (``tv_in1k`` -> ``resnet50.tv_in1k``) or the path
+    # of a local ``torch.save`` state dict; None (or "none") = random init, asked for on purpose
+    pretrained: Optional[str] = "tv_in1k"
     channels: Optional[tuple[int, ...]] = None  # ResNet stage widths (None: the architecture's)
     vgg_layers: Optional[tuple[Union[int, str], ...]] = None  # custom VGG layer list (None: ``name``)
     vgg_batchnorm: bool = False  # BatchNorm after each convolution of a custom VGG (as vgg16_bn)
 
 
+def is_local_weights(spec: str) -> bool:
+    """A ``pretrained`` value naming a file rather than a hub tag."""
+    return "/" in spec or "\\" in spec or Path(spec).suffix in (".pt", ".pth", ".bin", ".safetensors") or Path(spec).exists()
+
+
 def create_backbone(cfg: BackboneConfig, **kwargs: Any) -> nn.Module:
-    """A timm model without its classifier (``num_classes=0``), weights per ``cfg``."""
+    """A timm model without its classifier (``num_classes=0``), weights per ``cfg.pretrained``."""
     import timm
 
     kwargs = {"num_classes": 0, **kwargs}
-    custom = cfg.channels is not None or cfg.vgg_layers is not None
     if cfg.channels is not None:
         kwargs["channels"] = tuple(int(c) for c in cfg.channels)
-    if cfg.weights_path:
-        model = _build(timm, cfg, kwargs)
-        load_local_weights(model, Path(cfg.weights_path))
-        return model
-    if not cfg.pretrained:
+    spec = cfg.pretrained
+    if spec is None or spec.strip().lower() in ("", "none", "random"):
         return _build(timm, cfg, kwargs)
-    if custom:
+    if is_local_weights(spec):
+        model = _build(timm, cfg, kwargs)
+        load_local_weights(model, Path(spec))
+        return model
+    if cfg.channels is not None or cfg.vgg_layers is not None:
         raise EncoderLoadError(
-            f"backbone {cfg.name}: ImageNet weights exist only for the standard widths; set "
-            "pretrained=False (random init) or drop channels/vgg_layers"
+            f"backbone {cfg.name}: hub weights {spec!r} exist only for the standard widths; set "
+            "encoder.pretrained=none (random init) or drop encoder.channels / encoder.vgg_layers"
         )
-    tag = f"{cfg.name}.{cfg.pretrained_tag}" if cfg.pretrained_tag else cfg.name
+    tag = f"{cfg.name}.{spec}"
     try:
         return timm.create_model(tag, pretrained=True, **kwargs)
     except Exception as exc:  # offline hub, unknown tag, corrupt cache
         raise EncoderLoadError(
             f"cannot load ImageNet weights {tag!r} through timm: {exc}. Pass a local state dict "
-            "with the method override backbone.weights_path=PATH, run where the Hugging Face hub "
-            "is reachable, or ask for random init explicitly with backbone.pretrained=false"
+            "(--pretrained PATH, i.e. encoder.pretrained=PATH), run where the Hugging Face hub is "
+            "reachable, or ask for random init explicitly with encoder.pretrained=none"
         ) from exc
 
 

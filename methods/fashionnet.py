@@ -58,7 +58,7 @@ from methods.optim_overrides import PaperOptimMixin
 
 @dataclass(frozen=True)
 class FashionNetConfig:
-    backbone: BackboneConfig = field(default_factory=lambda: BackboneConfig(name="vgg16", pretrained_tag="tv_in1k"))
+    encoder: BackboneConfig = field(default_factory=lambda: BackboneConfig(name="vgg16", pretrained="tv_in1k"))
     fc_dim: int = 4096  # fc6 / fc7 width (VGG-16's: then fc6/fc7 keep their ImageNet weights)
     fc_kernel: int = 7  # fc6 as a convolution over the pool5 map (7x7 at 224 px)
     dropout: float = 0.5
@@ -67,14 +67,14 @@ class FashionNetConfig:
     triplet_weight: float = 1.0
     category_weight: float = 1.0
     id_weight: float = 1.0
-    lr_backbone: Optional[float] = None
+    lr_encoder: Optional[float] = None
     lr_new: Optional[float] = None
     weight_decay: Optional[float] = None
 
 
-PAPER = FashionNetConfig(lr_backbone=1e-4, lr_new=1e-3, weight_decay=5e-4)
+PAPER = FashionNetConfig(lr_encoder=1e-4, lr_new=1e-3, weight_decay=5e-4)
 TINY = FashionNetConfig(
-    backbone=BackboneConfig(name="vgg16", pretrained=False, vgg_layers=TINY_VGG_LAYERS, vgg_batchnorm=True),
+    encoder=BackboneConfig(name="vgg16", pretrained=None, vgg_layers=TINY_VGG_LAYERS, vgg_batchnorm=True),
     dropout=0.0,
     fc_dim=256,
     fc_kernel=3,
@@ -101,17 +101,16 @@ class FashionNet(PaperOptimMixin, Method):
 
     Config = FashionNetConfig
     PROFILES = {"paper": PAPER, "tiny": TINY}
-    encoder_prefixes = ("backbone.",)
-
+    
     def __init__(self, cfg: FashionNetConfig, info: DataInfo) -> None:
         super().__init__(cfg, info)
-        self.backbone = create_backbone(cfg.backbone, drop_rate=cfg.dropout)
-        fc = self.backbone.pre_logits
+        self.encoder = create_backbone(cfg.encoder, drop_rate=cfg.dropout)
+        fc = self.encoder.pre_logits
         if fc.fc2.out_channels != cfg.fc_dim or fc.input_kernel_size != cfg.fc_kernel:
             from timm.models.vgg import ConvMlp
 
-            self.backbone.pre_logits = ConvMlp(
-                vgg_out_channels(self.backbone), cfg.fc_dim, cfg.fc_kernel, drop_rate=cfg.dropout
+            self.encoder.pre_logits = ConvMlp(
+                vgg_out_channels(self.encoder), cfg.fc_dim, cfg.fc_kernel, drop_rate=cfg.dropout
             )
         self.embed_dim = cfg.fc_dim
         self.category_head = nn.Linear(cfg.fc_dim, info.num_categories) if info.num_categories > 0 else None
@@ -119,7 +118,7 @@ class FashionNet(PaperOptimMixin, Method):
 
     def image_features(self, images: Tensor) -> Tensor:
         """[N, 3, H, W] -> fc7 features [N, fc_dim] (after ReLU, averaged over the fc map)."""
-        x = self.backbone.pre_logits(self.backbone.features(images))
+        x = self.encoder.pre_logits(self.encoder.features(images))
         return x.mean(dim=(2, 3))
 
     def clip_features(self, batch: dict[str, Any]) -> Tensor:

@@ -75,7 +75,7 @@ from methods.optim_overrides import PaperOptimMixin
 
 @dataclass(frozen=True)
 class MGHConfig:
-    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    encoder: BackboneConfig = field(default_factory=BackboneConfig)
     last_stride: int = 1
     nonlocal_blocks: bool = True  # per-frame non-local after every second block of layer2/3
     parts: tuple[int, ...] = (2, 4, 8)
@@ -88,19 +88,19 @@ class MGHConfig:
     label_smoothing: float = 0.1
     triplet_margin: float = 0.3
     mi_weight: float = 0.1  # 0 = the released code (no MI term)
-    lr_backbone: Optional[float] = None
+    lr_encoder: Optional[float] = None
     lr_new: Optional[float] = None
     weight_decay: Optional[float] = None
 
 
 PAPER = MGHConfig(
-    backbone=BackboneConfig(name="resnet50", pretrained=True, pretrained_tag="tv_in1k"),
-    lr_backbone=3e-4,
+    encoder=BackboneConfig(name="resnet50", pretrained="tv_in1k"),
+    lr_encoder=3e-4,
     lr_new=3e-4,
     weight_decay=5e-4,
 )
 TINY = MGHConfig(
-    backbone=BackboneConfig(name="resnet18", pretrained=False, channels=(32, 64, 128, 256)),
+    encoder=BackboneConfig(name="resnet18", pretrained=None, channels=(32, 64, 128, 256)),
     parts=(2, 4, 7),
     hidden=64,
     num_frames=4,
@@ -218,23 +218,22 @@ class MGH(PaperOptimMixin, Method):
 
     Config = MGHConfig
     PROFILES = {"paper": PAPER, "tiny": TINY}
-    encoder_prefixes = ("backbone.",)
-
+    
     def __init__(self, cfg: MGHConfig, info: DataInfo) -> None:
         super().__init__(cfg, info)
-        self.backbone = create_backbone(cfg.backbone)
-        set_last_stride(self.backbone, cfg.last_stride)
+        self.encoder = create_backbone(cfg.encoder)
+        set_last_stride(self.encoder, cfg.last_stride)
         self.nl_at: dict[int, list[int]] = {}
         blocks: dict[str, nn.ModuleList] = {}
         if cfg.nonlocal_blocks:
             for s in (1, 2):
-                stage = resnet_stages(self.backbone)[s]
+                stage = resnet_stages(self.encoder)[s]
                 at = [i for i in range(len(stage)) if i % 2 == 1]
                 width = [m for n_, m in stage[-1].named_modules() if isinstance(m, nn.Conv2d) and "downsample" not in n_][-1].out_channels
                 self.nl_at[s] = at
                 blocks[str(s)] = nn.ModuleList(NonLocalBlock(int(width), sub_sample=True) for _ in at)
         self.nonlocal_blocks = nn.ModuleDict(blocks)
-        dim = resnet_out_channels(self.backbone)
+        dim = resnet_out_channels(self.encoder)
         self.global_bn = nn.BatchNorm1d(dim)
         self.branches = nn.ModuleList(PartBranch(dim, p, cfg) for p in cfg.parts)
         self.dims = [dim] + [br.out_dim for br in self.branches]
@@ -248,8 +247,8 @@ class MGH(PaperOptimMixin, Method):
     # --- network ---------------------------------------------------------------------
     def trunk(self, clips: Tensor) -> Tensor:
         """[N, T, 3, H, W] -> per-frame maps [N*T, C, h, w]; non-local blocks work per frame."""
-        x = resnet_stem(self.backbone, clips.flatten(0, 1))
-        for s, stage in enumerate(resnet_stages(self.backbone)):
+        x = resnet_stem(self.encoder, clips.flatten(0, 1))
+        for s, stage in enumerate(resnet_stages(self.encoder)):
             at = self.nl_at.get(s, [])
             for i, block in enumerate(stage):
                 x = block(x)

@@ -71,7 +71,7 @@ from methods.optim_overrides import PaperOptimMixin
 
 @dataclass(frozen=True)
 class NVANConfig:
-    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    encoder: BackboneConfig = field(default_factory=BackboneConfig)
     last_stride: int = 1
     nl_layer2: int = 2  # non-local blocks after the last N blocks of layer2
     nl_layer3: int = 3  # ... and of layer3
@@ -82,19 +82,19 @@ class NVANConfig:
     triplet_weight: float = 1.0
     id_weight: float = 1.0
     # the paper's optimiser settings; None = the benchmark profile's
-    lr_backbone: Optional[float] = None
+    lr_encoder: Optional[float] = None
     lr_new: Optional[float] = None
     weight_decay: Optional[float] = None
 
 
 PAPER = NVANConfig(
-    backbone=BackboneConfig(name="resnet50", pretrained=True, pretrained_tag="tv_in1k"),
-    lr_backbone=1e-4,
+    encoder=BackboneConfig(name="resnet50", pretrained="tv_in1k"),
+    lr_encoder=1e-4,
     lr_new=1e-4,
     weight_decay=5e-5,
 )
 TINY = NVANConfig(
-    backbone=BackboneConfig(name="resnet18", pretrained=False, channels=(32, 64, 128, 256)),
+    encoder=BackboneConfig(name="resnet18", pretrained=None, channels=(32, 64, 128, 256)),
     nl_layer2=1,
     nl_layer3=1,
     stripes=8,
@@ -120,15 +120,14 @@ class NVAN(PaperOptimMixin, Method):
 
     Config = NVANConfig
     PROFILES = {"paper": PAPER, "tiny": TINY}
-    encoder_prefixes = ("backbone.",)
-
+    
     def __init__(self, cfg: NVANConfig, info: DataInfo) -> None:
         super().__init__(cfg, info)
         if cfg.ste and cfg.num_frames % 4:
             raise ValueError(f"nvan: STE pools frame pairs twice; num_frames must be a multiple of 4, got {cfg.num_frames}")
-        self.backbone = create_backbone(cfg.backbone)
-        set_last_stride(self.backbone, cfg.last_stride)
-        stages = resnet_stages(self.backbone)
+        self.encoder = create_backbone(cfg.encoder)
+        set_last_stride(self.encoder, cfg.last_stride)
+        stages = resnet_stages(self.encoder)
         self.nl_at: dict[int, list[int]] = {}
         blocks: dict[str, nn.ModuleList] = {}
         for stage, count in ((1, cfg.nl_layer2), (2, cfg.nl_layer3)):
@@ -141,7 +140,7 @@ class NVAN(PaperOptimMixin, Method):
                 StripeNonLocalBlock(channels, cfg.stripes) if cfg.ste else NonLocalBlock(channels) for _ in range(count)
             )
         self.nonlocal_blocks = nn.ModuleDict(blocks)
-        dim = resnet_out_channels(self.backbone)
+        dim = resnet_out_channels(self.encoder)
         self.embed_dim = dim
         self.bnneck = BNNeck(dim)
         self.classifier = id_classifier(dim, info.num_products)
@@ -153,8 +152,8 @@ class NVAN(PaperOptimMixin, Method):
     def features(self, clips: Tensor) -> Tensor:
         """[N, T, 3, H, W] -> pre-BN clip features [N, D] (3D average pool)."""
         n, t = clips.shape[:2]
-        x = resnet_stem(self.backbone, clips.flatten(0, 1))
-        for s, stage in enumerate(resnet_stages(self.backbone)):
+        x = resnet_stem(self.encoder, clips.flatten(0, 1))
+        for s, stage in enumerate(resnet_stages(self.encoder)):
             at = self.nl_at.get(s, [])
             for b, block in enumerate(stage):
                 x = block(x)

@@ -2,7 +2,7 @@
 
 The benchmark's ``paper`` profile carries RICE's settings (encoder lr 1e-6 for a CLIP ViT).
 CNN baselines were trained with their own learning rates and weight decay; a method config
-with ``lr_backbone`` / ``lr_new`` / ``weight_decay`` fields set (not None) overrides the
+with ``lr_encoder`` / ``lr_new`` / ``weight_decay`` fields set (not None) overrides the
 profile's values in :meth:`Method.parameter_groups`. None keeps the profile's value.
 """
 
@@ -14,7 +14,7 @@ class PaperOptimMixin:
 
     def parameter_groups(self, lr_encoder: float, lr_new: float, weight_decay: float) -> list[dict]:
         cfg = self.cfg  # type: ignore[attr-defined]
-        lr_encoder = cfg.lr_backbone if cfg.lr_backbone is not None else lr_encoder
+        lr_encoder = cfg.lr_encoder if cfg.lr_encoder is not None else lr_encoder
         lr_new = cfg.lr_new if cfg.lr_new is not None else lr_new
         weight_decay = cfg.weight_decay if cfg.weight_decay is not None else weight_decay
         return super().parameter_groups(lr_encoder, lr_new, weight_decay)  # type: ignore[misc]
