@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) run_benchmark.py --method rice --dataset lpr4m-synth --profile tiny --seed 0
+	$(PY) run_benchmark.py --method rice --dataset lpr4m-synth --profile tiny --seed 0 --demo-fallback
 
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2 tests
