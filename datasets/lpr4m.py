@@ -31,7 +31,7 @@ from datasets.annotation_io import (
     parse_literal_list,
     read_json,
     read_lines,
-    safe_path,
+    RootPaths,
 )
 from datasets.errors import DataError
 from datasets.faults import Faults
@@ -131,6 +131,7 @@ class _Reader:
         self.root = root
         self.ann = root / "annotations"
         self.faults = faults
+        self.paths = RootPaths(root, faults)
         self.used: list[Path] = []
 
     def _find(self, pattern: str, required: bool = True) -> Optional[Path]:
@@ -206,7 +207,7 @@ class _Reader:
             if p is None:
                 return None
             frame_paths.append(p)
-        image_path = safe_path(self.root, f"images/{image_id}.jpg", self.faults, path, line=line_no)
+        image_path = self.paths.join(f"images/{image_id}.jpg", path, line=line_no)
         if image_path is None:
             return None
         clip = ClipSource(clip_id=clip_id, frame_paths=tuple(frame_paths), boxes=boxes, asr=asr)
@@ -217,12 +218,12 @@ class _Reader:
 
     def _frame_path(self, frame_id: str, where: Path, line_no: Optional[int]) -> Optional[Path]:
         if "/" in frame_id:
-            return safe_path(self.root, frame_id, self.faults, where, line=line_no)
+            return self.paths.join(frame_id, where, line=line_no)
         clip_id, sep, idx = frame_id.rpartition("-")
         if not sep or not idx.isdigit() or not clip_id:
             self.faults.error(F.MALFORMED_ROW, where, f"frame id {frame_id!r} is not <clip_id>-<frame_idx>", line=line_no)
             return None
-        return safe_path(self.root, f"frames/{clip_id}/{frame_id}.jpg", self.faults, where, line=line_no)
+        return self.paths.join(f"frames/{clip_id}/{frame_id}.jpg", where, line=line_no)
 
     def lpr750k_train(self) -> list[TrainPair]:
         path = self._find("training_videoinfo_*.txt")
@@ -248,8 +249,8 @@ class _Reader:
             if not rels or not all(isinstance(r, str) for r in rels):
                 err("frame-path list must be a non-empty list of paths")
                 continue
-            frame_paths = [safe_path(self.root, r, self.faults, path, line=line_no) for r in rels]
-            image_path = safe_path(self.root, image_rel, self.faults, path, line=line_no)
+            frame_paths = [self.paths.join(r, path, line=line_no) for r in rels]
+            image_path = self.paths.join(image_rel, path, line=line_no)
             if image_path is None or any(p is None for p in frame_paths):
                 continue
             if (clip_id, image_id) in seen:
@@ -351,7 +352,7 @@ class _Reader:
                 if not isinstance(ids, list) or not all(isinstance(i, str) and i for i in ids):
                     self.faults.error(F.BAD_JSON, gal_path, f"gallery of {live_id!r} must be a list of image ids")
                     continue
-                paths = [(i, safe_path(self.root, f"images/{i}.jpg", self.faults, gal_path)) for i in ids]
+                paths = [(i, self.paths.join(f"images/{i}.jpg", gal_path)) for i in ids]
                 groups[live_id] = [(i, p) for i, p in paths if p is not None]
         clip_frames: dict[str, list[tuple[int, str, Any]]] = {}
         for frame_id, value in self._frame_boxes(box_path).items():
@@ -403,7 +404,7 @@ class _Reader:
             if not sep or not name or "/" in name:
                 self.faults.error(F.MALFORMED_ROW, g_path, f"expected <live_id>/<image_file>, got {rel!r}", line=line_no)
                 continue
-            p = safe_path(self.root, f"gallery/{rel}", self.faults, g_path, line=line_no)
+            p = self.paths.join(f"gallery/{rel}", g_path, line=line_no)
             if p is not None:
                 groups.setdefault(live_id, []).append((live_id_of(Path(name).stem), p))
         box_path = self._find("test_frameid2gtbox_*.json", required=False)
@@ -434,7 +435,7 @@ class _Reader:
             if live_id not in groups:
                 self.faults.error(F.MISSING_GROUP, g_path, f"query {clip_id}: live id {live_id} has no gallery group")
                 continue
-            paths = [safe_path(self.root, f"query/{r}", self.faults, q_path) for r in rels]
+            paths = [self.paths.join(f"query/{r}", q_path) for r in rels]
             if any(p is None for p in paths):
                 continue
             boxes = {}
