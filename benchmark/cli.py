@@ -57,6 +57,10 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--num-workers", type=int, default=None, help="DataLoader workers (default: the profile's)")
     p.add_argument("--resume", action="store_true", help="continue from the run directory's last checkpoint")
+    p.add_argument("--checkpoint-every", type=int, default=None, metavar="STEPS",
+                   help="also checkpoint every STEPS optimizer steps, mid-epoch (default: at epoch ends only)")
+    p.add_argument("--no-feature-cache", action="store_true",
+                   help="always re-encode the test set (default: reuse embeddings cached for these weights)")
     p.add_argument("--deterministic", action="store_true", help="ask torch for deterministic kernels")
     p.add_argument("--synth-size", default="default", choices=("tiny", "default"),
                    help="size of a generated synthetic dataset (default: default)")
@@ -163,10 +167,12 @@ def resolve_run_config(args: argparse.Namespace):
     profile = get_profile(args.profile)
     train_changes: dict[str, Any] = {}
     for field, value in (("epochs", args.epochs), ("max_steps", args.max_steps),
-                         ("batch_size", args.batch_size), ("grad_accum", args.grad_accum)):
+                         ("batch_size", args.batch_size), ("grad_accum", args.grad_accum),
+                         ("checkpoint_every", args.checkpoint_every)):
         if value is not None:
-            if value < 0 or (value == 0 and field in ("batch_size", "grad_accum")):
-                raise UsageError(f"--{field.replace('_', '-')} must be {'positive' if field in ('batch_size', 'grad_accum') else '>= 0'}, got {value}")
+            positive = field in ("batch_size", "grad_accum", "checkpoint_every")
+            if value < 0 or (value == 0 and positive):
+                raise UsageError(f"--{field.replace('_', '-')} must be {'positive' if positive else '>= 0'}, got {value}")
             train_changes[field] = value
     eval_changes: dict[str, Any] = {}
     if args.rerank is not None:
@@ -198,6 +204,7 @@ def resolve_run_config(args: argparse.Namespace):
         method=method, dataset=args.dataset, profile=profile, data_root=args.data_root, seed=args.seed,
         output_dir=args.output_dir, results_dir=args.results_dir, method_overrides=overrides,
         device=args.device, resume=args.resume, deterministic=args.deterministic, synth_size=args.synth_size,
+        feature_cache=not args.no_feature_cache,
     )
 
 

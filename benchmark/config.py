@@ -37,6 +37,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     amp: bool = True  # bf16/fp16 autocast on CUDA only; ignored on the CPU
     max_steps: Optional[int] = None  # stop early (tests, smoke runs)
+    checkpoint_every: Optional[int] = None  # also checkpoint every N optimizer steps (mid-epoch resume)
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,7 @@ class RunConfig:
     resume: bool = False
     deterministic: bool = False
     synth_size: str = "default"
+    feature_cache: bool = True  # reuse cached test embeddings (benchmark.feature_cache)
 
     def to_dict(self) -> dict[str, Any]:
         return _jsonable(dataclasses.asdict(self))

@@ -108,6 +108,25 @@ def all_gather_cat(x: torch.Tensor, env: DistEnv) -> torch.Tensor:
     return torch.cat([p.cpu() for p in parts], dim=0)
 
 
+def mean_across_ranks(values: dict[str, float], env: DistEnv) -> dict[str, float]:
+    """Each value averaged over the ranks (one all-reduce); every rank must pass the same keys."""
+    if not env.distributed or not values:
+        return dict(values)
+    keys = sorted(values)
+    t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=env.device)
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return {k: float(v) / env.world_size for k, v in zip(keys, t.tolist())}
+
+
+def all_gather_object(obj, env: DistEnv) -> list:
+    """Every rank's ``obj`` (picklable), in rank order; ``[obj]`` in a single process."""
+    if not env.distributed:
+        return [obj]
+    out: list = [None] * env.world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
 def broadcast_object(obj, env: DistEnv, src: int = 0):
     """Rank ``src``'s ``obj`` on every rank (``obj`` is ignored elsewhere)."""
     if not env.distributed:

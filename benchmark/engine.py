@@ -14,8 +14,10 @@
 * ``torchrun``-ready: ``DistributedSampler(drop_last=True)`` so every rank sees equal
   batches (InfoNCE gathers negatives across ranks), DDP wrapping, rank 0 alone writes.
 * ``method.set_epoch(epoch)`` (0-based) is called before every epoch, resumed ones included.
-* A checkpoint (:mod:`benchmark.checkpoint`) is written atomically after every epoch and
-  when ``max_steps`` stops training mid-epoch. A NaN/inf loss stops training with a
+* A checkpoint (:mod:`benchmark.checkpoint`) is written atomically after every epoch, every
+  ``checkpoint_every`` optimizer steps when set (``--checkpoint-every``; it holds the position
+  in the epoch, every rank's RNG states and the epoch's running loss sums, so a resumed run
+  ends bit-identical on the CPU) and when ``max_steps`` stops training mid-epoch. A NaN/inf loss stops training with a
   :class:`NonFiniteLossError` and leaves the last good checkpoint in place.
 """
 
@@ -37,7 +39,8 @@ from torch.utils.data.distributed import DistributedSampler
 
 from benchmark import checkpoint as ckpt
 from benchmark.config import TrainConfig
-from benchmark.distributed import DistEnv, all_true
+from benchmark.distributed import DistEnv, all_gather_object, all_true, mean_across_ranks
+from benchmark.item_seeding import ItemSeededDataset
 from benchmark.progress import StepProgress
 from benchmark.seeding import make_generator, rng_state, seed_everything, set_rng_state, worker_init_fn
 from methods.base import Method
@@ -197,6 +200,7 @@ def train(
     micro_bs = per_process_batch(cfg.batch_size, env.world_size, cfg.grad_accum)
     accum = cfg.grad_accum
     n = len(dataset)  # type: ignore[arg-type]
+    dataset = ItemSeededDataset(dataset, seed)  # augmentation = f(seed, epoch, item): rank/resume-proof
     per_rank = n // env.world_size
     steps_per_epoch = (per_rank // micro_bs) // accum
     if steps_per_epoch == 0:
@@ -224,6 +228,7 @@ def train(
     history: list[dict[str, Any]] = []
     resumed_from: Optional[int] = None
     restore_rng: Optional[dict[str, Any]] = None
+    partial: Optional[dict[str, Any]] = None
     if resume and ckpt.find_resumable(run_dir):
         state = ckpt.load_checkpoint(ckpt.checkpoint_path(run_dir))
         if identity is not None and state.get("identity") not in (None, identity):
@@ -239,7 +244,10 @@ def train(
             scaler.load_state_dict(state["scaler"])
         epoch, step, micro_done = int(state["epoch"]), int(state["step"]), int(state.get("micro_in_epoch", 0))
         history = list(state.get("history", []))
-        restore_rng = state.get("rng")
+        per_rank = state.get("rng_per_rank")
+        restore_rng = per_rank[env.rank] if per_rank and len(per_rank) == env.world_size else state.get("rng")
+        parts = state.get("epoch_partial") if micro_done else None  # per rank: running loss sums
+        partial = parts[env.rank] if isinstance(parts, list) and len(parts) == env.world_size else None
         resumed_from = step
     if env.is_main and config is not None:
         ckpt.save_config(run_dir, config)
@@ -250,8 +258,10 @@ def train(
     samples_seen = 0
     method.train()
 
-    def save(ep: int, st: int, micro: int) -> None:
+    def save(ep: int, st: int, micro: int, sums: Optional[dict[str, float]] = None, counted: int = 0) -> None:
         nonlocal last_ckpt
+        # every rank's generators and running loss sums (a collective: every rank calls save)
+        ranks = all_gather_object((rng_state(), {"sums": dict(sums or {}), "counted": counted}), env)
         if env.is_main:
             last_ckpt = ckpt.save_checkpoint(
                 run_dir,
@@ -260,7 +270,9 @@ def train(
                     "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(),
                     "scaler": scaler.state_dict(),
-                    "rng": rng_state(),
+                    "rng": ranks[0][0],
+                    "rng_per_rank": [r[0] for r in ranks],
+                    "epoch_partial": [r[1] for r in ranks] if micro else None,
                     "epoch": ep,
                     "step": st,
                     "micro_in_epoch": micro,
@@ -285,6 +297,7 @@ def train(
                 seed_everything(_epoch_seed(seed, epoch), rank=env.rank)
             restore_rng = None
             method.set_epoch(epoch)
+            dataset.set_epoch(epoch)
             loader = DataLoader(
                 dataset,
                 batch_size=micro_bs,
@@ -297,8 +310,9 @@ def train(
                 generator=make_generator(_epoch_seed(seed, epoch) + env.rank),
             )
             limit = steps_per_epoch * accum
-            sums: dict[str, float] = {}
-            counted = 0
+            sums: dict[str, float] = dict(partial["sums"]) if skip_micro and partial else {}
+            counted = int(partial["counted"]) if skip_micro and partial else 0
+            partial = None
             t_epoch = time.perf_counter()
             epoch_samples = 0
             micro = skip_micro
@@ -335,22 +349,26 @@ def train(
                     step += 1
                     rate = samples_seen / max(time.perf_counter() - t_start, 1e-9)
                     prog.update(step, loss=float(loss.detach()), rate=rate)
+                    every = cfg.checkpoint_every
+                    if every and step % every == 0 and step < total_steps and micro < limit:
+                        save(epoch, step, micro, sums, counted)  # mid-epoch: --checkpoint-every
                     if step >= total_steps:
                         stopped_mid_epoch = micro < limit
                         break
             micro_done = 0
             ep_time = time.perf_counter() - t_epoch
+            logged = mean_across_ranks(sums, env)  # the global batch's loss, not rank 0's share
             record = {
                 "epoch": epoch + 1,
                 "step": step,
-                **{k: round(v / max(counted, 1), 6) for k, v in sums.items()},
+                **{k: round(v / max(counted, 1), 6) for k, v in logged.items()},
                 "lr": [round(g["lr"], 10) for g in optimizer.param_groups],
                 "samples_per_s": round(epoch_samples / max(ep_time, 1e-9), 3),
             }
             if stopped_mid_epoch:
                 record["partial"] = True
                 history.append(record)
-                save(epoch, step, micro)
+                save(epoch, step, micro, sums, counted)
             else:
                 history.append(record)
                 epoch += 1

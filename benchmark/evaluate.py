@@ -23,10 +23,12 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 
+from benchmark import feature_cache as fcache
 from benchmark import retrieval, scoring
 from benchmark.config import DataConfig, EvalConfig
 from benchmark.distributed import DistEnv, all_gather_cat
 from benchmark.engine import autocast, to_device
+from benchmark.feature_cache import FeatureCache
 from benchmark.progress import StepProgress
 from datasets.records import DatasetSplits
 from methods.base import Encoded, Method
@@ -123,8 +125,13 @@ def evaluate(
     num_workers: int = 0,
     amp_dtype: Optional[torch.dtype] = None,
     show_progress: bool = True,
+    feature_cache: Optional["FeatureCache"] = None,
 ) -> Optional[EvalOutput]:
-    """Encode, rank (and re-rank) ``splits``' test queries; rank 0 gets the result."""
+    """Encode, rank (and re-rank) ``splits``' test queries; rank 0 gets the result.
+
+    With ``feature_cache`` (:mod:`benchmark.feature_cache`) embeddings already computed for
+    these weights, data and configuration are read back instead of re-encoded.
+    """
     from datasets.torch_data import GalleryDataset, QueryDataset
 
     mode = eval_cfg.rerank
@@ -147,11 +154,19 @@ def evaluate(
         env=env, batch_size=eval_cfg.batch_size, num_workers=num_workers, keep_extras=keep,
         amp_dtype=amp_dtype, show_progress=show_progress,
     )
+    ctx = feature_cache.context(method, annotation_checksum=splits.annotation_checksum, profile="", data_cfg=data_cfg,
+                                amp_dtype=amp_dtype) if feature_cache is not None else None
     t0 = time.perf_counter()
-    enc_present = extract(method, QueryDataset(present, data_cfg), "query", **common) if present else None
+    enc_present = fcache.cached(
+        ctx, "query", [q.query_id for q in present], need_extras=keep, env=env,
+        compute=lambda: extract(method, QueryDataset(present, data_cfg), "query", **common),
+    ) if present else None
     timings["encode_query_s"] = time.perf_counter() - t0
     t1 = time.perf_counter()
-    g_enc = extract(method, GalleryDataset(splits.gallery, data_cfg), "gallery", **common)
+    g_enc = fcache.cached(
+        ctx, "gallery", [g.image_id for g in splits.gallery], need_extras=keep, env=env,
+        compute=lambda: extract(method, GalleryDataset(splits.gallery, data_cfg), "gallery", **common),
+    )
     timings["encode_gallery_s"] = time.perf_counter() - t1
     q_enc = _scatter_queries(enc_present, index.valid, g_enc.embedding.shape[1])
     if not env.is_main:

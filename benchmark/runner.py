@@ -12,7 +12,9 @@
 5. on rank 0 writes the submission, regenerates the leaderboard and returns its table.
 
 Run directory: ``<output_dir>/<dataset>/<method>[-<variant>]/<profile>-seed<N>/`` holding
-``config.json``, ``last.pt`` (checkpoint) and the run's copy of the submission.
+``config.json``, ``last.pt`` (checkpoint) and the run's copy of the submission. Test-set
+embeddings are cached under ``<output_dir>/feature-cache/`` (:mod:`benchmark.feature_cache`;
+``--no-feature-cache`` turns it off).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from typing import Any, Optional
 from benchmark import distributed as D
 from benchmark import engine, evaluate, provenance
 from benchmark.config import RunConfig
+from benchmark.feature_cache import FEATURE_CACHE_DIR, FeatureCache
 from benchmark.registry import DATASETS, METHODS
 from benchmark.seeding import seed_everything
 from datasets.records import DatasetSplits
@@ -189,6 +192,7 @@ def _run(cfg: RunConfig, env: D.DistEnv, num_workers: Optional[int], show_progre
     out = evaluate.evaluate(
         method, splits, cfg.profile.data, cfg.profile.eval, env=env, num_workers=workers, amp_dtype=amp,
         show_progress=show_progress,
+        feature_cache=FeatureCache(Path(cfg.output_dir) / FEATURE_CACHE_DIR) if cfg.feature_cache else None,
     )
     eval_s = time.perf_counter() - t1
     result = RunResult(run_dir=run_dir, method_name=label, train=train_result, evaluation=out)

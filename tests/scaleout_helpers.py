@@ -1,0 +1,107 @@
+"""Shared pieces of the scale-out / robustness tests: fast CLI arguments, volatile fields."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+PLUGIN = REPO / "tests" / "robust_plugin.py"
+FAULTS = "clip-meanpool-faults"
+
+# clip-meanpool's tiny encoder made smaller still (1 layer, width 32, 4x4 patch grid at 112 px):
+# the tests are about the harness, not the model, and must take seconds on 2 shared cores.
+SMALL_ENCODER = [
+    "--set", "encoder.layers=1", "--set", "encoder.width=32", "--set", "encoder.heads=2",
+    "--set", "encoder.patch_size=28", "--set", "encoder.embed_dim=32",
+]
+
+SUB_NAME = "lpr4m-synth__tiny__{method}__seed{seed}.json"
+
+
+def run_args(out: Path, res: Path, *extra: str, method: str = FAULTS, steps: int = 4, batch: int = 8,
+             seed: int = 0) -> list[str]:
+    """``run_benchmark.py`` arguments: lpr4m-synth (tiny), the small encoder, ``steps`` steps."""
+    plugin = ["--plugin", str(PLUGIN)] if method == FAULTS else []
+    return [
+        *plugin, "--method", method, "--dataset", "lpr4m-synth", "--synth-size", "tiny", "--profile", "tiny",
+        "--seed", str(seed), "--max-steps", str(steps), "--batch-size", str(batch), "--num-workers", "0",
+        "--bootstrap", "20", "--device", "cpu", "--output-dir", str(out), "--results-dir", str(res),
+        "--no-leaderboard", *SMALL_ENCODER, *extra,
+    ]
+
+
+def submission_path(res: Path, method: str = FAULTS, seed: int = 0) -> Path:
+    return Path(res) / "submissions" / SUB_NAME.format(method=method, seed=seed)
+
+
+def run_dir(out: Path, method: str = FAULTS, seed: int = 0) -> Path:
+    return Path(out) / "lpr4m-synth" / method / f"tiny-seed{seed}"
+
+
+def load_json(path: Path) -> dict[str, Any]:
+    return json.loads(Path(path).read_text())
+
+
+def weights(out: Path, method: str = FAULTS, seed: int = 0) -> dict[str, torch.Tensor]:
+    from benchmark.checkpoint import load_checkpoint
+
+    return load_checkpoint(run_dir(out, method, seed) / "last.pt")["model"]
+
+
+def _volatile(key: str) -> bool:
+    """Timestamps and wall-clock measurements: ``date`` and every ``*_s`` (seconds, per second)."""
+    return key == "date" or key.endswith("_s")
+
+
+def strip_volatile(obj: Any) -> Any:
+    """``obj`` without timestamps and wall-clock measurements (at any depth)."""
+    obj = copy.deepcopy(obj)
+
+    def walk(x: Any) -> Any:
+        if isinstance(x, dict):
+            return {k: walk(v) for k, v in x.items() if not _volatile(k)}
+        if isinstance(x, list):
+            return [walk(v) for v in x]
+        return x
+
+    return walk(obj)
+
+
+def metric_values(sub: dict[str, Any]) -> dict[str, float]:
+    """Every metric value and CI bound of a submission, flattened (overall and breakdowns)."""
+    out: dict[str, float] = {}
+    m = sub["metrics"]
+    for name, e in m["overall"].items():
+        out[f"overall.{name}"] = e["value"]
+        if e.get("ci95"):
+            out[f"overall.{name}.lo"], out[f"overall.{name}.hi"] = e["ci95"]
+    for attr, buckets in m["breakdowns"].items():
+        for val, bucket in buckets.items():
+            for name, e in bucket.items():
+                if name != "n":
+                    out[f"{attr}.{val}.{name}"] = e["value"]
+    return out
+
+
+def max_metric_diff(a: dict[str, Any], b: dict[str, Any]) -> float:
+    va, vb = metric_values(a), metric_values(b)
+    assert va.keys() == vb.keys()
+    return max(abs(va[k] - vb[k]) for k in va)
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    """The test process's environment (synthetic cache, quiet) plus one thread per process."""
+    env = dict(os.environ)
+    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONPATH=str(REPO), **extra)
+    env.pop("LPR_BENCH_TRACEBACK", None)
+    return env
+
+
+PYTHON = sys.executable
