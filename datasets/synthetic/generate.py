@@ -8,7 +8,7 @@ and counts; a root whose manifest hash matches is reused, one with another hash 
 ``synth_truth.json`` records what was rendered (intent and distractor products of every clip,
 product attributes) for tests and calibration; the loaders do not read either file.
 
-Rendering runs in ``workers`` spawned processes (default 2, env ``LPR_BENCH_SYNTH_WORKERS``);
+Rendering runs in ``workers`` forked processes (default 2, env ``LPR_BENCH_SYNTH_WORKERS``);
 tasks are whole livestreams (LPR4M) or chunks of products (MovingFashion), seeded from the plan,
 so the bytes written do not depend on the number of workers.
 """
@@ -80,8 +80,9 @@ def generate(
         if out.exists() and any(out.iterdir()) and not (out / MANIFEST).is_file():
             raise FileExistsError(f"{out}: folder exists, is not empty and was not written by the synthetic generator; "
                                   f"refusing to overwrite it (choose another --out)")
+        for stale in out.parent.glob(f".{out.name}.tmp-*"):  # left by a killed run (we hold the lock)
+            shutil.rmtree(stale, ignore_errors=True)
         tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         t0 = time.perf_counter()
         try:
@@ -142,10 +143,15 @@ def _locked(path: Path) -> Iterator[None]:
 
 
 def _run(fn: Callable, tasks: list[tuple], workers: int) -> list:
-    """``[fn(*t) for t in tasks]`` in order, on ``workers`` spawned processes when > 1."""
+    """``[fn(*t) for t in tasks]`` in order, on ``workers`` processes when > 1.
+
+    Forked where the platform allows it: a spawned (or forkserver) child re-imports ``__main__``,
+    which would re-enter ``generate`` in a script without a main guard and wait on our lock.
+    The workers only use numpy, Pillow and PyAV.
+    """
     if workers <= 1 or len(tasks) < 2:
         return [fn(*t) for t in tasks]
-    ctx = mp.get_context("spawn")
+    ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
     with ctx.Pool(min(workers, len(tasks))) as pool:
         return pool.starmap(fn, tasks, chunksize=1)
 

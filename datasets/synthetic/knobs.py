@@ -15,7 +15,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Optional
 
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "2"
 
 Range = tuple[float, float]
 Triple = tuple[float, float, float]

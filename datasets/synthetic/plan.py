@@ -19,9 +19,9 @@ from typing import Optional
 
 import numpy as np
 
-from datasets.synthetic.catalog import CATEGORIES, COLOUR_NAMES, LOGOS, PATTERNS, category_prior
+from datasets.synthetic.catalog import CATEGORIES, COLOUR_NAMES, COLOURS, LOGOS, PATTERNS, category_prior
 from datasets.synthetic.knobs import Knobs, SizeSpec
-from datasets.synthetic.products import ProductSpec, jitter_rgb
+from datasets.synthetic.products import ProductSpec
 from datasets.synthetic.scene import DURATIONS, NUMBERS, SCALES, ClipAttrs
 from datasets.synthetic.text import asr_text, title_text
 
@@ -75,24 +75,46 @@ class Live:
     products: list[Product] = field(default_factory=list)
     clips: list[Clip] = field(default_factory=list)
     clean_stage: bool = False
+    _by_cat: Optional[dict[int, list[int]]] = field(default=None, repr=False)
+
+    def by_category(self) -> dict[int, list[int]]:
+        """category -> indices of the live's products (computed once the products are set)."""
+        if self._by_cat is None or sum(map(len, self._by_cat.values())) != len(self.products):
+            self._by_cat = {}
+            for i, p in enumerate(self.products):
+                self._by_cat.setdefault(p.spec.category, []).append(i)
+        return self._by_cat
 
 
 def _pick(rng: np.random.Generator, names: tuple[str, ...], probs) -> str:
-    return names[int(rng.choice(len(names), p=np.asarray(probs, float)))]
+    """``names[i]`` with probability ``probs[i]`` (one uniform draw)."""
+    u, acc = rng.random() * float(sum(probs)), 0.0
+    for name, p in zip(names, probs):
+        acc += float(p)
+        if u < acc:
+            return name
+    return names[-1]
 
 
 def sample_spec(rng: np.random.Generator, category: int, knobs: Knobs, colour: Optional[str] = None) -> ProductSpec:
-    colour = colour or str(rng.choice(COLOUR_NAMES))
-    colour2 = str(rng.choice([c for c in COLOUR_NAMES if c != colour]))
-    pattern = str(rng.choice(PATTERNS))
+    """A random instance of ``category`` (``colour`` forced when given); one draw of uniforms."""
+    u = rng.random(17).tolist()
+    n_col = len(COLOUR_NAMES)
+    pick = lambda x, n: min(int(x * n), n - 1)  # noqa: E731
+    colour = colour or COLOUR_NAMES[pick(u[0], n_col)]
+    c2 = pick(u[1], n_col - 1)
+    colour2 = COLOUR_NAMES[c2 + (c2 >= COLOUR_NAMES.index(colour))]  # any colour but the base one
+    a = knobs.colour_jitter
+
+    def jit(name: str, us: list[float]) -> tuple[int, int, int]:
+        return tuple(min(255, max(0, c + pick(x, 2 * a + 1) - a)) for c, x in zip(COLOURS[name], us))  # type: ignore[return-value]
+
     return ProductSpec(
-        category=category, colour=colour, rgb=jitter_rgb(rng, colour, knobs.colour_jitter),
-        colour2=colour2, rgb2=jitter_rgb(rng, colour2, knobs.colour_jitter), pattern=pattern,
-        period=float(np.round(rng.uniform(7, 14), 2)), angle=int(rng.choice([0, 45, 90, 135])),
-        logo=str(rng.choice(LOGOS)), logo_rgb=LOGO_RGBS[int(rng.integers(len(LOGO_RGBS)))],
-        trim_rgb=TRIM_RGBS[int(rng.integers(len(TRIM_RGBS)))],
-        w=float(np.round(rng.uniform(0.85, 1.1), 3)), h=float(np.round(rng.uniform(0.88, 1.08), 3)),
-        v=float(np.round(rng.uniform(0, 1), 3)),
+        category=category, colour=colour, rgb=jit(colour, u[2:5]), colour2=colour2, rgb2=jit(colour2, u[5:8]),
+        pattern=PATTERNS[pick(u[8], len(PATTERNS))], period=round(7 + 7 * u[9], 2), angle=(0, 45, 90, 135)[pick(u[10], 4)],
+        logo=LOGOS[pick(u[11], len(LOGOS))], logo_rgb=LOGO_RGBS[pick(u[12], len(LOGO_RGBS))],
+        trim_rgb=TRIM_RGBS[pick(u[13], len(TRIM_RGBS))],
+        w=round(0.85 + 0.25 * u[14], 3), h=round(0.88 + 0.2 * u[15], 3), v=round(u[16], 3),
     )
 
 
@@ -121,17 +143,26 @@ def _clip_attrs(rng: np.random.Generator, knobs: Knobs, worn: bool = False, hard
 
 
 def _distractors(rng: np.random.Generator, live: Live, intent: int, number: str, knobs: Knobs) -> tuple[int, ...]:
+    """Other products of the live shown in the clip, mostly of the intent product's category."""
     lo, hi = knobs.distractors[NUMBERS.index(number)]
     want = int(rng.integers(lo, hi + 1))
     cat = live.products[intent].spec.category
-    same = [i for i, p in enumerate(live.products) if i != intent and p.spec.category == cat]
-    other = [i for i, p in enumerate(live.products) if i != intent and p.spec.category != cat]
+    by_cat = live.by_category()
+    same = [i for i in by_cat[cat] if i != intent]
+    n_other = len(live.products) - len(by_cat[cat])
     out: list[int] = []
     for _ in range(want):
-        pool = same if (same and (rng.random() < knobs.same_category_distractor_rate or not other)) else other
-        if not pool:
+        if same and (rng.random() < knobs.same_category_distractor_rate or n_other == 0):
+            out.append(same.pop(int(rng.integers(len(same)))))
+        elif n_other > 0:
+            for _ in range(100):  # rejection: a product of another category not yet shown
+                j = int(rng.integers(len(live.products)))
+                if live.products[j].spec.category != cat and j not in out:
+                    out.append(j)
+                    n_other -= 1
+                    break
+        else:
             break
-        out.append(pool.pop(int(rng.integers(len(pool)))))
     return tuple(out)
 
 
@@ -140,11 +171,13 @@ def _live_products(rng: np.random.Generator, n: int, knobs: Knobs, prior: np.nda
     k = min(k, int((prior > 0).sum()))
     cats = rng.choice(len(prior), size=k, replace=False, p=prior)
     weights = np.array([2.0 ** -i for i in range(k)])  # the first category dominates the live
+    cum = np.cumsum(weights / weights.sum())
     products: list[Product] = []
+    same: dict[int, list[ProductSpec]] = {int(c): [] for c in cats}
     for _ in range(n):
-        c = int(cats[int(rng.choice(k, p=weights / weights.sum()))])
-        same = [p.spec for p in products if p.spec.category == c]
-        products.append(_new_product(rng, c, knobs, same, taken))
+        c = int(cats[min(int(np.searchsorted(cum, rng.random(), side="right")), k - 1)])
+        products.append(_new_product(rng, c, knobs, same[c], taken))
+        same[c].append(products[-1].spec)
     return products
 
 
@@ -154,8 +187,9 @@ def _make_clip(rng: np.random.Generator, live: Live, intent: int, t_ms: int, siz
     start = t_ms + int(rng.integers(1_000, 60_000))
     end = start + n_frames * int(rng.integers(300, 1_500))
     distractors = _distractors(rng, live, intent, attrs.number, knobs)
-    others = [p for i, p in enumerate(live.products) if i != intent]
-    other = others[int(rng.integers(len(others)))].spec if others else None
+    n = len(live.products)
+    j = int(rng.integers(n - 1)) if n > 1 else -1
+    other = live.products[j + (j >= intent)].spec if n > 1 else None  # another product of the live
     clip = Clip(
         clip_id=f"{live.live_id}-{start}-{end}", intent=intent, distractors=distractors, attrs=attrs,
         n_frames=n_frames, asr=asr_text(rng, live.products[intent].spec, other, knobs),
