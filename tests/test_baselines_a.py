@@ -1,0 +1,360 @@
+"""CNN baselines, part A: FashionNet, AsymNet, NVAN (+ STE), MGH.
+
+Fast checks on random tiny tensors in the batch format: the training loss of each tiny-profile
+method falls on a fixed toy batch, embeddings have the right shapes, the ``paper`` profile
+architectures have the parameter counts their papers' networks have (built on the meta
+device, no memory, no weights), and the building blocks (frame chunking, non-local and stripe
+blocks, hypergraph neighbours, AsymNet's mixture-of-experts tree and phases) compute what they
+claim.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from benchmark.registry import METHODS, load_builtin_methods
+from methods.asymnet import AsymNet, phase_for_epoch, tree_fuse
+from methods.backbones import BackboneConfig, count_parameters, create_backbone, set_last_stride
+from methods.base import DataInfo, build_method
+from methods.encoders import EncoderLoadError
+from methods.fashionnet import FashionNet, cross_domain_triplet
+from methods.frames import chunk_indices, select_frames
+from methods.mgh import MGH, HypergraphLayer, jsd_mutual_information, temporal_neighbour_mask
+from methods.nonlocal_blocks import NonLocalBlock, StripeNonLocalBlock, stripe_operators
+from methods.nvan import NVAN, temporal_pair_maxpool
+
+SIZE = 32  # reduced image size: keeps every test a few seconds on 2 cores
+METHOD_CASES = [("fashionnet", {}), ("asymnet", {}), ("nvan", {}), ("nvan", {"ste": True}), ("mgh", {})]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def registered():
+    load_builtin_methods()
+
+
+def toy_batch(b: int = 6, t: int = 8, size: int = SIZE, seed: int = 0) -> dict:
+    """Clips whose frames are noisy copies of their product's shop image; padding in rows 1, 2."""
+    g = torch.Generator().manual_seed(seed)
+    base = torch.randn(b, 1, 3, size, size, generator=g)
+    frames = base.expand(b, t, 3, size, size) + 0.1 * torch.randn(b, t, 3, size, size, generator=g)
+    mask = torch.ones(b, t, dtype=torch.bool)
+    mask[1, 5:] = False
+    mask[2, 2:] = False
+    frames = frames * mask[:, :, None, None, None]
+    image = base[:, 0] + 0.1 * torch.randn(b, 3, size, size, generator=g)
+    return {
+        "frames": frames, "frame_mask": mask, "boxes": torch.zeros(b, t, 4), "box_mask": torch.zeros(b, t, dtype=torch.bool),
+        "asr": [""] * b, "image": image, "title": [""] * b, "product": torch.arange(b),
+        "category": torch.tensor([0, 1, 2, 0, 1, -1])[:b], "index": torch.arange(b),
+    }
+
+
+def info(num_products: int = 6, num_frames: int = 8, size: int = SIZE) -> DataInfo:
+    return DataInfo(num_products=num_products, num_categories=3, num_frames=num_frames, image_size=size)
+
+
+# --- training and encoding --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name, overrides", METHOD_CASES)
+def test_tiny_training_loss_falls_on_a_fixed_batch(name, overrides):
+    torch.manual_seed(0)
+    method = build_method(METHODS.get(name), "tiny", info(), overrides)
+    opt = torch.optim.AdamW(method.parameters(), lr=1e-3, weight_decay=0.0)
+    batch = toy_batch()
+    method.train()
+    totals = []
+    for _ in range(8):
+        losses = method.training_losses(batch)
+        assert all(v.ndim == 0 and torch.isfinite(v) for v in losses.values())
+        # MGH's MI term is adversarial (critic vs network): judge the supervised losses
+        total = sum(v for k, v in losses.items() if k != "mi")
+        opt.zero_grad()
+        sum(losses.values()).backward()
+        opt.step()
+        totals.append(float(total.detach()))
+    assert sum(totals[-2:]) / 2 < 0.8 * totals[0], totals
+
+
+@pytest.mark.parametrize("name, overrides", METHOD_CASES)
+def test_embeddings_have_the_declared_shapes(name, overrides):
+    torch.manual_seed(0)
+    method = build_method(METHODS.get(name), "tiny", info(), overrides).eval()
+    batch = toy_batch(b=3)
+    batch["frame_mask"][0] = False  # a missing clip: no real frame at all
+    with torch.no_grad():
+        q = method.encode_query(batch)
+        g = method.encode_gallery(batch)
+    dim = {"fashionnet": 256, "asymnet": 128, "nvan": 256, "mgh": 256 + 3 * 128}[name]
+    assert q.embedding.shape == (3, dim) and g.embedding.shape == (3, dim)
+    assert torch.isfinite(q.embedding).all() and torch.isfinite(g.embedding).all()
+    assert all(v.shape[0] == 3 for v in (*q.extras.values(), *g.extras.values()))
+
+
+def test_queries_ignore_padding_frames():
+    """Changing what sits in padded frame slots must not change a clip's embedding."""
+    for name, overrides in METHOD_CASES:
+        torch.manual_seed(0)
+        method = build_method(METHODS.get(name), "tiny", info(), overrides).eval()
+        batch = toy_batch(b=3)
+        noisy = dict(batch, frames=batch["frames"].clone())
+        noisy["frames"][1, 5:] = 100.0
+        noisy["frames"][2, 2:] = -100.0
+        with torch.no_grad():
+            a, b = method.encode_query(batch).embedding, method.encode_query(noisy).embedding
+        torch.testing.assert_close(a, b, msg=name)
+
+
+# --- paper-profile architectures ---------------------------------------------------------
+
+
+def _paper(cls, **overrides):
+    with torch.device("meta"):
+        return build_method(cls, "paper", info(num_products=1000, num_frames=10, size=224), {"encoder.pretrained": None, **overrides})
+
+
+def _nonlocal_params(c: int) -> int:
+    """theta/phi/g 1x1x1 convs C -> C/2 with bias, W conv C/2 -> C with bias, BatchNorm on C."""
+    return 3 * (c * (c // 2) + c // 2) + (c // 2) * c + c + 2 * c
+
+
+def test_paper_nvan_is_resnet50_with_five_nonlocal_blocks():
+    for ste in (False, True):
+        m = _paper(NVAN, ste=ste)
+        assert count_parameters(m.encoder) == 23_508_032  # torchvision/timm ResNet-50 trunk
+        assert count_parameters(m.nonlocal_blocks) == 2 * _nonlocal_params(512) + 3 * _nonlocal_params(1024)
+        assert m.nl_at == {1: [2, 3], 2: [3, 4, 5]}
+        assert m.embed_dim == 2048 and m.classifier.weight.shape == (1000, 2048) and m.classifier.bias is None
+        assert m.num_parameters() == 23_508_032 + 7_358_464 + 2 * 2048 + 1000 * 2048
+
+
+def test_paper_mgh_has_a_5120_d_embedding_and_four_classifiers():
+    m = _paper(MGH)
+    assert count_parameters(m.encoder) == 23_508_032
+    assert m.nl_at == {1: [1, 3], 2: [1, 3, 5]}  # every second block, as the official ResNetNonLocal
+    assert count_parameters(m.nonlocal_blocks) == 2 * _nonlocal_params(512) + 3 * _nonlocal_params(1024)
+    assert m.embed_dim == 5120 and m.dims == [2048, 1024, 1024, 1024]
+    assert [fc.weight.shape for fc in m.classifiers] == [(1000, 2048)] + [(1000, 1024)] * 3
+    layer1, layer2 = m.branches[0].layers
+    assert count_parameters(layer1) == 2 * (2048 * 512 + 512) + 2 * 1024
+    assert count_parameters(layer2) == 2 * (1024 * 512 + 512) + 2 * 1024
+    assert [b.parts for b in m.branches] == [2, 4, 8]
+
+
+def test_paper_fashionnet_is_vgg16_without_fc8():
+    m = _paper(FashionNet)
+    assert count_parameters(m.encoder.features) == 14_714_688  # VGG-16's 13 convolutions
+    assert count_parameters(m.encoder) == 134_260_544  # + fc6 (as 7x7 conv) + fc7
+    assert m.embed_dim == 4096 and m.category_head.weight.shape == (3, 4096)
+
+
+def test_paper_asymnet_sizes():
+    m = _paper(AsymNet)
+    assert count_parameters(m.image_net.trunk) == 14_714_688  # VGG-16 convs, pool5 replaced by SPP
+    assert m.image_net.fc[0].in_features == 512 * (1 + 4 + 16)
+    lstm_layer = 4 * 1024 * (1024 + 1024) + 2 * 4 * 1024
+    assert count_parameters(m.lstm) == 2 * lstm_layer
+    assert len(m.gates) == 4  # 10 frames -> 16 leaves -> 4 fusion levels
+
+
+def test_encoder_parameters_get_the_encoder_learning_rate():
+    m = build_method(NVAN, "paper", info(), {"encoder.pretrained": None, "encoder.name": "resnet18", "nl_layer3": 2})
+    groups = {g["name"]: g for g in m.parameter_groups(lr_encoder=1e-6, lr_new=1e-4, weight_decay=0.2)}
+    assert groups["encoder"]["lr"] == 1e-4 and groups["encoder"]["weight_decay"] == 5e-5  # NVAN's own
+    enc_ids = {id(p) for p in m.encoder.parameters()}
+    assert {id(p) for g in groups.values() if g["name"].startswith("encoder") for p in g["params"]} == enc_ids
+    tiny = build_method(NVAN, "tiny", info())
+    lrs = {g["name"]: g["lr"] for g in tiny.parameter_groups(1e-6, 1e-4, 0.2)}
+    assert lrs["encoder"] == 1e-6 and lrs["new"] == 1e-4  # tiny keeps the profile's
+    assert not any(p is tiny.bnneck.bias for g in tiny.parameter_groups(1, 1, 0) for p in g["params"])
+
+
+def test_pretrained_weights_load_from_a_local_file_and_fail_loudly_otherwise(tmp_path, monkeypatch):
+    cfg = BackboneConfig(name="resnet18", pretrained=None, channels=(8, 16, 32, 64))
+    src = create_backbone(cfg)
+    path = tmp_path / "r18.pt"
+    torch.save(src.state_dict(), path)
+    loaded = create_backbone(BackboneConfig(name="resnet18", pretrained=str(path), channels=(8, 16, 32, 64)))
+    torch.testing.assert_close(loaded.conv1.weight, src.conv1.weight)
+    with pytest.raises(EncoderLoadError, match="no such file"):
+        create_backbone(BackboneConfig(name="resnet18", pretrained=str(tmp_path / "absent.pt")))
+    import timm
+
+    def offline(*args, **kwargs):
+        if kwargs.get("pretrained"):
+            raise OSError("hub unreachable")
+        return orig(*args, **kwargs)
+
+    orig = timm.create_model
+    monkeypatch.setattr(timm, "create_model", offline)
+    with pytest.raises(EncoderLoadError, match="resnet18.tv_in1k.*encoder.pretrained=none"):
+        create_backbone(BackboneConfig(name="resnet18", pretrained="tv_in1k"))
+    with pytest.raises(EncoderLoadError, match="standard widths"):
+        create_backbone(BackboneConfig(name="resnet18", pretrained="tv_in1k", channels=(8, 16, 32, 64)))
+
+
+def test_last_stride_one_keeps_layer4_resolution():
+    r = create_backbone(BackboneConfig(name="resnet18", pretrained=None, channels=(8, 16, 32, 64)))
+    x = torch.randn(1, 3, 64, 64)
+    assert r.forward_features(x).shape[-1] == 2
+    set_last_stride(r, 1)
+    assert r.forward_features(x).shape[-1] == 4
+
+
+# --- frames ------------------------------------------------------------------------------
+
+
+def test_chunk_sampling_first_frame_per_chunk_at_test_and_inside_the_chunk_in_training():
+    lengths = torch.tensor([8, 2, 10, 0])
+    assert chunk_indices(lengths, 4, training=False).tolist() == [[0, 2, 4, 6], [0, 0, 1, 1], [0, 2, 5, 7], [0, 0, 0, 0]]
+    torch.manual_seed(0)
+    for _ in range(20):
+        idx = chunk_indices(lengths[:1], 4, training=True)[0].tolist()
+        assert all(2 * i <= v < 2 * i + 2 for i, v in enumerate(idx))
+
+
+def test_select_frames_never_picks_padding():
+    frames = torch.arange(6).float().view(1, 6, 1).expand(2, 6, 1).clone()
+    mask = torch.tensor([[False, True, False, True, True, False], [True] * 6])
+    out, m = select_frames(frames, mask, 3, training=False)
+    assert out[0, :, 0].tolist() == [1.0, 3.0, 4.0] and out[1, :, 0].tolist() == [0.0, 2.0, 4.0] and m.all()
+    out, m = select_frames(frames, mask, None, training=False)
+    assert out[0, :3, 0].tolist() == [1.0, 3.0, 4.0] and m[0].tolist() == [True] * 3 + [False] * 3
+
+
+# --- re-id blocks --------------------------------------------------------------------------
+
+
+def test_nonlocal_blocks_start_as_identity_and_attend_over_all_positions():
+    x = torch.randn(2, 8, 3, 4, 4)
+    for block in (NonLocalBlock(8), NonLocalBlock(8, sub_sample=True), StripeNonLocalBlock(8, stripes=2)):
+        torch.testing.assert_close(block(x), x)  # zero-initialised output BatchNorm
+    block = NonLocalBlock(8).eval()
+    torch.nn.init.ones_(block.W[1].weight)
+    y = block(x)
+    x2 = x.clone()
+    x2[:, :, 2, 3, 3] += 5.0  # one far-away position changes every output position
+    assert (block(x2) - y)[:, :, 0, 0, 0].abs().sum() > 0
+
+
+def test_stripe_block_matches_the_official_partition_when_stripes_divide_the_height():
+    torch.manual_seed(0)
+    block = StripeNonLocalBlock(6, stripes=4).eval()
+    torch.nn.init.normal_(block.W[1].weight)
+    x = torch.randn(2, 6, 2, 8, 3)
+    n, c, t, h, w = x.shape
+    # reference: mean over each 2-row stripe, non-local over the T*4 nodes, broadcast back
+    nodes = x.view(n, c, t, 4, 2, w).mean(dim=(4, 5)).unsqueeze(-1)
+    theta = block.theta(nodes).flatten(2).transpose(1, 2)
+    attn = torch.softmax(theta @ block.phi(nodes).flatten(2), dim=-1)
+    y = (attn @ block.g(nodes).flatten(2).transpose(1, 2)).transpose(1, 2).reshape(n, 3, t, 4, 1)
+    ref = x + block.W(y).squeeze(-1).repeat_interleave(2, dim=-1).unsqueeze(-1)
+    torch.testing.assert_close(block(x), ref)
+    pool, spread = stripe_operators(14, 16, torch.device("cpu"), torch.float32)
+    assert (pool.sum(1) - 1).abs().max() < 1e-6 and (spread.sum(1) - 1).abs().max() < 1e-6
+    assert (pool > 0).sum(0).min() >= 1  # every row belongs to a stripe
+
+
+def test_ste_pair_maxpool_halves_time_and_leaves_single_images_alone():
+    x = torch.arange(2 * 4, dtype=torch.float32).view(8, 1, 1, 1)  # 2 clips x 4 frames
+    y, t = temporal_pair_maxpool(x, 4)
+    assert t == 2 and y.view(-1).tolist() == [1.0, 3.0, 5.0, 7.0]
+    img = torch.randn(3, 2, 2, 2)
+    z, t1 = temporal_pair_maxpool(img, 1)
+    assert t1 == 1 and torch.equal(z, img)
+
+
+def test_hypergraph_neighbours_are_the_nearest_nodes_inside_the_temporal_window():
+    allowed = temporal_neighbour_mask(frames=6, parts=2, window=1, device=torch.device("cpu"))
+    assert allowed[0].nonzero().view(-1).tolist() == [1, 2, 3]  # frame 0: its other stripe + frame 1
+    assert not allowed.diagonal().any()
+    layer = HypergraphLayer(in_dim=3, hidden=2, knn=3, window=1).eval()
+    with torch.no_grad():
+        layer.W_x.weight.zero_()
+        layer.W_x.bias.zero_()
+        layer.W_n.weight.copy_(torch.tensor([[1.0, 0, 0], [0, 1.0, 0]]))
+        layer.W_n.bias.zero_()
+    # 3 frames x 1 part, window 1: node 0 may only use node 1 although node 2 is closer to it;
+    # node 1 picks the closer of nodes 0 and 2; the edge window (2 nodes) fixes one neighbour each
+    x = torch.tensor([[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [1.0, 1.0, 0.2]]])
+    out = layer(x, frames=3, parts=1)
+    neigh = torch.tensor([[0.0, 1.0], [1.0, 1.0], [0.0, 1.0]])  # W_n of x1, x2, x1
+    h = F.relu(F.normalize(torch.cat([torch.zeros(3, 2), neigh], 1), dim=-1))
+    torch.testing.assert_close(out[0], layer.bn(h))
+
+
+def test_mi_estimate_is_zero_for_an_uninformative_critic_and_grows_with_matching():
+    assert abs(float(jsd_mutual_information(torch.zeros(5, 5)))) < 1e-6
+    informative = torch.full((5, 5), -5.0) + 10.0 * torch.eye(5)
+    assert float(jsd_mutual_information(informative)) > 1.0
+
+
+def test_cross_domain_triplet_uses_the_hardest_shop_images():
+    clip = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    image = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    assert float(cross_domain_triplet(clip, image, torch.tensor([0, 1]), margin=0.3)) == 0.0
+    swapped = float(cross_domain_triplet(clip, image.flip(0), torch.tensor([0, 1]), margin=0.3))
+    assert abs(swapped - (math.sqrt(2) + 0.3)) < 1e-5
+
+
+# --- AsymNet's tree, phases and re-ranker ------------------------------------------------------
+
+
+def test_tree_fusion_with_uniform_gates_averages_leaves_and_skips_masked_ones():
+    gates = torch.nn.ModuleList(torch.nn.Linear(2, 1) for _ in range(2))
+    for g in gates:
+        torch.nn.init.zeros_(g.weight)
+        torch.nn.init.zeros_(g.bias)
+    p = torch.tensor([[0.9, 0.5, 0.2, 0.4]])
+    logit, reps = torch.logit(p), torch.randn(1, 4, 2)
+    full = tree_fuse(logit, reps, torch.ones(1, 4, dtype=torch.bool), gates).exp()
+    torch.testing.assert_close(full, p.mean(1, keepdim=True).view(1))
+    # 3 leaves (padded to 4): root = 1/2 * mean(p1, p2) + 1/2 * p3
+    three = tree_fuse(logit[:, :3], reps[:, :3], torch.ones(1, 3, dtype=torch.bool), gates).exp()
+    torch.testing.assert_close(three, torch.tensor([0.5 * 0.7 + 0.5 * 0.2]))
+    masked = tree_fuse(logit, reps, torch.tensor([[True, True, True, False]]), gates).exp()
+    torch.testing.assert_close(masked, three)
+    with pytest.raises(ValueError, match="fusion levels"):
+        tree_fuse(torch.zeros(1, 5), torch.zeros(1, 5, 2), torch.ones(1, 5, dtype=torch.bool), gates)
+
+
+def test_asymnet_phases_follow_the_epoch_schedule_and_freeze_what_they_should():
+    assert [phase_for_epoch((0.4, 0.2, 0.4), e, 10) for e in range(10)] == ["leaves"] * 4 + ["fusion"] * 2 + ["both"] * 4
+    torch.manual_seed(0)
+    m = build_method(AsymNet, "tiny", info())
+    batch = toy_batch(b=4)
+    expected = {"leaves": {"leaf", "embed"}, "fusion": {"fused"}, "both": {"leaf", "embed", "fused"}}
+    for epoch, phase in ((0, "leaves"), (4, "fusion"), (9, "both")):
+        m.on_epoch_start(epoch, 10)
+        assert m.phase == phase
+        m.zero_grad(set_to_none=True)
+        losses = m.training_losses(batch)
+        assert set(losses) == expected[phase]
+        sum(losses.values()).backward()
+        grads = {n.split(".")[0] for n, p in m.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+        if phase == "leaves":
+            assert "gates" not in grads and {"image_net", "lstm", "leaf_hidden"} <= grads
+        elif phase == "fusion":
+            assert grads == {"gates"}
+        else:
+            assert {"gates", "image_net", "lstm", "leaf_hidden", "leaf_out"} <= grads
+
+
+def test_asymnet_rerank_scores_aligned_pairs_like_the_training_grid():
+    torch.manual_seed(0)
+    m = build_method(AsymNet, "tiny", info()).eval()
+    batch = toy_batch(b=3)
+    with torch.no_grad():
+        q, g = m.encode_query(batch), m.encode_gallery(batch)
+        qi = torch.tensor([0, 0, 1, 2, 2])
+        gi = torch.tensor([0, 2, 1, 0, 1])
+        scores = m.rerank(q.select(qi), g.select(gi))
+        assert scores.shape == (5,) and (scores <= 0).all()
+        for k in range(5):
+            alone = m.rerank(q.select(qi[k : k + 1]), g.select(gi[k : k + 1]))
+            torch.testing.assert_close(scores[k : k + 1], alone)
+    assert AsymNet.supports_rerank
