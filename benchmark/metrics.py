@@ -16,17 +16,20 @@ the split; a query with no prediction or a missing clip has only ``0`` entries: 
            exactly from top-K lists (submissions keep K = ``EvalConfig.topk_saved``), and
            mAP@K <= mAP <= mAP@K + (see :func:`map_upper_bound`).
 
-Confidence intervals: percentile bootstrap over queries, ``B`` resamples of size Nq drawn
-with replacement by ``numpy.random.Generator(PCG64(seed))``; all metrics of one resample use
-the same draw; the interval is the (2.5, 97.5) percentiles of the resampled means. Given the
-same ``gt_rank``, seed and B, the intervals are bit-for-bit reproducible, which lets a
-re-scorer verify them.
+Confidence intervals: percentile bootstrap over queries. ``B`` resamples, each ``Nq`` query
+indices drawn with replacement, row b of
+``numpy.random.Generator(PCG64(seed)).integers(0, Nq, size=(B, Nq), dtype=int64)``; every
+metric, overall and per breakdown bucket, is computed on the same resamples (a bucket's
+value in a resample is its mean over the drawn queries that belong to it); the interval is
+the (2.5, 97.5) percentiles of the resampled values. Given the same ``gt_rank``, seed and B
+the intervals are reproducible, which lets a re-scorer verify them.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections import defaultdict
-from typing import Any, Iterable, Mapping, Optional, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -96,8 +99,43 @@ def per_query_values(gt_rank: np.ndarray, ks: Sequence[int], map_cutoff: Optiona
     return vals
 
 
+def resample_counts(n: int, resamples: int, seed: int, chunk_elements: int = 1 << 22) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield ``(b0, counts)``, ``counts`` [n, b] float: how often each query is drawn in
+    resamples b0 .. b0+b-1 (one column per resample; rows of a query subset are contiguous).
+
+    Resample r draws ``n`` query indices with replacement:
+    ``numpy.random.Generator(PCG64(seed)).integers(0, n, size=(B, n), dtype=int64)`` (row r),
+    generated in chunks of rows (int64 draws do not depend on the chunking).
+    """
+    rng = np.random.Generator(np.random.PCG64(seed))
+    step = max(1, min(resamples, chunk_elements // max(n, 1)))
+    for b0 in range(0, resamples, step):
+        b = min(step, resamples - b0)
+        idx = rng.integers(0, n, size=(b, n), dtype=np.int64)
+        idx *= b
+        idx += np.arange(b, dtype=np.int64)[:, None]
+        yield b0, np.bincount(idx.ravel(), minlength=n * b).reshape(n, b).astype(np.float64)
+
+
+def bootstrap_sums(columns: np.ndarray, resamples: int, seed: int) -> np.ndarray:
+    """[B, C]: for each resample (see :func:`resample_counts`), the column sums over the drawn queries."""
+    columns = np.asarray(columns, dtype=np.float64)
+    out = np.empty((resamples, columns.shape[1]))
+    for b0, counts in resample_counts(columns.shape[0], resamples, seed):
+        out[b0 : b0 + counts.shape[1]] = counts.T @ columns
+    return out
+
+
+def _percentiles(samples: np.ndarray, confidence: float) -> tuple[np.ndarray, np.ndarray]:
+    alpha = (1.0 - confidence) / 2.0
+    with warnings.catch_warnings():  # a bucket no resample drew gives NaN: no interval
+        warnings.simplefilter("ignore", RuntimeWarning)
+        lo, hi = np.nanquantile(samples, [alpha, 1.0 - alpha], axis=0)
+    return lo, hi
+
+
 def bootstrap_ci(values: Mapping[str, np.ndarray], resamples: int, seed: int,
-                 confidence: float = 0.95, chunk: int = 128) -> dict[str, tuple[float, float]]:
+                 confidence: float = 0.95) -> dict[str, tuple[float, float]]:
     """Percentile bootstrap intervals of the mean of each per-query vector (same draws)."""
     names = list(values)
     if not names:
@@ -106,29 +144,13 @@ def bootstrap_ci(values: Mapping[str, np.ndarray], resamples: int, seed: int,
     n = mat.shape[0]
     if n == 0 or resamples <= 0:
         return {name: (float("nan"), float("nan")) for name in names}
-    rng = np.random.Generator(np.random.PCG64(seed))
-    means = np.empty((resamples, len(names)))
-    for b0 in range(0, resamples, chunk):
-        b = min(chunk, resamples - b0)
-        idx = rng.integers(0, n, size=(b, n), dtype=np.int64 if n > 2**31 - 1 else np.int32)
-        counts = np.empty((b, n))
-        for row in range(b):  # how often each query is drawn in resample b0 + row
-            counts[row] = np.bincount(idx[row], minlength=n)
-        means[b0 : b0 + b] = counts @ mat / n
-    alpha = (1.0 - confidence) / 2.0
-    lo, hi = np.quantile(means, [alpha, 1.0 - alpha], axis=0)
+    lo, hi = _percentiles(bootstrap_sums(mat, resamples, seed) / n, confidence)
     return {name: (float(lo[j]), float(hi[j])) for j, name in enumerate(names)}
 
 
-def summarize(values: Mapping[str, np.ndarray], resamples: int, seed: int) -> dict[str, dict[str, Any]]:
-    """``{metric: {"value": mean, "ci95": [lo, hi] | None}}`` for per-query vectors."""
-    cis = bootstrap_ci(values, resamples, seed) if resamples > 0 else {}
-    out = {}
-    for name, v in values.items():
-        mean = float(np.mean(v)) if len(v) else 0.0
-        ci = cis.get(name)
-        out[name] = {"value": mean, "ci95": [ci[0], ci[1]] if ci and len(v) else None}
-    return out
+def _entry(value: float, ci: Optional[tuple[float, float]]) -> dict[str, Any]:
+    ok = ci is not None and np.isfinite(ci[0]) and np.isfinite(ci[1])
+    return {"value": float(value), "ci95": [float(ci[0]), float(ci[1])] if ok else None}
 
 
 def compute_metrics(
@@ -146,32 +168,67 @@ def compute_metrics(
 
     ``attributes`` (one mapping per query, e.g. ``Query.attributes``) yields
     ``breakdowns[attr][value] = {"n": count, <metric>: {...}}``; queries lacking an attribute
-    fall in the ``"unknown"`` bucket, so every breakdown covers all queries.
+    fall in the ``"unknown"`` bucket, so every breakdown covers all queries. A bucket's CI
+    comes from the same resamples of the whole split as the overall CIs (the bucket's mean
+    over the drawn queries that belong to it; resamples that draw none are skipped).
     """
     arr = as_rank_array(gt_rank)
     ks = tuple(sorted(set(int(k) for k in ks)))
     if not ks or ks[0] < 1:
         raise ValueError(f"ks must be positive integers, got {ks}")
-    if attributes is not None and len(attributes) != len(arr):
-        raise ValueError(f"attributes given for {len(attributes)} queries, gt_rank has {len(arr)}")
+    n = len(arr)
+    if attributes is not None and len(attributes) != n:
+        raise ValueError(f"attributes given for {len(attributes)} queries, gt_rank has {n}")
     values = per_query_values(arr, ks, map_cutoff, full_map)
-    result: dict[str, Any] = {
-        "num_queries": int(len(arr)),
+    names = list(values)
+    vmat = np.stack([values[name] for name in names], axis=1) if n else np.zeros((0, len(names)))
+    groups = group_by_attribute(attributes) if attributes is not None else {}
+    buckets = [(attr, value, idx) for attr, bs in sorted(groups.items()) for value, idx in sorted(bs.items())]
+
+    # one set of resamples for everything: overall sums, then per bucket (metric sums, size)
+    lo = hi = None
+    bucket_ci: list[tuple[np.ndarray, np.ndarray]] = []
+    if bootstrap > 0 and n > 0:
+        m = len(names)
+        overall_sums = np.empty((bootstrap, m))
+        use = buckets if breakdown_ci else []
+        b_sums = [np.empty((bootstrap, m)) for _ in use]
+        b_sizes = [np.empty((bootstrap, 1)) for _ in use]
+        for b0, counts in resample_counts(n, bootstrap, seed):
+            b1 = b0 + counts.shape[1]
+            overall_sums[b0:b1] = counts.T @ vmat
+            for i, (_, _, idx) in enumerate(use):
+                sub = counts[idx]
+                b_sums[i][b0:b1] = sub.T @ vmat[idx]
+                b_sizes[i][b0:b1, 0] = sub.sum(0)
+        lo, hi = _percentiles(overall_sums / n, 0.95)
+        for sums, size in zip(b_sums, b_sizes):
+            with np.errstate(invalid="ignore", divide="ignore"):
+                means = np.where(size > 0, sums / np.where(size > 0, size, 1.0), np.nan)
+            bucket_ci.append(_percentiles(means, 0.95))
+
+    overall = {}
+    for j, name in enumerate(names):
+        ci = (lo[j], hi[j]) if lo is not None else None
+        overall[name] = _entry(vmat[:, j].mean() if n else 0.0, ci)
+    breakdowns: dict[str, Any] = {}
+    for b, (attr, value, idx) in enumerate(buckets):
+        entry: dict[str, Any] = {"n": int(len(idx))}
+        for j, name in enumerate(names):
+            ci = None
+            if lo is not None and breakdown_ci:
+                blo, bhi = bucket_ci[b]
+                ci = (blo[j], bhi[j])
+            entry[name] = _entry(vmat[idx, j].mean() if len(idx) else 0.0, ci)
+        breakdowns.setdefault(attr, {})[value] = entry
+    return {
+        "num_queries": int(n),
         "ks": list(ks),
         "map_cutoff": map_cutoff,
         "bootstrap": {"resamples": int(bootstrap), "seed": int(seed), "confidence": 0.95, "method": "percentile"},
-        "overall": summarize(values, bootstrap, seed),
-        "breakdowns": {},
+        "overall": overall,
+        "breakdowns": breakdowns,
     }
-    if attributes is not None:
-        for attr, buckets in sorted(group_by_attribute(attributes).items()):
-            result["breakdowns"][attr] = {}
-            for value, idx in sorted(buckets.items()):
-                sub = {name: v[idx] for name, v in values.items()}
-                entry: dict[str, Any] = {"n": int(len(idx))}
-                entry.update(summarize(sub, bootstrap if breakdown_ci else 0, seed))
-                result["breakdowns"][attr][value] = entry
-    return result
 
 
 def group_by_attribute(attributes: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, np.ndarray]]:

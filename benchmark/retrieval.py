@@ -189,17 +189,19 @@ def rank(
     g_order = torch.sort(gg, stable=True).indices
     g_codes, g_counts = torch.unique_consecutive(gg[g_order], return_counts=True)
     g_start = torch.cumsum(g_counts, 0) - g_counts
-    bucket = {int(c): (int(s), int(n)) for c, s, n in zip(g_codes, g_start, g_counts)}
+    bucket = dict(zip(g_codes.tolist(), zip(g_start.tolist(), g_counts.tolist())))
     pos_in_group = torch.empty(ng, dtype=torch.long)
-    for s, n in bucket.values():
-        pos_in_group[g_order[s : s + n]] = torch.arange(n)
+    pos_in_group[g_order] = torch.arange(ng) - torch.repeat_interleave(g_start, g_counts)
+    n_codes = int(max(int(qg.max()) if nq else 0, int(gg.max()) if ng else 0)) + 1
+    size_by_code = torch.zeros(n_codes, dtype=torch.long)
+    size_by_code[g_codes] = g_counts
+    group_size = size_by_code[qg]
 
     gg_dev, pos_dev, gt_dev = gg.to(device), pos_in_group.to(device), gt_index.to(device)
     stage_k = max(k, rerank_topk) if mode == "topk" else k
     out_index = torch.full((nq, k), -1, dtype=torch.long)
     out_score = torch.full((nq, k), float("-inf"), dtype=torch.float32)
     gt_rank = torch.where(gt_index == GT_PAD, GT_PAD, 0)
-    group_size = torch.tensor([bucket.get(int(c), (0, 0))[1] for c in qg], dtype=torch.long)
     pairs_scored = 0
 
     q_sel = torch.nonzero(valid, as_tuple=True)[0]
@@ -214,7 +216,7 @@ def rank(
             continue
         s, m = bucket[code]
         g_idx = g_order[s : s + m]
-        g_emb = gallery_emb[g_idx.to(device)].float() if mode != "all" else None
+        g_emb = _rows(gallery_emb, g_idx).float() if mode != "all" else None
         chunk = max(1, max_elements // (m * gq_width))
         for c0 in range(0, count, chunk):
             qc = q_idx[c0 : c0 + chunk]
@@ -222,60 +224,106 @@ def rank(
                 scores = _pair_scores(score_pairs, qc, g_idx, pair_batch).to(device)
                 pairs_scored += scores.numel()
             else:
-                scores = query_emb[qc.to(device)].float() @ g_emb.T
-            _check_finite(scores)
+                scores = _rows(query_emb, qc).float() @ g_emb.T
             top_val, top_pos = _stable_topk(scores, min(stage_k, m))
-            ranks = _gt_ranks(scores, gt_dev[qc.to(device)], gg_dev, pos_dev, code)
+            ranks = _gt_ranks(scores, _rows(gt_dev, qc), gg_dev, pos_dev, code)
             if mode == "topk":
                 r = min(rerank_topk, m)
                 top_val, top_pos, ranks, n = _rerank_head(score_pairs, qc, g_idx, top_val, top_pos, ranks, r, pair_batch)
                 pairs_scored += n
             kk = min(k, m)
             top_pos = top_pos[:, :kk].cpu()
-            out_index[qc, :kk] = g_idx[top_pos]
-            out_score[qc, :kk] = top_val[:, :kk].cpu()
-            gt_rank[qc] = ranks.cpu()
+            if _is_range(qc):
+                q0, q1 = int(qc[0]), int(qc[-1]) + 1
+                out_index[q0:q1, :kk] = g_idx[top_pos]
+                out_score[q0:q1, :kk] = top_val[:, :kk].cpu()
+                gt_rank[q0:q1] = ranks.cpu()
+            else:
+                out_index[qc, :kk] = g_idx[top_pos]
+                out_score[qc, :kk] = top_val[:, :kk].cpu()
+                gt_rank[qc] = ranks.cpu()
     return Ranking(out_index, out_score, gt_rank, group_size, pairs_scored, mode)
 
 
-def _check_finite(scores: Tensor) -> None:
-    if bool(torch.isnan(scores).any()):
+def _is_range(idx: Tensor) -> bool:
+    """True when ascending unique ``idx`` is one contiguous run (then a slice, not a copy)."""
+    return idx.numel() > 0 and int(idx[-1]) - int(idx[0]) == idx.numel() - 1
+
+
+def _rows(x: Tensor, idx: Tensor) -> Tensor:
+    """``x[idx]`` for ascending unique CPU ``idx``; a view when the rows are contiguous."""
+    if _is_range(idx):
+        return x[int(idx[0]) : int(idx[-1]) + 1]
+    return x[idx.to(x.device)]
+
+
+def _check_finite(values: Tensor) -> None:
+    """``torch.topk`` ranks NaN above everything, so a NaN anywhere in a row shows up here."""
+    if bool(torch.isnan(values).any()):
         raise ValueError("similarity scores contain NaN (non-finite embeddings or re-ranking scores?)")
 
 
+def _order_desc(val: Tensor, pos: Tensor) -> tuple[Tensor, Tensor]:
+    """Sort each row by score descending, then column ascending (one sort on a unique key).
+
+    The key packs an order-preserving integer image of the float32 score (``-0.0`` folded
+    into ``+0.0``, as they compare equal) above the inverted column index.
+    """
+    bits = (val.float() + 0.0).contiguous().view(torch.int32)
+    ordered = torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits).long()
+    key = ordered * (1 << 32) + (0xFFFFFFFF - pos)
+    order = torch.sort(key, dim=1, descending=True).indices
+    return torch.gather(val, 1, order), torch.gather(pos, 1, order)
+
+
 def _stable_topk(scores: Tensor, kk: int) -> tuple[Tensor, Tensor]:
-    """Top ``kk`` columns per row, by score descending then column ascending."""
-    val, pos = torch.topk(scores, kk, dim=1, sorted=True)
-    thresh = val[:, -1:]
-    n_above = (scores > thresh).sum(1)
-    n_equal = (scores == thresh).sum(1)
-    # rows where ties straddle the cut: topk may have picked any of the tied columns
-    straddle = (n_above + n_equal) > kk
-    # order inside the selected set: column ascending, then score descending (stable)
-    pos, order = torch.sort(pos, dim=1)
-    val = torch.gather(val, 1, order)
-    val, order = torch.sort(val, dim=1, descending=True, stable=True)
-    pos = torch.gather(pos, 1, order)
-    if bool(straddle.any()):
-        rows = torch.nonzero(straddle, as_tuple=True)[0]
+    """Top ``kk`` columns per row, by score descending then column ascending.
+
+    ``torch.topk`` orders equal scores arbitrarily; rows whose top ``kk + 1`` scores hold
+    any equal pair (a tie inside the list or straddling the cut) are redone with a stable
+    full sort. Float scores rarely tie, so this stays cheap.
+    """
+    m = scores.shape[1]
+    extra = 1 if m > kk else 0
+    val, pos = torch.topk(scores, kk + extra, dim=1, sorted=True)
+    _check_finite(val)
+    tied = (val[:, 1:] == val[:, :-1]).any(1) if val.shape[1] > 1 else torch.zeros(len(val), dtype=torch.bool)
+    val, pos = val[:, :kk], pos[:, :kk]
+    if bool(tied.any()):
+        rows = torch.nonzero(tied, as_tuple=True)[0]
         sv, sp = torch.sort(scores[rows], dim=1, descending=True, stable=True)
         val[rows], pos[rows] = sv[:, :kk], sp[:, :kk]
     return val, pos
 
 
 def _gt_ranks(scores: Tensor, gt: Tensor, gg: Tensor, pos_in_group: Tensor, code: int) -> Tensor:
-    """1-based rank of each ground truth in the full stable ranking of ``scores`` rows."""
+    """1-based rank of each ground truth in the full stable ranking of ``scores`` rows.
+
+    rank = 1 + #(score > s_gt) + #(score == s_gt and column < gt's column). The tie term is
+    only evaluated for the (row, ground truth) pairs whose score is shared by another item.
+    """
     ranks = torch.where(gt == GT_PAD, GT_PAD, 0)
     safe = gt.clamp_min(0)
     inside = (gt >= 0) & (gg[safe] == code)
-    if not bool(inside.any()):
+    used = torch.nonzero(inside.any(0), as_tuple=True)[0]
+    if used.numel() == 0:
         return ranks
-    col = torch.where(inside, pos_in_group[safe], 0)  # [c, G]
-    s_gt = torch.gather(scores, 1, col)  # [c, G]
-    above = (scores[:, None, :] > s_gt[:, :, None]).sum(-1)
-    cols = torch.arange(scores.shape[1], device=scores.device)
-    tied_before = ((scores[:, None, :] == s_gt[:, :, None]) & (cols[None, None, :] < col[:, :, None])).sum(-1)
-    return torch.where(inside, above + tied_before + 1, ranks)
+    width = int(used.max()) + 1
+    inside_w = inside[:, :width]
+    col = torch.where(inside_w, pos_in_group[safe[:, :width]], 0)  # [c, W]
+    s_gt = torch.gather(scores, 1, col)[:, :, None]  # [c, W, 1]
+    rows = scores[:, None, :]
+    above = torch.count_nonzero(rows > s_gt, dim=-1)
+    at_least = torch.count_nonzero(rows >= s_gt, dim=-1)
+    rank_w = above + 1
+    tied = inside_w & (at_least - above > 1)
+    if bool(tied.any()):
+        r_idx, w_idx = torch.nonzero(tied, as_tuple=True)
+        same = scores[r_idx] == s_gt[r_idx, w_idx]  # [P, m]
+        before = torch.arange(scores.shape[1], device=scores.device)[None, :] < col[r_idx, w_idx][:, None]
+        rank_w[r_idx, w_idx] += torch.count_nonzero(same & before, dim=1)
+    ranks[:, :width] = torch.where(inside_w, rank_w, ranks[:, :width])
+    return ranks
 
 
 def _pair_scores(score_pairs: ScorePairs, q_idx: Tensor, g_idx: Tensor, pair_batch: int) -> Tensor:
@@ -314,10 +362,7 @@ def _rerank_head(
     new = _call_batched(score_pairs, qq, gq, pair_batch).view(len(qc), r).to(head_pos.device)
     _check_finite(new)
     # order: new score descending, ties by gallery order (= column order inside a group)
-    pos_sorted, o1 = torch.sort(head_pos, dim=1)
-    val_sorted = torch.gather(new, 1, o1)
-    val_sorted, o2 = torch.sort(val_sorted, dim=1, descending=True, stable=True)
-    pos_sorted = torch.gather(pos_sorted, 1, o2)
+    val_sorted, pos_sorted = _order_desc(new, head_pos)
     # ground truths in the head take their new position; the others keep their rank (> r)
     in_head = (ranks >= 1) & (ranks <= r)
     gt_col = torch.where(in_head, ranks - 1, 0)

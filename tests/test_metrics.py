@@ -182,3 +182,18 @@ def test_ranks_from_lists_and_validation():
         compute_metrics(np.array([1, 2]))
     with pytest.raises(ValueError, match="attributes"):
         compute_metrics(np.array([[1]]), attributes=[{}, {}])
+
+
+def test_breakdown_cis_share_the_overall_resamples():
+    rng = np.random.default_rng(4)
+    gt_rank = rng.integers(0, 8, size=(300, 2))
+    attrs = [{"all": "same", "half": "a" if i % 2 else "b"} for i in range(300)]
+    m = compute_metrics(gt_rank, ks=(1, 5), map_cutoff=5, attributes=attrs, bootstrap=300, seed=9)
+    # a bucket holding every query is resampled exactly like the whole split
+    for name, entry in m["overall"].items():
+        assert m["breakdowns"]["all"]["same"][name]["ci95"] == pytest.approx(entry["ci95"], abs=1e-9)
+        assert m["breakdowns"]["all"]["same"][name]["value"] == pytest.approx(entry["value"])
+    # half the data: a wider interval around its own mean
+    a = m["breakdowns"]["half"]["a"]["R5"]
+    assert a["ci95"][0] < a["value"] < a["ci95"][1]
+    assert a["ci95"][1] - a["ci95"][0] > m["overall"]["R5"]["ci95"][1] - m["overall"]["R5"]["ci95"][0]

@@ -197,3 +197,14 @@ def test_encode_groups_accepts_tensors_and_labels():
     assert qg2.tolist() == [0, 1] and gg2.tolist() == [1, 1, 0]
     with pytest.raises(ValueError, match="group labels"):
         encode_groups(["a"], ["a"], 2, 1)
+
+
+def test_negative_zero_ties_with_positive_zero():
+    # scores -0.0 and +0.0 compare equal: the gallery order decides, whatever the sign bit
+    q = torch.tensor([[1.0, -1.0]])
+    g = torch.tensor([[0.0, 1.0], [0.0, 0.0], [-0.0, 0.0], [1.0, 0.0]])  # scores -1, 0, -0, 1
+    r = rank(q, g, k=4, gt_index=pack_ground_truth([[2, 1]]))
+    assert r.index.tolist() == [[3, 1, 2, 0]]
+    assert r.gt_rank.tolist() == [[3, 2]]
+    r = rank(q, g, k=2, gt_index=pack_ground_truth([[2]]))
+    assert r.index.tolist() == [[3, 1]]
