@@ -155,3 +155,13 @@ def test_clip_shorter_than_t_with_no_files():
 def test_collate_rejects_unknown_types():
     with pytest.raises(TypeError, match="field 'x'"):
         collate_batch([{"x": object()}])
+
+
+def test_dataloader_workers_give_the_same_eval_batches(lpr):
+    _, s = lpr
+    ds = QueryDataset(s.queries, CFG)
+    main = [collate_batch([ds[i] for i in range(j, min(j + 4, len(ds)))]) for j in range(0, len(ds), 4)]
+    loader = DataLoader(ds, batch_size=4, num_workers=2, collate_fn=collate_batch)
+    for a, b in zip(main, loader):
+        assert torch.equal(a["frames"], b["frames"]) and torch.equal(a["boxes"], b["boxes"])
+        assert a["index"].tolist() == b["index"].tolist() and a["asr"] == b["asr"]
