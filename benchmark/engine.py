@@ -13,7 +13,10 @@
   is the same whether training ran straight through or resumed from a checkpoint.
 * ``torchrun``-ready: ``DistributedSampler(drop_last=True)`` so every rank sees equal
   batches (InfoNCE gathers negatives across ranks), DDP wrapping, rank 0 alone writes.
-* ``method.set_epoch(epoch)`` (0-based) is called before every epoch, resumed ones included.
+* ``method.set_epoch(epoch)`` (0-based) and, where a method defines it,
+  ``method.on_epoch_start(epoch, epochs)`` are called before every epoch, resumed ones
+  included. (Under DDP the set of parameters with ``requires_grad`` must not change
+  between epochs: DDP fixes it when wrapping.)
 * A checkpoint (:mod:`benchmark.checkpoint`) is written atomically after every epoch, every
   ``checkpoint_every`` optimizer steps when set (``--checkpoint-every``; it holds the position
   in the epoch, every rank's RNG states and the epoch's running loss sums, so a resumed run
@@ -298,6 +301,9 @@ def train(
             restore_rng = None
             method.set_epoch(epoch)
             dataset.set_epoch(epoch)
+            hook = getattr(method, "on_epoch_start", None)
+            if hook is not None:
+                hook(epoch, cfg.epochs)
             loader = DataLoader(
                 dataset,
                 batch_size=micro_bs,
@@ -315,9 +321,12 @@ def train(
             partial = None
             t_epoch = time.perf_counter()
             epoch_samples = 0
+            data_wait = 0.0
             micro = skip_micro
             stopped_mid_epoch = False
+            t_wait = time.perf_counter()
             for batch in loader:
+                data_wait += time.perf_counter() - t_wait
                 if micro >= limit:
                     break
                 last_micro = (micro + 1) % accum == 0
@@ -355,6 +364,7 @@ def train(
                     if step >= total_steps:
                         stopped_mid_epoch = micro < limit
                         break
+                t_wait = time.perf_counter()
             micro_done = 0
             ep_time = time.perf_counter() - t_epoch
             logged = mean_across_ranks(sums, env)  # the global batch's loss, not rank 0's share
@@ -364,6 +374,8 @@ def train(
                 **{k: round(v / max(counted, 1), 6) for k, v in logged.items()},
                 "lr": [round(g["lr"], 10) for g in optimizer.param_groups],
                 "samples_per_s": round(epoch_samples / max(ep_time, 1e-9), 3),
+                "data_wait_s": round(data_wait, 3),  # time blocked on the DataLoader
+                "wall_s": round(ep_time, 3),
             }
             if stopped_mid_epoch:
                 record["partial"] = True

@@ -137,7 +137,7 @@ def evaluate(
     mode = eval_cfg.rerank
     if mode not in ("none", "all", "topk"):
         raise EvaluationError(f"rerank must be none, all or topk, got {mode!r}")
-    if mode != "none" and not type(method).supports_rerank:
+    if mode != "none" and not method.supports_rerank:  # per instance (e.g. RICE without PMD)
         raise EvaluationError(
             f"--rerank {mode}: method {type(method).__name__} has no second stage (supports_rerank is False)"
         )

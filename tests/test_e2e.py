@@ -114,12 +114,9 @@ def test_leaderboard_was_regenerated(e2e):
     assert board.is_file() and "clip-meanpool" in board.read_text()
 
 
-def test_cli_as_a_subprocess_exits_cleanly(e2e, tmp_path):
-    """The real entry point (``run_benchmark.py``) in a fresh interpreter: list, then a bad name."""
+def test_cli_as_a_subprocess_exits_cleanly(tmp_path):
+    """The real entry point (``run_benchmark.py``) in a fresh interpreter, from another folder."""
     repo = Path(__file__).resolve().parents[1]
-    ok = subprocess.run([sys.executable, str(repo / "run_benchmark.py"), "list"], capture_output=True, text=True,
-                        cwd=tmp_path)
-    assert ok.returncode == 0 and "clip-meanpool" in ok.stdout and "lpr4m-synth" in ok.stdout
     bad = subprocess.run([sys.executable, str(repo / "run_benchmark.py"), "--method", "clip-meenpool",
                           "--dataset", "lpr4m-synth"], capture_output=True, text=True, cwd=tmp_path)
     assert bad.returncode == 2

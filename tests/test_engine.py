@@ -51,6 +51,7 @@ def test_per_process_batch_splits_the_global_batch():
 
 def test_training_reduces_loss_and_uses_two_learning_rates(tmp_path):
     cfg = dataclasses.replace(CFG, epochs=8, warmup_ratio=0.0)
+    torch.manual_seed(123)
     m = ToyRegression()
     opt = engine.build_optimizer(m, cfg)
     lrs = {g["name"]: g["lr"] for g in opt.param_groups}
@@ -60,6 +61,7 @@ def test_training_reduces_loss_and_uses_two_learning_rates(tmp_path):
     assert res.steps == 8 * 4 and res.total_steps == 32 and res.epochs_completed == 8
     assert losses[-1] < 0.5 * losses[0]
     assert res.history[-1]["lr"] == [pytest.approx(0.0, abs=1e-9)] * 4  # cosine reached zero
+    assert all(0.0 <= h["data_wait_s"] <= h["wall_s"] for h in res.history)
 
 
 def test_gradient_accumulation_matches_one_big_batch(tmp_path):
@@ -80,6 +82,7 @@ def test_checkpoint_resume_is_bit_exact(tmp_path):
     resumed, res2 = _train(tmp_path / "split", resume=True)
     assert res2.resumed_from_step == 4 and res2.steps == 8
     assert straight.epochs_seen == [0, 1] and resumed.epochs_seen == [1] and resumed.epoch == 1
+    assert straight.epoch_starts == [(0, 2), (1, 2)] and resumed.epoch_starts == [(1, 2)]
     for k, v in params_of(straight).items():
         assert torch.equal(params_of(resumed)[k], v), k
     assert [h["loss"] for h in res2.history] == [h["loss"] for h in res.history]

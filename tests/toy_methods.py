@@ -40,6 +40,10 @@ class ToyRegression(Method):
         self.head = nn.Linear(cfg.dim, 1)
         self.calls = 0
         self.epochs_seen: list[int] = []
+        self.epoch_starts: list[tuple[int, int]] = []
+
+    def on_epoch_start(self, epoch: int, num_epochs: int) -> None:
+        self.epoch_starts.append((epoch, num_epochs))
 
     def set_epoch(self, epoch: int) -> None:
         super().set_epoch(epoch)
