@@ -36,6 +36,15 @@ def registered():
     load_builtin_methods()
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Small convolutions run faster on one thread, and far faster on a shared, busy CPU."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def toy_batch(b: int = 6, t: int = 8, size: int = SIZE, seed: int = 0) -> dict:
     """Clips whose frames are noisy copies of their product's shop image; padding in rows 1, 2."""
     g = torch.Generator().manual_seed(seed)
