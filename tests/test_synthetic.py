@@ -19,7 +19,7 @@ from datasets.synthetic import generate
 from datasets.synthetic.calibration import color_histogram_r1
 from datasets.synthetic.catalog import CATEGORIES, COLOURS, category_prior
 from datasets.synthetic.generate import MANIFEST, TRUTH
-from datasets.synthetic.knobs import SIZES, Knobs, SizeSpec, knobs_from_dict, params_hash
+from datasets.synthetic.knobs import PRESETS, SIZES, Knobs, SizeSpec, knobs_from_dict, params_hash
 from datasets.synthetic.plan import plan_lpr4m, sample_spec
 from datasets.synthetic.products import ProductSpec
 from datasets.synthetic.scale import plan_scale
@@ -252,6 +252,23 @@ def test_plan_is_long_tailed_and_has_hard_negatives():
     assert not train_sigs & {p.spec.signature() for lv in test for p in lv.products}
 
 
+def test_products_per_live_knob_sets_the_gallery_group_size():
+    lives = plan_lpr4m(0, TINY, Knobs(products_per_live=(9, 9)))
+    assert all(len(lv.products) == 9 for lv in lives)
+    assert sum(len(lv.clips) for lv in lives if lv.split == "train") == 9 * TINY.train_lives * TINY.clips_per_product[0]
+
+
+def test_worn_garments_cover_the_torso():
+    knobs = Knobs(lighting=0.0, noise_std=0.0, blur_rate=0.0)
+    stage = make_stage(2, (96, 128), [], knobs, clean=True)
+    torso_w = stage.torso[2] - stage.torso[0]
+    for scale, frac in (("small", 0.55), ("large", 1.05)):
+        r = render_clip(stage, _plain(0, "red"), [], ClipAttrs(scale, "long", "single", worn=True), 6, knobs, 0)
+        widths = [b[2] - b[0] for b in r.boxes if b is not None]
+        heights = [b[3] - b[1] for b in r.boxes if b is not None]
+        assert widths and 0.8 * frac * torso_w <= max(max(widths), max(heights)) <= 1.25 * frac * torso_w
+
+
 def test_scale_plan_has_exact_counts():
     assert (SIZES["lpr4m-scale"].scale_queries, SIZES["lpr4m-scale"].scale_gallery, SIZES["lpr4m-scale"].scale_groups) == (20079, 66358, 110)
     small = SizeSpec(name="scale-test", pixels=False, scale_queries=301, scale_gallery=1234, scale_groups=7, scale_train_pairs=50)
@@ -292,6 +309,10 @@ def test_knobs_validate_and_hash():
         knobs_from_dict({"occlusion": 0.1})
     k = knobs_from_dict({"scale_px": [[10, 20], [20, 30], [30, 40]]})
     assert k.scale_px == ((10, 20), (20, 30), (30, 40))
+    easy = knobs_from_dict({"preset": "easy", "noise_std": 0.0})
+    assert easy.noise_std == 0.0 and easy.scale_probs == PRESETS["easy"].scale_probs != Knobs().scale_probs
+    with pytest.raises(ValueError, match="preset"):
+        knobs_from_dict({"preset": "medium"})
     base = params_hash("lpr4m-release", TINY, Knobs(), 0)
     assert base == params_hash("lpr4m-release", TINY, Knobs(), 0)
     assert len({base, params_hash("lpr4m-release", TINY, Knobs(noise_std=1.0), 0), params_hash("lpr4m-release", TINY, Knobs(), 1),

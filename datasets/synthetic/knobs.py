@@ -15,7 +15,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Optional
 
-GENERATOR_VERSION = "2"
+GENERATOR_VERSION = "3"
 
 Range = tuple[float, float]
 Triple = tuple[float, float, float]
@@ -30,6 +30,7 @@ class Knobs:
     categories_per_live: tuple[int, int] = (1, 3)  # a livestream sells products of few categories
     shared_colour_rate: float = 0.6  # a new product reuses the colour of a same-category product of its live
     colour_jitter: int = 10  # per-instance RGB offset around the named colour
+    products_per_live: Optional[tuple[int, int]] = None  # overrides the size's range (= gallery group size)
     # clip attributes: (small, medium, large), (short, medium, long), (single, few, many)
     scale_probs: Triple = (0.35, 0.40, 0.25)
     scale_px: tuple[Range, Range, Range] = ((12.0, 22.0), (24.0, 40.0), (44.0, 68.0))  # longer side, 128 px frame
@@ -148,16 +149,38 @@ def params_hash(layout: str, size: SizeSpec, knobs: Knobs, seed: int) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
+PRESETS: dict[str, Knobs] = {
+    "default": Knobs(),
+    # large, long-visible products, few same-category distractors, clean frames: a sanity check
+    "easy": Knobs(
+        shared_colour_rate=0.2, scale_probs=(0.1, 0.4, 0.5), duration_probs=(0.1, 0.3, 0.6),
+        number_probs=(0.5, 0.4, 0.1), same_category_distractor_rate=0.4, occlusion_rate=0.1, rotation_deg=10.0,
+        lighting=0.1, blur_rate=0.05, noise_std=2.0, jpeg_quality=(75, 90),
+    ),
+    # small, briefly visible products among many look-alikes, heavy nuisances
+    "hard": Knobs(
+        shared_colour_rate=0.85, scale_probs=(0.55, 0.35, 0.10), duration_probs=(0.45, 0.35, 0.20),
+        number_probs=(0.1, 0.35, 0.55), same_category_distractor_rate=0.9, occlusion_rate=0.5, rotation_deg=35.0,
+        lighting=0.4, blur_rate=0.45, noise_std=9.0, jpeg_quality=(25, 70),
+    ),
+}
+
+
 def knobs_from_dict(values: Optional[dict[str, Any]]) -> Knobs:
-    """Knobs with some fields overridden (lists become tuples); unknown names are an error."""
-    if not values:
-        return Knobs()
+    """Knobs with some fields overridden (lists become tuples); unknown names are an error.
+
+    The key ``preset`` (``default`` | ``easy`` | ``hard``) picks the base the other keys override.
+    """
+    values = dict(values or {})
+    preset = str(values.pop("preset", "default"))
+    if preset not in PRESETS:
+        raise ValueError(f"unknown knob preset {preset!r}; presets are {', '.join(PRESETS)}")
     names = {f.name for f in dataclasses.fields(Knobs)}
     unknown = sorted(set(values) - names)
     if unknown:
-        raise ValueError(f"unknown knob(s) {', '.join(unknown)}; knobs are {', '.join(sorted(names))}")
+        raise ValueError(f"unknown knob(s) {', '.join(unknown)}; knobs are preset, {', '.join(sorted(names))}")
 
     def tup(v: Any) -> Any:
         return tuple(tup(x) for x in v) if isinstance(v, (list, tuple)) else v
 
-    return Knobs(**{k: tup(v) for k, v in values.items()})
+    return dataclasses.replace(PRESETS[preset], **{k: tup(v) for k, v in values.items()})

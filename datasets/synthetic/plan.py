@@ -211,7 +211,8 @@ def plan_lpr4m(seed: int, size: SizeSpec, knobs: Knobs) -> list[Live]:
             prior = prior * mask / (prior * mask).sum()
         for i in range(count):
             live = Live(live_id=uuid_from(rng), split=split, index=len(lives), stage_seed=int(rng.integers(2**62)))
-            n = int(rng.integers(size.products_per_live[0], size.products_per_live[1] + 1))
+            lo, hi = knobs.products_per_live or size.products_per_live
+            n = int(rng.integers(lo, hi + 1))
             live.products = _live_products(rng, n, knobs, prior, taken)
             t_ms = 0
             if split == "train":

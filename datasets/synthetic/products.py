@@ -140,7 +140,7 @@ def _logo_mask(kind: str, cx: float, cy: float, r: float) -> np.ndarray:
     return np.asarray(img.resize((SPRITE, SPRITE), Image.Resampling.BOX), dtype=np.float32) / 255.0
 
 
-@lru_cache(maxsize=4096)
+@lru_cache(maxsize=512)
 def sprite(spec: ProductSpec) -> Image.Image:
     """The product as an RGBA image of ``SPRITE`` x ``SPRITE`` px (transparent outside it)."""
     shape = CATEGORIES[spec.category].draw(spec.w, spec.h, spec.v)

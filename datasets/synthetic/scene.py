@@ -32,6 +32,7 @@ MARGIN = 6  # camera shift room around the frame, pixels
 ALPHA_MIN = 8  # alpha above this is "the product" for the box
 
 SCALES = ("small", "medium", "large")
+WORN_FRACTION = (0.55, 0.8, 1.05)  # worn garment width / torso width, per scale
 DURATIONS = ("short", "medium", "long")
 NUMBERS = ("single", "few", "many")
 
@@ -173,7 +174,7 @@ def render_clip(stage: Stage, intent: ProductSpec, distractors: Sequence[Product
     if attrs.worn:
         tx0, ty0, tx1, ty1 = stage.torso
         c0 = np.array([(tx0 + tx1) / 2, ty0 + (min(ty1, h) - ty0) * 0.45])
-        base_size = max(base_size, (tx1 - tx0) * 0.9) if attrs.scale == "large" else base_size
+        base_size = (tx1 - tx0) * WORN_FRACTION[si] * rng.uniform(0.9, 1.1)  # worn: relative to the torso
     else:
         c0 = np.array([rng.uniform(0.2, 0.8) * w, rng.uniform(0.38, 0.75) * h])
     drift = rng.uniform(-1, 1, 2) * knobs.motion * min(w, h)
