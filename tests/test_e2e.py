@@ -121,3 +121,14 @@ def test_cli_as_a_subprocess_exits_cleanly(tmp_path):
                           "--dataset", "lpr4m-synth"], capture_output=True, text=True, cwd=tmp_path)
     assert bad.returncode == 2
     assert "Did you mean 'clip-meanpool'" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_epochs_zero_evaluates_the_initial_weights(tmp_path, synth_lpr4m):
+    res = tmp_path / "results"
+    args = _args(tmp_path / "runs", res, "--epochs", "0", "--no-leaderboard")
+    assert main(args) == 0
+    sub = submission.load_submission(res / "submissions" / SUB_NAME)
+    assert "training" not in sub["provenance"]
+    assert not (tmp_path / "runs" / "lpr4m-synth" / "clip-meanpool" / "tiny-seed0" / "last.pt").exists()
+    assert (tmp_path / "runs" / "lpr4m-synth" / "clip-meanpool" / "tiny-seed0" / "config.json").is_file()
+    assert not (res / "leaderboard.md").exists()
