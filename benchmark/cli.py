@@ -383,11 +383,12 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from datasets.errors import DataError
     from methods.encoders import EncoderLoadError
 
+    from benchmark.runner import MethodBuildError
     from benchmark.submission import SubmissionError
 
     return (
         WriteError, CheckpointError, DeviceError, TrainingError, EvaluationError, DataError, EncoderLoadError,
-        SubmissionError,
+        SubmissionError, MethodBuildError,
     )
 
 

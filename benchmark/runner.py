@@ -108,9 +108,17 @@ def pretrained_override(method_cls: type[Method], profile: str, path: str) -> di
     )
 
 
+class MethodBuildError(RuntimeError):
+    """The method refused its configuration for this data (e.g. an image size mismatch)."""
+
+
 def build(cfg: RunConfig, info: DataInfo) -> Method:
     cls = METHODS.get(cfg.method)
-    return build_method(cls, cfg.profile.name, info, cfg.method_overrides)
+    try:
+        return build_method(cls, cfg.profile.name, info, cfg.method_overrides)
+    except (ValueError, KeyError, TypeError) as exc:
+        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+        raise MethodBuildError(f"cannot build method {cfg.method!r} (profile {cfg.profile.name}): {msg}") from exc
 
 
 def num_workers_for(cfg: RunConfig, override: Optional[int]) -> int:

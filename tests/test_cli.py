@@ -93,6 +93,15 @@ def test_missing_pretrained_weights_is_one_line(tmp_path, synth_lpr4m, capsys):
     assert rc == 1 and f"encoder weights {tmp_path / 'missing.pt'}: no such file" in err
 
 
+def test_method_refusing_its_config_is_one_line(tmp_path, synth_lpr4m, capsys):
+    rc = main(["--method", "clip-meanpool", "--dataset", "lpr4m-synth", "--synth-size", "tiny",
+               "--set", "encoder.image_size=224", "--output-dir", str(tmp_path), "--results-dir", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert rc == 1 and "Traceback" not in err
+    assert err.strip() == ("error: cannot build method 'clip-meanpool' (profile tiny): clip-meanpool: the encoder is "
+                           "built for 224 px but the data profile crops 112 px; use the matching --profile")
+
+
 def test_list_shows_methods_datasets_profiles(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
