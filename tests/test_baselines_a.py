@@ -367,3 +367,37 @@ def test_asymnet_rerank_scores_aligned_pairs_like_the_training_grid():
             alone = m.rerank(q.select(qi[k : k + 1]), g.select(gi[k : k + 1]))
             torch.testing.assert_close(scores[k : k + 1], alone)
     assert AsymNet.supports_rerank
+
+
+# --- through the command line -----------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "name, extra, label",
+    [
+        ("fashionnet", [], "fashionnet"),
+        ("asymnet", ["--rerank", "all"], "asymnet"),
+        ("nvan", ["--set", "ste=true"], "nvan-ste"),
+        ("mgh", [], "mgh"),
+    ],
+)
+def test_tiny_train_and_evaluate_through_the_cli(name, extra, label, tmp_path, synth_lpr4m, capsys):
+    import json
+
+    from benchmark.cli import main
+
+    rc = main([
+        "--method", name, "--dataset", "lpr4m-synth", "--synth-size", "tiny", "--profile", "tiny",
+        "--max-steps", "2", "--batch-size", "8", "--bootstrap", "10", "--num-workers", "0", "--device", "cpu",
+        "--no-leaderboard", "--output-dir", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "results"), *extra,
+    ])
+    assert rc == 0, capsys.readouterr().err
+    sub = json.loads((tmp_path / "results" / "submissions" / f"lpr4m-synth__tiny__{label}__seed0.json").read_text())
+    assert sub["method"]["name"] == name and sub["method"]["config"]["num_frames"] == 4
+    assert sub["metrics"]["num_queries"] == len(sub["rankings"]) == 20
+    assert 0.0 <= sub["metrics"]["overall"]["R1"]["value"] <= 100.0
+    assert sub["protocol"]["rerank"] == ("all" if name == "asymnet" else "none")
+    if name == "asymnet":
+        assert sub["protocol"]["pairs_scored"] > 0
+    assert (tmp_path / "runs" / "lpr4m-synth" / label / "tiny-seed0" / "last.pt").is_file()
