@@ -114,13 +114,16 @@ class SetDetector(nn.Module):
     def multi_frame(self) -> bool:
         return self.temporal is not None
 
-    def forward(self, tokens: Tensor, frame_mask: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, tokens: Tensor, frame_mask: Tensor, first_frame: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
+        """``first_frame`` [B]: where a window of the clip starts (temporal positions); default 0."""
         b, t, length, _ = tokens.shape
         x = self.input_proj(tokens) + self.token_pos[:length]
         if self.temporal is not None:
-            if t > self.time_pos.shape[0]:
-                raise ValueError(f"multi-frame detector built for {self.time_pos.shape[0]} frames, got {t}")
-            x = x + self.time_pos[:t, None, :]
+            start = first_frame if first_frame is not None else torch.zeros(b, dtype=torch.long, device=x.device)
+            pos = start[:, None] + torch.arange(t, device=x.device)
+            if int(pos.max()) >= self.time_pos.shape[0]:
+                raise ValueError(f"multi-frame detector built for {self.time_pos.shape[0]} frames, got frame {int(pos.max())}")
+            x = x + self.time_pos[pos][:, :, None, :]
             seq = x.permute(0, 2, 1, 3).reshape(b * length, t, -1)  # attention over frames per position
             pad = ~frame_mask.bool()
             pad = pad & pad.sum(1, keepdim=True).lt(t)  # an all-padding clip attends to itself

@@ -58,10 +58,12 @@ Differences, and why
     PMD's keys. The detectors (``methods/ipd.py``) are built here: a DETR-style single-frame set
     predictor on the shared encoder's tokens (4 queries, 2 decoder layers, Hungarian matching,
     CE + L1 + GIoU) and a multi-frame one that adds a temporal transformer over the frames.
-    They run on an unmasked encoder pass, so IPD costs a second pass over the frames. In
-    training the mask uses the ground-truth box where a frame has one (teacher forcing) and
-    the detector's confident prediction elsewhere; at test time only predictions. The detector
-    loss reaches the shared encoder (multi-task).
+    In training the mask comes from the ground-truth boxes (teacher forcing; a frame without
+    one keeps every patch) and the detector learns on its own unmasked encoder pass over a
+    random window of ``det_train_frames`` consecutive frames per clip (tiny: 3 of 8, so that
+    IPD adds well under a second full pass; paper: all frames); its loss reaches the shared
+    encoder (multi-task). At test time the detector runs on an unmasked pass over every frame
+    and its confident boxes (object probability >= 0.5) build the mask.
   * Text (our reading of "ASR and title as one extra token each"): the CLIP text tower of the
     same model embeds the clip's ASR and the image's title; a new ``Linear(embed_dim, width)``
     turns each into one token appended to PMD's keys (ASR) and queries (title); the global
@@ -127,6 +129,7 @@ class RiceConfig:
     det_temporal_layers: int = 1  # used by ipd=multi
     det_score_threshold: float = 0.5
     det_eos_coef: float = 0.1
+    det_train_frames: int = 0  # frames per clip the detector trains on (a random window); 0 = all
     # loss weights
     w_icl: float = 1.0
     w_pmd: float = 1.0
@@ -153,6 +156,7 @@ class Rice(Method):
         "paper": RiceConfig(encoder=PAPER_ENCODER),
         "tiny": RiceConfig(
             encoder=TINY_ENCODER, require_pretrained=False, pmd_heads=0, det_dim=64, det_heads=4,
+            det_train_frames=3,
         ),
     }
     encoder_prefixes = ("encoder.", "logit_scale")
@@ -290,31 +294,48 @@ class Rice(Method):
         return emb, tokens, keep
 
     def _frame_keep(self, batch: dict[str, Any], train: bool) -> tuple[Optional[Tensor], dict[str, Tensor]]:
-        """IPD patch keep-mask [B, T, 1 + grid**2] (None without IPD) and the detector losses."""
+        """IPD patch keep-mask [B, T, 1 + grid**2] (None without IPD) and the detector losses.
+
+        Training masks with the ground-truth boxes (frames without one keep every patch) and
+        trains the detector on its own unmasked pass; evaluation masks with the detector's
+        confident predictions.
+        """
         mode = self.cfg.ipd
         if mode == "none":
             return None, {}
         frame_mask = batch["frame_mask"].bool()
         gt_boxes, gt_has = batch["boxes"], batch["box_mask"].bool() & frame_mask
-        if mode == "oracle":
-            return boxes_to_patch_keep(gt_boxes, gt_has, self.encoder.grid, self.cfg.iou_threshold), {}
-        logits, boxes = self._detect(batch)
-        pred, found = predict_boxes(logits, boxes, self.cfg.det_score_threshold)
-        losses: dict[str, Tensor] = {}
-        if train:
-            det = detection_loss(logits, boxes, gt_boxes, gt_has, eos_coef=self.cfg.det_eos_coef)
-            losses = {f"det_{k}": self.cfg.w_det * v for k, v in det.items()}
-            pred = torch.where(gt_has[..., None], gt_boxes.float(), pred)
-            found = found | gt_has
-        keep = boxes_to_patch_keep(pred, found & frame_mask, self.encoder.grid, self.cfg.iou_threshold)
-        return keep, losses
+        if mode == "oracle" or train:
+            keep = boxes_to_patch_keep(gt_boxes, gt_has, self.encoder.grid, self.cfg.iou_threshold)
+            return keep, (self._detector_losses(batch) if train and self.detector is not None else {})
+        pred, found = predict_boxes(*self._detect(batch), self.cfg.det_score_threshold)
+        return boxes_to_patch_keep(pred, found & frame_mask, self.encoder.grid, self.cfg.iou_threshold), {}
 
-    def _detect(self, batch: dict[str, Any]) -> tuple[Tensor, Tensor]:
+    def _detector_losses(self, batch: dict[str, Any]) -> dict[str, Tensor]:
+        """DETR losses on a window of ``det_train_frames`` consecutive frames per clip (0: all)."""
+        frame_mask = batch["frame_mask"].bool()
+        b, t = frame_mask.shape
+        w = self.cfg.det_train_frames
+        if w <= 0 or w >= t:
+            idx = torch.arange(t, device=frame_mask.device).expand(b, t)
+        else:
+            n_real = frame_mask.sum(1)
+            span = (n_real - w).clamp_min(0) + 1
+            start = (torch.rand(b, device=frame_mask.device) * span).long()
+            idx = start[:, None] + torch.arange(w, device=frame_mask.device)
+        rows = torch.arange(b, device=frame_mask.device)[:, None]
+        window = {k: batch[k][rows, idx] for k in ("frames", "frame_mask", "boxes", "box_mask")}
+        logits, boxes = self._detect(window, first_frame=idx[:, 0])
+        gt_has = window["box_mask"].bool() & window["frame_mask"].bool()
+        det = detection_loss(logits, boxes, window["boxes"], gt_has, eos_coef=self.cfg.det_eos_coef)
+        return {f"det_{k}": self.cfg.w_det * v for k, v in det.items()}
+
+    def _detect(self, batch: dict[str, Any], first_frame: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
         assert self.detector is not None
         frames = batch["frames"]
         b, t = frames.shape[:2]
         tokens = self.encoder.image_tokens(frames.flatten(0, 1))
-        return self.detector(tokens.view(b, t, *tokens.shape[1:]), batch["frame_mask"].bool())
+        return self.detector(tokens.view(b, t, *tokens.shape[1:]), batch["frame_mask"].bool(), first_frame)
 
     def _encoded(self, side: _Side) -> Encoded:
         if self.pmd is None:

@@ -135,3 +135,15 @@ def test_detectors_shapes_and_padding_frames_do_not_leak(temporal: int) -> None:
         other = tokens.clone()
         other[0, 1] = torch.randn_like(other[0, 1])
         assert not torch.allclose(det(other, mask)[0][0, 0], logits[0, 0])
+
+
+def test_window_offset_moves_the_temporal_positions() -> None:
+    torch.manual_seed(0)
+    multi = SetDetector(width=16, num_tokens=50, max_frames=6, dim=16, queries=2, layers=1, heads=2, temporal_layers=1).eval()
+    single = SetDetector(width=16, num_tokens=50, max_frames=6, dim=16, queries=2, layers=1, heads=2).eval()
+    tokens, mask = torch.randn(1, 3, 50, 16), torch.ones(1, 3, dtype=torch.bool)
+    with torch.no_grad():
+        assert not torch.allclose(multi(tokens, mask)[0], multi(tokens, mask, torch.tensor([2]))[0])
+        assert torch.allclose(single(tokens, mask)[0], single(tokens, mask, torch.tensor([2]))[0])
+        with pytest.raises(ValueError, match="built for 6 frames"):
+            multi(tokens, mask, torch.tensor([4]))

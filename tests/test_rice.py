@@ -243,3 +243,25 @@ def test_cross_attention_maps_and_missing_queries() -> None:
     assert bool(torch.isfinite(m.rerank(q, m.encode_gallery(batch))).all())
     boxes, found = m.intent_boxes(batch)
     assert boxes.shape == (4, 3, 4) and torch.equal(found, batch["box_mask"] & batch["frame_mask"])
+
+
+def test_detector_trains_on_a_window_of_real_frames() -> None:
+    torch.manual_seed(0)
+    m = small_rice(num_frames=5, det_train_frames=2)
+    batch = toy_batch(b=4, t=5)
+    batch["frame_mask"][2, 3:] = False  # clip 2 has 3 real frames
+    seen = []
+    m.detector.register_forward_hook(lambda mod, args, out: seen.append(args))
+    for _ in range(10):
+        m.training_losses(batch)
+    assert len(seen) == 10  # one detector pass a step (training masks use the ground truth)
+    for tokens, frame_mask, first in seen:
+        assert tokens.shape[:2] == (4, 2) and frame_mask.shape == (4, 2)
+        assert int(first[2]) <= 1 and int(first[1]) <= 2 and int(first.max()) <= 3
+        assert bool(frame_mask[2].all())  # the window stays inside the real frames
+    assert len({int(a[2][0]) for a in seen}) > 1  # the window moves
+    m.eval()
+    seen.clear()
+    with torch.no_grad():
+        m.encode_query(batch)
+    assert seen[0][0].shape[:2] == (4, 5) and seen[0][2] is None  # test time: every frame
