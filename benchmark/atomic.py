@@ -19,6 +19,30 @@ class WriteError(OSError):
     pass
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# mkstemp creates 0600 files; results and checkpoints get the mode open() would give them
+_FILE_MODE = 0o666 & ~_current_umask()
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make the rename itself durable (best effort: not every platform can open a folder)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def atomic_write_bytes(path: Path | str, data: bytes) -> Path:
     path = Path(path)
     try:
@@ -28,10 +52,12 @@ def atomic_write_bytes(path: Path | str, data: bytes) -> Path:
         raise WriteError(f"cannot write {path}: {exc.strerror or exc}") from exc
     try:
         with os.fdopen(fd, "wb") as fh:
+            os.fchmod(fh.fileno(), _FILE_MODE)
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+        _fsync_dir(path.parent)
     except BaseException as exc:
         try:
             os.unlink(tmp)

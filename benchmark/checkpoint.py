@@ -15,6 +15,7 @@ from typing import Any, Optional
 import torch
 
 from benchmark.atomic import atomic_torch_save, atomic_write_json
+from benchmark.safe_load import UnsafeOrCorruptFile, safe_torch_load
 
 CHECKPOINT_NAME = "last.pt"
 CONFIG_NAME = "config.json"
@@ -45,9 +46,9 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     if not path.is_file():
         raise CheckpointError(f"{path}: no checkpoint there")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # truncated, not a torch file, or unsafe pickled objects
-        raise CheckpointError(f"{path}: not a loadable checkpoint ({_first_line(exc)})") from exc
+        state = safe_torch_load(path, map_location)
+    except UnsafeOrCorruptFile as exc:  # truncated, not a torch file, or unsafe pickled objects
+        raise CheckpointError(f"{path}: not a loadable checkpoint: {exc.reason}") from None
     if not isinstance(state, dict) or state.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(f"{path}: not an LPR-Bench checkpoint (format_version {FORMAT_VERSION} expected)")
     for key in ("model", "optimizer", "scheduler", "epoch", "step"):
@@ -60,7 +61,3 @@ def find_resumable(run_dir: Path) -> Optional[Path]:
     p = checkpoint_path(run_dir)
     return p if p.is_file() else None
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__

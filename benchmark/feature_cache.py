@@ -36,6 +36,7 @@ from torch import Tensor, nn
 
 from benchmark.atomic import WriteError, atomic_torch_save
 from benchmark.distributed import DistEnv, broadcast_object
+from benchmark.safe_load import UnsafeOrCorruptFile, safe_torch_load
 from methods.base import Encoded
 
 CACHE_VERSION = 1
@@ -133,10 +134,10 @@ class FeatureCache:
         if not path.is_file():
             return None
         try:
-            entry = torch.load(path, map_location="cpu", weights_only=True)
+            entry = safe_torch_load(path)
             problem = _entry_problem(entry, key, num_items)
-        except Exception as exc:  # truncated, not a torch file, unsafe pickle
-            problem = f"unreadable ({str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__})"
+        except UnsafeOrCorruptFile as exc:  # truncated, not a torch file, unsafe pickle
+            problem = f"unreadable: {exc.reason}"
         if problem:
             print(f"warning: feature cache entry {path} ignored: {problem}; re-encoding", file=sys.stderr)
             return None

@@ -34,10 +34,17 @@ def read_limited(path: Path | str, max_bytes: int = MAX_BYTES) -> bytes:
             raise UntrustedJSONError(f"{path}: {size} bytes, more than the limit of {max_bytes}")
         with open(path, "rb") as fh:
             head = fh.read(2)
+            if head == GZIP_MAGIC and size >= 18:  # the trailer's ISIZE: decompressed size mod 2**32
+                fh.seek(-4, 2)
+                claimed = int.from_bytes(fh.read(4), "little")
+                if claimed > max_bytes:
+                    with gzip.open(path, "rb") as gz:  # a corrupt stream says so first
+                        gz.read(1)
+                    raise UntrustedJSONError(f"{path}: decompresses to more than the limit of {max_bytes} bytes "
+                                             f"({claimed} bytes, says its gzip trailer)")
         if head != GZIP_MAGIC:
             return path.read_bytes()
-        with gzip.open(path, "rb") as gz:
-            data = gz.read(max_bytes + 1)
+        data = _gunzip_limited(path, max_bytes)
     except FileNotFoundError:
         raise UntrustedJSONError(f"{path}: no such file") from None
     except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
@@ -47,6 +54,23 @@ def read_limited(path: Path | str, max_bytes: int = MAX_BYTES) -> bytes:
     if len(data) > max_bytes:
         raise UntrustedJSONError(f"{path}: decompresses to more than the limit of {max_bytes} bytes")
     return data
+
+
+def _gunzip_limited(path: Path, max_bytes: int, chunk: int = 1 << 20) -> bytes:
+    """Decompress in chunks, stopping as soon as more than ``max_bytes`` came out.
+
+    The trailer check in :func:`read_limited` refuses an honest bomb without decompressing;
+    one whose trailer lies costs at most ``max_bytes`` plus a chunk of memory.
+    """
+    buf = bytearray()
+    with gzip.open(path, "rb") as gz:
+        while True:
+            block = gz.read(chunk)
+            if not block:
+                return bytes(buf)
+            if len(buf) + len(block) > max_bytes:
+                raise UntrustedJSONError(f"{path}: decompresses to more than the limit of {max_bytes} bytes")
+            buf += block
 
 
 def json_depth(data: bytes) -> int:
