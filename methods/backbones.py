@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Union
 
-import torch
 from torch import Tensor, nn
 
 from methods.encoders import EncoderLoadError, load_local_weights

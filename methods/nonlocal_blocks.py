@@ -17,7 +17,6 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 
@@ -122,7 +121,3 @@ def id_classifier(dim: int, num_classes: int, bias: bool = False) -> nn.Linear:
     if bias:
         nn.init.zeros_(fc.bias)
     return fc
-
-
-def l2n(x: Tensor) -> Tensor:
-    return F.normalize(x, dim=-1)
