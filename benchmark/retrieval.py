@@ -226,7 +226,7 @@ def rank(
             else:
                 scores = _rows(query_emb, qc).float() @ g_emb.T
             top_val, top_pos = _stable_topk(scores, min(stage_k, m))
-            ranks = _gt_ranks(scores, _rows(gt_dev, qc), gg_dev, pos_dev, code)
+            ranks = _gt_ranks(scores, _rows(gt_dev, qc), gg_dev, pos_dev, code, top_pos)
             if mode == "topk":
                 r = min(rerank_topk, m)
                 top_val, top_pos, ranks, n = _rerank_head(score_pairs, qc, g_idx, top_val, top_pos, ranks, r, pair_batch)
@@ -296,11 +296,13 @@ def _stable_topk(scores: Tensor, kk: int) -> tuple[Tensor, Tensor]:
     return val, pos
 
 
-def _gt_ranks(scores: Tensor, gt: Tensor, gg: Tensor, pos_in_group: Tensor, code: int) -> Tensor:
+def _gt_ranks(scores: Tensor, gt: Tensor, gg: Tensor, pos_in_group: Tensor, code: int, top_pos: Tensor) -> Tensor:
     """1-based rank of each ground truth in the full stable ranking of ``scores`` rows.
 
-    rank = 1 + #(score > s_gt) + #(score == s_gt and column < gt's column). The tie term is
-    only evaluated for the (row, ground truth) pairs whose score is shared by another item.
+    A ground truth inside the row's top list (``top_pos``: the first columns of that same
+    ranking) takes its position there. The others are counted:
+    rank = 1 + #(score > s_gt) + #(score == s_gt and column < gt's column), on the rows that
+    need it; the tie term only for (row, ground truth) pairs whose score another item shares.
     """
     ranks = torch.where(gt == GT_PAD, GT_PAD, 0)
     safe = gt.clamp_min(0)
@@ -310,18 +312,27 @@ def _gt_ranks(scores: Tensor, gt: Tensor, gg: Tensor, pos_in_group: Tensor, code
         return ranks
     width = int(used.max()) + 1
     inside_w = inside[:, :width]
-    col = torch.where(inside_w, pos_in_group[safe[:, :width]], 0)  # [c, W]
-    s_gt = torch.gather(scores, 1, col)[:, :, None]  # [c, W, 1]
-    rows = scores[:, None, :]
-    above = torch.count_nonzero(rows > s_gt, dim=-1)
-    at_least = torch.count_nonzero(rows >= s_gt, dim=-1)
-    rank_w = above + 1
-    tied = inside_w & (at_least - above > 1)
-    if bool(tied.any()):
-        r_idx, w_idx = torch.nonzero(tied, as_tuple=True)
-        same = scores[r_idx] == s_gt[r_idx, w_idx]  # [P, m]
-        before = torch.arange(scores.shape[1], device=scores.device)[None, :] < col[r_idx, w_idx][:, None]
-        rank_w[r_idx, w_idx] += torch.count_nonzero(same & before, dim=1)
+    col = torch.where(inside_w, pos_in_group[safe[:, :width]], -1)  # [c, W]
+    hit = top_pos[:, None, :] == col[:, :, None]  # [c, W, kk]
+    listed = hit.any(-1) & inside_w
+    rank_w = hit.to(torch.int8).argmax(-1) + 1
+    todo = inside_w & ~listed
+    rows_todo = torch.nonzero(todo.any(1), as_tuple=True)[0]
+    if rows_todo.numel():
+        sub = scores if rows_todo.numel() == scores.shape[0] else scores[rows_todo]
+        sub_col = col[rows_todo].clamp_min(0)
+        s_gt = torch.gather(sub, 1, sub_col)[:, :, None]  # [r, W, 1]
+        rows = sub[:, None, :]
+        above = torch.count_nonzero(rows > s_gt, dim=-1)
+        at_least = torch.count_nonzero(rows >= s_gt, dim=-1)
+        counted = above + 1
+        tied = todo[rows_todo] & (at_least - above > 1)
+        if bool(tied.any()):
+            r_idx, w_idx = torch.nonzero(tied, as_tuple=True)
+            same = sub[r_idx] == s_gt[r_idx, w_idx]  # [P, m]
+            before = torch.arange(sub.shape[1], device=sub.device)[None, :] < sub_col[r_idx, w_idx][:, None]
+            counted[r_idx, w_idx] += torch.count_nonzero(same & before, dim=1)
+        rank_w[rows_todo] = torch.where(todo[rows_todo], counted, rank_w[rows_todo])
     ranks[:, :width] = torch.where(inside_w, rank_w, ranks[:, :width])
     return ranks
 
