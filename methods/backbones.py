@@ -17,9 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Union
 
+import torch
 from torch import Tensor, nn
 
-from methods.encoders import EncoderLoadError, load_local_weights
+from methods.encoders import EncoderLoadError
 
 VGG16_LAYERS = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
 # VGG-16's 13 convolutions at a quarter of the width (the CPU profile's "VGG-ish" trunk)
@@ -54,7 +55,7 @@ def create_backbone(cfg: BackboneConfig, **kwargs: Any) -> nn.Module:
         return _build(timm, cfg, kwargs)
     if is_local_weights(spec):
         model = _build(timm, cfg, kwargs)
-        load_local_weights(model, Path(spec))
+        load_weights(model, Path(spec))
         return model
     if cfg.channels is not None or cfg.vgg_layers is not None:
         raise EncoderLoadError(
@@ -81,6 +82,36 @@ def _build(timm: Any, cfg: BackboneConfig, kwargs: dict[str, Any]) -> nn.Module:
             kwargs["norm_layer"] = nn.BatchNorm2d
         return VGG(cfg=list(cfg.vgg_layers), **kwargs)
     return timm.create_model(cfg.name, pretrained=False, **kwargs)
+
+
+def load_weights(model: nn.Module, path: Path) -> None:
+    """Load a ``torch.save`` state dict (tensors only) into a timm model; torchvision's VGG
+    layout (``classifier.0`` / ``classifier.3`` linear fc6 / fc7) is converted to timm's
+    convolutional ``pre_logits``. Missing keys are an error naming the file."""
+    if not path.is_file():
+        raise EncoderLoadError(f"encoder weights {path}: no such file")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise EncoderLoadError(f"encoder weights {path}: not a loadable tensor checkpoint ({exc})") from exc
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise EncoderLoadError(f"encoder weights {path}: not a state dict")
+    if "classifier.0.weight" in state and hasattr(model, "pre_logits"):
+        state = _torchvision_vgg_to_timm(state, model)
+    missing, _ = model.load_state_dict(state, strict=False)
+    if missing:
+        raise EncoderLoadError(f"encoder weights {path}: missing keys {missing[:5]}")
+
+
+def _torchvision_vgg_to_timm(state: dict, model: nn.Module) -> dict:
+    out = {k: v for k, v in state.items() if not k.startswith("classifier.")}
+    for tv, timm_name in (("classifier.0", "pre_logits.fc1"), ("classifier.3", "pre_logits.fc2")):
+        target = model.get_submodule(timm_name).weight.shape
+        out[f"{timm_name}.weight"] = state[f"{tv}.weight"].reshape(target)
+        out[f"{timm_name}.bias"] = state[f"{tv}.bias"]
+    return out
 
 
 # --- ResNet helpers -------------------------------------------------------------------

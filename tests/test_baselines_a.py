@@ -10,6 +10,7 @@ claim.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -204,6 +205,21 @@ def test_pretrained_weights_load_from_a_local_file_and_fail_loudly_otherwise(tmp
         create_backbone(BackboneConfig(name="resnet18", pretrained="tv_in1k"))
     with pytest.raises(EncoderLoadError, match="standard widths"):
         create_backbone(BackboneConfig(name="resnet18", pretrained="tv_in1k", channels=(8, 16, 32, 64)))
+
+
+def test_torchvision_vgg_checkpoints_are_converted_to_timm_layout(tmp_path):
+    cfg = BackboneConfig(name="vgg16", pretrained=None, vgg_layers=(8, "M"))
+    timm_vgg = create_backbone(cfg)
+    tv = {k: v for k, v in timm_vgg.state_dict().items() if not k.startswith("pre_logits.")}
+    tv["classifier.0.weight"] = timm_vgg.pre_logits.fc1.weight.reshape(4096, -1).clone()
+    tv["classifier.0.bias"] = timm_vgg.pre_logits.fc1.bias.clone()
+    tv["classifier.3.weight"] = timm_vgg.pre_logits.fc2.weight.reshape(4096, 4096).clone()
+    tv["classifier.3.bias"] = timm_vgg.pre_logits.fc2.bias.clone()
+    tv["classifier.6.weight"] = torch.zeros(1000, 4096)
+    torch.save(tv, tmp_path / "vgg_tv.pth")
+    loaded = create_backbone(dataclasses.replace(cfg, pretrained=str(tmp_path / "vgg_tv.pth")))
+    torch.testing.assert_close(loaded.pre_logits.fc1.weight, timm_vgg.pre_logits.fc1.weight)
+    torch.testing.assert_close(loaded.features[0].weight, timm_vgg.features[0].weight)
 
 
 def test_last_stride_one_keeps_layer4_resolution():
