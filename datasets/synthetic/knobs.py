@@ -15,7 +15,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Optional
 
-GENERATOR_VERSION = "3"
+GENERATOR_VERSION = "4"
 
 Range = tuple[float, float]
 Triple = tuple[float, float, float]

@@ -243,7 +243,7 @@ def render_clip(stage: Stage, intent: ProductSpec, distractors: Sequence[Product
         masks.append(mask)
         dboxes.append(fboxes)
         if knobs.blur_rate > 0 and rng.random() < knobs.blur_rate:
-            frame = frame.filter(ImageFilter.GaussianBlur(float(rng.uniform(*knobs.blur_radius)) * unit))
+            frame = frame.filter(ImageFilter.BoxBlur(float(rng.uniform(*knobs.blur_radius)) * unit))  # ~defocus, cheap
         flicker = 1.0 + rng.normal(0, knobs.lighting / 6 + 1e-6)
         k, ox, oy = int(rng.integers(4)), int(rng.integers(16)), int(rng.integers(16))
         arr = np.asarray(frame, dtype=np.float32) * (gain * flicker * tint)
