@@ -7,7 +7,8 @@ HumaticsLAB/SEAM-Match-RCNN (``models/match_head.py``, ``models/nlb.py``,
 
 Kept from the paper and the official code:
   * detector: torchvision Mask R-CNN, ResNet-50-FPN (``paper``: COCO weights by torchvision
-    name ``MaskRCNN_ResNet50_FPN_Weights.COCO_V1``, FrozenBatchNorm with eps 0 as torchvision
+    name ``MaskRCNN_ResNet50_FPN_Weights.COCO_V1``, or a local state dict through
+    ``--pretrained PATH``; FrozenBatchNorm with eps 0 as torchvision
     loads them, 3 trainable backbone stages, resize to 800/1333 as torchvision's and SEAM's
     default transform does); the match features are the mask branch's 14 x 14 RoI-Align
     features (``mask_roi_pool``, 256 channels);
@@ -43,7 +44,7 @@ Adaptations to video-to-shop retrieval in this benchmark (one training protocol,
     while the match head and the aggregator train on its detections, their gradients reaching
     the backbone as Match-RCNN's match loss does in its phase. Epoch 0 (aggregation off) is
     then the Match-RCNN phase, later epochs the SEAM phase. ``freeze_detector=True`` instead
-    reproduces SEAM's second phase on top of a trained detector given by ``weights_path``.
+    reproduces SEAM's second phase on top of a trained detector (``--pretrained PATH``).
   * The mask branch is built (it is Mask R-CNN) but frozen and never run: the data has no
     masks, and SEAM's match features come from the mask RoI pooler, not the mask head.
   * The batch's product ids define positives, so two clips of one product in a batch are
@@ -83,17 +84,15 @@ from torch import Tensor, nn
 
 from benchmark.config import DataConfig
 from benchmark.registry import METHODS
+from methods.backbones import is_local_weights
 from methods.base import DataInfo, Encoded, Method
+from methods.encoders import EncoderLoadError as WeightsError
 
 BATCH_MEAN = DataConfig.mean  # the batch format's CLIP normalisation (methods/base.py)
 BATCH_STD = DataConfig.std
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 ROI = 14  # torchvision's mask RoI-Align output, the input of SEAM's match head
-
-
-class WeightsError(RuntimeError):
-    """Pretrained detector weights were asked for but cannot be loaded."""
 
 
 @dataclass(frozen=True)
@@ -104,8 +103,9 @@ class SeamConfig:
     norm: str = "frozen_bn"  # "frozen_bn" (pretrained, torchvision's choice) | "bn" (from scratch)
     frozen_bn_eps: float = 0.0  # torchvision's COCO_V1 weights are used with eps 0
     trainable_backbone_layers: int = 3
-    pretrained: Optional[str] = "COCO_V1"  # MaskRCNN_ResNet50_FPN_Weights name; None = random (explicit)
-    weights_path: Optional[str] = None  # torchvision Mask R-CNN or this method's state dict
+    # a MaskRCNN_ResNet50_FPN_Weights name, or a local file (torchvision Mask R-CNN state dict or
+    # this method's own); None / "none" = random init, asked for explicitly (never a silent fallback)
+    pretrained: Optional[str] = "COCO_V1"
     freeze_detector: bool = False  # SEAM's phase 2: detector fixed, heads only
     min_size: int = 800
     max_size: int = 1333
@@ -189,9 +189,12 @@ def build_detector(cfg: SeamConfig) -> nn.Module:
         box_detections_per_img=cfg.box_detections_per_img,
         mask_head=MaskRCNNHeads(c, (c, c, c, c), 1), mask_predictor=MaskRCNNPredictor(c, c, 2),
     )
-    if cfg.weights_path:
-        _load_detector(model, _read_local(Path(cfg.weights_path)), cfg.weights_path)
-    elif cfg.pretrained:
+    spec = cfg.pretrained
+    if spec is None or spec.strip().lower() in ("", "none", "random"):
+        pass
+    elif is_local_weights(spec):
+        _load_detector(model, _read_local(Path(spec)), spec)
+    else:
         from torchvision.models.detection import MaskRCNN_ResNet50_FPN_Weights
 
         if cfg.backbone != "resnet50" or c != 256 or cfg.norm != "frozen_bn":
@@ -202,8 +205,9 @@ def build_detector(cfg: SeamConfig) -> nn.Module:
             raise WeightsError(f"seam-match-rcnn: unknown MaskRCNN_ResNet50_FPN_Weights {cfg.pretrained!r}") from None
         except Exception as exc:
             raise WeightsError(
-                f"seam-match-rcnn: cannot load torchvision Mask R-CNN weights {cfg.pretrained!r}: {exc}. Set "
-                "weights_path=FILE (a saved maskrcnn_resnet50_fpn state dict) or run where download.pytorch.org is reachable."
+                f"seam-match-rcnn: cannot load torchvision Mask R-CNN weights {cfg.pretrained!r}: {exc}. Pass "
+                "--pretrained PATH (a saved maskrcnn_resnet50_fpn state dict), run where download.pytorch.org is "
+                "reachable, or ask for random init explicitly with --set pretrained=none"
             ) from exc
         _load_detector(model, state, f"torchvision:{cfg.pretrained}")
     if cfg.norm == "frozen_bn":
@@ -348,6 +352,21 @@ class TemporalAggregator(MatchHead):
         score = self.attention(z).squeeze(-1).masked_fill(~mask, float("-inf"))
         att = torch.softmax(score, dim=1).nan_to_num(0.0)
         return (att[..., None] * z).sum(1)
+
+
+def weak_match_targets(scores: Tensor, same: Tensor, threshold: float) -> tuple[Tensor, Tensor]:
+    """SEAM's weak labels (``MatchLossWeak``) for every (frame box, shop) pair.
+
+    ``scores`` [F, K, B]: match logit of box k of frame f against shop b (-inf where frame f
+    has fewer than k + 1 boxes); ``same`` bool [F, B]: frame f shows shop b's product. For
+    each frame and each shop of its product, the highest-scoring box is the positive (if its
+    logit exceeds ``threshold``); every other pair is a negative. Returns the long targets
+    [F, K, B] and the best box index [F, B].
+    """
+    best_score, best = scores.max(1)
+    target = torch.zeros(scores.shape, dtype=torch.long, device=scores.device)
+    target.scatter_(1, best[:, None], (same & (best_score > threshold)).long()[:, None])
+    return target, best
 
 
 # --- the method ----------------------------------------------------------------------------
@@ -538,10 +557,8 @@ class SeamMatchRCNN(Method):
         kmax = int(counts.max())
         pos = logits.new_full((n_f, kmax, b), float("-inf"))
         pos[frame_of, k_of] = logits[..., 1].detach()
-        best_score, best = pos.max(1)  # [F, B]
         same = product[clip_of_frame][:, None] == product[None, :]  # [F, B]
-        target = torch.zeros(n_f, kmax, b, dtype=torch.long, device=roi.device)
-        target.scatter_(1, best[:, None], (same & (best_score > cfg.match_threshold)).long()[:, None])
+        target, best = weak_match_targets(pos, same, cfg.match_threshold)
         match = F.cross_entropy(logits.reshape(-1, 2), target[frame_of, k_of].reshape(-1))
 
         # aggregation loss (NEWBalancedAggregationMatchLossWeak) over each clip's best boxes
@@ -621,7 +638,7 @@ class SeamMatchRCNN(Method):
                 break
             sub = prob[members][:, cand]
             best = int(sub.argmax())
-            if float(sub.flatten()[best]) <= self.cfg.tracking_threshold:
+            if float(sub.flatten()[best].detach()) <= self.cfg.tracking_threshold:
                 break
             pick = int(cand[best % cand.numel()])
             members.append(pick)

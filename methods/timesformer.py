@@ -19,9 +19,9 @@ Kept from the paper and the official code (built on timm's ``Attention``/``Mlp``
     ViT-B/16 (``vit_base_patch16_224.orig_in21k_ft_in1k``, the official code's
     ``jx_vit_base_p16_224`` file); temporal attention and its norm start as copies of the
     spatial ones; input normalisation mean 0.45 / std 0.225 as in the official configs.
-    A local file through ``weights_path`` may hold a timm ViT state dict, an official
-    TimeSformer checkpoint (``model.`` prefix, time embedding resized by nearest interpolation
-    as the official loader does) or this method's own state dict.
+    ``pretrained`` may instead name a local file (``--pretrained PATH``): a timm ViT state
+    dict, an official TimeSformer checkpoint (``model.`` prefix, time embedding resized by
+    nearest interpolation as the official loader does) or this method's own state dict.
   * a time embedding length different from the clip length is resized by nearest
     interpolation, exactly as the official ``forward_features`` does.
 
@@ -60,16 +60,14 @@ from torch import Tensor, nn
 
 from benchmark.config import DataConfig
 from benchmark.registry import METHODS
+from methods.backbones import is_local_weights
 from methods.base import DataInfo, Encoded, Method
+from methods.encoders import EncoderLoadError as WeightsError
 from methods.losses import info_nce
 
 # The batch format normalises pixels with these (``methods/base.py``, ``DataConfig`` defaults).
 BATCH_MEAN = DataConfig.mean
 BATCH_STD = DataConfig.std
-
-
-class WeightsError(RuntimeError):
-    """Pretrained weights were asked for but cannot be loaded."""
 
 
 @dataclass(frozen=True)
@@ -82,9 +80,9 @@ class TimeSformerConfig:
     mlp_ratio: float = 4.0
     drop_path: float = 0.1
     embed_dim: int = 512
-    # timm ViT name for the ImageNet initialisation; None = random init (explicit, never implied)
+    # a timm ViT name (the ImageNet initialisation) or a local state dict file;
+    # None / "none" = random init, asked for explicitly (never a silent fallback)
     pretrained: Optional[str] = "vit_base_patch16_224.orig_in21k_ft_in1k"
-    weights_path: Optional[str] = None  # local state dict; takes precedence over ``pretrained``
     # pixel normalisation the network expects; None keeps the batch's CLIP normalisation
     input_mean: Optional[tuple[float, float, float]] = (0.45, 0.45, 0.45)
     input_std: Optional[tuple[float, float, float]] = (0.225, 0.225, 0.225)
@@ -169,7 +167,7 @@ class TimeSformerEncoder(nn.Module):
         self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.width))
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + self.grid**2, cfg.width))
         self.time_embed = nn.Parameter(torch.zeros(1, num_frames, cfg.width))
-        dpr = torch.linspace(0, cfg.drop_path, cfg.depth).tolist()
+        dpr = [cfg.drop_path * i / max(cfg.depth - 1, 1) for i in range(cfg.depth)]  # linear, as torch.linspace
         self.blocks = nn.ModuleList(DividedSpaceTimeBlock(cfg.width, cfg.heads, cfg.mlp_ratio, p) for p in dpr)
         self.norm = nn.LayerNorm(cfg.width, eps=1e-6)
         trunc_normal_(self.pos_embed, std=0.02)
@@ -235,9 +233,12 @@ def vit_to_timesformer(state: Mapping[str, Tensor], num_frames: int) -> dict[str
 
 
 def load_encoder_weights(encoder: TimeSformerEncoder, cfg: TimeSformerConfig, num_frames: int) -> str:
-    """Initialise from ``weights_path`` or the timm hub name; returns where the weights came from."""
-    if cfg.weights_path:
-        path = Path(cfg.weights_path)
+    """Initialise from ``cfg.pretrained`` (local file or timm name); returns where the weights came from."""
+    spec = cfg.pretrained
+    if spec is None or spec.strip().lower() in ("", "none", "random"):
+        return "random"
+    if is_local_weights(spec):
+        path = Path(spec)
         if not path.is_file():
             raise WeightsError(f"timesformer weights {path}: no such file")
         try:
@@ -250,20 +251,19 @@ def load_encoder_weights(encoder: TimeSformerEncoder, cfg: TimeSformerConfig, nu
         if any(k.startswith("encoder.") for k in state):  # this method's own state dict
             state = {k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")}
         source = str(path)
-    elif cfg.pretrained:
+    else:
         import timm
 
         try:
-            vit = timm.create_model(cfg.pretrained, pretrained=True)
+            vit = timm.create_model(spec, pretrained=True)
         except Exception as exc:
             raise WeightsError(
-                f"timesformer: cannot load timm weights {cfg.pretrained!r}: {exc}. Set "
-                "weights_path=FILE (a saved ViT-B/16 or TimeSformer state dict) or run where the hub is reachable."
+                f"timesformer: cannot load timm weights {spec!r}: {exc}. Pass a local ViT-B/16 or "
+                "TimeSformer state dict (--pretrained PATH), run where the hub is reachable, or ask "
+                "for random init explicitly with --set pretrained=none"
             ) from exc
         state = vit.state_dict()
-        source = f"timm:{cfg.pretrained}"
-    else:
-        return "random"
+        source = f"timm:{spec}"
     state = vit_to_timesformer(state, num_frames)
     if "pos_embed" in state and state["pos_embed"].shape != encoder.pos_embed.shape:
         raise WeightsError(

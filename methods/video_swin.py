@@ -13,8 +13,9 @@ Kept from the paper (all of it is torchvision's implementation, used unchanged):
     ~88M parameters) with torchvision's Kinetics-400 weights, by default
     ``KINETICS400_IMAGENET22K_V1`` (the paper's ImageNet-21k-initialised Swin-B, its best
     Kinetics-400 model; ``KINETICS400_V1`` is the ImageNet-1k one); frames are re-normalised
-    from the batch's CLIP statistics to the ImageNet mean/std those weights expect. A local
-    file through ``weights_path`` may hold torchvision's state dict or this method's own.
+    from the batch's CLIP statistics to the ImageNet mean/std those weights expect.
+    ``pretrained`` may instead name a local file (``--pretrained PATH``) holding torchvision's
+    state dict or this method's own.
 
 Adaptations to video-to-shop retrieval (same objective as ``clip-meanpool``):
   * the Kinetics classifier is removed; the pooled feature goes through a new linear
@@ -50,9 +51,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from benchmark.registry import METHODS
+from methods.backbones import is_local_weights
 from methods.base import DataInfo, Encoded, Method
+from methods.encoders import EncoderLoadError as WeightsError
 from methods.losses import info_nce
-from methods.timesformer import WeightsError, renormalise
+from methods.timesformer import renormalise
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -68,9 +71,9 @@ class VideoSwinConfig:
     window: tuple[int, int, int] = (8, 7, 7)
     drop_path: float = 0.1
     embed_dim: int = 512
-    # torchvision Swin3D_B_Weights member name; None = random init (explicit, never implied)
+    # a torchvision Swin3D_B_Weights member name or a local state dict file;
+    # None / "none" = random init, asked for explicitly (never a silent fallback)
     pretrained: Optional[str] = "KINETICS400_IMAGENET22K_V1"
-    weights_path: Optional[str] = None  # local state dict; takes precedence over ``pretrained``
     input_mean: Optional[tuple[float, float, float]] = IMAGENET_MEAN  # None keeps CLIP's
     input_std: Optional[tuple[float, float, float]] = IMAGENET_STD
     init_logit_scale: float = math.log(1 / 0.07)
@@ -94,9 +97,12 @@ def build_swin3d(cfg: VideoSwinConfig) -> nn.Module:
         patch_size=list(cfg.patch_size), embed_dim=cfg.embed, depths=list(cfg.depths),
         num_heads=list(cfg.heads), window_size=list(cfg.window), stochastic_depth_prob=cfg.drop_path,
     )
-    if cfg.weights_path:
-        _load_state(model, _read_local(Path(cfg.weights_path)), cfg.weights_path)
-    elif cfg.pretrained:
+    spec = cfg.pretrained
+    if spec is None or spec.strip().lower() in ("", "none", "random"):
+        pass
+    elif is_local_weights(spec):
+        _load_state(model, _read_local(Path(spec)), spec)
+    else:
         if any(getattr(cfg, k) != v for k, v in SWIN_B.items()):
             raise WeightsError(f"video-swin: torchvision weights {cfg.pretrained!r} exist for the Swin-B sizes only")
         try:
@@ -109,8 +115,9 @@ def build_swin3d(cfg: VideoSwinConfig) -> nn.Module:
             state = weights.get_state_dict(progress=False, check_hash=True)
         except Exception as exc:
             raise WeightsError(
-                f"video-swin: cannot load torchvision weights {cfg.pretrained!r}: {exc}. Set "
-                "weights_path=FILE (a saved swin3d_b state dict) or run where download.pytorch.org is reachable."
+                f"video-swin: cannot load torchvision weights {cfg.pretrained!r}: {exc}. Pass "
+                "--pretrained PATH (a saved swin3d_b state dict), run where download.pytorch.org is reachable, "
+                "or ask for random init explicitly with --set pretrained=none"
             ) from exc
         _load_state(model, state, f"torchvision:{cfg.pretrained}")
     model.head = nn.Identity()

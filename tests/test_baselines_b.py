@@ -1,0 +1,442 @@
+"""Video baselines part B: timesformer, video-swin, seam-match-rcnn.
+
+Per method: the paper architecture (built on the meta device, so no memory and no weights)
+against its reference implementation's parameter count / state-dict layout, a few training
+steps on a fixed toy batch where the loss falls, encode shapes, masking of padded frames,
+local-weight loading and its errors; SEAM's heads, non-local block, weak labels, tracker
+and re-ranking. Every batch is random tensors in the format of ``methods/base.py``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytest
+import torch
+
+from benchmark.registry import METHODS, load_builtin_methods
+from methods.base import DataInfo, build_method
+from methods.encoders import EncoderLoadError
+from methods.seam_match_rcnn import (
+    MatchHead,
+    NonLocal1D,
+    SeamMatchRCNN,
+    TemporalAggregator,
+    build_detector,
+    weak_match_targets,
+)
+from methods.timesformer import TimeSformer, vit_to_timesformer
+from methods.video_swin import VideoSwin, fill_padding
+
+SIZE = 112
+
+
+def toy_batch(b: int, t: int, seed: int = 0, short: bool = True, size: int = SIZE) -> dict:
+    """A fixed random batch: clip 0 has one padded frame (when ``short``), boxes on most frames."""
+    g = torch.Generator().manual_seed(seed)
+    mask = torch.ones(b, t, dtype=torch.bool)
+    if short:
+        mask[0, t - 1] = False
+    xy = torch.rand(b, t, 2, generator=g) * 0.5
+    boxes = torch.cat([xy, xy + 0.25 + 0.2 * torch.rand(b, t, 2, generator=g)], dim=-1).clamp(0, 1)
+    return {
+        "frames": torch.randn(b, t, 3, size, size, generator=g),
+        "frame_mask": mask,
+        "boxes": boxes,
+        "box_mask": mask & (torch.rand(b, t, generator=g) > 0.2),
+        "asr": [""] * b,
+        "image": torch.randn(b, 3, size, size, generator=g),
+        "title": [""] * b,
+        "product": torch.arange(b),
+        "category": torch.zeros(b, dtype=torch.long),
+        "index": torch.arange(b),
+    }
+
+
+def train_steps(model, batch: dict, steps: int, lr: float = 5e-4) -> list[float]:
+    """Total loss of each of ``steps`` AdamW steps on the same batch."""
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=0.0)
+    model.train()
+    out = []
+    for _ in range(steps):
+        losses = model.training_losses(batch)
+        loss = sum(losses.values())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        out.append(float(loss.detach()))
+    return out
+
+
+def n_params(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def test_registered_with_paper_and_tiny_profiles():
+    load_builtin_methods()
+    for name, cls in (("timesformer", TimeSformer), ("video-swin", VideoSwin), ("seam-match-rcnn", SeamMatchRCNN)):
+        assert METHODS.get(name) is cls
+        assert set(cls.PROFILES) == {"paper", "tiny"}
+        assert cls.default_config("paper").pretrained  # paper starts from named pretrained weights
+        assert cls.default_config("tiny").pretrained is None  # tiny: random init, explicitly
+    assert SeamMatchRCNN.supports_rerank and not TimeSformer.supports_rerank and not VideoSwin.supports_rerank
+
+
+# --- TimeSformer -----------------------------------------------------------------------------
+
+
+def test_timesformer_paper_is_timesformer_base():
+    import timm
+
+    with torch.device("meta"):
+        model = build_method(TimeSformer, "paper", DataInfo(10, 2, 8, 224), {"pretrained": "none"})
+        vit = timm.create_model("vit_base_patch16_224", pretrained=False, num_classes=0)
+    d = 768
+    per_block = (d * 3 * d + 3 * d) + (d * d + d) + (d * d + d) + 2 * d  # temporal qkv, proj, temporal_fc, norm
+    expected = n_params(vit) + 12 * per_block + 8 * d  # + time embedding (8 frames)
+    assert n_params(model.encoder) == expected
+    assert 120e6 < n_params(model.encoder) < 122e6  # TimeSformer-B: ~121M
+    assert model.proj.in_features == 768 and model.proj.out_features == 512
+    assert model.cfg.input_mean == (0.45, 0.45, 0.45) and model.cfg.input_std == (0.225, 0.225, 0.225)
+
+
+@pytest.fixture(scope="module")
+def tsf():
+    torch.manual_seed(0)
+    return build_method(TimeSformer, "tiny", DataInfo(8, 2, 3, SIZE))
+
+
+def test_timesformer_temporal_fc_zero_except_first_block(tsf):
+    blocks = tsf.encoder.blocks
+    assert blocks[0].temporal_fc.weight.abs().sum() > 0
+    for blk in blocks[1:]:
+        assert blk.temporal_fc.weight.abs().sum() == 0 and blk.temporal_fc.bias.abs().sum() == 0
+
+
+def test_timesformer_shapes_padding_and_one_frame_image(tsf):
+    tsf.eval()
+    batch = toy_batch(3, 3)
+    with torch.no_grad():
+        torch.nn.init.normal_(tsf.encoder.time_embed, std=0.5)  # make the time embedding matter
+        q = tsf.encode_query(batch).embedding
+        g = tsf.encode_gallery(batch).embedding
+        assert q.shape == (3, 128) and g.shape == (3, 128)
+        assert torch.allclose(q.norm(dim=-1), torch.ones(3), atol=1e-5)
+        # a padded frame's pixels never reach the embedding
+        other = dict(batch, frames=batch["frames"].clone())
+        other["frames"][0, 2] = torch.randn(3, SIZE, SIZE) * 5
+        assert torch.allclose(tsf.encode_query(other).embedding, q, atol=1e-5)
+        assert not torch.allclose(q[0], q[1])
+        # an image is the same network on a 1-frame clip: equal to a clip whose only real frame is it
+        frames = torch.stack([batch["image"], batch["frames"][:, 0], batch["frames"][:, 1]], dim=1)
+        clip = {"frames": frames, "frame_mask": torch.tensor([[True, False, False]]).repeat(3, 1)}
+        assert torch.allclose(tsf.encode_query(clip).embedding, g, atol=1e-4)
+        # a clip with no frame at all (a missing query) gets a zero embedding, not NaN
+        empty = dict(batch, frame_mask=torch.zeros(3, 3, dtype=torch.bool))
+        assert torch.equal(tsf.encode_query(empty).embedding, torch.zeros(3, 128))
+
+
+def test_timesformer_loss_falls():
+    torch.manual_seed(0)
+    model = build_method(TimeSformer, "tiny", DataInfo(8, 2, 3, SIZE), {"depth": "2"})
+    losses = train_steps(model, toy_batch(4, 3), steps=3)
+    assert set(model.training_losses(toy_batch(4, 3))) == {"infonce"}
+    assert losses[-1] < 0.5 * losses[0], losses
+
+
+def test_timesformer_loads_a_vit_state_dict_like_the_official_loader(tmp_path):
+    from timm.models.vision_transformer import VisionTransformer
+
+    torch.manual_seed(1)
+    vit = VisionTransformer(img_size=SIZE, patch_size=16, embed_dim=192, depth=4, num_heads=4, qkv_bias=True, num_classes=7)
+    path = tmp_path / "vit.pt"
+    torch.save(vit.state_dict(), path)
+    model = build_method(TimeSformer, "tiny", DataInfo(8, 2, 3, SIZE), {"pretrained": str(path)})
+    enc = model.encoder
+    assert model.weights_source == str(path)
+    for i in range(4):
+        assert torch.equal(enc.blocks[i].attn.qkv.weight, vit.blocks[i].attn.qkv.weight)
+        # temporal attention and its norm start as copies of the spatial ones
+        assert torch.equal(enc.blocks[i].temporal_attn.qkv.weight, vit.blocks[i].attn.qkv.weight)
+        assert torch.equal(enc.blocks[i].temporal_norm1.weight, vit.blocks[i].norm1.weight)
+    assert torch.equal(enc.pos_embed, vit.pos_embed) and torch.equal(enc.cls_token, vit.cls_token)
+    # an official checkpoint's 8-frame time embedding is resized to the clip length (nearest)
+    te = torch.arange(8.0).view(1, 8, 1).expand(1, 8, 4)
+    out = vit_to_timesformer({"model.time_embed": te, "model.head.weight": torch.zeros(2)}, 4)
+    assert "head.weight" not in out and out["time_embed"][0, :, 0].tolist() == [0.0, 2.0, 4.0, 6.0]
+
+
+def test_timesformer_weight_errors_name_the_file(tmp_path):
+    with pytest.raises(EncoderLoadError, match="no such file"):
+        build_method(TimeSformer, "tiny", DataInfo(8, 2, 3, SIZE), {"pretrained": str(tmp_path / "none.pt")})
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(EncoderLoadError, match="bad.pt"):
+        build_method(TimeSformer, "tiny", DataInfo(8, 2, 3, SIZE), {"pretrained": str(bad)})
+    with pytest.raises(ValueError, match="224 px"):
+        build_method(TimeSformer, "paper", DataInfo(8, 2, 3, SIZE), {"pretrained": "none"})
+
+
+# --- Video Swin ------------------------------------------------------------------------------
+
+
+def test_video_swin_paper_is_torchvision_swin3d_b():
+    from torchvision.models.video import swin3d_b
+
+    with torch.device("meta"):
+        model = build_method(VideoSwin, "paper", DataInfo(10, 2, 10, 224), {"pretrained": "none"})
+        ref = swin3d_b(weights=None)
+    ref_state = {k: v.shape for k, v in ref.state_dict().items() if not k.startswith("head.")}
+    assert {k: v.shape for k, v in model.encoder.state_dict().items()} == ref_state
+    assert 87e6 < n_params(model.encoder) < 88.1e6  # swin3d_b: 88.0M with its 400-way head
+    assert model.proj.in_features == 1024 and model.proj.out_features == 512
+
+
+def test_fill_padding_repeats_real_frames_cyclically():
+    frames = torch.arange(2 * 5, dtype=torch.float).view(2, 5, 1)
+    mask = torch.tensor([[True, True, False, False, False], [True] * 5])
+    out = fill_padding(frames, mask)
+    assert out[0, :, 0].tolist() == [0.0, 1.0, 0.0, 1.0, 0.0]
+    assert torch.equal(out[1], frames[1])
+
+
+@pytest.fixture(scope="module")
+def swin():
+    torch.manual_seed(0)
+    return build_method(VideoSwin, "tiny", DataInfo(8, 2, 4, SIZE))
+
+
+def test_video_swin_shapes_padding_and_static_image(swin):
+    swin.eval()
+    batch = toy_batch(2, 4)
+    with torch.no_grad():
+        q = swin.encode_query(batch).embedding
+        g = swin.encode_gallery(batch).embedding
+        assert q.shape == (2, 128) and g.shape == (2, 128)
+        assert torch.allclose(q.norm(dim=-1), torch.ones(2), atol=1e-5)
+        other = dict(batch, frames=batch["frames"].clone())
+        other["frames"][0, 3] = 100.0  # the padded frame is replaced, so its content is irrelevant
+        assert torch.allclose(swin.encode_query(other).embedding, q, atol=1e-5)
+        static = {"frames": batch["image"][:, None].repeat(1, 2, 1, 1, 1), "frame_mask": torch.ones(2, 2, dtype=torch.bool)}
+        assert torch.allclose(swin.encode_query(static).embedding, g, atol=1e-5)
+        empty = dict(batch, frame_mask=torch.zeros(2, 4, dtype=torch.bool))
+        assert torch.equal(swin.encode_query(empty).embedding, torch.zeros(2, 128))
+
+
+def test_video_swin_loss_falls():
+    torch.manual_seed(0)
+    model = build_method(VideoSwin, "tiny", DataInfo(8, 2, 4, SIZE))
+    losses = train_steps(model, toy_batch(4, 4), steps=3)
+    assert losses[-1] < 0.5 * losses[0], losses
+
+
+def test_video_swin_weights_roundtrip_and_errors(tmp_path, swin):
+    path = tmp_path / "swin.pt"
+    torch.save(swin.state_dict(), path)  # this method's own state dict
+    again = build_method(VideoSwin, "tiny", DataInfo(8, 2, 4, SIZE), {"pretrained": str(path)})
+    for (k, a), (_, b) in zip(swin.encoder.state_dict().items(), again.encoder.state_dict().items()):
+        assert torch.equal(a, b), k
+    with pytest.raises(EncoderLoadError, match="Swin-B sizes only"):
+        build_method(VideoSwin, "tiny", DataInfo(8, 2, 4, SIZE), {"pretrained": "KINETICS400_V1"})
+    with pytest.raises(EncoderLoadError, match="unknown Swin3D_B_Weights 'NOPE'"):
+        with torch.device("meta"):
+            build_method(VideoSwin, "paper", DataInfo(8, 2, 4, 224), {"pretrained": "NOPE"})
+    with pytest.raises(EncoderLoadError, match="missing.pt: no such file"):
+        build_method(VideoSwin, "tiny", DataInfo(8, 2, 4, SIZE), {"pretrained": str(tmp_path / "missing.pt")})
+
+
+# --- SEAM Match-RCNN -------------------------------------------------------------------------
+
+
+def test_seam_paper_detector_is_torchvision_maskrcnn_resnet50_fpn():
+    from torchvision.models.detection import maskrcnn_resnet50_fpn
+
+    cfg = SeamMatchRCNN.default_config("paper")
+    with torch.device("meta"):
+        model = build_method(SeamMatchRCNN, "paper", DataInfo(10, 2, 10, 224), {"pretrained": "none"})
+        bn = build_detector(dataclasses.replace(cfg, pretrained=None, norm="bn", trainable_backbone_layers=5))
+        ref = maskrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=2)
+    # same modules and shapes as torchvision's Mask R-CNN R50-FPN (so its COCO weights load) ...
+    shapes = lambda m: {k: v.shape for k, v in m.state_dict().items() if not k.endswith("num_batches_tracked")}  # noqa: E731
+    assert shapes(model.encoder) == shapes(ref) == shapes(bn)
+    assert n_params(bn) == n_params(ref)
+    assert 43e6 < n_params(ref) < 45e6  # Mask R-CNN R50-FPN: ~44M
+    # ... plus SEAM's heads: 3 x conv(256, 256) + conv(256, 1024) + Linear(1024, 256) + BN + Linear(256, 2)
+    head = 3 * (256 * 256 * 9 + 256) + (256 * 1024 * 9 + 1024) + (1024 * 256 + 256) + 2 * 256 + (256 * 2 + 2)
+    assert n_params(model.match_head) == head
+    nlb = 3 * (256 * 128 + 128) + 256 + (128 * 256 + 256)
+    assert n_params(model.aggregator) == head + nlb + 257
+    assert model.encoder.transform.min_size == (800,) and model.encoder.transform.max_size == 1333
+    # only the class-specific predictors (2 classes) and SEAM's heads are new; the mask branch is frozen
+    frozen = [n for n, p in model.named_parameters() if not p.requires_grad]
+    assert any(n.startswith("encoder.roi_heads.mask_head.") for n in frozen)
+    assert any(n.startswith("encoder.backbone.body.layer1.") for n in frozen)  # 3 trainable stages
+
+
+def test_match_head_shapes_and_cross_logits_equal_pairwise():
+    torch.manual_seed(0)
+    head = MatchHead(8, 16, 6).eval()
+    roi = torch.randn(5, 8, 14, 14)
+    emb = head.embed(roi)
+    assert emb.shape == (5, 6)
+    a, b = torch.randn(4, 6), torch.randn(3, 6)
+    cross = head.cross_logits(a, b)
+    direct = head.pair_logits(a[:, None].expand(4, 3, 6).reshape(-1, 6), b[None].expand(4, 3, 6).reshape(-1, 6))
+    assert cross.shape == (4, 3, 2)
+    assert torch.allclose(cross.reshape(-1, 2), direct, atol=1e-5)
+
+
+def test_nonlocal_block_identity_at_init_masking_and_single_frames():
+    torch.manual_seed(0)
+    nlb = NonLocal1D(6)
+    x = torch.randn(2, 4, 6)
+    mask = torch.tensor([[True, True, True, False], [True, False, False, False]])
+    assert torch.equal(nlb(x, mask), x)  # output conv zero-initialised
+    torch.nn.init.normal_(nlb.w.weight)
+    y = nlb(x, mask)
+    assert not torch.allclose(y[0, :3], x[0, :3])
+    assert torch.equal(y[1], x[1])  # one real frame: SEAM skips the block
+    x2 = x.clone()
+    x2[0, 3] = 50.0  # padding does not reach the real frames
+    assert torch.allclose(nlb(x2, mask)[0, :3], y[0, :3], atol=1e-6)
+
+
+def test_aggregator_attention_pools_real_frames_only():
+    torch.manual_seed(0)
+    agg = TemporalAggregator(8, 16, 6)
+    feats = torch.randn(3, 4, 6)
+    mask = torch.tensor([[True, True, False, False], [True] * 4, [False] * 4])
+    out = agg.aggregate(feats, mask)
+    att = torch.softmax(agg.attention(feats[0, :2]).squeeze(-1), 0)
+    assert torch.allclose(out[0], (att[:, None] * feats[0, :2]).sum(0), atol=1e-6)
+    assert torch.equal(out[2], torch.zeros(6))
+
+
+def test_weak_match_targets_mark_the_best_box_of_each_frame():
+    inf = float("-inf")
+    # 2 frames (clip products 0 and 1), up to 3 boxes, 2 shops (products 0 and 1)
+    scores = torch.tensor([
+        [[0.1, 0.9], [2.0, -1.0], [0.5, 3.0]],  # frame 0: box 1 is best for shop 0
+        [[1.0, 0.2], [0.0, 0.7], [inf, inf]],  # frame 1 has 2 boxes: box 1 is best for shop 1
+    ])
+    same = torch.tensor([[True, False], [False, True]])
+    target, best = weak_match_targets(scores, same, threshold=-10.0)
+    assert best.tolist() == [[1, 2], [0, 1]]
+    expected = torch.zeros(2, 3, 2, dtype=torch.long)
+    expected[0, 1, 0] = 1
+    expected[1, 1, 1] = 1
+    assert torch.equal(target, expected)
+    target, _ = weak_match_targets(scores, same, threshold=1.0)  # frame 1's best (0.7) is below it
+    assert int(target.sum()) == 1 and target[0, 1, 0] == 1
+
+
+SEAM_SIZE = 64  # the detector resizes to min_size; 64 px and narrower heads keep these tests fast
+
+
+def seam_tiny(**overrides) -> SeamMatchRCNN:
+    ov = {"fpn_channels": "32", "head_hidden": "64", "embed": "32", "min_size": SEAM_SIZE, "max_size": SEAM_SIZE,
+          **overrides}
+    return build_method(SeamMatchRCNN, "tiny", DataInfo(8, 2, 3, SEAM_SIZE), {k: str(v) for k, v in ov.items()})
+
+
+def seam_batch(b: int = 2, t: int = 3, short: bool = True) -> dict:
+    return toy_batch(b, t, short=short, size=SEAM_SIZE)
+
+
+def test_seam_tracker_follows_seam_greedy_rule():
+    torch.manual_seed(0)
+    model = seam_tiny(tracking_threshold=0.3)
+    with torch.no_grad():  # logit(match) - logit(no match) = 1 - |a - b|^2
+        model.match_head.last.weight.copy_(torch.stack([torch.zeros(32), -torch.ones(32)]))
+        model.match_head.last.bias.copy_(torch.tensor([0.0, 1.0]))
+    e = torch.zeros(32)
+    at = lambda v: e + torch.nn.functional.one_hot(torch.tensor(0), 32) * v  # noqa: E731  point on axis 0
+    feats = [
+        torch.stack([at(0.0), at(9.0)]),  # frame 0: A (confident), X (far)
+        torch.stack([at(5.0), at(0.3)]),  # frame 1: far box, B (close to A)
+        torch.stack([at(1.0)]),  # frame 2: C, |C-A|^2 = 1 (p = 0.5), |C-B|^2 = 0.49
+        torch.stack([at(3.0)]),  # frame 3: D, |D-C|^2 = 4 (p = 0.05): below the threshold
+    ]
+    scores = [torch.tensor([0.9, 0.8]), torch.tensor([0.7, 0.2]), torch.tensor([0.3]), torch.tensor([0.05])]
+    assert model.track(feats, scores) == {0: 0, 1: 1, 2: 0}
+    # the tracklet starts at the most confident detection: here the far box X, which nothing joins
+    scores[0] = torch.tensor([0.9, 0.99])
+    assert model.track(feats, scores) == {0: 1}
+
+
+@pytest.fixture(scope="module")
+def seam():
+    torch.manual_seed(0)
+    return seam_tiny()
+
+
+def test_seam_training_losses_and_epoch_schedule(seam):
+    batch = seam_batch()
+    seam.train()
+    seam.epoch, seam._warned_epoch = None, False
+    with pytest.warns(RuntimeWarning, match="set_epoch"):
+        losses = seam.training_losses(batch)
+    assert set(losses) == {"match", "aggregation", "det_objectness", "det_rpn_box", "det_classifier", "det_box"}
+    assert all(torch.isfinite(v) and v.requires_grad for v in losses.values())
+    seam.set_epoch(0)
+    assert float(seam.training_losses(batch)["aggregation"].detach()) == 0.0  # off in epoch 0, as SEAM
+    seam.set_epoch(1)
+    assert float(seam.training_losses(batch)["aggregation"].detach()) > 0.0
+    # no box in the batch: the detection losses are zero but keep the detector in the graph
+    none = seam.training_losses(dict(batch, box_mask=torch.zeros(2, 3, dtype=torch.bool)))
+    assert float(none["det_classifier"]) == 0.0 and none["det_classifier"].requires_grad
+
+
+def test_seam_loss_falls():
+    torch.manual_seed(0)
+    model = seam_tiny()
+    model.set_epoch(1)
+    losses = train_steps(model, seam_batch(short=False), steps=4)
+    assert min(losses[-2:]) < losses[0] - 0.3, losses
+
+
+def test_seam_encode_and_rerank(seam):
+    seam.eval()
+    batch = seam_batch(3)
+    with torch.no_grad():
+        q = seam.encode_query(batch)
+        g = seam.encode_gallery(batch)
+        assert q.embedding.shape == (3, 32) and g.embedding.shape == (3, 32)
+        assert set(q.extras) == {"seam"} and set(g.extras) == {"seam"}
+        qi = torch.tensor([0, 0, 1, 2, 2])
+        gi = torch.tensor([0, 1, 2, 0, 2])
+        scores = seam.rerank(q.select(qi), g.select(gi))
+        assert scores.shape == (5,)
+        logits = seam.aggregator.cross_logits(q.extras["seam"], g.extras["seam"])
+        assert torch.allclose(scores, (logits[..., 1] - logits[..., 0])[qi, gi], atol=1e-4)
+        empty = seam.encode_query(dict(batch, frame_mask=torch.zeros(3, 3, dtype=torch.bool)))
+        assert torch.equal(empty.embedding, torch.zeros(3, 32))
+        assert torch.isfinite(seam.rerank(empty, g)).all()
+
+
+def test_seam_freeze_detector_trains_the_heads_only(tmp_path, seam):
+    path = tmp_path / "seam.pt"
+    torch.save(seam.state_dict(), path)
+    frozen = seam_tiny(freeze_detector=True, pretrained=path)
+    for (k, a), (_, b) in zip(seam.encoder.state_dict().items(), frozen.encoder.state_dict().items()):
+        assert torch.equal(a, b), k
+    frozen.set_epoch(1)
+    frozen.train()
+    assert not frozen.encoder.training  # the detector stays in inference mode
+    losses = frozen.training_losses(seam_batch())
+    assert set(losses) == {"match", "aggregation"}
+    sum(losses.values()).backward()
+    assert all(p.grad is None for p in frozen.encoder.parameters())
+    assert frozen.match_head.fc.weight.grad is not None and frozen.aggregator.fc.weight.grad is not None
+
+
+def test_seam_weight_errors():
+    with pytest.raises(EncoderLoadError, match="ResNet-50-FPN"):
+        seam_tiny(pretrained="COCO_V1")
+    with pytest.raises(EncoderLoadError, match="unknown MaskRCNN_ResNet50_FPN_Weights 'NOPE'"):
+        with torch.device("meta"):
+            build_method(SeamMatchRCNN, "paper", DataInfo(8, 2, 3, 224), {"pretrained": "NOPE"})
+    with pytest.raises(ValueError, match="shop_box"):
+        seam_tiny(shop_box="middle")
+    assert math.isclose(SeamMatchRCNN.default_config("paper").aggregation_weights[1], 0.3)
