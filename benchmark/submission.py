@@ -68,14 +68,44 @@ def load_schema(name: str = "submission") -> dict[str, Any]:
 
 
 def schema_errors(obj: Any, name: str = "submission") -> list[str]:
-    """Human-readable schema violations (``path: message``), deterministic order."""
+    """Human-readable schema violations (``path: message``), deterministic order.
+
+    A submission's ``rankings`` (up to millions of ids) are checked against the schema's
+    rule for them by a direct loop (:func:`_ranking_errors`): jsonschema would take seconds.
+    """
+    rankings = None
+    if name == "submission" and isinstance(obj, dict) and isinstance(obj.get("rankings"), list) and obj["rankings"]:
+        rankings = obj["rankings"]
+        obj = {**obj, "rankings": rankings[:1]}
     validator = jsonschema.Draft202012Validator(load_schema(name))
     out = []
     for err in sorted(validator.iter_errors(obj), key=lambda e: [str(p) for p in e.absolute_path]):
         where = "/".join(str(p) for p in err.absolute_path) or "(top level)"
         msg = err.message if len(err.message) <= 300 else err.message[:300] + "..."
         out.append(f"{where}: {msg}")
+    if rankings is not None:
+        out += _ranking_errors(rankings)
     return out
+
+
+def _ranking_errors(rankings: list) -> list[str]:
+    """The schema's ``rankings`` rule, as a loop: ``[query_id, [gallery ids]]`` pairs of
+    strings of 1..500 characters, at most 1000 ids a query."""
+    rule = load_schema()["properties"]["rankings"]["items"]["prefixItems"]
+    max_str, max_ids = rule[0]["maxLength"], rule[1]["maxItems"]
+    errors = []
+    for i, row in enumerate(rankings):
+        if not (isinstance(row, list) and len(row) == 2):
+            errors.append(f"rankings/{i}: must be a [query_id, [gallery ids]] pair")
+        elif not (isinstance(row[0], str) and 0 < len(row[0]) <= max_str):
+            errors.append(f"rankings/{i}/0: query id must be a string of 1..{max_str} characters")
+        elif not isinstance(row[1], list) or len(row[1]) > max_ids:
+            errors.append(f"rankings/{i}/1: must be a list of at most {max_ids} gallery ids")
+        elif not all(isinstance(g, str) and 0 < len(g) <= max_str for g in row[1]):
+            errors.append(f"rankings/{i}/1: gallery ids must be strings of 1..{max_str} characters")
+        if len(errors) >= MAX_FAULTS_SHOWN * 5:
+            break
+    return errors
 
 
 def _raise(source: str, faults: Sequence[str]) -> None:
@@ -166,8 +196,12 @@ def build_submission(
             "date": date or _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z"),
         },
     }
-    _raise(f"submission for {method} on {dataset}", schema_errors(sub) + consistency_faults(sub))
+    _raise(f"submission for {method} on {dataset}", _all_faults(sub))
     return sub
+
+
+def _all_faults(sub: Mapping[str, Any]) -> list[str]:
+    return schema_errors(sub) or consistency_faults(sub)
 
 
 def _safe_name(text: str) -> str:
@@ -197,7 +231,7 @@ def write_submission(sub: Mapping[str, Any], results_dir: Path | str = "results"
     Written gzip-compressed (``.json.gz``, mtime 0: deterministic bytes) when larger than
     ``gzip_over``; a stale copy under the other extension is removed afterwards.
     """
-    _raise("submission to write", schema_errors(sub) + consistency_faults(sub))
+    _raise("submission to write", _all_faults(sub))
     data = dumps_submission(sub).encode("utf-8")
     path = Path(results_dir) / SUBMISSIONS_SUBDIR / submission_filename(sub)
     other = path.with_name(path.name + ".gz")

@@ -84,6 +84,8 @@ CASES = {
     "schema: metric over 100": (lambda o: o["metrics"]["overall"]["R1"].update(value=100.5), "greater than the maximum of 100"),
     "schema: negative metric": (lambda o: o["metrics"]["overall"]["R5"].update(value=-1.0), "less than the minimum of 0"),
     "schema: bad checksum format": (lambda o: o["dataset"].update(annotation_checksum="xyz"), "annotation_checksum"),
+    "ranking not a pair": (lambda o: o["rankings"].__setitem__(3, ["only-id"]), "rankings/3: must be a [query_id, [gallery ids]] pair"),
+    "gallery id not a string": (lambda o: o["rankings"][_first_present(o)][1].__setitem__(0, 17), "gallery ids must be strings"),
     "unknown query": (lambda o: o["rankings"].__setitem__(0, ["nope-query", []]), "unknown query id 'nope-query'"),
     "duplicate query": (lambda o: o["rankings"].__setitem__(1, copy.deepcopy(o["rankings"][2])), "duplicate query id"),
     "missing query": (lambda o: o["rankings"][-1].__setitem__(0, "ghost"), "1 queries of the split are missing, e.g. ['live03-009']"),
