@@ -53,14 +53,17 @@ def embeddings(splits: DatasetSplits, *, dim: int = 16, noise: float = 1.0, seed
     pos = {(it.group, it.image_id): i for i, it in enumerate(splits.gallery)}
     q = torch.randn(len(splits.queries), dim, generator=gen) * noise
     for i, query in enumerate(splits.queries):
-        q[i] += g[pos[(query.group, query.gt_ids[0])]]
+        j = pos.get((query.group, query.gt_ids[0]))
+        if j is not None:
+            q[i] += g[j]
     return l2_normalize(q), g
 
 
 def make_submission(splits: DatasetSplits, *, method: str = "toy-method", variant: str = "", seed: int = 0,
                     profile: Optional[Profile] = None, noise: float = 1.0, bootstrap: int = 200,
                     date: str = "2025-01-02T03:04:05Z", train_s: float = 125.0, topk: int = 10,
-                    dataset_size: Optional[str] = None, dataset_seed: Optional[int] = None) -> dict:
+                    dataset_size: Optional[str] = None, dataset_seed: Optional[int] = None,
+                    dataset: Optional[str] = None) -> dict:
     """A complete, valid submission of a random-embedding 'method' on ``splits``."""
     import dataclasses
 
@@ -73,7 +76,7 @@ def make_submission(splits: DatasetSplits, *, method: str = "toy-method", varian
     metrics = metrics_for_ranking(ranking, index, profile.eval, seed)
     return build_submission(
         method=method, variant=variant, method_config={"dim": 16, "noise": noise}, num_parameters=1234,
-        dataset=splits.name, splits=splits, profile=profile, metrics=metrics,
+        dataset=dataset or splits.name, splits=splits, profile=profile, metrics=metrics,
         rankings=ranked_ids(ranking, index, profile.eval.topk_saved),
         provenance={"git": {"commit": "0" * 40, "dirty": False}, "packages": {"torch": torch.__version__},
                     "python": "3", "platform": "test", "device": "cpu: test", "world_size": 1},

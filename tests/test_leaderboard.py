@@ -173,3 +173,17 @@ def test_committed_leaderboard_has_no_drift(tmp_path):
         assert (work / name).read_text() == (RESULTS / name).read_text(), (
             f"results/{name} drifted from the submissions: run `run_benchmark.py leaderboard`"
         )
+
+
+def test_registry_loader_verifies_synthetic_rows_and_not_real_ones(tmp_path, synth_lpr4m, synth_movingfashion):
+    """The default loader regenerates a synthetic set from the submission's size/seed."""
+    write_submission(make_submission(synth_lpr4m, method="synth-run", dataset="lpr4m-synth",
+                                     dataset_size="tiny", dataset_seed=0, topk=5), tmp_path)
+    write_submission(make_submission(synth_movingfashion, method="mf-run", dataset="movingfashion-synth",
+                                     dataset_size="tiny", dataset_seed=0, topk=5), tmp_path)
+    real = make_submission(synth_lpr4m, method="real-run", dataset="lpr4m", topk=5)  # real dataset name, no data root
+    write_submission(real, tmp_path)
+    board = lb.regenerate(tmp_path, load_splits=lb.registry_loader(), plots=False)
+    status = {r.method: r.status for rows in board.tables.values() for r in rows}
+    assert status == {"synth-run": "verified", "mf-run": "verified", "real-run": "unverified"}
+    assert lb.registry_loader()({"name": "no-such-dataset"}) is None
