@@ -155,11 +155,14 @@ def rank(
 
     Second stage: ``score_pairs(query_idx, gallery_idx) -> scores`` gets aligned CPU
     LongTensors of global indices (at most ``pair_batch`` pairs a call) and returns one
-    score per pair (any device). In ``"topk"`` mode ``Ranking.score`` holds second-stage
-    scores for the re-ranked head and first-stage scores below it.
-    ``mode="all"`` scores every (query, gallery) pair of each query's group with it instead
-    of the dot product; ``mode="topk"`` re-scores the first-stage top ``rerank_topk`` and
-    keeps the first-stage order below them.
+    score per pair (any device). ``mode="all"`` scores every (query, gallery) pair of each
+    query's group with it instead of the dot product; ``mode="topk"`` re-scores the
+    first-stage top ``rerank_topk`` and keeps the first-stage order below them (there
+    ``Ranking.score`` holds second-stage scores for the head, first-stage ones below).
+    ``Ranking.pairs_scored`` counts the pairs given to ``score_pairs``.
+
+    Memory: at most about ``max_elements`` scores (times the ground-truth width) are held at
+    once; larger groups are processed in query chunks.
     """
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
