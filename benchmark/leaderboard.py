@@ -28,7 +28,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 from tabulate import tabulate
 
 from benchmark import safe_json
-from benchmark.atomic import atomic_write_bytes, atomic_write_text
+from benchmark.atomic import atomic_write_bytes
 from benchmark.submission import (
     SUBMISSIONS_SUBDIR, SubmissionError, load_submission, rescore, schema_errors,
 )
@@ -70,7 +70,6 @@ class Row:
 @dataclass
 class Leaderboard:
     tables: dict[tuple[str, str], list[Row]]
-    notes: list[str]
     paths: list[Path] = field(default_factory=list)
 
 
@@ -199,7 +198,7 @@ def build(rows: Sequence[Row]) -> Leaderboard:
     for key in tables:
         tables[key].sort(key=lambda r: (-r.values.get("R1", -1.0), r.label, r.status, r.seed if r.seed is not None else -1, r.path))
     ordered = {k: tables[k] for k in sorted(tables)}
-    return Leaderboard(tables=ordered, notes=[])
+    return Leaderboard(tables=ordered)
 
 
 # --- formatting ----------------------------------------------------------------------------

@@ -263,7 +263,3 @@ def ranks_from_lists(ranked: Sequence[Sequence[Any]], gts: Sequence[Iterable[Any
             out[i, j] = pos.get(item, 0)
     return out
 
-
-def metric_names(metrics: Mapping[str, Any]) -> list[str]:
-    """The metric names of a ``compute_metrics`` result, in display order."""
-    return list(metrics.get("overall", {}))
