@@ -107,6 +107,20 @@ def test_torchrun_two_processes_match_one_process(tmp_path, synth_lpr4m, one_thr
     assert (run_dir(two / "runs") / "last.pt").is_file()
     assert not [p for p in (two).rglob("*") if p.name.endswith(".tmp")]
 
+    # re-evaluating under torchrun (the run is complete: --resume trains no further) reads the
+    # features rank 0 cached; the other rank gets a placeholder and the result is the same
+    cache = sorted((two / "runs" / "feature-cache").glob("*.pt"))
+    stamps = [p.stat().st_mtime_ns for p in cache]
+    cmd[-len(run_args(two / "runs", two / "res", steps=STEPS, batch=BATCH)):] = run_args(
+        two / "runs", two / "res2", "--resume", steps=STEPS, batch=BATCH)
+    proc = subprocess.run(cmd, cwd=tmp_path, env=subprocess_env(), capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    again = load_json(submission_path(two / "res2"))
+    assert again["provenance"]["training"]["resumed_from_step"] == STEPS
+    assert again["rankings"] == s2["rankings"] and again["metrics"] == s2["metrics"]
+    assert sorted((two / "runs" / "feature-cache").glob("*.pt")) == cache
+    assert [p.stat().st_mtime_ns for p in cache] == stamps  # read, not rewritten
+
 
 # --- gradient accumulation -------------------------------------------------------------------
 
