@@ -6,11 +6,17 @@
 * ``TrainConfig.batch_size`` is the GLOBAL batch: each process takes
   ``batch_size / (world_size * grad_accum)`` pairs per micro-batch and gradients are
   accumulated over ``grad_accum`` micro-batches (no DDP all-reduce until the last one).
+  Data parallelism is exact (negatives are gathered across ranks); accumulation is exact
+  for per-sample losses only: an in-batch-negative loss (InfoNCE) then sees one
+  micro-batch's negatives. The logged loss is the global batch's (averaged over ranks).
 * Gradient clipping by global norm; mixed precision on CUDA only (bf16 autocast where the
   GPU supports it, else fp16 with a ``GradScaler``); plain fp32 on the CPU.
 * Randomness: the sampler shuffles with ``(seed, epoch)`` and every epoch re-seeds torch,
   NumPy, Python and the DataLoader's worker seeds from ``(seed, epoch, rank)``, so an epoch
-  is the same whether training ran straight through or resumed from a checkpoint.
+  is the same whether training ran straight through or resumed from a checkpoint. Data
+  augmentation is seeded per item from ``(seed, epoch, index)``
+  (:mod:`benchmark.item_seeding`): the same whatever the world size, accumulation, worker
+  count or resume point.
 * ``torchrun``-ready: ``DistributedSampler(drop_last=True)`` so every rank sees equal
   batches (InfoNCE gathers negatives across ranks), DDP wrapping, rank 0 alone writes.
 * ``method.set_epoch(epoch)`` (0-based) and, where a method defines it,
@@ -20,8 +26,8 @@
 * A checkpoint (:mod:`benchmark.checkpoint`) is written atomically after every epoch, every
   ``checkpoint_every`` optimizer steps when set (``--checkpoint-every``; it holds the position
   in the epoch, every rank's RNG states and the epoch's running loss sums, so a resumed run
-  ends bit-identical on the CPU) and when ``max_steps`` stops training mid-epoch. A NaN/inf loss stops training with a
-  :class:`NonFiniteLossError` and leaves the last good checkpoint in place.
+  ends bit-identical on the CPU) and when ``max_steps`` stops training mid-epoch. A NaN/inf
+  loss stops training with a :class:`NonFiniteLossError` and leaves the last good checkpoint in place.
 """
 
 from __future__ import annotations
