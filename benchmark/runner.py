@@ -155,7 +155,9 @@ def _run(cfg: RunConfig, env: D.DistEnv, num_workers: Optional[int], show_progre
     splits = load_splits(cfg, env)
     load_s = time.perf_counter() - t0
     info, products, categories = data_info(splits, cfg)
-    seed_everything(cfg.seed, deterministic=cfg.deterministic, rank=env.rank)  # same init whatever the loading did
+    # the same initial weights on every rank (DDP broadcasts rank 0's anyway, but an
+    # evaluation-only run (epochs 0) has no DDP: every rank must encode with one model)
+    seed_everything(cfg.seed, deterministic=cfg.deterministic, rank=0)
     method = build(cfg, info)
     label = method_label(cfg.method, method)
     run_dir = run_dir_for(cfg, label)

@@ -122,6 +122,22 @@ def test_torchrun_two_processes_match_one_process(tmp_path, synth_lpr4m, one_thr
     assert [p.stat().st_mtime_ns for p in cache] == stamps  # read, not rewritten
 
 
+@pytest.mark.slow
+def test_torchrun_evaluation_only_matches_one_process(tmp_path, synth_lpr4m, one_thread):
+    """``--epochs 0`` (no DDP wrapper to broadcast weights): every rank must build the same model."""
+    two, one = tmp_path / "two", tmp_path / "one"
+    args = ("--epochs", "0")
+    cmd = [PYTHON, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           str(REPO / "run_benchmark.py"), *run_args(two / "runs", two / "res", *args, method="clip-meanpool")]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=subprocess_env(), capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert main(run_args(one / "runs", one / "res", *args, method="clip-meanpool")) == 0
+    s2 = load_json(submission_path(two / "res", "clip-meanpool"))
+    s1 = load_json(submission_path(one / "res", "clip-meanpool"))
+    assert s2["provenance"]["world_size"] == 2 and "training" not in s2["provenance"]
+    assert s2["rankings"] == s1["rankings"] and max_metric_diff(s1, s2) <= 1e-6
+
+
 # --- gradient accumulation -------------------------------------------------------------------
 
 
