@@ -9,8 +9,10 @@ Encoding the queries and the gallery is most of an evaluation's cost; ranking, r
   change to any parameter or buffer, by training or by ``--pretrained``, is a miss;
 * the dataset: its annotation checksum (``DatasetSplits.annotation_checksum``), the split and
   side, and a hash of the item ids in order (a query whose clip is missing is not encoded);
-* the configuration: the profile name and its data config (frames, sizes, normalisation),
-  the method's class and config, and the autocast dtype.
+* the configuration: the profile's data config (frames, sizes, normalisation; plus a profile
+  name where the caller gives one), the method's class and config, and the autocast dtype.
+  Deliberately not: the re-ranking mode and depth (re-ranking reuses the features) and the
+  evaluation batch size (it changes embeddings by float rounding at most).
 
 An entry that holds extras also serves a request without them; one without extras is a miss
 for a request that needs them (and is replaced). Entries are written atomically
