@@ -15,7 +15,6 @@ is not used: tests run as root, for whom permission bits do not stop writes.
 from __future__ import annotations
 
 import errno
-import gzip
 import json
 import os
 import pickle
