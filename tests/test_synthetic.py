@@ -6,6 +6,8 @@ import dataclasses
 import hashlib
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -56,8 +58,11 @@ def roots(tmp_path_factory) -> dict[str, Path]:
 
 # ----------------------------------------------------------------------------- determinism
 def test_same_seed_gives_identical_files_with_any_worker_count(roots, tmp_path):
-    again = generate("lpr4m", tmp_path / "again", seed=0, size="tiny", workers=2)
-    a, b = tree_hashes(roots["release"]), tree_hashes(again)
+    # another interpreter (other string-hash seed), two worker processes
+    code = f"from datasets.synthetic import generate; generate('lpr4m', {str(tmp_path / 'again')!r}, seed=0, size='tiny', workers=2)"
+    env = dict(os.environ, PYTHONHASHSEED="123")
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, cwd=Path(__file__).resolve().parents[1])
+    a, b = tree_hashes(roots["release"]), tree_hashes(tmp_path / "again")
     assert len(a) > 500 and a == b
     mf = generate("movingfashion", tmp_path / "mf", seed=0, size="tiny", workers=2)
     ma, mb = tree_hashes(roots["mf"]), tree_hashes(mf)
