@@ -257,6 +257,12 @@ def train(
         restore_rng = per_rank[env.rank] if per_rank and len(per_rank) == env.world_size else state.get("rng")
         parts = state.get("epoch_partial") if micro_done else None  # per rank: running loss sums
         partial = parts[env.rank] if isinstance(parts, list) and len(parts) == env.world_size else None
+        split = {"world_size": env.world_size, "per_process_batch": micro_bs, "grad_accum": accum}
+        if micro_done and state.get("batch_split") not in (None, split):
+            raise ckpt.CheckpointError(
+                f"{ckpt.checkpoint_path(run_dir)}: stopped mid-epoch under {state['batch_split']}; resuming there "
+                f"needs the same processes and batch split, not {split} (or resume from an epoch-end checkpoint)"
+            )
         resumed_from = step
     if env.is_main and config is not None:
         ckpt.save_config(run_dir, config)
@@ -287,6 +293,7 @@ def train(
                     "micro_in_epoch": micro,
                     "history": history,
                     "identity": identity,
+                    "batch_split": {"world_size": env.world_size, "per_process_batch": micro_bs, "grad_accum": accum},
                 },
             )
 

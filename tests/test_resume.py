@@ -115,3 +115,44 @@ def test_checkpoint_every_must_be_positive(capsys, tmp_path):
     rc = main(run_args(tmp_path / "runs", tmp_path / "res", "--checkpoint-every", "0"))
     assert rc == 2
     assert "--checkpoint-every must be positive, got 0" in capsys.readouterr().err
+
+
+# --- the engine alone (toy model, milliseconds) ------------------------------------------------
+
+
+def _toy_train(run: Path, toy=None, **changes):
+    import dataclasses
+
+    from benchmark import engine
+    from benchmark.config import TrainConfig
+    from benchmark.distributed import DistEnv
+    from tests.toy_methods import RegressionData, ToyConfig, ToyRegression
+
+    cfg = dataclasses.replace(TrainConfig(epochs=2, batch_size=8, lr_encoder=1e-2, lr_new=1e-2, amp=False), **changes)
+    torch.manual_seed(0)
+    m = ToyRegression(toy or ToyConfig())
+    return m, engine.train(m, RegressionData(32), cfg, env=DistEnv(), run_dir=run, seed=0, show_progress=False,
+                           resume=True)
+
+
+def test_checkpoint_every_resume_restores_the_running_loss_sums(tmp_path):
+    from tests.toy_methods import SimulatedCrash, ToyConfig, params_of
+
+    straight, ref = _toy_train(tmp_path / "a")
+    with pytest.raises(SimulatedCrash):  # dies inside step 4 of epoch 1, after the step-3 checkpoint
+        _toy_train(tmp_path / "b", toy=ToyConfig(crash_at_call=3), checkpoint_every=1)
+    state = load_checkpoint(tmp_path / "b" / "last.pt")
+    assert (state["step"], state["micro_in_epoch"]) == (3, 3) and state["epoch_partial"][0]["counted"] == 3
+    resumed, res = _toy_train(tmp_path / "b", checkpoint_every=1)
+    assert res.resumed_from_step == 3
+    # epoch 1's record averages all 4 micro-batches, 3 of them from before the crash
+    assert [h["loss"] for h in res.history] == [h["loss"] for h in ref.history]
+    assert all(torch.equal(v, params_of(straight)[k]) for k, v in params_of(resumed).items())
+
+
+def test_mid_epoch_resume_refuses_another_batch_split(tmp_path):
+    _toy_train(tmp_path, max_steps=3)
+    with pytest.raises(CheckpointError, match="stopped mid-epoch under .*'grad_accum': 1.*needs the same processes"):
+        _toy_train(tmp_path, grad_accum=2)
+    _, res = _toy_train(tmp_path)  # the same split resumes
+    assert res.resumed_from_step == 3 and res.steps == 8
