@@ -1,10 +1,13 @@
 """Training checkpoints: one atomic file per run directory, loadable with ``weights_only=True``.
 
 ``last.pt`` holds the model, optimizer, scheduler and grad-scaler states, the RNG states
-(:mod:`benchmark.seeding`), the position in training (``epoch`` = completed epochs,
-``step`` = optimizer steps, ``micro_in_epoch`` = micro-batches consumed in the unfinished
-epoch) and the loss history. ``config.json`` beside it holds the resolved run config.
-A write replaces the previous file atomically, so the last good checkpoint always survives.
+(:mod:`benchmark.seeding`; ``rng`` of rank 0 and ``rng_per_rank``), the position in training
+(``epoch`` = completed epochs, ``step`` = optimizer steps, ``micro_in_epoch`` = micro-batches
+consumed in the unfinished epoch, under ``batch_split``), the unfinished epoch's running loss
+sums per rank (``epoch_partial``) and the loss history. ``config.json`` beside it holds the
+resolved run config. A write replaces the previous file atomically, so the last good
+checkpoint always survives; a file that is not one, or that holds pickled code, is refused
+(:mod:`benchmark.safe_load`).
 """
 
 from __future__ import annotations
