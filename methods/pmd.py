@@ -60,10 +60,13 @@ class AttentionLayer(nn.Module):
         return self.in_proj_weight.shape[1] // self.heads
 
     def forward(
-        self, x: Tensor, key_keep: Tensor, kv: Optional[Tensor] = None, need_weights: bool = False
+        self, x: Tensor, key_keep: Tensor, kv: Optional[Tensor] = None, need_weights: bool = False,
+        kv_index: Optional[Tensor] = None,
     ) -> tuple[Tensor, Optional[Tensor]]:
-        """``x`` [P, Lq, W]; ``kv`` [P, S, W] (cross) ; ``key_keep`` [P, S] bool.
+        """``x`` [P, Lq, W]; ``kv`` [P, S, W] (cross); ``key_keep`` [P, S] bool.
 
+        With ``kv_index`` [P], ``kv`` holds [U, S, W] distinct key sequences and pair ``p``
+        attends to ``kv[kv_index[p]]``: keys and values are projected once per sequence.
         Returns the new ``x`` and, with ``need_weights``, the attention probabilities
         [P, heads, Lq, S] before dropout.
         """
@@ -74,6 +77,8 @@ class AttentionLayer(nn.Module):
         q = self._split(F.linear(q_in, wq, bq))
         k = self._split(F.linear(kv_in, wk, bk))
         v = self._split(F.linear(kv_in, wv, bv))
+        if kv_index is not None:
+            k, v = k[kv_index], v[kv_index]
         keep = key_keep[:, None, None, :]
         weights = None
         if need_weights:
@@ -116,12 +121,23 @@ class PairwiseMatchingDecoder(nn.Module):
         return self.cross_layer.heads
 
     def forward(
-        self, queries: Tensor, query_keep: Tensor, keys: Tensor, key_keep: Tensor, need_weights: bool = False
+        self, queries: Tensor, query_keep: Tensor, keys: Tensor, key_keep: Tensor, need_weights: bool = False,
+        key_index: Optional[Tensor] = None, query_index: Optional[Tensor] = None,
     ) -> tuple[Tensor, Optional[Tensor]]:
-        """Scores [P] of P aligned pairs and (optionally) cross-attention [P, heads, Lq, S]."""
+        """Scores [P] of P aligned pairs and (optionally) cross-attention [P, heads, Lq, S].
+
+        ``keys``/``key_keep`` are per pair, or, with ``key_index`` [P], U distinct clips
+        ([U, S, W] / [U, S]) that the pairs index (each clip's keys projected once). Likewise
+        ``query_index`` [P] indexes distinct images in ``queries``/``query_keep`` (the
+        self-attention layer, which sees the image alone, then runs once per image).
+        """
         key_keep = _never_empty(key_keep)
+        if key_index is not None:
+            key_keep = key_keep[key_index]
         x, _ = self.self_layer(queries, _never_empty(query_keep))
-        x, weights = self.cross_layer(x, key_keep, kv=keys, need_weights=need_weights)
+        if query_index is not None:
+            x = x[query_index]
+        x, weights = self.cross_layer(x, key_keep, kv=keys, need_weights=need_weights, kv_index=key_index)
         pooled = F.relu(self.pool_dense(self.pool_norm(x)[:, 0]))
         score = F.normalize(pooled.float(), dim=-1) @ F.normalize(self.match.weight.float(), dim=-1).t()
         return self.match_scale * score.squeeze(-1), weights
@@ -182,3 +198,18 @@ def hardest_negatives(
         s = s.masked_fill(exclude, float("-inf"))
     vals, idx = s.topk(min(k, s.shape[1]), dim=1)
     return idx, torch.isfinite(vals)
+
+
+def consecutive_runs(tokens: Tensor, keep: Tensor) -> tuple[Tensor, Tensor]:
+    """Collapse runs of identical consecutive rows: (first row of each run [U], run id per row [P]).
+
+    A re-ranker gets a query's pairs with its gallery one after another, so its clip repeats
+    in consecutive rows; comparing neighbours is far cheaper than projecting them again.
+    """
+    if tokens.shape[0] <= 1:
+        idx = torch.arange(tokens.shape[0], device=tokens.device)
+        return idx, idx
+    same = (tokens[1:] == tokens[:-1]).flatten(1).all(1) & (keep[1:] == keep[:-1]).all(1)
+    new_run = torch.cat([torch.ones(1, dtype=torch.bool, device=tokens.device), ~same])
+    run_id = new_run.long().cumsum(0) - 1
+    return torch.nonzero(new_run, as_tuple=True)[0], run_id

@@ -93,7 +93,9 @@ from methods.base import DataInfo, Encoded, Method
 from methods.encoders import PAPER_ENCODER, TINY_ENCODER, ClipEncoder, EncoderConfig, masked_mean
 from methods.ipd import SetDetector, boxes_to_patch_keep, detection_loss, predict_boxes
 from methods.losses import gather_with_grad, info_nce, local_offset
-from methods.pmd import PairwiseMatchingDecoder, PatchFeatureReconstruction, hardest_negatives, pfr_loss
+from methods.pmd import (
+    PairwiseMatchingDecoder, PatchFeatureReconstruction, consecutive_runs, hardest_negatives, pfr_loss,
+)
 
 IPD_MODES = ("none", "single", "multi", "oracle")
 _IPD_LABEL = {"single": "ipd", "multi": "ipd-mf", "oracle": "ipd-oracle"}
@@ -238,9 +240,11 @@ class Rice(Method):
         n = query.embedding.shape[0]
         for s in range(0, n, self.cfg.rerank_chunk):
             e = s + self.cfg.rerank_chunk
+            q_tok, q_keep = query.extras["pmd_tokens"][s:e], query.extras["pmd_keep"][s:e].bool()
+            first, run = consecutive_runs(q_tok, q_keep)  # a query's pairs arrive together
             scores, _ = self.pmd(
                 self._cast(gallery.extras["pmd_tokens"][s:e]), gallery.extras["pmd_keep"][s:e].bool(),
-                self._cast(query.extras["pmd_tokens"][s:e]), query.extras["pmd_keep"][s:e].bool(),
+                self._cast(q_tok[first]), q_keep[first], key_index=run,
             )
             out.append(scores)
         return torch.cat(out) if out else query.embedding.new_zeros(0)
@@ -364,10 +368,9 @@ class Rice(Method):
         cand = torch.cat([positive[:, None], neg], dim=1)  # [B, 1 + k], column 0 = positive
         valid = torch.cat([torch.ones_like(neg_valid[:, :1]), neg_valid], dim=1)
         k1 = cand.shape[1]
-        queries = image.tokens.repeat_interleave(k1, dim=0)
-        q_keep = image.keep.repeat_interleave(k1, dim=0)
-        keys, k_keep = all_tokens[cand.flatten()], all_keep[cand.flatten()]
-        scores, attn = self.pmd(queries, q_keep, keys, k_keep, need_weights=self.pfr is not None)
+        image_of_pair = torch.arange(b, device=cand.device).repeat_interleave(k1)
+        scores, attn = self.pmd(image.tokens, image.keep, all_tokens, all_keep, need_weights=self.pfr is not None,
+                                key_index=cand.flatten(), query_index=image_of_pair)
         logits = scores.view(b, k1).masked_fill(~valid, float("-inf"))
         target = torch.zeros(b, dtype=torch.long, device=logits.device)
         losses = {"pmd": cfg.w_pmd * F.cross_entropy(logits, target)}
@@ -376,8 +379,9 @@ class Rice(Method):
             n_vid = video.tokens.shape[1] - (1 if cfg.text else 0)
             pos = torch.arange(b, device=logits.device) * k1
             maps = attn[pos][:, :, :n_img, :n_vid]
-            weights = self.pfr(maps, k_keep[pos][:, :n_vid], self.pmd.cross_layer.head_dim)
-            losses["pfr"] = cfg.w_pfr * pfr_loss(weights, keys[pos][:, :n_vid], queries[pos][:, :n_img])
+            own = cand[:, 0]  # each image's own clip
+            weights = self.pfr(maps, all_keep[own][:, :n_vid], self.pmd.cross_layer.head_dim)
+            losses["pfr"] = cfg.w_pfr * pfr_loss(weights, all_tokens[own][:, :n_vid], image.tokens[:, :n_img])
         return losses
 
     # --- analysis ---------------------------------------------------------------------

@@ -7,7 +7,8 @@ import torch
 from open_clip.transformer import ResidualAttentionBlock
 
 from methods.pmd import (
-    AttentionLayer, PairwiseMatchingDecoder, PatchFeatureReconstruction, hardest_negatives, pfr_loss,
+    AttentionLayer, PairwiseMatchingDecoder, PatchFeatureReconstruction, consecutive_runs, hardest_negatives,
+    pfr_loss,
 )
 from tests.rice_fixtures import one_thread  # noqa: F401 (autouse fixture)
 
@@ -122,3 +123,33 @@ def test_pfr_head_starts_as_the_official_ones_init() -> None:
     convs = [m for m in head.convs if isinstance(m, torch.nn.Conv2d)]
     assert [c.in_channels for c in convs] == [8, 4] and [c.out_channels for c in convs] == [4, 1]
     assert all(bool((c.weight == 1).all()) and bool((c.bias == 0).all()) for c in convs)
+
+
+@torch.no_grad()
+def test_shared_keys_by_index_equal_per_pair_keys() -> None:
+    torch.manual_seed(0)
+    pmd = _decoder()
+    clips, clip_keep = torch.randn(3, 10, 32), torch.rand(3, 10) > 0.3
+    index = torch.tensor([2, 0, 0, 1, 2, 2])
+    q, q_keep = torch.randn(6, 6, 32), torch.ones(6, 6, dtype=torch.bool)
+    per_pair, w1 = pmd(q, q_keep, clips[index], clip_keep[index], need_weights=True)
+    shared, w2 = pmd(q, q_keep, clips, clip_keep, need_weights=True, key_index=index)
+    assert torch.allclose(per_pair, shared, atol=1e-5) and torch.allclose(w1, w2, atol=1e-6)
+    assert torch.allclose(pmd(q, q_keep, clips, clip_keep, key_index=index)[0], per_pair, atol=1e-5)
+    # images shared by index too (the self-attention runs once per image)
+    images = torch.randn(2, 6, 32)
+    img_index = torch.tensor([1, 1, 0, 0, 1, 0])
+    per_pair, _ = pmd(images[img_index], q_keep, clips[index], clip_keep[index])
+    both, _ = pmd(images, q_keep[:2], clips, clip_keep, key_index=index, query_index=img_index)
+    assert torch.allclose(both, per_pair, atol=1e-5)
+
+
+def test_consecutive_runs_collapse_repeated_rows() -> None:
+    a, b = torch.randn(4, 3), torch.randn(4, 3)
+    tokens = torch.stack([a, a, b, b, b, a])
+    keep = torch.ones(6, 4, dtype=torch.bool)
+    keep[4, 0] = False  # same tokens, different mask: a new run
+    first, run = consecutive_runs(tokens, keep)
+    assert first.tolist() == [0, 2, 4, 5] and run.tolist() == [0, 0, 1, 1, 2, 3]
+    one_first, one_run = consecutive_runs(tokens[:1], keep[:1])
+    assert one_first.tolist() == [0] and one_run.tolist() == [0]

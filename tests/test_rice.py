@@ -72,8 +72,20 @@ def test_ipd_mask_hides_patches_outside_the_box_from_the_encoder(ipd: str, uncha
 
 
 def _capture_pmd(m: Rice) -> list:
+    """Per PMD call: (queries, query_keep, per-pair keys, per-pair key_keep), (scores, weights)."""
     calls: list = []
-    m.pmd.register_forward_hook(lambda mod, args, out: calls.append((args, out)))
+
+    def hook(mod, args, kwargs, out):
+        queries, q_keep, keys, k_keep = args[:4]
+        index = kwargs.get("key_index")
+        if index is not None:
+            keys, k_keep = keys[index], k_keep[index]
+        index = kwargs.get("query_index")
+        if index is not None:
+            queries, q_keep = queries[index], q_keep[index]
+        calls.append(((queries, q_keep, keys, k_keep), out))
+
+    m.pmd.register_forward_hook(hook, with_kwargs=True)
     return calls
 
 
@@ -84,7 +96,7 @@ def test_pmd_loss_uses_the_hardest_in_batch_negatives() -> None:
     batch["product"] = torch.tensor([0, 1, 2, 3, 4, 1])  # videos 1 and 5 show the same product
     calls = _capture_pmd(m)
     losses = m.training_losses(batch)
-    (queries, q_keep, keys, k_keep), (scores, _) = calls[0][0][:4], calls[0][1]
+    (queries, q_keep, keys, k_keep), (scores, _) = calls[0]
     with torch.no_grad():
         video = m._video_side(batch, train=True)
         image = m._image_side(batch)
@@ -111,7 +123,7 @@ def test_rerank_agrees_with_the_training_time_matching_head() -> None:
     calls = _capture_pmd(m)
     with torch.no_grad():
         m.training_losses(batch)
-        (_, _, keys, _), (scores, _) = calls[0][0][:4], calls[0][1]
+        (_, _, keys, _), (scores, _) = calls[0]
         q, g = m.encode_query(batch), m.encode_gallery(batch)
         calls.clear()
         assert torch.allclose(m.rerank(q, g), scores.view(5, 4)[:, 0], atol=1e-4)
@@ -120,6 +132,11 @@ def test_rerank_agrees_with_the_training_time_matching_head() -> None:
         qi = torch.tensor(owner)
         gi = torch.arange(5).repeat_interleave(4)
         assert torch.allclose(m.rerank(q.select(qi), g.select(gi)), scores, atol=1e-4)
+        # one clip against the whole gallery (its pairs arrive consecutively and share one
+        # key projection) scores as each pair does alone
+        qi0 = torch.zeros(5, dtype=torch.long)
+        alone = torch.cat([m.rerank(q.select(qi0[:1]), g.select(torch.tensor([j]))) for j in range(5)])
+        assert torch.allclose(m.rerank(q.select(qi0), g.select(torch.arange(5))), alone, atol=1e-4)
         # chunking does not change anything
         m.cfg = dataclasses.replace(m.cfg, rerank_chunk=3)
         assert torch.allclose(m.rerank(q.select(qi), g.select(gi)), scores, atol=1e-4)
