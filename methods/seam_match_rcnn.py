@@ -60,13 +60,19 @@ Adaptations to video-to-shop retrieval in this benchmark (one training protocol,
     global gallery, R1/R5/R10), not SEAM's script (noise on test frames, top-20).
   * Detector input: the protocol's normalised crops are mapped back to pixels and handed to
     torchvision's transform (ImageNet normalisation, resize); boxes come in [0, 1] of the crop.
+  * On training data without boxes (e.g. MovingFashion videos without tracklets) the detector
+    gets no detection loss and relies on its initial weights (COCO on ``paper``).
+  * Batch: the protocol's batch applies (``paper``: 256 pairs of 10 frames + 1 image at 800 px);
+    SEAM's own was 16 products x (1 + 10) images, i.e. ``--batch-size 16``.
 
-``tiny`` (2-core CPU, from scratch since no weights can be had offline): ResNet-18 FPN with
-64 channels and trainable BatchNorm, no upscaling (112 px), anchors 8..128 px (the paper's
-32..512 scaled with the image), 64 sampled RoIs per image, fewer proposals, at most 4
-detections per frame, box head 256 wide, match head 64 -> 256 -> 128-d (the paper's
-256 -> 1024 -> 256 at a quarter of the width), shop box = whole image (a detector trained
-for minutes on frames is unreliable on shop images).
+``tiny`` (2-core CPU, from scratch since no weights can be had offline): ResNet-10 (ResNet-18
+with one BasicBlock per stage, about a third of its CPU time at 112 px) FPN with 64 channels
+and trainable BatchNorm, no upscaling (112 px), anchors 8..128 px (the paper's 32..512 scaled
+with the image), 64 sampled RoIs per image, fewer proposals, at most 4 detections per frame
+(``paper``: every detection, up to torchvision's 100), box head 256 wide, match head
+64 -> 256 -> 128-d (the paper's 256 -> 1024 -> 256 at a quarter of the width), shop box =
+whole image (a detector trained for minutes on frames is unreliable on shop images, which
+show the product alone).
 """
 
 from __future__ import annotations

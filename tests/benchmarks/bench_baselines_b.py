@@ -1,0 +1,101 @@
+"""Tiny-profile training speed of the video baselines (part B) vs clip-meanpool, bare steps.
+
+Run as a script (the synthetic set is generated into the cache on first use)::
+
+    .venv/bin/python tests/benchmarks/bench_baselines_b.py [--rounds 2] [--steps 2] [--batch-size 32] [--threads 1]
+
+or with pytest-benchmark::
+
+    .venv/bin/python -m pytest tests/benchmarks/bench_baselines_b.py --benchmark-only --benchmark-enable -s -p no:xdist
+
+For timesformer, video-swin, seam-match-rcnn and the baseline ``clip-meanpool`` (tiny
+profiles, random init): forward + backward + AdamW step on one pre-loaded batch of real
+``lpr4m-synth`` (tiny) training pairs (8 frames + 1 shop image each, 112 px), no data loading.
+SEAM is timed after ``set_epoch(1)``, i.e. with its aggregation loss on, as in every epoch but
+the first. Rounds are interleaved (every method once per round) because the machine is
+shared; reported: pairs/s (median over rounds) and the ratio to clip-meanpool's pairs/s in the
+same round (median of the per-round ratios).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from benchmark.config import PROFILES
+from benchmark.registry import DATASETS, METHODS, load_all
+from benchmark.runner import SYNTH_DATA_SEED
+from datasets.torch_data import PairDataset, collate_batch
+from methods.base import DataInfo, build_method
+
+CASES = ["clip-meanpool", "timesformer", "video-swin", "seam-match-rcnn"]
+
+
+def setup(batch_size: int) -> tuple[DataInfo, dict]:
+    """One collated batch of ``lpr4m-synth`` (tiny) training pairs, the tiny profile's transforms."""
+    load_all()
+    splits = DATASETS.get("lpr4m-synth")(None, size="tiny", seed=SYNTH_DATA_SEED)
+    prof = PROFILES["tiny"]
+    products = {p: i for i, p in enumerate(sorted({t.product_id for t in splits.train}))}
+    cats = {c: i for i, c in enumerate(splits.categories)}
+    data = PairDataset(splits.train, prof.data, products, cats, train=True)
+    info = DataInfo(len(products), len(cats), prof.data.num_frames, prof.data.image_size)
+    return info, collate_batch([data[i % len(data)] for i in range(batch_size)])
+
+
+def pairs_per_s(name: str, info: DataInfo, batch: dict, steps: int) -> float:
+    torch.manual_seed(0)
+    m = build_method(METHODS.get(name), "tiny", info).train()
+    m.set_epoch(1)
+    opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-4)
+    sum(m.training_losses(batch).values()).backward()  # warm-up step, not timed
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        loss = sum(m.training_losses(batch).values())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return steps * batch["frames"].shape[0] / (time.perf_counter() - t0)
+
+
+def measure(rounds: int, steps: int, batch_size: int, threads: int) -> dict[str, dict[str, float]]:
+    torch.set_num_threads(threads)
+    info, batch = setup(batch_size)
+    speed: dict[str, list[float]] = {n: [] for n in CASES}
+    ratio: dict[str, list[float]] = {n: [] for n in CASES}
+    for _ in range(rounds):
+        base = None
+        for name in CASES:
+            s = pairs_per_s(name, info, batch, steps)
+            base = s if base is None else base
+            speed[name].append(s)
+            ratio[name].append(s / base)
+    return {k: {"pairs_per_s": statistics.median(speed[k]), "vs_clip_meanpool": statistics.median(ratio[k])} for k in speed}
+
+
+def report(out: dict[str, dict[str, float]]) -> str:
+    return "\n".join(f"{k:16s} {v['pairs_per_s']:7.2f} pairs/s  x{v['vs_clip_meanpool']:.2f} of clip-meanpool" for k, v in out.items())
+
+
+def test_baselines_b_training_speed(benchmark):
+    out = benchmark.pedantic(measure, kwargs=dict(rounds=1, steps=1, batch_size=32, threads=1), rounds=1, iterations=1)
+    print("\n" + report(out))
+    assert all(v["pairs_per_s"] > 0 for v in out.values())
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--steps", type=int, default=2)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--threads", type=int, default=1)
+    a = p.parse_args()
+    print(f"threads={a.threads} batch={a.batch_size} steps={a.steps} rounds={a.rounds}")
+    print(report(measure(a.rounds, a.steps, a.batch_size, a.threads)))
+
+
+if __name__ == "__main__":
+    main()
