@@ -5,7 +5,6 @@ attention overlays from the run's checkpoint with ``visualize``."""
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
 from PIL import Image
