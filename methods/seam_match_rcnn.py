@@ -68,7 +68,9 @@ Adaptations to video-to-shop retrieval in this benchmark (one training protocol,
 ``tiny`` (2-core CPU, from scratch since no weights can be had offline): ResNet-10 (ResNet-18
 with one BasicBlock per stage, about a third of its CPU time at 112 px) FPN with 64 channels
 and trainable BatchNorm, no upscaling (112 px), anchors 8..128 px (the paper's 32..512 scaled
-with the image), 64 sampled RoIs per image, fewer proposals, at most 4 detections per frame
+with the image), the batch padded to a multiple of 16 px instead of 32, the detection loss on 2
+boxed frames per clip drawn at random (``paper``: every boxed frame), 32 sampled RoIs per
+image, fewer proposals (100 / 32 after NMS in training / inference), at most 4 detections per frame
 (``paper``: every detection, up to torchvision's 100), box head 256 wide, match head
 64 -> 256 -> 128-d (the paper's 256 -> 1024 -> 256 at a quarter of the width), shop box =
 whole image (a detector trained for minutes on frames is unreliable on shop images, which
@@ -115,6 +117,7 @@ class SeamConfig:
     freeze_detector: bool = False  # SEAM's phase 2: detector fixed, heads only
     min_size: int = 800
     max_size: int = 1333
+    size_divisible: int = 32  # the transform pads the batch to a multiple of this
     anchor_sizes: tuple[int, ...] = (32, 64, 128, 256, 512)
     box_head_dim: int = 1024
     rpn_pre_nms_top_n_train: int = 2000
@@ -126,6 +129,7 @@ class SeamConfig:
     box_score_thresh: float = 0.05
     box_detections_per_img: int = 100
     detector_loss_weight: float = 1.0
+    detector_frames_per_clip: int = 0  # boxed frames per clip in the detection loss (0 = all)
     # SEAM ------------------------------------------------------------------------------
     score_thresh: float = 0.1  # detections kept for matching (SEAM's training filter)
     max_boxes_per_frame: int = 100
@@ -142,10 +146,11 @@ class SeamConfig:
 PAPER = SeamConfig()
 TINY = SeamConfig(
     backbone="resnet10", fpn_channels=64, norm="bn", trainable_backbone_layers=5, pretrained=None,
-    min_size=112, max_size=112, anchor_sizes=(8, 16, 32, 64, 128), box_head_dim=256,
-    rpn_pre_nms_top_n_train=300, rpn_post_nms_top_n_train=150, rpn_pre_nms_top_n_test=150,
-    rpn_post_nms_top_n_test=75, rpn_batch_size_per_image=128, box_batch_size_per_image=64,
-    box_detections_per_img=20, max_boxes_per_frame=4, shop_box="whole", head_hidden=256, embed=128,
+    min_size=112, max_size=112, size_divisible=16, anchor_sizes=(8, 16, 32, 64, 128), box_head_dim=256,
+    rpn_pre_nms_top_n_train=300, rpn_post_nms_top_n_train=100, rpn_pre_nms_top_n_test=100,
+    rpn_post_nms_top_n_test=32, rpn_batch_size_per_image=128, box_batch_size_per_image=32,
+    box_detections_per_img=10, detector_frames_per_clip=2, max_boxes_per_frame=4, shop_box="whole",
+    head_hidden=256, embed=128,
 )
 
 
@@ -186,6 +191,7 @@ def build_detector(cfg: SeamConfig) -> nn.Module:
     model = MaskRCNN(
         backbone, num_classes=None,
         min_size=cfg.min_size, max_size=cfg.max_size, image_mean=list(IMAGENET_MEAN), image_std=list(IMAGENET_STD),
+        size_divisible=cfg.size_divisible,
         rpn_anchor_generator=AnchorGenerator(tuple((s,) for s in cfg.anchor_sizes), ((0.5, 1.0, 2.0),) * len(cfg.anchor_sizes)),
         rpn_pre_nms_top_n_train=cfg.rpn_pre_nms_top_n_train, rpn_post_nms_top_n_train=cfg.rpn_post_nms_top_n_train,
         rpn_pre_nms_top_n_test=cfg.rpn_pre_nms_top_n_test, rpn_post_nms_top_n_test=cfg.rpn_post_nms_top_n_test,
@@ -418,12 +424,13 @@ class SeamMatchRCNN(Method):
 
     # --- detection ----------------------------------------------------------------------
     def _detect(
-        self, images: Tensor, n_frames: int, gt: Optional[tuple[Tensor, Tensor]] = None, detect_rest: bool = True
+        self, images: Tensor, n_frames: int, gt: Optional[tuple[Tensor, Tensor, Tensor]] = None
     ) -> _Detections:
         """Run the detector on ``images`` [N, 3, H, W] (batch normalisation): the first
         ``n_frames`` are frames (their detections kept, at most ``max_boxes_per_frame``), the
         rest shop images (largest detection, or the whole image). ``gt`` = (boxes [n_frames, 4]
-        in [0, 1], valid [n_frames]) adds the detection losses on the frames that have a box.
+        in [0, 1], valid [n_frames], clip of each frame [n_frames]) adds the detection losses on
+        the frames that have a box.
         """
         cfg, det = self.cfg, self.encoder
         pixels = images * images.new_tensor(BATCH_STD).view(3, 1, 1) + images.new_tensor(BATCH_MEAN).view(3, 1, 1)
@@ -436,7 +443,7 @@ class SeamMatchRCNN(Method):
         if gt is not None and not frozen:
             losses = self._detection_losses(image_list, features, sizes, *gt)
         n_total = images.shape[0]
-        need = list(range(n_frames)) + (list(range(n_frames, n_total)) if cfg.shop_box == "detect" and detect_rest else [])
+        need = list(range(n_frames)) + (list(range(n_frames, n_total)) if cfg.shop_box == "detect" else [])
         det_boxes: dict[int, tuple[Tensor, Tensor]] = {}
         if need:
             det_boxes = self._inference(image_list, features, sizes, need)
@@ -480,8 +487,11 @@ class SeamMatchRCNN(Method):
             boxes, scores, _ = rh.postprocess_detections(class_logits.float(), box_regression.float(), proposals, sub_sizes)
         return {i: (b, s) for i, b, s in zip(index, boxes, scores)}
 
-    def _detection_losses(self, image_list, features, sizes, boxes01: Tensor, valid: Tensor) -> dict[str, Tensor]:
-        """Faster R-CNN losses (RPN + box head) on the frames with an intent-product box."""
+    def _detection_losses(
+        self, image_list, features, sizes, boxes01: Tensor, valid: Tensor, clip_of: Tensor
+    ) -> dict[str, Tensor]:
+        """Faster R-CNN losses (RPN + box head) on the frames with an intent-product box
+        (``detector_frames_per_clip`` > 0: that many of them per clip, drawn at random)."""
         from torchvision.models.detection.image_list import ImageList
         from torchvision.models.detection.roi_heads import fastrcnn_loss
 
@@ -491,6 +501,14 @@ class SeamMatchRCNN(Method):
         n = boxes01.shape[0]
         px = boxes01 * torch.stack([hw[:n, 1], hw[:n, 0], hw[:n, 1], hw[:n, 0]], dim=1)
         valid = valid & ((px[:, 2] - px[:, 0]) >= 1) & ((px[:, 3] - px[:, 1]) >= 1)
+        per_clip = self.cfg.detector_frames_per_clip
+        if per_clip > 0 and bool(valid.any()):
+            draw = torch.rand(n, device=valid.device)
+            keep = torch.zeros_like(valid)
+            for c in clip_of[valid].unique().tolist():
+                idx = (valid & (clip_of == c)).nonzero().flatten()
+                keep[idx[draw[idx].argsort()[:per_clip]]] = True
+            valid = keep
         if not bool(valid.any()):  # no box in this batch: zeros that keep the detector in the graph (DDP)
             zero = sum(p.sum() for p in det.parameters() if p.requires_grad) * 0.0
             return {k: zero for k in ("det_objectness", "det_rpn_box", "det_classifier", "det_box")}
@@ -546,7 +564,7 @@ class SeamMatchRCNN(Method):
         if n_f == 0:
             raise ValueError("seam-match-rcnn: a training batch has no real frame")
         images = torch.cat([batch["frames"][fmask], batch["image"]], dim=0)
-        d = self._detect(images, n_f, gt=(batch["boxes"][fmask], batch["box_mask"][fmask]))
+        d = self._detect(images, n_f, gt=(batch["boxes"][fmask], batch["box_mask"][fmask], fidx[:, 0]))
         roi = self._roi(d)
         counts = torch.tensor([bx.shape[0] for bx in d.boxes[:n_f]], device=roi.device)
         s_rows = int(counts.sum())

@@ -385,7 +385,7 @@ def test_seam_training_losses_and_epoch_schedule(seam):
     assert float(seam.training_losses(batch)["aggregation"].detach()) > 0.0
     # no box in the batch: the detection losses are zero but keep the detector in the graph
     none = seam.training_losses(dict(batch, box_mask=torch.zeros(2, 3, dtype=torch.bool)))
-    assert float(none["det_classifier"]) == 0.0 and none["det_classifier"].requires_grad
+    assert float(none["det_classifier"].detach()) == 0.0 and none["det_classifier"].requires_grad
 
 
 def test_seam_loss_falls():
@@ -440,3 +440,23 @@ def test_seam_weight_errors():
     with pytest.raises(ValueError, match="shop_box"):
         seam_tiny(shop_box="middle")
     assert math.isclose(SeamMatchRCNN.default_config("paper").aggregation_weights[1], 0.3)
+
+
+def test_seam_detection_loss_uses_the_boxed_frames_drawn_per_clip():
+    torch.manual_seed(0)
+    batch = seam_batch(3, 3, short=False)
+    batch["box_mask"] = torch.tensor([[True, True, True], [True, False, False], [False, False, False]])
+    for per_clip, expected in ((0, 4), (2, 3), (1, 2)):
+        model = seam_tiny(detector_frames_per_clip=per_clip)
+        model.set_epoch(0)
+        seen = []
+        rpn_forward = model.encoder.rpn.forward
+
+        def record(images, features, targets=None):
+            if targets is not None:
+                seen.append(len(targets))
+            return rpn_forward(images, features, targets)
+
+        model.encoder.rpn.forward = record
+        model.train().training_losses(batch)
+        assert seen == [expected], (per_clip, seen)
