@@ -15,7 +15,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Optional
 
-GENERATOR_VERSION = "4"
+GENERATOR_VERSION = "5"
 
 Range = tuple[float, float]
 Triple = tuple[float, float, float]
@@ -92,6 +92,9 @@ class SizeSpec:
     train_lives: int = 70
     test_lives: int = 30
     products_per_live: tuple[int, int] = (8, 14)
+    # a test shop sells more than its clips present: its gallery group holds every product it
+    # lists (LPR4M: ~600 images a livestream), so most gallery images are never a query's gt
+    test_products_per_live: tuple[int, int] = (40, 56)
     clips_per_product: tuple[int, int] = (3, 5)  # training clips of one product
     queries_per_live: tuple[int, int] = (28, 38)
     frames_per_clip: tuple[int, int] = (10, 10)
@@ -117,7 +120,7 @@ class SizeSpec:
 
 SIZES: dict[str, SizeSpec] = {
     "tiny": SizeSpec(
-        name="tiny", train_lives=4, test_lives=2, products_per_live=(4, 6), clips_per_product=(2, 2),
+        name="tiny", train_lives=4, test_lives=2, products_per_live=(4, 6), test_products_per_live=(6, 8), clips_per_product=(2, 2),
         queries_per_live=(10, 10), frames_per_clip=(8, 10), mf_train_products=10, mf_test_products=8,
         mf_second_video_rate=0.2, mf_missing_train=1, mf_missing_test=1, mf_seconds=(3, 5),
     ),

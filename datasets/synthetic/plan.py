@@ -211,7 +211,9 @@ def plan_lpr4m(seed: int, size: SizeSpec, knobs: Knobs) -> list[Live]:
             prior = prior * mask / (prior * mask).sum()
         for i in range(count):
             live = Live(live_id=uuid_from(rng), split=split, index=len(lives), stage_seed=int(rng.integers(2**62)))
-            lo, hi = knobs.products_per_live or size.products_per_live
+            lo, hi = knobs.products_per_live or (
+                size.products_per_live if split == "train" else size.test_products_per_live
+            )
             n = int(rng.integers(lo, hi + 1))
             live.products = _live_products(rng, n, knobs, prior, taken)
             t_ms = 0
