@@ -8,8 +8,9 @@ HumaticsLAB/SEAM-Match-RCNN (``models/match_head.py``, ``models/nlb.py``,
 Kept from the paper and the official code:
   * detector: torchvision Mask R-CNN, ResNet-50-FPN (``paper``: COCO weights by torchvision
     name ``MaskRCNN_ResNet50_FPN_Weights.COCO_V1``, or a local state dict through
-    ``--pretrained PATH``; FrozenBatchNorm with eps 0 as torchvision
-    loads them, 3 trainable backbone stages, resize to 800/1333 as torchvision's and SEAM's
+    ``--pretrained PATH``; as torchvision's builder: FrozenBatchNorm (eps 0 for these weights)
+    and 3 trainable backbone stages when pretrained, BatchNorm and all 5 stages from scratch;
+    resize to 800/1333 as torchvision's and SEAM's
     default transform does); the match features are the mask branch's 14 x 14 RoI-Align
     features (``mask_roi_pool``, 256 channels);
   * match head (``MatchPredictor``): four unpadded 3 x 3 convs (256, 256, 256 -> 1024; 14 -> 6),
@@ -108,9 +109,10 @@ class SeamConfig:
     # detector ------------------------------------------------------------------------
     backbone: str = "resnet50"  # a torchvision ResNet
     fpn_channels: int = 256
-    norm: str = "frozen_bn"  # "frozen_bn" (pretrained, torchvision's choice) | "bn" (from scratch)
+    # torchvision's rule: "auto" = FrozenBatchNorm with pretrained weights, BatchNorm from scratch
+    norm: str = "auto"  # "auto" | "frozen_bn" | "bn"
     frozen_bn_eps: float = 0.0  # torchvision's COCO_V1 weights are used with eps 0
-    trainable_backbone_layers: int = 3
+    trainable_backbone_layers: Optional[int] = None  # None = torchvision's: 3 pretrained, 5 from scratch
     # a MaskRCNN_ResNet50_FPN_Weights name, or a local file (torchvision Mask R-CNN state dict or
     # this method's own); None / "none" = random init, asked for explicitly (never a silent fallback)
     pretrained: Optional[str] = "COCO_V1"
@@ -170,18 +172,23 @@ def build_detector(cfg: SeamConfig) -> nn.Module:
     from torchvision.models.detection.rpn import AnchorGenerator
     from torchvision.ops.misc import FrozenBatchNorm2d
 
-    if cfg.norm not in ("frozen_bn", "bn"):
-        raise ValueError(f"seam-match-rcnn: norm must be 'frozen_bn' or 'bn', got {cfg.norm!r}")
+    if cfg.norm not in ("auto", "frozen_bn", "bn"):
+        raise ValueError(f"seam-match-rcnn: norm must be 'auto', 'frozen_bn' or 'bn', got {cfg.norm!r}")
     if cfg.shop_box not in ("detect", "whole"):
         raise ValueError(f"seam-match-rcnn: shop_box must be 'detect' or 'whole', got {cfg.shop_box!r}")
-    norm = FrozenBatchNorm2d if cfg.norm == "frozen_bn" else nn.BatchNorm2d
+    spec = cfg.pretrained
+    random_init = spec is None or spec.strip().lower() in ("", "none", "random")
+    frozen_bn = cfg.norm == "frozen_bn" or (cfg.norm == "auto" and not random_init)
+    norm = FrozenBatchNorm2d if frozen_bn else nn.BatchNorm2d
+    trainable = cfg.trainable_backbone_layers
+    trainable = (5 if random_init else 3) if trainable is None else int(trainable)
     if cfg.backbone in SMALL_RESNETS:
         from torchvision.models.resnet import BasicBlock, ResNet
 
         resnet = ResNet(BasicBlock, list(SMALL_RESNETS[cfg.backbone]), norm_layer=norm)
     else:
         resnet = torchvision.models.get_model(cfg.backbone, weights=None, norm_layer=norm)
-    _freeze_resnet_layers(resnet, cfg.trainable_backbone_layers)
+    _freeze_resnet_layers(resnet, trainable)
     stage2 = resnet.inplanes // 8
     backbone = BackboneWithFPN(
         resnet, {f"layer{i}": str(i - 1) for i in range(1, 5)},
@@ -201,15 +208,14 @@ def build_detector(cfg: SeamConfig) -> nn.Module:
         box_detections_per_img=cfg.box_detections_per_img,
         mask_head=MaskRCNNHeads(c, (c, c, c, c), 1), mask_predictor=MaskRCNNPredictor(c, c, 2),
     )
-    spec = cfg.pretrained
-    if spec is None or spec.strip().lower() in ("", "none", "random"):
+    if random_init:
         pass
     elif is_local_weights(spec):
         _load_detector(model, _read_local(Path(spec)), spec)
     else:
         from torchvision.models.detection import MaskRCNN_ResNet50_FPN_Weights
 
-        if cfg.backbone != "resnet50" or c != 256 or cfg.norm != "frozen_bn":
+        if cfg.backbone != "resnet50" or c != 256 or not frozen_bn:
             raise WeightsError("seam-match-rcnn: torchvision's COCO Mask R-CNN weights fit the ResNet-50-FPN (256, FrozenBN) only")
         try:
             state = MaskRCNN_ResNet50_FPN_Weights[cfg.pretrained].get_state_dict(progress=False, check_hash=True)
@@ -222,7 +228,7 @@ def build_detector(cfg: SeamConfig) -> nn.Module:
                 "reachable, or ask for random init explicitly with --set pretrained=none"
             ) from exc
         _load_detector(model, state, f"torchvision:{cfg.pretrained}")
-    if cfg.norm == "frozen_bn":
+    if frozen_bn:
         for m in model.modules():
             if isinstance(m, FrozenBatchNorm2d):
                 m.eps = cfg.frozen_bn_eps

@@ -251,27 +251,33 @@ def test_video_swin_weights_roundtrip_and_errors(tmp_path, swin):
 
 def test_seam_paper_detector_is_torchvision_maskrcnn_resnet50_fpn():
     from torchvision.models.detection import maskrcnn_resnet50_fpn
+    from torchvision.ops.misc import FrozenBatchNorm2d
 
     cfg = SeamMatchRCNN.default_config("paper")
     with torch.device("meta"):
+        # random init follows torchvision's builder: BatchNorm, all 5 stages trainable ...
         model = build_method(SeamMatchRCNN, "paper", DataInfo(10, 2, 10, 224), {"pretrained": "none"})
-        bn = build_detector(dataclasses.replace(cfg, pretrained=None, norm="bn", trainable_backbone_layers=5))
         ref = maskrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=2)
-    # same modules and shapes as torchvision's Mask R-CNN R50-FPN (so its COCO weights load) ...
-    shapes = lambda m: {k: v.shape for k, v in m.state_dict().items() if not k.endswith("num_batches_tracked")}  # noqa: E731
-    assert shapes(model.encoder) == shapes(ref) == shapes(bn)
-    assert n_params(bn) == n_params(ref)
+        # ... and with weights: FrozenBatchNorm, 3 trainable stages (built here without loading any)
+        frozen = build_detector(dataclasses.replace(cfg, pretrained=None, norm="frozen_bn", trainable_backbone_layers=3))
+    named = lambda m: {k: v.shape for k, v in m.state_dict().items()}  # noqa: E731
+    assert named(model.encoder) == named(ref)  # the same modules and shapes as torchvision's R50-FPN
+    assert n_params(model.encoder) == n_params(ref)
     assert 43e6 < n_params(ref) < 45e6  # Mask R-CNN R50-FPN: ~44M
-    # ... plus SEAM's heads: 3 x conv(256, 256) + conv(256, 1024) + Linear(1024, 256) + BN + Linear(256, 2)
+    bn_free = {k: v for k, v in named(ref).items() if not k.endswith("num_batches_tracked")}
+    assert named(frozen) == bn_free  # so torchvision's COCO state dict fits key for key
+    assert any(isinstance(m, FrozenBatchNorm2d) for m in frozen.modules())
+    frozen_names = [n for n, p in frozen.named_parameters() if not p.requires_grad]
+    assert any(n.startswith("backbone.body.layer1.") for n in frozen_names)  # 3 trainable stages
+    assert not any(n.startswith("backbone.body.layer2.") for n in frozen_names)
+    # SEAM's heads: 3 x conv(256, 256) + conv(256, 1024) + Linear(1024, 256) + BN + Linear(256, 2)
     head = 3 * (256 * 256 * 9 + 256) + (256 * 1024 * 9 + 1024) + (1024 * 256 + 256) + 2 * 256 + (256 * 2 + 2)
     assert n_params(model.match_head) == head
     nlb = 3 * (256 * 128 + 128) + 256 + (128 * 256 + 256)
     assert n_params(model.aggregator) == head + nlb + 257
     assert model.encoder.transform.min_size == (800,) and model.encoder.transform.max_size == 1333
-    # only the class-specific predictors (2 classes) and SEAM's heads are new; the mask branch is frozen
-    frozen = [n for n, p in model.named_parameters() if not p.requires_grad]
-    assert any(n.startswith("encoder.roi_heads.mask_head.") for n in frozen)
-    assert any(n.startswith("encoder.backbone.body.layer1.") for n in frozen)  # 3 trainable stages
+    # the mask branch is frozen (no masks); SEAM's features come from its RoI pooler
+    assert all(not p.requires_grad for p in model.encoder.roi_heads.mask_head.parameters())
 
 
 def test_match_head_shapes_and_cross_logits_equal_pairwise():
