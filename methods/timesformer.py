@@ -38,8 +38,8 @@ Adaptations to video-to-shop retrieval (no classification head; same objective a
   * padded frames (``frame_mask`` False) are masked out as keys of the temporal attention and
     left out of the per-frame CLS average, so a short clip is encoded from its real frames
     only; a clip with no frame at all gets a zero embedding;
-  * the time embedding is sized to the protocol's clip length (10 frames on paper, 8 on tiny)
-    instead of the paper's 8; it is not part of the ImageNet initialisation, so nothing
+  * the time embedding is sized to the protocol's clip length (10 frames on paper, the tiny
+    profile's ``num_frames`` on tiny) instead of the paper's 8; it is not part of the ImageNet initialisation, so nothing
     pretrained is resized.
 
 ``tiny`` (2-core CPU, trained from scratch because no weights can be had offline): width

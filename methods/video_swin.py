@@ -26,9 +26,9 @@ Adaptations to video-to-shop retrieval (same objective as ``clip-meanpool``):
     i.e. a static clip of exactly one temporal token, the usual way a video Swin or an
     inflated 3D network sees an image; one shared encoder mirrors RICE's and clip-meanpool's
     shared image/frame encoder;
-  * clip length: the protocol's 10 frames (8 on tiny) instead of the paper's 32; with
-    tubelet depth 2 they give 5 (4) temporal tokens and torchvision shrinks the temporal
-    window to fit, as it does for any short input;
+  * clip length: the protocol's (10 frames on paper, the tiny profile's ``num_frames`` on
+    tiny) instead of the paper's 32; with tubelet depth 2, 10 frames give 5 temporal tokens
+    and torchvision shrinks the temporal window to fit, as it does for any short input;
   * padded frames (``frame_mask`` False) cannot be masked inside windowed attention, so a
     short clip is filled by repeating its real frames cyclically (frame i := real frame
     i mod k) before encoding, as video models loop short clips; a clip with no frame at all

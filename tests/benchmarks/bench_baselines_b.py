@@ -10,7 +10,8 @@ or with pytest-benchmark::
 
 For timesformer, video-swin, seam-match-rcnn and the baseline ``clip-meanpool`` (tiny
 profiles, random init): forward + backward + AdamW step on one pre-loaded batch of real
-``lpr4m-synth`` (tiny) training pairs (8 frames + 1 shop image each, 112 px), no data loading.
+``lpr4m-synth`` (tiny) training pairs (the tiny profile's frames + 1 shop image each, 112 px),
+no data loading.
 SEAM is timed after ``set_epoch(1)``, i.e. with its aggregation loss on, as in every epoch but
 the first. Rounds are interleaved (every method once per round) because the machine is
 shared; reported: pairs/s (median over rounds) and the ratio to clip-meanpool's pairs/s in the
