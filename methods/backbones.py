@@ -20,7 +20,7 @@ from typing import Any, Optional, Union
 import torch
 from torch import Tensor, nn
 
-from methods.encoders import EncoderLoadError
+from methods.encoders import EncoderLoadError, read_state_dict
 
 VGG16_LAYERS = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
 # VGG-16's 13 convolutions at a quarter of the width (the CPU profile's "VGG-ish" trunk)
@@ -88,16 +88,7 @@ def load_weights(model: nn.Module, path: Path) -> None:
     """Load a ``torch.save`` state dict (tensors only) into a timm model; torchvision's VGG
     layout (``classifier.0`` / ``classifier.3`` linear fc6 / fc7) is converted to timm's
     convolutional ``pre_logits``. Missing keys are an error naming the file."""
-    if not path.is_file():
-        raise EncoderLoadError(f"encoder weights {path}: no such file")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise EncoderLoadError(f"encoder weights {path}: not a loadable tensor checkpoint ({exc})") from exc
-    if isinstance(state, dict) and "state_dict" in state:
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise EncoderLoadError(f"encoder weights {path}: not a state dict")
+    state = read_state_dict(path)
     if "classifier.0.weight" in state and hasattr(model, "pre_logits"):
         state = _torchvision_vgg_to_timm(state, model)
     missing, _ = model.load_state_dict(state, strict=False)

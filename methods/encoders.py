@@ -86,17 +86,39 @@ def _custom_kwargs(cfg: EncoderConfig, vision_cls, text_cls) -> dict:
     )
 
 
-def load_local_weights(model: nn.Module, path: Path) -> None:
-    """Load a state dict saved with ``torch.save``; tensors only (``weights_only=True``)."""
+def read_state_dict(
+    path: Path,
+    owner: str = "encoder",
+    wrappers: tuple[str, ...] = ("model_state_dict", "state_dict", "model_state", "model"),
+    strip_prefix: str | None = None,
+) -> dict:
+    """A tensor state dict from a local ``torch.save`` file (``weights_only=True``).
+
+    Unwraps the first of ``wrappers`` that holds a dict (training checkpoints nest the model
+    there); with ``strip_prefix``, a state dict of one of this project's methods is reduced to
+    that sub-module (``encoder.``). Errors name ``owner`` and the file.
+    """
     if not path.is_file():
-        raise EncoderLoadError(f"encoder weights {path}: no such file")
+        raise EncoderLoadError(f"{owner} weights {path}: no such file")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise EncoderLoadError(f"encoder weights {path}: not a loadable tensor checkpoint ({exc})") from exc
-    if isinstance(state, dict) and "state_dict" in state:
-        state = state["state_dict"]
-    missing, unexpected = model.load_state_dict(state, strict=False)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise EncoderLoadError(f"{owner} weights {path}: not a loadable tensor checkpoint ({first})") from exc
+    for key in wrappers:
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict):
+        raise EncoderLoadError(f"{owner} weights {path}: not a state dict")
+    if strip_prefix and any(k.startswith(strip_prefix) for k in state):
+        state = {k[len(strip_prefix):]: v for k, v in state.items() if k.startswith(strip_prefix)}
+    return state
+
+
+def load_local_weights(model: nn.Module, path: Path) -> None:
+    """Load a local state dict into ``model``; missing keys are an error naming the file."""
+    state = read_state_dict(path, wrappers=("state_dict",))
+    missing, _ = model.load_state_dict(state, strict=False)
     if missing:
         raise EncoderLoadError(f"encoder weights {path}: missing keys {missing[:5]}...")
 

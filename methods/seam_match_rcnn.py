@@ -96,6 +96,7 @@ from benchmark.registry import METHODS
 from methods.backbones import is_local_weights
 from methods.base import DataInfo, Encoded, Method
 from methods.encoders import EncoderLoadError as WeightsError
+from methods.encoders import read_state_dict
 
 BATCH_MEAN = DataConfig.mean  # the batch format's CLIP normalisation (methods/base.py)
 BATCH_STD = DataConfig.std
@@ -248,18 +249,7 @@ def _freeze_resnet_layers(resnet: nn.Module, trainable: int) -> None:
 
 
 def _read_local(path: Path) -> dict:
-    if not path.is_file():
-        raise WeightsError(f"seam-match-rcnn weights {path}: no such file")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise WeightsError(f"seam-match-rcnn weights {path}: not a loadable tensor checkpoint ({exc})") from exc
-    for key in ("model_state_dict", "state_dict"):
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
-    if any(k.startswith("encoder.") for k in state):  # this method's own state dict
-        state = {k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")}
-    return state
+    return read_state_dict(path, "seam-match-rcnn", ("model_state_dict", "state_dict"), strip_prefix="encoder.")
 
 
 def _load_detector(model: nn.Module, state: dict, source: str) -> None:

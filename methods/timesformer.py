@@ -63,6 +63,7 @@ from benchmark.registry import METHODS
 from methods.backbones import is_local_weights
 from methods.base import DataInfo, Encoded, Method
 from methods.encoders import EncoderLoadError as WeightsError
+from methods.encoders import read_state_dict
 from methods.losses import info_nce
 
 # The batch format normalises pixels with these (``methods/base.py``, ``DataConfig`` defaults).
@@ -239,17 +240,7 @@ def load_encoder_weights(encoder: TimeSformerEncoder, cfg: TimeSformerConfig, nu
         return "random"
     if is_local_weights(spec):
         path = Path(spec)
-        if not path.is_file():
-            raise WeightsError(f"timesformer weights {path}: no such file")
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise WeightsError(f"timesformer weights {path}: not a loadable tensor checkpoint ({exc})") from exc
-        for key in ("model_state", "state_dict", "model"):
-            if isinstance(state, dict) and isinstance(state.get(key), dict):
-                state = state[key]
-        if any(k.startswith("encoder.") for k in state):  # this method's own state dict
-            state = {k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")}
+        state = read_state_dict(path, "timesformer", ("model_state", "state_dict", "model"), strip_prefix="encoder.")
         source = str(path)
     else:
         import timm

@@ -54,6 +54,7 @@ from benchmark.registry import METHODS
 from methods.backbones import is_local_weights
 from methods.base import DataInfo, Encoded, Method
 from methods.encoders import EncoderLoadError as WeightsError
+from methods.encoders import read_state_dict
 from methods.losses import info_nce
 from methods.timesformer import renormalise
 
@@ -125,17 +126,7 @@ def build_swin3d(cfg: VideoSwinConfig) -> nn.Module:
 
 
 def _read_local(path: Path) -> dict:
-    if not path.is_file():
-        raise WeightsError(f"video-swin weights {path}: no such file")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise WeightsError(f"video-swin weights {path}: not a loadable tensor checkpoint ({exc})") from exc
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    if any(k.startswith("encoder.") for k in state):  # this method's own state dict
-        state = {k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")}
-    return state
+    return read_state_dict(path, "video-swin", ("state_dict",), strip_prefix="encoder.")
 
 
 def _load_state(model: nn.Module, state: dict, source: str) -> None:
