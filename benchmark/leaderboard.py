@@ -129,7 +129,18 @@ def _common(sub: Mapping[str, Any], path: Path, results_dir: Path) -> dict[str, 
         dataset=sub["dataset"]["name"], profile=sub["profile"]["name"], method=sub["method"]["name"],
         variant=sub["method"]["variant"], source="reproduced", num_parameters=sub["method"]["num_parameters"],
         train_s=prov["wall_time_s"].get("train"), date=prov["date"][:10], seed=prov["seed"], path=rel,
+        note=_rerank_note(sub.get("protocol", {})),
     )
+
+
+def _rerank_note(protocol: Mapping[str, Any]) -> str:
+    """How the row's rankings were made: first-stage embeddings only, or re-ranked."""
+    mode = protocol.get("rerank", "none")
+    if mode == "all":
+        return f"re-ranked: second stage scored every pair of the group ({protocol.get('pairs_scored', 0)} pairs)"
+    if mode == "topk":
+        return f"re-ranked: second stage scored the first-stage top-{protocol.get('rerank_topk')}"
+    return ""
 
 
 def _row_verified(sub: Mapping[str, Any], metrics: Mapping[str, Any], curve: list[float], topk: int,
@@ -152,9 +163,10 @@ def _row_unverified(sub: Mapping[str, Any], path: Path, results_dir: Path) -> Ro
     name = f"mAP@{cut}" if cut is not None and f"mAP@{cut}" in ov else None
     if name:
         values["mAP"], cis["mAP"] = ov[name]["value"], _ci(ov[name])
-    return Row(status="unverified", values=values, cis=cis, map_label=name or "mAP",
-               note="claimed numbers: the dataset was not available to re-score them",
-               **_common(sub, path, results_dir))
+    common = _common(sub, path, results_dir)
+    claimed = "claimed numbers: the dataset was not available to re-score them"
+    common["note"] = f"{claimed}; {common['note']}" if common["note"] else claimed
+    return Row(status="unverified", values=values, cis=cis, map_label=name or "mAP", **common)
 
 
 def _ci(entry: Mapping[str, Any]) -> Optional[tuple[float, float]]:
