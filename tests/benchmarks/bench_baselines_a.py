@@ -25,11 +25,9 @@ import time
 
 import torch
 
-from benchmark.config import PROFILES
-from benchmark.registry import DATASETS, METHODS, load_all
-from benchmark.runner import SYNTH_DATA_SEED
-from datasets.torch_data import PairDataset, collate_batch
+from benchmark.registry import METHODS
 from methods.base import DataInfo, build_method
+from tiny_pairs import tiny_pairs
 
 CASES = [("clip-meanpool", {}), ("fashionnet", {}), ("asymnet", {}), ("nvan", {}), ("nvan", {"ste": True}), ("mgh", {})]
 
@@ -39,14 +37,8 @@ def label(name: str, overrides: dict) -> str:
 
 
 def setup(batch_size: int) -> tuple[DataInfo, dict]:
-    load_all()
-    splits = DATASETS.get("lpr4m-synth")(None, size="tiny", seed=SYNTH_DATA_SEED)
-    prof = PROFILES["tiny"]
-    products = {p: i for i, p in enumerate(sorted({t.product_id for t in splits.train}))}
-    cats = {c: i for i, c in enumerate(splits.categories)}
-    data = PairDataset(splits.train, prof.data, products, cats, train=True)
-    info = DataInfo(len(products), len(cats), prof.data.num_frames, prof.data.image_size)
-    batch = collate_batch([data[i % len(data)] for i in range(batch_size)])
+    """One collated batch of ``lpr4m-synth`` (tiny) training pairs, the tiny profile's transforms."""
+    _, info, _, batch = tiny_pairs(batch_size)
     return info, batch
 
 

@@ -33,27 +33,16 @@ from pathlib import Path
 import torch
 
 from benchmark import engine
-from benchmark.config import PROFILES
 from benchmark.distributed import DistEnv
-from benchmark.registry import DATASETS, load_all
-from benchmark.runner import SYNTH_DATA_SEED
-from datasets.torch_data import PairDataset, collate_batch
 from methods.base import DataInfo, build_method
+from tiny_pairs import tiny_pairs
 from methods.clip_meanpool import ClipMeanPool
 
 
 def _setup(batch_size: int):
-    load_all()
-    splits = DATASETS.get("lpr4m-synth")(None, size="tiny", seed=SYNTH_DATA_SEED)
-    prof = PROFILES["tiny"]
-    products = {p: i for i, p in enumerate(sorted({t.product_id for t in splits.train}))}
-    cats = {c: i for i, c in enumerate(splits.categories)}
-    data = PairDataset(splits.train, prof.data, products, cats, train=True)
-    info = DataInfo(len(products), len(cats), prof.data.num_frames, prof.data.image_size)
-    n = (len(data) // batch_size) * batch_size
-    if n == 0:
+    data, info, prof, batch = tiny_pairs(batch_size)
+    if len(data) < batch_size:
         raise SystemExit(f"--batch-size {batch_size} is larger than the {len(data)} training pairs")
-    batch = collate_batch([data[i % len(data)] for i in range(batch_size)])
     return data, info, prof, batch
 
 
