@@ -24,7 +24,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from datasets.records import Box
 
-TRAIN_SCALE = (0.5, 1.0)
+TRAIN_SCALE = (0.75, 1.0)  # ~ the official Resize(256) + RandomCrop(224): (224/256)**2 = 0.77
 TRAIN_RATIO = (3.0 / 4.0, 4.0 / 3.0)
 
 

@@ -28,28 +28,28 @@ class Knobs:
     # catalogue and galleries
     category_alpha: float = 1.0  # long tail: category rank k weighs (k + 1) ** -alpha
     categories_per_live: tuple[int, int] = (1, 3)  # a livestream sells products of few categories
-    shared_colour_rate: float = 0.6  # a new product reuses the colour of a same-category product of its live
+    shared_colour_rate: float = 0.3  # a new product reuses the colour of a same-category product of its live
     colour_jitter: int = 10  # per-instance RGB offset around the named colour
     products_per_live: Optional[tuple[int, int]] = None  # overrides the size's range (= gallery group size)
     # clip attributes: (small, medium, large), (short, medium, long), (single, few, many)
-    scale_probs: Triple = (0.35, 0.40, 0.25)
-    scale_px: tuple[Range, Range, Range] = ((12.0, 22.0), (24.0, 40.0), (44.0, 68.0))  # longer side, 128 px frame
+    scale_probs: Triple = (0.15, 0.35, 0.50)
+    scale_px: tuple[Range, Range, Range] = ((32.0, 48.0), (56.0, 80.0), (84.0, 112.0))  # longer side, 128 px frame
     duration_probs: Triple = (0.25, 0.40, 0.35)
-    duration_frac: tuple[Range, Range, Range] = ((0.15, 0.35), (0.40, 0.65), (0.70, 1.0))  # visible fraction
+    duration_frac: tuple[Range, Range, Range] = ((0.5, 0.7), (0.75, 0.9), (0.95, 1.0))  # visible fraction
     number_probs: Triple = (0.20, 0.45, 0.35)
-    distractors: tuple[tuple[int, int], tuple[int, int], tuple[int, int]] = ((0, 0), (1, 3), (4, 7))
-    same_category_distractor_rate: float = 0.75  # a distractor is of the intent product's category
+    distractors: tuple[tuple[int, int], tuple[int, int], tuple[int, int]] = ((0, 0), (0, 1), (1, 2))
+    same_category_distractor_rate: float = 0.5  # a distractor is of the intent product's category
     # nuisances
-    occlusion_rate: float = 0.3  # per visible frame: the host's hand covers part of the product
+    occlusion_rate: float = 0.2  # per visible frame: the host's hand covers part of the product
     occlusion_extent: Range = (0.2, 0.5)  # covered fraction of the product's box side
-    rotation_deg: float = 20.0  # in-plane rotation of the held product (clip angle range, +-)
+    rotation_deg: float = 15.0  # in-plane rotation of the held product (clip angle range, +-)
     motion: float = 0.15  # drift of the held product over a clip, fraction of the frame side
     lighting: float = 0.25  # clip gain in [1 - l, 1 + l], tint and per-frame flicker scale with it
     blur_rate: float = 0.25  # per frame
     blur_radius: Range = (0.4, 1.2)
     noise_std: float = 5.0  # additive Gaussian noise, grey levels
     jpeg_quality: tuple[int, int] = (40, 90)  # per clip, uniform
-    clutter: int = 6  # background clutter blocks per livestream
+    clutter: int = 3  # background clutter blocks per livestream
     # text
     asr_missing_rate: float = 0.15  # empty transcript
     asr_error_rate: float = 0.2  # the transcript names a wrong colour or pattern
