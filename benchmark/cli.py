@@ -50,6 +50,9 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-steps", type=int, default=None, help="stop after this many optimizer steps")
     p.add_argument("--batch-size", type=int, default=None, help="override the profile's global training batch")
     p.add_argument("--grad-accum", type=int, default=None, help="gradient-accumulation steps per optimizer step")
+    p.add_argument("--lr-encoder", type=float, default=None, help="override the profile's encoder learning rate")
+    p.add_argument("--lr-new", type=float, default=None, help="override the profile's new-module learning rate")
+    p.add_argument("--weight-decay", type=float, default=None, help="override the profile's AdamW weight decay")
     p.add_argument("--rerank", choices=("none", "all", "topk"), default=None,
                    help="second stage for methods that have one (default: none)")
     p.add_argument("--rerank-topk", type=int, default=None, help="candidates re-scored with --rerank topk")
@@ -174,6 +177,11 @@ def resolve_run_config(args: argparse.Namespace):
             if value < 0 or (value == 0 and positive):
                 raise UsageError(f"--{field.replace('_', '-')} must be {'positive' if positive else '>= 0'}, got {value}")
             train_changes[field] = value
+    for field, fvalue in (("lr_encoder", args.lr_encoder), ("lr_new", args.lr_new), ("weight_decay", args.weight_decay)):
+        if fvalue is not None:
+            if not fvalue >= 0.0:
+                raise UsageError(f"--{field.replace('_', '-')} must be >= 0, got {fvalue}")
+            train_changes[field] = fvalue
     eval_changes: dict[str, Any] = {}
     if args.rerank is not None:
         eval_changes["rerank"] = args.rerank

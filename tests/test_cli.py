@@ -40,6 +40,14 @@ def test_run_options_resolve_into_the_run_config(tmp_path):
     assert cfg.output_dir == tmp_path / "o" and cfg.results_dir == tmp_path / "r"
 
 
+def test_optimiser_options_override_the_profile():
+    t = cli.resolve_run_config(_run_args("--lr-encoder", "2.5e-4", "--lr-new", "1e-3", "--weight-decay", "0")).profile.train
+    assert (t.lr_encoder, t.lr_new, t.weight_decay) == (2.5e-4, 1e-3, 0.0)
+    assert t.epochs == 4  # the rest stays the tiny profile's
+    with pytest.raises(cli.UsageError, match="--lr-new must be >= 0"):
+        cli.resolve_run_config(_run_args("--lr-new", "-1"))
+
+
 def test_default_action_is_run_and_no_arguments_prints_help(capsys):
     assert main([]) == 2
     assert "subcommands: run (default)" in capsys.readouterr().out
