@@ -209,10 +209,21 @@ def _safe_name(text: str) -> str:
 
 
 def submission_filename(sub: Mapping[str, Any]) -> str:
-    """``<dataset>__<profile>__<method>[-<variant>]__seed<N>.json`` (``.gz`` added when large)."""
+    """``<dataset>__<profile>__<method>[-<variant>][__rerank-<mode>]__seed<N>.json`` (``.gz`` when large).
+
+    A re-ranked evaluation (``--rerank all|topk``) gets its own file, so that it stands beside
+    the same checkpoint's first-stage submission instead of replacing it.
+    """
     m = sub["method"]
     label = m["name"] + (f"-{m['variant']}" if m.get("variant") else "")
-    parts = [sub["dataset"]["name"], sub["profile"]["name"], label, f"seed{sub['provenance']['seed']}"]
+    parts = [sub["dataset"]["name"], sub["profile"]["name"], label]
+    protocol = sub.get("protocol", {})
+    mode = protocol.get("rerank", "none")
+    if mode == "all":
+        parts.append("rerank-all")
+    elif mode == "topk":
+        parts.append(f"rerank-top{protocol.get('rerank_topk')}")
+    parts.append(f"seed{sub['provenance']['seed']}")
     return "__".join(_safe_name(p) for p in parts) + ".json"
 
 

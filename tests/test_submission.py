@@ -69,6 +69,13 @@ def test_submission_content(splits, sub):
     assert schema_errors(sub) == []
 
 
+def test_a_reranked_evaluation_gets_its_own_file(sub):
+    topk = tampered(sub, lambda s: s["protocol"].update(rerank="topk", rerank_topk=20))
+    full = tampered(sub, lambda s: s["protocol"].update(rerank="all"))
+    assert submission_filename(topk) == "toy__tiny__toy-v1__rerank-top20__seed0.json"
+    assert submission_filename(full) == "toy__tiny__toy-v1__rerank-all__seed0.json"
+
+
 def tampered(sub, edit):
     obj = copy.deepcopy(sub)
     edit(obj)
