@@ -27,6 +27,7 @@ class Published:
     metrics: dict[str, Any]
     submission_path: Path
     table: Optional[Any] = None  # a renderable leaderboard table (rich), if regenerated
+    leaderboard_error: Optional[str] = None  # why the leaderboard was left as it was (other submissions' faults)
 
 
 def score_description(method_name: str, rerank: str, topk: int) -> str:
@@ -83,13 +84,19 @@ def publish(
         dataset_seed=synthetic_seed if synthetic else None,
     )
     path = submission.write_submission(sub, cfg.results_dir)
-    table = None
+    table, board_error = None, None
     if write_leaderboard:
+        from benchmark.leaderboard import LeaderboardError
+
         roots = {cfg.dataset: Path(cfg.data_root)} if cfg.data_root is not None else None
-        board = regenerate_leaderboard(cfg.results_dir, splits=splits, data_roots=roots)
-        tables = rich_tables(board, only=(cfg.dataset, cfg.profile.name))
-        table = tables[0] if tables else None
-    return Published(metrics=metrics, submission_path=path, table=table)
+        try:
+            board = regenerate_leaderboard(cfg.results_dir, splits=splits, data_roots=roots)
+        except LeaderboardError as exc:  # another submission is at fault; this run's stands
+            board_error = str(exc)
+        else:
+            tables = rich_tables(board, only=(cfg.dataset, cfg.profile.name))
+            table = tables[0] if tables else None
+    return Published(metrics=metrics, submission_path=path, table=table, leaderboard_error=board_error)
 
 
 # --- leaderboard -------------------------------------------------------------------------

@@ -48,6 +48,7 @@ class RunResult:
     train: Optional[engine.TrainResult] = None
     evaluation: Optional[evaluate.EvalOutput] = None
     leaderboard_table: Optional[Any] = None
+    leaderboard_error: Optional[str] = None  # the leaderboard could not be regenerated (why)
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -219,6 +220,7 @@ def _run(cfg: RunConfig, env: D.DistEnv, num_workers: Optional[int], show_progre
         result.metrics = published.metrics
         result.submission_path = published.submission_path
         result.leaderboard_table = published.table
+        result.leaderboard_error = published.leaderboard_error
     D.barrier(env)
     return result
 

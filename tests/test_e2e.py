@@ -132,3 +132,23 @@ def test_epochs_zero_evaluates_the_initial_weights(tmp_path, synth_lpr4m):
     assert not (tmp_path / "runs" / "lpr4m-synth" / "clip-meanpool" / "tiny-seed0" / "last.pt").exists()
     assert (tmp_path / "runs" / "lpr4m-synth" / "clip-meanpool" / "tiny-seed0" / "config.json").is_file()
     assert not (res / "leaderboard.md").exists()
+
+
+def test_a_stale_submission_beside_it_does_not_fail_the_run(e2e, tmp_path, capsys):
+    """Another submission that no longer re-scores (its data changed) leaves the leaderboard as
+    it was and is named in a warning; the run itself succeeds and its own submission is written."""
+    out, res = e2e
+    res2 = tmp_path / "results"
+    stale = json.loads((res / "submissions" / SUB_NAME).read_text())
+    stale["dataset"]["annotation_checksum"] = "0" * 64
+    stale["method"]["variant"] = "old"
+    (res2 / "submissions").mkdir(parents=True)
+    stale_path = res2 / "submissions" / "lpr4m-synth__tiny__clip-meanpool-old__seed0.json"
+    stale_path.write_text(json.dumps(stale))
+    capsys.readouterr()
+    assert main(_args(out, res2, "--resume")) == 0
+    err = capsys.readouterr().err
+    assert "warning: this run's submission was written, but the leaderboard was left as it was" in err
+    assert stale_path.name in err and "annotation_checksum" in err
+    assert submission.load_submission(res2 / "submissions" / SUB_NAME)["method"]["name"] == "clip-meanpool"
+    assert not (res2 / "leaderboard.md").exists()
