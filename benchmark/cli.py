@@ -171,17 +171,13 @@ def resolve_run_config(args: argparse.Namespace):
     train_changes: dict[str, Any] = {}
     for field, value in (("epochs", args.epochs), ("max_steps", args.max_steps),
                          ("batch_size", args.batch_size), ("grad_accum", args.grad_accum),
-                         ("checkpoint_every", args.checkpoint_every)):
+                         ("checkpoint_every", args.checkpoint_every), ("lr_encoder", args.lr_encoder),
+                         ("lr_new", args.lr_new), ("weight_decay", args.weight_decay)):
         if value is not None:
             positive = field in ("batch_size", "grad_accum", "checkpoint_every")
-            if value < 0 or (value == 0 and positive):
+            if not value >= 0 or (value == 0 and positive):  # `not >=` also refuses a NaN rate
                 raise UsageError(f"--{field.replace('_', '-')} must be {'positive' if positive else '>= 0'}, got {value}")
             train_changes[field] = value
-    for field, fvalue in (("lr_encoder", args.lr_encoder), ("lr_new", args.lr_new), ("weight_decay", args.weight_decay)):
-        if fvalue is not None:
-            if not fvalue >= 0.0:
-                raise UsageError(f"--{field.replace('_', '-')} must be >= 0, got {fvalue}")
-            train_changes[field] = fvalue
     eval_changes: dict[str, Any] = {}
     if args.rerank is not None:
         eval_changes["rerank"] = args.rerank

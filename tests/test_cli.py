@@ -46,6 +46,8 @@ def test_optimiser_options_override_the_profile():
     assert t.epochs == 4  # the rest stays the tiny profile's
     with pytest.raises(cli.UsageError, match="--lr-new must be >= 0"):
         cli.resolve_run_config(_run_args("--lr-new", "-1"))
+    with pytest.raises(cli.UsageError, match="--lr-encoder must be >= 0"):
+        cli.resolve_run_config(_run_args("--lr-encoder", "nan"))
 
 
 def test_default_action_is_run_and_no_arguments_prints_help(capsys):
