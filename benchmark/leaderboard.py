@@ -61,10 +61,12 @@ class Row:
     note: str = ""
     curve: Optional[list[float]] = None  # R@k for k = 1..len(curve) (verified rows)
     path: str = ""
+    stage: str = ""  # "" first stage; "PMD top-10" / "PMD, all pairs"-style tag of a re-ranked row
 
     @property
     def label(self) -> str:
-        return f"{self.method} ({self.variant})" if self.variant else self.method
+        base = f"{self.method} ({self.variant})" if self.variant else self.method
+        return f"{base}, {self.stage}" if self.stage else base
 
 
 @dataclass
@@ -128,9 +130,28 @@ def _common(sub: Mapping[str, Any], path: Path, results_dir: Path) -> dict[str, 
     return dict(
         dataset=sub["dataset"]["name"], profile=sub["profile"]["name"], method=sub["method"]["name"],
         variant=sub["method"]["variant"], source="reproduced", num_parameters=sub["method"]["num_parameters"],
-        train_s=prov["wall_time_s"].get("train"), date=prov["date"][:10], seed=prov["seed"], path=rel,
-        note=_rerank_note(sub.get("protocol", {})),
+        train_s=_train_seconds(prov), date=prov["date"][:10], seed=prov["seed"], path=rel,
+        note=_rerank_note(sub.get("protocol", {})), stage=_stage(sub.get("protocol", {})),
     )
+
+
+def _train_seconds(prov: Mapping[str, Any]) -> Optional[float]:
+    """Training wall time; None (a dash) for a run that trained nothing itself (``--epochs 0``,
+    or an evaluation resumed from a finished checkpoint, e.g. a re-ranking pass)."""
+    training = prov.get("training")
+    seconds = prov["wall_time_s"].get("train")
+    if training is not None and training.get("resumed_from_step") == training.get("steps"):
+        return None
+    return seconds if seconds else None
+
+
+def _stage(protocol: Mapping[str, Any]) -> str:
+    mode = protocol.get("rerank", "none")
+    if mode == "all":
+        return "re-ranked, all pairs"
+    if mode == "topk":
+        return f"re-ranked, top-{protocol.get('rerank_topk')}"
+    return ""
 
 
 def _rerank_note(protocol: Mapping[str, Any]) -> str:

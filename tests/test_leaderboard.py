@@ -133,6 +133,23 @@ def test_seeds_are_told_apart(tmp_path, toy):
     assert "m, seed 0" in md and "m, seed 1" in md
 
 
+def test_a_reranked_row_is_labelled_by_its_stage_and_trained_nothing(tmp_path, toy):
+    first = make_submission(toy, method="m", train_s=300.0)
+    first["provenance"]["training"] = {"steps": 40, "resumed_from_step": None}
+    again = copy.deepcopy(first)  # the same checkpoint, re-ranked in a resumed evaluation
+    again["protocol"].update(rerank="topk", rerank_topk=10)
+    again["provenance"]["training"] = {"steps": 40, "resumed_from_step": 40}
+    again["provenance"]["wall_time_s"]["train"] = 0.0
+    write_submission(first, tmp_path)
+    write_submission(again, tmp_path)
+    rows = lb.regenerate(tmp_path, load_splits=loader_for(toy)).tables[("toy", "tiny")]
+    by_label = {r.label: r for r in rows}
+    assert set(by_label) == {"m", "m, re-ranked, top-10"}  # told apart by stage, not by seed
+    assert by_label["m"].train_s == 300.0 and by_label["m, re-ranked, top-10"].train_s is None
+    md = (tmp_path / "leaderboard.md").read_text()
+    assert "| m, re-ranked, top-10 " in md and "5.0min" in md and "0s" not in md
+
+
 def test_print_run_table(toy):
     from rich.console import Console
 
