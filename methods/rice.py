@@ -73,7 +73,12 @@ Differences, and why
 
 Scaled down (tiny profile, for the 2-core CPU): the ``TINY_ENCODER`` ViT (112 px, patch 16 ->
 the same 7x7 grid, width 192, 4 layers, random init), a 64-wide detector; everything else as
-above. The paper profile requires pretrained weights (``encoder.pretrained``: hub tag
+above. What that scale-down costs (lpr4m-synth default, 4 epochs, seed 0; see the
+leaderboard): PMD and the detector need features a from-scratch encoder does not have yet.
+PMD's loss stays near ln 4 with text (its hardest negatives then share the positive's colour and
+pattern words) and its gradient into the shared encoder lowers ICL's R1 without text; re-ranking
+with it is at chance. The ASR/title tokens carry most of the tiny model's first-stage R1. The
+paper profile requires pretrained weights (``encoder.pretrained``: hub tag
 ``openai`` or a local file via ``--pretrained PATH``) and fails rather than start at random.
 """
 
