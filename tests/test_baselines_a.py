@@ -409,7 +409,8 @@ def test_tiny_train_and_evaluate_through_the_cli(name, extra, label, tmp_path, s
         "--no-leaderboard", "--output-dir", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "results"), *extra,
     ])
     assert rc == 0, capsys.readouterr().err
-    sub = json.loads((tmp_path / "results" / "submissions" / f"lpr4m-synth__tiny__{label}__seed0.json").read_text())
+    stage = "__rerank-all" if "--rerank" in extra else ""  # a re-ranked evaluation's own file
+    sub = json.loads((tmp_path / "results" / "submissions" / f"lpr4m-synth__tiny__{label}{stage}__seed0.json").read_text())
     assert sub["method"]["name"] == name and sub["method"]["config"]["num_frames"] == 4
     assert sub["metrics"]["num_queries"] == len(sub["rankings"]) == 20
     assert 0.0 <= sub["metrics"]["overall"]["R1"]["value"] <= 100.0

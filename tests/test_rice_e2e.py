@@ -33,7 +33,7 @@ def rice_run(tmp_path_factory, synth_lpr4m):
 def test_cli_trains_reranks_and_submits(rice_run, synth_lpr4m):
     run_dir, res = rice_run
     assert (run_dir / "last.pt").is_file() and (run_dir / "config.json").is_file()
-    path = res / "submissions" / f"lpr4m-synth__tiny__{LABEL}__seed0.json"
+    path = res / "submissions" / f"lpr4m-synth__tiny__{LABEL}__rerank-all__seed0.json"  # re-ranked: its own file
     sub = submission.load_submission(path)
     assert sub["method"]["name"].startswith("rice") and len(sub["rankings"]) == len(synth_lpr4m.queries)
     r1 = sub["metrics"]["overall"]["R1"]["value"]

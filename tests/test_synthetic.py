@@ -198,14 +198,14 @@ def test_visible_duration_and_distractor_count_follow_the_attributes():
     knobs = Knobs()
     stage = make_stage(5, (128, 128), [], knobs)
     specs = [_plain(1, c) for c in ("red", "blue", "green", "pink", "black", "white", "grey")]
-    short = render_clip(stage, specs[0], specs[1:], ClipAttrs("medium", "short", "many"), 20, knobs, 1)
+    lo_n, hi_n = knobs.distractors[2]  # the plan draws a "many" clip's distractor count from here
+    short = render_clip(stage, specs[0], specs[1 : 1 + hi_n], ClipAttrs("medium", "short", "many"), 20, knobs, 1)
     long = render_clip(stage, specs[0], [], ClipAttrs("medium", "long", "single"), 20, knobs, 1)
     n_short = sum(b is not None for b in short.boxes)
     n_long = sum(b is not None for b in long.boxes)
     lo_s, hi_s = knobs.duration_frac[0]
     lo_l, _ = knobs.duration_frac[2]
     assert round(lo_s * 20) - 1 <= n_short <= round(hi_s * 20) + 1 and n_long >= round(lo_l * 20) - 1
-    lo_n, hi_n = knobs.distractors[2]
     assert all(lo_n <= len(d) <= hi_n for d in short.distractor_boxes) and all(len(d) == 0 for d in long.distractor_boxes)
 
 
