@@ -61,7 +61,7 @@ class Row:
     note: str = ""
     curve: Optional[list[float]] = None  # R@k for k = 1..len(curve) (verified rows)
     path: str = ""
-    stage: str = ""  # "" first stage; "PMD top-10" / "PMD, all pairs"-style tag of a re-ranked row
+    stage: str = ""  # "" first stage; "re-ranked, top-10" / "re-ranked, all pairs" (see _stage)
 
     @property
     def label(self) -> str:
