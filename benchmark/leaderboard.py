@@ -30,7 +30,7 @@ from tabulate import tabulate
 from benchmark import safe_json
 from benchmark.atomic import atomic_write_bytes
 from benchmark.submission import (
-    SUBMISSIONS_SUBDIR, SubmissionError, load_submission, rescore, schema_errors,
+    SUBMISSIONS_SUBDIR, SubmissionError, load_submission, rerank_stage, rescore, schema_errors,
 )
 from datasets.records import DatasetSplits
 
@@ -146,22 +146,21 @@ def _train_seconds(prov: Mapping[str, Any]) -> Optional[float]:
 
 
 def _stage(protocol: Mapping[str, Any]) -> str:
-    mode = protocol.get("rerank", "none")
-    if mode == "all":
-        return "re-ranked, all pairs"
-    if mode == "topk":
-        return f"re-ranked, top-{protocol.get('rerank_topk')}"
-    return ""
+    """The label suffix of a re-ranked row ("" for first-stage rankings)."""
+    stage = rerank_stage(protocol)
+    if stage is None:
+        return ""
+    return "re-ranked, all pairs" if stage == "all" else f"re-ranked, top-{stage[3:]}"
 
 
 def _rerank_note(protocol: Mapping[str, Any]) -> str:
     """How the row's rankings were made: first-stage embeddings only, or re-ranked."""
-    mode = protocol.get("rerank", "none")
-    if mode == "all":
+    stage = rerank_stage(protocol)
+    if stage is None:
+        return ""
+    if stage == "all":
         return f"re-ranked: second stage scored every pair of the group ({protocol.get('pairs_scored', 0)} pairs)"
-    if mode == "topk":
-        return f"re-ranked: second stage scored the first-stage top-{protocol.get('rerank_topk')}"
-    return ""
+    return f"re-ranked: second stage scored the first-stage {stage.replace('top', 'top-')}"
 
 
 def _row_verified(sub: Mapping[str, Any], metrics: Mapping[str, Any], curve: list[float], topk: int,

@@ -208,6 +208,17 @@ def _safe_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._+-]", "-", text)
 
 
+def rerank_stage(protocol: Mapping[str, Any]) -> Optional[str]:
+    """A submission's second stage: ``"all"`` (every pair of the group), ``"top<K>"`` (the
+    first-stage top K) or None (first-stage embeddings only)."""
+    mode = protocol.get("rerank", "none")
+    if mode == "all":
+        return "all"
+    if mode == "topk":
+        return f"top{protocol.get('rerank_topk')}"
+    return None
+
+
 def submission_filename(sub: Mapping[str, Any]) -> str:
     """``<dataset>__<profile>__<method>[-<variant>][__rerank-<mode>]__seed<N>.json`` (``.gz`` when large).
 
@@ -217,12 +228,9 @@ def submission_filename(sub: Mapping[str, Any]) -> str:
     m = sub["method"]
     label = m["name"] + (f"-{m['variant']}" if m.get("variant") else "")
     parts = [sub["dataset"]["name"], sub["profile"]["name"], label]
-    protocol = sub.get("protocol", {})
-    mode = protocol.get("rerank", "none")
-    if mode == "all":
-        parts.append("rerank-all")
-    elif mode == "topk":
-        parts.append(f"rerank-top{protocol.get('rerank_topk')}")
+    stage = rerank_stage(sub.get("protocol", {}))
+    if stage:
+        parts.append(f"rerank-{stage}")
     parts.append(f"seed{sub['provenance']['seed']}")
     return "__".join(_safe_name(p) for p in parts) + ".json"
 
