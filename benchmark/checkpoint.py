@@ -64,3 +64,29 @@ def find_resumable(run_dir: Path) -> Optional[Path]:
     p = checkpoint_path(run_dir)
     return p if p.is_file() else None
 
+
+
+def load_model_weights(model: torch.nn.Module, path: Path, *, allow_unused: bool = False) -> list[str]:
+    """Load the model weights of checkpoint ``path`` into ``model``; return the unused keys.
+
+    Every parameter and buffer of ``model`` must be in the checkpoint with its shape. Keys the
+    model has no place for (say, the detector of a run evaluated with ground-truth boxes) are
+    refused unless ``allow_unused``, and then returned so the caller can say what was left out.
+    """
+    path = Path(path)
+    state = load_checkpoint(path)["model"]
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
+              if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    unused = sorted(k for k in state if k not in own)
+    if missing or shapes or (unused and not allow_unused):
+        faults = [f"missing {len(missing)} ({', '.join(missing[:3])})" if missing else "",
+                  f"shape mismatch {len(shapes)} ({'; '.join(shapes[:3])})" if shapes else "",
+                  f"unexpected {len(unused)} ({', '.join(unused[:3])})" if unused and not allow_unused else ""]
+        raise CheckpointError(
+            f"{path}: its weights do not fit this model: {', '.join(f for f in faults if f)}; "
+            "pass the settings (--profile, --set) the checkpoint was trained with"
+        )
+    model.load_state_dict({k: state[k] for k in own}, strict=True)
+    return unused

@@ -60,6 +60,9 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--num-workers", type=int, default=None, help="DataLoader workers (default: the profile's)")
     p.add_argument("--resume", action="store_true", help="continue from the run directory's last checkpoint")
+    p.add_argument("--weights", type=Path, default=None, metavar="CKPT",
+                   help="start from the model weights of a run checkpoint (RUN_DIR/last.pt); with --epochs 0 "
+                        "this evaluates them under this run's settings, e.g. --set ipd=oracle")
     p.add_argument("--checkpoint-every", type=int, default=None, metavar="STEPS",
                    help="also checkpoint every STEPS optimizer steps, mid-epoch (default: at epoch ends only)")
     p.add_argument("--no-feature-cache", action="store_true",
@@ -154,7 +157,7 @@ def resolve_run_config(args: argparse.Namespace):
     """The :class:`RunConfig` the command line asks for (names checked, overrides validated)."""
     from benchmark.config import RunConfig, get_profile
     from benchmark.registry import DATASETS, METHODS
-    from benchmark.runner import pretrained_override
+    from benchmark.runner import pretrained_override, whole_weights_overrides
     from methods.base import apply_overrides
 
     method = args.method
@@ -198,6 +201,10 @@ def resolve_run_config(args: argparse.Namespace):
             overrides.update(pretrained_override(cls, profile.name, args.pretrained))
         except ValueError as exc:
             raise UsageError(str(exc)) from None
+    if args.weights is not None:
+        if args.resume:
+            raise UsageError("--weights and --resume: pick one (--resume continues the run directory's own checkpoint)")
+        overrides = whole_weights_overrides(cls, profile.name, overrides)
     try:
         apply_overrides(cls.default_config(profile.name), overrides)
     except (KeyError, ValueError) as exc:
@@ -208,7 +215,7 @@ def resolve_run_config(args: argparse.Namespace):
         method=method, dataset=args.dataset, profile=profile, data_root=args.data_root, seed=args.seed,
         output_dir=args.output_dir, results_dir=args.results_dir, method_overrides=overrides,
         device=args.device, resume=args.resume, deterministic=args.deterministic, synth_size=args.synth_size,
-        feature_cache=not args.no_feature_cache,
+        feature_cache=not args.no_feature_cache, weights=args.weights,
     )
 
 

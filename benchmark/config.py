@@ -97,6 +97,7 @@ class RunConfig:
     deterministic: bool = False
     synth_size: str = "default"
     feature_cache: bool = True  # reuse cached test embeddings (benchmark.feature_cache)
+    weights: Optional[Path] = None  # start from a run checkpoint's model weights (``--weights``)
 
     def to_dict(self) -> dict[str, Any]:
         return _jsonable(dataclasses.asdict(self))

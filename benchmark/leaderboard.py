@@ -131,7 +131,7 @@ def _common(sub: Mapping[str, Any], path: Path, results_dir: Path) -> dict[str, 
         dataset=sub["dataset"]["name"], profile=sub["profile"]["name"], method=sub["method"]["name"],
         variant=sub["method"]["variant"], source="reproduced", num_parameters=sub["method"]["num_parameters"],
         train_s=_train_seconds(prov), date=prov["date"][:10], seed=prov["seed"], path=rel,
-        note=_rerank_note(sub.get("protocol", {})), stage=_stage(sub.get("protocol", {})),
+        note=_rerank_note(sub.get("protocol", {})), stage=_stage(sub.get("protocol", {}), prov),
     )
 
 
@@ -145,12 +145,17 @@ def _train_seconds(prov: Mapping[str, Any]) -> Optional[float]:
     return seconds if seconds else None
 
 
-def _stage(protocol: Mapping[str, Any]) -> str:
-    """The label suffix of a re-ranked row ("" for first-stage rankings)."""
+def _stage(protocol: Mapping[str, Any], prov: Mapping[str, Any]) -> str:
+    """The label suffix of a row: its second stage, and whose weights it started from
+    (``--weights``); "" for a first-stage row of a run that trained its own."""
+    parts = []
     stage = rerank_stage(protocol)
-    if stage is None:
-        return ""
-    return "re-ranked, all pairs" if stage == "all" else f"re-ranked, top-{stage[3:]}"
+    if stage is not None:
+        parts.append("re-ranked, all pairs" if stage == "all" else f"re-ranked, top-{stage[3:]}")
+    weights = prov.get("initial_weights")
+    if isinstance(weights, Mapping):
+        parts.append(f"weights of {weights.get('source') or str(weights.get('sha256', ''))[:8]}")
+    return ", ".join(parts)
 
 
 def _rerank_note(protocol: Mapping[str, Any]) -> str:

@@ -52,6 +52,7 @@ def publish(
     run_dir: Path,
     synthetic_seed: Optional[int] = None,
     write_leaderboard: bool = True,
+    initial_weights: Optional[dict[str, Any]] = None,
 ) -> Published:
     """Write the run's submission (and refresh the leaderboard); return what was written."""
     ev = cfg.profile.eval
@@ -63,6 +64,8 @@ def publish(
     prov["seeds"] = seeds
     if train_result is not None:
         prov["training"] = train_result.to_dict()
+    if initial_weights is not None:
+        prov["initial_weights"] = dict(initial_weights)
     synthetic = cfg.data_root is None and synthetic_seed is not None
     sub = submission.build_submission(
         method=cfg.method,

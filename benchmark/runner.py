@@ -20,6 +20,7 @@ embeddings are cached under ``<output_dir>/feature-cache/`` (:mod:`benchmark.fea
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,8 +56,11 @@ class RunResult:
 # --- pieces ------------------------------------------------------------------------------
 
 
-def run_dir_for(cfg: RunConfig, method_label: str) -> Path:
-    return Path(cfg.output_dir) / cfg.dataset / method_label / f"{cfg.profile.name}-seed{cfg.seed}"
+def run_dir_for(cfg: RunConfig, method_label: str, weights_sha256: Optional[str] = None) -> Path:
+    """``<output>/<dataset>/<label>/<profile>-seed<N>`` (``-weights-<sha8>`` for a ``--weights`` run,
+    which must not overwrite the run that trained those weights, nor one trained with its config)."""
+    name = f"{cfg.profile.name}-seed{cfg.seed}" + (f"-weights-{weights_sha256[:8]}" if weights_sha256 else "")
+    return Path(cfg.output_dir) / cfg.dataset / method_label / name
 
 
 def method_label(name: str, method: Method) -> str:
@@ -107,6 +111,46 @@ def pretrained_override(method_cls: type[Method], profile: str, path: str) -> di
     raise ValueError(
         f"--pretrained: method {method_cls.__name__} has no 'pretrained' or 'encoder.pretrained' config field"
     )
+
+
+def load_initial_weights(method: Method, path: Path, con: Any) -> dict[str, Any]:
+    """``--weights``: load a run checkpoint's model weights into ``method``; return what the
+    submission records (file, sha256, the source run's label, checkpoint keys left unused)."""
+    import hashlib
+
+    from benchmark.checkpoint import CONFIG_NAME, load_model_weights
+
+    unused = load_model_weights(method, path, allow_unused=True)
+    digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    source = None
+    config = Path(path).parent / CONFIG_NAME
+    if config.is_file():
+        try:
+            source = json.loads(config.read_text(encoding="utf-8")).get("method_label")
+        except (OSError, ValueError, AttributeError):
+            source = None
+    con.print(f"weights from {path} ({source or 'source run unknown'}, sha256 {digest[:12]})"
+              + (f"; {len(unused)} checkpoint tensors unused by this config, e.g. {unused[0]}" if unused else ""))
+    return {"path": str(path), "sha256": digest, "source": source, "unused_keys": len(unused)}
+
+
+def whole_weights_overrides(method_cls: type[Method], profile: str, overrides: dict[str, Any]) -> dict[str, Any]:
+    """``overrides`` plus what a model loaded whole from a checkpoint needs: no pretrained-weight
+    download (every ``pretrained`` field, top level or one config below, set to None unless the
+    user set it) and no refusal of a random start (``require_pretrained = False``)."""
+    cfg = method_cls.default_config(profile)
+    out = dict(overrides)
+    if not dataclasses.is_dataclass(cfg):
+        return out
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if f.name == "pretrained" and value:
+            out.setdefault("pretrained", None)
+        elif f.name == "require_pretrained" and value:
+            out.setdefault("require_pretrained", False)
+        elif dataclasses.is_dataclass(value) and getattr(value, "pretrained", None):
+            out.setdefault(f"{f.name}.pretrained", None)
+    return out
 
 
 class MethodBuildError(RuntimeError):
@@ -160,8 +204,9 @@ def _run(cfg: RunConfig, env: D.DistEnv, num_workers: Optional[int], show_progre
     # evaluation-only run (epochs 0) has no DDP: every rank must encode with one model)
     seed_everything(cfg.seed, deterministic=cfg.deterministic, rank=0)
     method = build(cfg, info)
+    initial_weights = load_initial_weights(method, cfg.weights, con) if cfg.weights is not None else None
     label = method_label(cfg.method, method)
-    run_dir = run_dir_for(cfg, label)
+    run_dir = run_dir_for(cfg, label, initial_weights["sha256"] if initial_weights else None)
     workers = num_workers_for(cfg, num_workers)
     con.print(
         f"[bold]{label}[/bold] on {splits.name} ({len(splits.train)} train pairs, {len(splits.queries)} queries, "
@@ -172,6 +217,7 @@ def _run(cfg: RunConfig, env: D.DistEnv, num_workers: Optional[int], show_progre
         "method": cfg.method, "dataset": cfg.dataset, "profile": cfg.profile.name, "seed": cfg.seed,
         "method_overrides": {k: str(v) for k, v in cfg.method_overrides.items()},
         "data_root": str(cfg.data_root) if cfg.data_root else None, "synth_size": cfg.synth_size,
+        "initial_weights": initial_weights["sha256"] if initial_weights else None,
     }
     resolved = {
         "run": cfg.to_dict(),
@@ -215,6 +261,7 @@ def _run(cfg: RunConfig, env: D.DistEnv, num_workers: Optional[int], show_progre
         result.timings["total_s"] = time.perf_counter() - t_all
         published = publish.publish(
             cfg, splits, method, label, out, train_result=train_result, provenance=prov, seeds=seeds,
+            initial_weights=initial_weights,
             timings=result.timings, run_dir=run_dir, synthetic_seed=SYNTH_DATA_SEED, write_leaderboard=write_leaderboard,
         )
         result.metrics = published.metrics

@@ -220,7 +220,8 @@ def rerank_stage(protocol: Mapping[str, Any]) -> Optional[str]:
 
 
 def submission_filename(sub: Mapping[str, Any]) -> str:
-    """``<dataset>__<profile>__<method>[-<variant>][__rerank-<mode>]__seed<N>.json`` (``.gz`` when large).
+    """``<dataset>__<profile>__<method>[-<variant>][__rerank-<mode>][__weights-<sha8>]__seed<N>.json``
+    (``.gz`` when large).
 
     A re-ranked evaluation (``--rerank all|topk``) gets its own file, so that it stands beside
     the same checkpoint's first-stage submission instead of replacing it.
@@ -231,6 +232,9 @@ def submission_filename(sub: Mapping[str, Any]) -> str:
     stage = rerank_stage(sub.get("protocol", {}))
     if stage:
         parts.append(f"rerank-{stage}")
+    weights = sub["provenance"].get("initial_weights")
+    if weights:  # evaluated (or fine-tuned) from another run's weights: beside that run, not over it
+        parts.append(f"weights-{weights['sha256'][:8]}")
     parts.append(f"seed{sub['provenance']['seed']}")
     return "__".join(_safe_name(p) for p in parts) + ".json"
 

@@ -20,7 +20,6 @@ method (one ``error:`` line on stderr).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import io
 import json
 import sys
@@ -95,12 +94,12 @@ def _settings(args: argparse.Namespace) -> tuple[str, dict[str, Any], str]:
 
 
 def _load(args: argparse.Namespace):
-    from benchmark.checkpoint import CheckpointError, load_checkpoint
+    from benchmark.checkpoint import CheckpointError, load_model_weights
     from benchmark.cli import load_registries
     from benchmark.config import RunConfig, get_profile
     from benchmark.distributed import resolve_device
     from benchmark.registry import DATASETS, METHODS
-    from benchmark.runner import SYNTH_DATA_SEED, data_info
+    from benchmark.runner import SYNTH_DATA_SEED, data_info, whole_weights_overrides
     from methods.base import build_method
 
     load_registries(args.plugins)
@@ -113,25 +112,14 @@ def _load(args: argparse.Namespace):
     cfg = RunConfig(method=args.method, dataset=args.dataset, profile=profile, data_root=args.data_root,
                     method_overrides=overrides, synth_size=synth_size)
     info, _, _ = data_info(splits, cfg)
-    overrides = dict(overrides)
-    enc = getattr(cls.default_config(profile.name), "encoder", None)
-    if dataclasses.is_dataclass(enc) and getattr(enc, "pretrained", None) and "encoder.pretrained" not in overrides:
-        overrides["encoder.pretrained"] = None  # the checkpoint holds every weight: no hub download
-        if "require_pretrained" in {f.name for f in dataclasses.fields(cls.default_config(profile.name))}:
-            overrides["require_pretrained"] = False
+    overrides = whole_weights_overrides(cls, profile.name, overrides)  # the checkpoint holds every weight
     try:
         method = build_method(cls, profile.name, info, overrides)
-        state = load_checkpoint(args.checkpoint)
-        missing, unexpected = method.load_state_dict(state["model"], strict=False)
+        load_model_weights(method, args.checkpoint)
     except CheckpointError as exc:
         raise VisualizeError(str(exc)) from exc
     except (KeyError, ValueError, RuntimeError) as exc:
         raise VisualizeError(f"{args.checkpoint}: does not fit {args.method} ({exc})") from exc
-    if missing or unexpected:
-        raise VisualizeError(
-            f"{args.checkpoint}: does not fit {args.method} with these settings "
-            f"(missing {missing[:3]}, unexpected {unexpected[:3]}); pass the run's --profile/--set"
-        )
     device = resolve_device(args.device)
     return method.to(device).eval(), splits, profile.data, device
 

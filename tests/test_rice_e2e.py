@@ -60,3 +60,48 @@ def test_visualize_writes_overlays_from_the_checkpoint(rice_run, synth_lpr4m, tm
     # a method without attention maps is refused
     assert main(["visualize", "--method", "clip-meanpool", "--dataset", "lpr4m-synth", "--checkpoint",
                  str(run_dir / "last.pt"), "--query", query.query_id, "--out", str(out)]) == 1
+
+
+def test_weights_reevaluate_a_checkpoint_under_another_config(rice_run, synth_lpr4m, tmp_path, capsys):
+    """``--weights CKPT --epochs 0``: the same settings reproduce the run's rankings exactly from
+    a fresh output folder; ``--set ipd=oracle`` evaluates the same weights with ground-truth
+    boxes, leaving the detector unused, in a submission of its own that names its source."""
+    run_dir, res = rice_run
+    ckpt = run_dir / "last.pt"
+    common = ["--method", "rice", "--dataset", "lpr4m-synth", "--profile", "tiny", "--synth-size", "tiny",
+              "--weights", str(ckpt), "--epochs", "0", "--num-workers", "0", "--bootstrap", "20",
+              "--results-dir", str(tmp_path / "res"), "--no-leaderboard"]
+    assert main(common + ["--rerank", "all", "--output-dir", str(tmp_path / "a")]) == 0
+    (same,) = (tmp_path / "res" / "submissions").glob("*__rerank-all__weights-*__seed0.json")
+    original = submission.load_submission(res / "submissions" / f"lpr4m-synth__tiny__{LABEL}__rerank-all__seed0.json")
+    again = submission.load_submission(same)
+    assert again["rankings"] == original["rankings"]
+    weights = again["provenance"]["initial_weights"]
+    assert weights["source"] == LABEL and weights["unused_keys"] == 0 and same.name.count(weights["sha256"][:8]) == 1
+
+    assert main(common + ["--set", "ipd=oracle", "--output-dir", str(tmp_path / "b")]) == 0
+    cap = capsys.readouterr()
+    out = "".join((cap.out + cap.err).split())  # the console wraps long lines
+    assert "checkpointtensorsunusedbythisconfig,e.g.detector." in out
+    (oracle,) = (tmp_path / "res" / "submissions").glob("*ipd-oracle*__weights-*__seed0.json")
+    sub = submission.load_submission(oracle)
+    assert sub["method"]["variant"] == "icl+pmd+pfr+ipd-oracle+text"
+    assert sub["provenance"]["initial_weights"]["unused_keys"] > 0 and "training" not in sub["provenance"]
+    assert (tmp_path / "b" / "lpr4m-synth" / "rice-icl+pmd+pfr+ipd-oracle+text").is_dir()
+
+    from benchmark.leaderboard import _stage
+
+    assert _stage(sub["protocol"], sub["provenance"]) == f"weights of {LABEL}"
+
+
+def test_weights_that_do_not_fit_are_one_line(rice_run, tmp_path, capsys):
+    run_dir, _ = rice_run
+    base = ["--dataset", "lpr4m-synth", "--profile", "tiny", "--synth-size", "tiny", "--epochs", "0",
+            "--num-workers", "0", "--output-dir", str(tmp_path / "o"), "--results-dir", str(tmp_path / "r"),
+            "--no-leaderboard", "--weights", str(run_dir / "last.pt")]
+    assert main(["--method", "mgh"] + base) != 0  # clip-meanpool would fit: RICE holds its encoder
+    err = capsys.readouterr().err
+    assert "last.pt: its weights do not fit this model: missing" in err and "Traceback" not in err
+    assert main(["--method", "rice", "--resume"] + base) != 0
+    assert "--weights and --resume" in capsys.readouterr().err
+    assert not (tmp_path / "r" / "submissions").exists() or not list((tmp_path / "r" / "submissions").iterdir())
