@@ -59,7 +59,7 @@ class Row:
 
 def _load_or_train(size: str, steps: int, checkpoint: Optional[Path], overrides: dict[str, Any], workers: int):
     from benchmark import engine
-    from benchmark.checkpoint import load_checkpoint
+    from benchmark.checkpoint import load_model_weights
     from benchmark.config import RunConfig, get_profile
     from benchmark.distributed import DistEnv
     from benchmark.registry import DATASETS, load_all
@@ -78,7 +78,7 @@ def _load_or_train(size: str, steps: int, checkpoint: Optional[Path], overrides:
     method = build_method(Rice, "tiny", info, overrides)
     env = DistEnv()
     if checkpoint is not None:
-        method.load_state_dict(load_checkpoint(checkpoint)["model"])
+        load_model_weights(method, checkpoint)
     else:
         train_cfg = dataclasses.replace(profile.train, batch_size=16, max_steps=steps, epochs=100)
         pairs = PairDataset(splits.train, profile.data, products, categories, train=True)
