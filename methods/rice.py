@@ -79,7 +79,7 @@ PMD's loss stays near ln 4 with text (its hardest negatives then share the posit
 pattern words) and its gradient into the shared encoder lowers ICL's R1 without text; re-ranking
 with it is at chance. Nor is it the shared encoder's fault: two more epochs of PMD (and PFR,
 detector) on the trained full model with the encoder frozen (``--weights`` + ``--lr-encoder 0``)
-leave its loss at 1.34 -> 1.32 (ln 4 = 1.39) and top-10 re-ranking at R1 7.86 against 35.10
+leave its loss at 1.34 -> 1.32 (ln 4 = 1.39) and top-10 re-ranking at R1 7.86 against the 35.10
 first stage: among the 3 hardest in-batch negatives of a text-aware ICL the from-scratch patch
 tokens do not tell the positive apart. IPD works: the same full-model weights score 32.96 with
 no mask at test time, 35.10 with the detector's and 38.78 with ground-truth boxes
