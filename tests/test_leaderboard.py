@@ -150,6 +150,21 @@ def test_a_reranked_row_is_labelled_by_its_stage_and_trained_nothing(tmp_path, t
     assert "| m, re-ranked, top-10 " in md and "5.0min" in md and "0s" not in md
 
 
+def test_analysis_rows_come_after_the_ranked_ones_unnumbered(tmp_path, toy):
+    """Another run's weights (``--weights``) or a test-time oracle never takes a rank, however high its R1."""
+    weak = make_submission(toy, method="m", noise=3.0)
+    oracle = make_submission(toy, method="m", variant="ipd-oracle", noise=0.1)
+    reused = make_submission(toy, method="m", variant="x", noise=0.1)
+    reused["provenance"]["initial_weights"] = {"path": "runs/a/last.pt", "sha256": "ab" * 32, "source": "m-full"}
+    for sub in (weak, oracle, reused):
+        write_submission(sub, tmp_path)
+    rows = lb.regenerate(tmp_path, load_splits=loader_for(toy)).tables[("toy", "tiny")]
+    assert [r.label for r in rows][0] == "m" and {r.label for r in rows[1:]} == {"m (ipd-oracle)", "m (x), weights of m-full"}
+    assert rows[1].values["R1"] > rows[0].values["R1"] and all(r.analysis for r in rows[1:])
+    md = (tmp_path / "leaderboard.md").read_text()
+    assert "| 1   | m " in md and "| –   | m (x), weights of m-full" in md and "| 2 " not in md
+
+
 def test_print_run_table(toy):
     from rich.console import Console
 
