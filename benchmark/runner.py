@@ -217,8 +217,9 @@ def _run(cfg: RunConfig, env: D.DistEnv, num_workers: Optional[int], show_progre
         "method": cfg.method, "dataset": cfg.dataset, "profile": cfg.profile.name, "seed": cfg.seed,
         "method_overrides": {k: str(v) for k, v in cfg.method_overrides.items()},
         "data_root": str(cfg.data_root) if cfg.data_root else None, "synth_size": cfg.synth_size,
-        "initial_weights": initial_weights["sha256"] if initial_weights else None,
     }
+    if initial_weights:  # only then: checkpoints of runs without --weights keep their identity
+        identity["initial_weights"] = initial_weights["sha256"]
     resolved = {
         "run": cfg.to_dict(),
         "method_config": _jsonable(dataclasses.asdict(method.cfg)) if dataclasses.is_dataclass(method.cfg) else None,
