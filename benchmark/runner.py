@@ -113,6 +113,19 @@ def pretrained_override(method_cls: type[Method], profile: str, path: str) -> di
     )
 
 
+def run_identity(cfg: RunConfig, initial_weights: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+    """What a checkpoint must have been trained as for ``--resume`` to continue it. A new key
+    only when its feature is used: checkpoints written before it keep their identity."""
+    identity: dict[str, Any] = {
+        "method": cfg.method, "dataset": cfg.dataset, "profile": cfg.profile.name, "seed": cfg.seed,
+        "method_overrides": {k: str(v) for k, v in cfg.method_overrides.items()},
+        "data_root": str(cfg.data_root) if cfg.data_root else None, "synth_size": cfg.synth_size,
+    }
+    if initial_weights:
+        identity["initial_weights"] = initial_weights["sha256"]
+    return identity
+
+
 def load_initial_weights(method: Method, path: Path, con: Any) -> dict[str, Any]:
     """``--weights``: load a run checkpoint's model weights into ``method``; return what the
     submission records (file, sha256, the source run's label, checkpoint keys left unused)."""
@@ -213,13 +226,7 @@ def _run(cfg: RunConfig, env: D.DistEnv, num_workers: Optional[int], show_progre
         f"{len(splits.gallery)} gallery images), profile {cfg.profile.name}, seed {cfg.seed}, "
         f"{provenance.device_string(env.device)} x{env.world_size} -> {run_dir}"
     )
-    identity = {
-        "method": cfg.method, "dataset": cfg.dataset, "profile": cfg.profile.name, "seed": cfg.seed,
-        "method_overrides": {k: str(v) for k, v in cfg.method_overrides.items()},
-        "data_root": str(cfg.data_root) if cfg.data_root else None, "synth_size": cfg.synth_size,
-    }
-    if initial_weights:  # only then: checkpoints of runs without --weights keep their identity
-        identity["initial_weights"] = initial_weights["sha256"]
+    identity = run_identity(cfg, initial_weights)
     resolved = {
         "run": cfg.to_dict(),
         "method_config": _jsonable(dataclasses.asdict(method.cfg)) if dataclasses.is_dataclass(method.cfg) else None,

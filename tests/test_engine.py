@@ -132,6 +132,17 @@ def test_resume_refuses_another_runs_checkpoint(tmp_path):
         _train(tmp_path, resume=True, identity={"method": "b"})
 
 
+def test_run_identity_keeps_its_keys_for_old_checkpoints():
+    """Checkpoints of earlier versions carry exactly these keys; a key added for every run
+    would make each of them 'another run' to --resume."""
+    from benchmark.config import RunConfig, get_profile
+    from benchmark.runner import run_identity
+
+    cfg = RunConfig(method="mgh", dataset="movingfashion-synth", profile=get_profile("tiny"))
+    assert set(run_identity(cfg)) == {"method", "dataset", "profile", "seed", "method_overrides", "data_root", "synth_size"}
+    assert run_identity(cfg, {"sha256": "ab" * 32})["initial_weights"] == "ab" * 32
+
+
 def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
     (tmp_path / "last.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(ckpt.CheckpointError, match="last.pt: not a loadable checkpoint"):
