@@ -22,6 +22,8 @@ ablation with e.g. ``--set text=false --set ipd=none`` (-> ``icl+pmd+pfr``), ``-
 (needs ``pmd``), ``--set pmd=false --set pfr=false --set ipd=none --set text=false`` (-> ``icl``,
 the same model as ``clip-meanpool`` apart from the logit-scale initialisation),
 ``--set ipd=multi`` for the multi-frame detector, ``--set ipd=oracle`` for ground-truth boxes.
+Not in the paper, for analysis: ``--set pmd_stop_grad=true`` (label ``pmd-sg``) keeps PMD's and
+PFR's gradients out of the shared encoder.
 
 Kept from the paper and the official code
   * one shared CLIP ViT (paper: ViT-B/32, OpenAI weights) for frames and shop images; global
@@ -92,6 +94,7 @@ paper profile requires pretrained weights (``encoder.pretrained``: hub tag
 from __future__ import annotations
 
 import math
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
@@ -132,6 +135,9 @@ class RiceConfig:
     num_negatives: int = 3
     exclude_same_product: bool = True
     rerank_chunk: int = 64  # pairs per PMD forward in rerank()
+    # analysis, not the paper: PMD and PFR read detached encoder tokens, so their gradients never
+    # reach the shared encoder (tests whether they hurt ICL through it); variant "pmd-sg"
+    pmd_stop_grad: bool = False
     # text
     text_weight: float = 1.0
     # IPD
@@ -224,7 +230,7 @@ class Rice(Method):
     def variant(self) -> str:
         parts = ["icl"]
         if self.cfg.pmd:
-            parts.append("pmd")
+            parts.append("pmd-sg" if self.cfg.pmd_stop_grad else "pmd")
         if self.cfg.pfr:
             parts.append("pfr")
         if self.cfg.ipd != "none":
@@ -367,6 +373,9 @@ class Rice(Method):
     def _pmd_losses(self, video: _Side, image: _Side, product: Optional[Tensor]) -> dict[str, Tensor]:
         assert self.pmd is not None
         cfg, b = self.cfg, image.embedding.shape[0]
+        if cfg.pmd_stop_grad:  # analysis switch: nothing from PMD/PFR reaches the encoder
+            video = dataclasses.replace(video, tokens=video.tokens.detach())
+            image = dataclasses.replace(image, tokens=image.tokens.detach())
         all_emb = _gather_nograd(video.embedding.detach())
         all_tokens = gather_with_grad(video.tokens)
         all_keep = _gather_nograd(video.keep)

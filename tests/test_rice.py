@@ -202,6 +202,21 @@ def test_every_ablation_builds_and_trains_a_step(overrides: dict, label: str, ke
         assert (len(q.extras) > 0) == m.cfg.pmd
 
 
+def test_pmd_stop_grad_keeps_pmd_and_pfr_gradients_out_of_the_encoder() -> None:
+    """The analysis switch: PMD and PFR still learn, the shared encoder gets only ICL's gradient."""
+    batch = toy_batch()
+    grads = {}
+    for stop in (False, True):
+        torch.manual_seed(0)
+        m = small_rice(ipd="none", text=False, pmd_stop_grad=stop)
+        losses = m.training_losses(batch)
+        (losses["pmd"] + losses["pfr"]).backward()
+        grads[stop] = m.encoder.visual.conv1.weight.grad
+        assert m.pmd.match.weight.grad.abs().sum() > 0 and m.pfr.convs[0].weight.grad.abs().sum() > 0
+        assert m.variant() == ("icl+pmd-sg+pfr" if stop else "icl+pmd+pfr")
+    assert grads[False].abs().sum() > 0 and (grads[True] is None or float(grads[True].abs().sum()) == 0.0)
+
+
 def test_config_errors_are_clear() -> None:
     with pytest.raises(ValueError, match="pfr=true needs pmd=true"):
         small_rice(pmd=False)
