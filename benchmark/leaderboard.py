@@ -146,11 +146,17 @@ def is_analysis(sub: Mapping[str, Any]) -> bool:
 
 def _train_seconds(prov: Mapping[str, Any]) -> Optional[float]:
     """Training wall time; None (a dash) for a run that trained nothing itself (``--epochs 0``,
-    or an evaluation resumed from a finished checkpoint, e.g. a re-ranking pass)."""
+    or an evaluation resumed from a finished checkpoint, e.g. a re-ranking pass); for a run
+    resumed part-way, the sum of its epochs' times (before and after the resume)."""
     training = prov.get("training")
     seconds = prov["wall_time_s"].get("train")
     if training is not None and training.get("resumed_from_step") == training.get("steps"):
         return None
+    if training is not None and training.get("resumed_from_step"):
+        # resumed mid-run: this process trained only the rest; the epochs' own times cover all
+        epochs = [e.get("wall_s") for e in training.get("history") or []]
+        if epochs and all(isinstance(w, (int, float)) for w in epochs):
+            return float(sum(epochs))
     return seconds if seconds else None
 
 

@@ -150,6 +150,15 @@ def test_a_reranked_row_is_labelled_by_its_stage_and_trained_nothing(tmp_path, t
     assert "| m, re-ranked, top-10 " in md and "5.0min" in md and "0s" not in md
 
 
+def test_a_run_resumed_part_way_counts_the_epochs_before_the_resume(tmp_path, toy):
+    sub = make_submission(toy, method="m", train_s=60.0)  # this process: the last 2 epochs only
+    sub["provenance"]["training"] = {"steps": 40, "resumed_from_step": 20,
+                                     "history": [{"epoch": e, "wall_s": 30.0 + e} for e in range(1, 5)]}
+    write_submission(sub, tmp_path)
+    (row,) = lb.regenerate(tmp_path, load_splits=loader_for(toy)).tables[("toy", "tiny")]
+    assert row.train_s == 31.0 + 32.0 + 33.0 + 34.0
+
+
 def test_analysis_rows_come_after_the_ranked_ones_unnumbered(tmp_path, toy):
     """Another run's weights (``--weights``) or a test-time oracle never takes a rank, however high its R1."""
     weak = make_submission(toy, method="m", noise=3.0)
