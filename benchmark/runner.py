@@ -139,9 +139,10 @@ def load_initial_weights(method: Method, path: Path, con: Any) -> dict[str, Any]
     config = Path(path).parent / CONFIG_NAME
     if config.is_file():
         try:
-            source = json.loads(config.read_text(encoding="utf-8")).get("method_label")
-        except (OSError, ValueError, AttributeError):
-            source = None
+            label = json.loads(config.read_text(encoding="utf-8")).get("method_label")
+        except (OSError, ValueError, AttributeError):  # unreadable or not an object: source unknown
+            label = None
+        source = label[:200] if isinstance(label, str) else None
     con.print(f"weights from {path} ({source or 'source run unknown'}, sha256 {digest[:12]})"
               + (f"; {len(unused)} checkpoint tensors unused by this config, e.g. {unused[0]}" if unused else ""))
     return {"path": str(path), "sha256": digest, "source": source, "unused_keys": len(unused)}
