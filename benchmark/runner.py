@@ -134,7 +134,11 @@ def load_initial_weights(method: Method, path: Path, con: Any) -> dict[str, Any]
     from benchmark.checkpoint import CONFIG_NAME, load_model_weights
 
     unused = load_model_weights(method, path, allow_unused=True)
-    digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    h = hashlib.sha256()
+    with open(path, "rb") as f:  # in chunks: a paper-profile checkpoint is hundreds of MB
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    digest = h.hexdigest()
     source = None
     config = Path(path).parent / CONFIG_NAME
     if config.is_file():
