@@ -32,6 +32,7 @@ from benchmark.config import RunConfig
 from benchmark.feature_cache import FEATURE_CACHE_DIR, FeatureCache
 from benchmark.registry import DATASETS, METHODS
 from benchmark.seeding import seed_everything
+from benchmark.submission import starting_point
 from datasets.records import DatasetSplits
 from methods.base import DataInfo, Method, build_method
 
@@ -56,11 +57,21 @@ class RunResult:
 # --- pieces ------------------------------------------------------------------------------
 
 
-def run_dir_for(cfg: RunConfig, method_label: str, weights_sha256: Optional[str] = None) -> Path:
+def run_dir_for(cfg: RunConfig, method_label: str, weights_sha256: Optional[str] = None,
+                start: Optional[str] = None) -> Path:
     """``<output>/<dataset>/<label>/<profile>-seed<N>`` (``-weights-<sha8>`` for a ``--weights`` run,
-    which must not overwrite the run that trained those weights, nor one trained with its config)."""
+    which must not overwrite the run that trained those weights, nor one trained with its config;
+    ``-untrained`` / ``-zero-shot`` for an evaluation of the initial weights, ``start``)."""
     name = f"{cfg.profile.name}-seed{cfg.seed}" + (f"-weights-{weights_sha256[:8]}" if weights_sha256 else "")
+    if start:
+        name += f"-{start}"
     return Path(cfg.output_dir) / cfg.dataset / method_label / name
+
+
+def trains(cfg: RunConfig) -> bool:
+    """Whether the run trains at all (``--epochs 0`` or ``--max-steps 0``: evaluation only)."""
+    t = cfg.profile.train
+    return t.epochs > 0 and (t.max_steps is None or t.max_steps > 0)
 
 
 def method_label(name: str, method: Method) -> str:
@@ -224,7 +235,9 @@ def _run(cfg: RunConfig, env: D.DistEnv, num_workers: Optional[int], show_progre
     method = build(cfg, info)
     initial_weights = load_initial_weights(method, cfg.weights, con) if cfg.weights is not None else None
     label = method_label(cfg.method, method)
-    run_dir = run_dir_for(cfg, label, initial_weights["sha256"] if initial_weights else None)
+    method_cfg = _jsonable(dataclasses.asdict(method.cfg)) if dataclasses.is_dataclass(method.cfg) else None
+    start = starting_point(trains(cfg), initial_weights is not None, method_cfg)
+    run_dir = run_dir_for(cfg, label, initial_weights["sha256"] if initial_weights else None, start)
     workers = num_workers_for(cfg, num_workers)
     con.print(
         f"[bold]{label}[/bold] on {splits.name} ({len(splits.train)} train pairs, {len(splits.queries)} queries, "
@@ -234,7 +247,7 @@ def _run(cfg: RunConfig, env: D.DistEnv, num_workers: Optional[int], show_progre
     identity = run_identity(cfg, initial_weights)
     resolved = {
         "run": cfg.to_dict(),
-        "method_config": _jsonable(dataclasses.asdict(method.cfg)) if dataclasses.is_dataclass(method.cfg) else None,
+        "method_config": method_cfg,
         "method_label": label,
         "num_parameters": method.num_parameters(),
         "seeds": seeds,
@@ -243,7 +256,7 @@ def _run(cfg: RunConfig, env: D.DistEnv, num_workers: Optional[int], show_progre
     }
 
     train_result: Optional[engine.TrainResult] = None
-    if cfg.profile.train.epochs > 0 and (cfg.profile.train.max_steps is None or cfg.profile.train.max_steps > 0):
+    if trains(cfg):
         pairs = PairDataset(splits.train, cfg.profile.data, products, categories, train=True)
         train_result = engine.train(
             method, pairs, cfg.profile.train, env=env, run_dir=run_dir, seed=cfg.seed, num_workers=workers,
@@ -255,7 +268,7 @@ def _run(cfg: RunConfig, env: D.DistEnv, num_workers: Optional[int], show_progre
             from benchmark.checkpoint import save_config
 
             save_config(run_dir, resolved)
-        con.print("no training (epochs = 0): evaluating the initial weights")
+        con.print(f"no training (epochs = 0): evaluating the {'loaded' if initial_weights else start} weights")
 
     amp = engine.amp_dtype_for(env.device, cfg.profile.train.amp)
     t1 = time.perf_counter()

@@ -219,8 +219,32 @@ def rerank_stage(protocol: Mapping[str, Any]) -> Optional[str]:
     return None
 
 
+def uses_pretrained(method_config: Any) -> bool:
+    """Whether a method config names pretrained weights anywhere (a ``pretrained`` field that
+    is set, at any depth: ``encoder.pretrained``, ``backbone.pretrained``, ...)."""
+    if isinstance(method_config, Mapping):
+        return any((k == "pretrained" and bool(v)) or uses_pretrained(v) for k, v in method_config.items())
+    return False
+
+
+def starting_point(trained: bool, weights: bool, method_config: Any) -> Optional[str]:
+    """What an evaluation-only run evaluated: ``"untrained"`` (randomly initialised weights:
+    the control a trained row must beat) or ``"zero-shot"`` (pretrained weights, no training);
+    None for a run that trained, or that loaded another run's weights (``--weights``)."""
+    if trained or weights:
+        return None
+    return "zero-shot" if uses_pretrained(method_config) else "untrained"
+
+
+def submission_start(sub: Mapping[str, Any]) -> Optional[str]:
+    """:func:`starting_point` of a submission (no ``provenance.training`` = it trained nothing)."""
+    prov = sub["provenance"]
+    return starting_point(prov.get("training") is not None, bool(prov.get("initial_weights")),
+                          sub["method"].get("config"))
+
+
 def submission_filename(sub: Mapping[str, Any]) -> str:
-    """``<dataset>__<profile>__<method>[-<variant>][__rerank-<mode>][__weights-<sha8>]__seed<N>.json``
+    """``<dataset>__<profile>__<method>[-<variant>][__rerank-<mode>][__weights-<sha8>][__untrained|__zero-shot]__seed<N>.json``
     (``.gz`` when large).
 
     A re-ranked evaluation (``--rerank all|topk``) gets its own file, so that it stands beside
@@ -235,6 +259,9 @@ def submission_filename(sub: Mapping[str, Any]) -> str:
     weights = sub["provenance"].get("initial_weights")
     if weights:  # evaluated (or fine-tuned) from another run's weights: beside that run, not over it
         parts.append(f"weights-{weights['sha256'][:8]}")
+    start = submission_start(sub)
+    if start:  # an evaluation of initial weights (--epochs 0) never replaces the trained row
+        parts.append(start)
     parts.append(f"seed{sub['provenance']['seed']}")
     return "__".join(_safe_name(p) for p in parts) + ".json"
 

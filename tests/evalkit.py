@@ -64,7 +64,8 @@ def make_submission(splits: DatasetSplits, *, method: str = "toy-method", varian
                     date: str = "2025-01-02T03:04:05Z", train_s: float = 125.0, topk: int = 10,
                     dataset_size: Optional[str] = None, dataset_seed: Optional[int] = None,
                     dataset: Optional[str] = None) -> dict:
-    """A complete, valid submission of a random-embedding 'method' on ``splits``."""
+    """A complete, valid submission of a random-embedding 'method' on ``splits`` (of a run that
+    trained: it has a ``provenance.training`` block)."""
     import dataclasses
 
     profile = profile or PROFILES["tiny"]
@@ -79,7 +80,8 @@ def make_submission(splits: DatasetSplits, *, method: str = "toy-method", varian
         dataset=dataset or splits.name, splits=splits, profile=profile, metrics=metrics,
         rankings=ranked_ids(ranking, index, profile.eval.topk_saved),
         provenance={"git": {"commit": "0" * 40, "dirty": False}, "packages": {"torch": torch.__version__},
-                    "python": "3", "platform": "test", "device": "cpu: test", "world_size": 1},
+                    "python": "3", "platform": "test", "device": "cpu: test", "world_size": 1,
+                    "training": {"steps": 10, "epochs_completed": 1, "resumed_from_step": None}},
         seed=seed, wall_time_s={"train": train_s, "eval": 1.5}, date=date,
         dataset_size=dataset_size, dataset_seed=dataset_seed,
     )

@@ -123,14 +123,20 @@ def test_cli_as_a_subprocess_exits_cleanly(tmp_path):
     assert "Did you mean 'clip-meanpool'" in bad.stderr and "Traceback" not in bad.stderr
 
 
-def test_epochs_zero_evaluates_the_initial_weights(tmp_path, synth_lpr4m):
-    res = tmp_path / "results"
-    args = _args(tmp_path / "runs", res, "--epochs", "0", "--no-leaderboard")
-    assert main(args) == 0
-    sub = submission.load_submission(res / "submissions" / SUB_NAME)
-    assert "training" not in sub["provenance"]
-    assert not (tmp_path / "runs" / "lpr4m-synth" / "clip-meanpool" / "tiny-seed0" / "last.pt").exists()
-    assert (tmp_path / "runs" / "lpr4m-synth" / "clip-meanpool" / "tiny-seed0" / "config.json").is_file()
+def test_epochs_zero_evaluates_the_untrained_network_beside_the_trained_run(tmp_path, synth_lpr4m):
+    """``--epochs 0`` from random weights is the untrained control: its own run dir and
+    submission (``-untrained``), never written over the trained run's checkpoint or row."""
+    res, out = tmp_path / "results", tmp_path / "runs"
+    assert main(_args(out, res, "--no-leaderboard")) == 0
+    trained_dir = out / "lpr4m-synth" / "clip-meanpool" / "tiny-seed0"
+    before = {p.name: p.read_bytes() for p in (trained_dir / "last.pt", trained_dir / "config.json", res / "submissions" / SUB_NAME)}
+    assert main(_args(out, res, "--epochs", "0", "--no-leaderboard")) == 0
+    assert {p.name: p.read_bytes() for p in (trained_dir / "last.pt", trained_dir / "config.json", res / "submissions" / SUB_NAME)} == before
+    sub = submission.load_submission(res / "submissions" / "lpr4m-synth__tiny__clip-meanpool__untrained__seed0.json")
+    assert "training" not in sub["provenance"] and submission.submission_start(sub) == "untrained"
+    untrained_dir = out / "lpr4m-synth" / "clip-meanpool" / "tiny-seed0-untrained"
+    assert (untrained_dir / "config.json").is_file() and not (untrained_dir / "last.pt").exists()
+    assert sub["provenance"]["run_dir"] == str(untrained_dir)
     assert not (res / "leaderboard.md").exists()
 
 

@@ -174,6 +174,23 @@ def test_analysis_rows_come_after_the_ranked_ones_unnumbered(tmp_path, toy):
     assert "| 1   | m " in md and "| –   | m (x), weights of m-full" in md and "| 2 " not in md
 
 
+def test_an_untrained_control_is_analysis_and_a_zero_shot_row_is_ranked(tmp_path, toy):
+    """No ``provenance.training``: random weights make an unranked "untrained" control (its own
+    file beside the trained row); pretrained weights make a ranked "zero-shot" row."""
+    trained = make_submission(toy, method="m", noise=1.0)
+    untrained = make_submission(toy, method="m", noise=0.2)
+    zero_shot = make_submission(toy, method="z", noise=2.0)
+    for sub in (untrained, zero_shot):
+        sub["provenance"].pop("training", None)
+    zero_shot["method"]["config"] = {"encoder": {"pretrained": "openai", "width": 8}}
+    paths = {write_submission(sub, tmp_path).name for sub in (trained, untrained, zero_shot)}
+    assert paths == {"toy__tiny__m__seed0.json", "toy__tiny__m__untrained__seed0.json", "toy__tiny__z__zero-shot__seed0.json"}
+    rows = lb.regenerate(tmp_path, load_splits=loader_for(toy)).tables[("toy", "tiny")]
+    assert [(r.label, r.analysis) for r in rows] == [("m", False), ("z, zero-shot", False), ("m, untrained", True)]
+    assert rows[2].values["R1"] > rows[0].values["R1"]  # the better untrained score still takes no rank
+    assert "| –   | m, untrained" in (tmp_path / "leaderboard.md").read_text()
+
+
 def test_print_run_table(toy):
     from rich.console import Console
 

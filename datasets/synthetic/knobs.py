@@ -15,7 +15,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Optional
 
-GENERATOR_VERSION = "5"
+GENERATOR_VERSION = "6"
 
 Range = tuple[float, float]
 Triple = tuple[float, float, float]
@@ -28,7 +28,7 @@ class Knobs:
     # catalogue and galleries
     category_alpha: float = 1.0  # long tail: category rank k weighs (k + 1) ** -alpha
     categories_per_live: tuple[int, int] = (1, 3)  # a livestream sells products of few categories
-    shared_colour_rate: float = 0.3  # a new product reuses the colour of a same-category product of its live
+    shared_colour_rate: float = 0.3  # a new product reuses the colour of a same-category product of its live (LPR4M)
     colour_jitter: int = 10  # per-instance RGB offset around the named colour
     products_per_live: Optional[tuple[int, int]] = None  # overrides the size's range (= gallery group size)
     # clip attributes: (small, medium, large), (short, medium, long), (single, few, many)
@@ -106,7 +106,7 @@ class SizeSpec:
     scale_groups: int = 0
     scale_train_pairs: int = 0
     # MovingFashion
-    mf_train_products: int = 500
+    mf_train_products: int = 1600
     mf_test_products: int = 240
     mf_second_video_rate: float = 0.08  # a train product with two videos
     mf_hard_rate: float = 0.25  # source 0 (hard) vs 1 (regular)

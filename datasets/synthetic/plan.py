@@ -138,7 +138,9 @@ def _clip_attrs(rng: np.random.Generator, knobs: Knobs, worn: bool = False, hard
     sp, dp, npr = knobs.scale_probs, knobs.duration_probs, knobs.number_probs
     if hard is not None:  # MovingFashion: hard videos lean small / short / many, regular ones the other way
         shift = np.array([1.6, 1.0, 0.5]) if hard else np.array([0.4, 1.0, 1.8])
-        sp, dp, npr = ((np.asarray(p) * shift) / (np.asarray(p) * shift).sum() for p in (sp, dp, npr))
+        # (small, medium, large) and (short, medium, long) put the easy case last, (single, few,
+        # many) first: the number shift is the reverse
+        sp, dp, npr = ((np.asarray(p) * s) / (np.asarray(p) * s).sum() for p, s in ((sp, shift), (dp, shift), (npr, shift[::-1])))
     return ClipAttrs(_pick(rng, SCALES, sp), _pick(rng, DURATIONS, dp), _pick(rng, NUMBERS, npr), worn=worn)
 
 
@@ -269,10 +271,8 @@ def plan_movingfashion(seed: int, size: SizeSpec, knobs: Knobs) -> list[MFProduc
     for split, count in (("train", size.mf_train_products), ("test", size.mf_test_products)):
         for _ in range(count):
             cat = int(rng.choice(len(prior), p=prior))
-            same = [s for s in pool[-200:] if s.category == cat]
-            colour = same[int(rng.integers(len(same)))].colour if same and rng.random() < knobs.shared_colour_rate else None
-            for _ in range(50):
-                spec = sample_spec(rng, cat, knobs, colour)
+            for _ in range(50):  # colours drawn independently: no shop's range, one global gallery
+                spec = sample_spec(rng, cat, knobs)
                 if spec.signature() not in taken:
                     break
             taken.add(spec.signature())
