@@ -22,7 +22,7 @@ from datasets.synthetic.calibration import color_histogram_r1
 from datasets.synthetic.catalog import CATEGORIES, COLOURS, category_prior
 from datasets.synthetic.generate import MANIFEST, TRUTH
 from datasets.synthetic.knobs import PRESETS, SIZES, Knobs, SizeSpec, knobs_from_dict, params_hash
-from datasets.synthetic.plan import plan_lpr4m, sample_spec
+from datasets.synthetic.plan import plan_lpr4m, plan_movingfashion, sample_spec
 from datasets.synthetic.products import ProductSpec
 from datasets.synthetic.scale import plan_scale
 from datasets.synthetic.scene import ALPHA_MIN, ClipAttrs, make_stage, render_clip
@@ -256,6 +256,21 @@ def test_plan_is_long_tailed_and_has_hard_negatives():
     assert shared > 0.25 * n_products
     train_sigs = {p.spec.signature() for lv in train for p in lv.products}
     assert not train_sigs & {p.spec.signature() for lv in test for p in lv.products}
+
+
+def test_movingfashion_regular_videos_are_larger_longer_and_less_crowded_than_hard_ones():
+    """The MovingFashion subsets: a regular video mostly shows the product alone, large and for
+    most of the clip; a hard one leans small, short and among other products."""
+    products = plan_movingfashion(0, SIZES["default"], Knobs())
+    assert sum(p.split == "train" for p in products) == 1600 and sum(p.split == "test" for p in products) == 240
+
+    def share(hard: bool, field: str, value: str) -> float:
+        vids = [v for p in products if p.hard == hard for v in p.videos]
+        return sum(getattr(v.attrs, field) == value for v in vids) / len(vids)
+
+    for field, easy, difficult in (("scale", "large", "small"), ("duration", "long", "short"), ("number", "single", "many")):
+        assert share(False, field, easy) > share(True, field, easy) + 0.15, field
+        assert share(True, field, difficult) > share(False, field, difficult) + 0.15, field
 
 
 def test_products_per_live_knob_sets_the_gallery_group_size():

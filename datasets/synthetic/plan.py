@@ -8,8 +8,10 @@ LPR4M: every livestream sells a set of products from a few categories (its galle
 sharing a colour within a category. Training livestreams yield training clips (several per
 product); test livestreams are disjoint (new live ids, hosts, rooms) with unseen product instances
 of categories seen in training, and yield the queries. MovingFashion: products of fashion
-categories, each with one (sometimes two) video(s) of its own; ``hard`` videos get smaller scales,
-more distractors and shorter visibility than ``regular`` ones.
+categories, each with one (sometimes two) video(s) of its own, colours drawn independently (one
+global gallery, no shop's range: ``shared_colour_rate`` is an LPR4M knob); ``hard`` videos get
+smaller scales, more distractors and shorter visibility than ``regular`` ones, which mostly show
+the product alone (as the real subsets: street videos vs. an influencer wearing it).
 """
 
 from __future__ import annotations
