@@ -80,8 +80,8 @@ leaderboard): PMD and the detector need features a from-scratch encoder does not
 PMD's loss stays near ln 4 with text (its hardest negatives then share the positive's colour and
 pattern words) and its gradient into the shared encoder lowers ICL's R1 without text (measured:
 icl 9.90, icl+pmd+pfr 5.41, and icl+pmd-sg+pfr, the same with PMD/PFR gradients stopped at
-the encoder, 9.59 with ICL's loss back at icl's 2.85; on movingfashion-synth ICL's loss stays at
-ln 32 with pmd+pfr); re-ranking
+the encoder, 9.59 with ICL's loss back at icl's 2.85; on movingfashion-synth ICL's loss ends at
+3.46 with pmd+pfr, ln 32 = 3.47, against 3.29 alone); re-ranking
 with it is at chance. Nor is it the shared encoder's fault: two more epochs of PMD (and PFR,
 detector) on the trained full model with the encoder frozen (``--weights`` + ``--lr-encoder 0``)
 leave its loss at 1.34 -> 1.32 (ln 4 = 1.39) and top-10 re-ranking at R1 7.86 against the 35.10
