@@ -132,8 +132,8 @@ def test_torchrun_evaluation_only_matches_one_process(tmp_path, synth_lpr4m, one
     proc = subprocess.run(cmd, cwd=tmp_path, env=subprocess_env(), capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert main(run_args(one / "runs", one / "res", *args, method="clip-meanpool")) == 0
-    s2 = load_json(submission_path(two / "res", "clip-meanpool"))
-    s1 = load_json(submission_path(one / "res", "clip-meanpool"))
+    s2 = load_json(submission_path(two / "res", "clip-meanpool__untrained"))  # random init: the untrained control
+    s1 = load_json(submission_path(one / "res", "clip-meanpool__untrained"))
     assert s2["provenance"]["world_size"] == 2 and "training" not in s2["provenance"]
     assert s2["rankings"] == s1["rankings"] and max_metric_diff(s1, s2) <= 1e-6
 
