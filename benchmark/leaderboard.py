@@ -131,12 +131,13 @@ def _common(sub: Mapping[str, Any], path: Path, results_dir: Path) -> dict[str, 
         rel = path.relative_to(results_dir).as_posix()
     except ValueError:
         rel = path.name
+    protocol, start = sub.get("protocol", {}), submission_start(sub)
     return dict(
         dataset=sub["dataset"]["name"], profile=sub["profile"]["name"], method=sub["method"]["name"],
         variant=sub["method"]["variant"], source="reproduced", num_parameters=sub["method"]["num_parameters"],
         train_s=_train_seconds(prov), date=prov["date"][:10], seed=prov["seed"], path=rel,
-        note=_rerank_note(sub.get("protocol", {})), stage=_stage(sub.get("protocol", {}), prov, submission_start(sub)),
-        analysis=is_analysis(sub), start=submission_start(sub), rerank=rerank_stage(sub.get("protocol", {})),
+        note=_rerank_note(protocol), stage=_stage(protocol, prov, start),
+        analysis=is_analysis(sub), start=start, rerank=rerank_stage(protocol),
     )
 
 
