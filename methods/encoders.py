@@ -8,7 +8,11 @@ CLS -> ``ln_post`` -> ``proj`` and its patch tokens are the last transformer lay
 
 ``paper``: open_clip ``ViT-B-32`` loaded from a hub tag (``openai``) or a local checkpoint
 file; failing both is an error, never a silent random start. ``tiny``: the same open_clip
-``CLIP`` class built from a small vision/text config and randomly initialised.
+``CLIP`` class built from a small vision/text config and randomly initialised, with a
+convolutional stem (:class:`ConvStem`, Xiao et al. NeurIPS 2021) in place of the patchify conv:
+from random weights a patchify ViT barely learns in the tiny budget (clip-meanpool on
+lpr4m-synth, 4 epochs: R1 10.71 patchify vs 23.47 conv stem, ICL loss 2.87 vs 2.16 at the end;
+12 epochs of patchify: 17.04), while the token grid RICE's IPD and PMD work on is unchanged.
 """
 
 from __future__ import annotations
@@ -36,11 +40,15 @@ class EncoderConfig:
     text_layers: int = 12
     text_heads: int = 8
     context_length: int = 77
+    stem: str = "patchify"  # "patchify": CLIP's one patch_size-stride conv | "conv": ConvStem
 
+
+STEMS = ("patchify", "conv")
 
 TINY_ENCODER = EncoderConfig(
     model_name="custom", pretrained=None, image_size=112, patch_size=16, width=192, layers=4,
     heads=4, embed_dim=128, text_width=128, text_layers=2, text_heads=4, context_length=32,
+    stem="conv",
 )
 PAPER_ENCODER = EncoderConfig()
 
@@ -49,8 +57,63 @@ class EncoderLoadError(RuntimeError):
     pass
 
 
+class ConvStem(nn.Module):
+    """A convolutional patch embedding (Xiao et al., "Early Convolutions Help Transformers See
+    Better", NeurIPS 2021): 3x3 stride-2 conv-BN-ReLU layers, channels doubling up to ``width``,
+    then a last conv that takes the rest of the stride (1x1 when ``patch`` is a power of 2). It
+    maps [N, 3, H, W] to [N, width, H / patch, W / patch], the shape of the patchify conv it
+    replaces, so the token grid and everything after it are unchanged.
+    """
+
+    def __init__(self, width: int, patch: int, max_halvings: int = 4) -> None:
+        super().__init__()
+        if patch < 1:
+            raise ValueError(f"ConvStem: patch size must be positive, got {patch}")
+        halvings = 0
+        while patch % 2 == 0 and halvings < max_halvings:
+            patch //= 2
+            halvings += 1
+        layers: list[nn.Module] = []
+        c_in = 3
+        for k in range(halvings):
+            c_out = max(8, width >> (halvings - 1 - k))
+            layers += [nn.Conv2d(c_in, c_out, 3, 2, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+            c_in = c_out
+        layers.append(nn.Conv2d(c_in, width, patch, patch))
+        self.layers = nn.Sequential(*layers)
+        self.out_channels = width
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.layers(x)
+
+
 def build_clip(cfg: EncoderConfig) -> nn.Module:
-    """An ``open_clip.CLIP`` model: from a registered architecture or a small custom config."""
+    """An ``open_clip.CLIP`` model: from a registered architecture or a small custom config.
+
+    With ``stem="conv"`` the vision tower's patchify conv (``visual.conv1``) is replaced by a
+    :class:`ConvStem` before any weights are loaded.
+    """
+    if cfg.stem not in STEMS:
+        raise ValueError(f"encoder stem {cfg.stem!r} is not one of {', '.join(STEMS)}")
+    return _build_open_clip(cfg) if cfg.stem == "patchify" else _with_conv_stem(cfg)
+
+
+def _with_conv_stem(cfg: EncoderConfig) -> nn.Module:
+    if cfg.model_name != "custom":
+        raise ValueError(
+            f"encoder stem 'conv' needs model_name 'custom' (a randomly initialised or local-file "
+            f"model); {cfg.model_name}'s pretrained weights are for its patchify stem"
+        )
+    from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
+
+    model = CLIP(**_custom_kwargs(cfg, CLIPVisionCfg, CLIPTextCfg))
+    model.visual.conv1 = ConvStem(cfg.width, cfg.patch_size)
+    if cfg.pretrained:
+        load_local_weights(model, Path(cfg.pretrained))
+    return model
+
+
+def _build_open_clip(cfg: EncoderConfig) -> nn.Module:
     import open_clip
     from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
 

@@ -12,7 +12,7 @@ from benchmark.registry import METHODS, load_builtin_methods
 from benchmark.runner import pretrained_override
 from methods.base import DataInfo, apply_overrides, build_method
 from methods.clip_meanpool import ClipMeanPool
-from methods.encoders import build_clip
+from methods.encoders import ConvStem, EncoderConfig, build_clip
 
 INFO = DataInfo(num_products=10, num_categories=2, num_frames=3, image_size=112)
 
@@ -38,6 +38,33 @@ def test_registered_with_both_profiles():
     assert (paper.model_name, paper.pretrained, paper.image_size, paper.patch_size) == ("ViT-B-32", "openai", 224, 32)
     tiny = ClipMeanPool.default_config("tiny").encoder
     assert (tiny.pretrained, tiny.image_size, tiny.patch_size, tiny.width) == (None, 112, 16, 192)
+    assert (paper.stem, tiny.stem) == ("patchify", "conv")
+
+
+@pytest.mark.parametrize("patch,channels", [(16, [24, 48, 96, 192]), (28, [96, 192]), (7, [])])
+def test_conv_stem_keeps_the_patch_grid(patch, channels):
+    """3x3 stride-2 convs while the patch halves (at most 4), then a conv taking the rest of the stride."""
+    stem = ConvStem(192, patch)
+    convs = [m for m in stem.layers if isinstance(m, torch.nn.Conv2d)]
+    assert [c.out_channels for c in convs[:-1]] == channels
+    assert all(c.stride == (2, 2) and c.kernel_size == (3, 3) for c in convs[:-1])
+    last = patch >> len(channels)
+    assert (convs[-1].kernel_size, convs[-1].stride, convs[-1].out_channels) == ((last, last), (last, last), 192)
+    assert stem(torch.zeros(2, 3, 112, 112)).shape == (2, 192, 112 // patch, 112 // patch)
+
+
+def test_tiny_encoder_has_the_conv_stem_and_the_same_tokens(model):
+    assert isinstance(model.encoder.visual.conv1, ConvStem)
+    with torch.no_grad():
+        emb, tokens = model.encoder.encode_images(torch.zeros(2, 3, 112, 112))
+    assert emb.shape == (2, 128) and tokens.shape == (2, 1 + 7 * 7, 192)
+
+
+def test_conv_stem_refuses_hub_weights_and_unknown_stems():
+    with pytest.raises(ValueError, match="stem 'conv' needs model_name 'custom'.*patchify stem"):
+        build_clip(EncoderConfig(stem="conv"))
+    with pytest.raises(ValueError, match="stem 'dct' is not one of patchify, conv"):
+        build_clip(EncoderConfig(stem="dct"))
 
 
 def test_embeddings_are_unit_norm_and_padding_is_ignored(model):
@@ -99,5 +126,7 @@ def test_pretrained_path_loads_those_weights(tmp_path):
     assert override == {"encoder.pretrained": str(tmp_path / "w.pt")}
     torch.manual_seed(8)
     m = build_method(ClipMeanPool, "tiny", INFO, {"encoder.layers": "1", **override})
-    torch.testing.assert_close(m.encoder.visual.conv1.weight, source.visual.conv1.weight)
+    loaded = m.encoder.visual.state_dict()
+    for key, value in source.visual.state_dict().items():  # conv stem, BN statistics, transformer
+        torch.testing.assert_close(loaded[key], value, msg=key)
     torch.testing.assert_close(m.encoder.logit_scale, source.logit_scale)

@@ -187,7 +187,7 @@ def test_every_ablation_builds_and_trains_a_step(overrides: dict, label: str, ke
     total.backward()
     grads = [p.grad for p in m.parameters() if p.grad is not None]
     assert grads and all(bool(torch.isfinite(gr).all()) for gr in grads)
-    assert m.encoder.visual.conv1.weight.grad.abs().sum() > 0
+    assert next(m.encoder.visual.conv1.parameters()).grad.abs().sum() > 0
     if m.pmd is not None:
         assert m.pmd.match.weight.grad.abs().sum() > 0
     if m.pfr is not None:
@@ -211,7 +211,7 @@ def test_pmd_stop_grad_keeps_pmd_and_pfr_gradients_out_of_the_encoder() -> None:
         m = small_rice(ipd="none", text=False, pmd_stop_grad=stop)
         losses = m.training_losses(batch)
         (losses["pmd"] + losses["pfr"]).backward()
-        grads[stop] = m.encoder.visual.conv1.weight.grad
+        grads[stop] = next(m.encoder.visual.conv1.parameters()).grad
         assert m.pmd.match.weight.grad.abs().sum() > 0 and m.pfr.convs[0].weight.grad.abs().sum() > 0
         assert m.variant() == ("icl+pmd-sg+pfr" if stop else "icl+pmd+pfr")
     assert grads[False].abs().sum() > 0 and (grads[True] is None or float(grads[True].abs().sum()) == 0.0)
@@ -241,7 +241,7 @@ def test_parameter_groups_split_encoder_and_new_modules() -> None:
     groups = m.parameter_groups(1e-6, 1e-4, 0.2)
     by_id = {id(p): gr for gr in groups for p in gr["params"]}
     assert by_id[id(m.logit_scale)]["lr"] == 1e-6 and by_id[id(m.logit_scale)]["weight_decay"] == 0.0
-    assert by_id[id(m.encoder.visual.conv1.weight)]["lr"] == 1e-6
+    assert by_id[id(next(m.encoder.visual.conv1.parameters()))]["lr"] == 1e-6
     assert by_id[id(m.encoder.token_embedding.weight)]["lr"] == 1e-6  # the text tower is pretrained
     for mod in (m.pmd.cross_layer.in_proj_weight, m.pmd.match.weight, m.pfr.convs[0].weight,
                 m.detector.class_head.weight, m.text_token.weight):

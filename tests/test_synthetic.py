@@ -283,7 +283,7 @@ def test_worn_garments_cover_the_torso():
     knobs = Knobs(lighting=0.0, noise_std=0.0, blur_rate=0.0)
     stage = make_stage(2, (96, 128), [], knobs, clean=True)
     torso_w = stage.torso[2] - stage.torso[0]
-    for scale, frac in (("small", 0.55), ("large", 1.05)):
+    for scale, frac in (("small", 1.3), ("large", 2.0)):
         r = render_clip(stage, _plain(0, "red"), [], ClipAttrs(scale, "long", "single", worn=True), 6, knobs, 0)
         widths = [b[2] - b[0] for b in r.boxes if b is not None]
         heights = [b[3] - b[1] for b in r.boxes if b is not None]

@@ -15,7 +15,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Optional
 
-GENERATOR_VERSION = "6"
+GENERATOR_VERSION = "7"
 
 Range = tuple[float, float]
 Triple = tuple[float, float, float]
@@ -92,9 +92,11 @@ class SizeSpec:
     train_lives: int = 70
     test_lives: int = 30
     products_per_live: tuple[int, int] = (8, 14)
-    # a test shop sells more than its clips present: its gallery group holds every product it
-    # lists (LPR4M: ~600 images a livestream), so most gallery images are never a query's gt
-    test_products_per_live: tuple[int, int] = (40, 56)
+    # a test shop lists more products than its clips present (LPR4M: ~600 images a livestream),
+    # so some gallery images are never a query's gt. 20-28 (v7; 40-56 before) is the calibration
+    # of DESIGN.md: clip-meanpool (tiny, 4 epochs) R1 23.5 -> 32.1 on the same trained weights,
+    # the colour-histogram NN 15.9 -> 21.5; the training split is unchanged (planned first)
+    test_products_per_live: tuple[int, int] = (20, 28)
     clips_per_product: tuple[int, int] = (3, 5)  # training clips of one product
     queries_per_live: tuple[int, int] = (28, 38)
     frames_per_clip: tuple[int, int] = (10, 10)

@@ -32,7 +32,10 @@ MARGIN = 6  # camera shift room around the frame, pixels
 ALPHA_MIN = 8  # alpha above this is "the product" for the box
 
 SCALES = ("small", "medium", "large")
-WORN_FRACTION = (0.55, 0.8, 1.05)  # worn garment width / torso width, per scale
+# worn garment's longer side / torso width, per scale: the garment dresses the host from the
+# shoulders down, as the person in a MovingFashion video wears the product (v6 drew it 0.55-1.05
+# torso widths, a patch on the chest that every method missed)
+WORN_FRACTION = (1.3, 1.65, 2.0)
 DURATIONS = ("short", "medium", "long")
 NUMBERS = ("single", "few", "many")
 
