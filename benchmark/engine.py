@@ -182,6 +182,15 @@ def _epoch_seed(seed: int, epoch: int) -> int:
 # --- the loop ----------------------------------------------------------------------------
 
 
+
+def same_identity(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Two run identities are the same run; a key set to None counts as absent (checkpoints
+    written while ``initial_weights`` was always recorded, as None when unused, still resume)."""
+    def strip(d: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in d.items() if v is not None}
+    return strip(a) == strip(b)
+
+
 def train(
     method: Method,
     dataset: Dataset,
@@ -240,7 +249,7 @@ def train(
     partial: Optional[dict[str, Any]] = None
     if resume and ckpt.find_resumable(run_dir):
         state = ckpt.load_checkpoint(ckpt.checkpoint_path(run_dir))
-        if identity is not None and state.get("identity") not in (None, identity):
+        if identity is not None and state.get("identity") is not None and not same_identity(state["identity"], identity):
             raise ckpt.CheckpointError(
                 f"{ckpt.checkpoint_path(run_dir)}: belongs to another run ({state.get('identity')}), "
                 f"not {identity}; drop --resume or pick another --output-dir"

@@ -135,7 +135,7 @@ def _common(sub: Mapping[str, Any], path: Path, results_dir: Path) -> dict[str, 
     return dict(
         dataset=sub["dataset"]["name"], profile=sub["profile"]["name"], method=sub["method"]["name"],
         variant=sub["method"]["variant"], source="reproduced", num_parameters=sub["method"]["num_parameters"],
-        train_s=_train_seconds(prov), date=prov["date"][:10], seed=prov["seed"], path=rel,
+        train_s=_train_seconds(prov, rerank_stage(protocol) is None), date=prov["date"][:10], seed=prov["seed"], path=rel,
         note=_rerank_note(protocol), stage=_stage(protocol, prov, start),
         analysis=is_analysis(sub), start=start, rerank=rerank_stage(protocol),
     )
@@ -150,19 +150,21 @@ def is_analysis(sub: Mapping[str, Any]) -> bool:
             or submission_start(sub) == "untrained")
 
 
-def _train_seconds(prov: Mapping[str, Any]) -> Optional[float]:
-    """Training wall time; None (a dash) for a run that trained nothing itself (``--epochs 0``,
-    or an evaluation resumed from a finished checkpoint, e.g. a re-ranking pass); for a run
-    resumed part-way, the sum of its epochs' times (before and after the resume)."""
+def _train_seconds(prov: Mapping[str, Any], first_stage: bool = True) -> Optional[float]:
+    """Training wall time of the row's weights. The sum of the epochs' times for a run resumed
+    part-way (this process trained only the rest) and for a first-stage evaluation resumed from
+    a finished checkpoint (e.g. the same weights scored on a regenerated test split); None (a
+    dash) for a run that trained nothing itself (``--epochs 0``) and for a second-stage pass
+    resumed from a finished checkpoint (its first-stage row already counts the training)."""
     training = prov.get("training")
     seconds = prov["wall_time_s"].get("train")
-    if training is not None and training.get("resumed_from_step") == training.get("steps"):
-        return None
     if training is not None and training.get("resumed_from_step"):
-        # resumed mid-run: this process trained only the rest; the epochs' own times cover all
+        if training.get("resumed_from_step") == training.get("steps") and not first_stage:
+            return None
         epochs = [e.get("wall_s") for e in training.get("history") or []]
         if epochs and all(isinstance(w, (int, float)) for w in epochs):
             return float(sum(epochs))
+        return None if training.get("resumed_from_step") == training.get("steps") else (seconds or None)
     return seconds if seconds else None
 
 

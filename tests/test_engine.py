@@ -132,6 +132,15 @@ def test_resume_refuses_another_runs_checkpoint(tmp_path):
         _train(tmp_path, resume=True, identity={"method": "b"})
 
 
+def test_resume_accepts_an_identity_that_recorded_an_unused_key_as_none(tmp_path):
+    """Checkpoints written while ``initial_weights`` was always recorded (None when unused)."""
+    _train(tmp_path, dataclasses.replace(CFG, epochs=1), identity={"method": "a", "initial_weights": None})
+    _, res = _train(tmp_path, resume=True, identity={"method": "a"})
+    assert res.resumed_from_step is not None
+    assert engine.same_identity({"method": "a", "x": None}, {"method": "a"})
+    assert not engine.same_identity({"method": "a", "x": "w.pt"}, {"method": "a"})
+
+
 def test_run_identity_keeps_its_keys_for_old_checkpoints():
     """Checkpoints of earlier versions carry exactly these keys; a key added for every run
     would make each of them 'another run' to --resume."""

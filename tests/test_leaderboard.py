@@ -159,6 +159,17 @@ def test_a_run_resumed_part_way_counts_the_epochs_before_the_resume(tmp_path, to
     assert row.train_s == 31.0 + 32.0 + 33.0 + 34.0
 
 
+def test_a_first_stage_evaluation_of_a_finished_checkpoint_shows_its_training_time(tmp_path, toy):
+    """Resumed at its last step (e.g. to score the same weights on a regenerated test split):
+    the row's weights took the epochs' time to train, though this process trained nothing."""
+    sub = make_submission(toy, method="m", train_s=0.0)
+    sub["provenance"]["training"] = {"steps": 40, "resumed_from_step": 40,
+                                     "history": [{"epoch": e, "wall_s": 60.0} for e in range(1, 5)]}
+    write_submission(sub, tmp_path)
+    (row,) = lb.regenerate(tmp_path, load_splits=loader_for(toy)).tables[("toy", "tiny")]
+    assert row.train_s == 240.0
+
+
 def test_analysis_rows_come_after_the_ranked_ones_unnumbered(tmp_path, toy):
     """Another run's weights (``--weights``) or a test-time oracle never takes a rank, however high its R1."""
     weak = make_submission(toy, method="m", noise=3.0)

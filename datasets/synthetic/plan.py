@@ -11,7 +11,9 @@ of categories seen in training, and yield the queries. MovingFashion: products o
 categories, each with one (sometimes two) video(s) of its own, colours drawn independently (one
 global gallery, no shop's range: ``shared_colour_rate`` is an LPR4M knob); ``hard`` videos get
 smaller scales, more distractors and shorter visibility than ``regular`` ones, which mostly show
-the product alone (as the real subsets: street videos vs. an influencer wearing it).
+the product alone (as the real subsets: street videos vs. an influencer wearing it). Garments
+are mostly worn: drawn on the host's body at 1.3-2 torso widths (``scene.WORN_FRACTION``),
+as the person in a MovingFashion video wears the product.
 """
 
 from __future__ import annotations
