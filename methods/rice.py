@@ -74,22 +74,17 @@ Differences, and why
     absent (zero half, masked token).
 
 Scaled down (tiny profile, for the 2-core CPU): the ``TINY_ENCODER`` ViT (112 px, patch 16 ->
-the same 7x7 grid, width 192, 4 layers, random init), a 64-wide detector; everything else as
-above. What that scale-down costs (lpr4m-synth default, 4 epochs, seed 0; see the
-leaderboard): PMD and the detector need features a from-scratch encoder does not have yet.
-PMD's loss stays near ln 4 with text (its hardest negatives then share the positive's colour and
-pattern words) and its gradient into the shared encoder lowers ICL's R1 without text (measured:
-icl 9.90, icl+pmd+pfr 5.41, and icl+pmd-sg+pfr, the same with PMD/PFR gradients stopped at
-the encoder, 9.59 with ICL's loss back at icl's 2.85; on movingfashion-synth ICL's loss ends at
-3.46 with pmd+pfr, ln 32 = 3.47, against 3.29 alone); re-ranking
-with it is at chance. Nor is it the shared encoder's fault: two more epochs of PMD (and PFR,
-detector) on the trained full model with the encoder frozen (``--weights`` + ``--lr-encoder 0``)
-leave its loss at 1.34 -> 1.32 (ln 4 = 1.39) and top-10 re-ranking at R1 7.86 against the 35.10
-first stage: among the 3 hardest in-batch negatives of a text-aware ICL the from-scratch patch
-tokens do not tell the positive apart. IPD works: the same full-model weights score 32.96 with
-no mask at test time, 35.10 with the detector's and 38.78 with ground-truth boxes
-(``--set ipd=oracle``), so the detector recovers 37% of what perfect boxes give (without text:
-9.90 detector, 15.41 oracle). The ASR/title tokens carry most of the tiny model's first-stage R1. The
+the same 7x7 grid, width 192, 4 layers, random init, a convolutional stem in place of the
+patchify conv: see ``methods.encoders``), a 64-wide detector; everything else as above. What
+that scale-down costs (lpr4m-synth v7, 4 epochs, seed 0; see the leaderboard): ICL alone 36.81,
+icl+pmd+pfr+ipd 32.52, full (+text) 53.99, the full weights with ground-truth boxes for IPD
+(``--set ipd=oracle``) 60.74. PMD now learns a little from the stem's tokens (its loss
+1.37 -> 1.17 over 4 epochs of the full model, ln 4 = 1.39; with the patchify stem it stayed at
+1.34), yet without text icl+pmd+pfr+ipd (32.52) stays below ICL alone (36.81). With the
+patchify stem, stopping PMD's and PFR's gradients at the shared encoder (``pmd_stop_grad``)
+brought ICL back (5.41 -> 9.59, icl 9.90): from random weights they compete with ICL for the
+encoder; in the paper the encoder is pretrained CLIP and PMD refines it. The ASR/title tokens are worth +21 points here, as the synthetic ASR
+and titles name colour and pattern. The
 paper profile requires pretrained weights (``encoder.pretrained``: hub tag
 ``openai`` or a local file via ``--pretrained PATH``) and fails rather than start at random.
 """
