@@ -182,7 +182,6 @@ def _epoch_seed(seed: int, epoch: int) -> int:
 # --- the loop ----------------------------------------------------------------------------
 
 
-
 def same_identity(a: dict[str, Any], b: dict[str, Any]) -> bool:
     """Two run identities are the same run; a key set to None counts as absent (checkpoints
     written while ``initial_weights`` was always recorded, as None when unused, still resume)."""
