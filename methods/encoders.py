@@ -63,7 +63,9 @@ class ConvStem(nn.Module):
     Better", NeurIPS 2021): 3x3 stride-2 conv-BN-ReLU layers, channels doubling up to ``width``,
     then a last conv that takes the rest of the stride (1x1 when ``patch`` is a power of 2). It
     maps [N, 3, H, W] to [N, width, H / patch, W / patch], the shape of the patchify conv it
-    replaces, so the token grid and everything after it are unchanged.
+    replaces, so the token grid and everything after it are unchanged. Its BatchNorm (as in the
+    paper) uses the micro-batch's statistics in training: a global batch split over processes
+    (without SyncBatchNorm) or accumulation steps trains slightly differently from one batch.
     """
 
     def __init__(self, width: int, patch: int, max_halvings: int = 4) -> None:
