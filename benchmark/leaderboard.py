@@ -156,15 +156,17 @@ def _train_seconds(prov: Mapping[str, Any], first_stage: bool = True) -> Optiona
     a finished checkpoint (e.g. the same weights scored on a regenerated test split); None (a
     dash) for a run that trained nothing itself (``--epochs 0``) and for a second-stage pass
     resumed from a finished checkpoint (its first-stage row already counts the training)."""
-    training = prov.get("training")
+    training = prov.get("training") or {}
     seconds = prov["wall_time_s"].get("train")
-    if training is not None and training.get("resumed_from_step"):
-        if training.get("resumed_from_step") == training.get("steps") and not first_stage:
+    if training.get("resumed_from_step"):
+        finished = training["resumed_from_step"] == training.get("steps")
+        if finished and not first_stage:
             return None
         epochs = [e.get("wall_s") for e in training.get("history") or []]
         if epochs and all(isinstance(w, (int, float)) for w in epochs):
             return float(sum(epochs))
-        return None if training.get("resumed_from_step") == training.get("steps") else (seconds or None)
+        if finished:
+            return None
     return seconds if seconds else None
 
 

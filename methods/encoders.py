@@ -98,34 +98,15 @@ def build_clip(cfg: EncoderConfig) -> nn.Module:
     """
     if cfg.stem not in STEMS:
         raise ValueError(f"encoder stem {cfg.stem!r} is not one of {', '.join(STEMS)}")
-    return _build_open_clip(cfg) if cfg.stem == "patchify" else _with_conv_stem(cfg)
-
-
-def _with_conv_stem(cfg: EncoderConfig) -> nn.Module:
-    if cfg.model_name != "custom":
+    if cfg.model_name == "custom":
+        return _custom_clip(cfg)
+    if cfg.stem == "conv":
         raise ValueError(
             f"encoder stem 'conv' needs model_name 'custom' (a randomly initialised or local-file "
             f"model); {cfg.model_name}'s pretrained weights are for its patchify stem"
         )
-    from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
-
-    model = CLIP(**_custom_kwargs(cfg, CLIPVisionCfg, CLIPTextCfg))
-    model.visual.conv1 = ConvStem(cfg.width, cfg.patch_size)
-    if cfg.pretrained:
-        load_local_weights(model, Path(cfg.pretrained))
-    return model
-
-
-def _build_open_clip(cfg: EncoderConfig) -> nn.Module:
     import open_clip
-    from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
 
-    if cfg.model_name == "custom":
-        if cfg.pretrained:
-            model = CLIP(**_custom_kwargs(cfg, CLIPVisionCfg, CLIPTextCfg))
-            load_local_weights(model, Path(cfg.pretrained))
-            return model
-        return CLIP(**_custom_kwargs(cfg, CLIPVisionCfg, CLIPTextCfg))
     if cfg.pretrained is None:
         return open_clip.create_model(cfg.model_name, pretrained=None)
     try:
@@ -136,6 +117,18 @@ def _build_open_clip(cfg: EncoderConfig) -> nn.Module:
             "Pass --pretrained PATH to a local checkpoint (e.g. a downloaded "
             "open_clip_pytorch_model.bin), or run where the hub is reachable."
         ) from exc
+
+
+def _custom_clip(cfg: EncoderConfig) -> nn.Module:
+    """The small custom config: stem swapped first, then the local weights (if any) loaded."""
+    from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
+
+    model = CLIP(**_custom_kwargs(cfg, CLIPVisionCfg, CLIPTextCfg))
+    if cfg.stem == "conv":
+        model.visual.conv1 = ConvStem(cfg.width, cfg.patch_size)
+    if cfg.pretrained:
+        load_local_weights(model, Path(cfg.pretrained))
+    return model
 
 
 def _custom_kwargs(cfg: EncoderConfig, vision_cls, text_cls) -> dict:
