@@ -20,7 +20,8 @@ Facts from the paper (Yang et al., ICCV 2023) and the official code
   ICL embeddings, excluding its own.
 
 Differences (documented in ``methods/rice.py``): masked keys are excluded from PFR's softmax,
-and same-product videos can be excluded from the negatives.
+same-product videos can be excluded from the negatives, and the tiny profile compares
+layer-normalised tokens in PFR (``pfr_loss(target="layernorm")``).
 """
 
 from __future__ import annotations
@@ -172,13 +173,24 @@ class PatchFeatureReconstruction(nn.Module):
         return logits.softmax(dim=-1)
 
 
-def pfr_loss(weights: Tensor, video_tokens: Tensor, image_tokens: Tensor) -> Tensor:
+PFR_TARGETS = ("raw", "layernorm")
+
+
+def pfr_loss(weights: Tensor, video_tokens: Tensor, image_tokens: Tensor, target: str = "raw") -> Tensor:
     """MSE between ``weights`` [P, Lq, S] x video tokens [P, S, W] and image tokens [P, Lq, W].
 
     Both token tensors are detached: the loss trains only what produced ``weights``.
+    ``target="raw"`` compares the tokens as they are (the official code); ``"layernorm"``
+    first layer-normalises every token (no affine), which makes the loss blind to the tokens'
+    scale (see ``RiceConfig.pfr_target``).
     """
-    recon = weights @ video_tokens.detach().float()
-    return F.mse_loss(recon, image_tokens.detach().float())
+    if target not in PFR_TARGETS:
+        raise ValueError(f"pfr target must be one of {PFR_TARGETS}, got {target!r}")
+    video, image = video_tokens.detach().float(), image_tokens.detach().float()
+    if target == "layernorm":
+        video = F.layer_norm(video, video.shape[-1:])
+        image = F.layer_norm(image, image.shape[-1:])
+    return F.mse_loss(weights @ video, image)
 
 
 @torch.no_grad()

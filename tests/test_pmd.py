@@ -118,6 +118,22 @@ def test_pfr_gradients_skip_the_detached_tokens() -> None:
     assert float(loss.detach()) == pytest.approx(float(expected), rel=1e-5)
 
 
+def test_pfr_layernorm_target_ignores_the_tokens_scale() -> None:
+    """raw: the MSE grows with the tokens' square scale; layernorm: the same loss at any scale."""
+    torch.manual_seed(0)
+    weights = torch.rand(2, 5, 9).softmax(-1)
+    video, image = torch.randn(2, 9, 8) + 0.5, torch.randn(2, 5, 8)
+    raw = [float(pfr_loss(weights, video * s, image * s)) for s in (1.0, 4.0)]
+    ln = [float(pfr_loss(weights, video * s, image * s, target="layernorm")) for s in (1.0, 4.0)]
+    assert raw[1] == pytest.approx(16 * raw[0], rel=1e-5)
+    assert ln[1] == pytest.approx(ln[0], rel=1e-4) and ln[0] != pytest.approx(raw[0], rel=1e-2)
+    ln_v = torch.nn.functional.layer_norm(video, (8,))
+    ln_i = torch.nn.functional.layer_norm(image, (8,))
+    assert ln[0] == pytest.approx(float(((weights @ ln_v - ln_i) ** 2).mean()), rel=1e-5)
+    with pytest.raises(ValueError, match="pfr target must be one of"):
+        pfr_loss(weights, video, image, target="l2")
+
+
 def test_pfr_head_starts_as_the_official_ones_init() -> None:
     head = PatchFeatureReconstruction(heads=8)
     convs = [m for m in head.convs if isinstance(m, torch.nn.Conv2d)]

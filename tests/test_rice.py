@@ -162,10 +162,11 @@ def test_loss_falls_on_a_toy_batch() -> None:
 VARIANTS = [
     ({"pmd": False, "pfr": False, "ipd": "none", "text": False}, "icl", {"icl"}),
     ({"pfr": False, "ipd": "none", "text": False}, "icl+pmd", {"icl", "pmd"}),
-    ({"ipd": "none", "text": False}, "icl+pmd+pfr", {"icl", "pmd", "pfr"}),
-    ({"text": False}, "icl+pmd+pfr+ipd", {"icl", "pmd", "pfr", "det_class", "det_l1", "det_giou"}),
-    ({}, "icl+pmd+pfr+ipd+text", {"icl", "pmd", "pfr", "det_class", "det_l1", "det_giou"}),
-    ({"ipd": "multi"}, "icl+pmd+pfr+ipd-mf+text", {"icl", "pmd", "pfr", "det_class", "det_l1", "det_giou"}),
+    ({"ipd": "none", "text": False}, "icl+pmd+pfr-ln", {"icl", "pmd", "pfr"}),
+    ({"ipd": "none", "text": False, "pfr_target": "raw"}, "icl+pmd+pfr", {"icl", "pmd", "pfr"}),
+    ({"text": False}, "icl+pmd+pfr-ln+ipd", {"icl", "pmd", "pfr", "det_class", "det_l1", "det_giou"}),
+    ({}, "icl+pmd+pfr-ln+ipd+text", {"icl", "pmd", "pfr", "det_class", "det_l1", "det_giou"}),
+    ({"ipd": "multi"}, "icl+pmd+pfr-ln+ipd-mf+text", {"icl", "pmd", "pfr", "det_class", "det_l1", "det_giou"}),
     ({"ipd": "oracle", "pfr": False}, "icl+pmd+ipd-oracle+text", {"icl", "pmd"}),
     ({"pmd": False, "pfr": False, "ipd": "none"}, "icl+text", {"icl"}),
 ]
@@ -213,13 +214,15 @@ def test_pmd_stop_grad_keeps_pmd_and_pfr_gradients_out_of_the_encoder() -> None:
         (losses["pmd"] + losses["pfr"]).backward()
         grads[stop] = next(m.encoder.visual.conv1.parameters()).grad
         assert m.pmd.match.weight.grad.abs().sum() > 0 and m.pfr.convs[0].weight.grad.abs().sum() > 0
-        assert m.variant() == ("icl+pmd-sg+pfr" if stop else "icl+pmd+pfr")
+        assert m.variant() == ("icl+pmd-sg+pfr-ln" if stop else "icl+pmd+pfr-ln")
     assert grads[False].abs().sum() > 0 and (grads[True] is None or float(grads[True].abs().sum()) == 0.0)
 
 
 def test_config_errors_are_clear() -> None:
     with pytest.raises(ValueError, match="pfr=true needs pmd=true"):
         small_rice(pmd=False)
+    with pytest.raises(ValueError, match="pfr_target must be one of"):
+        small_rice(pfr_target="l2")
     with pytest.raises(ValueError, match="ipd must be one of"):
         small_rice(ipd="yolo")
     info = DataInfo(num_products=5, num_categories=1, num_frames=3, image_size=224)

@@ -14,7 +14,7 @@ from benchmark.cli import main
 
 pytestmark = pytest.mark.slow
 
-LABEL = "rice-icl+pmd+pfr+ipd+text"
+LABEL = "rice-icl+pmd+pfr-ln+ipd+text"
 
 
 @pytest.fixture(scope="module")
@@ -85,9 +85,9 @@ def test_weights_reevaluate_a_checkpoint_under_another_config(rice_run, synth_lp
     assert "checkpointtensorsunusedbythisconfig,e.g.detector." in out
     (oracle,) = (tmp_path / "res" / "submissions").glob("*ipd-oracle*__weights-*__seed0.json")
     sub = submission.load_submission(oracle)
-    assert sub["method"]["variant"] == "icl+pmd+pfr+ipd-oracle+text"
+    assert sub["method"]["variant"] == "icl+pmd+pfr-ln+ipd-oracle+text"
     assert sub["provenance"]["initial_weights"]["unused_keys"] > 0 and "training" not in sub["provenance"]
-    assert (tmp_path / "b" / "lpr4m-synth" / "rice-icl+pmd+pfr+ipd-oracle+text").is_dir()
+    assert (tmp_path / "b" / "lpr4m-synth" / "rice-icl+pmd+pfr-ln+ipd-oracle+text").is_dir()
 
     from benchmark.leaderboard import _stage
 

@@ -28,10 +28,10 @@ import torch
 VARIANTS = {
     "icl": {"pmd": False, "pfr": False, "ipd": "none", "text": False},
     "icl+pmd": {"pfr": False, "ipd": "none", "text": False},
-    "icl+pmd+pfr": {"ipd": "none", "text": False},
-    "icl+pmd+pfr+ipd": {"text": False},
-    "icl+pmd+pfr+ipd+text": {},
-    "icl+pmd+pfr+ipd-mf+text": {"ipd": "multi"},
+    "icl+pmd+pfr-ln": {"ipd": "none", "text": False},
+    "icl+pmd+pfr-ln+ipd": {"text": False},
+    "icl+pmd+pfr-ln+ipd+text": {},
+    "icl+pmd+pfr-ln+ipd-mf+text": {"ipd": "multi"},
 }
 
 
