@@ -84,16 +84,18 @@ Differences, and why
 
 Scaled down (tiny profile, for the 2-core CPU): the ``TINY_ENCODER`` ViT (112 px, patch 16 ->
 the same 7x7 grid, width 192, 4 layers, random init, a convolutional stem in place of the
-patchify conv: see ``methods.encoders``), a 64-wide detector; everything else as above. What
-that scale-down costs (lpr4m-synth v7, 4 epochs, seed 0; see the leaderboard): ICL alone 36.81,
-icl+pmd+pfr+ipd 32.52, full (+text) 53.99, the full weights with ground-truth boxes for IPD
-(``--set ipd=oracle``) 60.74. PMD now learns a little from the stem's tokens (its loss
-1.37 -> 1.17 over 4 epochs of the full model, ln 4 = 1.39; with the patchify stem it stayed at
-1.34), yet without text icl+pmd+pfr+ipd (32.52) stays below ICL alone (36.81). With the
-patchify stem, stopping PMD's and PFR's gradients at the shared encoder (``pmd_stop_grad``)
-brought ICL back (5.41 -> 9.59, icl 9.90): from random weights they compete with ICL for the
-encoder; in the paper the encoder is pretrained CLIP and PMD refines it. The ASR/title tokens are worth +21 points here, as the synthetic ASR
-and titles name colour and pattern. The
+patchify conv: see ``methods.encoders``), a 64-wide detector, PFR on layer-normalised tokens
+(``pfr_target``, above); everything else as above. What that scale-down costs (lpr4m-synth v7,
+4 epochs, seed 0, first-stage R1; see the leaderboard): icl 36.81, icl+pmd 29.35,
+icl+pmd+pfr-ln 26.07 (raw-token PFR: 9.71), icl+pmd+pfr-ln+ipd 33.54, full (+text) 56.65, the
+full weights with ground-truth boxes for IPD (``--set ipd=oracle``) 64.31. PMD hardly learns
+from random weights (its loss 1.37 -> 1.13 over 4 epochs of the full model, ln 4 = 1.39), so
+re-ranking the full model's top 10 with it (``--rerank topk --rerank-topk 10``) drops R1 to
+21.37, and it costs ICL points through the shared encoder (icl+pmd below icl). With the
+patchify stem, stopping PMD's and PFR's gradients at the encoder (``pmd_stop_grad``) brought
+ICL back (5.41 -> 9.59, icl 9.90): from random weights they compete with ICL for the encoder;
+in the paper the encoder is pretrained CLIP and PMD refines it. The ASR/title tokens are worth
++23 points here, as the synthetic ASR and titles name colour and pattern. The
 paper profile requires pretrained weights (``encoder.pretrained``: hub tag
 ``openai`` or a local file via ``--pretrained PATH``) and fails rather than start at random.
 """
