@@ -88,7 +88,9 @@ patchify conv: see ``methods.encoders``), a 64-wide detector, PFR on layer-norma
 (``pfr_target``, above); everything else as above. What that scale-down costs (lpr4m-synth v7,
 4 epochs, seed 0, first-stage R1; see the leaderboard): icl 36.81, icl+pmd 29.35,
 icl+pmd+pfr-ln 26.07 (raw-token PFR: 9.71), icl+pmd+pfr-ln+ipd 33.54, full (+text) 56.65, the
-full weights with ground-truth boxes for IPD (``--set ipd=oracle``) 64.31. PMD hardly learns
+full weights with ground-truth boxes for IPD (``--set ipd=oracle``) 64.31, the icl+pmd+pfr-ln+ipd
+weights with them 52.04: the masks work, the 64-wide detector trained for minutes is what
+keeps that rung below ICL alone. PMD hardly learns
 from random weights (its loss 1.37 -> 1.13 over 4 epochs of the full model, ln 4 = 1.39), so
 re-ranking the full model's top 10 with it (``--rerank topk --rerank-topk 10``) drops R1 to
 21.37, and it costs ICL points through the shared encoder (icl+pmd below icl). With the
