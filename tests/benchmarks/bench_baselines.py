@@ -23,13 +23,12 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import torch
 
 from benchmark.registry import METHODS
 from methods.base import DataInfo, build_method
-from tiny_pairs import tiny_pairs
+from tiny_pairs import bare_pairs_per_s, tiny_pairs
 
 BASELINE = ("clip-meanpool", {})
 GROUPS: dict[str, list[tuple[str, dict]]] = {
@@ -49,13 +48,7 @@ def pairs_per_s(name: str, overrides: dict, info: DataInfo, batch: dict, steps: 
     m.set_epoch(1)
     opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-4)
     sum(m.training_losses(batch).values()).backward()  # warm-up step, not timed
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        loss = sum(m.training_losses(batch).values())
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    return steps * batch["frames"].shape[0] / (time.perf_counter() - t0)
+    return bare_pairs_per_s(m, opt, batch, steps)
 
 
 def measure(group: str, rounds: int, steps: int, batch_size: int, threads: int) -> dict[str, dict[str, float]]:

@@ -35,7 +35,7 @@ import torch
 from benchmark import engine
 from benchmark.distributed import DistEnv
 from methods.base import DataInfo, build_method
-from tiny_pairs import tiny_pairs
+from tiny_pairs import bare_pairs_per_s, tiny_pairs
 from methods.clip_meanpool import ClipMeanPool
 
 
@@ -46,17 +46,10 @@ def _setup(batch_size: int):
     return data, info, prof, batch
 
 
-def bare_pairs_per_s(info: DataInfo, batch: dict, steps: int) -> float:
+def bare_model_pairs_per_s(info: DataInfo, batch: dict, steps: int) -> float:
     torch.manual_seed(0)
     m = build_method(ClipMeanPool, "tiny", info).train()
-    opt = torch.optim.AdamW(m.parameters(), lr=1e-4)
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        loss = sum(m.training_losses(batch).values())
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    return steps * batch["frames"].shape[0] / (time.perf_counter() - t0)
+    return bare_pairs_per_s(m, torch.optim.AdamW(m.parameters(), lr=1e-4), batch, steps)
 
 
 def engine_pairs_per_s(data, info: DataInfo, prof, batch_size: int, steps: int, workers: int) -> float:
@@ -76,7 +69,7 @@ def measure(rounds: int, steps: int, batch_size: int, workers: int) -> dict:
     data, info, prof, batch = _setup(batch_size)
     bare, eng, ratios = [], [], []
     for _ in range(rounds):
-        b = bare_pairs_per_s(info, batch, steps)
+        b = bare_model_pairs_per_s(info, batch, steps)
         e = engine_pairs_per_s(data, info, prof, batch_size, steps, workers)
         bare.append(b)
         eng.append(e)

@@ -1,6 +1,11 @@
-"""The training data the speed benchmarks share: ``lpr4m-synth`` (tiny size) under the tiny profile."""
+"""What the speed benchmarks share: ``lpr4m-synth`` (tiny size) training pairs under the tiny
+profile, and the timing of bare optimizer steps on one batch."""
 
 from __future__ import annotations
+
+import time
+
+import torch
 
 from benchmark.config import PROFILES, Profile, RunConfig
 from benchmark.registry import DATASETS, load_all
@@ -18,3 +23,14 @@ def tiny_pairs(batch_size: int) -> tuple[PairDataset, DataInfo, Profile, dict]:
     data = PairDataset(splits.train, prof.data, products, cats, train=True)
     batch = collate_batch([data[i % len(data)] for i in range(batch_size)])
     return data, info, prof, batch
+
+
+def bare_pairs_per_s(model: torch.nn.Module, opt: torch.optim.Optimizer, batch: dict, steps: int) -> float:
+    """Pairs per second of ``steps`` forward + backward + optimizer steps of ``model`` on ``batch``."""
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        loss = sum(model.training_losses(batch).values())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return steps * batch["frames"].shape[0] / (time.perf_counter() - t0)
