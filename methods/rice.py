@@ -58,7 +58,8 @@ Differences, and why
     step: lpr4m-synth v7, ``--set ipd=none --set text=false --set pfr_target=raw``, PFR's loss
     rose 1.62 -> 6.14 over the 4 epochs (epoch means), the trained encoder's image-token RMS
     was 4.75 (1.22 at init), gradient norms on one batch PFR 43.8 vs ICL 2.9, ICL stayed at
-    3.25 -> 3.20 (ICL alone: 3.17 -> 2.06) and R1 was 9.71 (ICL alone 36.81). ``pfr_target="layernorm"`` layer-normalises (no affine) both token sets before the
+    3.25 -> 3.20 (ICL alone: 3.17 -> 2.06) and R1 was 9.71 (ICL alone 36.81).
+    ``pfr_target="layernorm"`` layer-normalises (no affine) both token sets before the
     reconstruction and the MSE, which removes the scale and nothing else; ``paper`` keeps "raw".
   * Hardest negatives exclude videos of the same product (``exclude_same_product``); the
     official code only excludes the pair itself, which turns a duplicate product into a
@@ -90,10 +91,10 @@ patchify conv: see ``methods.encoders``), a 64-wide detector, PFR on layer-norma
 icl+pmd+pfr-ln 26.07 (raw-token PFR: 9.71), icl+pmd+pfr-ln+ipd 33.54, full (+text) 56.65, the
 full weights with ground-truth boxes for IPD (``--set ipd=oracle``) 64.31, the icl+pmd+pfr-ln+ipd
 weights with them 52.04: the masks work, the 64-wide detector trained for minutes is what
-keeps that rung below ICL alone. PMD hardly learns
-from random weights (its loss 1.37 -> 1.13 over 4 epochs of the full model, ln 4 = 1.39), so
-re-ranking the full model's top 10 with it (``--rerank topk --rerank-topk 10``) drops R1 to
-21.37, and it costs ICL points through the shared encoder (icl+pmd below icl). With the
+keeps that rung below ICL alone. PMD hardly learns from random weights (its loss 1.37 -> 1.13
+over 4 epochs of the full model, ln 4 = 1.39), so re-ranking the full model's top 10 with it
+(``--rerank topk --rerank-topk 10``) drops R1 to 21.37, and it costs ICL points through the
+shared encoder (icl+pmd below icl). With the
 patchify stem, stopping PMD's and PFR's gradients at the encoder (``pmd_stop_grad``) brought
 ICL back (5.41 -> 9.59, icl 9.90): from random weights they compete with ICL for the encoder;
 in the paper the encoder is pretrained CLIP and PMD refines it. The ASR/title tokens are worth
