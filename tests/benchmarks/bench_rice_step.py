@@ -20,10 +20,11 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from typing import Optional
 
 import torch
+
+from tiny_pairs import bare_pairs_per_s
 
 VARIANTS = {
     "icl": {"pmd": False, "pfr": False, "ipd": "none", "text": False},
@@ -61,12 +62,7 @@ def measure(rounds: int = 3, batch_size: int = 32) -> dict[str, tuple[float, flo
 
     def step(name: str) -> float:
         m, opt = models[name]
-        t0 = time.perf_counter()
-        loss = sum(m.training_losses(batch).values())
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        return time.perf_counter() - t0
+        return batch_size / bare_pairs_per_s(m, opt, batch, steps=1)  # seconds of one step
 
     for name in models:
         step(name)  # warm-up
