@@ -73,8 +73,8 @@ from benchmark.config import DataConfig
 from benchmark.registry import METHODS
 from methods.backbones import is_local_weights
 from methods.base import DataInfo, Encoded, Method
+from methods.encoders import STEMS, ConvStem, read_state_dict
 from methods.encoders import EncoderLoadError as WeightsError
-from methods.encoders import read_state_dict
 from methods.losses import info_nce
 
 # The batch format normalises pixels with these (``methods/base.py``, ``DataConfig`` defaults).
@@ -92,6 +92,7 @@ class TimeSformerConfig:
     mlp_ratio: float = 4.0
     drop_path: float = 0.1
     embed_dim: int = 512
+    stem: str = "patchify"  # "patchify": the paper's patch conv | "conv": methods.encoders.ConvStem (tiny)
     # a timm ViT name (the ImageNet initialisation) or a local state dict file;
     # None / "none" = random init, asked for explicitly (never a silent fallback)
     pretrained: Optional[str] = "vit_base_patch16_224.orig_in21k_ft_in1k"
@@ -104,7 +105,7 @@ class TimeSformerConfig:
 
 PAPER = TimeSformerConfig()
 TINY = TimeSformerConfig(
-    image_size=112, patch_size=16, width=192, depth=4, heads=4, embed_dim=128,
+    image_size=112, patch_size=16, width=192, depth=4, heads=4, embed_dim=128, stem="conv",
     pretrained=None, input_mean=None, input_std=None,
 )
 
@@ -158,9 +159,13 @@ class DividedSpaceTimeBlock(nn.Module):
 
 
 class PatchEmbed(nn.Module):
-    def __init__(self, patch: int, dim: int) -> None:
+    """Per-frame patch embedding: the paper's patchify conv, or a :class:`ConvStem` of the same stride."""
+
+    def __init__(self, patch: int, dim: int, stem: str = "patchify") -> None:
         super().__init__()
-        self.proj = nn.Conv2d(3, dim, kernel_size=patch, stride=patch)
+        if stem not in STEMS:
+            raise ValueError(f"timesformer: stem {stem!r} is not one of {', '.join(STEMS)}")
+        self.proj = nn.Conv2d(3, dim, kernel_size=patch, stride=patch) if stem == "patchify" else ConvStem(dim, patch)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.proj(x).flatten(2).transpose(1, 2)
@@ -175,7 +180,7 @@ class TimeSformerEncoder(nn.Module):
 
         self.cfg = cfg
         self.grid = cfg.image_size // cfg.patch_size
-        self.patch_embed = PatchEmbed(cfg.patch_size, cfg.width)
+        self.patch_embed = PatchEmbed(cfg.patch_size, cfg.width, cfg.stem)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.width))
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + self.grid**2, cfg.width))
         self.time_embed = nn.Parameter(torch.zeros(1, num_frames, cfg.width))
@@ -256,6 +261,11 @@ def load_encoder_weights(encoder: TimeSformerEncoder, cfg: TimeSformerConfig, nu
     else:
         import timm
 
+        if cfg.stem != "patchify":
+            raise WeightsError(
+                f"timesformer: timm weights {spec!r} are for the patchify embedding, not stem {cfg.stem!r}; "
+                "add --set stem=patchify"
+            )
         try:
             vit = timm.create_model(spec, pretrained=True)
         except Exception as exc:

@@ -64,8 +64,8 @@ from torch import Tensor, nn
 from benchmark.registry import METHODS
 from methods.backbones import is_local_weights
 from methods.base import DataInfo, Encoded, Method
+from methods.encoders import STEMS, ConvStem, read_state_dict
 from methods.encoders import EncoderLoadError as WeightsError
-from methods.encoders import read_state_dict
 from methods.losses import info_nce
 from methods.timesformer import renormalise
 
@@ -83,6 +83,7 @@ class VideoSwinConfig:
     window: tuple[int, int, int] = (8, 7, 7)
     drop_path: float = 0.1
     embed_dim: int = 512
+    stem: str = "patchify"  # "patchify": the paper's tubelet conv | "conv": TubeletConvStem (tiny)
     # a torchvision Swin3D_B_Weights member name or a local state dict file;
     # None / "none" = random init, asked for explicitly (never a silent fallback)
     pretrained: Optional[str] = "KINETICS400_IMAGENET22K_V1"
@@ -94,10 +95,31 @@ class VideoSwinConfig:
 
 PAPER = VideoSwinConfig()
 TINY = VideoSwinConfig(
-    image_size=112, embed=48, depths=(1, 1, 2, 1), heads=(2, 4, 8, 16), embed_dim=128,
+    image_size=112, embed=48, depths=(1, 1, 2, 1), heads=(2, 4, 8, 16), embed_dim=128, stem="conv",
     pretrained=None, input_mean=None, input_std=None,
 )
 SWIN_B = dict(embed=128, depths=(2, 2, 18, 2), heads=(4, 8, 16, 32), window=(8, 7, 7), patch_size=(2, 4, 4))
+
+
+class TubeletConvStem(nn.Module):
+    """A convolutional tubelet embedding: :class:`ConvStem` on every frame (the spatial stride),
+    then a conv over ``patch[0]`` consecutive frames (the temporal stride). It maps
+    [B, 3, T, H, W] to [B, C, T / pt, H / ph, W / pw], the shape of the patchify ``Conv3d`` it
+    replaces in torchvision's ``PatchEmbed3d`` (which pads T, H, W to multiples first)."""
+
+    def __init__(self, width: int, patch: tuple[int, int, int]) -> None:
+        super().__init__()
+        pt, ph, pw = patch
+        if ph != pw:
+            raise ValueError(f"video-swin: the conv stem needs a square spatial patch, got {patch}")
+        self.spatial = ConvStem(width, ph)
+        self.temporal = nn.Conv3d(width, width, (pt, 1, 1), (pt, 1, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, c, t, h, w = x.shape
+        y = self.spatial(x.transpose(1, 2).reshape(b * t, c, h, w))
+        y = y.reshape(b, t, *y.shape[1:]).transpose(1, 2)  # [B, C, T, H', W']
+        return self.temporal(y)
 
 
 def build_swin3d(cfg: VideoSwinConfig) -> nn.Module:
@@ -105,18 +127,24 @@ def build_swin3d(cfg: VideoSwinConfig) -> nn.Module:
     from torchvision.models.video import Swin3D_B_Weights
     from torchvision.models.video.swin_transformer import SwinTransformer3d
 
+    if cfg.stem not in STEMS:
+        raise ValueError(f"video-swin: stem {cfg.stem!r} is not one of {', '.join(STEMS)}")
     model = SwinTransformer3d(
         patch_size=list(cfg.patch_size), embed_dim=cfg.embed, depths=list(cfg.depths),
         num_heads=list(cfg.heads), window_size=list(cfg.window), stochastic_depth_prob=cfg.drop_path,
     )
+    if cfg.stem == "conv":
+        model.patch_embed.proj = TubeletConvStem(cfg.embed, cfg.patch_size)
     spec = cfg.pretrained
     if spec is None or spec.strip().lower() in ("", "none", "random"):
         pass
     elif is_local_weights(spec):
         _load_state(model, _read_local(Path(spec)), spec)
     else:
-        if any(getattr(cfg, k) != v for k, v in SWIN_B.items()):
-            raise WeightsError(f"video-swin: torchvision weights {cfg.pretrained!r} exist for the Swin-B sizes only")
+        if any(getattr(cfg, k) != v for k, v in SWIN_B.items()) or cfg.stem != "patchify":
+            raise WeightsError(
+                f"video-swin: torchvision weights {cfg.pretrained!r} exist for the Swin-B sizes with the patchify stem only"
+            )
         try:
             weights = Swin3D_B_Weights[cfg.pretrained]
         except KeyError:

@@ -140,7 +140,7 @@ def test_timesformer_shapes_padding_and_one_frame_image(tsf):
 def test_timesformer_loss_falls():
     torch.manual_seed(0)
     model = build_method(TimeSformer, "tiny", DataInfo(8, 2, 3, SIZE), {"depth": "2"})
-    losses = train_steps(model, toy_batch(4, 3), steps=3)
+    losses = train_steps(model, toy_batch(4, 3), steps=8)  # the conv stem's BatchNorm: slower on one toy batch
     assert set(model.training_losses(toy_batch(4, 3))) == {"infonce"}
     assert losses[-1] < 0.5 * losses[0], losses
 
@@ -152,7 +152,7 @@ def test_timesformer_loads_a_vit_state_dict_like_the_official_loader(tmp_path):
     vit = VisionTransformer(img_size=SIZE, patch_size=16, embed_dim=192, depth=4, num_heads=4, qkv_bias=True, num_classes=7)
     path = tmp_path / "vit.pt"
     torch.save(vit.state_dict(), path)
-    model = build_method(TimeSformer, "tiny", DataInfo(8, 2, 3, SIZE), {"pretrained": str(path)})
+    model = build_method(TimeSformer, "tiny", DataInfo(8, 2, 3, SIZE), {"pretrained": str(path), "stem": "patchify"})
     enc = model.encoder
     assert model.weights_source == str(path)
     for i in range(4):
@@ -165,6 +165,23 @@ def test_timesformer_loads_a_vit_state_dict_like_the_official_loader(tmp_path):
     te = torch.arange(8.0).view(1, 8, 1).expand(1, 8, 4)
     out = vit_to_timesformer({"model.time_embed": te, "model.head.weight": torch.zeros(2)}, 4)
     assert "head.weight" not in out and out["time_embed"][0, :, 0].tolist() == [0.0, 2.0, 4.0, 6.0]
+
+
+def test_timesformer_tiny_has_a_conv_stem_with_the_patchify_grid(tsf):
+    from methods.encoders import ConvStem
+
+    stem = tsf.encoder.patch_embed.proj
+    assert isinstance(stem, ConvStem)
+    patchify = build_method(TimeSformer, "tiny", DataInfo(8, 2, 3, SIZE), {"stem": "patchify"}).encoder.patch_embed
+    assert isinstance(patchify.proj, torch.nn.Conv2d) and patchify.proj.stride == (16, 16)
+    x = torch.randn(2, 3, SIZE, SIZE)
+    assert tsf.encoder.patch_embed(x).shape == patchify(x).shape == (2, 49, 192)  # same 7x7 token grid
+    with torch.device("meta"):
+        assert build_method(TimeSformer, "paper", DataInfo(10, 2, 8, 224), {"pretrained": "none"}).cfg.stem == "patchify"
+    with pytest.raises(EncoderLoadError, match="patchify"):  # ImageNet ViT weights fit the patchify conv only
+        build_method(TimeSformer, "tiny", DataInfo(8, 2, 3, SIZE), {"pretrained": "vit_tiny_patch16_224"})
+    with pytest.raises(ValueError, match="stem 'nope'"):
+        build_method(TimeSformer, "tiny", DataInfo(8, 2, 3, SIZE), {"stem": "nope"})
 
 
 def test_timesformer_weight_errors_name_the_file(tmp_path):
@@ -224,6 +241,27 @@ def test_video_swin_shapes_padding_and_static_image(swin):
         assert torch.equal(swin.encode_query(empty).embedding, torch.zeros(2, 128))
 
 
+def test_video_swin_tiny_conv_stem_keeps_the_tubelet_grid(swin):
+    from methods.encoders import ConvStem
+    from methods.video_swin import TubeletConvStem
+
+    stem = swin.encoder.patch_embed.proj
+    assert isinstance(stem, TubeletConvStem) and isinstance(stem.spatial, ConvStem)
+    patchify = build_method(VideoSwin, "tiny", DataInfo(8, 2, 4, SIZE), {"stem": "patchify"}).encoder.patch_embed.proj
+    assert isinstance(patchify, torch.nn.Conv3d) and patchify.stride == (2, 4, 4)
+    x = torch.randn(2, 3, 4, SIZE, SIZE)
+    assert stem(x).shape == patchify(x).shape == (2, 48, 2, 28, 28)
+    # frames are embedded independently before the temporal conv: frame pairs do not mix
+    y = x.clone()
+    y[:, :, 2:] = torch.randn(2, 3, 2, SIZE, SIZE)
+    stem.eval()
+    with torch.no_grad():
+        assert torch.allclose(stem(x)[:, :, 0], stem(y)[:, :, 0], atol=1e-5)
+        assert not torch.allclose(stem(x)[:, :, 1], stem(y)[:, :, 1])
+    with pytest.raises(ValueError, match="stem 'nope'"):
+        build_method(VideoSwin, "tiny", DataInfo(8, 2, 4, SIZE), {"stem": "nope"})
+
+
 def test_video_swin_loss_falls():
     torch.manual_seed(0)
     model = build_method(VideoSwin, "tiny", DataInfo(8, 2, 4, SIZE))
@@ -237,7 +275,7 @@ def test_video_swin_weights_roundtrip_and_errors(tmp_path, swin):
     again = build_method(VideoSwin, "tiny", DataInfo(8, 2, 4, SIZE), {"pretrained": str(path)})
     for (k, a), (_, b) in zip(swin.encoder.state_dict().items(), again.encoder.state_dict().items()):
         assert torch.equal(a, b), k
-    with pytest.raises(EncoderLoadError, match="Swin-B sizes only"):
+    with pytest.raises(EncoderLoadError, match="Swin-B sizes with the patchify stem only"):
         build_method(VideoSwin, "tiny", DataInfo(8, 2, 4, SIZE), {"pretrained": "KINETICS400_V1"})
     with pytest.raises(EncoderLoadError, match="unknown Swin3D_B_Weights 'NOPE'"):
         with torch.device("meta"):
