@@ -71,6 +71,7 @@ class FashionNetConfig:
     dropout: float = 0.5
     num_frames: Optional[int] = None  # frames per clip (chunk-sampled); None = all real frames
     triplet_margin: float = 0.3
+    triplet_mining: str = "hardest"  # "hardest" | "semihard" (FaceNet; tiny): the negative of each triplet
     triplet_weight: float = 1.0
     category_weight: float = 1.0
     id_weight: float = 1.0
@@ -86,19 +87,34 @@ TINY = FashionNetConfig(
     fc_dim=256,
     fc_kernel=3,
     num_frames=4,
+    triplet_mining="semihard",
 )
 
 
-def cross_domain_triplet(anchor: Tensor, other: Tensor, labels: Tensor, margin: float) -> Tensor:
-    """Triplets (anchor_i, hardest same-label ``other``, hardest other-label ``other``) on
-    L2-normalised features; anchors lacking a positive or a negative are skipped."""
+TRIPLET_MINING = ("hardest", "semihard")
+
+
+def cross_domain_triplet(anchor: Tensor, other: Tensor, labels: Tensor, margin: float, mining: str = "hardest") -> Tensor:
+    """Triplets (anchor_i, hardest same-label ``other``, a negative ``other``) on L2-normalised
+    features; anchors lacking a positive or a negative are skipped. The negative is the hardest
+    (``hardest``) or, as FaceNet's semi-hard mining (Schroff et al., CVPR 2015), the closest one
+    farther than the positive, else the farthest (``semihard``, TensorFlow's
+    ``triplet_semihard_loss`` rule)."""
+    if mining not in TRIPLET_MINING:
+        raise ValueError(f"fashionnet: triplet mining {mining!r} is not one of {', '.join(TRIPLET_MINING)}")
     d = torch.cdist(F.normalize(anchor, dim=-1), F.normalize(other, dim=-1))
     same = labels[:, None] == labels[None, :]
     valid = same.any(1) & (~same).any(1)
     if not bool(valid.any()):
         return anchor.sum() * 0.0
     d_ap = d.masked_fill(~same, float("-inf")).amax(1)
-    d_an = d.masked_fill(same, float("inf")).amin(1)
+    if mining == "hardest":
+        d_an = d.masked_fill(same, float("inf")).amin(1)
+    else:
+        beyond = ~same & (d > d_ap[:, None])
+        d_an = torch.where(
+            beyond.any(1), d.masked_fill(~beyond, float("inf")).amin(1), d.masked_fill(same, float("-inf")).amax(1)
+        )
     return F.relu(d_ap - d_an + margin)[valid].mean()
 
 
@@ -146,7 +162,7 @@ class FashionNet(PaperOptimMixin, Method):
         product = batch["product"]
         both = torch.cat([clip, image])
         losses = {
-            "triplet": self.cfg.triplet_weight * cross_domain_triplet(clip, image, product, self.cfg.triplet_margin),
+            "triplet": self.cfg.triplet_weight * cross_domain_triplet(clip, image, product, self.cfg.triplet_margin, self.cfg.triplet_mining),
             "id": self.cfg.id_weight * F.cross_entropy(self.id_head(both), torch.cat([product, product])),
         }
         if self.category_head is not None:

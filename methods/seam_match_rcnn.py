@@ -153,6 +153,9 @@ class SeamConfig:
     aggregation_warmup_epochs: int = 1  # weight min(epoch / this, 1): off in epoch 0
     min_frames_aggregation: int = 3
     tracking_threshold: float = 0.3
+    # epochs (from 0) whose match loss takes the intent-product box of every boxed frame as the
+    # positive RoI (Match-RCNN's strong pairs) instead of SEAM's best detection; 0 = SEAM only
+    strong_pair_epochs: int = 0
 
 
 PAPER = SeamConfig()
@@ -162,7 +165,7 @@ TINY = SeamConfig(
     rpn_pre_nms_top_n_train=300, rpn_post_nms_top_n_train=100, rpn_pre_nms_top_n_test=100,
     rpn_post_nms_top_n_test=32, rpn_batch_size_per_image=128, box_batch_size_per_image=32,
     box_detections_per_img=10, detector_frames_per_clip=2, max_boxes_per_frame=4, shop_box="whole",
-    head_hidden=256, embed=128,
+    head_hidden=256, embed=128, strong_pair_epochs=1,
 )
 
 
@@ -560,6 +563,32 @@ class SeamMatchRCNN(Method):
             return 0.0
         return min(self.epoch / max(self.cfg.aggregation_warmup_epochs, 1), 1.0)
 
+    def strong_pairs(self) -> bool:
+        """Whether this epoch's match loss uses the ground-truth boxes (``strong_pair_epochs``)."""
+        return self.epoch is not None and self.epoch < self.cfg.strong_pair_epochs
+
+    def _strong_match_loss(self, d: _Detections, boxes01: Tensor, valid: Tensor, shop: Tensor, same: Tensor,
+                           weak_logits: Tensor, weak_target: Tensor, frame_of: Tensor) -> Tensor:
+        """Match-RCNN's strong pairs: the RoI at a frame's intent-product box against every shop
+        of the batch (positive: its own product); frames without a box keep SEAM's weak pairs.
+        One cross-entropy over all these pairs."""
+        n_f = boxes01.shape[0]
+        hw = torch.tensor(d.sizes[:n_f], dtype=boxes01.dtype, device=boxes01.device)  # (h, w)
+        px = boxes01 * torch.stack([hw[:, 1], hw[:, 0], hw[:, 1], hw[:, 0]], dim=1)
+        valid = valid & ((px[:, 2] - px[:, 0]) >= 1) & ((px[:, 3] - px[:, 1]) >= 1)
+        empty = px.new_zeros(0, 4)
+        gt_boxes = [px[i : i + 1] if bool(valid[i]) else empty for i in range(n_f)]
+        gt_boxes += [empty] * (len(d.sizes) - n_f)
+        logits, targets = [], []
+        if bool(valid.any()):
+            roi = self.encoder.roi_heads.mask_roi_pool(d.features, gt_boxes, d.sizes)
+            logits.append(self.match_head.cross_logits(self.match_head.embed(roi), shop).reshape(-1, 2))
+            targets.append(same[valid].long().reshape(-1))
+        weak = ~valid[frame_of]  # detections of the frames without a box
+        logits.append(weak_logits[weak].reshape(-1, 2))
+        targets.append(weak_target[weak].reshape(-1))
+        return F.cross_entropy(torch.cat(logits), torch.cat(targets))
+
     def training_losses(self, batch: dict[str, Any]) -> dict[str, Tensor]:
         cfg = self.cfg
         fmask = batch["frame_mask"]
@@ -588,7 +617,11 @@ class SeamMatchRCNN(Method):
         pos[frame_of, k_of] = logits[..., 1].detach()
         same = product[clip_of_frame][:, None] == product[None, :]  # [F, B]
         target, best = weak_match_targets(pos, same, cfg.match_threshold)
-        match = F.cross_entropy(logits.reshape(-1, 2), target[frame_of, k_of].reshape(-1))
+        if self.strong_pairs():
+            match = self._strong_match_loss(d, batch["boxes"][fmask], batch["box_mask"][fmask], shop, same,
+                                            logits, target[frame_of, k_of], frame_of)
+        else:
+            match = F.cross_entropy(logits.reshape(-1, 2), target[frame_of, k_of].reshape(-1))
 
         # aggregation loss (NEWBalancedAggregationMatchLossWeak) over each clip's best boxes
         own_best = best[torch.arange(n_f, device=roi.device), clip_of_frame]  # [F]

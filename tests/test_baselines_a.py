@@ -326,6 +326,31 @@ def test_cross_domain_triplet_uses_the_hardest_shop_images():
     assert abs(swapped - (math.sqrt(2) + 0.3)) < 1e-5
 
 
+def _unit(deg: list[float]) -> torch.Tensor:
+    rad = torch.tensor(deg).deg2rad()
+    return torch.stack([rad.cos(), rad.sin()], dim=1)
+
+
+def test_cross_domain_triplet_semihard_takes_the_closest_negative_beyond_the_positive():
+    chord = lambda a: 2 * math.sin(math.radians(a) / 2)  # noqa: E731  (distance of unit vectors a degrees apart)
+    labels = torch.tensor([0, 1, 2])
+    # anchor 0 at 0 deg, its shop image at 40; the other anchors sit on their own shop images
+    image = _unit([40.0, 10.0, 70.0])
+    clip = _unit([0.0, 10.0, 70.0])
+    hardest = float(cross_domain_triplet(clip, image, labels, 0.5))
+    semihard = float(cross_domain_triplet(clip, image, labels, 0.5, "semihard"))
+    assert abs(hardest - (chord(40) - chord(10) + 0.5) / 3) < 1e-5  # the 10-degree negative
+    assert abs(semihard - (chord(40) - chord(70) + 0.5) / 3) < 1e-5  # the 70-degree one, beyond the positive
+    # no negative beyond the positive: the farthest negative
+    image = _unit([40.0, 10.0, 20.0])
+    clip = _unit([0.0, 10.0, 20.0])
+    semihard = float(cross_domain_triplet(clip, image, labels, 0.5, "semihard"))
+    expected = (chord(40) - chord(20) + 0.5) + 2 * (0.5 - chord(10))
+    assert abs(semihard - expected / 3) < 1e-5
+    with pytest.raises(ValueError, match="mining 'random'"):
+        cross_domain_triplet(clip, image, labels, 0.5, "random")
+
+
 # --- AsymNet's tree, phases and re-ranker ------------------------------------------------------
 
 

@@ -432,6 +432,28 @@ def test_seam_training_losses_and_epoch_schedule(seam):
     assert float(none["det_classifier"].detach()) == 0.0 and none["det_classifier"].requires_grad
 
 
+def test_seam_strong_pairs_in_epoch_0_take_the_ground_truth_boxes():
+    torch.manual_seed(0)
+    model = seam_tiny()
+    model.train()
+    batch = seam_batch(3, short=False)
+    batch["box_mask"] = torch.ones(3, 3, dtype=torch.bool)
+    moved = dict(batch, boxes=(batch["boxes"] * 0.5).clamp(0, 1))
+
+    def match(b: dict, epoch: int) -> float:
+        model.set_epoch(epoch)
+        torch.manual_seed(1)
+        return float(model.training_losses(b)["match"].detach())
+
+    assert model.cfg.strong_pair_epochs == 1 and model.default_config("paper").strong_pair_epochs == 0
+    # epoch 0: the match loss is computed on the RoIs at the boxes; later, SEAM's weak pairs ignore them
+    assert abs(match(batch, 0) - match(moved, 0)) > 1e-4
+    assert abs(match(batch, 1) - match(moved, 1)) < 1e-6
+    # frames without a box keep the weak pairs: with no box at all, epoch 0 equals the weak loss
+    unboxed = dict(batch, box_mask=torch.zeros(3, 3, dtype=torch.bool))
+    assert abs(match(unboxed, 0) - match(unboxed, 1)) < 1e-6
+
+
 def test_seam_loss_falls():
     torch.manual_seed(0)
     model = seam_tiny()
