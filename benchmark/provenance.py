@@ -23,8 +23,14 @@ PACKAGES = (
 )
 
 
+# what the harness writes into the tree itself: a run that adds a submission while another
+# trains must not mark that one's code as modified
+OUTPUT_PATHS = ("results",)
+
+
 def git_info(repo: Path = REPO_ROOT) -> dict[str, Any]:
-    """``{"commit": sha or None, "dirty": bool or None}`` of the working tree at ``repo``."""
+    """``{"commit": sha or None, "dirty": bool or None}`` of the working tree at ``repo``;
+    dirty = a tracked file outside :data:`OUTPUT_PATHS` differs from the commit."""
 
     def git(*args: str) -> Optional[str]:
         try:
@@ -38,7 +44,7 @@ def git_info(repo: Path = REPO_ROOT) -> dict[str, Any]:
     commit = git("rev-parse", "HEAD")
     if commit is None:
         return {"commit": None, "dirty": None}
-    status = git("status", "--porcelain", "--untracked-files=no")
+    status = git("status", "--porcelain", "--untracked-files=no", "--", ".", *(f":(exclude){p}" for p in OUTPUT_PATHS))
     return {"commit": commit.strip(), "dirty": None if status is None else bool(status.strip())}
 
 

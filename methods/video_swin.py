@@ -83,7 +83,7 @@ class VideoSwinConfig:
     window: tuple[int, int, int] = (8, 7, 7)
     drop_path: float = 0.1
     embed_dim: int = 512
-    stem: str = "patchify"  # "patchify": the paper's tubelet conv | "conv": TubeletConvStem (tiny)
+    stem: str = "patchify"  # "patchify": the paper's tubelet conv | "conv": TubeletConvStem (measured, not kept)
     # a torchvision Swin3D_B_Weights member name or a local state dict file;
     # None / "none" = random init, asked for explicitly (never a silent fallback)
     pretrained: Optional[str] = "KINETICS400_IMAGENET22K_V1"
@@ -95,7 +95,7 @@ class VideoSwinConfig:
 
 PAPER = VideoSwinConfig()
 TINY = VideoSwinConfig(
-    image_size=112, embed=48, depths=(1, 1, 2, 1), heads=(2, 4, 8, 16), embed_dim=128, stem="conv",
+    image_size=112, embed=48, depths=(1, 1, 2, 1), heads=(2, 4, 8, 16), embed_dim=128,
     pretrained=None, input_mean=None, input_std=None,
 )
 SWIN_B = dict(embed=128, depths=(2, 2, 18, 2), heads=(4, 8, 16, 32), window=(8, 7, 7), patch_size=(2, 4, 4))

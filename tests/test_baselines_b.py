@@ -241,14 +241,14 @@ def test_video_swin_shapes_padding_and_static_image(swin):
         assert torch.equal(swin.encode_query(empty).embedding, torch.zeros(2, 128))
 
 
-def test_video_swin_tiny_conv_stem_keeps_the_tubelet_grid(swin):
+def test_video_swin_conv_stem_keeps_the_tubelet_grid(swin):
     from methods.encoders import ConvStem
     from methods.video_swin import TubeletConvStem
 
-    stem = swin.encoder.patch_embed.proj
-    assert isinstance(stem, TubeletConvStem) and isinstance(stem.spatial, ConvStem)
-    patchify = build_method(VideoSwin, "tiny", DataInfo(8, 2, 4, SIZE), {"stem": "patchify"}).encoder.patch_embed.proj
+    patchify = swin.encoder.patch_embed.proj  # tiny keeps the paper's tubelet conv
     assert isinstance(patchify, torch.nn.Conv3d) and patchify.stride == (2, 4, 4)
+    stem = build_method(VideoSwin, "tiny", DataInfo(8, 2, 4, SIZE), {"stem": "conv"}).encoder.patch_embed.proj
+    assert isinstance(stem, TubeletConvStem) and isinstance(stem.spatial, ConvStem)
     x = torch.randn(2, 3, 4, SIZE, SIZE)
     assert stem(x).shape == patchify(x).shape == (2, 48, 2, 28, 28)
     # frames are embedded independently before the temporal conv: frame pairs do not mix

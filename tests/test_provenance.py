@@ -32,6 +32,12 @@ def test_dirty_flag_follows_tracked_changes(tmp_path):
     _git("add", "a.txt", cwd=tmp_path)
     _git("-c", "user.name=t", "-c", "user.email=t@example.invalid", "commit", "-q", "-m", "x", cwd=tmp_path)
     assert provenance.git_info(tmp_path) == {"commit": _git("rev-parse", "HEAD", cwd=tmp_path), "dirty": False}
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "r.json").write_text("{}\n")
+    _git("add", "results/r.json", cwd=tmp_path)
+    _git("-c", "user.name=t", "-c", "user.email=t@example.invalid", "commit", "-q", "-m", "y", cwd=tmp_path)
+    (tmp_path / "results" / "r.json").write_text('{"new": 1}\n')  # a run wrote a submission: not code
+    assert provenance.git_info(tmp_path)["dirty"] is False
     (tmp_path / "a.txt").write_text("two\n")
     assert provenance.git_info(tmp_path)["dirty"] is True
 
