@@ -38,16 +38,16 @@ Adaptations to video-to-shop retrieval (same objective as ``clip-meanpool``):
 ``SwinTransformer3d`` class at embed 48, depths 1-1-2-1, heads 2-4-8-16, window 8 x 7 x 7, at
 112 px (28 x 28 patches, the paper's 56 x 56 halved as the image is), CLIP normalisation kept.
 
-What the scale-down costs (lpr4m-synth default, tiny, seed 0, 4 epochs; results/leaderboard.md): R1
-7.65 [6.02, 9.29] against 3.67 untrained, R10 44.49. Transformers trained on mid-sized data without
-pretraining fall a few points below ResNets of comparable size (ViT, Dosovitskiy et al., ICLR
-2021); from random weights on 2,941 pairs the gap is wide: MGH (R1 30.61) and NVAN (22.76), ResNets
-trained with product-ID cross-entropy + triplet, learn in the same 4 epochs what the transformers
-trained with InfoNCE do not, and their InfoNCE loss is still falling at the last epoch (3.69, 3.34,
-3.20, 3.14). ``clip-meanpool``, the same objective on a 4-layer ViT, lands at the same level
-(10.71). Nothing points at this port (it starts at chance and learns steadily); what it lacks,
-pretrained weights (``paper`` profile) or a far longer schedule, this 2-core machine cannot give
-it.
+What the scale-down costs (v7 synthetic data, tiny, seed 0, 4 epochs; results/leaderboard.md; R1
+[95% CI], untrained control in brackets): lpr4m-synth 11.66 [9.71, 13.80] (7.46), R10 66.56;
+movingfashion-synth 1.25 [0.00, 2.92] (1.25), R10 9.17 (8.75), i.e. not above its control there,
+InfoNCE 4.03 -> 3.29 (ln 32 = 3.47). A convolutional tubelet stem (:class:`TubeletConvStem`,
+``--set stem=conv``: ``ConvStem`` per frame, then a conv over the 2 frames of a tubelet), the
+change that lifted TimeSformer and clip-meanpool, was tried on movingfashion-synth: R1 1.25
+[0.00, 2.50] (0.83), R10 9.58 (5.00), InfoNCE 3.46 -> 3.26; its 4 px patches are already small, the
+stem is not what holds this model back, and the tiny profile keeps the paper's embedding. What
+it lacks in 216 steps from random weights (shifted-window attention over four stages from 48
+channels) is what the ``paper`` profile's Kinetics weights give it.
 """
 
 from __future__ import annotations
