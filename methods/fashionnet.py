@@ -15,7 +15,8 @@ Kept: VGG-16 (ImageNet init, torchvision weights through timm ``vgg16.tv_in1k``)
 branch, whose conv5 / pool5 / fc6 / fc7 are VGG-16's own (fc6/fc7 ImageNet-initialised, dropout
 0.5 between them), so fc7_fusion is fc7 fed by fc6_global alone; the 4096-d fc7 output is the
 retrieval embedding; the category softmax head; the cross-domain triplet loss with a
-consumer-side anchor, the hardest shop-side positive and negative of the batch.
+consumer-side anchor, the hardest shop-side positive and negative of the batch (``tiny``: a
+semi-hard negative, below).
 
 Dropped, because LPR data has no landmark or attribute labels: the pose branch (landmark
 regression and visibility), the landmark-pooled local branch (it needs landmark positions)
@@ -38,12 +39,19 @@ a plain VGG learns poorly from scratch in a few epochs) at 112 px, a 3x3-kernel 
 channels (the 112 px input leaves a 3x3 map) and fc7 of 256 without dropout, 4 frames per clip
 in training and at test.
 
-Measured in ``tiny`` (v7 synthetic data, seed 0, see the leaderboard): lpr4m-synth R1 11.86
-(untrained 5.42); movingfashion-synth R1 2.08 [0.42, 4.17], untrained 1.67, i.e. *not* above
-its control. The cause is in the loss history: on MovingFashion (no category labels, about one
-clip per product) the identity CE stays at ln(#products) (7.44 -> 7.37; ln 1,600 = 7.38) and
-the hardest-pair triplet at its margin (0.36 -> 0.30: positive and negative equally far, the
-collapsed solution), while on lpr4m-synth the category head is what learns (CE 2.75 -> 1.26).
+Triplet mining (``triplet_mining``; the paper does not publish its sampling): ``paper`` keeps
+the hardest negative, ``tiny`` uses FaceNet's semi-hard negatives (Schroff et al., CVPR 2015:
+the closest negative farther than the positive, else the farthest), because from random weights
+the hardest-negative triplet collapsed, as FaceNet reports it can ("a collapsed model, f(x) = 0").
+Measured on movingfashion-synth (v7, tiny, seed 0, 4 epochs; R1 [95% CI], R10, untrained control
+in brackets): hardest negatives R1 2.08 [0.42, 4.17], R10 7.92 (1.67 / 7.08), not above the
+control, triplet 0.36 -> 0.30 at its margin, identity CE 7.44 -> 7.37 (ln 1,600 = 7.38), and
+the fc7 embedding collapsed (16 of 256 units ever active on 64 shop images, pairwise cosine
+0.999-1.000); semi-hard negatives R1 5.83 [3.32, 9.17], R10 28.33 (1.67 / 7.08), triplet
+0.28 -> 0.22, identity CE 7.42 -> 7.12, 167 units active, mean pairwise cosine 0.39. On
+lpr4m-synth, where the category head keeps the embedding apart (hardest negatives: 187 units
+active, cosine 0.67), hardest negatives gave R1 11.86 (untrained 5.42); see the leaderboard for
+the semi-hard row.
 """
 
 from __future__ import annotations
