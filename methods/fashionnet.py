@@ -102,7 +102,9 @@ TINY = FashionNetConfig(
 TRIPLET_MINING = ("hardest", "semihard")
 
 
-def cross_domain_triplet(anchor: Tensor, other: Tensor, labels: Tensor, margin: float, mining: str = "hardest") -> Tensor:
+def cross_domain_triplet(
+    anchor: Tensor, other: Tensor, labels: Tensor, margin: float, mining: str = "hardest"
+) -> Tensor:
     """Triplets (anchor_i, hardest same-label ``other``, a negative ``other``) on L2-normalised
     features; anchors lacking a positive or a negative are skipped. The negative is the hardest
     (``hardest``) or, as FaceNet's semi-hard mining (Schroff et al., CVPR 2015), the closest one
@@ -169,8 +171,9 @@ class FashionNet(PaperOptimMixin, Method):
         image = self.image_features(batch["image"])
         product = batch["product"]
         both = torch.cat([clip, image])
+        triplet = cross_domain_triplet(clip, image, product, self.cfg.triplet_margin, self.cfg.triplet_mining)
         losses = {
-            "triplet": self.cfg.triplet_weight * cross_domain_triplet(clip, image, product, self.cfg.triplet_margin, self.cfg.triplet_mining),
+            "triplet": self.cfg.triplet_weight * triplet,
             "id": self.cfg.id_weight * F.cross_entropy(self.id_head(both), torch.cat([product, product])),
         }
         if self.category_head is not None:
