@@ -395,6 +395,15 @@ def weak_match_targets(scores: Tensor, same: Tensor, threshold: float) -> tuple[
     return target, best
 
 
+def pixel_boxes(boxes01: Tensor, valid: Tensor, sizes: list[tuple[int, int]]) -> tuple[Tensor, Tensor]:
+    """Boxes [N, 4] in [0, 1] of the first N images -> pixels of their transformed ``sizes``
+    (h, w); ``valid`` [N] also drops boxes under one pixel wide or high."""
+    n = boxes01.shape[0]
+    hw = torch.tensor(sizes[:n], dtype=boxes01.dtype, device=boxes01.device)
+    px = boxes01 * torch.stack([hw[:, 1], hw[:, 0], hw[:, 1], hw[:, 0]], dim=1)
+    return px, valid & ((px[:, 2] - px[:, 0]) >= 1) & ((px[:, 3] - px[:, 1]) >= 1)
+
+
 # --- the method ----------------------------------------------------------------------------
 
 
@@ -511,10 +520,8 @@ class SeamMatchRCNN(Method):
 
         det = self.encoder
         rh = det.roi_heads
-        hw = torch.tensor(sizes, dtype=boxes01.dtype, device=boxes01.device)  # [N, 2] (h, w)
         n = boxes01.shape[0]
-        px = boxes01 * torch.stack([hw[:n, 1], hw[:n, 0], hw[:n, 1], hw[:n, 0]], dim=1)
-        valid = valid & ((px[:, 2] - px[:, 0]) >= 1) & ((px[:, 3] - px[:, 1]) >= 1)
+        px, valid = pixel_boxes(boxes01, valid, sizes)
         per_clip = self.cfg.detector_frames_per_clip
         if per_clip > 0 and bool(valid.any()):
             draw = torch.rand(n, device=valid.device)
@@ -579,9 +586,7 @@ class SeamMatchRCNN(Method):
         of the batch (positive: its own product); frames without a box keep SEAM's weak pairs.
         One cross-entropy over all these pairs."""
         n_f = boxes01.shape[0]
-        hw = torch.tensor(d.sizes[:n_f], dtype=boxes01.dtype, device=boxes01.device)  # (h, w)
-        px = boxes01 * torch.stack([hw[:, 1], hw[:, 0], hw[:, 1], hw[:, 0]], dim=1)
-        valid = valid & ((px[:, 2] - px[:, 0]) >= 1) & ((px[:, 3] - px[:, 1]) >= 1)
+        px, valid = pixel_boxes(boxes01, valid, d.sizes)
         empty = px.new_zeros(0, 4)
         gt_boxes = [px[i : i + 1] if bool(valid[i]) else empty for i in range(n_f)]
         gt_boxes += [empty] * (len(d.sizes) - n_f)
