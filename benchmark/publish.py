@@ -42,7 +42,7 @@ def publish(
     cfg: RunConfig,
     splits: DatasetSplits,
     method: Method,
-    label: str,
+    variant: str,
     out: EvalOutput,
     *,
     train_result: Any,
@@ -69,7 +69,7 @@ def publish(
     synthetic = cfg.data_root is None and synthetic_seed is not None
     sub = submission.build_submission(
         method=cfg.method,
-        variant=method.variant(),
+        variant=variant,  # the method's, plus the --set changes it does not name (runner.run_variant)
         method_config=method_cfg,
         num_parameters=method.num_parameters(),
         dataset=cfg.dataset,

@@ -29,6 +29,7 @@ from typing import Any, Optional
 from benchmark import distributed as D
 from benchmark import engine, evaluate, provenance
 from benchmark.config import RunConfig
+from benchmark.config_diff import variant_with_settings
 from benchmark.feature_cache import FEATURE_CACHE_DIR, FeatureCache
 from benchmark.registry import DATASETS, METHODS
 from benchmark.seeding import seed_everything
@@ -74,8 +75,14 @@ def trains(cfg: RunConfig) -> bool:
     return t.epochs > 0 and (t.max_steps is None or t.max_steps > 0)
 
 
-def method_label(name: str, method: Method) -> str:
-    variant = method.variant()
+def run_variant(cfg: RunConfig, method: Method) -> str:
+    """The method's variant label plus the ``--set`` changes it does not name
+    (:mod:`benchmark.config_diff`), so that such a run never takes the default's place."""
+    default = METHODS.get(cfg.method).default_config(cfg.profile.name)
+    return variant_with_settings(method, default, ignore_weights=cfg.weights is not None)
+
+
+def method_label(name: str, variant: str) -> str:
     return f"{name}-{variant}" if variant else name
 
 
@@ -234,7 +241,8 @@ def _run(cfg: RunConfig, env: D.DistEnv, num_workers: Optional[int], show_progre
     seed_everything(cfg.seed, deterministic=cfg.deterministic, rank=0)
     method = build(cfg, info)
     initial_weights = load_initial_weights(method, cfg.weights, con) if cfg.weights is not None else None
-    label = method_label(cfg.method, method)
+    variant = run_variant(cfg, method)
+    label = method_label(cfg.method, variant)
     method_cfg = _jsonable(dataclasses.asdict(method.cfg)) if dataclasses.is_dataclass(method.cfg) else None
     start = starting_point(trains(cfg), initial_weights is not None, method_cfg)
     run_dir = run_dir_for(cfg, label, initial_weights["sha256"] if initial_weights else None, start)
@@ -286,7 +294,7 @@ def _run(cfg: RunConfig, env: D.DistEnv, num_workers: Optional[int], show_progre
         prov = provenance.collect(env.device, world_size=env.world_size)
         result.timings["total_s"] = time.perf_counter() - t_all
         published = publish.publish(
-            cfg, splits, method, label, out, train_result=train_result, provenance=prov, seeds=seeds,
+            cfg, splits, method, variant, out, train_result=train_result, provenance=prov, seeds=seeds,
             initial_weights=initial_weights,
             timings=result.timings, run_dir=run_dir, synthetic_seed=SYNTH_DATA_SEED, write_leaderboard=write_leaderboard,
         )

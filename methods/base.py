@@ -28,6 +28,7 @@ Hyperparameters live in one config dataclass per method with one instance per pr
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Mapping, Optional
 
@@ -173,8 +174,34 @@ def _set_path(obj: Any, parts: list[str], value: Any, full: str) -> Any:
     if len(parts) > 1:
         new = _set_path(current, parts[1:], value, full)
     else:
+        hint = _field_hint(type(obj), head)
+        if isinstance(value, str) and _optional(hint) and value.strip().lower() in ("none", "null"):
+            return dataclasses.replace(obj, **{head: None})  # "none" is None for an Optional field
+        if current is None and isinstance(value, str):  # left at None: convert to the declared type
+            current = _prototype(hint)
         new = _coerce(value, current, full)
     return dataclasses.replace(obj, **{head: new})
+
+
+def _field_hint(cls: type, name: str) -> Any:
+    try:
+        return typing.get_type_hints(cls).get(name)
+    except Exception:  # an annotation that does not resolve (a plugin's): no declared type
+        return None
+
+
+def _optional(hint: Any) -> bool:
+    return type(None) in typing.get_args(hint)
+
+
+def _prototype(hint: Any) -> Any:
+    """A value of ``Optional[X]``'s X for :func:`_coerce` to convert text to (None: keep the text)."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
+    base = typing.get_origin(args[0]) or args[0]
+    if base is tuple:
+        inner = [a for a in typing.get_args(args[0]) if a is not Ellipsis]
+        return (inner[0](),) if inner and inner[0] in (int, float, bool) else ()
+    return base() if base in (int, float, bool) else None
 
 
 def _coerce(value: Any, current: Any, full: str) -> Any:

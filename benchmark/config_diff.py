@@ -1,0 +1,98 @@
+"""The part of a run's method config that its variant label does not name.
+
+A method's ``variant()`` names its ablations (RICE's ``icl+pmd``); any other ``--set`` change
+(``--set depths=2,2,2,2``) would otherwise give a run the default's label, run directory,
+submission file and leaderboard row, overwriting it. :func:`variant_with_settings` appends
+those changes to the variant (``static_frames-0``, or ``set-<sha8>`` when long), so such a
+run stands beside the default instead of replacing it, and reads as what it is.
+Labels keep to the submission schema's variant characters (``[A-Za-z0-9._+-]``): a setting
+reads ``key-value`` (a tuple's items joined by ``_``); other values are named by the hash.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+import re
+from typing import Any
+
+NO_WEIGHTS = ("", "none", "random")  # ``pretrained`` values that ask for a random start
+MAX_READABLE = 40  # longer settings are named by a hash (the submission keeps the whole config)
+READABLE = re.compile(r"^[A-Za-z0-9._+-]*$")  # the schema's variant characters
+
+
+def changed_fields(default: Any, current: Any, prefix: str = "") -> dict[str, Any]:
+    """Dotted field names whose values differ between two configs of one dataclass type."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(default):
+        a, b = getattr(default, f.name), getattr(current, f.name)
+        key = prefix + f.name
+        if dataclasses.is_dataclass(a) and dataclasses.is_dataclass(b) and type(a) is type(b):
+            out.update(changed_fields(a, b, key + "."))
+        elif a != b:
+            out[key] = b
+    return out
+
+
+def _replace_path(cfg: Any, parts: list[str], value: Any) -> Any:
+    if len(parts) == 1:
+        return dataclasses.replace(cfg, **{parts[0]: value})
+    return dataclasses.replace(cfg, **{parts[0]: _replace_path(getattr(cfg, parts[0]), parts[1:], value)})
+
+
+def _variant_of(method: Any, cfg: Any) -> str:
+    """``method.variant()`` as it would read with ``cfg`` (a shallow copy: no weights copied)."""
+    probe = copy.copy(method)
+    object.__setattr__(probe, "cfg", cfg)
+    return probe.variant()
+
+
+def _no_weights(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and value.strip().lower() in NO_WEIGHTS)
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, (tuple, list)):
+        return "_".join(_text(v) for v in value)
+    return "none" if value is None else str(value)
+
+
+def unnamed_settings(method: Any, default: Any, ignore_weights: bool) -> dict[str, Any]:
+    """Fields of ``method.cfg`` changed from ``default`` whose change alone leaves the variant
+    label as the default's. ``ignore_weights``: leave out where the weights come from (a
+    ``--pretrained`` file, or a ``--weights`` run, whose loader clears ``pretrained``)."""
+    cfg = method.cfg
+    if not (dataclasses.is_dataclass(default) and dataclasses.is_dataclass(cfg)) or type(default) is not type(cfg):
+        return {}
+    base = _variant_of(method, default)
+    out: dict[str, Any] = {}
+    for key, value in changed_fields(default, cfg).items():
+        leaf = key.rsplit(".", 1)[-1]
+        if leaf == "require_pretrained":  # a guard, not the model
+            continue
+        if leaf == "pretrained" and (ignore_weights or not _no_weights(value)):  # a file for a hub name: same model
+            continue
+        if _variant_of(method, _replace_path(default, key.split("."), value)) == base:
+            out[key] = value
+    return out
+
+
+def settings_label(settings: dict[str, Any]) -> str:
+    """``k-v+k2-v2`` in key order, or ``set-<sha8>`` of it when longer than ``MAX_READABLE``
+    or not in the schema's characters."""
+    text = "+".join(f"{k}-{_text(v)}" for k, v in sorted(settings.items()))
+    if len(text) <= MAX_READABLE and READABLE.match(text):
+        return text
+    digest = hashlib.sha256(json.dumps(sorted((k, _text(v)) for k, v in settings.items())).encode()).hexdigest()
+    return f"set-{digest[:8]}"
+
+
+def variant_with_settings(method: Any, default: Any, ignore_weights: bool = False) -> str:
+    """The method's variant, followed by the settings it does not name (``''`` for none)."""
+    variant = method.variant()
+    settings = unnamed_settings(method, default, ignore_weights)
+    if not settings:
+        return variant
+    return "+".join(p for p in (variant, settings_label(settings)) if p)
