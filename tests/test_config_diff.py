@@ -89,9 +89,8 @@ def test_long_settings_are_named_by_a_stable_hash():
 def test_real_methods_video_swin_and_rice():
     info = DataInfo(num_products=10, num_categories=3, num_frames=4, image_size=112)
     swin = METHODS.get("video-swin")
-    m = build_method(swin, "tiny", info, {"static_frames": "0"})
-    assert m.static_frames == 4  # 0 = the profile's clip length
-    assert variant_with_settings(m, swin.default_config("tiny")) == "static_frames-0"
+    m = build_method(swin, "tiny", info, {"drop_path": "0", "depths": "2,2,2,2"})
+    assert variant_with_settings(m, swin.default_config("tiny")) == "depths-2_2_2_2+drop_path-0.0"
     rice = METHODS.get("rice")
     r = build_method(rice, "tiny", info, {"pfr_target": "raw"})  # RICE names this change itself
     assert variant_with_settings(r, rice.default_config("tiny")) == r.variant() == "icl+pmd+pfr+ipd+text"
