@@ -207,7 +207,7 @@ def test_trained_rows_show_their_gain_over_the_untrained_control(tmp_path, toy):
     control lies inside the trained row's CI; no column in a table without controls."""
     write_submission(make_submission(toy, method="solo", noise=0.5), tmp_path)
     lb.regenerate(tmp_path, load_splits=loader_for(toy))
-    assert "| R1 vs untrained" not in (tmp_path / "leaderboard.md").read_text()
+    assert "| R1 / R10 vs untrained" not in (tmp_path / "leaderboard.md").read_text()
     good, good0 = make_submission(toy, method="good", noise=0.3), make_submission(toy, method="good", noise=4.0, seed=1)
     flat, flat0 = make_submission(toy, method="flat", noise=4.0, seed=2), make_submission(toy, method="flat", noise=4.0, seed=3)
     other_seed = make_submission(toy, method="good", noise=0.3, seed=5)  # no control of its seed
@@ -219,12 +219,16 @@ def test_trained_rows_show_their_gain_over_the_untrained_control(tmp_path, toy):
         write_submission(sub, tmp_path)
     rows = {(r.label, r.seed): r for r in lb.regenerate(tmp_path, load_splits=loader_for(toy)).tables[("toy", "tiny")]}
     g, g0, f, f0 = rows[("good", 0)], rows[("good, untrained", 0)], rows[("flat", 0)], rows[("flat, untrained", 0)]
-    assert g.control_r1 == g0.values["R1"] and f.control_r1 == f0.values["R1"] and rows[("good", 5)].control_r1 is None
+    assert g.control == g0.values and f.control == f0.values and rows[("good", 5)].control == {}
     assert g.cis["R1"][0] > g0.values["R1"] and f.cis["R1"][0] <= f0.values["R1"]
     assert lb.fmt_control(g) == f"{g.values['R1'] - g0.values['R1']:+.2f}"
     assert lb.fmt_control(f).endswith(" (n.s.)") and lb.fmt_control(g0) == lb.DASH
+    r10 = lb.fmt_control(g, "R10")
+    assert r10.startswith(f"{g.values['R10'] - g0.values['R10']:+.2f}")
+    assert r10.endswith(" (n.s.)") == (g.cis["R10"][0] <= g0.values["R10"])
+    assert lb.fmt_controls(g) == f"{lb.fmt_control(g)} / {r10}" and lb.fmt_controls(g0) == lb.DASH
     md = (tmp_path / "leaderboard.md").read_text()
-    assert "| R1 vs untrained " in md and lb.fmt_control(g) in md
+    assert "| R1 / R10 vs untrained " in md and lb.fmt_controls(g) in md
 
 
 def test_print_run_table(toy):
