@@ -25,7 +25,7 @@ SMALL_ENCODER = [
     "--set", "encoder.patch_size=28", "--set", "encoder.embed_dim=32", "--set", "encoder.stem=patchify",
 ]
 
-SUB_NAME = "lpr4m-synth__tiny__{method}__seed{seed}.json"
+SUB_NAME = "lpr4m-synth__tiny__{label}{start}__seed{seed}.json"
 
 
 def run_args(out: Path, res: Path, *extra: str, method: str = FAULTS, steps: int = 4, batch: int = 8,
@@ -40,22 +40,42 @@ def run_args(out: Path, res: Path, *extra: str, method: str = FAULTS, steps: int
     ]
 
 
-def submission_path(res: Path, method: str = FAULTS, seed: int = 0) -> Path:
-    return Path(res) / "submissions" / SUB_NAME.format(method=method, seed=seed)
+def run_label(method: str = FAULTS, sets: tuple[str, ...] = ()) -> str:
+    """The label ``run_benchmark`` gives :func:`run_args`' run of ``method`` with ``sets``
+    (``key=value`` beyond the small encoder's): the settings its variant does not name join it."""
+    from benchmark.registry import METHODS, load_builtin_methods, load_plugin
+    from benchmark.runner import method_label
+    from benchmark.config_diff import variant_with_settings
+    from methods.base import DataInfo, build_method
+
+    load_builtin_methods()
+    if method == FAULTS and method not in METHODS:
+        load_plugin(str(PLUGIN))
+    overrides = dict(kv.split("=", 1) for kv in [*SMALL_ENCODER[1::2], *sets])
+    cls = METHODS.get(method)
+    built = build_method(cls, "tiny", DataInfo(num_products=8, num_categories=2, num_frames=4, image_size=112), overrides)
+    return method_label(method, variant_with_settings(built, cls.default_config("tiny")))
 
 
-def run_dir(out: Path, method: str = FAULTS, seed: int = 0) -> Path:
-    return Path(out) / "lpr4m-synth" / method / f"tiny-seed{seed}"
+def submission_path(res: Path, method: str = FAULTS, seed: int = 0, sets: tuple[str, ...] = (),
+                    start: str = "") -> Path:
+    """The submission of that run (``start``: ``"untrained"`` for an ``--epochs 0`` one)."""
+    name = SUB_NAME.format(label=run_label(method, sets), start=f"__{start}" if start else "", seed=seed)
+    return Path(res) / "submissions" / name
+
+
+def run_dir(out: Path, method: str = FAULTS, seed: int = 0, sets: tuple[str, ...] = ()) -> Path:
+    return Path(out) / "lpr4m-synth" / run_label(method, sets) / f"tiny-seed{seed}"
 
 
 def load_json(path: Path) -> dict[str, Any]:
     return json.loads(Path(path).read_text())
 
 
-def weights(out: Path, method: str = FAULTS, seed: int = 0) -> dict[str, torch.Tensor]:
+def weights(out: Path, method: str = FAULTS, seed: int = 0, sets: tuple[str, ...] = ()) -> dict[str, torch.Tensor]:
     from benchmark.checkpoint import load_checkpoint
 
-    return load_checkpoint(run_dir(out, method, seed) / "last.pt")["model"]
+    return load_checkpoint(run_dir(out, method, seed, sets) / "last.pt")["model"]
 
 
 def _volatile(key: str) -> bool:

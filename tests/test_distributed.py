@@ -132,8 +132,8 @@ def test_torchrun_evaluation_only_matches_one_process(tmp_path, synth_lpr4m, one
     proc = subprocess.run(cmd, cwd=tmp_path, env=subprocess_env(), capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert main(run_args(one / "runs", one / "res", *args, method="clip-meanpool")) == 0
-    s2 = load_json(submission_path(two / "res", "clip-meanpool__untrained"))  # random init: the untrained control
-    s1 = load_json(submission_path(one / "res", "clip-meanpool__untrained"))
+    s2 = load_json(submission_path(two / "res", "clip-meanpool", start="untrained"))  # random init: the control
+    s1 = load_json(submission_path(one / "res", "clip-meanpool", start="untrained"))
     assert s2["provenance"]["world_size"] == 2 and "training" not in s2["provenance"]
     assert s2["rankings"] == s1["rankings"] and max_metric_diff(s1, s2) <= 1e-6
 
@@ -153,13 +153,14 @@ def test_grad_accum_two_matches_one_big_batch(tmp_path, synth_lpr4m, one_thread)
     common = ("--set", "loss=id")
     assert main(run_args(a1 / "runs", a1 / "res", *common, steps=3, batch=BATCH)) == 0
     assert main(run_args(a2 / "runs", a2 / "res", *common, "--grad-accum", "2", steps=3, batch=BATCH)) == 0
-    s1, s2 = load_json(submission_path(a1 / "res")), load_json(submission_path(a2 / "res"))
+    sets = ("loss=id",)
+    s1, s2 = load_json(submission_path(a1 / "res", sets=sets)), load_json(submission_path(a2 / "res", sets=sets))
     assert s2["provenance"]["training"]["grad_accum"] == 2 and s2["provenance"]["training"]["per_process_batch"] == 4
     diff = max_metric_diff(s1, s2)
     print(f"\ngrad_accum 2 vs 1: max |metric diff| = {diff} points")
     assert diff <= 1e-6 and s1["rankings"] == s2["rankings"]
     assert_histories_match(s1, s2)
-    worst, q999 = assert_weights_match(weights(a1 / "runs"), weights(a2 / "runs"), 3)
+    worst, q999 = assert_weights_match(weights(a1 / "runs", sets=sets), weights(a2 / "runs", sets=sets), 3)
     print(f"grad_accum 2 vs 1: |weight diff| max {worst:.3g}, 99.9th percentile {q999:.3g}")
 
 

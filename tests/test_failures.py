@@ -135,14 +135,14 @@ def test_nan_loss_stops_naming_epoch_and_step_and_keeps_the_last_good_checkpoint
     out = tmp_path / "runs"
     rc = main(run_args(out, tmp_path / "res", "--set", "nan_at_call=3", "--checkpoint-every", "1", steps=6))
     assert rc == 1
-    ckpt = run_dir(out) / "last.pt"
+    ckpt = run_dir(out, sets=("nan_at_call=3",)) / "last.pt"  # the fault setting labels the run
     err = _err(capsys)
     assert "error: non-finite training loss at epoch 1, optimizer step 4 (icl=nan)" in err
     assert f"the last good checkpoint {ckpt} is kept" in err
     state = load_checkpoint(ckpt)
     assert (state["epoch"], state["step"]) == (0, 3)
     assert all(bool(torch.isfinite(v).all()) for v in state["model"].values() if v.is_floating_point())
-    assert not submission_path(tmp_path / "res").exists()
+    assert not submission_path(tmp_path / "res", sets=("nan_at_call=3",)).exists()
 
 
 # --- a full disk, a read-only results folder -------------------------------------------------
