@@ -3,7 +3,7 @@
 A method's ``variant()`` names its ablations (RICE's ``icl+pmd``); any other ``--set`` change
 (``--set depths=2,2,2,2``) would otherwise give a run the default's label, run directory,
 submission file and leaderboard row, overwriting it. :func:`variant_with_settings` appends
-those changes to the variant (``drop_path-0.0``, or ``set-<sha8>`` when long), so such a
+those changes to the variant (``depths-2_2_2_2``, or ``set-<sha8>`` when long), so such a
 run stands beside the default instead of replacing it, and reads as what it is.
 Labels keep to the submission schema's variant characters (``[A-Za-z0-9._+-]``): a setting
 reads ``key-value`` (a tuple's items joined by ``_``); other values are named by the hash.

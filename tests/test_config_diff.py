@@ -89,8 +89,10 @@ def test_long_settings_are_named_by_a_stable_hash():
 def test_real_methods_video_swin_and_rice():
     info = DataInfo(num_products=10, num_categories=3, num_frames=4, image_size=112)
     swin = METHODS.get("video-swin")
-    m = build_method(swin, "tiny", info, {"drop_path": "0", "depths": "2,2,2,2"})
-    assert variant_with_settings(m, swin.default_config("tiny")) == "depths-2_2_2_2+drop_path-0.0"
+    m = build_method(swin, "tiny", info, {"drop_path": "0.1", "depths": "2,2,2,2"})
+    assert variant_with_settings(m, swin.default_config("tiny")) == "depths-2_2_2_2+drop_path-0.1"
+    same = build_method(swin, "tiny", info, {"drop_path": "0"})  # the tiny default itself: no label
+    assert variant_with_settings(same, swin.default_config("tiny")) == ""
     rice = METHODS.get("rice")
     r = build_method(rice, "tiny", info, {"pfr_target": "raw"})  # RICE names this change itself
     assert variant_with_settings(r, rice.default_config("tiny")) == r.variant() == "icl+pmd+pfr+ipd+text"
