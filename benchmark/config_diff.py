@@ -18,6 +18,8 @@ import json
 import re
 from typing import Any
 
+from methods.base import apply_overrides
+
 NO_WEIGHTS = ("", "none", "random")  # ``pretrained`` values that ask for a random start
 MAX_READABLE = 40  # longer settings are named by a hash (the submission keeps the whole config)
 READABLE = re.compile(r"^[A-Za-z0-9._+-]*$")  # the schema's variant characters
@@ -34,12 +36,6 @@ def changed_fields(default: Any, current: Any, prefix: str = "") -> dict[str, An
         elif a != b:
             out[key] = b
     return out
-
-
-def _replace_path(cfg: Any, parts: list[str], value: Any) -> Any:
-    if len(parts) == 1:
-        return dataclasses.replace(cfg, **{parts[0]: value})
-    return dataclasses.replace(cfg, **{parts[0]: _replace_path(getattr(cfg, parts[0]), parts[1:], value)})
 
 
 def _variant_of(method: Any, cfg: Any) -> str:
@@ -74,7 +70,7 @@ def unnamed_settings(method: Any, default: Any, ignore_weights: bool) -> dict[st
             continue
         if leaf == "pretrained" and (ignore_weights or not _no_weights(value)):  # a file for a hub name: same model
             continue
-        if _variant_of(method, _replace_path(default, key.split("."), value)) == base:
+        if _variant_of(method, apply_overrides(default, {key: value})) == base:
             out[key] = value
     return out
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import os
 import sys
@@ -40,6 +41,7 @@ def run_args(out: Path, res: Path, *extra: str, method: str = FAULTS, steps: int
     ]
 
 
+@functools.lru_cache(maxsize=None)  # builds the method: once per (method, sets)
 def run_label(method: str = FAULTS, sets: tuple[str, ...] = ()) -> str:
     """The label ``run_benchmark`` gives :func:`run_args`' run of ``method`` with ``sets``
     (``key=value`` beyond the small encoder's): the settings its variant does not name join it."""
