@@ -4,7 +4,12 @@ A method's ``variant()`` names its ablations (RICE's ``icl+pmd``); any other ``-
 (``--set depths=2,2,2,2``) would otherwise give a run the default's label, run directory,
 submission file and leaderboard row, overwriting it. :func:`variant_with_settings` appends
 those changes to the variant (``depths-2_2_2_2``, or ``set-<sha8>`` when long), so such a
-run stands beside the default instead of replacing it, and reads as what it is.
+run stands beside the default instead of replacing it, and reads as what it is. The same holds
+for the protocol's training recipe: a run trained with ``--epochs``, ``--batch-size``,
+``--lr-encoder``, ``--lr-new`` or ``--weight-decay`` changed from its profile's carries them as
+``train.<field>-<value>`` (:func:`recipe_changes`), since its row is no longer one trained under
+the table's protocol. Operational fields (``--max-steps``, which a resumed run may lift,
+``--grad-accum`` at the same global batch, ``--checkpoint-every``, AMP) leave the label alone.
 Labels keep to the submission schema's variant characters (``[A-Za-z0-9._+-]``): a setting
 reads ``key-value`` (a tuple's items joined by ``_``); other values are named by the hash.
 """
@@ -16,11 +21,14 @@ import dataclasses
 import hashlib
 import json
 import re
-from typing import Any
+from typing import Any, Mapping, Optional
 
+from benchmark.config import PROFILES
 from methods.base import apply_overrides
 
 NO_WEIGHTS = ("", "none", "random")  # ``pretrained`` values that ask for a random start
+RECIPE_FIELDS = ("epochs", "batch_size", "lr_encoder", "lr_new", "weight_decay", "warmup_ratio", "grad_clip")
+RECIPE_PREFIX = "train."  # recipe settings in a label: ``train.epochs-8``
 MAX_READABLE = 40  # longer settings are named by a hash (the submission keeps the whole config)
 READABLE = re.compile(r"^[A-Za-z0-9._+-]*$")  # the schema's variant characters
 
@@ -75,20 +83,48 @@ def unnamed_settings(method: Any, default: Any, ignore_weights: bool) -> dict[st
     return out
 
 
-def settings_label(settings: dict[str, Any]) -> str:
-    """``k-v+k2-v2`` in key order, or ``set-<sha8>`` of it when longer than ``MAX_READABLE``
-    or not in the schema's characters."""
+def recipe_changes(profile: str, train: Any) -> dict[str, Any]:
+    """``train.<field>``: value for the recipe fields (``RECIPE_FIELDS``) of ``train`` (a
+    ``TrainConfig``, or its JSON form in a submission) that differ from those of the profile
+    named ``profile``; ``{}`` for a profile this checkout does not define."""
+    base = PROFILES.get(profile)
+    if base is None:
+        return {}
+    values = train if isinstance(train, Mapping) else {f: getattr(train, f) for f in RECIPE_FIELDS}
+    return {RECIPE_PREFIX + f: values[f] for f in RECIPE_FIELDS
+            if f in values and values[f] != getattr(base.train, f)}
+
+
+def settings_label(settings: dict[str, Any], hashed: str = "set") -> str:
+    """``k-v+k2-v2`` in key order, or ``<hashed>-<sha8>`` of it when longer than
+    ``MAX_READABLE`` or not in the schema's characters (``''`` for no settings)."""
+    if not settings:
+        return ""
     text = "+".join(f"{k}-{_text(v)}" for k, v in sorted(settings.items()))
     if len(text) <= MAX_READABLE and READABLE.match(text):
         return text
     digest = hashlib.sha256(json.dumps(sorted((k, _text(v)) for k, v in settings.items())).encode()).hexdigest()
-    return f"set-{digest[:8]}"
+    return f"{hashed}-{digest[:8]}"
 
 
-def variant_with_settings(method: Any, default: Any, ignore_weights: bool = False) -> str:
-    """The method's variant, followed by the settings it does not name (``''`` for none)."""
-    variant = method.variant()
-    settings = unnamed_settings(method, default, ignore_weights)
-    if not settings:
+def join_label(*parts: str) -> str:
+    return "+".join(p for p in parts if p)
+
+
+def variant_with_settings(method: Any, default: Any, ignore_weights: bool = False,
+                          recipe: Optional[dict[str, Any]] = None) -> str:
+    """The method's variant, followed by the settings it does not name and the training
+    recipe's changes (``recipe``, from :func:`recipe_changes`); ``''`` for none."""
+    settings = settings_label(unnamed_settings(method, default, ignore_weights))
+    return join_label(method.variant(), settings, settings_label(recipe or {}, hashed="train"))
+
+
+def strip_recipe(variant: str, recipe: dict[str, Any]) -> str:
+    """``variant`` without its recipe label: the variant of the same model trained under the
+    profile's recipe (the key an untrained control, which trains nothing, is filed under)."""
+    label = settings_label(recipe, hashed="train")
+    if not label:
         return variant
-    return "+".join(p for p in (variant, settings_label(settings)) if p)
+    if variant == label:
+        return ""
+    return variant[: -len(label) - 1] if variant.endswith("+" + label) else variant

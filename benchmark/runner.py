@@ -29,7 +29,7 @@ from typing import Any, Optional
 from benchmark import distributed as D
 from benchmark import engine, evaluate, provenance
 from benchmark.config import RunConfig
-from benchmark.config_diff import variant_with_settings
+from benchmark.config_diff import recipe_changes, variant_with_settings
 from benchmark.feature_cache import FEATURE_CACHE_DIR, FeatureCache
 from benchmark.registry import DATASETS, METHODS
 from benchmark.seeding import seed_everything
@@ -76,10 +76,12 @@ def trains(cfg: RunConfig) -> bool:
 
 
 def run_variant(cfg: RunConfig, method: Method) -> str:
-    """The method's variant label plus the ``--set`` changes it does not name
-    (:mod:`benchmark.config_diff`), so that such a run never takes the default's place."""
+    """The method's variant label plus the ``--set`` changes it does not name and the changes
+    to the profile's training recipe (:mod:`benchmark.config_diff`; none for a run that trains
+    nothing), so that such a run never takes the default's place."""
     default = METHODS.get(cfg.method).default_config(cfg.profile.name)
-    return variant_with_settings(method, default, ignore_weights=cfg.weights is not None)
+    recipe = recipe_changes(cfg.profile.name, cfg.profile.train) if trains(cfg) else {}
+    return variant_with_settings(method, default, ignore_weights=cfg.weights is not None, recipe=recipe)
 
 
 def method_label(name: str, variant: str) -> str:

@@ -27,9 +27,10 @@ SMALL_ENCODER = [
 ]
 
 SUB_NAME = "lpr4m-synth__tiny__{label}{start}__seed{seed}.json"
+BATCH = 8  # the runs' global batch: not the tiny profile's, so it is part of their label
 
 
-def run_args(out: Path, res: Path, *extra: str, method: str = FAULTS, steps: int = 4, batch: int = 8,
+def run_args(out: Path, res: Path, *extra: str, method: str = FAULTS, steps: int = 4, batch: int = BATCH,
              seed: int = 0) -> list[str]:
     """``run_benchmark.py`` arguments: lpr4m-synth (tiny), the small encoder, ``steps`` steps."""
     plugin = ["--plugin", str(PLUGIN)] if method == FAULTS else []
@@ -41,13 +42,17 @@ def run_args(out: Path, res: Path, *extra: str, method: str = FAULTS, steps: int
     ]
 
 
-@functools.lru_cache(maxsize=None)  # builds the method: once per (method, sets)
-def run_label(method: str = FAULTS, sets: tuple[str, ...] = ()) -> str:
+@functools.lru_cache(maxsize=None)  # builds the method: once per (method, sets, trained)
+def run_label(method: str = FAULTS, sets: tuple[str, ...] = (), trained: bool = True) -> str:
     """The label ``run_benchmark`` gives :func:`run_args`' run of ``method`` with ``sets``
-    (``key=value`` beyond the small encoder's): the settings its variant does not name join it."""
+    (``key=value`` beyond the small encoder's): the settings its variant does not name join it,
+    and, for a run that trains (``trained``), its recipe change (batch ``BATCH``)."""
+    import dataclasses
+
+    from benchmark.config import get_profile
+    from benchmark.config_diff import recipe_changes, variant_with_settings
     from benchmark.registry import METHODS, load_builtin_methods, load_plugin
     from benchmark.runner import method_label
-    from benchmark.config_diff import variant_with_settings
     from methods.base import DataInfo, build_method
 
     load_builtin_methods()
@@ -56,13 +61,15 @@ def run_label(method: str = FAULTS, sets: tuple[str, ...] = ()) -> str:
     overrides = dict(kv.split("=", 1) for kv in [*SMALL_ENCODER[1::2], *sets])
     cls = METHODS.get(method)
     built = build_method(cls, "tiny", DataInfo(num_products=8, num_categories=2, num_frames=4, image_size=112), overrides)
-    return method_label(method, variant_with_settings(built, cls.default_config("tiny")))
+    train = dataclasses.replace(get_profile("tiny").train, batch_size=BATCH)
+    recipe = recipe_changes("tiny", train) if trained else {}
+    return method_label(method, variant_with_settings(built, cls.default_config("tiny"), recipe=recipe))
 
 
 def submission_path(res: Path, method: str = FAULTS, seed: int = 0, sets: tuple[str, ...] = (),
                     start: str = "") -> Path:
     """The submission of that run (``start``: ``"untrained"`` for an ``--epochs 0`` one)."""
-    name = SUB_NAME.format(label=run_label(method, sets), start=f"__{start}" if start else "", seed=seed)
+    name = SUB_NAME.format(label=run_label(method, sets, trained=not start), start=f"__{start}" if start else "", seed=seed)
     return Path(res) / "submissions" / name
 
 

@@ -416,12 +416,12 @@ def test_asymnet_rerank_scores_aligned_pairs_like_the_training_grid():
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "name, extra, label",
+    "name, extra, label",  # batch 8 is not the tiny profile's: it joins the label
     [
-        ("fashionnet", [], "fashionnet"),
-        ("asymnet", ["--rerank", "all"], "asymnet"),
-        ("nvan", ["--set", "ste=true"], "nvan-ste"),
-        ("mgh", [], "mgh"),
+        ("fashionnet", [], "fashionnet-train.batch_size-8"),
+        ("asymnet", ["--rerank", "all"], "asymnet-train.batch_size-8"),
+        ("nvan", ["--set", "ste=true"], "nvan-ste+train.batch_size-8"),
+        ("mgh", [], "mgh-train.batch_size-8"),
     ],
 )
 def test_tiny_train_and_evaluate_through_the_cli(name, extra, label, tmp_path, synth_lpr4m, capsys):

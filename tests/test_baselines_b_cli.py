@@ -32,7 +32,8 @@ def test_tiny_train_and_evaluate_through_the_cli(method, dataset, extra, tmp_pat
         "--output-dir", str(out), "--results-dir", str(res), "--no-leaderboard", *extra,
     ])
     assert rc == 0
-    path = res / "submissions" / f"{dataset}__tiny__{method}{'__rerank-all' if extra else ''}__seed0.json"
+    label = f"{method}-train.batch_size-4"  # batch 4 is not the tiny profile's: it joins the label
+    path = res / "submissions" / f"{dataset}__tiny__{label}{'__rerank-all' if extra else ''}__seed0.json"
     sub = submission.load_submission(path)  # schema + consistency
     assert sub["method"]["name"] == method and sub["dataset"]["name"] == dataset
     assert len(sub["rankings"]) == len(splits.queries)

@@ -8,7 +8,7 @@ from typing import Optional
 import pytest
 import torch
 
-from benchmark.config_diff import changed_fields, settings_label, variant_with_settings
+from benchmark.config_diff import changed_fields, recipe_changes, settings_label, strip_recipe, variant_with_settings
 from benchmark.registry import METHODS, load_builtin_methods
 from methods.base import DataInfo, Method, apply_overrides, build_method
 
@@ -96,3 +96,29 @@ def test_real_methods_video_swin_and_rice():
     rice = METHODS.get("rice")
     r = build_method(rice, "tiny", info, {"pfr_target": "raw"})  # RICE names this change itself
     assert variant_with_settings(r, rice.default_config("tiny")) == r.variant() == "icl+pmd+pfr+ipd+text"
+
+
+def test_training_recipe_changes_join_the_label_and_operational_ones_do_not():
+    """``--epochs``/``--batch-size``/learning rates/weight decay changed from the profile's are
+    part of what a row was trained under; ``--max-steps``, ``--grad-accum`` (same global batch)
+    and ``--checkpoint-every`` are how it ran."""
+    import dataclasses
+
+    from benchmark.config import PROFILES
+
+    tiny = PROFILES["tiny"].train
+    assert recipe_changes("tiny", tiny) == {}
+    ops = dataclasses.replace(tiny, max_steps=3, grad_accum=2, checkpoint_every=5, amp=not tiny.amp)
+    assert recipe_changes("tiny", ops) == {}
+    changed = dataclasses.replace(tiny, epochs=8, lr_new=1e-3, batch_size=tiny.batch_size)
+    recipe = recipe_changes("tiny", changed)
+    assert recipe == {"train.epochs": 8, "train.lr_new": 1e-3}
+    assert recipe_changes("tiny", dataclasses.asdict(changed)) == recipe  # a submission's JSON form
+    assert recipe_changes("no-such-profile", changed) == {}
+    toy = build_method(_Toy, "tiny", INFO, {"frames": "4"})
+    label = variant_with_settings(toy, _Cfg(), recipe=recipe)
+    assert label == "frames-4+train.epochs-8+train.lr_new-0.001"
+    assert strip_recipe(label, recipe) == "frames-4" and strip_recipe("train.epochs-8", {"train.epochs": 8}) == ""
+    assert strip_recipe("frames-4", recipe) == "frames-4"  # nothing to strip
+    long = {f"train.{k}": 0.123456789 for k in ("lr_encoder", "lr_new", "weight_decay")}
+    assert settings_label(long, hashed="train").startswith("train-") and settings_label({}) == ""

@@ -21,7 +21,8 @@ from benchmark.cli import main
 
 pytestmark = pytest.mark.slow
 
-SUB_NAME = "lpr4m-synth__tiny__clip-meanpool__seed0.json"
+LABEL = "clip-meanpool-train.batch_size-8"  # --batch-size 8: not the tiny profile's recipe (32)
+SUB_NAME = f"lpr4m-synth__tiny__{LABEL}__seed0.json"
 
 
 def _args(out: Path, res: Path, *extra: str) -> list[str]:
@@ -88,7 +89,7 @@ def test_score_command_accepts_it_and_rejects_a_tampered_copy(e2e, tmp_path, cap
 
 def test_run_directory_holds_checkpoint_and_config(e2e):
     out, _ = e2e
-    run_dir = out / "lpr4m-synth" / "clip-meanpool" / "tiny-seed0"
+    run_dir = out / "lpr4m-synth" / LABEL / "tiny-seed0"
     state = load_checkpoint(run_dir / "last.pt")
     assert state["step"] == 2 and state["identity"]["method"] == "clip-meanpool"
     cfg = json.loads((run_dir / "config.json").read_text())
@@ -128,7 +129,7 @@ def test_epochs_zero_evaluates_the_untrained_network_beside_the_trained_run(tmp_
     submission (``-untrained``), never written over the trained run's checkpoint or row."""
     res, out = tmp_path / "results", tmp_path / "runs"
     assert main(_args(out, res, "--no-leaderboard")) == 0
-    trained_dir = out / "lpr4m-synth" / "clip-meanpool" / "tiny-seed0"
+    trained_dir = out / "lpr4m-synth" / LABEL / "tiny-seed0"
     before = {p.name: p.read_bytes() for p in (trained_dir / "last.pt", trained_dir / "config.json", res / "submissions" / SUB_NAME)}
     assert main(_args(out, res, "--epochs", "0", "--no-leaderboard")) == 0
     assert {p.name: p.read_bytes() for p in (trained_dir / "last.pt", trained_dir / "config.json", res / "submissions" / SUB_NAME)} == before
@@ -149,7 +150,7 @@ def test_a_stale_submission_beside_it_does_not_fail_the_run(e2e, tmp_path, capsy
     stale["dataset"]["annotation_checksum"] = "0" * 64
     stale["method"]["variant"] = "old"
     (res2 / "submissions").mkdir(parents=True)
-    stale_path = res2 / "submissions" / "lpr4m-synth__tiny__clip-meanpool-old__seed0.json"
+    stale_path = res2 / "submissions" / f"lpr4m-synth__tiny__{LABEL}-old__seed0.json"
     stale_path.write_text(json.dumps(stale))
     capsys.readouterr()
     assert main(_args(out, res2, "--resume")) == 0

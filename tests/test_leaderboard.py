@@ -231,6 +231,27 @@ def test_trained_rows_show_their_gain_over_the_untrained_control(tmp_path, toy):
     assert "| R1 / R10 vs untrained " in md and lb.fmt_controls(g) in md
 
 
+def test_a_row_trained_under_another_recipe_is_labelled_and_keeps_its_control(tmp_path, toy):
+    """A run with ``--epochs 8`` is not one of the table's protocol: its variant says so
+    (``train.epochs-8``, from the runner), and it is still compared with the untrained network of
+    its model, which trains nothing and so carries no recipe."""
+    import dataclasses
+
+    from benchmark.config import PROFILES
+
+    tiny = PROFILES["tiny"]
+    longer = dataclasses.replace(tiny, train=dataclasses.replace(tiny.train, epochs=8))
+    trained = make_submission(toy, method="m", variant="x+train.epochs-8", profile=longer, noise=0.3)
+    control = make_submission(toy, method="m", variant="x", noise=4.0)
+    control["provenance"].pop("training")
+    for sub in (trained, control):
+        write_submission(sub, tmp_path)
+    rows = {r.label: r for r in lb.regenerate(tmp_path, load_splits=loader_for(toy)).tables[("toy", "tiny")]}
+    row, ctl = rows["m (x+train.epochs-8)"], rows["m (x), untrained"]
+    assert row.recipe == {"train.epochs": 8} and ctl.recipe == {}
+    assert row.control == ctl.values and lb.fmt_control(row) == f"{row.values['R1'] - ctl.values['R1']:+.2f}"
+
+
 def test_print_run_table(toy):
     from rich.console import Console
 

@@ -43,14 +43,15 @@ def test_plugin_outside_the_repo_runs_the_whole_protocol(outside, tmp_path, synt
         "--set", "width=8", "--output-dir", str(tmp_path / "runs"), "--results-dir", str(res),
     ])
     assert rc == 0
-    # --set width=8 is not the template's default: the run is labelled by it, beside the default's
-    path = res / "submissions" / "lpr4m-synth__tiny__example-convpool-width-8__seed0.json"
+    # --set width=8 is not the template's default, nor batch 8 the profile's: the run is labelled
+    # by both, beside the default's
+    path = res / "submissions" / "lpr4m-synth__tiny__example-convpool-width-8+train.batch_size-8__seed0.json"
     sub = submission.load_submission(path)
-    assert sub["method"]["config"]["width"] == 8 and sub["method"]["variant"] == "width-8"
+    assert sub["method"]["config"]["width"] == 8 and sub["method"]["variant"] == "width-8+train.batch_size-8"
     assert sub["provenance"]["training"]["steps"] == 2
     assert submission.rescore(path, synth_lpr4m).verified
-    assert "example-convpool (width-8)" in (res / "leaderboard.md").read_text()
-    assert (tmp_path / "runs" / "lpr4m-synth" / "example-convpool-width-8" / "tiny-seed0" / "last.pt").is_file()
+    assert "example-convpool (width-8+train.batch_size-8)" in (res / "leaderboard.md").read_text()
+    assert (tmp_path / "runs" / "lpr4m-synth" / "example-convpool-width-8+train.batch_size-8" / "tiny-seed0" / "last.pt").is_file()
 
 
 def test_plugin_is_listed(outside, capsys):

@@ -14,7 +14,7 @@ from benchmark.cli import main
 
 pytestmark = pytest.mark.slow
 
-LABEL = "rice-icl+pmd+pfr-ln+ipd+text"
+LABEL = "rice-icl+pmd+pfr-ln+ipd+text+train.batch_size-8"  # --batch-size 8: not the profile's
 
 
 @pytest.fixture(scope="module")
