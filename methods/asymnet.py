@@ -82,7 +82,7 @@ from benchmark.registry import METHODS
 from methods.backbones import TINY_VGG_LAYERS, BackboneConfig, create_backbone, vgg_out_channels
 from methods.base import DataInfo, Encoded, Method
 from methods.encoders import masked_mean
-from methods.frames import select_frames
+from methods.frames import frames_and_images, select_frames
 from methods.losses import info_nce
 from methods.optim_overrides import PaperOptimMixin
 
@@ -223,16 +223,29 @@ class AsymNet(PaperOptimMixin, Method):
         return "" if self.cfg.embed_weight > 0 else "no-embed"
 
     # --- networks --------------------------------------------------------------------
-    def video_states(self, batch: dict[str, Any]) -> tuple[Tensor, Tensor]:
-        """LSTM hidden states [B, T, d] over the real frames (moved first) and their mask."""
+    def features(self, batch: dict[str, Any], with_image: bool = False) -> tuple[Tensor, Tensor, Optional[Tensor]]:
+        """Frame features [B, T, d] of the selected frames (real ones first), their mask, and
+        (``with_image``, training) the shop images' features [B, d] from the same image-network
+        call (:func:`methods.frames.frames_and_images`: one BatchNorm blend in training and test)."""
         frames, mask = select_frames(batch["frames"], batch["frame_mask"], self.cfg.num_frames, self.training)
-        b, t = frames.shape[:2]
-        feats = self.image_net(frames.flatten(0, 1)).view(b, t, -1)
+        if with_image:
+            feats, image_feats = frames_and_images(self.image_net, frames, batch["image"])
+            return feats, mask, image_feats
+        return self.image_net(frames.flatten(0, 1)).unflatten(0, frames.shape[:2]), mask, None
+
+    def lstm_states(self, feats: Tensor, mask: Tensor) -> Tensor:
+        """LSTM hidden states [B, T, d] over frame features, padded frames masked out."""
+        t = feats.shape[1]
         lengths = mask.sum(1).clamp_min(1).cpu()
         packed = pack_padded_sequence(feats, lengths, batch_first=True, enforce_sorted=False)
         out, _ = self.lstm(packed)
         states, _ = pad_packed_sequence(out, batch_first=True, total_length=t)
-        return states, mask
+        return states
+
+    def video_states(self, batch: dict[str, Any]) -> tuple[Tensor, Tensor]:
+        """LSTM hidden states [B, T, d] over the real frames (moved first) and their mask."""
+        feats, mask, _ = self.features(batch)
+        return self.lstm_states(feats, mask), mask
 
     def leaves(self, states: Tensor, feature: Tensor) -> tuple[Tensor, Tensor]:
         """Leaf logits [..., T] and representations [..., T, R] for states [..., T, d] and
@@ -247,14 +260,17 @@ class AsymNet(PaperOptimMixin, Method):
         return logit, tree_fuse(logit, rep, mask, self.gates)
 
     # --- contract --------------------------------------------------------------------
+    def _query(self, states: Tensor, mask: Tensor) -> Encoded:
+        return Encoded(F.normalize(masked_mean(states, mask), dim=-1), {"states": states, "state_mask": mask})
+
+    def _gallery(self, feature: Tensor) -> Encoded:
+        return Encoded(F.normalize(feature, dim=-1), {"feature": feature})
+
     def encode_query(self, batch: dict[str, Any]) -> Encoded:
-        states, mask = self.video_states(batch)
-        emb = F.normalize(masked_mean(states, mask), dim=-1)
-        return Encoded(emb, {"states": states, "state_mask": mask})
+        return self._query(*self.video_states(batch))
 
     def encode_gallery(self, batch: dict[str, Any]) -> Encoded:
-        feature = self.image_net(batch["image"])
-        return Encoded(F.normalize(feature, dim=-1), {"feature": feature})
+        return self._gallery(self.image_net(batch["image"]))
 
     def rerank(self, query: Encoded, gallery: Encoded) -> Tensor:
         _, logp = self.pair_scores(query.extras["states"], query.extras["state_mask"], gallery.extras["feature"])
@@ -263,8 +279,8 @@ class AsymNet(PaperOptimMixin, Method):
     def training_losses(self, batch: dict[str, Any]) -> dict[str, Tensor]:
         phase = self.phase
         with torch.set_grad_enabled(phase != "fusion" and torch.is_grad_enabled()):
-            q = self.encode_query(batch)
-            g = self.encode_gallery(batch)
+            feats, mask, image_feats = self.features(batch, with_image=True)  # one call: shared BN statistics
+            q, g = self._query(self.lstm_states(feats, mask), mask), self._gallery(image_feats)
             states, mask, feature = q.extras["states"], q.extras["state_mask"], g.extras["feature"]
             b = states.shape[0]
             # every (clip i, image j): [B, B, T, ...]

@@ -67,7 +67,7 @@ from benchmark.registry import METHODS
 from methods.backbones import TINY_VGG_LAYERS, BackboneConfig, create_backbone, vgg_out_channels
 from methods.base import DataInfo, Encoded, Method
 from methods.encoders import masked_mean
-from methods.frames import select_frames
+from methods.frames import frames_and_images, select_frames
 from methods.optim_overrides import PaperOptimMixin
 
 
@@ -156,9 +156,14 @@ class FashionNet(PaperOptimMixin, Method):
 
     def clip_features(self, batch: dict[str, Any]) -> Tensor:
         frames, mask = select_frames(batch["frames"], batch["frame_mask"], self.cfg.num_frames, self.training)
-        b, t = frames.shape[:2]
-        feats = self.image_features(frames.flatten(0, 1)).view(b, t, -1)
-        return masked_mean(feats, mask)
+        return masked_mean(self.image_features(frames.flatten(0, 1)).unflatten(0, frames.shape[:2]), mask)
+
+    def clip_and_image_features(self, batch: dict[str, Any]) -> tuple[Tensor, Tensor]:
+        """Training: clip and shop-image features from one VGG call (shared BatchNorm statistics,
+        :func:`methods.frames.frames_and_images`)."""
+        frames, mask = select_frames(batch["frames"], batch["frame_mask"], self.cfg.num_frames, self.training)
+        feats, image = frames_and_images(self.image_features, frames, batch["image"])
+        return masked_mean(feats, mask), image
 
     def encode_query(self, batch: dict[str, Any]) -> Encoded:
         return Encoded(self.clip_features(batch))
@@ -167,8 +172,7 @@ class FashionNet(PaperOptimMixin, Method):
         return Encoded(self.image_features(batch["image"]))
 
     def training_losses(self, batch: dict[str, Any]) -> dict[str, Tensor]:
-        clip = self.clip_features(batch)
-        image = self.image_features(batch["image"])
+        clip, image = self.clip_and_image_features(batch)
         product = batch["product"]
         both = torch.cat([clip, image])
         triplet = cross_domain_triplet(clip, image, product, self.cfg.triplet_margin, self.cfg.triplet_mining)

@@ -5,11 +5,16 @@ equal chunks and one frame is taken per chunk, a random one in training and the 
 test (the sampling protocol of STE-NVAN's official code, after Li et al., CVPR 2018). Padding
 (``frame_mask`` False) is never selected; a clip with fewer than ``n`` real frames repeats
 frames in temporal order, as re-id loaders do for short tracklets.
+
+:func:`frames_and_images` runs a per-image network over a batch's frames and shop images in one
+call. With BatchNorm in the network this matters: in training, separate calls normalise each
+side by its own batch's statistics, while at test time both sides are normalised by the
+running statistics, a blend of the two; in one call training sees the same blend as testing.
 """
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 from torch import Tensor
@@ -57,3 +62,11 @@ def select_frames(frames: Tensor, mask: Tensor, n: Optional[int], training: bool
         new_mask = torch.ones(idx.shape, dtype=torch.bool, device=mask.device)
     view = idx.view(*idx.shape, *([1] * (frames.ndim - 2))).expand(-1, -1, *frames.shape[2:])
     return torch.gather(frames, 1, view), new_mask
+
+
+def frames_and_images(net: Callable[[Tensor], Tensor], frames: Tensor, images: Tensor) -> tuple[Tensor, Tensor]:
+    """``net`` on frames [B, T, ...] and images [N, ...] in one call (shared BatchNorm batch
+    statistics): ([B, T, ...out], [N, ...out])."""
+    b, t = frames.shape[:2]
+    out = net(torch.cat([frames.flatten(0, 1), images]))
+    return out[: b * t].unflatten(0, (b, t)), out[b * t:]

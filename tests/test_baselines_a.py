@@ -23,7 +23,7 @@ from methods.backbones import BackboneConfig, count_parameters, create_backbone,
 from methods.base import DataInfo, build_method
 from methods.encoders import EncoderLoadError
 from methods.fashionnet import FashionNet, cross_domain_triplet
-from methods.frames import chunk_indices, select_frames
+from methods.frames import chunk_indices, frames_and_images, select_frames
 from methods.mgh import MGH, HypergraphLayer, jsd_mutual_information, temporal_neighbour_mask
 from methods.nonlocal_blocks import NonLocalBlock, StripeNonLocalBlock, stripe_operators
 from methods.nvan import NVAN, temporal_pair_maxpool
@@ -249,6 +249,31 @@ def test_select_frames_never_picks_padding():
     assert out[0, :, 0].tolist() == [1.0, 3.0, 4.0] and out[1, :, 0].tolist() == [0.0, 2.0, 4.0] and m.all()
     out, m = select_frames(frames, mask, None, training=False)
     assert out[0, :3, 0].tolist() == [1.0, 3.0, 4.0] and m[0].tolist() == [True] * 3 + [False] * 3
+
+
+def test_frames_and_images_share_one_batchnorm_pass():
+    """One call over frames and shop images: outputs split back in order, and BatchNorm
+    normalises both sides by the statistics of the whole mix (what its running statistics
+    blend at test time), not each side by its own."""
+    net = torch.nn.BatchNorm1d(3, momentum=1.0)  # running stats = the last call's batch stats
+    frames, images = torch.randn(2, 4, 3), torch.randn(5, 3) + 10.0
+    f, i = frames_and_images(net, frames, images)
+    assert f.shape == (2, 4, 3) and i.shape == (5, 3)
+    both = torch.cat([frames.flatten(0, 1), images])
+    torch.testing.assert_close(net.running_mean, both.mean(0))
+    torch.testing.assert_close(torch.cat([f.flatten(0, 1), i]), F.batch_norm(both, None, None, training=True))
+
+
+@pytest.mark.parametrize("name", ["asymnet", "fashionnet"])
+def test_vgg_baselines_pass_frames_and_shop_images_through_their_batchnorm_once(name):
+    """Training runs the shared VGG once per step (one BatchNorm update), so training and test
+    normalise frames and shop images alike."""
+    method = build_method(METHODS.get(name), "tiny", info())
+    method.train()
+    bn = next(m for m in method.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    before = int(bn.num_batches_tracked)
+    method.training_losses(toy_batch(b=4))
+    assert int(bn.num_batches_tracked) == before + 1
 
 
 # --- re-id blocks --------------------------------------------------------------------------
