@@ -52,6 +52,15 @@ the fc7 embedding collapsed (16 of 256 units ever active on 64 shop images, pair
 lpr4m-synth, where the category head keeps the embedding apart (hardest negatives: 187 units
 active, cosine 0.67), hardest negatives gave R1 11.86 [9.82, 14.01] and semi-hard ones 11.45 [9.51, 13.50]
 (untrained 5.42), R10 60.74 / 61.25: the same within noise.
+
+BatchNorm statistics (tiny; the paper's VGG-16 has no BN): the clip's frames and the shop
+images pass through the VGG in one call in training (``methods.frames.frames_and_images``), so
+both are normalised in training by the statistics their blend gives the running averages used at
+test. With two calls each side trained on its own batch's statistics; the committed
+movingfashion-synth checkpoint of that code (R1 5.83, R5 19.58, R10 28.33) scored R1 7.92, R5
+24.58, R10 35.83 when evaluated with each side on its own batch statistics, i.e. the mismatch
+cost retrieval. Trained with one call, same run otherwise: R1 6.25 [3.33, 9.58], R5 25.00, R10
+37.50 [31.25, 43.33].
 """
 
 from __future__ import annotations
