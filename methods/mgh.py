@@ -52,6 +52,7 @@ Adaptations to video-to-shop retrieval:
 ``tiny`` profile (2-core CPU): random-init ResNet-18 layout at half width (32..256 channels,
 non-local after block 1 of layer2 and of layer3: every second block), last stride 1 at 112 px
 (7 rows, so parts p = 2, 4, 7: the finest granularity is one row), hidden 64, 4 frames.
+
 BatchNorm statistics (tiny): clips and shop images pass through the network in two calls (see
 ``methods/nvan.py`` for why that can cost retrieval); measured on the committed
 movingfashion-synth checkpoint, evaluating each side on its own batch statistics changes little

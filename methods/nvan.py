@@ -45,6 +45,7 @@ Adaptations to video-to-shop retrieval:
 (BasicBlocks, stages 32/64/128/256) with last stride 1 at 112 px, non-local blocks after the
 last block of layer2 and of layer3 (the same half of each stage as 2-of-4 and 3-of-6), 8 stripes
 for the 14/7-row maps, and 4 frames per clip (STE's two pair-pools take 4 -> 2 -> 1).
+
 Known limit (tiny's BatchNorm; measured, not yet changed): clips and shop images (one-frame
 clips) pass through the network in two calls, so in training each side is normalised by its
 own batch's statistics and at test both by the running statistics, their blend. The committed
