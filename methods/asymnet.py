@@ -240,15 +240,9 @@ class AsymNet(PaperOptimMixin, Method):
         return "" if self.cfg.embed_weight > 0 else "no-embed"
 
     # --- networks --------------------------------------------------------------------
-    def features(self, batch: dict[str, Any], with_image: bool = False) -> tuple[Tensor, Tensor, Optional[Tensor]]:
-        """Frame features [B, T, d] of the selected frames (real ones first), their mask, and
-        (``with_image``, training) the shop images' features [B, d] from the same image-network
-        call (:func:`methods.frames.frames_and_images`: one BatchNorm blend in training and test)."""
-        frames, mask = select_frames(batch["frames"], batch["frame_mask"], self.cfg.num_frames, self.training)
-        if with_image:
-            feats, image_feats = frames_and_images(self.image_net, frames, batch["image"])
-            return feats, mask, image_feats
-        return self.image_net(frames.flatten(0, 1)).unflatten(0, frames.shape[:2]), mask, None
+    def frames(self, batch: dict[str, Any]) -> tuple[Tensor, Tensor]:
+        """The selected frames [B, T, ...] (real ones first) and their mask."""
+        return select_frames(batch["frames"], batch["frame_mask"], self.cfg.num_frames, self.training)
 
     def lstm_states(self, feats: Tensor, mask: Tensor) -> Tensor:
         """LSTM hidden states [B, T, d] over frame features, padded frames masked out."""
@@ -261,8 +255,8 @@ class AsymNet(PaperOptimMixin, Method):
 
     def video_states(self, batch: dict[str, Any]) -> tuple[Tensor, Tensor]:
         """LSTM hidden states [B, T, d] over the real frames (moved first) and their mask."""
-        feats, mask, _ = self.features(batch)
-        return self.lstm_states(feats, mask), mask
+        frames, mask = self.frames(batch)
+        return self.lstm_states(self.image_net(frames.flatten(0, 1)).unflatten(0, frames.shape[:2]), mask), mask
 
     def leaves(self, states: Tensor, feature: Tensor) -> tuple[Tensor, Tensor]:
         """Leaf logits [..., T] and representations [..., T, R] for states [..., T, d] and
@@ -296,9 +290,11 @@ class AsymNet(PaperOptimMixin, Method):
     def training_losses(self, batch: dict[str, Any]) -> dict[str, Tensor]:
         phase = self.phase
         with torch.set_grad_enabled(phase != "fusion" and torch.is_grad_enabled()):
-            feats, mask, image_feats = self.features(batch, with_image=True)  # one call: shared BN statistics
-            q, g = self._query(self.lstm_states(feats, mask), mask), self._gallery(image_feats)
-            states, mask, feature = q.extras["states"], q.extras["state_mask"], g.extras["feature"]
+            frames, mask = self.frames(batch)
+            # one image-network call for frames and shop images: one set of BatchNorm statistics
+            feats, feature = frames_and_images(self.image_net, frames, batch["image"])
+            states = self.lstm_states(feats, mask)
+            q, g = self._query(states, mask), self._gallery(feature)
             b = states.shape[0]
             # every (clip i, image j): [B, B, T, ...]
             st = states.unsqueeze(1).expand(b, b, *states.shape[1:])
