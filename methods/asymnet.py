@@ -98,6 +98,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from benchmark.registry import METHODS
 from methods.backbones import TINY_VGG_LAYERS, BackboneConfig, create_backbone, vgg_out_channels
 from methods.base import DataInfo, Encoded, Method
+from methods.domain_norm import FRAME, SHOP, SIDES, convert_domain_batchnorm, domain_forward
 from methods.encoders import masked_mean
 from methods.frames import frames_and_images, select_frames
 from methods.losses import info_nce
@@ -122,6 +123,9 @@ class AsymNetConfig:
     fused_weight: float = 1.0
     embed_weight: float = 1.0  # auxiliary InfoNCE for the first-stage embedding (0 = off)
     embed_temperature: float = 0.07
+    # one set of BatchNorm statistics per side (frames, shop images) in the image network;
+    # only the tiny profile's VGG has BatchNorm (see the module docstring)
+    domain_batchnorm: bool = False
     lr_encoder: Optional[float] = None
     lr_new: Optional[float] = None
     weight_decay: Optional[float] = None
@@ -135,6 +139,7 @@ TINY = AsymNetConfig(
     feat_dim=128,
     leaf_hidden=128,
     num_frames=4,
+    domain_batchnorm=True,
     phases=(0.0, 0.0, 1.0),  # joint from the start: the phases starve a 4-epoch schedule (measured, docstring)
 )
 
@@ -222,6 +227,8 @@ class AsymNet(PaperOptimMixin, Method):
         if len(cfg.phases) != 3 or min(cfg.phases) < 0 or sum(cfg.phases) <= 0:
             raise ValueError(f"asymnet: phases must be 3 non-negative epoch fractions, got {cfg.phases}")
         self.image_net = ImageFeatureNet(cfg)
+        if cfg.domain_batchnorm:
+            convert_domain_batchnorm(self.image_net, SIDES)
         self.lstm = nn.LSTM(cfg.feat_dim, cfg.feat_dim, num_layers=cfg.lstm_layers, batch_first=True)
         d, r = cfg.feat_dim, cfg.leaf_hidden
         self.leaf_hidden = nn.Sequential(nn.Linear(3 * d, r), nn.ReLU())
@@ -256,7 +263,8 @@ class AsymNet(PaperOptimMixin, Method):
     def video_states(self, batch: dict[str, Any]) -> tuple[Tensor, Tensor]:
         """LSTM hidden states [B, T, d] over the real frames (moved first) and their mask."""
         frames, mask = self.frames(batch)
-        return self.lstm_states(self.image_net(frames.flatten(0, 1)).unflatten(0, frames.shape[:2]), mask), mask
+        feats = domain_forward(self.image_net, FRAME, frames.flatten(0, 1)).unflatten(0, frames.shape[:2])
+        return self.lstm_states(feats, mask), mask
 
     def leaves(self, states: Tensor, feature: Tensor) -> tuple[Tensor, Tensor]:
         """Leaf logits [..., T] and representations [..., T, R] for states [..., T, d] and
@@ -281,7 +289,7 @@ class AsymNet(PaperOptimMixin, Method):
         return self._query(*self.video_states(batch))
 
     def encode_gallery(self, batch: dict[str, Any]) -> Encoded:
-        return self._gallery(self.image_net(batch["image"]))
+        return self._gallery(domain_forward(self.image_net, SHOP, batch["image"]))
 
     def rerank(self, query: Encoded, gallery: Encoded) -> Tensor:
         _, logp = self.pair_scores(query.extras["states"], query.extras["state_mask"], gallery.extras["feature"])
@@ -291,7 +299,7 @@ class AsymNet(PaperOptimMixin, Method):
         phase = self.phase
         with torch.set_grad_enabled(phase != "fusion" and torch.is_grad_enabled()):
             frames, mask = self.frames(batch)
-            # one image-network call for frames and shop images: one set of BatchNorm statistics
+            # frames and shop images normalised as at test (own statistics per side, or one call)
             feats, feature = frames_and_images(self.image_net, frames, batch["image"])
             states = self.lstm_states(feats, mask)
             q, g = self._query(states, mask), self._gallery(feature)

@@ -10,6 +10,8 @@ frames in temporal order, as re-id loaders do for short tracklets.
 call. With BatchNorm in the network this matters: in training, separate calls normalise each
 side by its own batch's statistics, while at test time both sides are normalised by the
 running statistics, a blend of the two; in one call training sees the same blend as testing.
+A network with domain-specific BatchNorm (``methods.domain_norm``) instead runs each side on its
+own statistics, in training and at test alike.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from typing import Callable, Optional
 
 import torch
 from torch import Tensor
+
+from methods.domain_norm import FRAME, SHOP, domain_forward, has_domain_batchnorm
 
 
 def real_first_order(mask: Tensor) -> Tensor:
@@ -66,7 +70,11 @@ def select_frames(frames: Tensor, mask: Tensor, n: Optional[int], training: bool
 
 def frames_and_images(net: Callable[[Tensor], Tensor], frames: Tensor, images: Tensor) -> tuple[Tensor, Tensor]:
     """``net`` on frames [B, T, ...] and images [N, ...] in one call (shared BatchNorm batch
-    statistics): ([B, T, ...out], [N, ...out])."""
+    statistics): ([B, T, ...out], [N, ...out]). A ``net`` with domain-specific BatchNorm runs
+    frames and images on their own statistics (two calls)."""
     b, t = frames.shape[:2]
+    if isinstance(net, torch.nn.Module) and has_domain_batchnorm(net):
+        out_frames = domain_forward(net, FRAME, frames.flatten(0, 1))
+        return out_frames.unflatten(0, (b, t)), domain_forward(net, SHOP, images)
     out = net(torch.cat([frames.flatten(0, 1), images]))
     return out[: b * t].unflatten(0, (b, t)), out[b * t:]

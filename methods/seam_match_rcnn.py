@@ -163,6 +163,9 @@ class SeamConfig:
     match_threshold: float = -10.0  # a best box is a positive only above this logit (SEAM)
     aggregation_weights: tuple[float, float] = (1.0, 0.3)  # CE class weights non-match / match
     aggregation_warmup_epochs: int = 1  # weight min(epoch / this, 1): off in epoch 0
+    # SEAM's phase 2 starts the aggregator from the trained match head (load_saved_matchrcnn):
+    # copy it when the aggregation loss turns on (epoch 1); False = the construction-time copy only
+    aggregator_from_trained_head: bool = True
     min_frames_aggregation: int = 3
     tracking_threshold: float = 0.3
     # epochs (from 0) whose match loss takes the intent-product box of every boxed frame as the
@@ -440,6 +443,9 @@ class SeamMatchRCNN(Method):
         self.aggregator = TemporalAggregator(c, cfg.head_hidden, cfg.embed)
         # SEAM initialises the aggregator's match-head part from the match head
         self.aggregator.load_state_dict(copy.deepcopy(self.match_head.state_dict()), strict=False)
+        # whether the aggregator has been re-initialised from the trained match head (saved in
+        # checkpoints, so a resumed run does not copy again)
+        self.register_buffer("aggregator_from_head", torch.tensor(False))
         if cfg.freeze_detector:
             for p in self.encoder.parameters():
                 p.requires_grad_(False)
@@ -581,6 +587,14 @@ class SeamMatchRCNN(Method):
                 self._warned_epoch = True
             return 0.0
         return min(self.epoch / max(self.cfg.aggregation_warmup_epochs, 1), 1.0)
+
+    def on_epoch_start(self, epoch: int, num_epochs: int) -> None:
+        """At the first epoch with the aggregation loss on (SEAM's phase 2), start the
+        aggregator's match-head part from the match head trained so far, as SEAM's
+        ``load_saved_matchrcnn`` starts it from the trained Match-RCNN; once per run."""
+        if epoch >= 1 and self.cfg.aggregator_from_trained_head and not bool(self.aggregator_from_head):
+            self.aggregator.load_state_dict(self.match_head.state_dict(), strict=False)
+            self.aggregator_from_head.fill_(True)
 
     def strong_pairs(self) -> bool:
         """Whether this epoch's match loss uses the ground-truth boxes (``strong_pair_epochs``)."""

@@ -22,6 +22,7 @@ from methods.asymnet import AsymNet, phase_for_epoch, tree_fuse
 from methods.backbones import BackboneConfig, count_parameters, create_backbone, set_last_stride
 from methods.base import DataInfo, build_method
 from methods.encoders import EncoderLoadError
+from methods.domain_norm import FRAME, SHOP, SIDES, DomainBatchNorm2d, convert_domain_batchnorm, domain_forward
 from methods.fashionnet import FashionNet, cross_domain_triplet
 from methods.frames import chunk_indices, frames_and_images, select_frames
 from methods.mgh import MGH, HypergraphLayer, jsd_mutual_information, temporal_neighbour_mask
@@ -264,16 +265,63 @@ def test_frames_and_images_share_one_batchnorm_pass():
     torch.testing.assert_close(torch.cat([f.flatten(0, 1), i]), F.batch_norm(both, None, None, training=True))
 
 
+def test_domain_batchnorm_keeps_one_set_of_statistics_per_side():
+    """Shared affine weights; each domain trains on its own batch statistics, is tested on its
+    own running statistics, and both survive a state-dict round trip."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.BatchNorm2d(4, momentum=1.0))
+    assert convert_domain_batchnorm(net, SIDES) == 1
+    bn = net[1]
+    assert isinstance(bn, DomainBatchNorm2d) and bn.running_mean.shape == (2, 4)
+    frames, images = torch.randn(6, 3, 5, 5), torch.randn(3, 3, 5, 5) * 3.0 + 10.0
+    f, i = frames_and_images(net, frames.view(2, 3, 3, 5, 5), images)
+    conv = net[0]
+    for row, x, out in ((0, frames, f.flatten(0, 1)), (1, images, i)):
+        y = conv(x)
+        torch.testing.assert_close(bn.running_mean[row], y.mean((0, 2, 3)))
+        ref = F.batch_norm(y, None, None, bn.weight, bn.bias, training=True)
+        torch.testing.assert_close(out, ref)
+    assert bn.num_batches_tracked.tolist() == [1, 1]
+    net.eval()
+    y = conv(images)
+    expect = F.batch_norm(y, bn.running_mean[1], bn.running_var[1], bn.weight, bn.bias, training=False)
+    torch.testing.assert_close(domain_forward(net, SHOP, images), expect)
+    assert not torch.allclose(domain_forward(net, FRAME, images), expect)
+    clone = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.BatchNorm2d(4))
+    convert_domain_batchnorm(clone, SIDES)
+    clone.load_state_dict(net.state_dict())
+    torch.testing.assert_close(domain_forward(clone.eval(), SHOP, images), expect)
+    with pytest.raises(ValueError, match="unknown domain 'video'"):
+        domain_forward(net, "video", images)
+
+
 @pytest.mark.parametrize("name", ["asymnet", "fashionnet"])
-def test_vgg_baselines_pass_frames_and_shop_images_through_their_batchnorm_once(name):
-    """Training runs the shared VGG once per step (one BatchNorm update), so training and test
-    normalise frames and shop images alike."""
+def test_vgg_baselines_normalise_frames_and_shop_images_in_training_as_at_test(name):
+    """fashionnet runs its shared VGG once per step (one BatchNorm update for both sides);
+    asymnet's tiny VGG keeps one set of statistics per side and updates each once per step, and
+    encodes each side on its own statistics at test."""
     method = build_method(METHODS.get(name), "tiny", info())
     method.train()
-    bn = next(m for m in method.modules() if isinstance(m, torch.nn.BatchNorm2d))
-    before = int(bn.num_batches_tracked)
-    method.training_losses(toy_batch(b=4))
-    assert int(bn.num_batches_tracked) == before + 1
+    batch = toy_batch(b=4)
+    if name == "fashionnet":
+        bn = next(m for m in method.modules() if isinstance(m, torch.nn.BatchNorm2d))
+        before = int(bn.num_batches_tracked)
+        method.training_losses(batch)
+        assert int(bn.num_batches_tracked) == before + 1
+        return
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in method.modules())
+    bn = next(m for m in method.modules() if isinstance(m, DomainBatchNorm2d))
+    method.training_losses(batch)
+    assert bn.num_batches_tracked.tolist() == [1, 1]
+    assert not torch.allclose(bn.running_mean[0], bn.running_mean[1])
+    method.eval()
+    with torch.no_grad():
+        g = method.encode_gallery(batch).embedding
+        for m in method.modules():
+            if isinstance(m, DomainBatchNorm2d):
+                m.running_mean[1].copy_(m.running_mean[0])
+                m.running_var[1].copy_(m.running_var[0])
+        assert not torch.allclose(method.encode_gallery(batch).embedding, g)  # shop statistics were used
 
 
 # --- re-id blocks --------------------------------------------------------------------------

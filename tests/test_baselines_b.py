@@ -435,6 +435,35 @@ def test_seam_training_losses_and_epoch_schedule(seam):
     assert float(none["det_classifier"].detach()) == 0.0 and none["det_classifier"].requires_grad
 
 
+def test_seam_phase_2_starts_the_aggregator_from_the_trained_match_head():
+    """SEAM's load_saved_matchrcnn: when the aggregation loss turns on (epoch 1) the
+    aggregator's match-head part is copied from the match head, once per run."""
+    model = seam_tiny()
+    head = dict(model.match_head.named_parameters())
+    with torch.no_grad():
+        for p in model.match_head.parameters():
+            p.add_(1.0)  # stands for epoch 0's training of the match head
+    model.on_epoch_start(0, 4)
+    agg = dict(model.aggregator.named_parameters())
+    assert not torch.equal(agg["fc.weight"], head["fc.weight"])
+    model.on_epoch_start(1, 4)
+    for name, p in head.items():
+        torch.testing.assert_close(agg[name], p)
+    assert bool(model.aggregator_from_head)
+    with torch.no_grad():
+        agg["fc.weight"].add_(1.0)  # the aggregator trains on in epoch 1
+    resumed = seam_tiny()
+    resumed.load_state_dict(model.state_dict())
+    resumed.on_epoch_start(2, 4)  # a run resumed after the copy keeps its aggregator
+    torch.testing.assert_close(resumed.aggregator.fc.weight, agg["fc.weight"])
+    off = seam_tiny(aggregator_from_trained_head=False)
+    before = off.aggregator.fc.weight.clone()
+    with torch.no_grad():
+        off.match_head.fc.weight.add_(1.0)
+    off.on_epoch_start(1, 4)
+    torch.testing.assert_close(off.aggregator.fc.weight, before)
+
+
 def test_seam_strong_pairs_in_epoch_0_take_the_ground_truth_boxes():
     assert SeamMatchRCNN.default_config("tiny").strong_pair_epochs == 0  # SEAM's weak pairs by default
     torch.manual_seed(0)
