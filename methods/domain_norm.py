@@ -28,10 +28,14 @@ FRAME, SHOP = "frame", "shop"  # the two sides of video-to-shop retrieval
 SIDES = (FRAME, SHOP)
 
 
-class DomainBatchNorm2d(nn.Module):
-    """BatchNorm2d with shared affine weights and one set of running statistics per domain."""
+_INPUT_DIMS = {nn.BatchNorm1d: (2, 3), nn.BatchNorm2d: (4,), nn.BatchNorm3d: (5,)}
 
-    def __init__(self, bn: nn.BatchNorm2d, domains: Sequence[str]) -> None:
+
+class DomainBatchNorm(nn.Module):
+    """A BatchNorm (1d, 2d or 3d) with shared affine weights and one set of running statistics
+    per domain."""
+
+    def __init__(self, bn: nn.modules.batchnorm._BatchNorm, domains: Sequence[str]) -> None:
         super().__init__()
         if not domains or len(set(domains)) != len(domains):
             raise ValueError(f"domain batchnorm: domains must be distinct names, got {list(domains)}")
@@ -40,6 +44,10 @@ class DomainBatchNorm2d(nn.Module):
         self.domains = tuple(domains)
         self.active = self.domains[0]
         self.eps, self.momentum = bn.eps, bn.momentum
+        dims = [d for kind, d in _INPUT_DIMS.items() if isinstance(bn, kind)]
+        if not dims:
+            raise ValueError(f"domain batchnorm: expected a BatchNorm1d, 2d or 3d, got {type(bn).__name__}")
+        self.input_dims = dims[0]
         self.weight = bn.weight
         self.bias = bn.bias
         n = len(self.domains)
@@ -48,6 +56,8 @@ class DomainBatchNorm2d(nn.Module):
         self.register_buffer("num_batches_tracked", bn.num_batches_tracked.detach().clone().expand(n).contiguous())
 
     def forward(self, x: Tensor) -> Tensor:
+        if x.dim() not in self.input_dims:
+            raise ValueError(f"domain batchnorm: expected a {' or '.join(map(str, self.input_dims))}-d input, got {x.dim()}-d")
         i = self.domains.index(self.active)
         momentum = 0.0 if self.momentum is None else self.momentum
         if self.training:
@@ -62,23 +72,26 @@ class DomainBatchNorm2d(nn.Module):
         return f"{self.running_mean.shape[1]}, domains={self.domains}, eps={self.eps}, momentum={self.momentum}"
 
 
-def convert_domain_batchnorm(module: nn.Module, domains: Sequence[str]) -> int:
-    """Replace every ``nn.BatchNorm2d`` inside ``module`` by a :class:`DomainBatchNorm2d`
-    (same weights, its statistics copied to every domain); returns how many were replaced."""
+def convert_domain_batchnorm(module: nn.Module, domains: Sequence[str], exclude: Sequence[nn.Module] = ()) -> int:
+    """Replace every ``nn.BatchNorm1d/2d/3d`` inside ``module`` by a :class:`DomainBatchNorm`
+    (same weights, its statistics copied to every domain), leaving the submodules in
+    ``exclude`` (and what they hold) as they are; returns how many were replaced."""
     count = 0
     for name, child in list(module.named_children()):
-        if isinstance(child, nn.BatchNorm2d):
-            setattr(module, name, DomainBatchNorm2d(child, domains))
+        if any(child is m for m in exclude):
+            continue
+        if type(child) in _INPUT_DIMS:
+            setattr(module, name, DomainBatchNorm(child, domains))
             count += 1
         else:
-            count += convert_domain_batchnorm(child, domains)
+            count += convert_domain_batchnorm(child, domains, exclude)
     return count
 
 
 @contextlib.contextmanager
 def batchnorm_domain(module: nn.Module, domain: str) -> Iterator[None]:
     """Run ``module``'s domain BatchNorms on ``domain``'s statistics inside the block."""
-    layers = [m for m in module.modules() if isinstance(m, DomainBatchNorm2d)]
+    layers = [m for m in module.modules() if isinstance(m, DomainBatchNorm)]
     for m in layers:
         if domain not in m.domains:
             raise ValueError(f"domain batchnorm: unknown domain {domain!r}, expected one of {m.domains}")
@@ -93,7 +106,7 @@ def batchnorm_domain(module: nn.Module, domain: str) -> Iterator[None]:
 
 
 def has_domain_batchnorm(module: nn.Module) -> bool:
-    return any(isinstance(m, DomainBatchNorm2d) for m in module.modules())
+    return any(isinstance(m, DomainBatchNorm) for m in module.modules())
 
 
 def domain_forward(module: nn.Module, domain: str, x: Tensor) -> Tensor:

@@ -72,6 +72,7 @@ from torch import Tensor, nn
 from benchmark.registry import METHODS
 from methods.backbones import BackboneConfig, create_backbone, resnet_out_channels, resnet_stages, resnet_stem, set_last_stride
 from methods.base import DataInfo, Encoded, Method
+from methods.domain_norm import FRAME, SHOP, SIDES, batchnorm_domain, convert_domain_batchnorm
 from methods.frames import select_frames
 from methods.losses import batch_hard_triplet, label_smoothed_ce
 from methods.nonlocal_blocks import BNNeck, NonLocalBlock, frames_to_volume, id_classifier, volume_to_frames
@@ -93,6 +94,9 @@ class MGHConfig:
     label_smoothing: float = 0.1
     triplet_margin: float = 0.3
     mi_weight: float = 0.1  # 0 = the released code (no MI term)
+    # one set of BatchNorm statistics per side (clip frames, shop images) everywhere but the
+    # BNNeck (``methods.domain_norm``; see the docstring)
+    domain_batchnorm: bool = False
     lr_encoder: Optional[float] = None
     lr_new: Optional[float] = None
     weight_decay: Optional[float] = None
@@ -109,6 +113,7 @@ TINY = MGHConfig(
     parts=(2, 4, 7),
     hidden=64,
     num_frames=4,
+    domain_batchnorm=True,
 )
 
 
@@ -248,6 +253,8 @@ class MGH(PaperOptimMixin, Method):
         pairs = [(i, j) for i in range(len(self.branches)) for j in range(i + 1, len(self.branches))]
         self.mi_pairs = pairs
         self.critics = nn.ModuleList(BilinearCritic(self.branches[i].out_dim, self.branches[j].out_dim) for i, j in pairs)
+        if cfg.domain_batchnorm:
+            convert_domain_batchnorm(self, SIDES, exclude=(self.bnneck,))
 
     # --- network ---------------------------------------------------------------------
     def trunk(self, clips: Tensor) -> Tensor:
@@ -271,10 +278,12 @@ class MGH(PaperOptimMixin, Method):
 
     def _clip_branches(self, batch: dict[str, Any]) -> list[Tensor]:
         frames, _ = select_frames(batch["frames"], batch["frame_mask"], self.cfg.num_frames, self.training)
-        return self.branch_features(frames)
+        with batchnorm_domain(self, FRAME):
+            return self.branch_features(frames)
 
     def _image_branches(self, batch: dict[str, Any]) -> list[Tensor]:
-        return self.branch_features(batch["image"].unsqueeze(1))
+        with batchnorm_domain(self, SHOP):
+            return self.branch_features(batch["image"].unsqueeze(1))
 
     # --- contract --------------------------------------------------------------------
     def encode_query(self, batch: dict[str, Any]) -> Encoded:

@@ -66,6 +66,7 @@ from torch import Tensor, nn
 from benchmark.registry import METHODS
 from methods.backbones import BackboneConfig, create_backbone, resnet_out_channels, resnet_stages, resnet_stem, set_last_stride
 from methods.base import DataInfo, Encoded, Method
+from methods.domain_norm import FRAME, SHOP, SIDES, batchnorm_domain, convert_domain_batchnorm
 from methods.frames import select_frames
 from methods.losses import batch_hard_triplet
 from methods.nonlocal_blocks import (
@@ -91,6 +92,9 @@ class NVANConfig:
     triplet_margin: Optional[float] = None  # None: soft margin log(1 + exp(d_ap - d_an))
     triplet_weight: float = 1.0
     id_weight: float = 1.0
+    # one set of BatchNorm statistics per side (clip frames, shop images) in the trunk and the
+    # non-local blocks (``methods.domain_norm``); the BNNeck stays shared (see the docstring)
+    domain_batchnorm: bool = False
     # the paper's optimiser settings; None = the benchmark profile's
     lr_encoder: Optional[float] = None
     lr_new: Optional[float] = None
@@ -109,6 +113,7 @@ TINY = NVANConfig(
     nl_layer3=1,
     stripes=8,
     num_frames=4,
+    domain_batchnorm=True,
 )
 
 
@@ -154,6 +159,8 @@ class NVAN(PaperOptimMixin, Method):
         self.embed_dim = dim
         self.bnneck = BNNeck(dim)
         self.classifier = id_classifier(dim, info.num_products)
+        if cfg.domain_batchnorm:
+            convert_domain_batchnorm(self, SIDES, exclude=(self.bnneck,))
 
     def variant(self) -> str:
         return "ste" if self.cfg.ste else ""
@@ -181,10 +188,12 @@ class NVAN(PaperOptimMixin, Method):
 
     def _clip_features(self, batch: dict[str, Any]) -> Tensor:
         frames, _ = select_frames(batch["frames"], batch["frame_mask"], self.cfg.num_frames, self.training)
-        return self.features(frames)
+        with batchnorm_domain(self, FRAME):
+            return self.features(frames)
 
     def _image_features(self, batch: dict[str, Any]) -> Tensor:
-        return self.features(batch["image"].unsqueeze(1))
+        with batchnorm_domain(self, SHOP):
+            return self.features(batch["image"].unsqueeze(1))
 
     # --- contract --------------------------------------------------------------------
     def encode_query(self, batch: dict[str, Any]) -> Encoded:

@@ -22,7 +22,7 @@ from methods.asymnet import AsymNet, phase_for_epoch, tree_fuse
 from methods.backbones import BackboneConfig, count_parameters, create_backbone, set_last_stride
 from methods.base import DataInfo, build_method
 from methods.encoders import EncoderLoadError
-from methods.domain_norm import FRAME, SHOP, SIDES, DomainBatchNorm2d, convert_domain_batchnorm, domain_forward
+from methods.domain_norm import FRAME, SHOP, SIDES, DomainBatchNorm, convert_domain_batchnorm, domain_forward
 from methods.fashionnet import FashionNet, cross_domain_triplet
 from methods.frames import chunk_indices, frames_and_images, select_frames
 from methods.mgh import MGH, HypergraphLayer, jsd_mutual_information, temporal_neighbour_mask
@@ -272,7 +272,7 @@ def test_domain_batchnorm_keeps_one_set_of_statistics_per_side():
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.BatchNorm2d(4, momentum=1.0))
     assert convert_domain_batchnorm(net, SIDES) == 1
     bn = net[1]
-    assert isinstance(bn, DomainBatchNorm2d) and bn.running_mean.shape == (2, 4)
+    assert isinstance(bn, DomainBatchNorm) and bn.running_mean.shape == (2, 4)
     frames, images = torch.randn(6, 3, 5, 5), torch.randn(3, 3, 5, 5) * 3.0 + 10.0
     f, i = frames_and_images(net, frames.view(2, 3, 3, 5, 5), images)
     conv = net[0]
@@ -310,7 +310,7 @@ def test_vgg_baselines_normalise_frames_and_shop_images_in_training_as_at_test(n
         assert int(bn.num_batches_tracked) == before + 1
         return
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in method.modules())
-    bn = next(m for m in method.modules() if isinstance(m, DomainBatchNorm2d))
+    bn = next(m for m in method.modules() if isinstance(m, DomainBatchNorm))
     method.training_losses(batch)
     assert bn.num_batches_tracked.tolist() == [1, 1]
     assert not torch.allclose(bn.running_mean[0], bn.running_mean[1])
@@ -318,10 +318,55 @@ def test_vgg_baselines_normalise_frames_and_shop_images_in_training_as_at_test(n
     with torch.no_grad():
         g = method.encode_gallery(batch).embedding
         for m in method.modules():
-            if isinstance(m, DomainBatchNorm2d):
+            if isinstance(m, DomainBatchNorm):
                 m.running_mean[1].copy_(m.running_mean[0])
                 m.running_var[1].copy_(m.running_var[0])
         assert not torch.allclose(method.encode_gallery(batch).embedding, g)  # shop statistics were used
+
+
+@pytest.mark.parametrize("name", ["nvan", "mgh"])
+def test_reid_baselines_keep_per_side_statistics_and_a_shared_bnneck(name):
+    """NVAN and MGH (tiny) run clips and shop images (one-frame clips) in two calls: every
+    BatchNorm but the BNNeck keeps one set of statistics per side, each updated once per step
+    and used by its own side at test; the BNNeck sees both sides in one call."""
+    method = build_method(METHODS.get(name), "tiny", info())
+    plain = [m for m in method.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    assert plain == [method.bnneck]
+    layers = [m for m in method.modules() if isinstance(m, DomainBatchNorm)]
+    assert {type(m).__name__ for m in layers} == {"DomainBatchNorm"} and len(layers) > 10
+    kinds = {m.input_dims for m in layers}  # trunk (2d), non-local (3d), MGH's graph layers (1d)
+    assert kinds == ({(4,), (5,)} if name == "nvan" else {(2, 3), (4,), (5,)})
+    method.train()
+    batch = toy_batch(b=4)
+    method.training_losses(batch)
+    for m in layers:
+        assert m.num_batches_tracked.tolist() == [1, 1]
+    assert int(method.bnneck.num_batches_tracked) == 1
+    trunk_bn = next(m for m in layers if m.running_mean.shape[1] == 32)  # the stem's
+    assert not torch.allclose(trunk_bn.running_mean[0], trunk_bn.running_mean[1])
+    method.eval()
+    with torch.no_grad():
+        g, q = method.encode_gallery(batch).embedding, method.encode_query(batch).embedding
+        for m in layers:
+            m.running_mean[1].copy_(m.running_mean[0])
+            m.running_var[1].copy_(m.running_var[0])
+        assert not torch.allclose(method.encode_gallery(batch).embedding, g)  # shop statistics were used
+        torch.testing.assert_close(method.encode_query(batch).embedding, q)  # frames' unchanged
+    plain_cfg = dataclasses.replace(method.cfg, domain_batchnorm=False)
+    assert not any(isinstance(m, DomainBatchNorm) for m in type(method)(plain_cfg, info()).modules())
+
+
+def test_domain_batchnorm_converts_1d_and_3d_and_rejects_other_shapes():
+    net = torch.nn.Sequential(torch.nn.BatchNorm1d(3), torch.nn.Sequential(torch.nn.BatchNorm3d(3)))
+    assert convert_domain_batchnorm(net, SIDES, exclude=(net[1],)) == 1
+    assert isinstance(net[1][0], torch.nn.BatchNorm3d)
+    assert convert_domain_batchnorm(net[1], SIDES) == 1
+    net.train()
+    x = torch.randn(4, 3, 5)
+    torch.testing.assert_close(net[0](x), F.batch_norm(x, None, None, net[0].weight, net[0].bias, training=True))
+    assert net[1][0](torch.randn(2, 3, 2, 2, 2)).shape == (2, 3, 2, 2, 2)
+    with pytest.raises(ValueError, match="expected a 5-d input, got 4-d"):
+        net[1][0](torch.randn(2, 3, 2, 2))
 
 
 # --- re-id blocks --------------------------------------------------------------------------
