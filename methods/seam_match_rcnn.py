@@ -77,9 +77,14 @@ image, fewer proposals (100 / 32 after NMS in training / inference), at most 4 d
 whole image (a detector trained for minutes on frames is unreliable on shop images, which
 show the product alone).
 
-Measured in ``tiny`` (v7 synthetic data, seed 0, re-ranked all pairs, see the leaderboard):
-lpr4m-synth R1 11.25 (untrained 3.79); movingfashion-synth R1 0.83 [0.00, 2.08], untrained
-0.42 (R10 10.00 vs 3.75). Both heads end near the loss of a constant predictor of the class
+Measured in ``tiny`` (v7 synthetic data, seed 0, re-ranked all pairs, see the leaderboard).
+Before phase 2 restarted the aggregator from the trained match head (at de715cb): lpr4m-synth
+R1 11.25 [9.30, 13.19], R10 65.13 (untrained 3.79 / 36.91); movingfashion-synth R1 0.83 [0.00,
+2.08], R10 10.00 (untrained 0.42 / 3.75). With it (``aggregator_from_trained_head``, SEAM's
+``load_saved_matchrcnn``; the committed rows): movingfashion-synth R1 3.33 [1.25, 5.83], R5
+15.42, R10 27.50 (at 5751a44), above the control on both; lpr4m-synth R1 6.65 [5.21, 8.28], R5
+32.52, R10 57.46 (at 03a7982), lower than before, still above the control. One seed each, so
+what the restart costs on lpr4m-synth is not yet separated from run-to-run variation. Both heads end near the loss of a constant predictor of the class
 prior (MovingFashion, epoch 4: match CE 0.059, aggregation 0.065; one positive among 32 shops x
 up to 4 boxes of a frame gives about 0.05-0.08): from random weights, 216-364 steps of these
 weakly supervised pair losses (1 positive in 60-130 pairs) barely move the match features.
