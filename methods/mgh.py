@@ -62,12 +62,12 @@ MGH nevertheless gets the same treatment as NVAN and AsymNet, so that the baseli
 their method and not in this: one set of running statistics per side in the trunk, the
 non-local blocks, the global branch's BatchNorm and the graph layers (shared affine weights,
 ``methods.domain_norm``); the BNNeck, which training runs on both sides at once, stays shared.
-Same runs otherwise (seed 0, at 4a93492): movingfashion-synth R1 17.92
-[12.92, 22.50], R5 39.17, R10 49.58 (shared: 17.08 / 38.33 / 52.50); lpr4m-synth R1 34.36
-[31.29, 37.32], R5 68.92, R10 84.66 (shared: 35.38 / 66.36 / 80.98): R1 unchanged within the
-intervals, R10 up 3.7 on lpr4m-synth. (Retraining reproduces a run exactly: the
-movingfashion-synth run, repeated, gave the same metrics and intervals.) ``paper`` keeps one shared network
-(``--set domain_batchnorm=true`` turns it on).
+Same runs otherwise (seed 0, at 4a93492): movingfashion-synth R1 17.92 [12.92, 22.50], R5
+39.17, R10 49.58 (shared: 17.08 / 38.33 / 52.50); lpr4m-synth R1 34.36 [31.29, 37.32], R5 68.92,
+R10 84.66 (shared: 35.38 / 66.36 / 80.98): R1 unchanged within the intervals, R10 up 3.7 on
+lpr4m-synth. Retraining reproduces a run exactly (the movingfashion-synth run, repeated, gave
+the same metrics and intervals). ``paper`` keeps one shared network (``--set
+domain_batchnorm=true`` turns it on).
 """
 
 from __future__ import annotations
