@@ -333,7 +333,7 @@ def test_reid_baselines_keep_per_side_statistics_and_a_shared_bnneck(name):
     plain = [m for m in method.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     assert plain == [method.bnneck]
     layers = [m for m in method.modules() if isinstance(m, DomainBatchNorm)]
-    assert {type(m).__name__ for m in layers} == {"DomainBatchNorm"} and len(layers) > 10
+    assert len(layers) > 10
     kinds = {m.input_dims for m in layers}  # trunk (2d), non-local (3d), MGH's graph layers (1d)
     assert kinds == ({(4,), (5,)} if name == "nvan" else {(2, 3), (4,), (5,)})
     method.train()
@@ -364,7 +364,11 @@ def test_domain_batchnorm_converts_1d_and_3d_and_rejects_other_shapes():
     net.train()
     x = torch.randn(4, 3, 5)
     torch.testing.assert_close(net[0](x), F.batch_norm(x, None, None, net[0].weight, net[0].bias, training=True))
-    assert net[1][0](torch.randn(2, 3, 2, 2, 2)).shape == (2, 3, 2, 2, 2)
+    v = torch.randn(2, 3, 2, 2, 2)
+    bn3 = net[1][0]
+    torch.testing.assert_close(bn3(v), F.batch_norm(v, None, None, bn3.weight, bn3.bias, training=True))
+    torch.testing.assert_close(bn3.running_mean[0], 0.1 * v.mean((0, 2, 3, 4)))  # momentum 0.1 from 0
+    torch.testing.assert_close(bn3.running_mean[1], torch.zeros(3))  # the other side untouched
     with pytest.raises(ValueError, match="expected a 5-d input, got 4-d"):
         net[1][0](torch.randn(2, 3, 2, 2))
 
