@@ -30,6 +30,7 @@ from tabulate import tabulate
 from benchmark import safe_json
 from benchmark.atomic import atomic_write_bytes
 from benchmark.config_diff import recipe_changes, strip_recipe
+from benchmark.metrics import per_query_values
 from benchmark.submission import (
     SUBMISSIONS_SUBDIR, SubmissionError, load_submission, rerank_stage, rescore, schema_errors, submission_start,
 )
@@ -68,6 +69,10 @@ class Row:
     rerank: Optional[str] = None  # the second stage (submission.rerank_stage)
     control: dict[str, float] = field(default_factory=dict)  # its untrained control's values (same method, variant, stage, seed)
     recipe: dict[str, Any] = field(default_factory=dict)  # training-recipe changes from the profile (config_diff)
+    per_query: dict[str, Any] = field(default_factory=dict)  # "R1", "mAP": [Nq] per-query values (verified rows; paired tests)
+    split: str = ""  # the annotation checksum of the split the row was scored on (rows pair only on the same split)
+    breakdowns: dict[str, Any] = field(default_factory=dict)  # per-attribute buckets of the (re-scored) metrics
+    provenance: dict[str, Any] = field(default_factory=dict)  # the submission's provenance block (site)
 
     @property
     def label(self) -> str:
@@ -113,6 +118,8 @@ def collect_rows(results_dir: Path, load_splits: Optional[LoadSplits] = None,
             else:
                 report = rescore(path, splits)
                 rows.append(_row_verified(report.submission, report.metrics, report.curve, report.topk, path, results_dir))
+                rows[-1].per_query = per_query_values(report.gt_rank, [1], report.topk, full_map=False)
+                rows[-1].per_query["mAP"] = rows[-1].per_query.pop(f"mAP@{report.topk}")
         except SubmissionError as exc:
             faults.append(str(exc))
     if reported_path is None:
@@ -141,6 +148,7 @@ def _common(sub: Mapping[str, Any], path: Path, results_dir: Path) -> dict[str, 
         note=_rerank_note(protocol), stage=_stage(protocol, prov, start),
         analysis=is_analysis(sub), start=start, rerank=rerank_stage(protocol),
         recipe={} if start else recipe_changes(sub["profile"]["name"], sub["profile"].get("train") or {}),
+        split=str(sub["dataset"].get("annotation_checksum", "")), provenance=dict(prov),
     )
 
 
@@ -205,7 +213,7 @@ def _row_verified(sub: Mapping[str, Any], metrics: Mapping[str, Any], curve: lis
     values["mAP"] = ov[f"mAP@{topk}"]["value"]
     cis["mAP"] = _ci(ov[f"mAP@{topk}"])
     return Row(status="verified", values=values, cis=cis, map_label=f"mAP@{topk}", curve=curve,
-               **_common(sub, path, results_dir))
+               breakdowns=metrics.get("breakdowns", {}), **_common(sub, path, results_dir))
 
 
 def _row_unverified(sub: Mapping[str, Any], path: Path, results_dir: Path) -> Row:
@@ -220,7 +228,7 @@ def _row_unverified(sub: Mapping[str, Any], path: Path, results_dir: Path) -> Ro
     common = _common(sub, path, results_dir)
     claimed = "claimed numbers: the dataset was not available to re-score them"
     common["note"] = f"{claimed}; {common['note']}" if common["note"] else claimed
-    return Row(status="unverified", values=values, cis=cis, map_label=name or "mAP", **common)
+    return Row(status="unverified", values=values, cis=cis, map_label=name or "mAP", breakdowns=m.get("breakdowns", {}), **common)
 
 
 def _ci(entry: Mapping[str, Any]) -> Optional[tuple[float, float]]:

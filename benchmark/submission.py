@@ -369,6 +369,7 @@ class RescoreReport:
     verified: list[str] = field(default_factory=list)  # claimed numbers re-scored exactly
     bounded: dict[str, tuple[float, float]] = field(default_factory=dict)  # claimed numbers within bounds
     unverifiable: list[str] = field(default_factory=list)
+    gt_rank: Optional[np.ndarray] = None  # [Nq, G] re-scored ground-truth ranks, split order (paired tests)
 
     def summary(self) -> str:
         sub = self.submission
@@ -437,7 +438,7 @@ def rescore(submission_path: Path | str, splits: DatasetSplits, *,
     return RescoreReport(
         path=path, submission=sub, metrics=metrics, topk=topk,
         curve=[float(x) for x in recall_curve(gt_rank, topk)],
-        verified=names, bounded=bounded, unverifiable=unverifiable,
+        verified=names, bounded=bounded, unverifiable=unverifiable, gt_rank=as_rank_array(gt_rank),
     )
 
 
