@@ -104,7 +104,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from benchmark.registry import METHODS
-from methods.backbones import TINY_VGG_LAYERS, BackboneConfig, create_backbone, vgg_out_channels
+from methods.backbones import IMAGENET_MEAN, IMAGENET_STD, TINY_VGG_LAYERS, BackboneConfig, create_backbone, vgg_out_channels
 from methods.base import DataInfo, Encoded, Method
 from methods.domain_norm import FRAME, SHOP, SIDES, convert_domain_batchnorm, domain_forward
 from methods.encoders import masked_mean
@@ -118,7 +118,8 @@ _NEG = -1.0e4  # "minus infinity" that stays finite in fp16
 
 @dataclass(frozen=True)
 class AsymNetConfig:
-    encoder: BackboneConfig = field(default_factory=lambda: BackboneConfig(name="vgg16", pretrained="tv_in1k"))
+    encoder: BackboneConfig = field(default_factory=lambda: BackboneConfig(
+        name="vgg16", pretrained="tv_in1k", input_mean=IMAGENET_MEAN, input_std=IMAGENET_STD))
     spp_levels: tuple[int, ...] = (1, 2, 4)
     fc_hidden: tuple[int, ...] = (4096,)
     feat_dim: int = 1024  # image feature = LSTM hidden size

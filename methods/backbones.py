@@ -7,6 +7,12 @@ command line's ``--pretrained PATH`` sets). Failing is an error naming the fix, 
 random start; random initialisation is asked for explicitly with ``pretrained=None`` (the
 ``tiny`` profiles, which have no weights offline).
 
+ImageNet weights expect ImageNet's pixel normalisation, not the batch's CLIP one (``methods/base.py``):
+``input_mean`` / ``input_std`` (set by the ``paper`` profiles to the weights' own, which
+``tests/test_paper_profiles_config.py`` reads from timm's and torchvision's configs) make the
+backbone's first convolution re-normalise its input; None keeps the batch's normalisation (the
+randomly initialised ``tiny`` models, unchanged).
+
 Narrow variants for the CPU profile keep timm's classes: ``timm`` ResNets take per-stage
 ``channels``; a VGG takes its layer list (``vgg_layers``, 'M' = 2x2 max-pool).
 """
@@ -22,6 +28,10 @@ from torch import Tensor, nn
 
 from methods.encoders import EncoderLoadError, read_state_dict
 
+# torchvision's / timm's ImageNet normalisation (``ResNet50_Weights.IMAGENET1K_V1.transforms()``)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
 VGG16_LAYERS = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
 # VGG-16's 13 convolutions at a quarter of the width (the CPU profile's "VGG-ish" trunk)
 TINY_VGG_LAYERS = (16, 16, "M", 32, 32, "M", 64, 64, 64, "M", 128, 128, 128, "M", 128, 128, 128, "M")
@@ -36,6 +46,9 @@ class BackboneConfig:
     channels: Optional[tuple[int, ...]] = None  # ResNet stage widths (None: the architecture's)
     vgg_layers: Optional[tuple[Union[int, str], ...]] = None  # custom VGG layer list (None: ``name``)
     vgg_batchnorm: bool = False  # BatchNorm after each convolution of a custom VGG (as vgg16_bn)
+    # pixel normalisation the weights were trained with (None: keep the batch's CLIP normalisation)
+    input_mean: Optional[tuple[float, float, float]] = None
+    input_std: Optional[tuple[float, float, float]] = None
 
 
 def is_local_weights(spec: str) -> bool:
@@ -44,7 +57,37 @@ def is_local_weights(spec: str) -> bool:
 
 
 def create_backbone(cfg: BackboneConfig, **kwargs: Any) -> nn.Module:
-    """A timm model without its classifier (``num_classes=0``), weights per ``cfg.pretrained``."""
+    """A timm model without its classifier (``num_classes=0``), weights per ``cfg.pretrained``,
+    re-normalising its input to ``cfg.input_mean`` / ``cfg.input_std`` when they are set."""
+    model = _create(cfg, **kwargs)
+    if (cfg.input_mean is None) != (cfg.input_std is None):
+        raise ValueError(f"backbone {cfg.name}: set both input_mean and input_std, or neither")
+    if cfg.input_mean is not None:
+        first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+        if first is None:
+            raise ValueError(f"backbone {cfg.name}: no convolution to re-normalise the input of")
+        first.register_forward_pre_hook(InputRenormalise(cfg.input_mean, cfg.input_std))
+    return model
+
+
+class InputRenormalise:
+    """Forward pre-hook: pixels normalised with the batch's CLIP mean/std -> ``mean`` / ``std``.
+
+    A hook on the first convolution (not a new module) leaves the state dict, and so local
+    weight files and checkpoints, as they are."""
+
+    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+        from benchmark.config import DataConfig
+
+        self.scale = torch.tensor([b / s for b, s in zip(DataConfig.std, std)]).view(3, 1, 1)
+        self.shift = torch.tensor([(b - m) / s for b, m, s in zip(DataConfig.mean, mean, std)]).view(3, 1, 1)
+
+    def __call__(self, module: nn.Module, args: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+        x = args[0]
+        return (x * self.scale.to(x) + self.shift.to(x),) + tuple(args[1:])
+
+
+def _create(cfg: BackboneConfig, **kwargs: Any) -> nn.Module:
     import timm
 
     kwargs = {"num_classes": 0, **kwargs}

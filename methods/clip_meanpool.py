@@ -17,7 +17,8 @@ Kept from the papers and RICE's official code:
 
 Profiles:
   * ``paper``: ViT-B/32 at 224 px initialised from OpenAI CLIP (``openai`` hub tag, or a
-    local checkpoint through ``--pretrained PATH``), with the benchmark's paper profile
+    local checkpoint through ``--pretrained PATH``), built with QuickGELU as those weights
+    were trained (``methods.encoders``), with the benchmark's paper profile
     (encoder lr 1e-6 ... see ``benchmark.config``).
   * ``tiny`` (scaled down for a 2-core CPU): a 4-layer, width-192 ViT with patch 16 at 112 px
     (the same 7x7 patch grid as ViT-B/32 at 224 px), randomly initialised because no

@@ -7,7 +7,11 @@ CLS -> ``ln_post`` -> ``proj`` and its patch tokens are the last transformer lay
 [N, 1 + grid**2] turns into an attention mask over keys, as RICE's intent-product mask does.
 
 ``paper``: open_clip ``ViT-B-32`` loaded from a hub tag (``openai``) or a local checkpoint
-file; failing both is an error, never a silent random start. ``tiny``: the same open_clip
+file; failing both is an error, never a silent random start. It is built with QuickGELU
+(``quick_gelu=True``), the activation OpenAI's weights were trained with (open_clip's pretrained
+config for ``openai`` says so; its plain ``ViT-B-32`` config builds ``nn.GELU`` and only warns); a
+hub tag whose config disagrees with ``quick_gelu`` is refused. Pixels are normalised with CLIP's
+mean/std (``benchmark.config``), as the weights were. ``tiny``: the same open_clip
 ``CLIP`` class built from a small vision/text config and randomly initialised, with a
 convolutional stem (:class:`ConvStem`, Xiao et al. NeurIPS 2021) in place of the patchify conv:
 from random weights a patchify ViT barely learns in the tiny budget (clip-meanpool on
@@ -42,6 +46,9 @@ class EncoderConfig:
     text_heads: int = 8
     context_length: int = 77
     stem: str = "patchify"  # "patchify": CLIP's one patch_size-stride conv | "conv": ConvStem
+    # QuickGELU (x * sigmoid(1.702 x)) in every MLP, as OpenAI's CLIP weights were trained with;
+    # open_clip's plain "ViT-B-32" config builds nn.GELU and only warns on a mismatch
+    quick_gelu: bool = False
 
 
 STEMS = ("patchify", "conv")
@@ -51,7 +58,7 @@ TINY_ENCODER = EncoderConfig(
     heads=4, embed_dim=128, text_width=128, text_layers=2, text_heads=4, context_length=32,
     stem="conv",
 )
-PAPER_ENCODER = EncoderConfig()
+PAPER_ENCODER = EncoderConfig(quick_gelu=True)  # OpenAI's weights (hub tag or the official ViT-B-32.pt)
 
 
 class EncoderLoadError(RuntimeError):
@@ -107,16 +114,47 @@ def build_clip(cfg: EncoderConfig) -> nn.Module:
         )
     import open_clip
 
-    if cfg.pretrained is None:
-        return open_clip.create_model(cfg.model_name, pretrained=None)
-    try:
-        return open_clip.create_model(cfg.model_name, pretrained=cfg.pretrained)
-    except Exception as exc:  # network failure, unknown tag, unreadable file
+    declared = weights_quick_gelu(cfg.model_name, cfg.pretrained)
+    if declared is not None and declared != cfg.quick_gelu:
         raise EncoderLoadError(
-            f"cannot load open_clip {cfg.model_name} weights {cfg.pretrained!r}: {exc}. "
-            "Pass --pretrained PATH to a local checkpoint (e.g. a downloaded "
-            "open_clip_pytorch_model.bin), or run where the hub is reachable."
-        ) from exc
+            f"open_clip {cfg.model_name} weights {cfg.pretrained!r} were trained with "
+            f"{'QuickGELU' if declared else 'GELU'}; set encoder.quick_gelu={str(declared).lower()}"
+        )
+    if cfg.pretrained is None:
+        model = open_clip.create_model(cfg.model_name, pretrained=None, force_quick_gelu=cfg.quick_gelu)
+    else:
+        try:
+            model = open_clip.create_model(cfg.model_name, pretrained=cfg.pretrained, force_quick_gelu=cfg.quick_gelu)
+        except Exception as exc:  # network failure, unknown tag, unreadable file
+            raise EncoderLoadError(
+                f"cannot load open_clip {cfg.model_name} weights {cfg.pretrained!r}: {exc}. "
+                "Pass --pretrained PATH to a local checkpoint (e.g. a downloaded "
+                "open_clip_pytorch_model.bin), or run where the hub is reachable."
+            ) from exc
+    if uses_quick_gelu(model) != cfg.quick_gelu:
+        raise EncoderLoadError(
+            f"open_clip {cfg.model_name}: built with {'QuickGELU' if uses_quick_gelu(model) else 'GELU'} "
+            f"but encoder.quick_gelu={cfg.quick_gelu} (the architecture name fixes it: e.g. '-quickgelu')"
+        )
+    return model
+
+
+def weights_quick_gelu(model_name: str, pretrained: Optional[str]) -> Optional[bool]:
+    """Whether open_clip's own pretrained config for ``model_name``/``pretrained`` (a hub tag)
+    says the weights were trained with QuickGELU; None for a local file or no weights."""
+    if not pretrained:
+        return None
+    import open_clip
+
+    tag_cfg = open_clip.get_pretrained_cfg(model_name, pretrained)
+    return bool(tag_cfg.get("quick_gelu", False)) if tag_cfg else None
+
+
+def uses_quick_gelu(model: nn.Module) -> bool:
+    """Whether any MLP of ``model`` uses open_clip's QuickGELU activation."""
+    from open_clip.transformer import QuickGELU
+
+    return any(isinstance(m, QuickGELU) for m in model.modules())
 
 
 def _custom_clip(cfg: EncoderConfig) -> nn.Module:
@@ -132,7 +170,9 @@ def _custom_clip(cfg: EncoderConfig) -> nn.Module:
 
 
 def _custom_kwargs(cfg: EncoderConfig, vision_cls, text_cls) -> dict:
+    extra = {"quick_gelu": True} if cfg.quick_gelu else {}  # absent = open_clip's default (GELU)
     return dict(
+        **extra,
         embed_dim=cfg.embed_dim,
         vision_cfg=vision_cls(
             layers=cfg.layers, width=cfg.width, head_width=cfg.width // cfg.heads,

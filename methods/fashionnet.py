@@ -74,7 +74,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from benchmark.registry import METHODS
-from methods.backbones import TINY_VGG_LAYERS, BackboneConfig, create_backbone, vgg_out_channels
+from methods.backbones import IMAGENET_MEAN, IMAGENET_STD, TINY_VGG_LAYERS, BackboneConfig, create_backbone, vgg_out_channels
 from methods.base import DataInfo, Encoded, Method
 from methods.encoders import masked_mean
 from methods.frames import frames_and_images, select_frames
@@ -83,7 +83,8 @@ from methods.optim_overrides import PaperOptimMixin
 
 @dataclass(frozen=True)
 class FashionNetConfig:
-    encoder: BackboneConfig = field(default_factory=lambda: BackboneConfig(name="vgg16", pretrained="tv_in1k"))
+    encoder: BackboneConfig = field(default_factory=lambda: BackboneConfig(
+        name="vgg16", pretrained="tv_in1k", input_mean=IMAGENET_MEAN, input_std=IMAGENET_STD))
     fc_dim: int = 4096  # fc6 / fc7 width (VGG-16's: then fc6/fc7 keep their ImageNet weights)
     fc_kernel: int = 7  # fc6 as a convolution over the pool5 map (7x7 at 224 px)
     dropout: float = 0.5

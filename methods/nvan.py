@@ -73,7 +73,7 @@ import torch
 from torch import Tensor, nn
 
 from benchmark.registry import METHODS
-from methods.backbones import BackboneConfig, create_backbone, resnet_out_channels, resnet_stages, resnet_stem, set_last_stride
+from methods.backbones import IMAGENET_MEAN, IMAGENET_STD, BackboneConfig, create_backbone, resnet_out_channels, resnet_stages, resnet_stem, set_last_stride
 from methods.base import DataInfo, Encoded, Method
 from methods.domain_norm import FRAME, SHOP, SIDES, batchnorm_domain, convert_domain_batchnorm
 from methods.frames import select_frames
@@ -111,7 +111,7 @@ class NVANConfig:
 
 
 PAPER = NVANConfig(
-    encoder=BackboneConfig(name="resnet50", pretrained="tv_in1k"),
+    encoder=BackboneConfig(name="resnet50", pretrained="tv_in1k", input_mean=IMAGENET_MEAN, input_std=IMAGENET_STD),
     lr_encoder=1e-4,
     lr_new=1e-4,
     weight_decay=5e-5,
