@@ -18,7 +18,8 @@ from typing import Any, Optional
 class DataConfig:
     num_frames: int = 10
     image_size: int = 224  # center-crop size
-    resize_size: int = 256  # shorter side before the crop at evaluation
+    resize_size: int = 256  # size before the crop at evaluation (see resize_mode)
+    resize_mode: str = "square"  # "square": whole frame to resize x resize, as the official configs; "shorter": aspect kept
     train_jitter: bool = True  # random tail cut, random resized crop, flip
     num_workers: int = 4
     mean: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)  # CLIP
@@ -70,7 +71,7 @@ PROFILES: dict[str, Profile] = {
     "tiny": Profile(
         name="tiny",
         description="CPU-sized: 4 frames, 112 px, small models from scratch, minutes on 2 cores",
-        data=DataConfig(num_frames=4, image_size=112, resize_size=128, num_workers=2),
+        data=DataConfig(num_frames=4, image_size=112, resize_size=128, num_workers=2, resize_mode="shorter"),
         train=TrainConfig(
             epochs=4, batch_size=32, lr_encoder=5e-4, lr_new=5e-4, weight_decay=0.05,
             warmup_ratio=0.1, amp=False,

@@ -25,6 +25,8 @@ from datasets.faults import Faults
 from datasets.records import DatasetSplits
 
 KNOWN_MISSING_VIDEOS = 23
+# warnings, not errors: downloads the prepare report lists as failed, boxes dropped, missing videos (up to the count above)
+WARNING_KINDS = frozenset((F.MISSING_VIDEO, F.FAILED_DOWNLOAD, F.BAD_BOX))
 LAYOUT_READERS = ("lpr4m", "movingfashion")
 
 
@@ -97,16 +99,31 @@ def check_dataset(name: str, root: Path, *, deep: bool = False) -> CheckReport:
             "train_pairs": len(splits.train), "queries": len(splits.queries), "gallery": len(splits.gallery),
             "image_files": len(images), "video_files": len(videos), "missing_videos": len(splits.missing),
         }
+        report.stats.update(_prepare_stats(root, splits))
         for path in images:
             _check_image(path, faults, deep)
         for path in videos:
             _check_video(path, faults, deep)
     report.counts = dict(faults.counts)
     report.examples = {k: [f"{f.where}: {f.message}" for f in v] for k, v in faults.examples.items()}
-    report.error_kinds = {k for k in faults.counts if k != F.MISSING_VIDEO}
+    report.error_kinds = {k for k in faults.counts if k not in WARNING_KINDS}
     if faults.counts.get(F.MISSING_VIDEO, 0) > KNOWN_MISSING_VIDEOS:
         report.error_kinds.add(F.MISSING_VIDEO)
     return report
+
+
+def _prepare_stats(root: Path, splits: DatasetSplits) -> dict[str, int]:
+    """Counts from ``prepare_report.json`` (the LPR4M prepare step), when the root has one."""
+    from datasets.prepare_report import read_report
+
+    try:
+        prep = read_report(root)
+    except DataError:
+        return {}
+    if prep is None:
+        return {}
+    return {"failed_downloads": prep.num_failed, "queries_without_frames": sum(q.missing for q in splits.queries),
+            "gallery_images_missing": len(prep.gallery_missing)}
 
 
 def _image_files(splits: DatasetSplits) -> list[Path]:

@@ -32,6 +32,8 @@ PATH_ESCAPE = "path_escape"
 MISSING_ANNOTATION = "missing_annotation"
 EMPTY_CLIP = "empty_clip"
 MISSING_GROUP = "missing_group"
+FAILED_DOWNLOAD = "failed_download"  # a URL the prepare step could not fetch (warning: the release loses some)
+BAD_BOX = "bad_box"  # a box dropped (degenerate, negative, or a box list not aligned with its frames)
 
 FIRST_N = 5  # offending places kept per kind
 

@@ -30,6 +30,9 @@ class ClipSource:
     boxes: Mapping[int, Box] = field(default_factory=dict)
     asr: str = ""
     sample_fps: Optional[float] = None
+    box_space: str = "stored"  # "original": boxes in the original frame's pixels, rescaled with the
+    # frame's sidecar JSON when it has one (the LPR4M release; datasets/prepare_report.py)
+    frame_pick: str = "linspace"  # the at-most-T pick: "linspace" (n-1 inclusive) or "rice-mf" (see sampling.py)
 
     @property
     def is_video(self) -> bool:

@@ -22,6 +22,7 @@ from torch.utils.data import Dataset
 from benchmark.config import DataConfig
 from datasets import transforms as T
 from datasets.decoding import VideoFile, decode_frames, decode_image
+from datasets.prepare_report import boxes_in_stored_pixels
 from datasets.records import Box, ClipSource, GalleryItem, Query, TrainPair
 from datasets.sampling import sample_clip, temporal_mask, video_candidates
 
@@ -46,6 +47,8 @@ def load_clip(clip: ClipSource, cfg: DataConfig, *, train: bool = False) -> dict
         positions = sample_clip(len(clip.frame_paths), n_t, train_cut=jitter)
         frames, stored = decode_frames([clip.frame_paths[p] for p in positions], min_side=cfg.resize_size)
         boxes = [clip.boxes.get(p) for p in positions]
+        if clip.box_space == "original":  # LPR4M release: boxes in original pixels, frames resized
+            boxes = boxes_in_stored_pixels(boxes, [clip.frame_paths[p] for p in positions], stored)
     out_frames = torch.empty(n_t, 3, size, size)
     out_boxes = torch.zeros(n_t, 4)
     box_mask = torch.zeros(n_t, dtype=torch.bool)
@@ -53,13 +56,13 @@ def load_clip(clip: ClipSource, cfg: DataConfig, *, train: bool = False) -> dict
     if k:
         norm_boxes, valid = T.normalise_boxes(boxes, stored)
         if jitter:
-            crop = T.sample_train_crop(int(frames[0].shape[-1]), int(frames[0].shape[-2]))
+            crop = T.sample_train_crop(*_train_canvas(frames[0], cfg))
             pixels = T.train_geometry(frames, crop, size)
             norm_boxes, valid = T.train_boxes(norm_boxes, valid, crop)
         else:
-            pixels = T.eval_geometry(frames, cfg.resize_size, size)
+            pixels = T.eval_geometry(frames, cfg.resize_size, size, cfg.resize_mode)
             decoded = [(int(f.shape[-1]), int(f.shape[-2])) for f in frames]
-            norm_boxes, valid = T.eval_boxes(norm_boxes, valid, decoded, cfg.resize_size, size)
+            norm_boxes, valid = T.eval_boxes(norm_boxes, valid, decoded, cfg.resize_size, size, cfg.resize_mode)
         T.to_float(pixels, cfg.mean, cfg.std, out=out_frames[:k])
         out_boxes[:k] = norm_boxes
         box_mask[:k] = valid
@@ -71,11 +74,18 @@ def load_image(path, cfg: DataConfig, *, train: bool = False) -> torch.Tensor:
     """Decode and transform one shop image to float ``[3, S, S]``."""
     img, _ = decode_image(path, min_side=cfg.resize_size)
     if train and cfg.train_jitter:
-        crop = T.sample_train_crop(int(img.shape[-1]), int(img.shape[-2]))
+        crop = T.sample_train_crop(*_train_canvas(img, cfg))
         pixels = T.train_geometry([img], crop, cfg.image_size)
     else:
-        pixels = T.eval_geometry([img], cfg.resize_size, cfg.image_size)
+        pixels = T.eval_geometry([img], cfg.resize_size, cfg.image_size, cfg.resize_mode)
     return T.to_float(pixels[0], cfg.mean, cfg.std)
+
+
+def _train_canvas(frame: torch.Tensor, cfg: DataConfig) -> tuple[int, int]:
+    """(W, H) the random crop is drawn on: the squashed square in ``square`` mode, else the frame."""
+    if cfg.resize_mode == "square":
+        return cfg.resize_size, cfg.resize_size
+    return int(frame.shape[-1]), int(frame.shape[-2])
 
 
 def _nearest_box(boxes: Mapping[int, Box], index: int, tolerance: int) -> Optional[Box]:

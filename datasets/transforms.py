@@ -1,11 +1,16 @@
 """Geometric and photometric transforms for clips and images, with boxes kept consistent.
 
-Evaluation (the RICE protocol): resize the shorter side to ``data_cfg.resize_size`` (bilinear,
-antialiased), center-crop ``data_cfg.image_size``, scale to [0, 1], normalise with CLIP mean/std.
+Evaluation (the RICE protocol, ``resize_mode="square"``): resize the whole frame to
+``resize_size`` x ``resize_size`` (aspect not kept, as the official configs' ``Resize([256, 256])``),
+center-crop ``image_size``, scale to [0, 1], normalise with CLIP mean/std. ``resize_mode="shorter"``
+resizes the shorter side instead (aspect kept), which drops the top and bottom of a portrait frame
+(a 9:16 livestream frame loses 44% of its height); the tiny profile keeps it because its committed
+rows were measured with it (on lpr4m-synth's square frames both modes give the same pixels).
 Training (``data_cfg.train_jitter``): a random resized crop (area scale in ``TRAIN_SCALE``, aspect
 ratio in ``TRAIN_RATIO``) resized to ``image_size``, then a horizontal flip with probability 1/2.
 The official code uses Resize(256x256) + RandomCrop(224) + flip; the random resized crop asked for
-here is a stronger variant of the same family.
+here is a stronger variant of the same family. In ``square`` mode the crop is drawn on the
+``resize_size`` square canvas, i.e. on the squashed frame, as the official Resize-then-crop does.
 
 One clip gets ONE geometric transform: the random crop is drawn once, in coordinates normalised by
 the frame size, and applied to every frame. Boxes arrive in pixels of the *stored* frame and leave
@@ -39,8 +44,16 @@ class TrainCrop:
     flip: bool
 
 
-def resized_size(w: int, h: int, shorter: int) -> tuple[int, int]:
-    """(new_w, new_h) with the shorter side ``shorter`` (torchvision's rounding)."""
+RESIZE_MODES = ("square", "shorter")
+
+
+def resized_size(w: int, h: int, shorter: int, mode: str = "shorter") -> tuple[int, int]:
+    """(new_w, new_h): ``shorter`` x ``shorter`` in ``square`` mode, else the shorter side
+    ``shorter`` with the aspect kept (torchvision's rounding)."""
+    if mode == "square":
+        return shorter, shorter
+    if mode != "shorter":
+        raise ValueError(f"resize_mode {mode!r}: expected one of {RESIZE_MODES}")
     if w <= h:
         return shorter, int(shorter * h / w)
     return int(shorter * w / h), shorter
@@ -90,15 +103,15 @@ def _groups_by_size(frames: Sequence[torch.Tensor]) -> dict[tuple[int, int], lis
     return groups
 
 
-def eval_geometry(frames: Sequence[torch.Tensor], resize: int, crop: int) -> torch.Tensor:
-    """uint8 ``[k, 3, crop, crop]``: shorter side -> ``resize``, center crop ``crop``."""
+def eval_geometry(frames: Sequence[torch.Tensor], resize: int, crop: int, mode: str = "shorter") -> torch.Tensor:
+    """uint8 ``[k, 3, crop, crop]``: resize (``mode``, see :func:`resized_size`), center crop ``crop``."""
     if resize < crop:
         raise ValueError(f"resize_size {resize} is smaller than image_size {crop}")
     groups = _groups_by_size(frames)
     out = None if len(groups) == 1 else torch.empty(len(frames), 3, crop, crop, dtype=torch.uint8)
     for (w, h), idx in groups.items():
         batch = _stack(frames, idx)
-        nw, nh = resized_size(w, h, resize)
+        nw, nh = resized_size(w, h, resize, mode)
         batch = TF.resize(batch, [nh, nw], interpolation=InterpolationMode.BILINEAR, antialias=True)
         left, top = center_offsets(nw, nh, crop)
         batch = batch[..., top : top + crop, left : left + crop]
@@ -140,13 +153,14 @@ def _finish(boxes: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, tor
     return boxes * valid.unsqueeze(1), valid
 
 
-def eval_boxes(boxes: torch.Tensor, valid: torch.Tensor, decoded_sizes: Sequence[tuple[int, int]], resize: int, crop: int) -> tuple[torch.Tensor, torch.Tensor]:
+def eval_boxes(boxes: torch.Tensor, valid: torch.Tensor, decoded_sizes: Sequence[tuple[int, int]], resize: int, crop: int,
+               mode: str = "shorter") -> tuple[torch.Tensor, torch.Tensor]:
     """Normalised boxes of the stored frame -> normalised boxes of the resized, center-cropped frame."""
     if not bool(valid.any()):
         return torch.zeros_like(boxes), valid.clone()
     scale, shift = [], []
     for w, h in decoded_sizes:
-        nw, nh = resized_size(w, h, resize)
+        nw, nh = resized_size(w, h, resize, mode)
         left, top = center_offsets(nw, nh, crop)
         scale.append((nw, nh, nw, nh))
         shift.append((left, top, left, top))

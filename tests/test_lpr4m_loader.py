@@ -149,12 +149,12 @@ def test_bad_frame_literal_is_not_evaluated(tmp_path):
         return ["\t".join(cols)] + ls[1:]
 
     _rewrite_train(man.root, inject)
-    with pytest.raises(DataError, match=r":1: frame or box list: not a list literal"):
+    with pytest.raises(DataError, match=r":1: frame list: not a list literal"):
         load_lpr4m(man.root)
     assert not Path("PWNED").exists()
 
 
-def test_box_count_mismatch(tmp_path):
+def test_box_count_mismatch_keeps_the_row_without_boxes(tmp_path):
     man = make_lpr4m_release(tmp_path / "r")
 
     def inject(ls):
@@ -163,8 +163,14 @@ def test_box_count_mismatch(tmp_path):
         return ["\t".join(cols)] + ls[1:]
 
     _rewrite_train(man.root, inject)
-    with pytest.raises(DataError, match=r":1: 1 boxes for 12 frames"):
-        load_lpr4m(man.root)
+    # a box list not aligned with the frames is a row without boxes (warned), not a malformed row
+    s = load_lpr4m(man.root)
+    assert len(s.train) == 6 and s.train[0].clip.boxes == {} and len(s.train[0].clip.frame_paths) == 12
+    faults = F.Faults(strict=False)
+    from datasets.lpr4m import read_lpr4m
+
+    read_lpr4m(man.root, faults)
+    assert faults.counts[F.BAD_BOX] == 1 and "1 boxes for 12 frames" in faults.examples[F.BAD_BOX][0].message
 
 
 def test_non_utf8_asr(tmp_path):

@@ -41,6 +41,7 @@ TRUTH = "synth_truth.json"
 MOVINGFASHION = "movingfashion"
 LAYOUT_NAMES = {"lpr4m": RELEASE, RELEASE: RELEASE, LPR750K: LPR750K, MOVINGFASHION: MOVINGFASHION}
 MF_CHUNK = 20  # MovingFashion products per rendering task
+SCALE_URL_BASE = "https://lpr-bench.invalid/frames/"  # URL prefix of lpr4m-scale's (never fetched) frame list
 
 
 def canonical_layout(layout: str) -> str:
@@ -172,7 +173,8 @@ def _build(layout: str, root: Path, seed: int, size: SizeSpec, knobs: Knobs, wor
             boxes.update(part)
     else:
         boxes = {c.clip_id: plausible_boxes(c, size.frame_size, knobs) for lv in lives for c in lv.clips}
-    write_lpr4m_annotations(layout, lives, boxes, root)
+    # annotation-only sizes have no frames on disk: their frame list is the test frame URL list
+    write_lpr4m_annotations(layout, lives, boxes, root, frame_url_base=None if size.pixels else SCALE_URL_BASE)
     return _lpr4m_counts(lives), _lpr4m_truth(lives)
 
 

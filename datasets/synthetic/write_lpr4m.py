@@ -107,8 +107,10 @@ def _lines(rows: list[str]) -> str:
     return "".join(r + "\n" for r in rows)
 
 
-def write_lpr4m_annotations(layout: str, lives: list[Live], boxes: dict[str, ClipBoxes], root: Path) -> list[Path]:
-    """Write the annotation files of ``layout``; returns their paths."""
+def write_lpr4m_annotations(layout: str, lives: list[Live], boxes: dict[str, ClipBoxes], root: Path,
+                            frame_url_base: Optional[str] = None) -> list[Path]:
+    """Write the annotation files of ``layout``; returns their paths. With ``frame_url_base`` the
+    release layout also gets the test frame URL list (its frame list; annotation-only sizes)."""
     ann = root / "annotations"
     train_rows: list[str] = []
     gt: dict[str, list[str]] = {}
@@ -172,6 +174,9 @@ def write_lpr4m_annotations(layout: str, lives: list[Live], boxes: dict[str, Cli
     }
     if layout == RELEASE:
         files[f"test_liveid_to_gallery_{len(gallery)}.json"] = _dump(gallery)
+        if frame_url_base is not None:
+            urls = [f"{frame_url_base}{fid}.jpg" for fid in f2box]
+            files[f"test_frame_url_{len(urls)}.txt"] = _lines(urls)
     else:
         files["query_tenframes.json"] = _dump(query_frames)
         files["gallery_main.txt"] = _lines(gallery_lines)
