@@ -2,12 +2,24 @@
 
 ``train.json`` / ``test.json`` are objects keyed by product id with ``img_path``, ``video_paths``,
 ``source`` (0 = hard, 1 = regular) and optional per-video ``tracklets``. Clips are whole videos,
-decoded with decord at 1 fps and then subsampled to T frames by linspace (RICE's protocol). The
-gallery is every test shop image, one global gallery with a single ground truth per query.
+decoded with decord; the candidates are the frames ``ffmpeg -vf fps=1`` writes, as RICE's
+``prepare_movingfashion.py`` extracts them (``datasets.sampling.video_candidates``). The gallery
+is every test shop image (that script's ``gallery_full.txt``), one global gallery with a single
+ground truth per query.
+
+Two choices follow RICE's script on the real dataset and keep the committed rows' protocol on
+``movingfashion-synth`` (env overrides for both, the real one first in each pair):
+
+* the at-most-T pick: ``rice-mf`` = ``linspace(0, n, T, endpoint=False)`` over the candidates
+  (RICE) vs ``linspace`` = ``linspace(0, n - 1, T)``; env ``LPR_BENCH_MF_FRAME_PICK``;
+* a test query whose video is missing: ``drop`` (RICE's ``video_to_gt.json`` leaves it out, so
+  ``movingfashion_eval.py`` divides by 1,341 of 1,342) vs ``miss`` (kept with ``missing=True``,
+  scored as a miss over 1,342: R@k(miss) = R@k(drop) x 1341 / 1342); env ``LPR_BENCH_MF_MISSING_TEST``.
 
 The public archive lacks some videos (22 train, 1 test). The ``videos/`` folder is listed once;
-missing videos are named in ``splits.missing``; their training pairs are dropped and a test query
-without its video is kept with ``missing=True`` so the evaluator counts it as a miss.
+missing videos are named in ``splits.missing`` and their training pairs are dropped (RICE's script
+skips them too). A degenerate or negative tracklet box, or a negative frame index, is dropped with
+a ``bad_box`` warning; the load goes on.
 """
 
 from __future__ import annotations
@@ -23,11 +35,22 @@ from datasets.annotation_io import annotation_checksum, expect_object, parse_box
 from datasets.errors import DataError
 from datasets.faults import Faults
 from datasets.records import Box, ClipSource, DatasetSplits, GalleryItem, Query, TrainPair
+from datasets.sampling import FRAME_PICKS
 
 log = logging.getLogger(__name__)
 
 SAMPLE_FPS = 1.0
 SOURCES = {0: "hard", 1: "regular"}
+MISSING_TEST_POLICIES = ("drop", "miss")
+RICE_PICK, RICE_MISSING_TEST = "rice-mf", "drop"  # RICE's prepare_movingfashion.py / movingfashion_eval.py
+
+
+def policy(env: str, default: str, allowed: tuple[str, ...]) -> str:
+    """``$env`` if set (validated), else ``default``."""
+    value = os.environ.get(env, "").strip() or default
+    if value not in allowed:
+        raise ValueError(f"{env}={value!r}: expected one of {', '.join(allowed)}")
+    return value
 
 
 @DATASETS.register("movingfashion", description="MovingFashion (videos + shop images), one global gallery, hard/regular split")
@@ -38,13 +61,18 @@ def load_movingfashion(
     if data_root is None:
         raise DataError("dataset movingfashion needs --data-root pointing at the MovingFashion archive")
     faults = Faults(strict=True)
-    splits = read_movingfashion(Path(data_root), faults)
+    splits = read_movingfashion(
+        Path(data_root), faults,
+        frame_pick=policy("LPR_BENCH_MF_FRAME_PICK", RICE_PICK, FRAME_PICKS),
+        missing_test=policy("LPR_BENCH_MF_MISSING_TEST", RICE_MISSING_TEST, MISSING_TEST_POLICIES),
+    )
     faults.log_summary("movingfashion")
     return splits
 
 
-def read_movingfashion(root: Path, faults: Faults) -> DatasetSplits:
-    """Parse ``train.json`` and ``test.json`` of ``root`` into records, reporting to ``faults``."""
+def read_movingfashion(root: Path, faults: Faults, *, frame_pick: str = RICE_PICK, missing_test: str = RICE_MISSING_TEST) -> DatasetSplits:
+    """Parse ``train.json`` and ``test.json`` of ``root`` into records, reporting to ``faults``.
+    ``frame_pick`` / ``missing_test``: see the module docstring."""
     root = Path(os.path.abspath(root))
     if not root.is_dir():
         raise DataError(f"{root}: data root does not exist or is not a folder", path=root, kind=F.MISSING_FILE)
@@ -62,7 +90,7 @@ def read_movingfashion(root: Path, faults: Faults) -> DatasetSplits:
                 faults.warn(F.MISSING_VIDEO, video, f"train product {pid}: video is missing; pair dropped")
                 dropped += 1
                 continue
-            clip = ClipSource(clip_id=video.stem, video_path=video, boxes=boxes, sample_fps=SAMPLE_FPS)
+            clip = ClipSource(clip_id=video.stem, video_path=video, boxes=boxes, sample_fps=SAMPLE_FPS, frame_pick=frame_pick)
             train.append(TrainPair(clip=clip, image_id=pid, image_path=e["image"], product_id=pid,
                                    attributes={"source": e["source"]}))
     if dropped:
@@ -82,11 +110,14 @@ def read_movingfashion(root: Path, faults: Faults) -> DatasetSplits:
             attrs = {"source": e["source"]}
             if _rel(root, video) not in present:
                 missing.append(_rel(root, video))
+                if missing_test == "drop":
+                    faults.warn(F.MISSING_VIDEO, video, f"test product {pid}: video is missing; query left out, as RICE's evaluation does")
+                    continue
                 faults.warn(F.MISSING_VIDEO, video, f"test product {pid}: video is missing; query kept, scored as a miss")
                 queries.append(Query(query_id=qid, clip=ClipSource(clip_id=qid), gt_ids=(pid,), group=None,
                                      attributes=attrs, missing=True))
                 continue
-            clip = ClipSource(clip_id=qid, video_path=video, boxes=boxes, sample_fps=SAMPLE_FPS)
+            clip = ClipSource(clip_id=qid, video_path=video, boxes=boxes, sample_fps=SAMPLE_FPS, frame_pick=frame_pick)
             queries.append(Query(query_id=qid, clip=clip, gt_ids=(pid,), group=None, attributes=attrs))
     if missing:
         log.warning("movingfashion: %d video(s) missing from %s/videos: %s", len(missing), root, ", ".join(missing[:10]))
@@ -169,13 +200,17 @@ def _tracklets(value: Any, n: int, path: Path, pid: str, faults: Faults) -> Opti
         for key, box_value in track.items():
             try:
                 idx = int(key)
+            except ValueError:
+                faults.error(F.BAD_JSON, path, f"product {pid!r}: tracklet key {key!r} is not a frame index")
+                return None
+            try:
                 box = parse_box(box_value)
             except ValueError as e:
-                faults.error(F.BAD_JSON, path, f"product {pid!r}: tracklet entry {key!r}: {e}")
-                return None
+                faults.warn(F.BAD_BOX, path, f"product {pid!r}: tracklet entry {key!r}: {e}; box dropped")
+                continue
             if idx < 0:
-                faults.error(F.BAD_JSON, path, f"product {pid!r}: negative frame index {key!r}")
-                return None
+                faults.warn(F.BAD_BOX, path, f"product {pid!r}: negative frame index {key!r}; box dropped")
+                continue
             if box is not None:
                 boxes[idx] = box
         out.append(boxes)

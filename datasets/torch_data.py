@@ -37,14 +37,14 @@ def load_clip(clip: ClipSource, cfg: DataConfig, *, train: bool = False) -> dict
     if clip.video_path is not None:
         video = VideoFile(clip.video_path)
         cands = video_candidates(video.num_frames, video.fps, clip.sample_fps)
-        picked = [cands[p] for p in sample_clip(len(cands), n_t, train_cut=jitter)]
+        picked = [cands[p] for p in sample_clip(len(cands), n_t, train_cut=jitter, pick=clip.frame_pick)]
         batch = video.get(picked)
         frames = list(batch.unbind(0))
         stored = [(int(batch.shape[3]), int(batch.shape[2]))] * len(frames)
         tol = int(round(video.fps / (2 * clip.sample_fps))) if clip.sample_fps and video.fps else 0
         boxes = [_nearest_box(clip.boxes, i, tol) for i in picked]
     elif clip.frame_paths:
-        positions = sample_clip(len(clip.frame_paths), n_t, train_cut=jitter)
+        positions = sample_clip(len(clip.frame_paths), n_t, train_cut=jitter, pick=clip.frame_pick)
         frames, stored = decode_frames([clip.frame_paths[p] for p in positions], min_side=cfg.resize_size)
         boxes = [clip.boxes.get(p) for p in positions]
         if clip.box_space == "original":  # LPR4M release: boxes in original pixels, frames resized

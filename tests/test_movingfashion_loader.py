@@ -34,13 +34,40 @@ def test_records(mf):
     assert s.train[0].clip.boxes[4] == (4.0, 4.0, 34.0, 40.0)
     assert [g.image_id for g in s.gallery] == ["test000", "test001", "test002"]
     assert all(g.group is None for g in s.gallery)
+    # RICE's protocol: the query whose video is missing is left out (video_to_gt.json lacks it),
+    # its product image stays in the gallery; frames are picked by linspace(0, n, T, endpoint=False)
     assert [(q.query_id, q.gt_ids, q.attributes["source"], q.missing) for q in s.queries] == [
         ("test000_0", ("test000",), "hard", False),
         ("test001_0", ("test001",), "regular", False),
-        ("test002_0", ("test002",), "hard", True),
     ]
-    assert s.queries[2].clip.video_path is None and s.queries[2].clip.frame_paths == ()
+    assert all(q.clip.frame_pick == "rice-mf" for q in s.queries) and s.train[0].clip.frame_pick == "rice-mf"
     assert s.missing == ["videos/test002_0.mp4", "videos/train001_0.mp4"]
+
+
+def test_missing_test_video_as_a_miss_and_linspace_pick_on_request(mf, monkeypatch):
+    monkeypatch.setenv("LPR_BENCH_MF_MISSING_TEST", "miss")
+    monkeypatch.setenv("LPR_BENCH_MF_FRAME_PICK", "linspace")
+    s = load_movingfashion(mf.root)
+    assert [(q.query_id, q.missing) for q in s.queries] == [("test000_0", False), ("test001_0", False), ("test002_0", True)]
+    assert s.queries[2].clip.video_path is None and s.queries[2].clip.frame_paths == ()
+    assert all(q.clip.frame_pick == "linspace" for q in s.queries)
+    monkeypatch.setenv("LPR_BENCH_MF_MISSING_TEST", "ignore")
+    with pytest.raises(ValueError, match="LPR_BENCH_MF_MISSING_TEST='ignore'"):
+        load_movingfashion(mf.root)
+
+
+def test_degenerate_or_negative_tracklet_box_is_dropped_with_a_warning(tmp_path, caplog):
+    man = make_movingfashion(tmp_path / "r")
+    path = man.root / "train.json"
+    data = json.loads(path.read_text())
+    track = data["train000"]["tracklets"][0]
+    track["1"], track["2"], track["-3"] = [10, 10, 10, 20], [-5, 2, 8, 9], [1, 1, 5, 5]
+    path.write_text(json.dumps(data))
+    with caplog.at_level("WARNING"):
+        s = load_movingfashion(man.root)
+    boxes = s.train[0].clip.boxes
+    assert 1 not in boxes and 2 not in boxes and -3 not in boxes and boxes[4] == (4.0, 4.0, 34.0, 40.0)
+    assert "3 x bad_box" in caplog.text
 
 
 def test_missing_videos_are_logged(mf, caplog):

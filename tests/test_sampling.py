@@ -47,9 +47,22 @@ def test_sample_clip_eval_is_deterministic():
     assert sample_clip(30, 10) == sample_clip(30, 10) == uniform_indices(30, 10)
 
 
-def test_video_candidates_at_one_fps():
-    assert video_candidates(12, 4.0, 1.0) == [0, 4, 8]
-    assert video_candidates(90, 29.97, 1.0) == [0, 30, 60]
+def test_video_candidates_are_the_frames_ffmpeg_fps_1_writes():
+    # RICE extracts MovingFashion frames with `ffmpeg -vf fps=1`; these are libavfilter's picks
+    # (measured through PyAV's fps filter): the last frame before k + 0.5 s, round(n / fps) slots
+    assert video_candidates(12, 4.0, 1.0) == [1, 5, 9]
+    assert video_candidates(39, 25.0, 1.0) == [12, 37]
+    assert video_candidates(20, 3.0, 1.0) == [1, 4, 7, 10, 13, 16, 19]
+    assert video_candidates(15, 2.0, 1.0) == [0, 2, 4, 6, 8, 10, 12, 14]  # 7.5 s -> 8 slots
+    assert video_candidates(90, 29.97, 1.0) == [14, 44, 74]
     assert video_candidates(10, 25.0, None) == list(range(10))
     assert video_candidates(5, 0.5, 1.0) == list(range(5))  # slower than 1 fps: every frame
     assert video_candidates(0, 25.0, 1.0) == []
+
+
+def test_rice_movingfashion_pick_never_takes_the_last_candidate():
+    # prepare_movingfashion.py: np.linspace(0, len(frames), num=10, endpoint=False, dtype=int)
+    assert uniform_indices(25, 10, "rice-mf") == [0, 2, 5, 7, 10, 12, 15, 17, 20, 22]
+    assert uniform_indices(8, 4, "rice-mf") == [0, 2, 4, 6] and uniform_indices(8, 4) == [0, 2, 4, 7]
+    assert uniform_indices(4, 10, "rice-mf") == [0, 1, 2, 3]
+    assert sample_clip(8, 4, pick="rice-mf") == [0, 2, 4, 6]

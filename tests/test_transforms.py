@@ -95,3 +95,29 @@ def test_to_float_uses_clip_statistics():
 def test_resize_smaller_than_crop_is_rejected():
     with pytest.raises(ValueError, match="smaller than image_size"):
         T.eval_geometry([torch.zeros(3, 10, 10, dtype=torch.uint8)], 100, 112)
+
+
+def test_square_resize_keeps_a_portrait_frame_whole_and_boxes_follow():
+    # the official eval transform: Resize([256, 256]) (aspect not kept), CenterCrop(224)
+    frame = torch.zeros(3, 160, 90, dtype=torch.uint8)
+    frame[:, 140:, :] = 255  # a product at the bottom of a 9:16 frame
+    box = torch.tensor([[0.0, 140 / 160, 1.0, 1.0]])
+    valid = torch.tensor([True])
+    square = T.eval_geometry([frame], 64, 64, "square")[0]
+    assert square.shape == (3, 64, 64) and square[:, -3:, :].float().mean() > 200  # the bottom survives
+    nb, ok = T.eval_boxes(box, valid, [(90, 160)], 64, 64, "square")
+    assert ok.tolist() == [True] and torch.allclose(nb[0], torch.tensor([0.0, 0.875, 1.0, 1.0]))
+    # 256 -> 224: the box follows the same resize and crop
+    nb, ok = T.eval_boxes(box, valid, [(90, 160)], 256, 224, "square")
+    assert torch.allclose(nb[0], torch.tensor([0.0, (0.875 * 256 - 16) / 224, 1.0, 1.0]))
+    # aspect kept, shorter side: 64 x 113, the center crop cuts the bottom 24 rows and the box with them
+    shorter = T.eval_geometry([frame], 64, 64, "shorter")[0]
+    assert shorter[:, -3:, :].float().mean() < 5
+    nb, ok = T.eval_boxes(box, valid, [(90, 160)], 64, 64, "shorter")
+    assert ok.tolist() == [False]
+
+
+def test_paper_profile_resizes_the_whole_frame():
+    from benchmark.config import get_profile
+
+    assert get_profile("paper").data.resize_mode == "square" and get_profile("tiny").data.resize_mode == "shorter"
