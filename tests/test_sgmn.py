@@ -244,3 +244,16 @@ def test_paper_profile_refuses_random_weights() -> None:
     with pytest.raises(ValueError, match="pretrained CLIP weights"):
         build_method(Sgmn, "paper", info, {"encoder.pretrained": "none"})
     assert dataclasses.replace(Sgmn.default_config("tiny")).train_text_tower
+
+
+def test_training_step_under_autocast() -> None:
+    """The paper profile trains in fp16 on the GPU; the same code path under CPU bf16 autocast."""
+    model = small_sgmn()
+    batch = toy_batch(b=6, t=3)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        losses = model.training_losses(batch)
+    assert set(losses) == set(LOSSES) and all(torch.isfinite(v) for v in losses.values())
+    sum(losses.values()).backward()
+    model.eval()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert model.encode_query(batch).embedding.shape == (6, 64)
