@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
-SUBCOMMANDS = ("run", "list", "check-data", "synth", "score", "leaderboard", "visualize")
+SUBCOMMANDS = ("run", "list", "check-data", "synth", "score", "leaderboard", "visualize", "browse")
 DEMO_METHOD = "rice"
 DEMO_FALLBACK = "clip-meanpool"
 
@@ -84,7 +84,7 @@ def build_parser(with_visualize: bool = False) -> argparse.ArgumentParser:
         prog="run_benchmark.py",
         description="LPR-Bench: train and evaluate a livestream product recognition method under one protocol.",
         epilog=(
-            "subcommands: run (default) | list | check-data | synth | score | leaderboard | visualize; "
+            "subcommands: run (default) | list | check-data | synth | score | leaderboard | visualize | browse; "
             "`run_benchmark.py SUBCOMMAND -h` for each"
         ),
     )
@@ -117,6 +117,16 @@ def build_parser(with_visualize: bool = False) -> argparse.ArgumentParser:
     p.add_argument("--data-root", dest="data_roots", action="append", default=[], metavar="DATASET=DIR",
                    help="where a real dataset lives, so that its rows are re-scored (repeatable); "
                         "synthetic ones are regenerated")
+    p.add_argument("--compare", nargs=2, metavar=("A", "B"), default=None,
+                   help="also print the paired test of two rows (submission file name or row label)")
+
+    p = sub.add_parser("browse", help="per-query pages of a submission: frames, ground truth, top-5 with hits marked")
+    p.add_argument("submission", type=Path)
+    p.add_argument("--data-root", type=Path, default=None, help="the dataset's folder (synthetic sets: regenerated)")
+    p.add_argument("--out", type=Path, default=None, help="output folder (default runs/browse/<submission>; never commit it)")
+    p.add_argument("--against", type=Path, default=None, metavar="SUBMISSION",
+                   help="a second submission on the same split: filter by 'A right, B wrong' at rank 1")
+    p.add_argument("--limit", type=int, default=None, help="only the first N queries (thumbnails take time)")
 
     p = sub.add_parser("visualize", help="qualitative figures (delegated to benchmark/visualize.py)")
     if with_visualize:
@@ -356,7 +366,13 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     from benchmark import publish
 
     roots = {k: Path(v) for k, v in parse_overrides(args.data_roots, "--data-root").items()}
-    return publish.leaderboard_command(args.results_dir, roots or None)
+    return publish.leaderboard_command(args.results_dir, roots or None, compare=args.compare)
+
+
+def cmd_browse(args: argparse.Namespace) -> int:
+    from benchmark.browse import browse_command
+
+    return browse_command(args.submission, args.data_root, args.out, args.against, args.limit)
 
 
 def cmd_visualize(args: argparse.Namespace) -> int:
@@ -375,6 +391,7 @@ HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "score": cmd_score,
     "leaderboard": cmd_leaderboard,
     "visualize": cmd_visualize,
+    "browse": cmd_browse,
 }
 
 

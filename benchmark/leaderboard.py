@@ -1,8 +1,10 @@
 """The leaderboard: tables regenerated from submissions, never from claimed numbers.
 
 :func:`regenerate` reads ``results/submissions/*.json[.gz]`` and ``results/reported.json``
-and writes ``results/leaderboard.md``, ``results/leaderboard.tex`` and one rank-k curve
-per table under ``results/plots/``. There is one table per (dataset, profile), ranked by R1.
+and writes ``results/leaderboard.md``, ``results/leaderboard.tex``, rank-k curves under
+``results/plots/`` and the static site ``results/site/``. Per (dataset, profile) the ranked
+rows (by R1) are compared with their neighbours by a paired test (:mod:`benchmark.significance`);
+rendering lives in ``leaderboard_tables`` / ``leaderboard_render`` / ``leaderboard_plots`` / ``site``.
 
 * A reproduced submission is re-scored (:func:`benchmark.submission.rescore`) against its
   dataset's ground truth when ``load_splits`` can provide the dataset; the row then shows
@@ -19,26 +21,27 @@ committed ``leaderboard.md`` can be checked for drift. Every file is written ato
 
 from __future__ import annotations
 
-import io
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence
 
-from tabulate import tabulate
-
 from benchmark import safe_json
 from benchmark.atomic import atomic_write_bytes
 from benchmark.config_diff import recipe_changes, strip_recipe
+from benchmark.leaderboard_plots import render_plots
+from benchmark.leaderboard_render import plot_filename, render_latex, render_markdown  # noqa: F401
+from benchmark.leaderboard_tables import (  # noqa: F401  (re-exported: the tables' cells and formats)
+    CONTROL_METRICS, DASH, SHOWN_KS, fmt_control, fmt_controls, fmt_duration, fmt_params, fmt_value, table_cells,
+)
 from benchmark.metrics import per_query_values
+from benchmark.site import SITE_SUBDIR, render_site
+from benchmark.terminal_tables import print_run_table  # noqa: F401  (re-exported)
 from benchmark.submission import (
     SUBMISSIONS_SUBDIR, SubmissionError, load_submission, rerank_stage, rescore, schema_errors, submission_start,
 )
 from datasets.records import DatasetSplits
 
 LoadSplits = Callable[[Mapping[str, Any]], Optional[DatasetSplits]]
-SHOWN_KS = (1, 5, 10)
-DASH = "–"
 
 
 class LeaderboardError(SubmissionError):
@@ -84,6 +87,7 @@ class Row:
 class Leaderboard:
     tables: dict[tuple[str, str], list[Row]]
     paths: list[Path] = field(default_factory=list)
+    pairs: dict[tuple[str, str], list[dict[str, Any]]] = field(default_factory=dict)  # see attach_pairs
 
 
 # --- collecting rows ---------------------------------------------------------------------
@@ -291,245 +295,11 @@ def _attach_controls(rows: Sequence[Row]) -> None:
             r.control = controls.get(key(r), {})
 
 
-CONTROL_METRICS = ("R1", "R10")  # compared with the untrained control (R10: where R1 is at the floor)
-
-
-def fmt_control(row: Row, metric: str = "R1", dash: str = DASH) -> str:
-    """``metric`` gained over the untrained control; "(n.s.)" when the control's value lies
-    inside the trained row's 95% CI, i.e. the training is not shown to have helped."""
-    if metric not in row.control or metric not in row.values:
-        return dash
-    base, ci = row.control[metric], row.cis.get(metric)
-    text = f"{row.values[metric] - base:+.2f}"
-    return text + " (n.s.)" if ci is not None and ci[0] <= base else text
-
-
-def fmt_controls(row: Row, dash: str = DASH) -> str:
-    """The "R1 / R10 vs untrained" cell."""
-    if not row.control:
-        return dash
-    return " / ".join(fmt_control(row, m, dash) for m in CONTROL_METRICS)
-
-
-# --- formatting ----------------------------------------------------------------------------
-
-
-def fmt_value(row: Row, name: str, *, with_ci: bool = True, dash: str = DASH) -> str:
-    if name not in row.values:
-        return dash
-    text = f"{row.values[name]:.2f}"
-    ci = row.cis.get(name)
-    if with_ci and ci is not None:
-        text += f" [{ci[0]:.2f}, {ci[1]:.2f}]"
-    return text
-
-
-def fmt_params(n: Optional[int], dash: str = DASH) -> str:
-    if n is None:
-        return dash
-    if n >= 1e9:
-        return f"{n / 1e9:.2f}B"
-    if n >= 1e6:
-        return f"{n / 1e6:.1f}M"
-    if n >= 1e3:
-        return f"{n / 1e3:.1f}K"
-    return str(n)
-
-
-def fmt_duration(seconds: Optional[float], dash: str = DASH) -> str:
-    if seconds is None:
-        return dash
-    if seconds < 60:
-        return f"{seconds:.0f}s"
-    if seconds < 3600:
-        return f"{seconds / 60:.1f}min"
-    return f"{seconds / 3600:.1f}h"
-
-
-def _labels(rows: Sequence[Row]) -> list[str]:
-    """Method labels, with the seed appended where one method appears with several seeds."""
-    counts: dict[str, int] = {}
-    for r in rows:
-        counts[r.label] = counts.get(r.label, 0) + 1
-    return [f"{r.label}, seed {r.seed}" if counts[r.label] > 1 and r.seed is not None else r.label for r in rows]
-
-
-def _map_header(rows: Sequence[Row]) -> str:
-    labels = {r.map_label for r in rows if "mAP" in r.values}
-    if not labels:
-        return "mAP"
-    return labels.pop() if len(labels) == 1 else "mAP@K"
-
-
-def table_cells(rows: Sequence[Row], *, dash: str = DASH, note_refs: Optional[Sequence[str]] = None) -> tuple[list[str], list[list[str]]]:
-    controls = any(r.start == "untrained" for r in rows)  # the column only where a control is listed
-    head = ["#", "Method", *(f"R{k}" for k in SHOWN_KS), _map_header(rows), *(["R1 / R10 vs untrained"] if controls else []),
-            "Params", "Train time", "Date", "Source"]
-    body = []
-    multi_map = head[5] == "mAP@K"
-    for i, (r, label) in enumerate(zip(rows, _labels(rows))):
-        mp = fmt_value(r, "mAP", with_ci=False, dash=dash)
-        if multi_map and "mAP" in r.values:
-            mp += f" ({r.map_label})"
-        source = "reproduced, verified" if r.status == "verified" else (
-            "reproduced, unverified" if r.status == "unverified" else "reported")
-        if note_refs is not None and note_refs[i]:
-            source += f" {note_refs[i]}"
-        body.append([dash if r.analysis else str(i + 1), label, *(fmt_value(r, f"R{k}", dash=dash) for k in SHOWN_KS), mp,
-                     *([fmt_controls(r, dash)] if controls else []),
-                     fmt_params(r.num_parameters, dash), fmt_duration(r.train_s, dash), r.date or dash, source])
-    return head, body
-
-
-HEADER = """# LPR-Bench leaderboard
-
-Regenerated by `run_benchmark.py leaderboard` from `results/submissions/` and
-`results/reported.json`; do not edit by hand.
-
-- R1/R5/R10: hit@k in percent (a query is a hit when any of its ground-truth images is within
-  the top k of its own gallery group; every query of the test split counts, a query without
-  a prediction is a miss), with 95% percentile-bootstrap confidence intervals over queries.
-- mAP@K: mean average precision over the top K ranked items (K = the depth of the saved
-  rankings), divided by the number of ground truths; exactly re-scorable from a submission.
-- *reproduced, verified*: numbers re-scored from the submission's rankings against the
-  ground truth (claimed numbers are never shown). *unverified*: the dataset was not
-  available when the table was generated; claimed numbers are shown.
-- *reported*: numbers published by a paper or an official repository, under their own
-  training data and protocol (see the notes); not re-scored.
-- Rows numbered "–" are analysis, not ranked: another run's weights evaluated under changed
-  settings ("weights of X", `--weights`), a variant that sees ground truth at test time
-  ("oracle"), or a method's untrained network ("untrained", `--epochs 0` from random
-  weights: the control its trained row must beat). "zero-shot": pretrained weights, not trained.
-- Method (variant): the variant label is the method's own (`Method.variant()`, explained in its
-  module docstring), e.g. RICE's ablation ladder `icl+pmd+pfr+ipd+text`, where `pfr-ln` is PFR
-  on layer-normalised tokens (the tiny profile's, see `methods/rice.py`) and `pfr` the official
-  raw-token loss. A run that changed config fields its variant does not name (`--set k=v`)
-  carries them after it, e.g. `video-swin (depths-2_2_2_2)`, or `set-<sha8>` when long; one
-  trained under another recipe than the table's (`--epochs`, `--batch-size`, learning rates,
-  weight decay) carries `train.<field>-<value>`, e.g. `asymnet (train.epochs-8)`.
-- R1 / R10 vs untrained (tables that list untrained controls): a trained row's R1 and R10
-  minus those of its untrained control (same method, variant, second stage and seed); "(n.s.)"
-  when the control's value lies inside the trained row's 95% CI. R10 shows learning where R1
-  is still at the floor (movingfashion-synth's one gallery of 240: chance R1 0.42, R10 4.17).
-"""
-
-
-def render_markdown(board: Leaderboard) -> str:
-    out = [HEADER]
-    for (dataset, profile), rows in board.tables.items():
-        refs, notes = _note_refs(rows)
-        head, body = table_cells(rows, note_refs=refs)
-        out.append(f"## {dataset} — profile `{profile}`\n")
-        out.append(tabulate(body, headers=head, tablefmt="github", disable_numparse=True))
-        out.append("")
-        plot = plot_filename(dataset, profile)
-        out.append(f"Rank-k curves: [plots/{plot}](plots/{plot})\n")
-        for ref, text in notes:
-            out.append(f"{ref} {text}  ")
-        if notes:
-            out.append("")
-    if not board.tables:
-        out.append("No submissions yet.\n")
-    return "\n".join(out).rstrip() + "\n"
-
-
-def _note_refs(rows: Sequence[Row]) -> tuple[list[str], list[tuple[str, str]]]:
-    notes: list[tuple[str, str]] = []
-    index: dict[str, str] = {}
-    refs = []
-    for r in rows:
-        if not r.note:
-            refs.append("")
-            continue
-        if r.note not in index:
-            index[r.note] = f"[{len(index) + 1}]"
-            notes.append((index[r.note], r.note))
-        refs.append(index[r.note])
-    return refs, notes
-
-
-def _latex_escape(text: str) -> str:
-    repl = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-            "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "–": "--", "—": "---"}
-    return "".join(repl.get(c, c) for c in text)
-
-
-def render_latex(board: Leaderboard) -> str:
-    """One booktabs ``table`` per (dataset, profile); needs ``\\usepackage{booktabs}``."""
-    out = ["% LPR-Bench leaderboard, regenerated by `run_benchmark.py leaderboard`; needs \\usepackage{booktabs}", ""]
-    for (dataset, profile), rows in board.tables.items():
-        refs, notes = _note_refs(rows)
-        head, body = table_cells(rows, dash="--", note_refs=refs)
-        cols = "r l " + " ".join("r" for _ in head[2:-1]) + " l"
-        out.append("\\begin{table}[t]")
-        out.append("\\centering\\small")
-        caption = _latex_escape(f"LPR-Bench: {dataset}, profile {profile}. R@k in percent with 95% bootstrap CIs.")
-        for ref, text in notes:
-            caption += " " + _latex_escape(f"{ref} {text}.")
-        out.append(f"\\caption{{{caption}}}")
-        out.append(f"\\label{{tab:lpr-bench-{_slug(dataset)}-{_slug(profile)}}}")
-        out.append(f"\\begin{{tabular}}{{{cols}}}")
-        out.append("\\toprule")
-        out.append(" & ".join(_latex_escape(h) for h in head) + " \\\\")
-        out.append("\\midrule")
-        for cells in body:
-            out.append(" & ".join(_latex_escape(c) for c in cells) + " \\\\")
-        out.append("\\bottomrule")
-        out.append("\\end{tabular}")
-        out.append("\\end{table}")
-        out.append("")
-    return "\n".join(out).rstrip() + "\n"
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower()
-
-
-def plot_filename(dataset: str, profile: str) -> str:
-    return f"{_slug(dataset)}__{_slug(profile)}.png"
-
-
-def render_plot(dataset: str, profile: str, rows: Sequence[Row]) -> bytes:
-    """PNG of R@k against k: re-scored curves for verified rows, points for the others."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(6.4, 4.2), dpi=100)
-    ax = fig.add_subplot(1, 1, 1)
-    max_k = 10
-    for r, label in zip(rows, _labels(rows)):
-        if r.curve:
-            ks = list(range(1, len(r.curve) + 1))
-            ax.plot(ks, r.curve, label=f"{label} (verified)", linewidth=1.6)
-            max_k = max(max_k, len(r.curve))
-        else:
-            pts = sorted((int(n[1:]), v) for n, v in r.values.items() if re.fullmatch(r"R\d+", n))
-            if pts:
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], linestyle="--", marker="o",
-                        label=f"{label} ({r.status})")
-                max_k = max(max_k, pts[-1][0])
-    ax.set_xscale("log")
-    ax.set_xlim(0.9, max_k * 1.1)
-    ax.set_ylim(0, 100)
-    ax.set_xlabel("k")
-    ax.set_ylabel("R@k (%)")
-    ax.set_title(f"{dataset}, profile {profile}")
-    ax.grid(True, which="both", alpha=0.3)
-    if rows:
-        ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", metadata={"Software": None})
-    return buf.getvalue()
-
-
 # --- regeneration ------------------------------------------------------------------------------
 
 
 def regenerate(results_dir: Path | str = "results", *, load_splits: Optional[LoadSplits] = None,
-               reported_path: Optional[Path] = None, plots: bool = True) -> Leaderboard:
+               reported_path: Optional[Path] = None, plots: bool = True, site: bool = True) -> Leaderboard:
     """Re-score and re-render everything; on any invalid input nothing is written.
 
     ``load_splits(dataset_block)`` gets a submission's ``dataset`` dict (name, size, seed,
@@ -537,23 +307,34 @@ def regenerate(results_dir: Path | str = "results", *, load_splits: Optional[Loa
     available (the row is then marked unverified). See :func:`registry_loader`.
     """
     results_dir = Path(results_dir)
-    board = build(collect_rows(results_dir, load_splits, reported_path))
+    board = attach_pairs(build(collect_rows(results_dir, load_splits, reported_path)))
     outputs: list[tuple[Path, bytes]] = [
         (results_dir / "leaderboard.md", render_markdown(board).encode("utf-8")),
         (results_dir / "leaderboard.tex", render_latex(board).encode("utf-8")),
     ]
-    plot_dir = results_dir / "plots"
+    plot_dir, site_dir = results_dir / "plots", results_dir / SITE_SUBDIR
     if plots:
-        for (dataset, profile), rows in board.tables.items():
-            outputs.append((plot_dir / plot_filename(dataset, profile), render_plot(dataset, profile, rows)))
+        outputs += [(plot_dir / name, png) for name, png in render_plots(board)]
+    if site:
+        outputs += [(site_dir / name, data) for name, data in render_site(board)]
     for path, data in outputs:  # everything rendered before the first write
         atomic_write_bytes(path, data)
-    if plots and plot_dir.is_dir():
-        keep = {p.name for p, _ in outputs}
-        for stale in plot_dir.glob("*__*.png"):
-            if stale.name not in keep:
-                stale.unlink()
+    keep = {p for p, _ in outputs}
+    for wanted, folder, pattern in ((plots, plot_dir, "*__*.png"), (site, site_dir, "*")):
+        if wanted and folder.is_dir():
+            for stale in folder.glob(pattern):
+                if stale.is_file() and stale not in keep:
+                    stale.unlink()
     board.paths = [p for p, _ in outputs]
+    return board
+
+
+def attach_pairs(board: Leaderboard) -> Leaderboard:
+    """Each table's ranked rows compared with the next (:func:`benchmark.significance.adjacent`)."""
+    from benchmark.leaderboard_tables import split_rows
+    from benchmark.significance import adjacent
+
+    board.pairs = {key: adjacent(split_rows(rows)[0]) for key, rows in board.tables.items()}
     return board
 
 
@@ -590,33 +371,3 @@ def registry_loader(data_roots: Optional[Mapping[str, Path]] = None) -> LoadSpli
         return loader(Path(root), **kwargs)
 
     return load
-
-
-# --- terminal --------------------------------------------------------------------------------
-
-
-def print_run_table(metrics: Mapping[str, Any], console: Any = None, *, title: str = "Evaluation") -> None:
-    """Print one run's metrics (CIs, then each breakdown) as rich tables."""
-    from rich.console import Console
-    from rich.table import Table
-
-    con = console or Console()
-    ov = metrics["overall"]
-    t = Table(title=f"{title} ({metrics['num_queries']} queries)")
-    t.add_column("metric")
-    t.add_column("value", justify="right")
-    t.add_column("95% CI", justify="right")
-    for name, e in ov.items():
-        ci = e.get("ci95")
-        t.add_row(name, f"{e['value']:.2f}", f"[{ci[0]:.2f}, {ci[1]:.2f}]" if ci else DASH)
-    con.print(t)
-    names = [n for n in ov if n.startswith("R") or n == "mAP"]
-    for attr, buckets in metrics.get("breakdowns", {}).items():
-        bt = Table(title=f"by {attr}")
-        bt.add_column(attr)
-        bt.add_column("n", justify="right")
-        for n in names:
-            bt.add_column(n, justify="right")
-        for value, b in buckets.items():
-            bt.add_row(value, str(b["n"]), *(f"{b[n]['value']:.2f}" if n in b else DASH for n in names))
-        con.print(bt)

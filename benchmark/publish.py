@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 from benchmark import scoring, submission
 from benchmark.config import RunConfig
@@ -127,26 +127,14 @@ def regenerate_leaderboard(
 
 
 def rich_tables(board: Any, only: Optional[tuple[str, str]] = None) -> list[Any]:
-    """The leaderboard's tables (or the one for ``only`` = (dataset, profile)) as rich tables."""
-    from rich.table import Table
+    """The leaderboard's ranked rows (or those of ``only`` = (dataset, profile)) as narrow rich tables."""
+    from benchmark.terminal_tables import rich_tables as narrow
 
-    from benchmark import leaderboard
-
-    out = []
-    for (dataset, profile), rows in board.tables.items():
-        if only is not None and (dataset, profile) != only:
-            continue
-        head, body = leaderboard.table_cells(rows)
-        table = Table(title=f"{dataset} - profile {profile}", title_justify="left")
-        for i, name in enumerate(head):
-            table.add_column(name, justify="right" if i == 0 or name.startswith(("R", "mAP")) else "left")
-        for cells in body:
-            table.add_row(*cells)
-        out.append(table)
-    return out
+    return narrow(board, only)
 
 
-def leaderboard_command(results_dir: Path, data_roots: Optional[dict[str, Path]] = None) -> int:
+def leaderboard_command(results_dir: Path, data_roots: Optional[dict[str, Path]] = None,
+                        compare: Optional[Sequence[str]] = None) -> int:
     from rich.console import Console
 
     board = regenerate_leaderboard(results_dir, data_roots=data_roots)
@@ -156,6 +144,11 @@ def leaderboard_command(results_dir: Path, data_roots: Optional[dict[str, Path]]
     if not board.tables:
         con.print("no submissions yet")
     con.print("wrote " + ", ".join(str(p) for p in board.paths))
+    if compare:
+        from benchmark.terminal_tables import compare_lines
+
+        for line in compare_lines(board, compare[0], compare[1]):
+            con.print(line)
     return 0
 
 

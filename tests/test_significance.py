@@ -69,3 +69,28 @@ def test_seeded_and_deterministic_and_rejects_unpaired_input():
     assert sig.paired_test(a, b, seed=4).p_value != sig.paired_test(a, b, seed=5).p_value
     with pytest.raises(ValueError, match="one length"):
         sig.paired_test(a, b[:-1])
+
+
+def test_on_hits_the_sign_flip_p_value_is_the_exact_mcnemar_binomial_one():
+    """For 0/100 hit vectors only discordant queries move the sum: the sign-flip null is
+    Binomial(discordant, 1/2), so the Monte-Carlo p must approach scipy's exact binomtest
+    (the in-page comparison of the site computes this exact value)."""
+    rng = np.random.default_rng(9)
+    a = 100.0 * (rng.random(900) < 0.36)
+    b = np.where(rng.random(900) < 0.2, 100.0 - a, a)  # flip a fifth of the outcomes
+    b[:30] = 0.0
+    up, down = int(((a > 0) & (b == 0)).sum()), int(((a == 0) & (b > 0)).sum())
+    exact = stats.binomtest(up, up + down, 0.5).pvalue
+    ours = sig.paired_test(a, b, resamples=40_000, seed=2)
+    assert 0.005 < exact < 0.5 and ours.p_value == pytest.approx(exact, abs=0.01)
+
+
+def test_metrics_tested_together_equal_each_tested_alone():
+    rng = np.random.default_rng(4)
+    a = {"R1": 100.0 * (rng.random(300) < 0.5), "mAP": 100.0 * rng.random(300)}
+    b = {"R1": 100.0 * (rng.random(300) < 0.4), "mAP": 100.0 * rng.random(300)}
+    both = sig.paired_tests(a, b)
+    for m in ("R1", "mAP"):  # same draws; the column-wise matrix products may round differently
+        alone = sig.paired_test(a[m], b[m], metric=m)
+        assert both[m].p_value == alone.p_value and both[m].diff == pytest.approx(alone.diff, abs=1e-9)
+        assert both[m].ci == pytest.approx(alone.ci, abs=1e-9)
