@@ -155,6 +155,8 @@ def test_site_renders_and_sorting_by_a_click_reorders_rows(browser, shots):
     after = r1()
     assert after == sorted(before) and after != before and _column(browser, "ranked", 0)[0] == ranks[-1]
     assert browser.js("document.querySelector(\"#ranked th[data-key='R1']\").getAttribute('aria-sort')") == "ascending"
+    browser.js("window.scrollTo(0, 0)")
+    browser.screenshot(shots / "site-lpr4m-synth-sorted.png", full=False)  # R1 ascending: the last rank first
     browser.click("#ranked th[data-key='label']")
     names = _column(browser, "ranked", 1)
     assert names == sorted(names, key=str.lower)
@@ -162,9 +164,10 @@ def test_site_renders_and_sorting_by_a_click_reorders_rows(browser, shots):
     assert "Commit" in browser.js("document.getElementById('details').textContent")
     browser.click("#cmp-run")
     assert "p = " in browser.js("document.getElementById('compare-out').textContent")
-    browser.screenshot(shots / "site-lpr4m-synth-sorted.png", full=False)
     browser.click("nav a[href='#movingfashion-synth__tiny']")  # the tab: a same-document navigation
     assert browser.js("document.querySelector('nav a.active').textContent").startswith("movingfashion-synth")
+    mf_ranks = _column(browser, "ranked", 0)  # a tab keeps its own order: this one unsorted, by rank
+    assert mf_ranks == [str(i + 1) for i in range(len(mf_ranks))]
     browser.screenshot(shots / "site-movingfashion-synth.png")
     assert browser.errors == []
 

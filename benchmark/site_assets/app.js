@@ -53,7 +53,7 @@
     var td = el("td", { class: "num", "data-sort": v === undefined ? "" : String(v) });
     if (v === undefined) { td.textContent = "\u2013"; return td; }
     var box = el("span", { class: "metric" });
-    var w = 80, lo = scale[0], span = scale[1] - scale[0];
+    var w = 110, lo = scale[0], span = scale[1] - scale[0];
     var pos = function (x) { return Math.max(0, Math.min(w, (x - lo) / span * w)); };
     var s = svg("svg", { width: w, height: 12, viewBox: "0 0 " + w + " 12", role: "img" });
     s.appendChild(svg("rect", { x: 0, y: 5, width: w, height: 2, fill: "#e6e9ee" }));
@@ -83,7 +83,8 @@
 
   /* A sortable table: columns [{key, label, num, cell(row) -> td, value(row)}]. */
   function sortableTable(id, rows, columns, onSelect) {
-    var sort = state.sort[id] || null;
+    var sortKey = state.table.id + "/" + id;  // each tab keeps its own order
+    var sort = state.sort[sortKey] || null;
     var table = el("table", { id: id });
     var tr = el("tr");
     columns.forEach(function (c) {
@@ -93,9 +94,9 @@
         th.setAttribute("aria-sort", sort && sort.key === c.key ? (sort.dir > 0 ? "ascending" : "descending") : "none");
         th.setAttribute("data-key", c.key);
         th.addEventListener("click", function () {
-          var cur = state.sort[id];
+          var cur = state.sort[sortKey];
           var dir = cur && cur.key === c.key ? -cur.dir : (c.num ? -1 : 1);
-          state.sort[id] = { key: c.key, dir: dir };
+          state.sort[sortKey] = { key: c.key, dir: dir };
           render();
         });
       }
