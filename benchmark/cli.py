@@ -67,6 +67,9 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
                    help="also checkpoint every STEPS optimizer steps, mid-epoch (default: at epoch ends only)")
     p.add_argument("--no-feature-cache", action="store_true",
                    help="always re-encode the test set (default: reuse embeddings cached for these weights)")
+    p.add_argument("--no-frame-cache", action="store_true",
+                   help="decode every frame each time it is read (default: decode and resize once into "
+                        "<LPR_BENCH_CACHE or .cache>/frames, where it fits; the model sees the same inputs)")
     p.add_argument("--deterministic", action="store_true", help="ask torch for deterministic kernels")
     p.add_argument("--synth-size", default="default", choices=("tiny", "default"),
                    help="size of a generated synthetic dataset (default: default)")
@@ -225,7 +228,7 @@ def resolve_run_config(args: argparse.Namespace):
         method=method, dataset=args.dataset, profile=profile, data_root=args.data_root, seed=args.seed,
         output_dir=args.output_dir, results_dir=args.results_dir, method_overrides=overrides,
         device=args.device, resume=args.resume, deterministic=args.deterministic, synth_size=args.synth_size,
-        feature_cache=not args.no_feature_cache, weights=args.weights,
+        feature_cache=not args.no_feature_cache, frame_cache=not args.no_frame_cache, weights=args.weights,
     )
 
 

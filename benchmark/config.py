@@ -98,6 +98,7 @@ class RunConfig:
     deterministic: bool = False
     synth_size: str = "default"
     feature_cache: bool = True  # reuse cached test embeddings (benchmark.feature_cache)
+    frame_cache: bool = True  # decode + resize frames once (datasets.frame_cache); same inputs
     weights: Optional[Path] = None  # start from a run checkpoint's model weights (``--weights``)
 
     def to_dict(self) -> dict[str, Any]:

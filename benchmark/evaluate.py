@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 from torch import Tensor
@@ -126,11 +126,14 @@ def evaluate(
     amp_dtype: Optional[torch.dtype] = None,
     show_progress: bool = True,
     feature_cache: Optional["FeatureCache"] = None,
+    dataset_hook: Optional[Callable[[Dataset, str], Dataset]] = None,
 ) -> Optional[EvalOutput]:
     """Encode, rank (and re-rank) ``splits``' test queries; rank 0 gets the result.
 
     With ``feature_cache`` (:mod:`benchmark.feature_cache`) embeddings already computed for
     these weights, data and configuration are read back instead of re-encoded.
+    ``dataset_hook(dataset, side)`` prepares a dataset before it is encoded (the runner's
+    decoded-frame cache, :mod:`datasets.frame_cache`).
     """
     from datasets.torch_data import GalleryDataset, QueryDataset
 
@@ -156,16 +159,17 @@ def evaluate(
     )
     ctx = feature_cache.context(method, annotation_checksum=splits.annotation_checksum, profile="", data_cfg=data_cfg,
                                 amp_dtype=amp_dtype) if feature_cache is not None else None
+    hook = dataset_hook or (lambda ds, side: ds)
     t0 = time.perf_counter()
     enc_present = fcache.cached(
         ctx, "query", [q.query_id for q in present], need_extras=keep, env=env,
-        compute=lambda: extract(method, QueryDataset(present, data_cfg), "query", **common),
+        compute=lambda: extract(method, hook(QueryDataset(present, data_cfg), "query"), "query", **common),
     ) if present else None
     timings["encode_query_s"] = time.perf_counter() - t0
     t1 = time.perf_counter()
     g_enc = fcache.cached(
         ctx, "gallery", [g.image_id for g in splits.gallery], need_extras=keep, env=env,
-        compute=lambda: extract(method, GalleryDataset(splits.gallery, data_cfg), "gallery", **common),
+        compute=lambda: extract(method, hook(GalleryDataset(splits.gallery, data_cfg), "gallery"), "gallery", **common),
     )
     timings["encode_gallery_s"] = time.perf_counter() - t1
     q_enc = _scatter_queries(enc_present, index.valid, g_enc.embedding.shape[1])

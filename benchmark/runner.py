@@ -204,6 +204,20 @@ def build(cfg: RunConfig, info: DataInfo) -> Method:
         raise MethodBuildError(f"cannot build method {cfg.method!r} (profile {cfg.profile.name}): {msg}") from exc
 
 
+def with_frame_cache(dataset: Any, side: str, splits: DatasetSplits, env: D.DistEnv, workers: int, con: Any) -> Any:
+    """Attach the decoded-frame cache (:mod:`datasets.frame_cache`; ``--no-frame-cache`` turns it
+    off) to a torch dataset: rank 0 opens or builds it, the other ranks then open it."""
+    from datasets import frame_cache
+
+    tag = f"{splits.name}/{splits.annotation_checksum}/{side}"
+    if env.distributed and not env.is_main:
+        D.barrier(env)
+        return frame_cache.attach(dataset, tag, num_workers=workers)
+    frame_cache.attach(dataset, tag, num_workers=workers, log=con.print)
+    D.barrier(env)
+    return dataset
+
+
 def num_workers_for(cfg: RunConfig, override: Optional[int]) -> int:
     return cfg.profile.data.num_workers if override is None else int(override)
 
@@ -268,6 +282,8 @@ def _run(cfg: RunConfig, env: D.DistEnv, num_workers: Optional[int], show_progre
     train_result: Optional[engine.TrainResult] = None
     if trains(cfg):
         pairs = PairDataset(splits.train, cfg.profile.data, products, categories, train=True)
+        if cfg.frame_cache:
+            with_frame_cache(pairs, "train", splits, env, workers, con)
         train_result = engine.train(
             method, pairs, cfg.profile.train, env=env, run_dir=run_dir, seed=cfg.seed, num_workers=workers,
             resume=cfg.resume, config=resolved, identity=identity, show_progress=show_progress,
@@ -286,6 +302,7 @@ def _run(cfg: RunConfig, env: D.DistEnv, num_workers: Optional[int], show_progre
         method, splits, cfg.profile.data, cfg.profile.eval, env=env, num_workers=workers, amp_dtype=amp,
         show_progress=show_progress,
         feature_cache=FeatureCache(Path(cfg.output_dir) / FEATURE_CACHE_DIR) if cfg.feature_cache else None,
+        dataset_hook=(lambda ds, side: with_frame_cache(ds, side, splits, env, workers, con)) if cfg.frame_cache else None,
     )
     eval_s = time.perf_counter() - t1
     result = RunResult(run_dir=run_dir, method_name=label, train=train_result, evaluation=out)

@@ -27,12 +27,14 @@ from datasets.records import Box, ClipSource, GalleryItem, Query, TrainPair
 from datasets.sampling import sample_clip, temporal_mask, video_candidates
 
 
-def load_clip(clip: ClipSource, cfg: DataConfig, *, train: bool = False) -> dict[str, Any]:
-    """Decode, sample and transform one clip into the clip-side fields of an item."""
+def load_clip(clip: ClipSource, cfg: DataConfig, *, train: bool = False, cache: Any = None) -> dict[str, Any]:
+    """Decode, sample and transform one clip into the clip-side fields of an item; JPEG frames
+    come from ``cache`` (a :class:`datasets.frame_cache.FrameCache`) when one is given."""
     n_t, size = cfg.num_frames, cfg.image_size
     jitter = train and cfg.train_jitter
     frames: list[torch.Tensor] = []
     stored: list[tuple[int, int]] = []
+    decoded: list[tuple[int, int]] = []  # (W, H) as decoded, before a frame cache's resize
     boxes: list[Optional[Box]] = []
     if clip.video_path is not None:
         video = VideoFile(clip.video_path)
@@ -41,11 +43,17 @@ def load_clip(clip: ClipSource, cfg: DataConfig, *, train: bool = False) -> dict
         batch = video.get(picked)
         frames = list(batch.unbind(0))
         stored = [(int(batch.shape[3]), int(batch.shape[2]))] * len(frames)
+        decoded = stored
         tol = int(round(video.fps / (2 * clip.sample_fps))) if clip.sample_fps and video.fps else 0
         boxes = [_nearest_box(clip.boxes, i, tol) for i in picked]
     elif clip.frame_paths:
         positions = sample_clip(len(clip.frame_paths), n_t, train_cut=jitter, pick=clip.frame_pick)
-        frames, stored = decode_frames([clip.frame_paths[p] for p in positions], min_side=cfg.resize_size)
+        paths = [clip.frame_paths[p] for p in positions]
+        if cache is not None:
+            frames, stored, decoded = cache.decode_frames(paths, min_side=cfg.resize_size)
+        else:
+            frames, stored = decode_frames(paths, min_side=cfg.resize_size)
+            decoded = [(int(f.shape[-1]), int(f.shape[-2])) for f in frames]
         boxes = [clip.boxes.get(p) for p in positions]
         if clip.box_space == "original":  # LPR4M release: boxes in original pixels, frames resized
             boxes = boxes_in_stored_pixels(boxes, [clip.frame_paths[p] for p in positions], stored)
@@ -56,13 +64,13 @@ def load_clip(clip: ClipSource, cfg: DataConfig, *, train: bool = False) -> dict
     if k:
         norm_boxes, valid = T.normalise_boxes(boxes, stored)
         if jitter:
-            crop = T.sample_train_crop(*_train_canvas(frames[0], cfg))
+            crop = T.sample_train_crop(*_train_canvas(decoded[0], cfg))
             pixels = T.train_geometry(frames, crop, size)
             norm_boxes, valid = T.train_boxes(norm_boxes, valid, crop)
         else:
             pixels = T.eval_geometry(frames, cfg.resize_size, size, cfg.resize_mode)
-            decoded = [(int(f.shape[-1]), int(f.shape[-2])) for f in frames]
-            norm_boxes, valid = T.eval_boxes(norm_boxes, valid, decoded, cfg.resize_size, size, cfg.resize_mode)
+            resized = [(int(f.shape[-1]), int(f.shape[-2])) for f in frames]
+            norm_boxes, valid = T.eval_boxes(norm_boxes, valid, resized, cfg.resize_size, size, cfg.resize_mode)
         T.to_float(pixels, cfg.mean, cfg.std, out=out_frames[:k])
         out_boxes[:k] = norm_boxes
         box_mask[:k] = valid
@@ -70,22 +78,27 @@ def load_clip(clip: ClipSource, cfg: DataConfig, *, train: bool = False) -> dict
     return {"frames": out_frames, "frame_mask": temporal_mask(k, n_t), "boxes": out_boxes, "box_mask": box_mask, "asr": clip.asr}
 
 
-def load_image(path, cfg: DataConfig, *, train: bool = False) -> torch.Tensor:
-    """Decode and transform one shop image to float ``[3, S, S]``."""
-    img, _ = decode_image(path, min_side=cfg.resize_size)
+def load_image(path, cfg: DataConfig, *, train: bool = False, cache: Any = None) -> torch.Tensor:
+    """Decode (or read from ``cache``) and transform one shop image to float ``[3, S, S]``."""
+    if cache is not None:
+        img, _, canvas = cache.decode_image(path, min_side=cfg.resize_size)
+    else:
+        img, _ = decode_image(path, min_side=cfg.resize_size)
+        canvas = (int(img.shape[-1]), int(img.shape[-2]))
     if train and cfg.train_jitter:
-        crop = T.sample_train_crop(*_train_canvas(img, cfg))
+        crop = T.sample_train_crop(*_train_canvas(canvas, cfg))
         pixels = T.train_geometry([img], crop, cfg.image_size)
     else:
         pixels = T.eval_geometry([img], cfg.resize_size, cfg.image_size, cfg.resize_mode)
     return T.to_float(pixels[0], cfg.mean, cfg.std)
 
 
-def _train_canvas(frame: torch.Tensor, cfg: DataConfig) -> tuple[int, int]:
-    """(W, H) the random crop is drawn on: the squashed square in ``square`` mode, else the frame."""
+def _train_canvas(decoded: tuple[int, int], cfg: DataConfig) -> tuple[int, int]:
+    """(W, H) the random crop is drawn on: the squashed square in ``square`` mode, else the frame
+    as decoded (also when a frame cache holds it resized: the same random numbers are drawn)."""
     if cfg.resize_mode == "square":
         return cfg.resize_size, cfg.resize_size
-    return int(frame.shape[-1]), int(frame.shape[-2])
+    return int(decoded[0]), int(decoded[1])
 
 
 def _nearest_box(boxes: Mapping[int, Box], index: int, tolerance: int) -> Optional[Box]:
@@ -108,6 +121,8 @@ def _nearest_box(boxes: Mapping[int, Box], index: int, tolerance: int) -> Option
 class PairDataset(Dataset):
     """Training pairs -> clip side + image side + ``product`` and ``category`` (-1 unknown)."""
 
+    frame_cache: Any = None  # a datasets.frame_cache.FrameCache (datasets.frame_cache.attach)
+
     def __init__(
         self,
         pairs: Sequence[TrainPair],
@@ -127,8 +142,8 @@ class PairDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         pair = self.pairs[i]
-        item = load_clip(pair.clip, self.cfg, train=self.train)
-        item["image"] = load_image(pair.image_path, self.cfg, train=self.train)
+        item = load_clip(pair.clip, self.cfg, train=self.train, cache=self.frame_cache)
+        item["image"] = load_image(pair.image_path, self.cfg, train=self.train, cache=self.frame_cache)
         item["title"] = pair.title
         item["product"] = self.product_index[pair.product_id]
         item["category"] = self.category_index.get(pair.category, -1) if pair.category else -1
@@ -138,6 +153,8 @@ class PairDataset(Dataset):
 
 class QueryDataset(Dataset):
     """Test clips -> clip side; a missing clip has an all-False ``frame_mask``."""
+
+    frame_cache: Any = None
 
     def __init__(self, queries: Sequence[Query], data_cfg: DataConfig) -> None:
         self.queries = list(queries)
@@ -149,13 +166,15 @@ class QueryDataset(Dataset):
     def __getitem__(self, i: int) -> dict[str, Any]:
         q = self.queries[i]
         clip = ClipSource(clip_id=q.query_id, asr=q.clip.asr) if q.missing else q.clip
-        item = load_clip(clip, self.cfg, train=False)
+        item = load_clip(clip, self.cfg, train=False, cache=self.frame_cache)
         item["index"] = i
         return item
 
 
 class GalleryDataset(Dataset):
     """Shop images -> image side."""
+
+    frame_cache: Any = None
 
     def __init__(self, items: Sequence[GalleryItem], data_cfg: DataConfig) -> None:
         self.items = list(items)
@@ -166,7 +185,7 @@ class GalleryDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         g = self.items[i]
-        return {"image": load_image(g.image_path, self.cfg, train=False), "title": g.title, "index": i}
+        return {"image": load_image(g.image_path, self.cfg, train=False, cache=self.frame_cache), "title": g.title, "index": i}
 
 
 def collate_batch(items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
