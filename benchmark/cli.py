@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
-SUBCOMMANDS = ("run", "list", "check-data", "synth", "score", "leaderboard", "visualize", "browse")
+SUBCOMMANDS = ("run", "list", "check-data", "synth", "score", "leaderboard", "visualize", "browse", "prepare")
 DEMO_METHOD = "rice"
 DEMO_FALLBACK = "clip-meanpool"
 
@@ -109,6 +109,24 @@ def build_parser(with_visualize: bool = False) -> argparse.ArgumentParser:
     p.add_argument("--size", default="default", help="tiny | default | lpr4m-scale (annotations only)")
     p.add_argument("--set", dest="knobs", action="append", default=[], metavar="KNOB=VALUE",
                    help="a difficulty knob of the generator (repeatable)")
+    p.add_argument("--release", action="store_true",
+                   help="lpr4m: also write the release as the authors ship it to OUT-release (urls/: four URL lists and "
+                        "annotation files; www/: the files the URLs name), for `prepare`")
+    p.add_argument("--base-url", default="http://127.0.0.1:8000/", help="--release: the URLs' prefix")
+    p.add_argument("--original-size", default=None, metavar="WxH",
+                   help="--release: write frames at this original size, boxes in its pixels (e.g. 144x256)")
+
+    p = sub.add_parser("prepare", help="LPR4M: download the release's URL lists with img2dataset into the loader's layout")
+    p.add_argument("--dataset", required=True, choices=("lpr4m",))
+    p.add_argument("--urls", type=Path, required=True, help="folder with the four URL lists and the annotation files")
+    p.add_argument("--out", type=Path, required=True, help="the data root to make (resumable: rerun to continue)")
+    p.add_argument("--lists", choices=("all", "test"), default="all", help="test: only the two test lists")
+    p.add_argument("--processes", type=int, default=4, help="img2dataset processes, and layout threads")
+    p.add_argument("--threads", type=int, default=64, help="img2dataset threads per process")
+    p.add_argument("--shard-size", type=int, default=50000, help="img2dataset samples per shard (README: 50000)")
+    p.add_argument("--link", action="store_true", help="hard-link shard files into the layout (default: rename)")
+    p.add_argument("--fast", action="store_true",
+                   help="no HTTP: resize the release's own files (URLS/../www, a synthetic release) as img2dataset does")
 
     p = sub.add_parser("score", help="re-score a submission from its rankings against the ground truth")
     p.add_argument("submission", type=Path)
@@ -353,6 +371,44 @@ def cmd_synth(args: argparse.Namespace) -> int:
         raise UsageError(_message(exc)) from None
     out = generate(args.layout, args.out, seed=args.seed, size=args.size, knobs=knobs)
     print(f"wrote a synthetic {args.layout} dataset (size {args.size}, seed {args.seed}) to {out}")
+    if args.release:
+        return _synth_release(args, out)
+    return 0
+
+
+def _synth_release(args: argparse.Namespace, root: Path) -> int:
+    from datasets.synthetic.release import write_release
+
+    if args.layout != "lpr4m":
+        raise UsageError("--release is for --layout lpr4m")
+    size = None
+    if args.original_size:
+        try:
+            w, h = (int(v) for v in args.original_size.lower().split("x"))
+        except ValueError:
+            raise UsageError(f"--original-size {args.original_size!r}: expected WxH, e.g. 144x256") from None
+        size = (w, h)
+    dest = Path(args.out).with_name(Path(args.out).name + "-release")
+    counts = write_release(root, dest, base_url=args.base_url, original_size=size)
+    print(f"wrote its release to {dest} (urls/, www/): {counts}")
+    return 0
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from datasets.prepare_lpr4m import PrepareError, prepare
+
+    try:
+        result = prepare(args.urls, args.out, which=args.lists, processes=args.processes, threads=args.threads,
+                         shard_size=args.shard_size, link=args.link, fast=args.fast)
+    except PrepareError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    rep = result.report
+    for name, c in rep["lists"].items():
+        print(f"{name}: {c['downloaded']}/{c['urls']} downloaded, {c['failed']} failed")
+    print(f"test clips without frames: {len(rep['test_clips_without_frames'])}, gallery images missing: "
+          f"{len(rep['gallery_images_missing'])}; report: {result.out / 'prepare_report.json'}")
+    print("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in result.seconds.items()))
     return 0
 
 
@@ -391,6 +447,7 @@ HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "list": cmd_list,
     "check-data": cmd_check_data,
     "synth": cmd_synth,
+    "prepare": cmd_prepare,
     "score": cmd_score,
     "leaderboard": cmd_leaderboard,
     "visualize": cmd_visualize,

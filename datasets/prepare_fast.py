@@ -1,0 +1,84 @@
+"""The ``prepare`` path that skips HTTP: release files already on disk, resized as img2dataset does.
+
+A synthetic release (``datasets/synthetic/release.py``) serves its files from ``<release>/www/``
+(a URL's file name is its path there). :func:`resize_from_disk` reads each one and passes it to
+img2dataset's own ``Resizer`` with the settings ``prepare`` gives img2dataset (image size 256,
+``keep_ratio``, its default interpolation and JPEG quality 95), then writes the frame or image and
+the sidecar JSON where the layout pass would put them: the loader input is byte-identical to a
+download over HTTP. A missing file counts as a failed URL.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import multiprocessing as mp
+from pathlib import Path
+
+
+
+def _write(dst: Path, data: bytes) -> None:
+    """Write-then-rename (no fsync: tens of thousands of small files; a rerun rewrites them)."""
+    tmp = dst.with_name(f".{dst.name}.tmp")
+    tmp.write_bytes(data)
+    tmp.replace(dst)
+
+
+def _resizer():
+    try:
+        from img2dataset.resizer import Resizer
+    except ImportError:  # pragma: no cover - the prepare extra is missing
+        from datasets.prepare_lpr4m import PrepareError
+
+        raise PrepareError("img2dataset is not installed: pip install -e '.[prepare]' (it pins img2dataset)") from None
+    return Resizer(image_size=256, resize_mode="keep_ratio", resize_only_if_bigger=False)
+
+
+def _resize_chunk(task: tuple[list[tuple[str, str]], str, str, str]) -> list[str]:
+    """Resize one chunk of (stem, url) in this process (img2dataset's Resizer silences fds 1 and 2
+    around each call, which is not thread-safe: one Resizer a process, as img2dataset runs it)."""
+    from datasets.prepare_lpr4m import _target
+
+    items, www, root, kind = task
+    resizer = _resizer()
+    done = []
+    for stem, url in items:
+        dst = _target(Path(root), kind, stem)
+        src = Path(www) / url.rsplit("/", 1)[-1].split("?", 1)[0]
+        if dst is None or not src.is_file():
+            continue
+        img, width, height, ow, oh, err = resizer(io.BytesIO(src.read_bytes()))
+        if err is not None or img is None:
+            continue
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        _write(dst, img)
+        if kind == "frame":
+            meta = {"url": url, "key": stem, "status": "success", "error_message": None, "width": width,
+                    "height": height, "original_width": ow, "original_height": oh, "exif": None,
+                    "sha256": hashlib.sha256(img).hexdigest()}
+            _write(dst.with_suffix(".json"), json.dumps(meta, indent=4).encode("utf-8"))
+        done.append(stem)
+    return done
+
+
+def resize_from_disk(lists: dict[str, tuple[dict[str, str], str]], www: Path, root: Path, *,
+                     workers: int = 2) -> dict[str, set[str]]:
+    """Resize every URL's file of every list (``{prefix: ({stem: url}, kind)}``) from ``www`` into
+    the layout of ``root``; returns the stems written per list. img2dataset is imported once,
+    before the worker processes fork (its import costs seconds)."""
+    _resizer()
+    n = max(1, workers)
+    tasks, owners = [], []
+    for prefix, (urls, kind) in lists.items():
+        items = sorted(urls.items())
+        for i in range(n):
+            tasks.append((items[i::n], str(www), str(root), kind))
+            owners.append(prefix)
+    ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+    with ctx.Pool(n) as pool:
+        parts = pool.map(_resize_chunk, tasks, chunksize=1)
+    out: dict[str, set[str]] = {prefix: set() for prefix in lists}
+    for prefix, part in zip(owners, parts):
+        out[prefix].update(part)
+    return out
