@@ -105,7 +105,8 @@ def outcomes(sub_path: Path, splits: DatasetSplits) -> tuple[dict[str, Any], dic
 
 
 def browse_data(splits: DatasetSplits, sub: Mapping[str, Any], top: Mapping[str, list[str]], hit1: Mapping[str, bool],
-                thumbs: Optional[_Thumbs], *, against: Optional[tuple[Mapping[str, Any], Mapping[str, bool]]] = None,
+                thumbs: Optional[_Thumbs], *,
+                against: Optional[tuple[Mapping[str, Any], Mapping[str, list[str]], Mapping[str, bool]]] = None,
                 limit: Optional[int] = None, frames: int = FRAMES_SHOWN) -> dict[str, Any]:
     """The page's data: one entry per query (split order), thumbnails written on the way."""
     gallery = {}
@@ -126,7 +127,8 @@ def browse_data(splits: DatasetSplits, sub: Mapping[str, Any], top: Mapping[str,
                  "gt": [item(g) for g in q.gt_ids], "top": [item(g) for g in top.get(q.query_id, [])[:TOP]],
                  "a": hit1[q.query_id]}
         if against is not None:
-            entry["b"] = against[1][q.query_id]
+            entry["b"] = against[2][q.query_id]
+            entry["top_b"] = [item(g) for g in against[1].get(q.query_id, [])[:TOP]]
         queries.append(entry)
 
     def name(s: Mapping[str, Any]) -> str:
@@ -165,8 +167,7 @@ def write_browser(sub_path: Path, out: Path, *, data_root: Optional[Path] = None
     sub, top, hit1 = outcomes(sub_path, splits)
     other = None
     if against is not None:
-        other_sub, _, other_hit1 = outcomes(Path(against), splits)
-        other = (other_sub, other_hit1)
+        other = outcomes(Path(against), splits)
     out = Path(out)
     data = browse_data(splits, sub, top, hit1, _Thumbs(out, px), against=other, limit=limit, frames=frames)
     title = data["a"] + (f" vs {data['b']}" if data["b"] else "") + f" on {data['dataset']}"

@@ -180,6 +180,7 @@ def test_browse_pages_show_rescored_hits_and_filter_counts(tmp_path, synth_lpr4m
         b = json.loads(subs[1].read_text())
         b_hits = [qid_top[1][0] in q.gt_ids if qid_top[1] else False for qid_top, q in zip(b["rankings"], synth_lpr4m.queries)]
         assert counts["a-right-b-wrong"] == sum(x and not y for x, y in zip(hits, b_hits))
+        assert [[t["id"] for t in q["top_b"]] for q in data["queries"]] == [ids[:5] for _, ids in b["rankings"]]
         assert data["b"] == "b-run"
     else:
         assert "a-right-b-wrong" not in counts and data["b"] is None

@@ -62,15 +62,18 @@
       return el("figure", {}, [el("img", { src: f, alt: "frame " + (i + 1), loading: "lazy" }), el("figcaption", { text: "frame " + (i + 1) })]);
     }) : [el("figure", {}, [el("div", { class: "none", text: "no frames" })])]);
     var gt = el("div", { class: "thumbs" }, q.gt.map(function (g) { return figure(g, "hit"); }));
-    var top = el("div", { class: "thumbs" }, q.top.length ? q.top.map(function (g, i) {
-      var f = figure(g, g.hit ? "hit" : "miss");
-      f.querySelector("figcaption").textContent = (i + 1) + ". " + (g.hit ? "\u2713 " : "") + g.id;
-      return f;
-    }) : [el("figure", {}, [el("div", { class: "none", text: "no ranking" })])]);
+    function ranking(list) {
+      return el("div", { class: "thumbs" }, list.length ? list.map(function (g, i) {
+        var f = figure(g, g.hit ? "hit" : "miss");
+        f.querySelector("figcaption").textContent = (i + 1) + ". " + (g.hit ? "\u2713 " : "") + g.id;
+        return f;
+      }) : [el("figure", {}, [el("div", { class: "none", text: "no ranking" })])]);
+    }
     var strip = el("div", { class: "strip" }, [
       el("section", {}, [el("span", { class: "label", text: "query frames" }), frames]),
       el("section", {}, [el("span", { class: "label", text: "ground truth" }), gt]),
-      el("section", {}, [el("span", { class: "label", text: "A's top " + D.top + " (green: a hit)" }), top])]);
+      el("section", {}, [el("span", { class: "label", text: "A's top " + D.top + " (green: a hit)" }), ranking(q.top)])]);
+    if (D.b) strip.appendChild(el("section", {}, [el("span", { class: "label", text: "B's top " + D.top }), ranking(q.top_b || [])]));
     var box = el("article", { class: "query", id: "q-" + q.id }, [el("h3", {}, tags), strip]);
     if (q.asr) box.appendChild(el("p", { class: "hint", text: "ASR: " + q.asr }));
     return box;
