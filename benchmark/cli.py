@@ -4,7 +4,7 @@ With no subcommand it runs the benchmark (train + evaluate + submit)::
 
     run_benchmark.py --method rice --dataset lpr4m-synth --profile tiny --seed 0
 
-Subcommands: ``list``, ``check-data``, ``synth``, ``score``, ``leaderboard``, ``visualize``
+Subcommands: ``list``, ``check-data``, ``synth``, ``score``, ``leaderboard``, ``visualize``, ``reproduce``
 (and ``run``, the default, spelled out). Mistakes a user can make (an unknown name, a bad
 ``--set``, broken data, an unreadable submission) end with one ``error:`` line on stderr
 and a non-zero exit status (2 for usage errors, 1 otherwise), never a stack trace; set
@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
-SUBCOMMANDS = ("run", "list", "check-data", "synth", "score", "leaderboard", "visualize", "browse", "prepare")
+SUBCOMMANDS = ("run", "list", "check-data", "synth", "score", "leaderboard", "visualize", "reproduce", "browse", "prepare")
 DEMO_METHOD = "rice"
 DEMO_FALLBACK = "clip-meanpool"
 
@@ -77,6 +77,8 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--results-dir", type=Path, default=Path("results"),
                    help="submissions and leaderboard go here (default results/)")
     p.add_argument("--no-leaderboard", action="store_true", help="write the submission but leave the leaderboard alone")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing submission of another run identity (data, truncation, code, settings)")
     p.add_argument("--demo-fallback", action="store_true",
                    help=f"if --method is {DEMO_METHOD!r} and it is not registered, run {DEMO_FALLBACK!r} and say so")
 
@@ -87,7 +89,7 @@ def build_parser(with_visualize: bool = False) -> argparse.ArgumentParser:
         prog="run_benchmark.py",
         description="LPR-Bench: train and evaluate a livestream product recognition method under one protocol.",
         epilog=(
-            "subcommands: run (default) | list | check-data | synth | score | leaderboard | visualize | browse; "
+            "subcommands: run (default) | list | check-data | synth | score | leaderboard | visualize | reproduce | browse; "
             "`run_benchmark.py SUBCOMMAND -h` for each"
         ),
     )
@@ -140,6 +142,12 @@ def build_parser(with_visualize: bool = False) -> argparse.ArgumentParser:
                         "synthetic ones are regenerated")
     p.add_argument("--compare", nargs=2, metavar=("A", "B"), default=None,
                    help="also print the paired test of two rows (submission file name or row label)")
+
+    p = sub.add_parser("reproduce", help="re-run a submission's command at its recorded commit (temporary git "
+                                         "worktree, one thread) and compare the metrics")
+    p.add_argument("submission", type=Path)
+    p.add_argument("--data-root", type=Path, default=None, help="the dataset's folder (synthetic sets: regenerated)")
+    p.add_argument("--keep", action="store_true", help="keep the temporary folder (worktree removed) and its submission")
 
     p = sub.add_parser("browse", help="per-query pages of a submission: frames, ground truth, top-5 with hits marked")
     p.add_argument("submission", type=Path)
@@ -212,6 +220,8 @@ def resolve_run_config(args: argparse.Namespace):
             if not value >= 0 or (value == 0 and positive):  # `not >=` also refuses a NaN rate
                 raise UsageError(f"--{field.replace('_', '-')} must be {'positive' if positive else '>= 0'}, got {value}")
             train_changes[field] = value
+    if args.epochs is not None:  # --epochs replaces a schedule given in updates (the paper profile's)
+        train_changes["updates"] = None
     eval_changes: dict[str, Any] = {}
     if args.rerank is not None:
         eval_changes["rerank"] = args.rerank
@@ -269,7 +279,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     load_registries(args.plugins)
     cfg = resolve_run_config(args)
-    result = run(cfg, num_workers=args.num_workers, write_leaderboard=not args.no_leaderboard)
+    result = run(cfg, num_workers=args.num_workers, write_leaderboard=not args.no_leaderboard, overwrite=args.overwrite)
     if result.metrics is not None:
         _print_run_summary(result)
     return 0
@@ -369,7 +379,11 @@ def cmd_synth(args: argparse.Namespace) -> int:
         get_size(args.size)
     except (ValueError, TypeError) as exc:
         raise UsageError(_message(exc)) from None
-    out = generate(args.layout, args.out, seed=args.seed, size=args.size, knobs=knobs)
+    try:
+        out = generate(args.layout, args.out, seed=args.seed, size=args.size, knobs=knobs)
+    except FileExistsError as exc:  # --out is a folder of something else: never written over
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     print(f"wrote a synthetic {args.layout} dataset (size {args.size}, seed {args.seed}) to {out}")
     if args.release:
         return _synth_release(args, out)
@@ -428,6 +442,12 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     return publish.leaderboard_command(args.results_dir, roots or None, compare=args.compare)
 
 
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from benchmark.reproduce import reproduce_command
+
+    return reproduce_command(args.submission, args.data_root, keep=args.keep)
+
+
 def cmd_browse(args: argparse.Namespace) -> int:
     from benchmark.browse import browse_command
 
@@ -452,6 +472,7 @@ HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "leaderboard": cmd_leaderboard,
     "visualize": cmd_visualize,
     "browse": cmd_browse,
+    "reproduce": cmd_reproduce,
 }
 
 
@@ -474,12 +495,14 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from datasets.errors import DataError
     from methods.encoders import EncoderLoadError
 
+    from benchmark.reproduce import ReproduceError
+    from benchmark.run_identity import IdentityError
     from benchmark.runner import MethodBuildError
     from benchmark.submission import SubmissionError
 
     return (
         WriteError, CheckpointError, DeviceError, TrainingError, EvaluationError, DataError, EncoderLoadError,
-        SubmissionError, MethodBuildError,
+        SubmissionError, MethodBuildError, IdentityError, ReproduceError,
     )
 
 

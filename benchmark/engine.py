@@ -9,7 +9,10 @@
   Data parallelism is exact (negatives are gathered across ranks); accumulation is exact
   for per-sample losses only: an in-batch-negative loss (InfoNCE) then sees one
   micro-batch's negatives. The logged loss is the global batch's (averaged over ranks).
-* Gradient clipping by global norm; mixed precision on CUDA only (bf16 autocast where the
+* AdamW's ``eps`` is ``TrainConfig.adam_eps``; ``TrainConfig.updates``, when set, fixes the
+  schedule's length in optimizer updates (the official RICE code's ``max_updates``), the number
+  of epochs then following from the data size.
+* Gradient clipping by global norm when ``grad_clip`` > 0; mixed precision on CUDA only (bf16 autocast where the
   GPU supports it, else fp16 with a ``GradScaler``); plain fp32 on the CPU.
 * Randomness: the sampler shuffles with ``(seed, epoch)`` and every epoch re-seeds torch,
   NumPy, Python and the DataLoader's worker seeds from ``(seed, epoch, rank)``, so an epoch
@@ -130,7 +133,7 @@ def build_optimizer(method: Method, cfg: TrainConfig) -> torch.optim.AdamW:
     groups = [g for g in groups if g["params"]]
     if not groups:
         raise TrainingError(f"{type(method).__name__} has no trainable parameters")
-    return torch.optim.AdamW(groups, lr=cfg.lr_new, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(groups, lr=cfg.lr_new, weight_decay=cfg.weight_decay, eps=cfg.adam_eps)
 
 
 def amp_dtype_for(device: torch.device, enabled: bool) -> Optional[torch.dtype]:
@@ -226,6 +229,10 @@ def train(
             f"{cfg.batch_size} (lower it with --batch-size, or use more data)"
         )
     total_steps = cfg.epochs * steps_per_epoch
+    epochs = cfg.epochs
+    if cfg.updates is not None:  # a schedule in updates: as many epochs as they take
+        total_steps = int(cfg.updates)
+        epochs = -(-total_steps // steps_per_epoch)
     if cfg.max_steps is not None:
         total_steps = min(total_steps, int(cfg.max_steps))
     warmup = int(round(cfg.warmup_ratio * total_steps))
@@ -309,7 +316,7 @@ def train(
         if resumed_from is not None:
             prog.log(f"resumed from {ckpt.checkpoint_path(run_dir)} at epoch {epoch}, step {step}")
         prog.update(step)
-        while epoch < cfg.epochs and step < total_steps:
+        while epoch < epochs and step < total_steps:
             sampler = DistributedSampler(
                 dataset, num_replicas=env.world_size, rank=env.rank, shuffle=True, seed=seed, drop_last=True
             )
@@ -324,7 +331,7 @@ def train(
             dataset.set_epoch(epoch)
             hook = getattr(method, "on_epoch_start", None)
             if hook is not None:
-                hook(epoch, cfg.epochs)
+                hook(epoch, epochs)
             loader = DataLoader(
                 dataset,
                 batch_size=micro_bs,
@@ -407,7 +414,7 @@ def train(
                 epoch += 1
                 save(epoch, step, 0)
             prog.log(
-                f"epoch {record['epoch']}/{cfg.epochs}  step {step}/{total_steps}  loss {record.get('loss', float('nan')):.4f}"
+                f"epoch {record['epoch']}/{epochs}  step {step}/{total_steps}  loss {record.get('loss', float('nan')):.4f}"
                 f"  {record['samples_per_s']:.1f} samples/s"
             )
     method.eval()

@@ -143,3 +143,40 @@ def test_backbone_renormalises_the_clip_batch_to_its_weights_mean_std():
     assert torch.allclose(seen["x"], expected, atol=1e-5)
     plain = create_backbone(dataclasses.replace(cfg, input_mean=None, input_std=None))
     assert set(plain.state_dict()) == set(model.state_dict())  # a hook, no new parameters or buffers
+
+
+# --- the training recipe behind the reported rows -----------------------------------------
+
+
+def test_paper_recipe_is_the_official_lpr750k_run():
+    """``projects/videotoshop/configs/e2e_pretraining_vic*.yaml`` (AdamW lr 1e-6, eps 1e-6,
+    weight decay 0.2, lr_multiplier 100, warmup_cosine 500 / 5000, max_updates 5000, fp16,
+    clip_gradients false) and the README's global batch of 128 on LPR4M."""
+    t = get_profile("paper").train
+    assert (t.updates, round(t.warmup_ratio * t.updates), t.batch_size) == (5000, 500, 128)
+    assert (t.lr_encoder, t.lr_new, t.weight_decay, t.adam_eps) == (1e-6, 1e-4, 0.2, 1e-6)
+    assert t.grad_clip == 0.0 and t.amp is True
+    assert get_profile("paper").data.num_frames == 10
+
+
+def test_tiny_recipe_is_unchanged():
+    """The committed tiny rows were trained with these; they must not need a rerun."""
+    t = get_profile("tiny").train
+    assert (t.epochs, t.batch_size, t.grad_clip, t.adam_eps, t.updates) == (4, 32, 1.0, 1e-8, None)
+
+
+def test_engine_uses_adam_eps_and_a_schedule_in_updates(tmp_path):
+    from benchmark import engine
+    from benchmark.config import TrainConfig
+    from benchmark.distributed import DistEnv
+    from tests.toy_methods import RegressionData, ToyRegression
+
+    cfg = TrainConfig(epochs=1, updates=7, batch_size=8, lr_encoder=1e-2, lr_new=1e-2, weight_decay=0.0,
+                      warmup_ratio=0.0, grad_clip=0.0, adam_eps=1e-6, amp=False)
+    torch.manual_seed(0)
+    model = ToyRegression()
+    assert {g["eps"] for g in engine.build_optimizer(model, cfg).param_groups} == {1e-6}
+    res = engine.train(model, RegressionData(32), cfg, env=DistEnv(), run_dir=tmp_path, show_progress=False)
+    # 4 updates per epoch: 7 updates take two epochs, the second stopped after 3
+    assert (res.steps, res.total_steps) == (7, 7)
+    assert [h["step"] for h in res.history] == [4, 7]
