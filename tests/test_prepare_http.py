@@ -125,3 +125,29 @@ def test_layout_pass_moves_a_shard_once_and_resumes_from_its_marker(tmp_path):
     assert json.loads((root / "frames" / clip / f"{frame}.json").read_text())["original_height"] == 960
     assert (root / "images" / f"{image}.jpg").exists() and not (shard / "000000000.jpg").exists()  # renamed, not copied
     assert layout_shard(shard, {image}, root, link=False) == placed  # a rerun reads the marker
+
+
+def test_synth_release_writes_what_the_authors_ship(tmp_path, capsys):
+    from datasets.decoding import jpeg_size
+
+    out = tmp_path / "syn"
+    assert main(["synth", "--layout", "lpr4m", "--size", "tiny", "--out", str(out), "--release",
+                 "--original-size", "144x256", "--base-url", "https://cdn.invalid/bs2/"]) == 0
+    urls, www = tmp_path / "syn-release" / "urls", tmp_path / "syn-release" / "www"
+    names = sorted(p.name for p in urls.iterdir())
+    assert [n for n in names if n.startswith("training_videoinfo_")] == [f"training_videoinfo_full_part_0{i}.txt" for i in range(10)]
+    lists = {n.rsplit("_", 1)[0]: n for n in names if "_url_" in n}
+    assert set(lists) == {"training_frame_url", "training_image_url", "test_frame_url", "test_image_url"}
+    for prefix, name in lists.items():
+        lines = (urls / name).read_text().split()
+        assert name == f"{prefix}_{len(lines)}.txt" and all(u.startswith("https://cdn.invalid/bs2/") for u in lines)
+    test_frames = (urls / lists["test_frame_url"]).read_text().split()
+    (box_file,) = [n for n in names if n.startswith("test_frameid2gtbox_")]
+    gt = json.loads(next(urls.glob("test_videoid_to_gtimage_*.json")).read_text())
+    boxes = json.loads((urls / box_file).read_text())
+    assert box_file == f"test_frameid2gtbox_{len(gt)}_{len(boxes)}.json" and 0 < len(boxes) < len(test_frames)
+    frame = test_frames[0].rsplit("/", 1)[1]
+    assert jpeg_size((www / frame).read_bytes()) == (144, 256)  # the portrait original
+    assert all(b[0][2] <= 144 and b[0][3] <= 256 for b in boxes.values())  # boxes in original pixels
+    rows = [r for i in range(10) for r in (urls / f"training_videoinfo_full_part_0{i}.txt").read_text().splitlines()]
+    assert any(r.split("\t")[2] == "[]" for r in rows) and any(r.split("\t")[2] != "[]" for r in rows)
