@@ -90,6 +90,9 @@ def render_markdown(board: Any) -> str:
             out.append(f"**{title}**\n")
             out.append(tabulate(body, headers=head, tablefmt="github", disable_numparse=True))
             out.append("")
+            if title == "Ranked" and any(T.MARK in c for cells in body for c in cells):
+                out.append(f"{T.MARK} not significantly different from the next ranked row on that metric "
+                           f"(paired test, p >= {ALPHA}; see the paired comparisons).\n")
         ranked, analysis, reported = T.split_rows(rows)
         links = [f"[{what}](plots/{plot_filename(dataset, profile, kind)})" for what, kind, present in
                  (("ranked rows", "", ranked or reported), ("analysis rows", "analysis", analysis)) if present]

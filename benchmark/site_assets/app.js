@@ -149,7 +149,7 @@
     return td;
   }
 
-  function select(r) { state.selected = state.selected === r ? null : r; render(); }
+  function select(r) { state.selected = state.selected === r ? null : r; renderAndShow(); }
 
   function rankedSection(t, ranked, pairsByRank) {
     var cols = [{ key: "rank", label: "#", num: true, value: function (r) { return r.rank; }, cell: function (r) { return el("td", { class: "num", text: String(r.rank) }); } },
@@ -372,6 +372,11 @@
     }
   }
 
+  function renderAndShow() {
+    render();
+    var d = document.getElementById("details");
+    if (d && d.scrollIntoView) d.scrollIntoView({ block: "nearest" });
+  }
   window.addEventListener("hashchange", function () { state.selected = null; render(); });
   render();
 })();
