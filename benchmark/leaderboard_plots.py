@@ -67,7 +67,7 @@ def render_plot(title: str, rows: Sequence[Any], names: Sequence[str], ranks: Se
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, frameon=False,
                   ncol=1 if len(rows) <= 24 else 2, handlelength=2.2)
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", metadata={"Software": None})
+    fig.savefig(buf, format="png", metadata={"Software": None}, bbox_inches="tight", pad_inches=0.15)  # legend kept, no blank margin
     return buf.getvalue()
 
 
@@ -82,8 +82,9 @@ def render_plots(board: Any) -> list[tuple[str, bytes]]:
         names = labels(rows)
         main = [*ranked, *reported]
         if main:
+            what = " and ".join(w for w, rs in (("ranked rows", ranked), ("reported points", reported)) if rs)
             out.append((plot_filename(dataset, profile),
-                        render_plot(f"{dataset}, profile {profile}: ranked rows", main, [names[id(r)] for r in main],
+                        render_plot(f"{dataset}, profile {profile}: {what}", main, [names[id(r)] for r in main],
                                     [*range(1, len(ranked) + 1), *[None] * len(reported)])))
         if analysis:
             out.append((plot_filename(dataset, profile, "analysis"),
