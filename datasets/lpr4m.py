@@ -31,7 +31,7 @@ from datasets.errors import DataError
 from datasets.faults import Faults
 from datasets.lpr4m_reader import ATTRIBUTE_VALUES, LprReader, live_id_of, normalise_attribute
 from datasets.lpr4m_test import lpr750k_test, release_test
-from datasets.lpr4m_train import lpr750k_train, release_train
+from datasets.lpr4m_train import lpr750k_train, release_train, release_train_files
 from datasets.records import DatasetSplits
 
 __all__ = ["ATTRIBUTE_VALUES", "LAYOUT_750K", "LAYOUT_RELEASE", "detect_layout", "live_id_of", "load_lpr4m",
@@ -78,7 +78,14 @@ def read_lpr4m(root: Path, faults: Faults) -> DatasetSplits:
         raise DataError(f"{root}: data root does not exist or is not a folder", path=root, kind=F.MISSING_FILE)
     layout = detect_layout(root)
     reader = LprReader(root, faults)
-    if layout == LAYOUT_RELEASE:
+    if layout == LAYOUT_RELEASE and reader.report is not None and reader.report.lists \
+            and "training_frame_url" not in reader.report.lists:  # prepare --lists test: evaluation only
+        release_train_files(reader)  # still hashed: the checksum is the release's
+        faults.warn(F.FAILED_DOWNLOAD, root / "prepare_report.json",
+                    "the training lists were not prepared (prepare --lists test): no training pairs")
+        train: list = []
+        queries, gallery = release_test(reader)
+    elif layout == LAYOUT_RELEASE:
         train = release_train(reader)
         queries, gallery = release_test(reader)
     else:

@@ -140,3 +140,18 @@ def test_lpr750k_keeps_every_gallery_line_and_divides_by_every_gt_query(l750k):
     assert q[C1].gt_ids == (f"{COAT}-0", f"{COAT}-1") and len(q[C1].clip.frame_paths) == 3
     other = "3c2d1e0f-2c63-11ee-bb6d-b8cef60c2fd0-1667920100000-1667920130000"
     assert q[other].missing and q[other].gt_ids == ("6a7b8c9d-2eeb-11ee-b7bb-77cb20e634dc",)
+
+
+def test_prepare_report_leaves_failed_files_out(release):
+    import json
+
+    full = load_lpr4m(release)
+    report = {"lists": {"test_frame_url": {}, "test_image_url": {}},
+              "failed_frame_ids": [f"{C2}-0001"], "failed_image_ids": ["9c8d7e6f-2eeb-11ee-b7bb-77cb20e634dc"]}
+    (release / "prepare_report.json").write_text(json.dumps(report))
+    faults = Faults(strict=False)
+    s = read_lpr4m(release, faults)
+    assert s.train == [] and s.annotation_checksum == full.annotation_checksum  # --lists test: evaluation only
+    assert [p.stem[-4:] for p in s.queries[1].clip.frame_paths] == ["0000", "0002"]  # the failed frame left out
+    assert [g.image_id for g in s.gallery] == [g.image_id for g in full.gallery][:3]  # the failed gallery image
+    assert faults.counts[F.FAILED_DOWNLOAD] == 3  # no training lists, 1 gallery image, 1 query without frames
