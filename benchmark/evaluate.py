@@ -28,6 +28,7 @@ from benchmark import retrieval, scoring
 from benchmark.config import DataConfig, EvalConfig
 from benchmark.distributed import DistEnv, all_gather_cat
 from benchmark.engine import autocast, to_device
+from benchmark.method_contract import encoded_problem
 from benchmark.feature_cache import FeatureCache
 from benchmark.progress import StepProgress
 from datasets.records import DatasetSplits
@@ -91,6 +92,9 @@ def extract(
             for b, batch in enumerate(loader):
                 with autocast(env.device, amp_dtype):
                     enc = encode(to_device(batch, env.device))
+                problem = encoded_problem(method, f"encode_{side}", enc, len(batch["index"]), embs[0].shape[1] if embs else None)
+                if problem:
+                    raise EvaluationError(problem)
                 embs.append(retrieval.l2_normalize(enc.embedding.detach()).cpu())
                 idxs.append(batch["index"].cpu())
                 if keep_extras:

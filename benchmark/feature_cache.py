@@ -10,7 +10,11 @@ Encoding the queries and the gallery is most of an evaluation's cost; ranking, r
 * the dataset: its annotation checksum (``DatasetSplits.annotation_checksum``), the split and
   side, and a hash of the item ids in order (a query whose clip is missing is not encoded);
 * the configuration: the profile's data config (frames, sizes, normalisation; plus a profile
-  name where the caller gives one), the method's class and config, and the autocast dtype.
+  name where the caller gives one), the method's class and config, and the autocast dtype;
+* the method's code: :func:`benchmark.run_identity.code_hash` over the source files of the
+  method's classes and its submodules' (plugin files included), so that a plugin edited
+  between two runs with the same weights (e.g. ``--epochs 0`` from a seeded random start)
+  never reads the embeddings of its previous code.
   Deliberately not: the re-ranking mode and depth (re-ranking reuses the features) and the
   evaluation batch size (it changes embeddings by float rounding at most).
 
@@ -38,10 +42,11 @@ from torch import Tensor, nn
 
 from benchmark.atomic import WriteError, atomic_torch_save
 from benchmark.distributed import DistEnv, broadcast_object
+from benchmark.run_identity import code_hash
 from benchmark.safe_load import UnsafeOrCorruptFile, safe_torch_load
 from methods.base import Encoded
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: the method's code is in the key
 DEFAULT_MAX_ENTRY_BYTES = 4 << 30
 FEATURE_CACHE_DIR = "feature-cache"  # under the run output directory (runner)
 
@@ -122,6 +127,7 @@ class FeatureCache:
             "data": data_cfg,
             "method": f"{type(method).__module__}.{type(method).__qualname__}",
             "method_config": method_cfg,
+            "method_code": code_hash(method)["sha256"],
         }
         return CacheContext(
             self, model=state_dict_hash(method), annotations=str(annotation_checksum), config=config_hash(cfg),

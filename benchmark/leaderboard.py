@@ -10,8 +10,9 @@ rendering lives in ``leaderboard_tables`` / ``leaderboard_render`` / ``leaderboa
   dataset's ground truth when ``load_splits`` can provide the dataset; the row then shows
   the re-scored R1/R5/R10 (95% bootstrap CIs) and mAP@K and is marked "verified". When the
   dataset is unavailable the row shows the claimed numbers and is marked "unverified".
-  A submission that fails validation or re-scoring stops the regeneration
-  (:class:`LeaderboardError`), leaving the previous files in place.
+  A submission that fails validation or re-scoring, a symbolic link or a non-regular file is
+  left out with one line (``Leaderboard.skipped``; :mod:`benchmark.collect`) and the rest is
+  regenerated; duplicates are listed once.
 * Reported rows (published numbers, ``results/reported.json``) are shown as such, with
   their source and protocol in a note.
 
@@ -76,6 +77,9 @@ class Row:
     split: str = ""  # the annotation checksum of the split the row was scored on (rows pair only on the same split)
     breakdowns: dict[str, Any] = field(default_factory=dict)  # per-attribute buckets of the (re-scored) metrics
     provenance: dict[str, Any] = field(default_factory=dict)  # the submission's provenance block (site)
+    dirty: Optional[bool] = None  # made from a working tree with uncommitted changes (None: not recorded)
+    partial: bool = False  # training stopped (--max-steps) before its recipe's end: analysis, never ranked
+    duplicates: list[str] = field(default_factory=list)  # other files holding the same submission (benchmark.collect)
 
     @property
     def label(self) -> str:
@@ -88,6 +92,7 @@ class Leaderboard:
     tables: dict[tuple[str, str], list[Row]]
     paths: list[Path] = field(default_factory=list)
     pairs: dict[tuple[str, str], list[dict[str, Any]]] = field(default_factory=dict)  # see attach_pairs
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, why) left out (benchmark.collect)
 
 
 # --- collecting rows ---------------------------------------------------------------------
@@ -105,14 +110,23 @@ def _dataset_key(ds: Mapping[str, Any]) -> tuple:
 
 
 def collect_rows(results_dir: Path, load_splits: Optional[LoadSplits] = None,
-                 reported_path: Optional[Path] = None) -> list[Row]:
-    """Rows of every submission (re-scored when possible) and every reported result."""
+                 reported_path: Optional[Path] = None, skipped: Optional[list[tuple[str, str]]] = None) -> list[Row]:
+    """Rows of every submission (re-scored when possible) and every reported result.
+
+    Files are chosen by :func:`benchmark.collect.gather` (symbolic links and non-regular files
+    refused, duplicates listed once). A file that cannot be used is appended to ``skipped``
+    as ``(path, why)`` and the rest is collected; with ``skipped`` None any such file raises
+    :class:`LeaderboardError` instead."""
+    from benchmark import collect
+
     rows: list[Row] = []
-    faults: list[str] = []
+    faults: list[tuple[str, str]] = []
     cache: dict[tuple, Optional[DatasetSplits]] = {}
-    for path in submission_paths(results_dir):
+    items, refused = collect.gather(results_dir)
+    faults += refused
+    for item in items:
+        path, sub = item.path, item.submission
         try:
-            sub = load_submission(path)
             key = _dataset_key(sub["dataset"])
             if key not in cache:
                 cache[key] = load_splits(sub["dataset"]) if load_splits is not None else None
@@ -125,16 +139,27 @@ def collect_rows(results_dir: Path, load_splits: Optional[LoadSplits] = None,
                 rows[-1].per_query = per_query_values(report.gt_rank, [1], report.topk, full_map=False)
                 rows[-1].per_query["mAP"] = rows[-1].per_query.pop(f"mAP@{report.topk}")
         except SubmissionError as exc:
-            faults.append(str(exc))
+            faults.append((str(path), collect.one_line(exc).removeprefix(f"{path} ").removeprefix(f"{path}: ")))
+            continue
+        row = rows[-1]
+        flags = collect.flags(sub)
+        row.dirty, row.partial, row.duplicates = flags["dirty"], flags["partial"], list(item.duplicates)
+        note = collect.duplicate_note(item)
+        row.note = "; ".join(n for n in (row.note, note) if n)
+        if row.partial:
+            row.analysis = True
+            row.stage = ", ".join(s for s in (row.stage, "partial") if s)
     if reported_path is None:
         reported_path = results_dir / "reported.json"
     if reported_path.exists():
         try:
             rows += load_reported(reported_path)
         except SubmissionError as exc:
-            faults.append(str(exc))
-    if faults:
-        raise LeaderboardError("leaderboard not regenerated:\n" + "\n".join(faults))
+            faults.append((str(reported_path), collect.one_line(exc).removeprefix(f"{reported_path}: ")))
+    if faults and skipped is None:
+        raise LeaderboardError("leaderboard not regenerated:\n" + "\n".join(f"{p}: {w}" for p, w in faults))
+    if skipped is not None:
+        skipped += faults
     return rows
 
 
@@ -300,14 +325,18 @@ def _attach_controls(rows: Sequence[Row]) -> None:
 
 def regenerate(results_dir: Path | str = "results", *, load_splits: Optional[LoadSplits] = None,
                reported_path: Optional[Path] = None, plots: bool = True, site: bool = True) -> Leaderboard:
-    """Re-score and re-render everything; on any invalid input nothing is written.
+    """Re-score and re-render everything. A submission (or ``reported.json``) that cannot be
+    used is left out and listed in ``board.skipped`` (the rest is written); nothing is written
+    before everything is rendered.
 
     ``load_splits(dataset_block)`` gets a submission's ``dataset`` dict (name, size, seed,
     annotation checksum, ...) and returns the splits, or ``None`` when the dataset is not
     available (the row is then marked unverified). See :func:`registry_loader`.
     """
     results_dir = Path(results_dir)
-    board = attach_pairs(build(collect_rows(results_dir, load_splits, reported_path)))
+    skipped: list[tuple[str, str]] = []
+    board = attach_pairs(build(collect_rows(results_dir, load_splits, reported_path, skipped)))
+    board.skipped = skipped
     outputs: list[tuple[Path, bytes]] = [
         (results_dir / "leaderboard.md", render_markdown(board).encode("utf-8")),
         (results_dir / "leaderboard.tex", render_latex(board).encode("utf-8")),

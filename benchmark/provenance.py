@@ -3,10 +3,17 @@
 Recorded in every submission so that a leaderboard row can be traced to the code and the
 software that produced it. Nothing identifying the machine or user (host name, user name,
 absolute home paths) is collected.
+
+A run from a working tree with uncommitted changes ("dirty") cannot be reproduced from its
+commit alone, so :func:`git_info` then also records the change: the SHA-256 and size of
+``git diff HEAD`` over tracked files (``results/`` excluded), the diff's text up to
+:data:`DIFF_CAP` bytes (``diff_truncated`` when cut), and the SHA-256 of each untracked,
+non-ignored file (new modules are not in the diff).
 """
 
 from __future__ import annotations
 
+import hashlib
 import platform
 import subprocess
 from importlib import metadata
@@ -26,26 +33,57 @@ PACKAGES = (
 # what the harness writes into the tree itself: a run that adds a submission while another
 # trains must not mark that one's code as modified
 OUTPUT_PATHS = ("results",)
+DIFF_CAP = 256 * 1024  # bytes of diff text kept in a submission
+MAX_UNTRACKED = 200  # untracked files hashed at most
 
 
-def git_info(repo: Path = REPO_ROOT) -> dict[str, Any]:
+def _git(repo: Path, *args: str) -> Optional[bytes]:
+    try:
+        out = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, timeout=60, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout
+
+
+def git_info(repo: Path = REPO_ROOT, *, diff_cap: int = DIFF_CAP) -> dict[str, Any]:
     """``{"commit": sha or None, "dirty": bool or None}`` of the working tree at ``repo``;
-    dirty = a tracked file outside :data:`OUTPUT_PATHS` differs from the commit."""
-
-    def git(*args: str) -> Optional[str]:
-        try:
-            out = subprocess.run(
-                ["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=20, check=True
-            )
-        except (OSError, subprocess.SubprocessError):
-            return None
-        return out.stdout
-
-    commit = git("rev-parse", "HEAD")
+    dirty = a tracked file outside :data:`OUTPUT_PATHS` differs from the commit. A dirty tree
+    adds :func:`diff_record`."""
+    commit = _git(repo, "rev-parse", "HEAD")
     if commit is None:
         return {"commit": None, "dirty": None}
-    status = git("status", "--porcelain", "--untracked-files=no", "--", ".", *(f":(exclude){p}" for p in OUTPUT_PATHS))
-    return {"commit": commit.strip(), "dirty": None if status is None else bool(status.strip())}
+    excluded = [f":(exclude){p}" for p in OUTPUT_PATHS]
+    status = _git(repo, "status", "--porcelain", "--untracked-files=no", "--", ".", *excluded)
+    info: dict[str, Any] = {"commit": commit.decode().strip(), "dirty": None if status is None else bool(status.strip())}
+    if info["dirty"]:
+        info.update(diff_record(repo, diff_cap=diff_cap))
+    return info
+
+
+def diff_record(repo: Path = REPO_ROOT, *, diff_cap: int = DIFF_CAP) -> dict[str, Any]:
+    """The uncommitted change of ``repo``: ``diff_sha256``, ``diff_bytes``, ``diff`` (text, cut at
+    ``diff_cap`` bytes on a line end), ``diff_truncated`` and ``untracked`` ({path: sha256});
+    ``{}`` when git cannot tell."""
+    excluded = [f":(exclude){p}" for p in OUTPUT_PATHS]
+    diff = _git(repo, "diff", "HEAD", "--binary", "--no-color", "--no-ext-diff", "--", ".", *excluded)
+    if diff is None:
+        return {}
+    text = diff[:diff_cap]
+    if len(diff) > diff_cap:
+        text = text[: text.rfind(b"\n") + 1]
+    out: dict[str, Any] = {
+        "diff_sha256": hashlib.sha256(diff).hexdigest(), "diff_bytes": len(diff),
+        "diff": text.decode("utf-8", errors="replace"), "diff_truncated": len(diff) > diff_cap,
+    }
+    listing = _git(repo, "ls-files", "--others", "--exclude-standard", "-z", "--", ".", *excluded)
+    untracked: dict[str, str] = {}
+    for name in sorted(n for n in (listing or b"").decode("utf-8", errors="replace").split("\0") if n)[:MAX_UNTRACKED]:
+        try:
+            untracked[name] = hashlib.sha256((repo / name).read_bytes()).hexdigest()
+        except OSError:
+            continue
+    out["untracked"] = untracked
+    return out
 
 
 def package_versions(names: tuple[str, ...] = PACKAGES) -> dict[str, Optional[str]]:

@@ -53,8 +53,15 @@ def publish(
     synthetic_seed: Optional[int] = None,
     write_leaderboard: bool = True,
     initial_weights: Optional[dict[str, Any]] = None,
+    identity: Optional[dict[str, Any]] = None,
+    overwrite: bool = False,
 ) -> Published:
-    """Write the run's submission (and refresh the leaderboard); return what was written."""
+    """Write the run's submission (and refresh the leaderboard); return what was written.
+
+    ``identity`` (:func:`benchmark.runner.identity_for`) is recorded in the provenance; an
+    existing submission of another identity under the same name is not replaced unless
+    ``overwrite`` (:func:`benchmark.run_identity.check_target`)."""
+    from benchmark import run_identity
     ev = cfg.profile.eval
     metrics = scoring.metrics_for_ranking(out.ranking, out.index, ev, seed=cfg.seed)
     rankings = scoring.ranked_ids(out.ranking, out.index, ev.topk_saved)
@@ -66,6 +73,8 @@ def publish(
         prov["training"] = train_result.to_dict()
     if initial_weights is not None:
         prov["initial_weights"] = dict(initial_weights)
+    if identity is not None:
+        prov["identity"] = dict(identity)
     synthetic = cfg.data_root is None and synthetic_seed is not None
     sub = submission.build_submission(
         method=cfg.method,
@@ -86,6 +95,7 @@ def publish(
         dataset_size=cfg.synth_size if synthetic else None,
         dataset_seed=synthetic_seed if synthetic else None,
     )
+    run_identity.check_target(target_path(sub, cfg.results_dir), run_identity.comparable(sub), overwrite=overwrite)
     path = submission.write_submission(sub, cfg.results_dir)
     table, board_error = None, None
     if write_leaderboard:
@@ -99,7 +109,44 @@ def publish(
         else:
             tables = rich_tables(board, only=(cfg.dataset, cfg.profile.name))
             table = tables[0] if tables else None
+            if board.skipped:
+                board_error = skipped_message(board.skipped)
     return Published(metrics=metrics, submission_path=path, table=table, leaderboard_error=board_error)
+
+
+def preview_submission(cfg: RunConfig, splits: DatasetSplits, method: Method, variant: str,
+                       identity: dict[str, Any], *, trains: bool, initial_weights: Optional[dict[str, Any]],
+                       synthetic_seed: Optional[int]) -> dict[str, Any]:
+    """The fields of the run's future submission that name its file and make its identity
+    (:func:`benchmark.run_identity.comparable`), known before training."""
+    synthetic = cfg.data_root is None and synthetic_seed is not None
+    ev = cfg.profile.eval
+    prov: dict[str, Any] = {"seed": int(cfg.seed), "identity": identity, "training": {} if trains else None}
+    if initial_weights is not None:
+        prov["initial_weights"] = dict(initial_weights)
+    return {
+        "method": {"name": cfg.method, "variant": variant or "",
+                   "config": submission._jsonable(method.cfg if dataclasses.is_dataclass(method.cfg) else None)},
+        "dataset": {"name": cfg.dataset, "annotation_checksum": splits.annotation_checksum,
+                    "size": cfg.synth_size if synthetic else None, "seed": synthetic_seed if synthetic else None},
+        "profile": {"name": cfg.profile.name,
+                    **submission._jsonable({"data": cfg.profile.data, "train": cfg.profile.train, "eval": ev})},
+        "protocol": {"rerank": ev.rerank, "rerank_topk": int(ev.rerank_topk)},
+        "provenance": prov,
+    }
+
+
+def target_path(sub: dict[str, Any], results_dir: Path) -> Path:
+    """Where :func:`benchmark.submission.write_submission` puts ``sub`` (``.json``; a ``.gz``
+    beside it is the same submission, compressed)."""
+    return Path(results_dir) / submission.SUBMISSIONS_SUBDIR / submission.submission_filename(sub)
+
+
+def skipped_message(skipped: list[tuple[str, str]]) -> str:
+    """One line: how many files the leaderboard left out, and the first one's fault."""
+    path, why = skipped[0]
+    more = f" (and {len(skipped) - 1} more)" if len(skipped) > 1 else ""
+    return f"{len(skipped)} file(s) skipped by the leaderboard: {path}: {why}{more}"
 
 
 # --- leaderboard -------------------------------------------------------------------------
@@ -137,6 +184,8 @@ def leaderboard_command(results_dir: Path, data_roots: Optional[dict[str, Path]]
                         compare: Optional[Sequence[str]] = None) -> int:
     from rich.console import Console
 
+    import sys
+
     board = regenerate_leaderboard(results_dir, data_roots=data_roots)
     con = Console(highlight=False)
     for table in rich_tables(board):
@@ -149,6 +198,12 @@ def leaderboard_command(results_dir: Path, data_roots: Optional[dict[str, Path]]
 
         for line in compare_lines(board, compare[0], compare[1]):
             con.print(line)
+    for path, why in board.skipped:
+        print(f"skipped: {path}: {why}", file=sys.stderr)
+    if board.skipped:
+        print(f"error: {len(board.skipped)} file(s) skipped (listed above); the leaderboard was regenerated "
+              f"without them", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -11,6 +11,11 @@
    with :mod:`benchmark.evaluate`;
 5. on rank 0 writes the submission, regenerates the leaderboard and returns its table.
 
+Before any training the run's identity (:mod:`benchmark.run_identity`: dataset instance,
+truncation, method code, profile, overrides) is checked against the submission it would
+write: one of another identity is never replaced without ``--overwrite``; a ``--resume``
+with no checkpoint to resume is refused.
+
 Run directory: ``<output_dir>/<dataset>/<method>[-<variant>]/<profile>-seed<N>/`` holding
 ``config.json``, ``last.pt`` (checkpoint) and the run's copy of the submission. Test-set
 embeddings are cached under ``<output_dir>/feature-cache/`` (:mod:`benchmark.feature_cache`;
@@ -28,6 +33,7 @@ from typing import Any, Optional
 
 from benchmark import distributed as D
 from benchmark import engine, evaluate, provenance
+from benchmark import run_identity as ident
 from benchmark.config import RunConfig
 from benchmark.config_diff import recipe_changes, variant_with_settings
 from benchmark.feature_cache import FEATURE_CACHE_DIR, FeatureCache
@@ -231,16 +237,53 @@ def run(
     num_workers: Optional[int] = None,
     show_progress: bool = True,
     write_leaderboard: bool = True,
+    overwrite: bool = False,
 ) -> RunResult:
-    """Train and evaluate ``cfg.method`` on ``cfg.dataset``; see the module docstring."""
+    """Train and evaluate ``cfg.method`` on ``cfg.dataset``; see the module docstring.
+
+    ``overwrite``: replace an existing submission of another run identity
+    (:mod:`benchmark.run_identity`; refused otherwise, before any training)."""
     env = D.init_distributed(cfg.device)
     try:
-        return _run(cfg, env, num_workers, show_progress, write_leaderboard)
+        return _run(cfg, env, num_workers, show_progress, write_leaderboard, overwrite)
     finally:
         D.cleanup(env)
 
 
-def _run(cfg: RunConfig, env: D.DistEnv, num_workers: Optional[int], show_progress: bool, write_leaderboard: bool) -> RunResult:
+def identity_for(cfg: RunConfig, splits: DatasetSplits, method: Method, world_size: int) -> dict[str, Any]:
+    """The run's ``provenance.identity`` (:func:`benchmark.run_identity.build_identity`)."""
+    t = cfg.profile.train
+    planned = ident.planned_steps(t.epochs, len(splits.train), t.batch_size, world_size, t.grad_accum) if trains(cfg) else None
+    return ident.build_identity(
+        dataset=cfg.dataset, annotation_checksum=splits.annotation_checksum, custom_root=cfg.data_root is not None,
+        profile={"name": cfg.profile.name}, method=cfg.method, overrides=cfg.method_overrides,
+        code=ident.code_hash(method), seed=cfg.seed, max_steps=t.max_steps if trains(cfg) else None, planned=planned,
+    )
+
+
+def check_before_training(cfg: RunConfig, env: D.DistEnv, run_dir: Path, target: Path, record: dict[str, Any],
+                          overwrite: bool) -> None:
+    """Refuse, before any work, a ``--resume`` with nothing to resume and a submission that would
+    replace one of another identity (rank 0 decides; every rank raises the same error)."""
+    from benchmark.checkpoint import CheckpointError, find_resumable
+
+    problem: Optional[tuple[str, str]] = None
+    if env.is_main:
+        if cfg.resume and trains(cfg) and find_resumable(run_dir) is None:
+            problem = ("checkpoint", f"--resume: no checkpoint to resume in {run_dir} (nothing was trained there "
+                                     f"with these settings yet); drop --resume to start the run")
+        else:
+            try:
+                ident.check_target(target, record, overwrite=overwrite)
+            except ident.IdentityError as exc:
+                problem = ("identity", str(exc))
+    problem = D.broadcast_object(problem, env)
+    if problem is not None:
+        raise (CheckpointError if problem[0] == "checkpoint" else ident.IdentityError)(problem[1])
+
+
+def _run(cfg: RunConfig, env: D.DistEnv, num_workers: Optional[int], show_progress: bool, write_leaderboard: bool,
+         overwrite: bool = False) -> RunResult:
     from benchmark.progress import console
     from datasets.torch_data import PairDataset
 
@@ -269,6 +312,13 @@ def _run(cfg: RunConfig, env: D.DistEnv, num_workers: Optional[int], show_progre
         f"{provenance.device_string(env.device)} x{env.world_size} -> {run_dir}"
     )
     identity = run_identity(cfg, initial_weights)
+    from benchmark import publish
+
+    record = identity_for(cfg, splits, method, env.world_size)
+    preview = publish.preview_submission(cfg, splits, method, variant, record, trains=trains(cfg),
+                                         initial_weights=initial_weights, synthetic_seed=SYNTH_DATA_SEED)
+    check_before_training(cfg, env, run_dir, publish.target_path(preview, cfg.results_dir),
+                          ident.comparable(preview), overwrite)
     resolved = {
         "run": cfg.to_dict(),
         "method_config": method_cfg,
@@ -308,13 +358,11 @@ def _run(cfg: RunConfig, env: D.DistEnv, num_workers: Optional[int], show_progre
     result = RunResult(run_dir=run_dir, method_name=label, train=train_result, evaluation=out)
     result.timings = {"load_s": load_s, "train_s": train_result.wall_s if train_result else 0.0, "eval_s": eval_s}
     if env.is_main and out is not None:
-        from benchmark import publish
-
         prov = provenance.collect(env.device, world_size=env.world_size)
         result.timings["total_s"] = time.perf_counter() - t_all
         published = publish.publish(
             cfg, splits, method, variant, out, train_result=train_result, provenance=prov, seeds=seeds,
-            initial_weights=initial_weights,
+            initial_weights=initial_weights, identity=record, overwrite=overwrite,
             timings=result.timings, run_dir=run_dir, synthetic_seed=SYNTH_DATA_SEED, write_leaderboard=write_leaderboard,
         )
         result.metrics = published.metrics

@@ -1,7 +1,9 @@
 """Reading untrusted JSON (submissions, reported results) with hard limits.
 
 Before anything is parsed the file size is checked; a gzip file (detected by its magic
-bytes) is decompressed with a cap on the decompressed size; the nesting depth is measured
+bytes) is decompressed with a cap on the decompressed size (a file cut short is named as
+truncated, not taken for a bomb by whatever its last four bytes hold in place of the size
+trailer); the nesting depth is measured
 by a linear scan outside string literals; only then is ``json.loads`` run, refusing
 duplicate object keys, ``NaN``/``Infinity`` and numbers that overflow to infinity. JSON is
 data: nothing in it is ever executed or imported.
@@ -20,6 +22,7 @@ import numpy as np
 MAX_BYTES = 256 * 1024 * 1024  # decompressed
 MAX_DEPTH = 32
 GZIP_MAGIC = b"\x1f\x8b"
+MAX_DEFLATE_RATIO = 1032  # deflate cannot expand more than this: a trailer claiming more lies (or was cut off)
 
 class UntrustedJSONError(ValueError):
     """The file cannot be read safely; ``str()`` names the file and the fault."""
@@ -37,7 +40,7 @@ def read_limited(path: Path | str, max_bytes: int = MAX_BYTES) -> bytes:
             if head == GZIP_MAGIC and size >= 18:  # the trailer's ISIZE: decompressed size mod 2**32
                 fh.seek(-4, 2)
                 claimed = int.from_bytes(fh.read(4), "little")
-                if claimed > max_bytes:
+                if max_bytes < claimed <= size * MAX_DEFLATE_RATIO:  # an honest trailer: a bomb
                     with gzip.open(path, "rb") as gz:  # a corrupt stream says so first
                         gz.read(1)
                     raise UntrustedJSONError(f"{path}: decompresses to more than the limit of {max_bytes} bytes "
@@ -47,7 +50,10 @@ def read_limited(path: Path | str, max_bytes: int = MAX_BYTES) -> bytes:
         data = _gunzip_limited(path, max_bytes)
     except FileNotFoundError:
         raise UntrustedJSONError(f"{path}: no such file") from None
-    except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+    except EOFError:
+        raise UntrustedJSONError(f"{path}: truncated gzip file (the compressed data ends before its "
+                                 f"end-of-stream marker)") from None
+    except (gzip.BadGzipFile, zlib.error) as exc:
         raise UntrustedJSONError(f"{path}: corrupt gzip data ({exc})") from None
     except OSError as exc:
         raise UntrustedJSONError(f"{path}: cannot read ({exc.strerror or exc})") from None

@@ -1,6 +1,8 @@
-"""Submissions: build, validate (JSON schema v1), write atomically, load safely, re-score.
+"""Submissions: build, validate (JSON schema v2; v1 still read), write atomically, load safely, re-score.
 
-A submission (``benchmark/schemas/submission-v1.json``) records one evaluated run: the
+A submission (``benchmark/schemas/submission-v2.json``; v2 adds the optional
+``provenance.identity`` of :mod:`benchmark.run_identity` and the diff of a dirty tree,
+``provenance.git.diff*``, to v1) records one evaluated run: the
 method (name, variant, config, parameter count), the dataset (name, split, annotation
 checksum, layout), the profile and protocol, the claimed metrics (with CIs and per-attribute
 breakdowns), the per-query top-k ranked gallery ids (``EvalConfig.topk_saved`` of them) and
@@ -42,7 +44,8 @@ from benchmark.metrics import as_rank_array, compute_metrics, map_upper_bound, r
 from benchmark.scoring import SplitIndex
 from datasets.records import DatasetSplits
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # written; v2 = v1 + optional provenance.identity and provenance.git's diff record
+READABLE_VERSIONS = (1, 2)  # v1 submissions (written before 2) still load, against their own schema
 SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
 METRIC_TOLERANCE = 1e-4  # percentage points
 GZIP_OVER_BYTES = 1 << 20  # written gzip-compressed above this size
@@ -58,9 +61,12 @@ class SubmissionError(ValueError):
 
 
 @functools.lru_cache(maxsize=None)
-def load_schema(name: str = "submission") -> dict[str, Any]:
-    """The JSON schema ``benchmark/schemas/<name>-v1.json`` (``submission`` or ``reported``)."""
-    path = SCHEMA_DIR / f"{name}-v{SCHEMA_VERSION}.json"
+def load_schema(name: str = "submission", version: Optional[int] = None) -> dict[str, Any]:
+    """The JSON schema ``benchmark/schemas/<name>-v<N>.json``: ``submission`` (``version``,
+    default :data:`SCHEMA_VERSION`) or ``reported`` (v1)."""
+    if version is None:
+        version = SCHEMA_VERSION if name == "submission" else 1
+    path = SCHEMA_DIR / f"{name}-v{version}.json"
     with open(path, encoding="utf-8") as fh:
         schema = json.load(fh)
     jsonschema.Draft202012Validator.check_schema(schema)
@@ -74,10 +80,13 @@ def schema_errors(obj: Any, name: str = "submission") -> list[str]:
     rule for them by a direct loop (:func:`_ranking_errors`): jsonschema would take seconds.
     """
     rankings = None
+    version = None
+    if name == "submission" and isinstance(obj, dict) and obj.get("schema_version") in READABLE_VERSIONS:
+        version = obj["schema_version"]
     if name == "submission" and isinstance(obj, dict) and isinstance(obj.get("rankings"), list) and obj["rankings"]:
         rankings = obj["rankings"]
         obj = {**obj, "rankings": rankings[:1]}
-    validator = jsonschema.Draft202012Validator(load_schema(name))
+    validator = jsonschema.Draft202012Validator(load_schema(name, version))
     out = []
     for err in sorted(validator.iter_errors(obj), key=lambda e: [str(p) for p in e.absolute_path]):
         where = "/".join(str(p) for p in err.absolute_path) or "(top level)"
@@ -346,8 +355,9 @@ def load_submission(path: Path | str, *, max_bytes: int = safe_json.MAX_BYTES,
         raise SubmissionError(str(exc)) from None
     if not isinstance(obj, dict):
         raise SubmissionError(f"{path}: top level must be a JSON object, got {type(obj).__name__}")
-    if obj.get("schema_version") != SCHEMA_VERSION:
-        raise SubmissionError(f"{path}: schema_version {obj.get('schema_version')!r} is not supported (expected {SCHEMA_VERSION})")
+    if obj.get("schema_version") not in READABLE_VERSIONS:
+        raise SubmissionError(f"{path}: schema_version {obj.get('schema_version')!r} is not supported "
+                              f"(expected one of {', '.join(map(str, READABLE_VERSIONS))})")
     errors = schema_errors(obj)
     _raise(f"{path} (schema violations)", errors)
     _raise(str(path), consistency_faults(obj))

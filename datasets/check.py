@@ -2,9 +2,10 @@
 
 Walks the annotations with the dataset's own parser in collecting mode (malformed rows, bad JSON,
 non-UTF-8 text, duplicate ids, ground truth outside its gallery group, paths escaping the root,
-missing annotation files), then every file the records reference: missing, empty or unreadable
-files, JPEGs without their end-of-image marker (truncated), and, with ``deep=True``, a full decode
-of every image and an open + first-frame decode of every video.
+missing annotation files, an empty training split), then every file the records reference:
+symbolic links leading out of the data root, missing, empty or unreadable files, JPEGs without
+their end-of-image marker (truncated), and, with ``deep=True``, a full decode of every image
+and an open + first-frame decode of every video.
 
 Missing MovingFashion videos are reported (named) as warnings up to ``KNOWN_MISSING_VIDEOS``, the
 number the public archive lacks (22 train + 1 test); beyond that they are errors. ``report.ok`` is
@@ -28,6 +29,8 @@ KNOWN_MISSING_VIDEOS = 23
 # warnings, not errors: downloads the prepare report lists as failed, boxes dropped, missing videos (up to the count above)
 WARNING_KINDS = frozenset((F.MISSING_VIDEO, F.FAILED_DOWNLOAD, F.BAD_BOX))
 LAYOUT_READERS = ("lpr4m", "movingfashion")
+EMPTY_SPLIT = "empty_split"  # a split with no records (e.g. an empty training annotation file)
+TRAINING_FILES = ("training_videoinfo*.txt", "train.json")  # the layouts' training annotations
 
 
 @dataclass
@@ -100,10 +103,15 @@ def check_dataset(name: str, root: Path, *, deep: bool = False) -> CheckReport:
             "image_files": len(images), "video_files": len(videos), "missing_videos": len(splits.missing),
         }
         report.stats.update(_prepare_stats(root, splits))
+        if not splits.train:
+            _report_empty_training(root, faults)
+        inside = _InsideRoot(root)
         for path in images:
-            _check_image(path, faults, deep)
+            if inside.check(path, faults):
+                _check_image(path, faults, deep)
         for path in videos:
-            _check_video(path, faults, deep)
+            if inside.check(path, faults):
+                _check_video(path, faults, deep)
     report.counts = dict(faults.counts)
     report.examples = {k: [f"{f.where}: {f.message}" for f in v] for k, v in faults.examples.items()}
     report.error_kinds = {k for k in faults.counts if k not in WARNING_KINDS}
@@ -124,6 +132,34 @@ def _prepare_stats(root: Path, splits: DatasetSplits) -> dict[str, int]:
         return {}
     return {"failed_downloads": prep.num_failed, "queries_without_frames": sum(q.missing for q in splits.queries),
             "gallery_images_missing": len(prep.gallery_missing)}
+
+
+def _report_empty_training(root: Path, faults: Faults) -> None:
+    """An error naming the training annotation file(s) that yielded no training pair."""
+    found = sorted({p for pattern in TRAINING_FILES for folder in (root, root / "annotations") for p in folder.glob(pattern)})
+    where = ", ".join(str(p) for p in found) if found else str(root)
+    faults.error(EMPTY_SPLIT, where, "the training split is empty: no training pair could be read from its "
+                                     "annotation file(s)")
+
+
+class _InsideRoot:
+    """Whether a referenced file really lies under the data root once symbolic links are
+    resolved (a link leading out of the root is an error, like a ``../`` path)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = os.path.realpath(root)
+        self.dirs: dict[str, str] = {}
+
+    def check(self, path: Path, faults: Faults) -> bool:
+        parent = os.path.dirname(path)
+        real_parent = self.dirs.get(parent)
+        if real_parent is None:
+            real_parent = self.dirs[parent] = os.path.realpath(parent)
+        real = os.path.realpath(path) if os.path.islink(path) else os.path.join(real_parent, os.path.basename(path))
+        if real == self.root or real.startswith(self.root + os.sep):
+            return True
+        faults.error(F.PATH_ESCAPE, path, f"resolves outside the data root (a symbolic link to {real})")
+        return False
 
 
 def _image_files(splits: DatasetSplits) -> list[Path]:

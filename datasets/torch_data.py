@@ -8,12 +8,15 @@
 Clip side: ``frames`` float [T, 3, S, S], ``frame_mask`` bool [T] (False on padding), ``boxes``
 float [T, 4] xyxy in [0, 1] of the transformed frame, ``box_mask`` bool [T], ``asr`` str. A
 missing query clip (``Query.missing``) yields zero frames and an all-False ``frame_mask``. Every
-item carries ``index`` (its position in the split). Unreadable files raise ``DataError``.
+item carries ``index`` (its position in the split). Unreadable files raise ``DataError``, as
+:class:`WorkerDataError`, whose one-line message survives DataLoader worker processes.
 """
 
 from __future__ import annotations
 
 import bisect
+import functools
+import json
 from typing import Any, Mapping, Optional, Sequence
 
 import torch
@@ -22,9 +25,50 @@ from torch.utils.data import Dataset
 from benchmark.config import DataConfig
 from datasets import transforms as T
 from datasets.decoding import VideoFile, decode_frames, decode_image
+from datasets.errors import DataError
 from datasets.prepare_report import boxes_in_stored_pixels
 from datasets.records import Box, ClipSource, GalleryItem, Query, TrainPair
 from datasets.sampling import sample_clip, temporal_mask, video_candidates
+
+
+_NOTE = "lpr-bench data error: "  # marks the note that carries the original error through a worker
+
+
+class WorkerDataError(DataError):
+    """A ``DataError`` met while loading an item, in a form that survives DataLoader workers.
+
+    torch re-raises a worker's exception in the main process as ``type(exc)(text)``, the text
+    being the worker's whole traceback (25 lines where the user was promised one). The
+    original message, path and kind travel as a note of that traceback; this constructor
+    finds them there, so the main process raises the same one-line error as with
+    ``--num-workers 0``.
+    """
+
+    def __init__(self, message: str, *, path: Optional[str] = None, kind: str = "") -> None:
+        if message.startswith("Caught ") and _NOTE in message:
+            try:
+                record = json.loads(message.rsplit(_NOTE, 1)[1].splitlines()[0])
+                message, path, kind = str(record["message"]), record.get("path"), str(record.get("kind") or "")
+            except (ValueError, KeyError, TypeError, IndexError):
+                pass  # not ours after all: keep torch's text
+        super().__init__(message, path=path, kind=kind)
+
+
+def one_line_errors(getitem):
+    """Decorate a ``__getitem__``: a ``DataError`` leaves it as a :class:`WorkerDataError`."""
+
+    @functools.wraps(getitem)
+    def wrapper(self, i):
+        try:
+            return getitem(self, i)
+        except WorkerDataError:
+            raise
+        except DataError as exc:
+            err = WorkerDataError(str(exc), path=exc.path, kind=exc.kind)
+            err.add_note(_NOTE + json.dumps({"message": str(exc), "path": exc.path, "kind": exc.kind}))
+            raise err from None
+
+    return wrapper
 
 
 def load_clip(clip: ClipSource, cfg: DataConfig, *, train: bool = False, cache: Any = None) -> dict[str, Any]:
@@ -140,6 +184,7 @@ class PairDataset(Dataset):
     def __len__(self) -> int:
         return len(self.pairs)
 
+    @one_line_errors
     def __getitem__(self, i: int) -> dict[str, Any]:
         pair = self.pairs[i]
         item = load_clip(pair.clip, self.cfg, train=self.train, cache=self.frame_cache)
@@ -163,6 +208,7 @@ class QueryDataset(Dataset):
     def __len__(self) -> int:
         return len(self.queries)
 
+    @one_line_errors
     def __getitem__(self, i: int) -> dict[str, Any]:
         q = self.queries[i]
         clip = ClipSource(clip_id=q.query_id, asr=q.clip.asr) if q.missing else q.clip
@@ -183,6 +229,7 @@ class GalleryDataset(Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
+    @one_line_errors
     def __getitem__(self, i: int) -> dict[str, Any]:
         g = self.items[i]
         return {"image": load_image(g.image_path, self.cfg, train=False, cache=self.frame_cache), "title": g.title, "index": i}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import io
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -64,7 +65,8 @@ def test_tables_show_rescored_numbers_ranked_by_r1(results, toy):
 
 
 def test_leaderboard_trusts_no_claimed_number(results, toy):
-    """Claims that disagree with the rankings stop the regeneration; old files stay whole."""
+    """Claims that disagree with the rankings keep that file off the board, named with its
+    first fault in ``board.skipped``; the rest is regenerated unchanged."""
     root, good, _ = results
     lb.regenerate(root, load_splits=loader_for(toy))
     before = (root / "leaderboard.md").read_bytes()
@@ -72,9 +74,12 @@ def test_leaderboard_trusts_no_claimed_number(results, toy):
     liar["method"]["name"] = "liar"
     liar["metrics"]["overall"]["R1"]["value"] = 99.0
     (root / "submissions" / "liar.json").write_text(dumps_submission(liar))
-    with pytest.raises(lb.LeaderboardError, match=r"(?s)liar\.json.*metrics\.overall\.R1: claimed 99\.0, re-scored"):
-        lb.regenerate(root, load_splits=loader_for(toy))
+    board = lb.regenerate(root, load_splits=loader_for(toy))
+    assert [p for p, _ in board.skipped] == [str(root / "submissions" / "liar.json")]
+    assert re.search(r"metrics\.overall\.R1: claimed 99\.0, re-scored", board.skipped[0][1])
     assert (root / "leaderboard.md").read_bytes() == before
+    with pytest.raises(lb.LeaderboardError, match=r"(?s)liar\.json.*metrics\.overall\.R1: claimed 99\.0"):
+        lb.collect_rows(root, loader_for(toy))  # without a skip list: strict, as before
 
 
 def test_unverified_rows_show_claims_and_say_so(results):
@@ -121,8 +126,10 @@ def test_interrupted_regeneration_leaves_old_file_whole(results, toy, monkeypatc
 def test_bad_reported_file_is_rejected(results, toy):
     root, _, _ = results
     (root / "reported.json").write_text(json.dumps({"schema_version": 1, "rows": [{"method": "x"}]}))
-    with pytest.raises(lb.LeaderboardError, match="reported.json: .*schema violation"):
-        lb.regenerate(root, load_splits=loader_for(toy))
+    board = lb.regenerate(root, load_splits=loader_for(toy))
+    assert [p for p, _ in board.skipped] == [str(root / "reported.json")]
+    assert "schema violation" in board.skipped[0][1]
+    assert all(r.source != "reported" for rows in board.tables.values() for r in rows)
 
 
 def test_seeds_are_told_apart(tmp_path, toy):

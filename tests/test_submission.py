@@ -58,7 +58,7 @@ def test_round_trip_json_and_gzip_rescore_exactly(tmp_path, splits, sub):
 
 
 def test_submission_content(splits, sub):
-    assert sub["schema_version"] == 1 and sub["source"] == "reproduced"
+    assert sub["schema_version"] == 2 and sub["source"] == "reproduced"
     assert sub["dataset"]["annotation_checksum"] == splits.annotation_checksum
     assert sub["protocol"]["tie_break"] == "gallery-order" and sub["protocol"]["topk_saved"] == 10
     assert len(sub["rankings"]) == len(splits.queries)
@@ -176,8 +176,8 @@ def test_size_limits_before_parsing(tmp_path, splits, sub):
 
 
 def test_unsupported_schema_version(tmp_path, sub):
-    path = write_raw(tmp_path / "v2.json", tampered(sub, lambda o: o.update(schema_version=2)))
-    with pytest.raises(SubmissionError, match="schema_version 2 is not supported"):
+    path = write_raw(tmp_path / "v3.json", tampered(sub, lambda o: o.update(schema_version=3)))
+    with pytest.raises(SubmissionError, match="schema_version 3 is not supported"):
         load_submission(path)
 
 
