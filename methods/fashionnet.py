@@ -20,7 +20,9 @@ semi-hard negative, below).
 
 Dropped, because LPR data has no landmark or attribute labels: the pose branch (landmark
 regression and visibility), the landmark-pooled local branch (it needs landmark positions)
-and the attribute head. Added: a product-identity cross-entropy head on fc7 (``DataInfo
+and the attribute head; what remains is FashionNet's global branch, and its rows are labelled
+``fashionnet (global-branch)`` (``variant``; rows submitted before the label keep the bare
+name until rerun). Added: a product-identity cross-entropy head on fc7 (``DataInfo
 .num_products`` classes), the usual identity supervision of the re-id style baselines here.
 
 Adaptations to video-to-shop retrieval:
@@ -139,12 +141,17 @@ def cross_domain_triplet(
     return F.relu(d_ap - d_an + margin)[valid].mean()
 
 
-@METHODS.register("fashionnet", description="FashionNet (DeepFashion, CVPR 2016): VGG-16 global branch, category + ID heads, triplet")
+@METHODS.register("fashionnet", description="FashionNet (DeepFashion, CVPR 2016), global branch only (no landmark or attribute branch): VGG-16, category + ID heads, triplet")
 class FashionNet(PaperOptimMixin, Method):
     """VGG-16 global branch (conv5 -> fc6 -> fc7 embedding), category/ID heads, triplet loss."""
 
     Config = FashionNetConfig
     PROFILES = {"paper": PAPER, "tiny": TINY}
+
+    def variant(self) -> str:
+        """Every run is FashionNet's global branch only (no landmark-pooled local branch, no
+        attribute head): the label says so, e.g. ``fashionnet (global-branch)``."""
+        return "global-branch"
     
     def __init__(self, cfg: FashionNetConfig, info: DataInfo) -> None:
         super().__init__(cfg, info)

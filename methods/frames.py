@@ -1,10 +1,20 @@
 """Frame selection for methods that take a fixed number of frames per clip.
 
-Video re-id methods (NVAN, MGH) see ``n`` frames: the clip's real frames are split into ``n``
-equal chunks and one frame is taken per chunk, a random one in training and the first one at
-test (the sampling protocol of STE-NVAN's official code, after Li et al., CVPR 2018). Padding
-(``frame_mask`` False) is never selected; a clip with fewer than ``n`` real frames repeats
-frames in temporal order, as re-id loaders do for short tracklets.
+Video re-id methods (NVAN, MGH) see ``n`` frames, one per chunk of the clip's real frames: a
+random one in training, the first one at test (after Li et al., CVPR 2018). Two chunking rules:
+
+* ``"ste-nvan"``, STE-NVAN's ``util/utils.py`` (``Video_train_Dataset`` / ``Video_test_Dataset``):
+  chunks of ``ceil(F / n)`` frames, the list padded with the last frame to ``n`` chunks (a clip
+  shorter than ``n`` takes each frame once, then repeats the last), e.g. 10 frames into 8 give
+  ``[0, 2, 4, 6, 8, 9, 9, 9]`` at test; in training a chunk's pick is uniform over its
+  ``ceil(F / n)`` slots, padding slots included (they hold the last frame);
+* ``"equal"``: ``n`` chunks as equal as integers allow (``floor(i F / n)``), a short clip
+  repeating each frame in temporal order (3 into 4: ``[0, 0, 1, 2]``). The ``tiny`` profiles
+  keep it, as their committed rows were trained with it; the two rules agree whenever ``F`` is
+  a multiple of ``n`` (every tiny test clip has 4 or no real frames), and differ on the
+  tail-cut training clips.
+
+Padding (``frame_mask`` False) is never selected.
 
 :func:`frames_and_images` runs a per-image network over a batch's frames and shop images in one
 call. With BatchNorm in the network this matters: in training, separate calls normalise each
@@ -29,26 +39,40 @@ def real_first_order(mask: Tensor) -> Tensor:
     return torch.argsort((~mask).to(torch.int8), dim=1, stable=True)
 
 
-def chunk_indices(lengths: Tensor, n: int, training: bool, generator: Optional[torch.Generator] = None) -> Tensor:
-    """[B, n] positions in ``range(length)``: one per chunk of ``n`` equal chunks.
+CHUNK_RULES = ("ste-nvan", "equal")
+
+
+def chunk_indices(
+    lengths: Tensor, n: int, training: bool, generator: Optional[torch.Generator] = None, rule: str = "equal"
+) -> Tensor:
+    """[B, n] positions in ``range(length)``: one per chunk (``rule``: see the module docstring).
 
     ``training``: a uniformly random position inside each chunk; otherwise its first. A
     length of 0 is treated as 1 (position 0).
     """
+    if rule not in CHUNK_RULES:
+        raise ValueError(f"frame chunking rule {rule!r}: expected one of {CHUNK_RULES}")
     k = lengths.clamp_min(1).to(torch.float64)[:, None]
     i = torch.arange(n, dtype=torch.float64, device=lengths.device)[None, :]
-    start = torch.floor(i * k / n)
-    end = torch.maximum(torch.floor((i + 1) * k / n), start + 1)
+    if rule == "ste-nvan":
+        size = torch.ceil(k / n)
+        start = i * size
+        end = start + size
+    else:
+        start = torch.floor(i * k / n)
+        end = torch.maximum(torch.floor((i + 1) * k / n), start + 1)
     if training:
         u = torch.rand(start.shape, generator=generator, dtype=torch.float64, device="cpu").to(lengths.device)
         pos = start + torch.floor(u * (end - start))
     else:
         pos = start
-    return pos.clamp(max=k - 1).long()
+    return pos.clamp(max=k - 1).long()  # "ste-nvan": a padding slot holds the last frame
 
 
-def select_frames(frames: Tensor, mask: Tensor, n: Optional[int], training: bool) -> tuple[Tensor, Tensor]:
-    """``frames`` [B, T, ...] -> ([B, n, ...], all-True mask [B, n]) by chunk sampling.
+def select_frames(
+    frames: Tensor, mask: Tensor, n: Optional[int], training: bool, rule: str = "equal"
+) -> tuple[Tensor, Tensor]:
+    """``frames`` [B, T, ...] -> ([B, n, ...], all-True mask [B, n]) by chunk sampling (``rule``).
 
     ``n=None`` keeps every frame slot and only moves real frames first (mask reordered).
     """
@@ -61,7 +85,7 @@ def select_frames(frames: Tensor, mask: Tensor, n: Optional[int], training: bool
             new_mask = new_mask.clone()
             new_mask[:, 0] = True
     else:
-        pos = chunk_indices(lengths, n, training)
+        pos = chunk_indices(lengths, n, training, rule=rule)
         idx = torch.gather(order, 1, pos)
         new_mask = torch.ones(idx.shape, dtype=torch.bool, device=mask.device)
     view = idx.view(*idx.shape, *([1] * (frames.ndim - 2))).expand(-1, -1, *frames.shape[2:])

@@ -13,9 +13,19 @@ Kept from the official code:
     and part branches with p = 2, 4, 8 horizontal stripes per frame, giving T*p nodes each;
   * per part branch two neighbourhood-aggregation (hypergraph propagation) layers: a node's
     hyperedge holds its top-3 cosine neighbours (itself included, i.e. 2 others) among the
-    nodes of frames within +-3 frames; the layer outputs concat(W_x x, W_n mean(neighbours))
-    -> L2 norm -> ReLU -> BatchNorm, hidden size 512 (so 1024-d per layer);
-  * the 5120-d concatenation [global, p=2, p=4, p=8] (pre-BN) for the triplet loss, a BNNeck,
+    nodes of frames within a temporal range; the layer outputs concat(W_x x, W_n mean(neighbours))
+    -> L2 norm -> ReLU -> BatchNorm, hidden size 512. The released model has one range, +-3
+    frames (``BatchedGraphSAGEDynamicRangeMean1``, 1024-d per layer: ``windows=(3,)``);
+  * the paper's temporal granularities, hyperedges over several temporal ranges, are the
+    ``paper`` profile's ``windows=(1, 2, 3)``: one hyperedge per range, and the layer outputs
+    concat(W_x x, W_n m_1, W_n m_2, W_n m_3) (shared W_n, (1 + 3) x 512 = 2048-d), the layout of
+    the released code's commented-out multi-range variant (``BatchedGraphSAGEMean1Temporal`` with
+    ``build_adj_full_d`` ranges 1, 2, 3 and its ``bnneck`` of 2048 + 3 x 4 x 512). That variant
+    takes every node of the frames in range as the neighbours; here they are the top-3 by cosine
+    within the range, as the released model picks them. The paper's own rule for combining a
+    node's hyperedges could not be read here; this follows the code;
+  * the concatenation [global, p=2, p=4, p=8] (pre-BN; 5120-d with one range, 8192-d with
+    three) for the triplet loss, a BNNeck,
     one ID classifier per branch on its slice of the BNNeck feature (N(0, 0.001) init, with
     bias); loss = sum over branches of label-smoothed (0.1) cross-entropy + batch-hard
     triplet (margin 0.3); the BNNeck feature is the test embedding; 8 frames per clip;
@@ -48,15 +58,17 @@ Adaptations to video-to-shop retrieval:
     In ``tiny`` the two sides keep their own BatchNorm statistics (below).
   * Each batch holds B (clip, image) pairs; losses run over the 2B embeddings with product
     labels, so each anchor's positive is its cross-domain counterpart.
-  * Frames: chunk sampling of the real frames (``methods.frames``): a random frame per chunk in
-    training, the first at test (the code samples 8 consecutive frames in training and averages
-    over all 8-frame chunks at test).
+  * Frames: chunk sampling of the real frames (``methods.frames``, STE-NVAN's rule, as for
+    ``nvan``): a random frame per chunk in training, the first at test. MGH's own code samples 8
+    consecutive frames in training and averages over all 8-frame chunks at test (``video_loader.py``
+    ``random`` / ``dense``); not implemented, a departure that stands.
   * Stripes come from adaptive average pooling, since 224 px gives 14 rows, which 8 does not
     divide (the code's fixed kernel assumes divisibility).
 
 ``tiny`` profile (2-core CPU): random-init ResNet-18 layout at half width (32..256 channels,
 non-local after block 1 of layer2 and of layer3: every second block), last stride 1 at 112 px
-(7 rows, so parts p = 2, 4, 7: the finest granularity is one row), hidden 64, 4 frames.
+(7 rows, so parts p = 2, 4, 7: the finest granularity is one row), hidden 64, 4 frames chunked
+by the ``equal`` rule its committed rows were trained with (``methods.frames``).
 
 BatchNorm statistics (tiny, ``domain_batchnorm=True``): clips and shop images pass through the
 network in two calls (see ``methods/nvan.py`` for why that cost NVAN retrieval with one shared
@@ -102,10 +114,16 @@ class MGHConfig:
     parts: tuple[int, ...] = (2, 4, 8)
     hidden: int = 512
     knn: int = 3  # hyperedge size: the node and its 2 nearest neighbours
-    window: int = 3  # neighbours come from frames within +-window
+    # temporal ranges: one hyperedge per range, its neighbours from frames within +-range.
+    # (1, 2, 3): the paper's multiple temporal granularities (the released code's commented-out
+    # BatchedGraphSAGEMean1Temporal, ranges 1, 2, 3); (3,): the released model's single range
+    windows: tuple[int, ...] = (1, 2, 3)
     layers: int = 2
     pooling: str = "attention"  # "attention" (paper) | "mean" (released code)
     num_frames: int = 8
+    # chunking of the real frames into num_frames (``methods.frames``): "ste-nvan" = STE-NVAN's
+    # util/utils.py rule; "equal" = the tiny rows' (committed) rule
+    frame_chunks: str = "ste-nvan"
     label_smoothing: float = 0.1
     triplet_margin: float = 0.3
     mi_weight: float = 0.1  # 0 = the released code (no MI term)
@@ -127,7 +145,9 @@ TINY = MGHConfig(
     encoder=BackboneConfig(name="resnet18", pretrained=None, channels=(32, 64, 128, 256)),
     parts=(2, 4, 7),
     hidden=64,
+    windows=(3,),  # the released model's single range, as the committed tiny rows were trained
     num_frames=4,
+    frame_chunks="equal",  # the committed tiny rows' rule (methods.frames; "ste-nvan" would retrain them)
     domain_batchnorm=True,
 )
 
@@ -156,33 +176,39 @@ def temporal_neighbour_mask(frames: int, parts: int, window: int, device: torch.
 
 
 class HypergraphLayer(nn.Module):
-    """One propagation layer: each node averages its hyperedge's other nodes (top-``knn`` by
-    cosine similarity, itself included, within the temporal window) and outputs
-    BN(ReLU(L2(concat(W_x x, W_n neighbours))))."""
+    """One propagation layer: for each temporal range, a node's hyperedge is itself and its
+    top-(``knn`` - 1) cosine neighbours among the nodes of frames within +-range; the layer
+    outputs BN(ReLU(L2(concat(W_x x, W_n m_1, ..., W_n m_R)))), m_r the mean of range r's
+    neighbours (``W_n`` shared across ranges, as the released code's multi-range variant)."""
 
-    def __init__(self, in_dim: int, hidden: int, knn: int, window: int) -> None:
+    def __init__(self, in_dim: int, hidden: int, knn: int, windows: tuple[int, ...]) -> None:
         super().__init__()
-        self.knn, self.window = knn, window
+        if not windows or min(windows) < 0:
+            raise ValueError(f"mgh: windows must be one or more ranges >= 0, got {windows}")
+        self.knn, self.windows = knn, tuple(windows)
         self.W_x = nn.Linear(in_dim, hidden)
         self.W_n = nn.Linear(in_dim, hidden)
         for lin in (self.W_x, self.W_n):
             nn.init.xavier_uniform_(lin.weight, gain=nn.init.calculate_gain("relu"))
             nn.init.zeros_(lin.bias)
-        self.bn = nn.BatchNorm1d(2 * hidden)
+        self.out_dim = (1 + len(self.windows)) * hidden
+        self.bn = nn.BatchNorm1d(self.out_dim)
+
+    def neighbour_mean(self, x: Tensor, frames: int, parts: int, window: int) -> Tensor:
+        """[B, N, D] -> mean of each node's hyperedge neighbours within +-``window`` frames."""
+        b, n, _ = x.shape
+        allowed = temporal_neighbour_mask(frames, parts, window, x.device)
+        k = min(self.knn - 1, int(allowed.sum(1).min()))
+        if k <= 0:  # a single node: no neighbour
+            return torch.zeros_like(x)
+        xn = F.normalize(x, dim=-1)
+        sim = (xn @ xn.transpose(1, 2)).masked_fill(~allowed, float("-inf"))
+        idx = sim.topk(k, dim=-1).indices  # [B, N, k]
+        neigh = torch.gather(x.unsqueeze(1).expand(b, n, n, x.shape[-1]), 2, idx.unsqueeze(-1).expand(-1, -1, -1, x.shape[-1]))
+        return neigh.mean(2)
 
     def forward(self, x: Tensor, frames: int, parts: int) -> Tensor:
-        b, n, _ = x.shape
-        allowed = temporal_neighbour_mask(frames, parts, self.window, x.device)
-        k = min(self.knn - 1, int(allowed.sum(1).min()))
-        if k > 0:
-            xn = F.normalize(x, dim=-1)
-            sim = (xn @ xn.transpose(1, 2)).masked_fill(~allowed, float("-inf"))
-            idx = sim.topk(k, dim=-1).indices  # [B, N, k]
-            neigh = torch.gather(x.unsqueeze(1).expand(b, n, n, x.shape[-1]), 2, idx.unsqueeze(-1).expand(-1, -1, -1, x.shape[-1]))
-            neigh = neigh.mean(2)
-        else:  # a single node: no neighbour
-            neigh = torch.zeros_like(x)
-        h = torch.cat([self.W_x(x), self.W_n(neigh)], dim=-1)
+        h = torch.cat([self.W_x(x)] + [self.W_n(self.neighbour_mean(x, frames, parts, w)) for w in self.windows], dim=-1)
         h = F.relu(F.normalize(h, dim=-1))
         return self.bn(h.transpose(1, 2)).transpose(1, 2)
 
@@ -193,14 +219,15 @@ class PartBranch(nn.Module):
     def __init__(self, in_dim: int, parts: int, cfg: MGHConfig) -> None:
         super().__init__()
         self.parts = parts
-        dims = [in_dim] + [2 * cfg.hidden] * cfg.layers
-        self.layers = nn.ModuleList(HypergraphLayer(dims[i], cfg.hidden, cfg.knn, cfg.window) for i in range(cfg.layers))
+        width = (1 + len(cfg.windows)) * cfg.hidden
+        dims = [in_dim] + [width] * cfg.layers
+        self.layers = nn.ModuleList(HypergraphLayer(dims[i], cfg.hidden, cfg.knn, cfg.windows) for i in range(cfg.layers))
         self.pooling = cfg.pooling
         if cfg.pooling == "attention":
-            self.attn = nn.Linear(2 * cfg.hidden, 1)
+            self.attn = nn.Linear(width, 1)
         elif cfg.pooling != "mean":
             raise ValueError(f"mgh: pooling must be 'attention' or 'mean', got {cfg.pooling!r}")
-        self.out_dim = 2 * cfg.hidden
+        self.out_dim = width
 
     def forward(self, fmap: Tensor, b: int, t: int) -> Tensor:
         stripes = F.adaptive_avg_pool2d(fmap, (self.parts, 1)).flatten(2)  # [B*T, C, p]
@@ -292,7 +319,9 @@ class MGH(PaperOptimMixin, Method):
         return [g] + [branch(fmap, b, t) for branch in self.branches]
 
     def _clip_branches(self, batch: dict[str, Any]) -> list[Tensor]:
-        frames, _ = select_frames(batch["frames"], batch["frame_mask"], self.cfg.num_frames, self.training)
+        frames, _ = select_frames(
+            batch["frames"], batch["frame_mask"], self.cfg.num_frames, self.training, rule=self.cfg.frame_chunks
+        )
         with batchnorm_domain(self, FRAME):
             return self.branch_features(frames)
 

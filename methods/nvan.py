@@ -18,8 +18,10 @@ Kept from the paper and the official code:
     initialised N(0, 0.001); loss = batch-hard soft-margin triplet on the pre-BN feature +
     ID cross-entropy on the BNNeck feature, equal weights; the BNNeck feature is the test
     embedding;
-  * 8 frames per clip: the real frames are split into 8 chunks, one random frame per chunk
-    in training, the first of each chunk at test (``methods.frames``);
+  * 8 frames per clip by the official chunking (``util/utils.py``, ``frame_chunks="ste-nvan"``):
+    chunks of ceil(F / 8) real frames, padded with the last frame (10 frames -> ``[0, 2, 4, 6,
+    8, 9, 9, 9]`` at test), one random frame per chunk in training, the first at test
+    (``methods.frames``);
   * Adam-like optimisation at lr 1e-4, weight decay 5e-5 in the ``paper`` profile (the
     official run script); the benchmark engine uses AdamW with warmup + cosine instead of
     Adam with a step schedule. The official batch is 8 identities x 4 tracklets = 32 clips;
@@ -45,7 +47,10 @@ Adaptations to video-to-shop retrieval:
 ``tiny`` profile (2-core CPU): a randomly initialised ResNet-18 layout at half width
 (BasicBlocks, stages 32/64/128/256) with last stride 1 at 112 px, non-local blocks after the
 last block of layer2 and of layer3 (the same half of each stage as 2-of-4 and 3-of-6), 8 stripes
-for the 14/7-row maps, and 4 frames per clip (STE's two pair-pools take 4 -> 2 -> 1).
+for the 14/7-row maps, and 4 frames per clip (STE's two pair-pools take 4 -> 2 -> 1), chunked
+by the ``equal`` rule its committed rows were trained with (``methods.frames``: the same picks
+at test, where every clip has 4 or no real frames; tail-cut training clips of 1-3 frames repeat
+early frames instead of the last one).
 
 BatchNorm statistics (tiny, ``domain_batchnorm=True``): clips and shop images (one-frame clips)
 pass through the network in two calls, since the non-local blocks and STE's temporal pools see
@@ -98,6 +103,9 @@ class NVANConfig:
     ste: bool = False  # STE-NVAN: stripe non-local within frame pairs + pair max-pooling
     stripes: int = 16
     num_frames: int = 8
+    # chunking of the real frames into num_frames (``methods.frames``): "ste-nvan" = STE-NVAN's
+    # util/utils.py rule; "equal" = the tiny rows' (committed) rule
+    frame_chunks: str = "ste-nvan"
     triplet_margin: Optional[float] = None  # None: soft margin log(1 + exp(d_ap - d_an))
     triplet_weight: float = 1.0
     id_weight: float = 1.0
@@ -122,6 +130,7 @@ TINY = NVANConfig(
     nl_layer3=1,
     stripes=8,
     num_frames=4,
+    frame_chunks="equal",  # the committed tiny rows' rule (methods.frames; "ste-nvan" would retrain them)
     domain_batchnorm=True,
 )
 
@@ -196,7 +205,9 @@ class NVAN(PaperOptimMixin, Method):
         return volume_to_frames(block(frames_to_volume(x, group)))
 
     def _clip_features(self, batch: dict[str, Any]) -> Tensor:
-        frames, _ = select_frames(batch["frames"], batch["frame_mask"], self.cfg.num_frames, self.training)
+        frames, _ = select_frames(
+            batch["frames"], batch["frame_mask"], self.cfg.num_frames, self.training, rule=self.cfg.frame_chunks
+        )
         with batchnorm_domain(self, FRAME):
             return self.features(frames)
 

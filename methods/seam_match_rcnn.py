@@ -25,12 +25,18 @@ Kept from the paper and the official code:
   * losses (``MatchLossWeak``, ``NEWBalancedAggregationMatchLossWeak``): per frame, among its
     detections (score >= 0.1) the box scoring highest against its own shop image is the
     positive, every other (box, shop) pair in the batch a negative, cross-entropy with equal
-    class weights; the aggregation loss scores every valid clip (>= 3 frames) against every
-    valid shop with class weights 1.0 (non-match) / 0.3 (match) and weight
+    class weights; the aggregation loss takes each frame's best box as a candidate when its
+    match logit against its own shop exceeds -10 (``aggregation_candidates_above_threshold``),
+    and scores every clip with at least ``min_frames_aggregation`` = 1 candidate (SEAM checks
+    the aggregator's ``n_frames``, which its code leaves at -1, not the video model's 3)
+    against every valid shop with class weights 1.0 (non-match) / 0.3 (match) and weight
     ``min(epoch / 1, 1)``, i.e. off in epoch 0 (the epoch comes from ``Method.set_epoch``);
-  * shop side: ``paper`` takes the largest detection with score >= 0.1, as SEAM's training
-    and evaluation do; when nothing is detected the whole image is the box (SEAM's
-    ``TemporalRoIHeads`` fallback), also for frames;
+  * detections kept: score >= 0.1 in training (``train_movingfashion.py``), every detection
+    at test (``evaluate_movingfashion.py``'s ``score_threshold=0.0``, above torchvision's
+    ``box_score_thresh`` of 0.05: ``test_score_thresh``); the shop's box is its largest kept
+    detection (``paper``); when nothing is detected the whole image is the box (SEAM's
+    ``TemporalRoIHeads`` fallback), also for frames. In training SEAM drops a frame whose
+    detections all score in [0.05, 0.1); here it gets the whole-image box too;
   * query side at test time: SEAM's greedy tracker (start at the most confident detection,
     repeatedly add the box of an unvisited frame with the highest match probability to the
     tracklet, stop below 0.3), then the aggregator over the tracked boxes; the retrieval
@@ -75,7 +81,11 @@ image, fewer proposals (100 / 32 after NMS in training / inference), at most 4 d
 (``paper``: every detection, up to torchvision's 100), box head 256 wide, match head
 64 -> 256 -> 128-d (the paper's 256 -> 1024 -> 256 at a quarter of the width), shop box =
 whole image (a detector trained for minutes on frames is unreliable on shop images, which
-show the product alone).
+show the product alone). The tiny profile also keeps the rules its committed rows were trained
+and evaluated with, where they differ from SEAM's code: detections at score >= 0.1 at test too
+(``test_score_thresh=None``), every real frame's best box in the aggregation
+(``aggregation_candidates_above_threshold=False``) and clips of >= 3 frames
+(``min_frames_aggregation=3``; every tiny training clip that is not tail-cut has 4 frames).
 
 Measured in ``tiny`` (v7 synthetic data, seed 0, re-ranked all pairs, see the leaderboard).
 Before phase 2 restarted the aggregator from the trained match head (at de715cb): lpr4m-synth
@@ -181,7 +191,16 @@ class SeamConfig:
     # SEAM's phase 2 starts the aggregator from the trained match head (load_saved_matchrcnn):
     # copy it when the aggregation loss turns on (epoch 1); False = the construction-time copy only
     aggregator_from_trained_head: bool = True
-    min_frames_aggregation: int = 3
+    # a clip enters the aggregation loss with at least this many candidate frames: SEAM's check
+    # compares with the aggregator's ``n_frames``, which stays -1 (any clip with a candidate);
+    # the tiny rows were trained with 3 (the video model's ``n_frames=3``)
+    min_frames_aggregation: int = 1
+    # a frame is an aggregation candidate only if its best box's match logit against its own shop
+    # exceeds ``match_threshold`` (SEAM's NEWBalancedAggregationMatchLossWeak); False: every frame
+    aggregation_candidates_above_threshold: bool = True
+    # detections kept at test time (SEAM's evaluate_movingfashion.py: score_threshold=0.0, i.e.
+    # everything the detector outputs above torchvision's box_score_thresh); None: ``score_thresh``
+    test_score_thresh: Optional[float] = 0.0
     tracking_threshold: float = 0.3
     # epochs (from 0) whose match loss takes the intent-product box of every boxed frame as the
     # positive RoI (Match-RCNN's strong pairs) instead of SEAM's best detection; 0 = SEAM only
@@ -196,6 +215,8 @@ TINY = SeamConfig(
     rpn_post_nms_top_n_test=32, rpn_batch_size_per_image=128, box_batch_size_per_image=32,
     box_detections_per_img=10, detector_frames_per_clip=2, max_boxes_per_frame=4, shop_box="whole",
     head_hidden=256, embed=128,
+    # the committed tiny rows' rules (SEAM's would change what they train and evaluate)
+    min_frames_aggregation=3, aggregation_candidates_above_threshold=False, test_score_thresh=None,
 )
 
 
@@ -480,9 +501,11 @@ class SeamMatchRCNN(Method):
         ``n_frames`` are frames (their detections kept, at most ``max_boxes_per_frame``), the
         rest shop images (largest detection, or the whole image). ``gt`` = (boxes [n_frames, 4]
         in [0, 1], valid [n_frames], clip of each frame [n_frames]) adds the detection losses on
-        the frames that have a box.
+        the frames that have a box. Detections scoring under ``score_thresh`` (training, i.e.
+        ``gt`` given) or ``test_score_thresh`` (encoding) are dropped.
         """
         cfg, det = self.cfg, self.encoder
+        thresh = cfg.score_thresh if gt is not None or cfg.test_score_thresh is None else cfg.test_score_thresh
         pixels = images * images.new_tensor(BATCH_STD).view(3, 1, 1) + images.new_tensor(BATCH_MEAN).view(3, 1, 1)
         frozen = cfg.freeze_detector
         with torch.no_grad() if frozen else contextlib.nullcontext():
@@ -507,7 +530,7 @@ class SeamMatchRCNN(Method):
                 scores.append(fallback)
                 continue
             b, s = det_boxes[i]
-            keep = s >= cfg.score_thresh
+            keep = s >= thresh
             b, s = b[keep], s[keep]
             if b.shape[0] == 0:
                 b, s = whole, fallback
@@ -670,15 +693,21 @@ class SeamMatchRCNN(Method):
             match = F.cross_entropy(logits.reshape(-1, 2), target[frame_of, k_of].reshape(-1))
 
         # aggregation loss (NEWBalancedAggregationMatchLossWeak) over each clip's best boxes
-        own_best = best[torch.arange(n_f, device=roi.device), clip_of_frame]  # [F]
+        frame_ids = torch.arange(n_f, device=roi.device)
+        own_best = best[frame_ids, clip_of_frame]  # [F]
         rows = start + own_best
         agg = self.aggregator.embed(torch.cat([roi[rows], roi[s_rows:]], dim=0))
         seq = agg.new_zeros(b, t, agg.shape[1])
         seq[fidx[:, 0], fidx[:, 1]] = agg[:n_f]
         shop_agg = agg[n_f:]
-        valid = fmask.sum(1) >= cfg.min_frames_aggregation
+        candidates = fmask
+        if cfg.aggregation_candidates_above_threshold:  # SEAM: best logit against its own shop > threshold
+            above = pos.amax(1)[frame_ids, clip_of_frame] > cfg.match_threshold
+            candidates = torch.zeros_like(fmask)
+            candidates[fidx[:, 0], fidx[:, 1]] = above
+        valid = candidates.sum(1) >= max(cfg.min_frames_aggregation, 1)
         if bool(valid.any()):
-            video = self.aggregator.aggregate(seq[valid], fmask[valid])
+            video = self.aggregator.aggregate(seq[valid], candidates[valid])
             agg_logits = self.aggregator.cross_logits(video, shop_agg[valid])
             agg_target = (product[valid][:, None] == product[valid][None, :]).long()
             weight = agg_logits.new_tensor(cfg.aggregation_weights)

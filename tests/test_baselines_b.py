@@ -558,3 +558,115 @@ def test_seam_detection_loss_uses_the_boxed_frames_drawn_per_clip():
         model.encoder.rpn.forward = record
         model.train().training_losses(batch)
         assert seen == [expected], (per_clip, seen)
+
+
+def test_seam_profiles_follow_seams_code_in_paper_and_keep_the_committed_rules_in_tiny():
+    paper, tiny = SeamMatchRCNN.default_config("paper"), SeamMatchRCNN.default_config("tiny")
+    # SEAM: candidates need a best logit > -10, any clip with a candidate (the aggregator's
+    # n_frames stays -1), every detection at test (evaluate_movingfashion.py score_threshold=0.0)
+    assert (paper.aggregation_candidates_above_threshold, paper.min_frames_aggregation, paper.test_score_thresh) == (True, 1, 0.0)
+    assert (tiny.aggregation_candidates_above_threshold, tiny.min_frames_aggregation, tiny.test_score_thresh) == (False, 3, None)
+    assert paper.score_thresh == tiny.score_thresh == 0.1 and paper.match_threshold == -10.0
+
+
+def _aggregated_clips(model, batch) -> list[list[bool]]:
+    """The frame masks of the clips the aggregation loss scores, in one training step."""
+    seen = []
+    real = model.aggregator.aggregate
+
+    def record(feats, mask):
+        seen.append(mask.tolist())
+        return real(feats, mask)
+
+    model.aggregator.aggregate = record
+    try:
+        model.set_epoch(1)
+        model.train().training_losses(batch)
+    finally:
+        model.aggregator.aggregate = real
+    return seen[0] if seen else []
+
+
+def test_seam_aggregation_candidates_and_minimum_frame_count():
+    batch = seam_batch(3, 3)  # clip 0 has 2 real frames, clips 1-2 have 3
+    torch.manual_seed(0)
+    tiny_rules = seam_tiny(aggregation_candidates_above_threshold=False, min_frames_aggregation=3)
+    assert _aggregated_clips(tiny_rules, batch) == [[True] * 3, [True] * 3]  # clip 0 too short
+    torch.manual_seed(0)
+    every = seam_tiny(aggregation_candidates_above_threshold=True, min_frames_aggregation=1, match_threshold=-1e9)
+    assert _aggregated_clips(every, batch) == [[True, True, False], [True] * 3, [True] * 3]
+    # a threshold no logit passes: no candidate frame, no clip, a zero loss that keeps the graph
+    torch.manual_seed(0)
+    none = seam_tiny(aggregation_candidates_above_threshold=True, min_frames_aggregation=1, match_threshold=1e9)
+    assert _aggregated_clips(none, batch) == []
+    none.set_epoch(1)
+    loss = none.training_losses(batch)["aggregation"]
+    assert float(loss.detach()) == 0.0 and loss.requires_grad
+    # a threshold between the frames' best logits keeps exactly the frames above it
+    torch.manual_seed(0)
+    model = seam_tiny(aggregation_candidates_above_threshold=True, min_frames_aggregation=1)
+    logits = []
+    real = model.match_head.cross_logits
+    model.match_head.cross_logits = lambda a, b: logits.append(real(a, b)) or logits[-1]
+    model.set_epoch(1)
+    model.train().training_losses(batch)
+    model.match_head.cross_logits = real
+    d = model._detect(torch.cat([batch["frames"][batch["frame_mask"]], batch["image"]]), 8)  # same detections
+    counts = [bx.shape[0] for bx in d.boxes[:8]]
+    own = torch.tensor([0, 0, 1, 1, 1, 2, 2, 2])  # the clip (and own shop) of each real frame
+    best = torch.stack([lg[:, o, 1].max() for lg, o in zip(logits[0].detach().split(counts), own)])
+    cut = float(best.median())
+    torch.manual_seed(0)
+    model = seam_tiny(aggregation_candidates_above_threshold=True, min_frames_aggregation=1, match_threshold=cut)
+    expected = torch.zeros(3, 3, dtype=torch.bool)
+    expected[batch["frame_mask"]] = best > cut
+    kept = [row.tolist() for row in expected if row.any()]
+    assert 0 < sum(map(sum, kept)) < 8 and _aggregated_clips(model, batch) == kept
+
+
+def test_seam_test_time_detections_use_their_own_threshold():
+    """Training keeps detections scoring >= 0.1; encoding keeps every detection when
+    ``test_score_thresh`` is 0.0 (SEAM's evaluation), only those >= 0.1 when it is None."""
+    batch = seam_batch(1, 1, short=False)
+    boxes = torch.tensor([[2.0, 2.0, 30.0, 30.0], [10.0, 10.0, 60.0, 60.0]])
+    scores = torch.tensor([0.9, 0.07])
+    kept = {}
+    for thresh in (0.0, None):
+        model = seam_tiny(test_score_thresh=thresh)
+        model._inference = lambda image_list, features, sizes, index: {i: (boxes, scores) for i in index}
+        model.eval()
+        kept[thresh] = model._detect(batch["frames"][0], 1).boxes[0].shape[0]
+        gt = (batch["boxes"][0], torch.zeros(1, dtype=torch.bool), torch.zeros(1, dtype=torch.long))
+        kept[("train", thresh)] = model.train()._detect(batch["frames"][0], 1, gt=gt).boxes[0].shape[0]
+    assert kept == {0.0: 2, None: 1, ("train", 0.0): 1, ("train", None): 1}
+
+
+def test_seam_aggregator_nonlocal_block_learns_and_changes_the_clip_descriptor():
+    """The aggregator's non-local block starts as the identity; a falling loss proves nothing
+    about it: with the aggregation loss on, its output projection must receive gradient, and
+    after one step the aggregated descriptor must differ from the one with the block bypassed."""
+    torch.manual_seed(0)
+    model = seam_tiny(aggregator_from_trained_head=False)
+    model.set_epoch(1)
+    model.train()
+    batch = seam_batch(short=False)
+    feats, mask = torch.randn(2, 3, 32), torch.ones(2, 3, dtype=torch.bool)
+    nlb = model.aggregator.nlb
+    assert torch.equal(nlb(feats, mask), feats)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3, weight_decay=0.0)
+    losses = model.training_losses(batch)
+    assert float(losses["aggregation"].detach()) > 0
+    opt.zero_grad()
+    sum(losses.values()).backward()
+    assert nlb.w.weight.grad is not None and nlb.w.weight.grad.abs().sum() > 0
+    assert model.aggregator.attention.weight.grad.abs().sum() > 0
+    opt.step()
+    with torch.no_grad():
+        pooled = model.aggregator.aggregate(feats, mask)
+        real = nlb.forward
+        nlb.forward = lambda x, m: x
+        try:
+            bypassed = model.aggregator.aggregate(feats, mask)
+        finally:
+            nlb.forward = real
+    assert (pooled - bypassed).abs().max() > 1e-6

@@ -1,0 +1,164 @@
+"""Every registered method trains and evaluates at its ``paper`` profile's shapes.
+
+No paper profile can be trained here (no GPU, no pretrained weights offline), so this is the
+check that one would run at all: each method, randomly initialised (every ``pretrained`` field
+of its paper config set to none, ``require_pretrained`` off), goes through the real command
+line, engine and evaluator with the paper profile's data shapes (10 frames, 224 px, the paper's
+architecture and input sizes, e.g. SEAM's 800 px detector) for one optimizer step at batch 2
+on the CPU, then evaluates (re-ranking where the method has a second stage) on a micro
+synthetic LPR4M set (2 training pairs, 2 queries of 10 frames, 2 gallery images) and writes a
+submission that must validate.
+
+Cost: one method takes from about a minute to several on a 2-core CPU (README, "Paper
+profiles"), too much for every CI run, so by default a rotating subset runs: the
+``LPR_PAPER_PROFILES_PER_RUN`` (default 2) methods whose turn it is today (by the date), the
+others are skipped with the command that runs them. ``LPR_PAPER_PROFILES=all`` runs every
+method, ``LPR_PAPER_PROFILES=nvan,mgh`` the named ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from benchmark.registry import METHODS, load_builtin_methods
+
+pytestmark = pytest.mark.slow
+
+ENV = "LPR_PAPER_PROFILES"
+PER_RUN_ENV = "LPR_PAPER_PROFILES_PER_RUN"
+
+
+def registered_methods() -> list[str]:
+    load_builtin_methods()
+    return sorted(e.name for e in METHODS)
+
+
+def todays_methods(names: list[str], today: datetime.date, per_run: int) -> list[str]:
+    """The rotating subset: ``per_run`` consecutive names (sorted, wrapping), advanced each day,
+    so that every method runs within ceil(len(names) / per_run) days."""
+    if not names or per_run <= 0:
+        return []
+    per_run = min(per_run, len(names))
+    start = (today.toordinal() * per_run) % len(names)
+    return [names[(start + i) % len(names)] for i in range(per_run)]
+
+
+def selected_methods(names: list[str]) -> list[str]:
+    choice = os.environ.get(ENV, "").strip()
+    if choice == "all":
+        return names
+    if choice:
+        wanted = [n.strip() for n in choice.split(",") if n.strip()]
+        unknown = sorted(set(wanted) - set(names))
+        if unknown:
+            raise pytest.UsageError(f"{ENV}: unknown method(s) {unknown}; registered: {names}")
+        return wanted
+    return todays_methods(names, datetime.date.today(), int(os.environ.get(PER_RUN_ENV, "2")))
+
+
+def random_init_overrides(cfg: Any, prefix: str = "") -> dict[str, str]:
+    """``--set`` overrides that start ``cfg`` (a method's paper config) from random weights:
+    every truthy ``pretrained`` field -> none, every ``require_pretrained`` -> false."""
+    out: dict[str, str] = {}
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            out.update(random_init_overrides(value, f"{prefix}{f.name}."))
+        elif f.name == "pretrained" and value:
+            out[f"{prefix}{f.name}"] = "none"
+        elif f.name == "require_pretrained" and value:
+            out[f"{prefix}{f.name}"] = "false"
+    return out
+
+
+def test_rotation_covers_every_method_and_random_init_finds_nested_weights():
+    names = [f"m{i}" for i in range(5)]
+    day = datetime.date(2026, 1, 1)
+    seen = set()
+    for d in range(3):
+        pick = todays_methods(names, day + datetime.timedelta(days=d), 2)
+        assert len(pick) == 2 and len(set(pick)) == 2
+        seen.update(pick)
+    assert seen == set(names)
+    assert sorted(todays_methods(names, day, 9)) == names  # more per run than methods: all of them
+    assert todays_methods(names, day, 0) == []
+
+    @dataclasses.dataclass(frozen=True)
+    class Inner:
+        pretrained: str = "tv_in1k"
+
+    @dataclasses.dataclass(frozen=True)
+    class Outer:
+        encoder: Inner = Inner()
+        detector: Inner = Inner(pretrained="")
+        require_pretrained: bool = True
+        pretrained: Any = None
+
+    assert random_init_overrides(Outer()) == {"encoder.pretrained": "none", "require_pretrained": "false"}
+
+
+@pytest.fixture(scope="module")
+def micro_lpr4m(tmp_path_factory) -> Path:
+    """2 training pairs, 2 test queries of 10 frames, 2 gallery images (one livestream)."""
+    from datasets.synthetic import SIZES, generate
+
+    spec = dataclasses.replace(
+        SIZES["tiny"], name="paper-profile-check", train_lives=1, test_lives=1, products_per_live=(2, 2),
+        test_products_per_live=(2, 2), clips_per_product=(1, 1), queries_per_live=(2, 2), frames_per_clip=(10, 10),
+    )
+    return generate("lpr4m", tmp_path_factory.mktemp("paper-profile") / "lpr4m", seed=0, size=spec)
+
+
+ALL = registered_methods()
+TODAY = selected_methods(ALL)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_paper_profile_trains_a_step_and_evaluates(name, micro_lpr4m, tmp_path, capsys):
+    if name not in TODAY:
+        pytest.skip(f"not in today's rotation ({', '.join(TODAY)}); {ENV}={name} or {ENV}=all runs it")
+    import torch
+
+    from benchmark import submission
+    from benchmark.cli import main
+
+    cls = METHODS.get(name)
+    sets = random_init_overrides(cls.default_config("paper"))
+    args = [
+        "--method", name, "--dataset", "lpr4m-synth", "--data-root", str(micro_lpr4m), "--profile", "paper",
+        "--max-steps", "1", "--batch-size", "2", "--num-workers", "0", "--device", "cpu", "--bootstrap", "10",
+        "--no-feature-cache", "--no-leaderboard", "--output-dir", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "results"),
+    ]
+    for key, value in sets.items():
+        args += ["--set", f"{key}={value}"]
+    if cls.supports_rerank:
+        args += ["--rerank", "all"]
+    threads = torch.get_num_threads()
+    try:
+        rc = main(args)
+    finally:
+        torch.set_num_threads(threads)
+    assert rc == 0, capsys.readouterr().err[-3000:]
+    [path] = list((tmp_path / "results" / "submissions").glob("*.json*"))
+    sub = submission.load_submission(path)  # schema and consistency
+    assert sub["method"]["name"] == name and sub["profile"]["name"] == "paper"
+    assert sub["profile"]["data"]["num_frames"] == 10 and sub["profile"]["data"]["image_size"] == 224
+    assert sub["dataset"]["num_queries"] == len(sub["rankings"]) == 2
+    training = sub["provenance"]["training"]
+    assert training["steps"] == 1 and training["per_process_batch"] == 2
+    [step] = training["history"]
+    losses = {k: v for k, v in step.items() if k not in ("epoch", "step", "lr", "samples_per_s", "data_wait_s", "wall_s", "partial")}
+    assert losses and all(isinstance(v, float) and math.isfinite(v) for v in losses.values()), losses
+    assert sub["protocol"]["rerank"] == ("all" if cls.supports_rerank else "none")
+    for entry in sub["metrics"]["overall"].values():
+        assert math.isfinite(entry["value"])
+    config = json.loads(next((tmp_path / "runs").rglob("config.json")).read_text())
+    assert config["run"]["profile"]["name"] == "paper"
