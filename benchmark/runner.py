@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from benchmark import distributed as D
-from benchmark import engine, evaluate, provenance
+from benchmark import engine, evaluate, provenance, rerank_fusion
 from benchmark import run_identity as ident
 from benchmark.config import RunConfig
 from benchmark.config_diff import recipe_changes, variant_with_settings
@@ -253,7 +253,8 @@ def run(
 def identity_for(cfg: RunConfig, splits: DatasetSplits, method: Method, world_size: int) -> dict[str, Any]:
     """The run's ``provenance.identity`` (:func:`benchmark.run_identity.build_identity`)."""
     t = cfg.profile.train
-    planned = ident.planned_steps(t.epochs, len(splits.train), t.batch_size, world_size, t.grad_accum) if trains(cfg) else None
+    planned = (t.updates or ident.planned_steps(t.epochs, len(splits.train), t.batch_size, world_size, t.grad_accum)) \
+        if trains(cfg) else None  # a schedule in updates (the paper profile) plans exactly that many
     return ident.build_identity(
         dataset=cfg.dataset, annotation_checksum=splits.annotation_checksum, custom_root=cfg.data_root is not None,
         profile={"name": cfg.profile.name}, method=cfg.method, overrides=cfg.method_overrides,
@@ -314,7 +315,9 @@ def _run(cfg: RunConfig, env: D.DistEnv, num_workers: Optional[int], show_progre
     identity = run_identity(cfg, initial_weights)
     from benchmark import publish
 
-    record = identity_for(cfg, splits, method, env.world_size)
+    # a fused second stage's weight is chosen on held-out training pairs (benchmark.rerank_fusion)
+    train_splits, validation = rerank_fusion.carve_if_needed(method, splits)
+    record = identity_for(cfg, train_splits, method, env.world_size)
     preview = publish.preview_submission(cfg, splits, method, variant, record, trains=trains(cfg),
                                          initial_weights=initial_weights, synthetic_seed=SYNTH_DATA_SEED)
     check_before_training(cfg, env, run_dir, publish.target_path(preview, cfg.results_dir),
@@ -331,7 +334,7 @@ def _run(cfg: RunConfig, env: D.DistEnv, num_workers: Optional[int], show_progre
 
     train_result: Optional[engine.TrainResult] = None
     if trains(cfg):
-        pairs = PairDataset(splits.train, cfg.profile.data, products, categories, train=True)
+        pairs = PairDataset(train_splits.train, cfg.profile.data, products, categories, train=True)
         if cfg.frame_cache:
             with_frame_cache(pairs, "train", splits, env, workers, con)
         train_result = engine.train(
@@ -347,6 +350,13 @@ def _run(cfg: RunConfig, env: D.DistEnv, num_workers: Optional[int], show_progre
         con.print(f"no training (epochs = 0): evaluating the {'loaded' if initial_weights else start} weights")
 
     amp = engine.amp_dtype_for(env.device, cfg.profile.train.amp)
+    if validation is not None:
+        choice = rerank_fusion.choose_fuse_weight(method, validation, cfg.profile.data, cfg.profile.eval, env=env,
+                                                  num_workers=workers, amp_dtype=amp)
+        rerank_fusion.apply_choice(method, choice, run_dir if env.is_main else None)
+        con.print(f"fused second stage: weight {choice.weight} chosen on {choice.queries} held-out training clips "
+                  f"(validation R1 {choice.r1_by_weight[choice.weight]:.2f}; cosine alone {choice.r1_first_stage:.2f}, "
+                  f"second stage alone {choice.r1_second_stage:.2f})")
     t1 = time.perf_counter()
     out = evaluate.evaluate(
         method, splits, cfg.profile.data, cfg.profile.eval, env=env, num_workers=workers, amp_dtype=amp,

@@ -23,7 +23,17 @@ ablation with e.g. ``--set text=false --set ipd=none`` (-> ``icl+pmd+pfr``), ``-
 the same model as ``clip-meanpool`` apart from the logit-scale initialisation),
 ``--set ipd=multi`` for the multi-frame detector, ``--set ipd=oracle`` for ground-truth boxes.
 Not in the paper, for analysis: ``--set pmd_stop_grad=true`` (label ``pmd-sg``) keeps PMD's and
-PFR's gradients out of the shared encoder.
+PFR's gradients out of the shared encoder; ``--set pmd_anchor=clip|both`` (``pmd-clip`` /
+``pmd-both``) trains PMD per clip against images (``methods.rice_pmd``).
+
+Inference. The official evaluation (``lpr_eval.py``) ranks by the ICL cosine of the global
+embeddings alone, for every rung of the ablation: PMD and PFR are training losses there, and the
+official pairwise script (``lpr_pairwise_eval.py``) has its PMD scoring step commented out. That
+is this method's inference (``--rerank none``, the default). ``--rerank topk|all`` is this
+harness's analysis of PMD as a second stage, not RICE's inference: ``rerank_score=pmd`` ranks a
+clip's candidates by PMD's score alone, ``rerank_score=fused`` by cosine + ``rerank_fuse_weight`` x
+PMD's cosine, the weight chosen on training livestreams held out before training
+(``benchmark.rerank_fusion``) and recorded in the submission's config.
 
 Kept from the paper and the official code
   * one shared CLIP ViT (paper: ViT-B/32, OpenAI weights) for frames and shop images; global
@@ -39,7 +49,7 @@ Kept from the paper and the official code
     encoder's heads), pooler LN -> token 0 -> Linear -> ReLU, matching logit = 10 x cosine with a
     bias-free ``Linear(width, 1)``; per image its positive video + the 3 hardest in-batch
     videos under the ICL similarity (videos and tokens gathered from every process), 4-way
-    softmax CE. At test time :meth:`Rice.rerank` scores (query, gallery) pairs with the same head;
+    softmax CE (``pmd_anchor=image``, the official ``_forward_vim``);
   * PFR: cross-attention maps of the positive pairs -> 1x1 convs (heads -> heads/2 -> 1, ReLU)
     -> softmax over keys -> weights x detached video tokens vs detached image tokens, MSE;
   * loss weights 1 / 1 / 1 (the official model sums ``vic_loss + vim_loss + rec_loss``);
@@ -47,20 +57,19 @@ Kept from the paper and the official code
     ``lr_multiplier`` of 100 over the base 1e-6 applies to the cross model and heads).
 
 Differences, and why
-  * The official test script scores pairs with the raw ``Linear`` output while training uses the
-    scaled cosine; :meth:`Rice.rerank` uses the training-time form so train and test agree.
+  * The (disabled) official pairwise script scores pairs with the raw ``Linear`` output while
+    training uses the scaled cosine; :meth:`Rice.rerank` uses the training-time form.
   * PFR's softmax excludes masked keys (padding frames, IPD-dropped patches); the official one
     spreads weight over padding tokens that it zeroes afterwards.
   * PFR target (tiny profile only, variant label ``pfr-ln``): the official MSE compares the raw
     residual-stream tokens, whose scale pretrained CLIP fixes and an encoder at lr 1e-6 keeps.
-    From random weights at the tiny profile's single learning rate the tokens grow, PFR's loss
-    and gradient grow with their square, and the global gradient clip then hands PFR the
-    step: lpr4m-synth v7, ``--set ipd=none --set text=false --set pfr_target=raw``, PFR's loss
-    rose 1.62 -> 6.14 over the 4 epochs (epoch means), the trained encoder's image-token RMS
-    was 4.75 (1.22 at init), gradient norms on one batch PFR 43.8 vs ICL 2.9, ICL stayed at
-    3.25 -> 3.20 (ICL alone: 3.17 -> 2.06) and R1 was 9.71 (ICL alone 36.81).
-    ``pfr_target="layernorm"`` layer-normalises (no affine) both token sets before the
-    reconstruction and the MSE, which removes the scale and nothing else; ``paper`` keeps "raw".
+    From random weights the tokens grow, and PFR's loss and gradient with their square; under
+    the tiny profile's gradient clip (1.0; the official run does not clip, and this run was not
+    repeated without it) PFR then takes most of each step: lpr4m-synth v7, ``--set ipd=none
+    --set text=false --set pfr_target=raw``: PFR 1.62 -> 6.14 (epoch means), image-token RMS
+    4.75 (1.22 at init), gradient norms PFR 43.8 vs ICL 2.9, ICL 3.25 -> 3.20 (alone: 3.17 ->
+    2.06), R1 9.71 (ICL alone 36.81). ``pfr_target="layernorm"`` layer-normalises (no affine)
+    both token sets before the reconstruction and the MSE; ``paper`` keeps "raw".
   * Hardest negatives exclude videos of the same product (``exclude_same_product``); the
     official code only excludes the pair itself, which turns a duplicate product into a
     "negative".
@@ -84,34 +93,28 @@ Differences, and why
     absent (zero half, masked token).
 
 Scaled down (tiny profile, for the 2-core CPU): the ``TINY_ENCODER`` ViT (112 px, patch 16 ->
-the same 7x7 grid, width 192, 4 layers, random init, a convolutional stem in place of the
-patchify conv: see ``methods.encoders``), a 64-wide detector, PFR on layer-normalised tokens
-(``pfr_target``, above); everything else as above. What that scale-down costs (lpr4m-synth v7,
-4 epochs, seed 0, first-stage R1; see the leaderboard): icl 36.81, icl+pmd 29.35,
-icl+pmd+pfr-ln 26.07 (raw-token PFR: 9.71), icl+pmd+pfr-ln+ipd 33.54, full (+text) 56.65, the
-full weights with ground-truth boxes for IPD (``--set ipd=oracle``) 64.31, the icl+pmd+pfr-ln+ipd
-weights with them 52.04: the masks work, the 64-wide detector trained for minutes is what
-keeps that rung below ICL alone. PMD hardly learns from random weights (its loss 1.37 -> 1.13
-over 4 epochs of the full model, ln 4 = 1.39), so re-ranking the full model's top 10 with it
-(``--rerank topk --rerank-topk 10``) drops R1 to 21.37, and it costs ICL points through the
-shared encoder (icl+pmd below icl). With the
-patchify stem, stopping PMD's and PFR's gradients at the encoder (``pmd_stop_grad``) brought
-ICL back (5.41 -> 9.59, icl 9.90): from random weights they compete with ICL for the encoder;
-in the paper the encoder is pretrained CLIP and PMD refines it. The ASR/title tokens are worth
-+23 points here, as the synthetic ASR and titles name colour and pattern. The
-paper profile requires pretrained weights (``encoder.pretrained``: hub tag
-``openai`` or a local file via ``--pretrained PATH``) and fails rather than start at random.
+the same 7x7 grid, width 192, 4 layers, random init, a convolutional stem: ``methods.encoders``),
+a 64-wide detector, PFR on layer-normalised tokens; everything else as above. First-stage R1 on
+lpr4m-synth v7 (4 epochs, seed 0): icl 36.81, icl+pmd 29.35, icl+pmd+pfr-ln 26.07 (raw PFR 9.71),
++ipd 33.54, full (+text) 56.65; with ground-truth boxes for IPD (``ipd=oracle``) the full weights
+score 64.31 and the +ipd weights 52.04: the masks work, the small detector is what keeps that rung
+below ICL. PMD hardly learns from random weights (loss 1.37 -> 1.13, ln 4 = 1.39) and costs ICL
+points through the shared encoder (with the patchify stem ``pmd_stop_grad`` brought ICL back,
+5.41 -> 9.59, icl 9.90). Re-ranking the full model's top 10 with its PMD drops R1 to 21.37:
+trained image-anchored, PMD never compares two images for one clip, so its scores are not
+comparable across images (the re-ranked top-1 slots gather on a few images per livestream, 279
+distinct vs 507); ``pmd_anchor=clip`` trains it as the re-ranker uses it. The ASR/title tokens are
+worth +23 points here (the synthetic texts name colour and pattern). The paper profile requires
+pretrained weights (hub tag ``openai`` or ``--pretrained PATH``) and fails rather than start at random.
 """
 
 from __future__ import annotations
 
 import math
-import dataclasses
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -119,12 +122,13 @@ from benchmark.registry import METHODS
 from methods.base import DataInfo, Encoded, Method
 from methods.encoders import PAPER_ENCODER, TINY_ENCODER, ClipEncoder, EncoderConfig, masked_mean
 from methods.ipd import SetDetector, boxes_to_patch_keep, detection_loss, predict_boxes
-from methods.losses import gather_with_grad, info_nce, local_offset
-from methods.pmd import (
-    PFR_TARGETS, PairwiseMatchingDecoder, PatchFeatureReconstruction, consecutive_runs, hardest_negatives, pfr_loss,
-)
+from methods.losses import info_nce
+from methods.pmd import PFR_TARGETS, PairwiseMatchingDecoder, PatchFeatureReconstruction, consecutive_runs
+from methods.rice_analysis import RiceAnalysisMixin
+from methods.rice_pmd import PMD_ANCHORS, pmd_losses
 
 IPD_MODES = ("none", "single", "multi", "oracle")
+RERANK_SCORES = ("pmd", "fused")
 _IPD_LABEL = {"single": "ipd", "multi": "ipd-mf", "oracle": "ipd-oracle"}
 
 
@@ -146,7 +150,15 @@ class RiceConfig:
     match_scale: float = 10.0
     num_negatives: int = 3
     exclude_same_product: bool = True
+    # what one PMD softmax ranks (methods.rice_pmd): "image" (official: an image's clip vs the hardest
+    # clips), "clip" (a clip's image vs the hardest images, as rerank() uses PMD) or "both"
+    pmd_anchor: str = "image"
     rerank_chunk: int = 64  # pairs per PMD forward in rerank()
+    # the second stage's score (analysis, not the official inference): "pmd" = PMD's score alone;
+    # "fused" = first-stage cosine + rerank_fuse_weight x PMD's cosine (its score / match_scale),
+    # the weight chosen on a validation split carved from the training data when None
+    rerank_score: str = "pmd"
+    rerank_fuse_weight: Optional[float] = None
     # analysis, not the paper: PMD and PFR read detached encoder tokens, so their gradients never
     # reach the shared encoder (tests whether they hurt ICL through it); variant "pmd-sg"
     pmd_stop_grad: bool = False
@@ -183,7 +195,7 @@ class _Side:
 
 
 @METHODS.register("rice", description="RICE (ICCV 2023): ICL + pairwise matching decoder + PFR + intent-product masks + text")
-class Rice(Method):
+class Rice(RiceAnalysisMixin, Method):
     """RICE: shared CLIP ViT, ICL, PMD re-ranking, PFR, IPD masks, ASR/title tokens."""
 
     Config = RiceConfig
@@ -231,6 +243,10 @@ class Rice(Method):
             raise ValueError(f"rice: ipd must be one of {IPD_MODES}, got {cfg.ipd!r}")
         if cfg.pfr and not cfg.pmd:
             raise ValueError("rice: pfr=true needs pmd=true (PFR reads PMD's cross-attention); add --set pfr=false")
+        if cfg.pmd_anchor not in PMD_ANCHORS:
+            raise ValueError(f"rice: pmd_anchor must be one of {PMD_ANCHORS}, got {cfg.pmd_anchor!r}")
+        if cfg.rerank_score not in RERANK_SCORES:
+            raise ValueError(f"rice: rerank_score must be one of {RERANK_SCORES}, got {cfg.rerank_score!r}")
         if cfg.pfr_target not in PFR_TARGETS:
             raise ValueError(f"rice: pfr_target must be one of {PFR_TARGETS}, got {cfg.pfr_target!r}")
         if cfg.encoder.image_size != info.image_size:
@@ -247,7 +263,8 @@ class Rice(Method):
     def variant(self) -> str:
         parts = ["icl"]
         if self.cfg.pmd:
-            parts.append("pmd-sg" if self.cfg.pmd_stop_grad else "pmd")
+            pmd = "pmd-sg" if self.cfg.pmd_stop_grad else "pmd"
+            parts.append(pmd if self.cfg.pmd_anchor == "image" else f"{pmd}-{self.cfg.pmd_anchor}")
         if self.cfg.pfr:
             parts.append("pfr-ln" if self.cfg.pfr_target == "layernorm" else "pfr")
         if self.cfg.ipd != "none":
@@ -264,13 +281,33 @@ class Rice(Method):
     def encode_gallery(self, batch: dict[str, Any]) -> Encoded:
         return self._encoded(self._image_side(batch))
 
-    def rerank(self, query: Encoded, gallery: Encoded) -> Tensor:
-        """PMD matching scores of aligned (clip, image) pairs, in chunks of ``rerank_chunk``.
+    @property
+    def needs_rerank_validation(self) -> bool:
+        """A fused second stage whose weight is still to be chosen on held-out training pairs
+        (``benchmark.rerank_fusion``, which carves them before training)."""
+        return self.pmd is not None and self.cfg.rerank_score == "fused" and self.cfg.rerank_fuse_weight is None
 
-        Without PMD there is no second stage: the first-stage cosine is returned unchanged.
+    def rerank(self, query: Encoded, gallery: Encoded) -> Tensor:
+        """Second-stage scores of aligned (clip, image) pairs (this harness's analysis of PMD;
+        the official evaluation ranks by the first-stage cosine alone).
+
+        ``rerank_score="pmd"``: PMD's matching score; ``"fused"``: first-stage cosine +
+        ``rerank_fuse_weight`` x PMD's cosine. Without PMD the first-stage cosine is returned.
         """
+        cos = (F.normalize(query.embedding.float(), dim=-1) * F.normalize(gallery.embedding.float(), dim=-1)).sum(-1)
         if self.pmd is None:
-            return (F.normalize(query.embedding.float(), dim=-1) * F.normalize(gallery.embedding.float(), dim=-1)).sum(-1)
+            return cos
+        pmd = self.pmd_scores(query, gallery)
+        if self.cfg.rerank_score == "pmd":
+            return pmd
+        if self.cfg.rerank_fuse_weight is None:
+            raise RuntimeError("rice: rerank_score=fused needs rerank_fuse_weight (chosen on validation pairs "
+                               "by benchmark.rerank_fusion, or set with --set rerank_fuse_weight=W)")
+        return cos + self.cfg.rerank_fuse_weight * pmd.float() / self.cfg.match_scale
+
+    def pmd_scores(self, query: Encoded, gallery: Encoded) -> Tensor:
+        """PMD's matching scores of aligned (clip, image) pairs, in chunks of ``rerank_chunk``."""
+        assert self.pmd is not None
         out = []
         n = query.embedding.shape[0]
         for s in range(0, n, self.cfg.rerank_chunk):
@@ -291,7 +328,7 @@ class Rice(Method):
         losses = {"icl": cfg.w_icl * info_nce(video.embedding, image.embedding, self.logit_scale, cfg.max_logit_scale)}
         losses.update(video.extra_losses)
         if self.pmd is not None:
-            losses.update(self._pmd_losses(video, image, batch.get("product")))
+            losses.update(pmd_losses(self, video, image, batch.get("product"), batch.get("live")))
         return losses
 
     # --- sides ------------------------------------------------------------------------
@@ -385,85 +422,3 @@ class Rice(Method):
         if torch.is_autocast_enabled(x.device.type):
             return x
         return x.to(self.pmd.pool_dense.weight.dtype)
-
-    # --- PMD + PFR training ----------------------------------------------------------
-    def _pmd_losses(self, video: _Side, image: _Side, product: Optional[Tensor]) -> dict[str, Tensor]:
-        assert self.pmd is not None
-        cfg, b = self.cfg, image.embedding.shape[0]
-        if cfg.pmd_stop_grad:  # analysis switch: nothing from PMD/PFR reaches the encoder
-            video = dataclasses.replace(video, tokens=video.tokens.detach())
-            image = dataclasses.replace(image, tokens=image.tokens.detach())
-        all_emb = _gather_nograd(video.embedding.detach())
-        all_tokens = gather_with_grad(video.tokens)
-        all_keep = _gather_nograd(video.keep)
-        positive = torch.arange(b, device=all_emb.device) + local_offset(b)
-        exclude = None
-        if cfg.exclude_same_product and product is not None:
-            all_product = _gather_nograd(product)
-            exclude = product[:, None] == all_product[None, :]
-        sim = image.embedding.detach() @ all_emb.t()
-        neg, neg_valid = hardest_negatives(sim, positive, cfg.num_negatives, exclude)
-        cand = torch.cat([positive[:, None], neg], dim=1)  # [B, 1 + k], column 0 = positive
-        valid = torch.cat([torch.ones_like(neg_valid[:, :1]), neg_valid], dim=1)
-        k1 = cand.shape[1]
-        image_of_pair = torch.arange(b, device=cand.device).repeat_interleave(k1)
-        scores, attn = self.pmd(image.tokens, image.keep, all_tokens, all_keep, need_weights=self.pfr is not None,
-                                key_index=cand.flatten(), query_index=image_of_pair)
-        logits = scores.view(b, k1).masked_fill(~valid, float("-inf"))
-        target = torch.zeros(b, dtype=torch.long, device=logits.device)
-        losses = {"pmd": cfg.w_pmd * F.cross_entropy(logits, target)}
-        if self.pfr is not None:
-            n_img = 1 + self.encoder.grid**2
-            n_vid = video.tokens.shape[1] - (1 if cfg.text else 0)
-            pos = torch.arange(b, device=logits.device) * k1
-            maps = attn[pos][:, :, :n_img, :n_vid]
-            own = cand[:, 0]  # each image's own clip
-            weights = self.pfr(maps, all_keep[own][:, :n_vid], self.pmd.cross_layer.head_dim)
-            losses["pfr"] = cfg.w_pfr * pfr_loss(weights, all_tokens[own][:, :n_vid], image.tokens[:, :n_img],
-                                                 cfg.pfr_target)
-        return losses
-
-    # --- analysis ---------------------------------------------------------------------
-    @torch.no_grad()
-    def cross_attention_maps(self, query_batch: dict[str, Any], gallery_batch: dict[str, Any]) -> Tensor:
-        """PMD's cross-attention from the image's token 0 (the pooled one) over the first clip's
-        frames, averaged over heads: [T, grid, grid] (zeros on padding frames and dropped patches)."""
-        if self.pmd is None:
-            raise RuntimeError("rice: cross-attention maps need pmd=true")
-        was_training = self.training
-        self.eval()
-        try:
-            q = self._video_side(query_batch, train=False)
-            g = self._image_side(gallery_batch)
-            _, attn = self.pmd(g.tokens[:1], g.keep[:1], q.tokens[:1], q.keep[:1], need_weights=True)
-        finally:
-            self.train(was_training)
-        t = query_batch["frames"].shape[1]
-        n = self.encoder.num_tokens
-        maps = attn[0, :, 0, : t * n].float().mean(0).view(t, n)[:, 1:]
-        return maps.reshape(t, self.encoder.grid, self.encoder.grid)
-
-    @torch.no_grad()
-    def intent_boxes(self, batch: dict[str, Any]) -> tuple[Tensor, Tensor]:
-        """The boxes IPD masks with at test time: [B, T, 4] xyxy in [0, 1] and found [B, T]."""
-        frame_mask = batch["frame_mask"].bool()
-        if self.cfg.ipd == "oracle":
-            return batch["boxes"].float(), batch["box_mask"].bool() & frame_mask
-        if self.detector is None:
-            return torch.zeros(*frame_mask.shape, 4, device=frame_mask.device), torch.zeros_like(frame_mask)
-        was_training = self.training
-        self.eval()
-        try:
-            pred, found = predict_boxes(*self._detect(batch), self.cfg.det_score_threshold)
-        finally:
-            self.train(was_training)
-        return pred, found & frame_mask
-
-
-def _gather_nograd(x: Tensor) -> Tensor:
-    """``x`` from every process concatenated along dim 0 (no gradient; any dtype)."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return x
-    parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
-    dist.all_gather(parts, x.contiguous())
-    return torch.cat(parts, dim=0)

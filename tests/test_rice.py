@@ -159,6 +159,29 @@ def test_loss_falls_on_a_toy_batch() -> None:
     assert sum(totals[-3:]) / 3 < 0.6 * totals[0], totals
 
 
+@pytest.mark.parametrize("anchor, names", [
+    ("image", {"icl", "pmd", "pfr", "det_class", "det_l1", "det_giou"}),
+    ("both", {"icl", "pmd", "pmd_clip", "pfr", "det_class", "det_l1", "det_giou"}),
+])
+def test_every_named_loss_falls_on_a_toy_batch(anchor: str, names: set) -> None:
+    """Not only the sum: ICL alone could carry it while PMD, PFR or the detector learn nothing."""
+    torch.manual_seed(0)
+    m = small_rice(pmd_anchor=anchor)
+    batch = toy_batch(b=6, seed=1)
+    opt = torch.optim.AdamW(m.parameter_groups(1e-3, 1e-3, 0.0))
+    history: dict[str, list[float]] = {}
+    for _ in range(20):
+        losses = m.training_losses(batch)
+        opt.zero_grad()
+        sum(losses.values()).backward()
+        opt.step()
+        for name, value in losses.items():
+            history.setdefault(name, []).append(float(value.detach()))
+    assert set(history) == names
+    for name, values in history.items():  # measured: every loss ends at or below 0.88 x its start
+        assert sum(values[-3:]) / 3 < 0.92 * values[0], (name, values)
+
+
 VARIANTS = [
     ({"pmd": False, "pfr": False, "ipd": "none", "text": False}, "icl", {"icl"}),
     ({"pfr": False, "ipd": "none", "text": False}, "icl+pmd", {"icl", "pmd"}),
@@ -169,6 +192,9 @@ VARIANTS = [
     ({"ipd": "multi"}, "icl+pmd+pfr-ln+ipd-mf+text", {"icl", "pmd", "pfr", "det_class", "det_l1", "det_giou"}),
     ({"ipd": "oracle", "pfr": False}, "icl+pmd+ipd-oracle+text", {"icl", "pmd"}),
     ({"pmd": False, "pfr": False, "ipd": "none"}, "icl+text", {"icl"}),
+    ({"pmd_anchor": "clip", "ipd": "none", "text": False}, "icl+pmd-clip+pfr-ln", {"icl", "pmd_clip", "pfr"}),
+    ({"pmd_anchor": "both", "pfr": False}, "icl+pmd-both+ipd+text",
+     {"icl", "pmd", "pmd_clip", "det_class", "det_l1", "det_giou"}),
 ]
 
 

@@ -1,0 +1,149 @@
+"""The weight of a fused second stage, chosen on pairs held out of the training data.
+
+A method whose ``needs_rerank_validation`` is true (RICE with ``rerank_score=fused`` and no
+``rerank_fuse_weight``) ranks its top-K by ``cosine + w x second-stage score``. ``w`` must not
+be tuned on the test split, so before training :func:`carve_validation` holds out whole
+training livestreams (LPR4M; single products where there is one global gallery): their
+clips become queries, their shop images a per-livestream gallery, and none of their pairs is
+trained on. After training :func:`choose_fuse_weight` ranks those queries by the first-stage
+cosine, scores each query's top-K with the second stage once, and picks the ``w`` of
+``FUSE_GRID`` with the highest R1 (ties: the smallest ``w``, i.e. the one closest to the first
+stage). The weight goes into the method's config, so the submission records it; the scan is
+written to the run directory (``rerank_fusion.json``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from torch import Tensor
+
+from benchmark.atomic import atomic_write_json
+from benchmark.config import DataConfig, EvalConfig
+from benchmark.distributed import DistEnv
+from datasets.records import DatasetSplits, GalleryItem, Query, TrainPair
+
+FUSE_GRID = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0)
+VALIDATION_FRACTION = 0.1
+VALIDATION_SEED = 0
+
+
+@dataclass
+class FusionChoice:
+    weight: float
+    r1_by_weight: dict[float, float]  # validation R1 (percent) of the fused top-K per weight
+    r1_first_stage: float  # validation R1 of the cosine alone (w = 0)
+    r1_second_stage: float  # validation R1 of the second-stage score alone over the same top-K
+    queries: int
+    pairs_scored: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"weight": self.weight, "r1_by_weight": {str(k): v for k, v in self.r1_by_weight.items()},
+                "r1_first_stage": self.r1_first_stage, "r1_second_stage": self.r1_second_stage,
+                "queries": self.queries, "pairs_scored": self.pairs_scored, **self.extra}
+
+
+def livestream_of(pair: TrainPair) -> str:
+    """An LPR4M clip id is ``<live_id>-<start_ms>-<end_ms>``: its livestream is the live id."""
+    parts = pair.clip.clip_id.rsplit("-", 2)
+    return parts[0] if len(parts) == 3 else pair.clip.clip_id
+
+
+def carve_validation(splits: DatasetSplits, fraction: float = VALIDATION_FRACTION,
+                     seed: int = VALIDATION_SEED) -> tuple[DatasetSplits, DatasetSplits]:
+    """(``splits`` training on the rest, a validation split of held-out training groups).
+
+    Groups are livestreams where the data ranks within livestreams (``splits.grouped``), else
+    products. Pairs whose shop image is in the validation gallery are dropped from training too."""
+    key = livestream_of if splits.grouped else (lambda p: p.product_id)
+    groups = sorted({key(p) for p in splits.train})
+    if len(groups) < 2:
+        raise ValueError(f"{splits.name}: {len(groups)} training group(s); a validation split needs at least 2")
+    random.Random(seed).shuffle(groups)
+    held = set(groups[: max(1, math.ceil(fraction * len(groups)))])
+    queries: list[Query] = []
+    gallery: dict[str, GalleryItem] = {}
+    for i, p in enumerate(p for p in splits.train if key(p) in held):
+        group = key(p) if splits.grouped else None
+        queries.append(Query(query_id=f"val-{i}-{p.clip.clip_id}", clip=p.clip, gt_ids=(p.image_id,), group=group))
+        gallery.setdefault(p.image_id, GalleryItem(p.image_id, p.image_path, group=group, title=p.title,
+                                                   category=p.category))
+    train = [p for p in splits.train if key(p) not in held and p.image_id not in gallery]
+    rest = dataclasses.replace(splits, train=train)
+    val = dataclasses.replace(splits, name=f"{splits.name}-validation", train=[], queries=queries,
+                              gallery=list(gallery.values()), missing=[])
+    return rest, val
+
+
+@torch.no_grad()
+def choose_fuse_weight(
+    method: Any, val: DatasetSplits, data_cfg: DataConfig, eval_cfg: EvalConfig, *, env: DistEnv,
+    num_workers: int = 0, amp_dtype: Optional[torch.dtype] = None, grid: tuple[float, ...] = FUSE_GRID,
+) -> FusionChoice:
+    """Scan ``grid`` on ``val`` (top ``eval_cfg.rerank_topk`` by cosine) and return the best weight."""
+    from benchmark import evaluate
+    from benchmark.engine import autocast
+    from datasets.torch_data import GalleryDataset, QueryDataset
+
+    common = dict(env=env, batch_size=eval_cfg.batch_size, num_workers=num_workers, keep_extras=True,
+                  amp_dtype=amp_dtype, show_progress=False)
+    q_enc = evaluate.extract(method, QueryDataset(val.queries, data_cfg), "query", **common)
+    g_enc = evaluate.extract(method, GalleryDataset(val.gallery, data_cfg), "gallery", **common)
+    cos_all = q_enc.embedding @ g_enc.embedding.t()
+    g_group = [g.group for g in val.gallery]
+    g_pos = {g.image_id: j for j, g in enumerate(val.gallery)}
+    cand, cos, gt = [], [], []
+    k = eval_cfg.rerank_topk
+    for i, q in enumerate(val.queries):
+        allowed = torch.tensor([grp == q.group for grp in g_group]) if val.grouped else torch.ones(len(g_group), dtype=torch.bool)
+        scores = cos_all[i].masked_fill(~allowed, float("-inf"))
+        order = sorted(range(len(g_group)), key=lambda j: (-float(scores[j]), j))[: min(k, int(allowed.sum()))]
+        cand.append(order)
+        cos.append(cos_all[i, order])
+        gt.append(torch.tensor([j == g_pos[q.gt_ids[0]] for j in order]))
+    q_idx = torch.cat([torch.full((len(c),), i, dtype=torch.long) for i, c in enumerate(cand)])
+    g_idx = torch.cat([torch.tensor(c, dtype=torch.long) for c in cand])
+    method.eval()
+    second = []
+    for s in range(0, q_idx.numel(), eval_cfg.batch_size):
+        q = q_enc.select(q_idx[s : s + eval_cfg.batch_size]).to(env.device)
+        g = g_enc.select(g_idx[s : s + eval_cfg.batch_size]).to(env.device)
+        with autocast(env.device, amp_dtype):
+            second.append(method.pmd_scores(q, g).float().cpu() / method.cfg.match_scale)
+    second_all = torch.cat(second).split([len(c) for c in cand])
+    r1 = {w: fused_r1(cos, second_all, gt, w) for w in grid}
+    best = max(grid, key=lambda w: (r1[w], -w))
+    return FusionChoice(weight=best, r1_by_weight=r1, r1_first_stage=fused_r1(cos, second_all, gt, 0.0),
+                        r1_second_stage=fused_r1([torch.zeros_like(c) for c in cos], second_all, gt, 1.0),
+                        queries=len(val.queries), pairs_scored=int(q_idx.numel()))
+
+
+def fused_r1(cos: list[Tensor], second: list[Tensor], gt: list[Tensor], weight: float) -> float:
+    """R1 (percent) of ranking each query's candidates by ``cos + weight x second`` (ties: the
+    first-stage order); a query whose ground truth is not among its candidates is a miss."""
+    hits = 0
+    for c, s, g in zip(cos, second, gt):
+        if len(c):
+            hits += int(bool(g[int(torch.argmax(c + weight * s))]))  # argmax keeps the first of ties
+    return 100.0 * hits / max(len(cos), 1)
+
+
+def apply_choice(method: Any, choice: FusionChoice, run_dir: Optional[Path] = None) -> None:
+    """Put the chosen weight into ``method.cfg`` (the submission records it) and the scan in the run dir."""
+    method.cfg = dataclasses.replace(method.cfg, rerank_fuse_weight=float(choice.weight))
+    if run_dir is not None:
+        atomic_write_json(Path(run_dir) / "rerank_fusion.json", choice.to_dict())
+
+
+def carve_if_needed(method: Any, splits: DatasetSplits) -> tuple[DatasetSplits, Optional[DatasetSplits]]:
+    """The runner's hook before training: (splits to train on, validation split or None)."""
+    if not getattr(method, "needs_rerank_validation", False):
+        return splits, None
+    return carve_validation(splits)

@@ -1,0 +1,117 @@
+"""RICE's PMD and PFR training losses: which pairs PMD learns to rank, anchored on what.
+
+``pmd_anchor`` (a :class:`methods.rice.RiceConfig` field) says what one softmax ranks:
+
+``image`` (the official code's ``_forward_vim``, the default): per shop image, its own clip
+    and the ``num_negatives`` hardest clips of the (gathered) batch under the ICL similarity;
+    4-way cross-entropy, loss ``pmd``.
+``clip``: per clip, its own shop image and the hardest images; loss ``pmd_clip``. This is how
+    :meth:`methods.rice.Rice.rerank` uses PMD (one clip against the images of its livestream),
+    and what the official code's unused ``_forward_vim_v2i`` computes. Image-anchored training
+    never compares two images for one clip, so nothing makes PMD's scores comparable across
+    images.
+``both``: the two losses, each at ``w_pmd``.
+
+Negatives exclude videos / images of the same product (``exclude_same_product``). Where a
+batch carries ``live`` (a livestream index per pair), negatives from the clip's own livestream
+come first (hardest first within it), as a livestream's gallery is what a clip is ranked in;
+the data pipeline does not provide ``live`` yet, so batches give the hardest in-batch negatives.
+
+PFR reads the cross-attention of the positive pairs of whichever softmax is computed (the
+image-anchored one for ``both``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Optional
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor
+
+from methods.losses import gather_with_grad, local_offset
+from methods.pmd import hardest_negatives, pfr_loss
+
+PMD_ANCHORS = ("image", "clip", "both")
+SAME_LIVE_BONUS = 4.0  # added to a same-livestream candidate's similarity (cosines lie in [-1, 1])
+
+
+def pmd_losses(model: Any, video: Any, image: Any, product: Optional[Tensor], live: Optional[Tensor]) -> dict[str, Tensor]:
+    """PMD's (and PFR's) losses for one batch of ``video`` / ``image`` sides (``methods.rice._Side``)."""
+    cfg = model.cfg
+    if cfg.pmd_anchor not in PMD_ANCHORS:
+        raise ValueError(f"rice: pmd_anchor must be one of {PMD_ANCHORS}, got {cfg.pmd_anchor!r}")
+    if cfg.pmd_stop_grad:  # analysis switch: nothing from PMD/PFR reaches the encoder
+        video = dataclasses.replace(video, tokens=video.tokens.detach())
+        image = dataclasses.replace(image, tokens=image.tokens.detach())
+    b = image.embedding.shape[0]
+    positive = torch.arange(b, device=image.embedding.device) + local_offset(b)
+    exclude = None
+    if cfg.exclude_same_product and product is not None:
+        exclude = product[:, None] == gather_nograd(product)[None, :]
+    same_live = live[:, None] == gather_nograd(live)[None, :] if live is not None else None
+    losses: dict[str, Tensor] = {}
+    attn = None
+    if cfg.pmd_anchor in ("clip", "both"):
+        loss, attn_clip = _anchored(model, anchor=video, others=image, anchor_is_clip=True, positive=positive,
+                                    exclude=exclude, same_live=same_live)
+        losses["pmd_clip"] = cfg.w_pmd * loss
+        attn = attn_clip
+    if cfg.pmd_anchor in ("image", "both"):
+        loss, attn = _anchored(model, anchor=image, others=video, anchor_is_clip=False, positive=positive,
+                               exclude=exclude, same_live=same_live)
+        losses["pmd"] = cfg.w_pmd * loss
+    if model.pfr is not None:
+        losses["pfr"] = cfg.w_pfr * _pfr(model, video, image, attn)
+    return losses
+
+
+def _anchored(model: Any, anchor: Any, others: Any, anchor_is_clip: bool, positive: Tensor,
+              exclude: Optional[Tensor], same_live: Optional[Tensor]) -> tuple[Tensor, Optional[Tensor]]:
+    """Cross-entropy of each local anchor's own partner against its hardest gathered others.
+
+    Returns the loss and, when PFR needs it, the cross-attention of the positive pairs [B, ...]."""
+    cfg = model.cfg
+    b = anchor.embedding.shape[0]
+    all_emb = gather_nograd(others.embedding.detach())
+    sim = anchor.embedding.detach().float() @ all_emb.float().t()
+    if same_live is not None:
+        sim = sim + SAME_LIVE_BONUS * same_live.to(sim.dtype)
+    neg, neg_valid = hardest_negatives(sim, positive, cfg.num_negatives, exclude)
+    cand = torch.cat([positive[:, None], neg], dim=1)  # [B, 1 + k], column 0 = positive
+    valid = torch.cat([torch.ones_like(neg_valid[:, :1]), neg_valid], dim=1)
+    k1 = cand.shape[1]
+    anchor_of_pair = torch.arange(b, device=cand.device).repeat_interleave(k1)
+    all_tokens, all_keep = gather_with_grad(others.tokens), gather_nograd(others.keep)
+    need = model.pfr is not None
+    if anchor_is_clip:  # queries: the candidate images; keys: the anchor clip
+        scores, attn = model.pmd(all_tokens, all_keep, anchor.tokens, anchor.keep, need_weights=need,
+                                 key_index=anchor_of_pair, query_index=cand.flatten())
+    else:  # queries: the anchor image; keys: the candidate clips
+        scores, attn = model.pmd(anchor.tokens, anchor.keep, all_tokens, all_keep, need_weights=need,
+                                 key_index=cand.flatten(), query_index=anchor_of_pair)
+    logits = scores.view(b, k1).masked_fill(~valid, float("-inf"))
+    target = torch.zeros(b, dtype=torch.long, device=logits.device)
+    positive_attn = attn[torch.arange(b, device=cand.device) * k1] if attn is not None else None
+    return F.cross_entropy(logits, target), positive_attn
+
+
+def _pfr(model: Any, video: Any, image: Any, attn: Tensor) -> Tensor:
+    """PFR on the positive pairs' cross-attention [B, heads, Lq, S] (each image with its own clip)."""
+    cfg = model.cfg
+    n_img = 1 + model.encoder.grid ** 2
+    n_vid = video.tokens.shape[1] - (1 if cfg.text else 0)
+    maps = attn[:, :, :n_img, :n_vid]
+    weights = model.pfr(maps, video.keep[:, :n_vid], model.pmd.cross_layer.head_dim)
+    return pfr_loss(weights, video.tokens[:, :n_vid], image.tokens[:, :n_img], cfg.pfr_target)
+
+
+def gather_nograd(x: Tensor) -> Tensor:
+    """``x`` from every process concatenated along dim 0 (no gradient; any dtype)."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return x
+    parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, x.contiguous())
+    return torch.cat(parts, dim=0)
