@@ -63,9 +63,11 @@ Differences, and why
     spreads weight over padding tokens that it zeroes afterwards.
   * PFR target (tiny profile only, variant label ``pfr-ln``): the official MSE compares the raw
     residual-stream tokens, whose scale pretrained CLIP fixes and an encoder at lr 1e-6 keeps.
-    From random weights the tokens grow, and PFR's loss and gradient with their square; under
-    the tiny profile's gradient clip (1.0; the official run does not clip, and this run was not
-    repeated without it) PFR then takes most of each step: lpr4m-synth v7, ``--set ipd=none
+    From random weights the tokens grow, and PFR's loss and gradient with their square, until
+    PFR's share of the shared encoder's gradient dominates ICL's. The tiny profile's global clip
+    (1.0; the official run does not clip) scales the whole gradient by one factor per step, which
+    AdamW's normalisation largely undoes, so it is not what hands PFR the step (the run below was
+    not repeated without it): lpr4m-synth v7, ``--set ipd=none
     --set text=false --set pfr_target=raw``: PFR 1.62 -> 6.14 (epoch means), image-token RMS
     4.75 (1.22 at init), gradient norms PFR 43.8 vs ICL 2.9, ICL 3.25 -> 3.20 (alone: 3.17 ->
     2.06), R1 9.71 (ICL alone 36.81). ``pfr_target="layernorm"`` layer-normalises (no affine)
