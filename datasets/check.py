@@ -103,7 +103,7 @@ def check_dataset(name: str, root: Path, *, deep: bool = False) -> CheckReport:
             "image_files": len(images), "video_files": len(videos), "missing_videos": len(splits.missing),
         }
         report.stats.update(_prepare_stats(root, splits))
-        if not splits.train:
+        if not splits.train and "training_not_prepared" not in report.stats:
             _report_empty_training(root, faults)
         inside = _InsideRoot(root)
         for path in images:
@@ -130,8 +130,11 @@ def _prepare_stats(root: Path, splits: DatasetSplits) -> dict[str, int]:
         return {}
     if prep is None:
         return {}
-    return {"failed_downloads": prep.num_failed, "queries_without_frames": sum(q.missing for q in splits.queries),
-            "gallery_images_missing": len(prep.gallery_missing)}
+    out = {"failed_downloads": prep.num_failed, "queries_without_frames": sum(q.missing for q in splits.queries),
+           "gallery_images_missing": len(prep.gallery_missing)}
+    if prep.lists and "training_frame_url" not in prep.lists:  # prepare --lists test: evaluation only
+        out["training_not_prepared"] = 1
+    return out
 
 
 def _report_empty_training(root: Path, faults: Faults) -> None:

@@ -155,3 +155,23 @@ def test_prepare_report_leaves_failed_files_out(release):
     assert [p.stem[-4:] for p in s.queries[1].clip.frame_paths] == ["0000", "0002"]  # the failed frame left out
     assert [g.image_id for g in s.gallery] == [g.image_id for g in full.gallery][:3]  # the failed gallery image
     assert faults.counts[F.FAILED_DOWNLOAD] == 3  # no training lists, 1 gallery image, 1 query without frames
+
+
+def test_check_data_on_a_test_only_preparation_is_clean(release):
+    import json
+
+    from datasets.check import check_dataset
+
+    for i in ("0000", "0001", "0002", "0010"):
+        _jpeg(release / "frames" / C1 / f"{C1}-{i}.jpg", (256, 455))
+    for i in ("0000", "0001", "0002"):
+        _jpeg(release / "frames" / C2 / f"{C2}-{i}.jpg", (256, 455))
+    for image in (COAT, "0a1b2c3d-2eeb-11ee-b7bb-77cb20e634dc", "5e6f7a8b-2eeb-11ee-b7bb-77cb20e634dc"):
+        _jpeg(release / "images" / f"{image}.jpg", (256, 256))
+    report = {"lists": {"test_frame_url": {}, "test_image_url": {}}, "failed_frame_ids": [],
+              "failed_image_ids": ["9c8d7e6f-2eeb-11ee-b7bb-77cb20e634dc"], "gallery_images_missing": ["9c8d7e6f-2eeb-11ee-b7bb-77cb20e634dc"]}
+    (release / "prepare_report.json").write_text(json.dumps(report))
+    rep = check_dataset("lpr4m", release)
+    assert rep.ok, rep.format()
+    assert rep.stats["training_not_prepared"] == 1 and rep.stats["queries_without_frames"] == 1
+    assert rep.stats["gallery_images_missing"] == 1 and rep.counts["failed_download"] == 3
