@@ -35,7 +35,8 @@ Kept from the paper and the official code:
     at test (``evaluate_movingfashion.py``'s ``score_threshold=0.0``, above torchvision's
     ``box_score_thresh`` of 0.05: ``test_score_thresh``); the shop's box is its largest kept
     detection (``paper``); when nothing is detected the whole image is the box (SEAM's
-    ``TemporalRoIHeads`` fallback), also for frames. In training SEAM drops a frame whose
+    ``TemporalRoIHeads`` fallback), also for frames. Encoding runs the detector on 11 images at
+    a time, as SEAM's evaluation does (``detect_chunk``; tiny: the whole batch at once). In training SEAM drops a frame whose
     detections all score in [0.05, 0.1); here it gets the whole-image box too;
   * query side at test time: SEAM's greedy tracker (start at the most confident detection,
     repeatedly add the box of an unvisited frame with the highest match probability to the
@@ -201,6 +202,10 @@ class SeamConfig:
     # detections kept at test time (SEAM's evaluate_movingfashion.py: score_threshold=0.0, i.e.
     # everything the detector outputs above torchvision's box_score_thresh); None: ``score_thresh``
     test_score_thresh: Optional[float] = 0.0
+    # encoding runs the detector on at most this many images at once (SEAM's evaluation: 11, one
+    # product's shop image + 10 frames); 0 = the whole batch at once (the tiny rows' encoding).
+    # At 800 px an evaluation batch of 128 clips x 10 frames in one call would need hundreds of GB
+    detect_chunk: int = 11
     tracking_threshold: float = 0.3
     # epochs (from 0) whose match loss takes the intent-product box of every boxed frame as the
     # positive RoI (Match-RCNN's strong pairs) instead of SEAM's best detection; 0 = SEAM only
@@ -217,6 +222,7 @@ TINY = SeamConfig(
     head_hidden=256, embed=128,
     # the committed tiny rows' rules (SEAM's would change what they train and evaluate)
     min_frames_aggregation=3, aggregation_candidates_above_threshold=False, test_score_thresh=None,
+    detect_chunk=0,
 )
 
 
@@ -719,10 +725,22 @@ class SeamMatchRCNN(Method):
         return losses
 
     # --- retrieval ------------------------------------------------------------------------
+    def _detect_rois(self, images: Tensor, n_frames: int) -> tuple[Tensor, list[Tensor], list[Tensor]]:
+        """Encoding-time detection in chunks of ``detect_chunk`` images: (mask-RoI features of
+        the chosen boxes, boxes per image, scores per image); see ``_detect`` for ``n_frames``."""
+        step = self.cfg.detect_chunk if self.cfg.detect_chunk > 0 else max(images.shape[0], 1)
+        rois, boxes, scores = [], [], []
+        for lo in range(0, images.shape[0], step):
+            chunk = images[lo : lo + step]
+            d = self._detect(chunk, max(0, min(n_frames - lo, chunk.shape[0])))
+            rois.append(self._roi(d))
+            boxes += d.boxes
+            scores += d.scores
+        return torch.cat(rois), boxes, scores
+
     def encode_gallery(self, batch: dict[str, Any]) -> Encoded:
-        image = batch["image"]
-        d = self._detect(image, 0)
-        shop = self.aggregator.embed(self._roi(d))
+        roi, _, _ = self._detect_rois(batch["image"], 0)
+        shop = self.aggregator.embed(roi)
         return Encoded(shop, {"seam": shop})
 
     def encode_query(self, batch: dict[str, Any]) -> Encoded:
@@ -734,9 +752,8 @@ class SeamMatchRCNN(Method):
         if n_f == 0:
             zeros = batch["frames"].new_zeros(b, dim)
             return Encoded(zeros, {"seam": zeros})
-        d = self._detect(batch["frames"][fmask], n_f)
-        roi = self._roi(d)
-        counts = [bx.shape[0] for bx in d.boxes]
+        roi, boxes, scores = self._detect_rois(batch["frames"][fmask], n_f)
+        counts = [bx.shape[0] for bx in boxes]
         match_emb = self.match_head.embed(roi).split(counts)
         agg_emb = self.aggregator.embed(roi).split(counts)
         seq = roi.new_zeros(b, t, dim)
@@ -745,9 +762,7 @@ class SeamMatchRCNN(Method):
             frames = (fidx[:, 0] == clip).nonzero().flatten().tolist()
             if not frames:
                 continue
-            chosen = self.track(
-                [match_emb[f] for f in frames], [d.scores[f] for f in frames]
-            )
+            chosen = self.track([match_emb[f] for f in frames], [scores[f] for f in frames])
             for local, k in chosen.items():
                 f = frames[local]
                 seq[clip, fidx[f, 1]] = agg_emb[f][k]

@@ -670,3 +670,23 @@ def test_seam_aggregator_nonlocal_block_learns_and_changes_the_clip_descriptor()
         finally:
             nlb.forward = real
     assert (pooled - bypassed).abs().max() > 1e-6
+
+
+def test_seam_encoding_in_detector_chunks_equals_one_call():
+    """``detect_chunk`` bounds the images per detector call at test time (the paper profile's 11,
+    SEAM's evaluation step) without changing what is encoded."""
+    assert SeamMatchRCNN.default_config("paper").detect_chunk == 11 and SeamMatchRCNN.default_config("tiny").detect_chunk == 0
+    torch.manual_seed(0)
+    whole = seam_tiny().eval()
+    chunked = seam_tiny(detect_chunk=3).eval()
+    chunked.load_state_dict(whole.state_dict())
+    calls = []
+    backbone = chunked.encoder.backbone
+    real = backbone.forward
+    backbone.forward = lambda x: calls.append(x.shape[0]) or real(x)
+    batch = seam_batch(3, 3)  # 8 real frames
+    with torch.no_grad():
+        for side in ("encode_query", "encode_gallery"):
+            a, b = getattr(whole, side)(batch), getattr(chunked, side)(batch)
+            torch.testing.assert_close(b.embedding, a.embedding, atol=1e-4, rtol=1e-4)
+    assert calls == [3, 3, 2, 3]  # 8 frames in chunks of 3, then 3 shop images
