@@ -3,7 +3,7 @@
 Run as a script (uses the demo's synthetic set, generated into the cache on first use)::
 
     .venv/bin/python tests/benchmarks/bench_demo_profile.py [--steps 20] [--size default] [--workers 0]
-        [--no-eval] [--threads N]
+        [--no-eval] [--threads N] [--frame-cache]
 
 or with pytest-benchmark (the generator's ``tiny`` size, 3 steps)::
 
@@ -56,14 +56,21 @@ def _setup(size: str):
     return cfg, env, splits, method, products, cats, load_s
 
 
-def profile_training(cfg, splits, method, products, cats, steps: int, workers: int) -> dict[str, float]:
-    """Seconds per phase summed over ``steps`` optimizer steps (after one warm-up step)."""
+def profile_training(cfg, splits, method, products, cats, steps: int, workers: int,
+                     frame_cache: bool = False) -> dict[str, float]:
+    """Seconds per phase summed over ``steps`` optimizer steps (after one warm-up step); with
+    ``frame_cache`` the pairs read the decoded-frame cache (built or opened first, not timed)."""
     from benchmark.engine import build_optimizer, warmup_cosine
     from benchmark.item_seeding import ItemSeededDataset
     from datasets.torch_data import PairDataset, collate_batch
 
     tcfg = cfg.profile.train
-    data = ItemSeededDataset(PairDataset(splits.train, cfg.profile.data, products, cats, train=True), cfg.seed)
+    pairs = PairDataset(splits.train, cfg.profile.data, products, cats, train=True)
+    if frame_cache:
+        from datasets import frame_cache as FC
+
+        FC.attach(pairs, f"{splits.name}/{splits.annotation_checksum}/train", num_workers=workers, log=print)
+    data = ItemSeededDataset(pairs, cfg.seed)
     sampler = RandomSampler(data, num_samples=(steps + 1) * tcfg.batch_size, generator=torch.Generator().manual_seed(0))
     loader = DataLoader(data, batch_size=tcfg.batch_size, sampler=sampler, num_workers=workers,
                         collate_fn=collate_batch, drop_last=True)
@@ -128,9 +135,10 @@ def profile_eval(cfg, env, splits, method, workers: int) -> dict[str, float]:
     return out
 
 
-def measure(steps: int = 20, size: str = "default", workers: int = 0, with_eval: bool = True) -> dict[str, Any]:
+def measure(steps: int = 20, size: str = "default", workers: int = 0, with_eval: bool = True,
+            frame_cache: bool = False) -> dict[str, Any]:
     cfg, env, splits, method, products, cats, load_s = _setup(size)
-    train = profile_training(cfg, splits, method, products, cats, steps, workers)
+    train = profile_training(cfg, splits, method, products, cats, steps, workers, frame_cache)
     ev = profile_eval(cfg, env, splits, method, workers) if with_eval else {}
     return {"load_s": load_s, "train": train, "eval": ev, "steps": steps, "batch": cfg.profile.train.batch_size,
             "pairs": len(splits.train)}
@@ -163,10 +171,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--workers", type=int, default=0, help="DataLoader workers (0: data time is CPU time)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--no-eval", action="store_true")
+    p.add_argument("--frame-cache", action="store_true", help="training pairs read the decoded-frame cache")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(report(measure(args.steps, args.size, args.workers, not args.no_eval)))
+    print(report(measure(args.steps, args.size, args.workers, not args.no_eval, args.frame_cache)))
     return 0
 
 
