@@ -31,6 +31,7 @@ from datasets.records import DatasetSplits, GalleryItem, Query, TrainPair
 
 FUSE_GRID = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0)
 VALIDATION_FRACTION = 0.1
+VALIDATION_MAX_PAIRS = 2000  # enough to choose one weight; bounds the second-stage cost on real data
 VALIDATION_SEED = 0
 
 
@@ -56,18 +57,30 @@ def livestream_of(pair: TrainPair) -> str:
     return parts[0] if len(parts) == 3 else pair.clip.clip_id
 
 
-def carve_validation(splits: DatasetSplits, fraction: float = VALIDATION_FRACTION,
-                     seed: int = VALIDATION_SEED) -> tuple[DatasetSplits, DatasetSplits]:
+def carve_validation(splits: DatasetSplits, fraction: float = VALIDATION_FRACTION, seed: int = VALIDATION_SEED,
+                     max_pairs: int = VALIDATION_MAX_PAIRS) -> tuple[DatasetSplits, DatasetSplits]:
     """(``splits`` training on the rest, a validation split of held-out training groups).
 
     Groups are livestreams where the data ranks within livestreams (``splits.grouped``), else
-    products. Pairs whose shop image is in the validation gallery are dropped from training too."""
+    products; whole groups, in a seeded order, are held out until they hold ``fraction`` of the
+    pairs or ``max_pairs`` (at least one group). Pairs whose shop image is in the validation
+    gallery are dropped from training too."""
     key = livestream_of if splits.grouped else (lambda p: p.product_id)
-    groups = sorted({key(p) for p in splits.train})
+    sizes: dict[str, int] = {}
+    for p in splits.train:
+        sizes[key(p)] = sizes.get(key(p), 0) + 1
+    groups = sorted(sizes)
     if len(groups) < 2:
         raise ValueError(f"{splits.name}: {len(groups)} training group(s); a validation split needs at least 2")
     random.Random(seed).shuffle(groups)
-    held = set(groups[: max(1, math.ceil(fraction * len(groups)))])
+    target = min(math.ceil(fraction * len(splits.train)), max_pairs)
+    held: set[str] = set()
+    count = 0
+    for g in groups[:-1]:  # never every group
+        if held and count >= target:
+            break
+        held.add(g)
+        count += sizes[g]
     queries: list[Query] = []
     gallery: dict[str, GalleryItem] = {}
     for i, p in enumerate(p for p in splits.train if key(p) in held):
@@ -96,18 +109,9 @@ def choose_fuse_weight(
                   amp_dtype=amp_dtype, show_progress=False)
     q_enc = evaluate.extract(method, QueryDataset(val.queries, data_cfg), "query", **common)
     g_enc = evaluate.extract(method, GalleryDataset(val.gallery, data_cfg), "gallery", **common)
-    cos_all = q_enc.embedding @ g_enc.embedding.t()
-    g_group = [g.group for g in val.gallery]
+    cand, cos = top_candidates(q_enc.embedding, g_enc.embedding, val, eval_cfg.rerank_topk)
     g_pos = {g.image_id: j for j, g in enumerate(val.gallery)}
-    cand, cos, gt = [], [], []
-    k = eval_cfg.rerank_topk
-    for i, q in enumerate(val.queries):
-        allowed = torch.tensor([grp == q.group for grp in g_group]) if val.grouped else torch.ones(len(g_group), dtype=torch.bool)
-        scores = cos_all[i].masked_fill(~allowed, float("-inf"))
-        order = sorted(range(len(g_group)), key=lambda j: (-float(scores[j]), j))[: min(k, int(allowed.sum()))]
-        cand.append(order)
-        cos.append(cos_all[i, order])
-        gt.append(torch.tensor([j == g_pos[q.gt_ids[0]] for j in order]))
+    gt = [torch.tensor([j == g_pos[q.gt_ids[0]] for j in c], dtype=torch.bool) for q, c in zip(val.queries, cand)]
     q_idx = torch.cat([torch.full((len(c),), i, dtype=torch.long) for i, c in enumerate(cand)])
     g_idx = torch.cat([torch.tensor(c, dtype=torch.long) for c in cand])
     method.eval()
@@ -123,6 +127,29 @@ def choose_fuse_weight(
     return FusionChoice(weight=best, r1_by_weight=r1, r1_first_stage=fused_r1(cos, second_all, gt, 0.0),
                         r1_second_stage=fused_r1([torch.zeros_like(c) for c in cos], second_all, gt, 1.0),
                         queries=len(val.queries), pairs_scored=int(q_idx.numel()))
+
+
+def top_candidates(q_emb: Tensor, g_emb: Tensor, val: DatasetSplits, k: int) -> tuple[list[list[int]], list[Tensor]]:
+    """Each query's top ``k`` gallery positions by cosine within its group (ties: gallery order)
+    and their cosines, computed one group at a time."""
+    by_group: dict[Any, list[int]] = {}
+    for j, g in enumerate(val.gallery):
+        by_group.setdefault(g.group if val.grouped else None, []).append(j)
+    cand: list[list[int]] = [[] for _ in val.queries]
+    cos: list[Tensor] = [torch.zeros(0) for _ in val.queries]
+    q_rows: dict[Any, list[int]] = {}
+    for i, q in enumerate(val.queries):
+        q_rows.setdefault(q.group if val.grouped else None, []).append(i)
+    for grp, rows in q_rows.items():
+        cols = torch.tensor(by_group.get(grp, []), dtype=torch.long)
+        if not len(cols):
+            continue
+        scores = q_emb[rows].float() @ g_emb[cols].float().t()
+        order = torch.sort(-scores, dim=1, stable=True).indices[:, : min(k, len(cols))]
+        for r, i in enumerate(rows):
+            cand[i] = cols[order[r]].tolist()
+            cos[i] = scores[r, order[r]]
+    return cand, cos
 
 
 def fused_r1(cos: list[Tensor], second: list[Tensor], gt: list[Tensor], weight: float) -> float:

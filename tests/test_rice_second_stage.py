@@ -142,6 +142,7 @@ def test_validation_holds_out_whole_livestreams_and_trains_on_none_of_them() -> 
     for q in val.queries:  # each query's gallery is its livestream's images, its own among them
         assert q.gt_ids[0] in {g.image_id for g in val.gallery if g.group == q.group}
     assert rf.carve_validation(splits, 0.2, 0)[1].queries == val.queries  # deterministic
+    assert len({q.group for q in rf.carve_validation(splits, fraction=0.5, max_pairs=4)[1].queries}) == 1  # capped
     _, flat = rf.carve_validation(_splits(grouped=False), fraction=0.2)
     assert all(q.group is None for q in flat.queries)
 
