@@ -719,7 +719,7 @@ def test_asymnet_phases_follow_the_epoch_schedule_and_freeze_what_they_should():
             assert {"gates", "image_net", "lstm", "leaf_hidden", "leaf_out"} <= grads
 
 
-def test_asymnet_rerank_scores_aligned_pairs_like_the_training_grid():
+def test_asymnet_rerank_scores_each_pair_independently_of_the_batch():
     torch.manual_seed(0)
     m = build_method(AsymNet, "tiny", info()).eval()
     batch = toy_batch(b=3)
