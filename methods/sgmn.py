@@ -60,7 +60,10 @@ Departures, and why
 Scaled down (tiny profile, 2-core CPU): RICE's tiny encoder (``TINY_ENCODER``: 112 px, patch 16,
 width 192, 4 layers, embedding 128, a conv stem, random init), 4 frames, the benchmark's tiny
 optimiser (one lr 5e-4, batch 32, 4 epochs), GCI's top-K = the number of frames; everything
-else as above, so its rows compare with RICE's tiny rows. Measurements: README.
+else as above, so its rows compare with RICE's tiny rows. From random weights SGMN's margin
+triplets start on collapsed embeddings and learn slowly in that budget (movingfashion-synth
+numbers and the side-by-side inference cost: README). With ``text=false`` the text tower is
+still built, frozen, as the source of the cross model's first block (CLIP's, as officially).
 """
 
 from __future__ import annotations
