@@ -53,7 +53,7 @@
     var td = el("td", { class: "num", "data-sort": v === undefined ? "" : String(v) });
     if (v === undefined) { td.textContent = "\u2013"; return td; }
     var box = el("span", { class: "metric" });
-    var w = 110, lo = scale[0], span = scale[1] - scale[0];
+    var w = 90, lo = scale[0], span = scale[1] - scale[0];
     var pos = function (x) { return Math.max(0, Math.min(w, (x - lo) / span * w)); };
     var s = svg("svg", { width: w, height: 12, viewBox: "0 0 " + w + " 12", role: "img" });
     s.appendChild(svg("rect", { x: 0, y: 5, width: w, height: 2, fill: "#e6e9ee" }));
@@ -156,7 +156,7 @@
       { key: "label", label: "Method", value: function (r) { return r.label.toLowerCase(); }, cell: methodCell }]
       .concat(metricColumns(t, pairsByRank, ranked))
       .concat([
-        { key: "control", label: "vs untrained R1 / R10", num: true, title: "gain over the untrained control; (n.s.): the control lies inside the 95% CI",
+        { key: "control", label: "vs untrained", num: true, title: "R1 / R10 gained over the untrained control; (n.s.): the control lies inside the 95% CI",
           value: function (r) { return r.control && r.control.R1 !== undefined ? r.values.R1 - r.control.R1 : null; },
           cell: function (r) { return el("td", { class: "num", text: controlText(r) }); } },
         { key: "params", label: "Params", num: true, value: function (r) { return r.params; }, cell: function (r) { return el("td", { class: "num", text: params(r.params) }); } },
