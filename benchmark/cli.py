@@ -297,8 +297,7 @@ def _print_run_summary(result) -> None:
     if result.submission_path is not None:
         con.print(f"submission: {result.submission_path}")
     if result.leaderboard_error:
-        print(f"warning: this run's submission was written, but the leaderboard was left as it was: "
-              f"{result.leaderboard_error}", file=sys.stderr)
+        print(f"warning: this run's submission was written; leaderboard: {result.leaderboard_error}", file=sys.stderr)
     con.print(f"run directory: {result.run_dir}")
 
 

@@ -38,7 +38,7 @@ from benchmark.metrics import per_query_values
 from benchmark.site import SITE_SUBDIR, render_site
 from benchmark.terminal_tables import print_run_table  # noqa: F401  (re-exported)
 from benchmark.submission import (
-    SUBMISSIONS_SUBDIR, SubmissionError, load_submission, rerank_stage, rescore, schema_errors, submission_start,
+    SUBMISSIONS_SUBDIR, SubmissionError, rerank_stage, rescore, schema_errors, submission_start,
 )
 from datasets.records import DatasetSplits
 

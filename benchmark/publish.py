@@ -105,7 +105,7 @@ def publish(
         try:
             board = regenerate_leaderboard(cfg.results_dir, splits=splits, data_roots=roots)
         except LeaderboardError as exc:  # another submission is at fault; this run's stands
-            board_error = str(exc)
+            board_error = f"left as it was: {exc}"
         else:
             tables = rich_tables(board, only=(cfg.dataset, cfg.profile.name))
             table = tables[0] if tables else None
@@ -146,7 +146,7 @@ def skipped_message(skipped: list[tuple[str, str]]) -> str:
     """One line: how many files the leaderboard left out, and the first one's fault."""
     path, why = skipped[0]
     more = f" (and {len(skipped) - 1} more)" if len(skipped) > 1 else ""
-    return f"{len(skipped)} file(s) skipped by the leaderboard: {path}: {why}{more}"
+    return f"regenerated without {len(skipped)} file(s): {path}: {why}{more}"
 
 
 # --- leaderboard -------------------------------------------------------------------------

@@ -142,8 +142,9 @@ def test_epochs_zero_evaluates_the_untrained_network_beside_the_trained_run(tmp_
 
 
 def test_a_stale_submission_beside_it_does_not_fail_the_run(e2e, tmp_path, capsys):
-    """Another submission that no longer re-scores (its data changed) leaves the leaderboard as
-    it was and is named in a warning; the run itself succeeds and its own submission is written."""
+    """Another submission that no longer re-scores (its data changed) is left off the
+    leaderboard, which is regenerated without it, and named in a warning; the run itself
+    succeeds and its own submission is written."""
     out, res = e2e
     res2 = tmp_path / "results"
     stale = json.loads((res / "submissions" / SUB_NAME).read_text())
@@ -155,7 +156,8 @@ def test_a_stale_submission_beside_it_does_not_fail_the_run(e2e, tmp_path, capsy
     capsys.readouterr()
     assert main(_args(out, res2, "--resume")) == 0
     err = capsys.readouterr().err
-    assert "warning: this run's submission was written, but the leaderboard was left as it was" in err
+    assert "warning: this run's submission was written; leaderboard: regenerated without 1 file(s)" in err
     assert stale_path.name in err and "annotation_checksum" in err
     assert submission.load_submission(res2 / "submissions" / SUB_NAME)["method"]["name"] == "clip-meanpool"
-    assert not (res2 / "leaderboard.md").exists()
+    md = (res2 / "leaderboard.md").read_text()
+    assert "clip-meanpool" in md and "-old" not in md
