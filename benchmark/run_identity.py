@@ -165,15 +165,36 @@ def comparable(sub: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def differences(new: Mapping[str, Any], old: Mapping[str, Any]) -> list[str]:
-    """Human-readable differences between two :func:`comparable` records (an unknown side of
-    ``method code``, i.e. a legacy submission, is not a difference)."""
+    """Human-readable differences between two :func:`comparable` records. What the older record
+    does not say is not a difference: its ``method code`` (a legacy submission) and config or
+    profile fields added to the code after it was written."""
     out = []
     for key in new:
         a, b = new[key], old.get(key)
         if key == "method code" and (a is None or b is None):
             continue
         if a != b:
-            out.append(f"{key} {_short(b)} -> {_short(a)}")
+            if isinstance(a, Mapping) and isinstance(b, Mapping):
+                keys = _changed_keys(b, a)
+                if not keys:
+                    continue
+                shown = ", ".join(f"{k} {_short(v0)} -> {_short(v1)}" for k, v0, v1 in keys[:3])
+                out.append(f"{key}: {shown}" + (f" (and {len(keys) - 3} more)" if len(keys) > 3 else ""))
+            else:
+                out.append(f"{key} {_short(b)} -> {_short(a)}")
+    return out
+
+
+def _changed_keys(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """Dotted keys whose values differ between two nested mappings. A key the old record lacks
+    is a setting added to the code since it was written: unknown, not a difference."""
+    out: list[tuple[str, Any, Any]] = []
+    for k in sorted(old, key=str):
+        a, b = old[k], new.get(k)
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            out += _changed_keys(a, b, f"{prefix}{k}.")
+        elif a != b:
+            out.append((f"{prefix}{k}", a, b))
     return out
 
 

@@ -212,6 +212,13 @@ def test_check_target_refuses_another_identity_and_allows_the_same(tmp_path, toy
     coded = copy.deepcopy(sub)
     coded["provenance"]["identity"] = {"code": {"sha256": "a" * 64}}
     run_identity.check_target(path, run_identity.comparable(coded), overwrite=False)  # legacy: code unknown
+    grown = copy.deepcopy(sub)
+    grown["method"]["config"]["added_since"] = 3  # a config field the older record predates: unknown
+    grown["profile"]["train"]["adam_eps"] = 1e-8
+    run_identity.check_target(path, run_identity.comparable(grown), overwrite=False)
+    grown["profile"]["train"]["max_steps"] = 2  # a recorded field that changed: another run
+    with pytest.raises(run_identity.IdentityError, match=r"profile: train\.max_steps null -> 2"):
+        run_identity.check_target(path, run_identity.comparable(grown), overwrite=False)
     assert path.name == submission_filename(sub)
 
 
