@@ -240,3 +240,21 @@ def test_code_hash_follows_a_plugin_file(tmp_path):
     assert "plugin:my_plugin.py" in first["files"] and not any("torch" in f for f in first["files"])
     plugin.write_text(plugin.read_text() + "        # edited\n")
     assert run_identity.code_hash(net)["sha256"] != first["sha256"]
+
+
+def test_reproduce_applies_a_recorded_diff_and_says_when_it_cannot(tmp_path):
+    from benchmark.reproduce import _apply_recorded_diff
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    _git(repo, "init", "-q")
+    (repo / "a.py").write_text("x = 1\n")
+    _git(repo, "add", ".")
+    _git(repo, "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-q", "-m", "c")
+    (repo / "a.py").write_text("x = 2\n")
+    info = git_info(repo)
+    _git(repo, "checkout", "-q", "--", "a.py")  # the commit alone: x = 1
+    assert _apply_recorded_diff(info, repo) == ["applied the recorded diff of the dirty tree"]
+    assert (repo / "a.py").read_text() == "x = 2\n"
+    cut = {**info, "diff_truncated": True}
+    assert "not recorded whole" in _apply_recorded_diff(cut, repo)[0]
