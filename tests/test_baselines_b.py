@@ -690,3 +690,24 @@ def test_seam_encoding_in_detector_chunks_equals_one_call():
             a, b = getattr(whole, side)(batch), getattr(chunked, side)(batch)
             torch.testing.assert_close(b.embedding, a.embedding, atol=1e-4, rtol=1e-4)
     assert calls == [3, 3, 2, 3]  # 8 frames in chunks of 3, then 3 shop images
+
+
+def test_seam_frozen_detector_runs_its_backbone_in_chunks_with_the_same_losses():
+    """With the detector frozen (SEAM's second phase) the backbone runs without gradient,
+    ``detect_chunk`` images at a time; the training losses are those of one call."""
+    torch.manual_seed(0)
+    whole = seam_tiny(freeze_detector=True)
+    chunked = seam_tiny(freeze_detector=True, detect_chunk=4)
+    chunked.load_state_dict(whole.state_dict())
+    calls = []
+    backbone = chunked.encoder.backbone
+    real = backbone.forward
+    backbone.forward = lambda x: calls.append(x.shape[0]) or real(x)
+    batch = seam_batch(3, 3)  # 8 real frames + 3 shop images
+    out = []
+    for model in (whole, chunked):
+        model.set_epoch(1)
+        torch.manual_seed(1)
+        out.append({k: float(v.detach()) for k, v in model.train().training_losses(batch).items()})
+    assert calls == [4, 4, 3]
+    assert out[0].keys() == out[1].keys() and all(out[0][k] == pytest.approx(out[1][k], rel=1e-4, abs=1e-5) for k in out[0])
