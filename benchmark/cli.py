@@ -292,6 +292,15 @@ def _print_run_summary(result) -> None:
 
     con = Console(highlight=False)
     print_run_table(result.metrics, con, title=f"{result.method_name}, test split")
+    inf = result.evaluation.inference if result.evaluation is not None else {}
+    if inf:
+        rate = f"{inf['queries_per_s']} queries/s" if inf["queries_per_s"] is not None else "queries/s not measured (cached features)"
+        con.print(f"inference: {rate} ({inf['queries']} queries, {inf['pairs_scored']} pairs re-scored, "
+                  f"{inf['threads']} threads)")
+    missing = int((~result.evaluation.index.valid).sum()) if result.evaluation is not None else 0
+    if missing:
+        con.print(f"{missing} queries have no frames in the release: counted as misses (submission: "
+                  "dataset.num_queries_without_frames)")
     if result.leaderboard_table is not None:
         con.print(result.leaderboard_table)
     if result.submission_path is not None:

@@ -47,6 +47,7 @@ class EvalOutput:
     index: scoring.SplitIndex  # ids, groups, ground truth and validity, in split order
     rerank: str  # the mode actually used
     timings: dict[str, float] = field(default_factory=dict)
+    inference: dict[str, Any] = field(default_factory=dict)  # :func:`inference_cost`
 
 
 # --- extraction --------------------------------------------------------------------------
@@ -164,6 +165,7 @@ def evaluate(
     ctx = feature_cache.context(method, annotation_checksum=splits.annotation_checksum, profile="", data_cfg=data_cfg,
                                 amp_dtype=amp_dtype) if feature_cache is not None else None
     hook = dataset_hook or (lambda ds, side: ds)
+    hits_before = ctx.cache.stats["hits"] if ctx is not None else 0
     t0 = time.perf_counter()
     enc_present = fcache.cached(
         ctx, "query", [q.query_id for q in present], need_extras=keep, env=env,
@@ -187,7 +189,28 @@ def evaluate(
         score_pairs=score_pairs, mode=mode, rerank_topk=eval_cfg.rerank_topk,  # type: ignore[arg-type]
     )
     timings["rank_s"] = time.perf_counter() - t2
-    return EvalOutput(ranking=ranking, index=index, rerank=mode, timings=timings)
+    cache_state = "off" if ctx is None else ("hit" if ctx.cache.stats["hits"] > hits_before else "miss")
+    return EvalOutput(ranking=ranking, index=index, rerank=mode, timings=timings,
+                      inference=inference_cost(timings, len(present), len(splits.gallery),
+                                               int(ranking.pairs_scored), cache_state))
+
+
+def inference_cost(timings: dict[str, float], queries: int, gallery: int, pairs_scored: int,
+                   feature_cache: str) -> dict[str, Any]:
+    """The evaluation's cost for the submission's provenance (``provenance.inference``).
+
+    Queries/s is what serving a query costs once the gallery is indexed: encoding the present
+    queries plus ranking them (a second stage's pair scoring included), on this run's device and
+    threads. Not measured (None) when any features came from the feature cache.
+    """
+    seconds = timings["encode_query_s"] + timings["rank_s"]
+    measured = feature_cache != "hit" and queries > 0 and seconds > 0
+    return {
+        "queries": queries, "gallery": gallery, "pairs_scored": pairs_scored,
+        **{k: round(float(v), 4) for k, v in timings.items()},
+        "queries_per_s": round(queries / seconds, 3) if measured else None,
+        "feature_cache": feature_cache, "threads": torch.get_num_threads(),
+    }
 
 
 def _scatter_queries(enc: Optional[Encoded], valid: Tensor, dim: int) -> Encoded:

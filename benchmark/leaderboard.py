@@ -77,6 +77,7 @@ class Row:
     split: str = ""  # the annotation checksum of the split the row was scored on (rows pair only on the same split)
     breakdowns: dict[str, Any] = field(default_factory=dict)  # per-attribute buckets of the (re-scored) metrics
     provenance: dict[str, Any] = field(default_factory=dict)  # the submission's provenance block (site)
+    queries_per_s: Optional[float] = None  # evaluation cost: provenance.inference (evaluate.inference_cost)
     dirty: Optional[bool] = None  # made from a working tree with uncommitted changes (None: not recorded)
     partial: bool = False  # training stopped (--max-steps) before its recipe's end: analysis, never ranked
     duplicates: list[str] = field(default_factory=list)  # other files holding the same submission (benchmark.collect)
@@ -178,6 +179,7 @@ def _common(sub: Mapping[str, Any], path: Path, results_dir: Path) -> dict[str, 
         analysis=is_analysis(sub), start=start, rerank=rerank_stage(protocol),
         recipe={} if start else recipe_changes(sub["profile"]["name"], sub["profile"].get("train") or {}),
         split=str(sub["dataset"].get("annotation_checksum", "")), provenance=dict(prov),
+        queries_per_s=(prov.get("inference") or {}).get("queries_per_s"),
     )
 
 

@@ -199,11 +199,18 @@ def reported_cells(rows: Sequence[Any], names: dict[int, str], refs: dict[int, s
     return head, body
 
 
+def fmt_rate(value: Optional[float], dash: str = DASH) -> str:
+    """Queries/s as recorded (a dash for runs before it was recorded, or served from the feature cache)."""
+    if value is None:
+        return dash
+    return f"{value:.0f}" if value >= 100 else f"{value:.3g}"
+
+
 def details_cells(rows: Sequence[Any], names: dict[int, str], refs: dict[int, str], ranks: dict[int, int], *,
                   dash: str = DASH) -> tuple[list[str], list[list[str]]]:
-    head = ["#", "Method", "Params", "Train time", "Seed", "Date", "Tree", "Status"]
+    head = ["#", "Method", "Params", "Train time", "Queries/s", "Seed", "Date", "Tree", "Status"]
     body = [[str(ranks[id(r)]) if id(r) in ranks else dash, names[id(r)], fmt_params(r.num_parameters, dash),
-             fmt_duration(r.train_s, dash), str(r.seed) if r.seed is not None else dash, r.date or dash, tree_state(r, dash),
+             fmt_duration(r.train_s, dash), fmt_rate(r.queries_per_s, dash), str(r.seed) if r.seed is not None else dash, r.date or dash, tree_state(r, dash),
              f"{r.status} {refs.get(id(r), '')}".strip()] for r in rows]
     return head, body
 

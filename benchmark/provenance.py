@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import hashlib
 import platform
+import shlex
 import subprocess
+import sys
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Optional
@@ -114,4 +116,14 @@ def collect(device: torch.device | str, *, world_size: int = 1) -> dict[str, Any
         "platform": f"{platform.system()} {platform.machine()}",
         "device": device_string(device),
         "world_size": int(world_size),
+        "command": command_line(),
     }
+
+
+def command_line(argv: Optional[list[str]] = None) -> Optional[str]:
+    """The ``run_benchmark.py`` command line this process runs, shell-quoted; None when the run
+    was started some other way (a test, a notebook, ``benchmark.runner.run`` from Python)."""
+    argv = sys.argv if argv is None else argv
+    if not argv or Path(argv[0]).name != "run_benchmark.py":
+        return None
+    return shlex.join(["run_benchmark.py", *argv[1:]])

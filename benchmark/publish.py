@@ -75,6 +75,8 @@ def publish(
         prov["initial_weights"] = dict(initial_weights)
     if identity is not None:
         prov["identity"] = dict(identity)
+    if out.inference:
+        prov["inference"] = dict(out.inference)
     synthetic = cfg.data_root is None and synthetic_seed is not None
     sub = submission.build_submission(
         method=cfg.method,

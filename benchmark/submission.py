@@ -189,6 +189,7 @@ def build_submission(
             "name": dataset, "split": "test", "annotation_checksum": splits.annotation_checksum,
             "layout": splits.layout, "grouped": bool(splits.grouped),
             "num_queries": len(splits.queries), "num_gallery": len(splits.gallery),
+            "num_queries_without_frames": sum(1 for q in splits.queries if q.missing),
             "size": dataset_size, "seed": dataset_seed,
         },
         "profile": {"name": profile.name, **_jsonable({"data": profile.data, "train": profile.train, "eval": ev})},

@@ -110,6 +110,41 @@ def test_missing_query_is_a_miss_and_is_not_encoded(lpr):
     assert metrics["overall"]["R1"]["value"] == pytest.approx(100.0 * (len(queries) - 1) / len(queries))
     ids = scoring.ranked_ids(out.ranking, out.index, EVAL.topk_saved)
     assert ids[1] == [queries[1].query_id, []]
+    # the cost record counts the encoded queries only; the submission counts the missing one
+    assert out.inference["queries"] == len(present) and out.inference["gallery"] == len(splits.gallery)
+    sub_dataset = _submission_dataset(splits, out)
+    assert sub_dataset["num_queries"] == len(queries) and sub_dataset["num_queries_without_frames"] == 1
+
+
+def _submission_dataset(splits, out) -> dict:
+    from benchmark import submission
+    from benchmark.config import get_profile
+
+    profile = get_profile("tiny")
+    metrics = scoring.metrics_for_ranking(out.ranking, out.index, profile.eval)
+    sub = submission.build_submission(
+        method="oracle", variant="", method_config=None, num_parameters=1, dataset="lpr4m", splits=splits,
+        profile=profile, metrics=metrics, rankings=scoring.ranked_ids(out.ranking, out.index, profile.eval.topk_saved),
+        provenance={"git": {"commit": None, "dirty": None}, "packages": {}, "device": "cpu",
+                    "inference": out.inference}, seed=0, wall_time_s={"eval": 1.0})
+    assert sub["provenance"]["inference"] == out.inference  # the schema takes it
+    return sub["dataset"]
+
+
+def test_inference_cost_counts_query_encoding_and_ranking(lpr):
+    ev = dataclasses.replace(EVAL, rerank="topk", rerank_topk=4)
+    out = evaluate(_oracle(lpr, lpr.queries), lpr, DATA, ev, env=DistEnv(), show_progress=False)
+    inf = out.inference
+    assert inf["pairs_scored"] == 4 * len(lpr.queries) and inf["feature_cache"] == "off"
+    seconds = out.timings["encode_query_s"] + out.timings["rank_s"]
+    assert inf["queries_per_s"] == pytest.approx(len(lpr.queries) / seconds, rel=1e-2)
+    assert inf["threads"] == torch.get_num_threads()
+    from benchmark.evaluate import inference_cost
+
+    cached = inference_cost({"encode_query_s": 0.0, "encode_gallery_s": 0.0, "rank_s": 0.5}, 6, 8, 0, "hit")
+    assert cached["queries_per_s"] is None and cached["feature_cache"] == "hit"
+    assert inference_cost({"encode_query_s": 1.5, "encode_gallery_s": 9.0, "rank_s": 0.5}, 6, 8, 0,
+                          "miss")["queries_per_s"] == 3.0  # gallery encoding is not a query's cost
 
 
 def test_rerank_uses_the_method_second_stage_and_extras(lpr):

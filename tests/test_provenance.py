@@ -55,3 +55,11 @@ def test_packages_device_and_no_host_identity():
     text = json.dumps(prov)
     for secret in {socket.gethostname(), getpass.getuser(), str(Path.home())} - {"", "root", "/"}:
         assert secret not in text
+
+
+def test_command_line_is_the_run_benchmark_invocation_quoted():
+    from benchmark.provenance import command_line
+
+    argv = ["/x/run_benchmark.py", "--method", "sgmn", "--set", "text=false", "--data-root", "/d/my data"]
+    assert command_line(argv) == "run_benchmark.py --method sgmn --set text=false --data-root '/d/my data'"
+    assert command_line(["/venv/bin/pytest", "-q"]) is None  # a run started from Python records none

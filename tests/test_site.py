@@ -42,6 +42,10 @@ def board(tmp_path, toy):
     control = make_submission(toy, method="good", noise=4.0, seed=5)
     control["provenance"].pop("training")
     control["provenance"]["seed"] = 0
+    good["provenance"]["inference"] = {"queries": 120, "gallery": 30, "pairs_scored": 0, "encode_query_s": 0.5,
+                                       "encode_gallery_s": 0.2, "rank_s": 0.1, "queries_per_s": 200.0,
+                                       "feature_cache": "miss", "threads": 1}
+    good["provenance"]["command"] = "run_benchmark.py --method good --dataset toy"
     for sub in (good, twin, weak, control):
         write_submission(sub, tmp_path)
     (tmp_path / "reported.json").write_text(json.dumps({"schema_version": 1, "rows": [{
@@ -81,6 +85,10 @@ def test_tables_are_split_by_purpose_and_marked_by_the_paired_test(board):
     t = pairs[1]["R1"]
     assert f"| 2 vs 3 " in paired and f"{t.diff:+.2f} [{t.ci[0]:+.2f}, {t.ci[1]:+.2f}]" in paired
     assert sig.METHOD in md
+    details = _section(md, "Run details")
+    assert "Queries/s" in details
+    qps = {ln.split("|")[2].strip(): ln.split("|")[5].strip() for ln in details.splitlines() if ln.startswith("| ")}
+    assert qps["good"] == "200" and qps["weak"] == "–"  # recorded by the run / not recorded
     tex = (root / "leaderboard.tex").read_text()
     assert tex.count("\\begin{table}") == 5 and "\\textsuperscript{\\dag}" in tex and "$\\Delta$R1" in tex
 
@@ -141,6 +149,9 @@ def test_site_holds_the_rows_pairs_hits_and_provenance_and_loads_nothing_remote(
     row = next(r for r in b.tables[("toy", "tiny")] if r.label == good["label"])
     assert len(good["hits"]) == len(toy.queries) and good["hits"].count("1") == round(row.values["R1"] * len(toy.queries) / 100)
     assert good["provenance"]["file"] == row.path and good["provenance"]["packages"]
+    assert good["provenance"]["command"] == "run_benchmark.py --method good --dataset toy"
+    assert good["provenance"]["reproduce"] == f"run_benchmark.py reproduce results/{row.path}"
+    assert good["provenance"]["inference"]["queries_per_s"] == 200.0
     assert set(good["breakdowns"]) == set(row.breakdowns) and good["curve"][0] == round(row.values["R1"], 2)
     assert table["pairs"][1]["R1"]["p"] == b.pairs[("toy", "tiny")][1]["R1"].p_value
     for name in ("index.html", "app.js", "style.css", "data.js"):
