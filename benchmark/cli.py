@@ -194,7 +194,7 @@ def parse_overrides(items: Sequence[str], what: str = "--set") -> dict[str, str]
 
 def resolve_run_config(args: argparse.Namespace):
     """The :class:`RunConfig` the command line asks for (names checked, overrides validated)."""
-    from benchmark.config import RunConfig, get_profile
+    from benchmark.config import RunConfig, for_method, get_profile
     from benchmark.registry import DATASETS, METHODS
     from benchmark.runner import pretrained_override, whole_weights_overrides
     from methods.base import apply_overrides
@@ -209,7 +209,10 @@ def resolve_run_config(args: argparse.Namespace):
         method = DEMO_FALLBACK
     cls = METHODS.get(method)
     DATASETS.get(args.dataset)
-    profile = get_profile(args.profile)
+    try:
+        profile = for_method(get_profile(args.profile), cls.TRAIN_RECIPE)
+    except ValueError as exc:
+        raise UsageError(f"method {method!r}: {exc}") from exc
     train_changes: dict[str, Any] = {}
     for field, value in (("epochs", args.epochs), ("max_steps", args.max_steps),
                          ("batch_size", args.batch_size), ("grad_accum", args.grad_accum),

@@ -70,6 +70,9 @@ class Profile:
     data: DataConfig
     train: TrainConfig
     eval: EvalConfig
+    # the method's own recipe values applied over ``train`` (``Method.TRAIN_RECIPE``; see
+    # :func:`for_method`), kept so the leaderboard measures changes from the method's recipe
+    method_recipe: dict[str, Any] = field(default_factory=dict)
 
 
 PROFILES: dict[str, Profile] = {
@@ -118,6 +121,18 @@ class RunConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return _jsonable(dataclasses.asdict(self))
+
+
+def for_method(profile: Profile, train_recipe: Any) -> Profile:
+    """``profile`` with a method's own training recipe for it (``Method.TRAIN_RECIPE``, keyed
+    by profile name) applied over the profile's; unchanged when the method has none."""
+    recipe = dict((train_recipe or {}).get(profile.name) or {})
+    if not recipe:
+        return profile
+    unknown = sorted(set(recipe) - {f.name for f in dataclasses.fields(TrainConfig)})
+    if unknown:
+        raise ValueError(f"TRAIN_RECIPE[{profile.name!r}] names unknown training fields {unknown}")
+    return dataclasses.replace(profile, train=dataclasses.replace(profile.train, **recipe), method_recipe=recipe)
 
 
 def get_profile(name: str) -> Profile:

@@ -83,16 +83,18 @@ def unnamed_settings(method: Any, default: Any, ignore_weights: bool) -> dict[st
     return out
 
 
-def recipe_changes(profile: str, train: Any) -> dict[str, Any]:
+def recipe_changes(profile: str, train: Any, method_recipe: Optional[Mapping[str, Any]] = None) -> dict[str, Any]:
     """``train.<field>``: value for the recipe fields (``RECIPE_FIELDS``) of ``train`` (a
     ``TrainConfig``, or its JSON form in a submission) that differ from those of the profile
-    named ``profile``; ``{}`` for a profile this checkout does not define."""
+    named ``profile`` with the method's own recipe for it (``method_recipe``, the profile's
+    ``method_recipe``) applied; ``{}`` for a profile this checkout does not define."""
     base = PROFILES.get(profile)
     if base is None:
         return {}
+    expected = {f: getattr(base.train, f) for f in RECIPE_FIELDS} | dict(method_recipe or {})
     values = train if isinstance(train, Mapping) else {f: getattr(train, f) for f in RECIPE_FIELDS}
     return {RECIPE_PREFIX + f: values[f] for f in RECIPE_FIELDS
-            if f in values and values[f] != getattr(base.train, f)}
+            if f in values and values[f] != expected[f]}
 
 
 def settings_label(settings: dict[str, Any], hashed: str = "set") -> str:

@@ -192,7 +192,8 @@ def build_submission(
             "num_queries_without_frames": sum(1 for q in splits.queries if q.missing),
             "size": dataset_size, "seed": dataset_seed,
         },
-        "profile": {"name": profile.name, **_jsonable({"data": profile.data, "train": profile.train, "eval": ev})},
+        "profile": {"name": profile.name, **_jsonable({"data": profile.data, "train": profile.train, "eval": ev}),
+                    **({"method_recipe": _jsonable(profile.method_recipe)} if profile.method_recipe else {})},
         "protocol": {
             "score": score, "tie_break": "gallery-order", "ks": [int(k) for k in ev.ks],
             "topk_saved": int(ev.topk_saved), "rerank": rerank, "rerank_topk": int(ev.rerank_topk),

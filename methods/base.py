@@ -74,6 +74,10 @@ class Method(nn.Module):
     encoder_prefixes: ClassVar[tuple[str, ...]] = ("encoder.",)
     # set by methods whose rerank() re-scores (query, gallery) pairs
     supports_rerank: ClassVar[bool] = False
+    # per profile, training-recipe values (TrainConfig fields) that replace the profile's for this
+    # method: its own official command where it trained differently from the profile's recipe
+    # (e.g. SGMN's batch 256, 10 epochs); command-line options still override them
+    TRAIN_RECIPE: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
 
     def __init__(self, cfg: Any, info: DataInfo) -> None:
         super().__init__()

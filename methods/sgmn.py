@@ -40,8 +40,10 @@ Kept from the official code
     tokens, one self-attention block initialised from CLIP's first text block, one randomly
     initialised cross-attention block over all tokens of all frames (padding frames masked),
     pooler LN -> token 0 -> Linear -> QuickGELU, ``Linear(D, 1)``; 4-way CE on 100 x score;
-  * optimiser (``train.py``): CLIP parameters at lr x ``coef_lr`` (3e-4 x 1e-3), the rest at
-    3e-4, weight decay 0.2, warmup 0.1 + cosine, gradient clip 1.0; 10 frames, batch 256, fp16.
+  * the official training command (README, ``train.py``), as the paper profile's recipe
+    (``TRAIN_RECIPE``, applied over the shared paper profile, which is RICE's run): CLIP
+    parameters at lr x ``coef_lr`` (3e-4 x 1e-3), the rest at 3e-4, weight decay 0.2, warmup 0.1
+    + cosine, gradient clip 1.0, eps 1e-6, 10 epochs, global batch 256; 10 frames, fp16.
 
 Departures, and why
   * Text embeddings: the official code reads 512-d ASR/title embeddings precomputed by a text
@@ -246,6 +248,9 @@ class Sgmn(PaperOptimMixin, Method):
     """SGMN: GRA embeddings (TDB video, ASR/title), GCI graph losses, SMF hard mining."""
 
     Config = SgmnConfig
+    TRAIN_RECIPE = {"paper": {"batch_size": 256, "epochs": 10, "updates": None, "warmup_ratio": 0.1,
+                              "lr_encoder": 3e-7, "lr_new": 3e-4, "weight_decay": 0.2, "grad_clip": 1.0,
+                              "adam_eps": 1e-6}}
     PROFILES = {
         "paper": SgmnConfig(encoder=PAPER_ENCODER),
         "tiny": SgmnConfig(

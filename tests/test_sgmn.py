@@ -257,3 +257,28 @@ def test_training_step_under_autocast() -> None:
     model.eval()
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         assert model.encode_query(batch).embedding.shape == (6, 64)
+
+
+def test_paper_profile_trains_with_the_official_command_and_options_still_override() -> None:
+    """README's command: --epochs=10 --batch_size=256 --lr 3e-4 --coef_lr 1e-3 (train.py: weight
+    decay 0.2, warmup 0.1, BertAdam e=1e-6, clip_grad_norm 1.0), not the shared paper profile's
+    RICE run (batch 128, 5,000 updates, no clip)."""
+    from benchmark.cli import build_parser, load_registries, resolve_run_config
+    from benchmark.config import get_profile
+    from benchmark.config_diff import recipe_changes
+
+    load_registries([])
+    parser = build_parser()
+    cfg = resolve_run_config(parser.parse_args(["run", "--method", "sgmn", "--dataset", "lpr4m", "--profile", "paper"]))
+    t = cfg.profile.train
+    assert (t.batch_size, t.epochs, t.updates, t.grad_clip, t.adam_eps) == (256, 10, None, 1.0, 1e-6)
+    assert (t.lr_encoder, t.lr_new, t.weight_decay, t.warmup_ratio) == (3e-7, 3e-4, 0.2, 0.1)
+    assert get_profile("paper").train.batch_size == 128  # RICE's run keeps the shared profile
+    assert recipe_changes("paper", t, cfg.profile.method_recipe) == {}  # no train.* suffix on its label
+    assert recipe_changes("paper", t) != {}
+    small = resolve_run_config(parser.parse_args(["run", "--method", "sgmn", "--dataset", "lpr4m", "--profile", "paper",
+                                                  "--batch-size", "64"]))
+    assert small.profile.train.batch_size == 64
+    assert recipe_changes("paper", small.profile.train, small.profile.method_recipe) == {"train.batch_size": 64}
+    tiny = resolve_run_config(parser.parse_args(["run", "--method", "sgmn", "--dataset", "lpr4m-synth", "--profile", "tiny"]))
+    assert tiny.profile == get_profile("tiny") and not tiny.profile.method_recipe
