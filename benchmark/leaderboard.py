@@ -135,7 +135,7 @@ def collect_rows(results_dir: Path, load_splits: Optional[LoadSplits] = None,
             if splits is None:
                 rows.append(_row_unverified(sub, path, results_dir))
             else:
-                report = rescore(path, splits)
+                report = rescore(path, splits, loaded=sub)
                 rows.append(_row_verified(report.submission, report.metrics, report.curve, report.topk, path, results_dir))
                 rows[-1].per_query = per_query_values(report.gt_rank, [1], report.topk, full_map=False)
                 rows[-1].per_query["mAP"] = rows[-1].per_query.pop(f"mAP@{report.topk}")

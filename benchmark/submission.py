@@ -401,7 +401,8 @@ class RescoreReport:
 
 
 def rescore(submission_path: Path | str, splits: DatasetSplits, *,
-            max_bytes: int = safe_json.MAX_BYTES, tolerance: float = METRIC_TOLERANCE) -> RescoreReport:
+            max_bytes: int = safe_json.MAX_BYTES, tolerance: float = METRIC_TOLERANCE,
+            loaded: Optional[dict[str, Any]] = None) -> RescoreReport:
     """Re-score a submission's rankings against ``splits``' ground truth; raise on any fault.
 
     Faults (all collected, then raised together as :class:`SubmissionError`): unreadable or
@@ -409,10 +410,11 @@ def rescore(submission_path: Path | str, splits: DatasetSplits, *,
     duplicate or missing query ids, unknown or duplicate gallery ids, ids outside the
     query's gallery group, a ranking for a query whose clip is missing, claimed metrics
     (values, CIs, breakdowns) that differ from the re-scored ones by more than
-    ``tolerance`` percentage points, a full mAP outside its bounds.
+    ``tolerance`` percentage points, a full mAP outside its bounds. ``loaded``: the file as
+    :func:`load_submission` already read and validated it (the leaderboard reads each file once).
     """
     path = Path(submission_path)
-    sub = load_submission(path, max_bytes=max_bytes)
+    sub = loaded if loaded is not None else load_submission(path, max_bytes=max_bytes)
     index = SplitIndex.from_splits(splits)
     faults = _dataset_faults(sub, splits)
     _raise(str(path), faults)

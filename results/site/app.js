@@ -306,9 +306,12 @@
       var ci = r.cis[m]; return (m === "mAP" ? r.map_label : m) + " " + fmt(r.values[m]) + (ci ? " [" + fmt(ci[0]) + ", " + fmt(ci[1]) + "]" : "");
     }).join("; "));
     add("Submission", p.file); add("Commit", p.commit ? p.commit + (p.dirty ? " (dirty tree)" : "") : null);
-    add("Command", p.command || (p.run_dir ? "not recorded; run directory " + p.run_dir : null));
+    add("Command", p.command || "not recorded (runs before its provenance kept it)");
+    add("Reproduce", p.reproduce);
     add("Seed", p.seed); add("Date", p.date); add("Train time", p.train_s !== undefined ? duration(p.train_s) : null);
     add("Wall times (s)", p.wall_time_s ? Object.keys(p.wall_time_s).map(function (k) { return k + " " + p.wall_time_s[k]; }).join(", ") : null);
+    var inf = p.inference;
+    add("Inference", inf ? (inf.queries_per_s !== null ? inf.queries_per_s + " queries/s" : "not measured (feature cache)") + " (" + inf.queries + " queries, " + inf.gallery + " gallery images, " + inf.pairs_scored + " pairs re-scored, " + inf.threads + " threads)" : null);
     add("Device", p.device); add("Python", p.python);
     add("Packages", p.packages ? Object.keys(p.packages).sort().map(function (k) { return k + " " + p.packages[k]; }).join(", ") : null);
     add("Note", r.note);
