@@ -85,3 +85,11 @@ def make_submission(splits: DatasetSplits, *, method: str = "toy-method", varian
         seed=seed, wall_time_s={"train": train_s, "eval": 1.5}, date=date,
         dataset_size=dataset_size, dataset_seed=dataset_seed,
     )
+
+
+def recall_at(sub: dict, splits: DatasetSplits, k: int) -> float:
+    """R@k of a submission computed from its saved rankings alone (a hit: any ground-truth id of
+    the query among its first ``k`` ids), independently of the scorer; percent of all queries."""
+    gt = {q.query_id: set(q.gt_ids) for q in splits.queries}
+    hits = sum(1 for qid, ids in sub["rankings"] if gt[qid] & set(ids[:k]))
+    return 100.0 * hits / len(splits.queries)

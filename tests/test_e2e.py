@@ -18,6 +18,7 @@ import pytest
 from benchmark import submission
 from benchmark.checkpoint import load_checkpoint
 from benchmark.cli import main
+from tests.evalkit import recall_at
 
 pytestmark = pytest.mark.slow
 
@@ -55,7 +56,8 @@ def test_submission_validates_and_metrics_are_real_percentages(e2e, synth_lpr4m)
         assert isinstance(v, float) and math.isfinite(v) and 0.0 <= v <= 100.0, (name, v)
         lo, hi = entry["ci95"]
         assert 0.0 <= lo <= v <= hi <= 100.0
-    assert overall["R1"]["value"] <= overall["R5"]["value"] <= overall["R10"]["value"]
+    for k in (1, 3, 5, 10):  # each claimed R@k is its saved rankings' own
+        assert overall[f"R{k}"]["value"] == pytest.approx(recall_at(sub, synth_lpr4m, k), abs=1e-9)
     # every query is ranked inside its own livestream's gallery
     group_of = {g.image_id: g.group for g in synth_lpr4m.gallery}
     for q, (qid, ids) in zip(synth_lpr4m.queries, sub["rankings"]):
