@@ -9,8 +9,9 @@ fp16, no gradient clipping (``clip_gradients: false``). The paper's text differs
 encoder lr 1e-7, 3 epochs on the 4M set); it produced the paper's LPR4M table, which the
 released code does not reproduce and this benchmark does not list: run it with
 ``--batch-size 256 --lr-encoder 1e-7 --epochs 3`` plus ``updates=None`` in a profile of its own.
-Every method's ``paper`` profile trains under this recipe; CNN baselines override the learning
-rates and weight decay with their papers' (``methods.optim_overrides``).
+A method's ``paper`` profile trains under this recipe except where its ``TRAIN_RECIPE`` says
+otherwise (:func:`for_method`): the CNN baselines' learning rates and weight decay are their
+papers', SGMN's whole recipe is its official command; command-line options override both.
 ``tiny`` is sized for the 2-core CPU machine: 112 px (patch 16 keeps a 7x7 grid), 4 frames
 (measured: ~4 training pairs/s at 8 frames on a busy 2-core machine, too slow), a few epochs, so a method trains in minutes on ``lpr4m-synth``.
 """
@@ -72,7 +73,7 @@ class Profile:
     eval: EvalConfig
     # the method's own recipe values applied over ``train`` (``Method.TRAIN_RECIPE``; see
     # :func:`for_method`), kept so the leaderboard measures changes from the method's recipe
-    method_recipe: dict[str, Any] = field(default_factory=dict)
+    method_recipe: dict[str, Any] = field(default_factory=dict, hash=False)
 
 
 PROFILES: dict[str, Profile] = {

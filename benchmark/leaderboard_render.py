@@ -44,9 +44,11 @@ breakdowns, curves and each row's provenance: open `results/site/index.html`.
   `--weights`), a run cut short ("partial"). "zero-shot": pretrained weights, ranked.
 - Run details: "Tree" says whether the run was made from a working tree with uncommitted
   changes ("dirty"); such rows stay ranked (their rankings re-score like any other).
-  "Queries/s": the evaluation's cost per query once the gallery is indexed (encoding the
-  query clips plus ranking them, a second stage included) on the run's own device and threads,
-  so it compares rows run on the same machine; a dash where the run predates the record.
+  "Queries/s": the evaluation's cost per query once the gallery is indexed (loading and
+  encoding the query clips plus ranking them, a second stage included), measured by the run
+  itself on its device and threads beside whatever else the machine ran: a rough figure (for a
+  side-by-side measurement see tests/benchmarks/bench_inference.py); a dash where the run
+  predates the record or read its query features from the feature cache.
 - **Reported**: numbers published by a paper or an official repository, under their own
   training data and protocol (see the notes); not re-scored, not ranked against reproduced rows.
 - Method (variant): the variant label is the method's own (`Method.variant()`, explained in its

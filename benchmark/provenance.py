@@ -120,10 +120,15 @@ def collect(device: torch.device | str, *, world_size: int = 1) -> dict[str, Any
     }
 
 
-def command_line(argv: Optional[list[str]] = None) -> Optional[str]:
-    """The ``run_benchmark.py`` command line this process runs, shell-quoted; None when the run
-    was started some other way (a test, a notebook, ``benchmark.runner.run`` from Python)."""
+def command_line(argv: Optional[list[str]] = None, home: Optional[str] = None) -> Optional[str]:
+    """The ``run_benchmark.py`` (or ``lpr-bench``) command line this process runs, shell-quoted,
+    with the home folder written ``~`` (no user name in a shared file); None when the run was
+    started some other way (a test, a notebook, ``benchmark.runner.run`` from Python)."""
     argv = sys.argv if argv is None else argv
-    if not argv or Path(argv[0]).name != "run_benchmark.py":
+    if not argv or Path(argv[0]).name not in ("run_benchmark.py", "lpr-bench"):
         return None
-    return shlex.join(["run_benchmark.py", *argv[1:]])
+    home = str(Path.home()) if home is None else home
+    args = [a.replace(home, "~") if home not in ("", "/") else a for a in argv[1:]]
+    # "~/x" stays unquoted so that a shell expands it when the line is pasted back
+    return " ".join(["run_benchmark.py", *("~/" + shlex.quote(a[2:]) if a.startswith("~/") else shlex.quote(a)
+                                           for a in args)])

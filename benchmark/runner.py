@@ -86,7 +86,8 @@ def run_variant(cfg: RunConfig, method: Method) -> str:
     to the profile's training recipe (:mod:`benchmark.config_diff`; none for a run that trains
     nothing), so that such a run never takes the default's place."""
     default = METHODS.get(cfg.method).default_config(cfg.profile.name)
-    recipe = recipe_changes(cfg.profile.name, cfg.profile.train, cfg.profile.method_recipe) if trains(cfg) else {}
+    own = (type(method).TRAIN_RECIPE or {}).get(cfg.profile.name)  # the method's recipe, however cfg was built
+    recipe = recipe_changes(cfg.profile.name, cfg.profile.train, own) if trains(cfg) else {}
     return variant_with_settings(method, default, ignore_weights=cfg.weights is not None, recipe=recipe)
 
 

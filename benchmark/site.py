@@ -41,7 +41,8 @@ def _provenance(row: Any) -> dict[str, Any]:
         "world_size": prov.get("world_size"), "run_dir": prov.get("run_dir"), "command": prov.get("command"),
         "train_s": _r(row.train_s, 1), "wall_time_s": {k: _r(v, 1) for k, v in (prov.get("wall_time_s") or {}).items()},
         "packages": prov.get("packages") or {}, "initial_weights": prov.get("initial_weights"),
-        "reproduce": f"run_benchmark.py reproduce results/{row.path}" if row.path else None,
+        "reproduce": (f"run_benchmark.py reproduce results/{row.path}"
+                      if row.path and git.get("commit") and not prov.get("initial_weights") else None),
         "inference": prov.get("inference"),
     }
 

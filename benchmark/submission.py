@@ -478,6 +478,10 @@ def _dataset_faults(sub: Mapping[str, Any], splits: DatasetSplits) -> list[str]:
                       f"the data has {len(splits.queries)} / {len(splits.gallery)}")
     if bool(ds["grouped"]) != bool(splits.grouped):
         faults.append(f"dataset.grouped={ds['grouped']} but the data is {'grouped' if splits.grouped else 'one global gallery'}")
+    without = sum(1 for q in splits.queries if q.missing)
+    if ds.get("num_queries_without_frames") not in (None, without):  # absent in files that predate it
+        faults.append(f"dataset.num_queries_without_frames={ds['num_queries_without_frames']} but {without} of the "
+                      "data's queries have no frames")
     return faults
 
 

@@ -140,7 +140,7 @@ class AsymNetConfig:
     weight_decay: Optional[float] = None
 
 
-PAPER = AsymNetConfig(lr_encoder=1e-4, lr_new=1e-3, weight_decay=5e-4)
+PAPER = AsymNetConfig()
 TINY = AsymNetConfig(
     encoder=BackboneConfig(name="vgg16", pretrained=None, vgg_layers=TINY_VGG_LAYERS, vgg_batchnorm=True),
     dropout=0.0,
@@ -227,6 +227,8 @@ class AsymNet(PaperOptimMixin, Method):
     """Image network + LSTM video network + mixture-of-experts tree similarity (re-ranker)."""
 
     Config = AsymNetConfig
+    # the paper profile's optimiser settings from the paper (see above); --lr-encoder etc. override them
+    TRAIN_RECIPE = {"paper": {"lr_encoder": 1e-4, "lr_new": 1e-3, "weight_decay": 5e-4}}
     PROFILES = {"paper": PAPER, "tiny": TINY}
     encoder_prefixes = ("image_net.trunk.",)
     supports_rerank = True

@@ -101,7 +101,7 @@ class FashionNetConfig:
     weight_decay: Optional[float] = None
 
 
-PAPER = FashionNetConfig(lr_encoder=1e-4, lr_new=1e-3, weight_decay=5e-4)
+PAPER = FashionNetConfig()
 TINY = FashionNetConfig(
     encoder=BackboneConfig(name="vgg16", pretrained=None, vgg_layers=TINY_VGG_LAYERS, vgg_batchnorm=True),
     dropout=0.0,
@@ -146,6 +146,8 @@ class FashionNet(PaperOptimMixin, Method):
     """VGG-16 global branch (conv5 -> fc6 -> fc7 embedding), category/ID heads, triplet loss."""
 
     Config = FashionNetConfig
+    # the paper profile's optimiser settings from the paper (see above); --lr-encoder etc. override them
+    TRAIN_RECIPE = {"paper": {"lr_encoder": 1e-4, "lr_new": 1e-3, "weight_decay": 5e-4}}
     PROFILES = {"paper": PAPER, "tiny": TINY}
 
     def variant(self) -> str:

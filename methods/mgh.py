@@ -137,9 +137,6 @@ class MGHConfig:
 
 PAPER = MGHConfig(
     encoder=BackboneConfig(name="resnet50", pretrained="tv_in1k", input_mean=IMAGENET_MEAN, input_std=IMAGENET_STD),
-    lr_encoder=3e-4,
-    lr_new=3e-4,
-    weight_decay=5e-4,
 )
 TINY = MGHConfig(
     encoder=BackboneConfig(name="resnet18", pretrained=None, channels=(32, 64, 128, 256)),
@@ -269,6 +266,8 @@ class MGH(PaperOptimMixin, Method):
     """Global + part-hypergraph branches over frame stripes; BNNeck; per-branch ID heads."""
 
     Config = MGHConfig
+    # the paper profile's optimiser settings from the paper (see above); --lr-encoder etc. override them
+    TRAIN_RECIPE = {"paper": {"lr_encoder": 3e-4, "lr_new": 3e-4, "weight_decay": 5e-4}}
     PROFILES = {"paper": PAPER, "tiny": TINY}
     
     def __init__(self, cfg: MGHConfig, info: DataInfo) -> None:

@@ -120,9 +120,6 @@ class NVANConfig:
 
 PAPER = NVANConfig(
     encoder=BackboneConfig(name="resnet50", pretrained="tv_in1k", input_mean=IMAGENET_MEAN, input_std=IMAGENET_STD),
-    lr_encoder=1e-4,
-    lr_new=1e-4,
-    weight_decay=5e-5,
 )
 TINY = NVANConfig(
     encoder=BackboneConfig(name="resnet18", pretrained=None, channels=(32, 64, 128, 256)),
@@ -152,6 +149,8 @@ class NVAN(PaperOptimMixin, Method):
     """ResNet-50 with non-local blocks over T x H x W, 3D average pool, BNNeck."""
 
     Config = NVANConfig
+    # the paper profile's optimiser settings from the paper (see above); --lr-encoder etc. override them
+    TRAIN_RECIPE = {"paper": {"lr_encoder": 1e-4, "lr_new": 1e-4, "weight_decay": 5e-5}}
     PROFILES = {"paper": PAPER, "tiny": TINY}
     
     def __init__(self, cfg: NVANConfig, info: DataInfo) -> None:

@@ -1,9 +1,9 @@
 """Per-method optimiser settings from a paper, on top of the benchmark profile's.
 
-The benchmark's ``paper`` profile carries RICE's settings (encoder lr 1e-6 for a CLIP ViT).
-CNN baselines were trained with their own learning rates and weight decay; a method config
-with ``lr_encoder`` / ``lr_new`` / ``weight_decay`` fields set (not None) overrides the
-profile's values in :meth:`Method.parameter_groups`. None keeps the profile's value.
+A method's own paper settings belong in its ``TRAIN_RECIPE`` (applied to the resolved profile,
+under command-line options); this mixin lets ``--set lr_encoder=...`` / ``lr_new`` /
+``weight_decay`` on the method config replace the profile's values in
+:meth:`Method.parameter_groups`. None (every profile's default) keeps the profile's value.
 """
 
 from __future__ import annotations

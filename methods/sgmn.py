@@ -112,9 +112,9 @@ class SgmnConfig:
     triplet_margin: float = 0.2
     w_reg: float = 10.0
     # optimiser (PaperOptimMixin; None keeps the benchmark profile's value)
-    lr_encoder: Optional[float] = 3e-7  # --lr 3e-4 x --coef_lr 1e-3
-    lr_new: Optional[float] = 3e-4
-    weight_decay: Optional[float] = 0.2
+    lr_encoder: Optional[float] = None  # --set: replaces the recipe's (TRAIN_RECIPE: 3e-4 x coef_lr 1e-3)
+    lr_new: Optional[float] = None
+    weight_decay: Optional[float] = None
 
 
 class QuickGELU(nn.Module):
@@ -255,7 +255,6 @@ class Sgmn(PaperOptimMixin, Method):
         "paper": SgmnConfig(encoder=PAPER_ENCODER),
         "tiny": SgmnConfig(
             encoder=TINY_ENCODER, require_pretrained=False, train_text_tower=True,
-            lr_encoder=None, lr_new=None, weight_decay=None,
         ),
     }
     encoder_prefixes = ("encoder.",)

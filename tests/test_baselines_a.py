@@ -185,8 +185,13 @@ def test_paper_asymnet_sizes():
 
 def test_encoder_parameters_get_the_encoder_learning_rate():
     m = build_method(NVAN, "paper", info(), {"encoder.pretrained": None, "encoder.name": "resnet18", "nl_layer3": 2})
-    groups = {g["name"]: g for g in m.parameter_groups(lr_encoder=1e-6, lr_new=1e-4, weight_decay=0.2)}
-    assert groups["encoder"]["lr"] == 1e-4 and groups["encoder"]["weight_decay"] == 5e-5  # NVAN's own
+    from benchmark.config import for_method, get_profile
+
+    t = for_method(get_profile("paper"), NVAN.TRAIN_RECIPE).train  # NVAN's own settings, not RICE's
+    groups = {g["name"]: g for g in m.parameter_groups(t.lr_encoder, t.lr_new, t.weight_decay)}
+    assert groups["encoder"]["lr"] == 1e-4 and groups["encoder"]["weight_decay"] == 5e-5
+    # a command-line rate (the engine passes the resolved TrainConfig's) reaches the groups
+    assert {g["lr"] for g in m.parameter_groups(3e-5, 3e-5, 0.0)} == {3e-5}
     enc_ids = {id(p) for p in m.encoder.parameters()}
     assert {id(p) for g in groups.values() if g["name"].startswith("encoder") for p in g["params"]} == enc_ids
     tiny = build_method(NVAN, "tiny", info())

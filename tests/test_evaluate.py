@@ -128,6 +128,9 @@ def _submission_dataset(splits, out) -> dict:
         provenance={"git": {"commit": None, "dirty": None}, "packages": {}, "device": "cpu",
                     "inference": out.inference}, seed=0, wall_time_s={"eval": 1.0})
     assert sub["provenance"]["inference"] == out.inference  # the schema takes it
+    assert not submission._dataset_faults(sub, splits)
+    wrong = {**sub, "dataset": {**sub["dataset"], "num_queries_without_frames": sub["dataset"]["num_queries_without_frames"] + 1}}
+    assert any("num_queries_without_frames" in f for f in submission._dataset_faults(wrong, splits))
     return sub["dataset"]
 
 

@@ -85,6 +85,9 @@ def test_warm_run_encodes_nothing_and_ranks_identically(cold, synth_lpr4m):
     assert torch.equal(again.ranking.index, out.ranking.index)
     assert torch.equal(again.ranking.score, out.ranking.score)
     assert torch.equal(again.ranking.gt_rank, out.ranking.gt_rank)
+    # the cost record: measured on the cold run, not measurable from cached features
+    assert out.inference["feature_cache"] == "miss" and out.inference["queries_per_s"] > 0
+    assert again.inference["feature_cache"] == "hit" and again.inference["queries_per_s"] is None
 
 
 def test_same_weights_in_another_model_object_hit(cold, synth_lpr4m):

@@ -218,10 +218,11 @@ def test_paper_profile_step_on_cpu() -> None:
     torch.manual_seed(0)
     model = build_method(Sgmn, "paper", info, {"encoder.pretrained": "none", "require_pretrained": False})
     cfg = model.cfg
-    assert (cfg.lr_encoder, cfg.lr_new, cfg.weight_decay, cfg.tdb_layers) == (3e-7, 3e-4, 0.2, 2)
+    assert cfg.tdb_layers == 2 and cfg.lr_encoder is None  # its rates are in TRAIN_RECIPE (command line wins)
     assert model.encoder.grid == 7 and model.encoder.embed_dim == 512
     assert not any(p.requires_grad for n, p in model.named_parameters() if n.startswith("encoder.transformer."))
-    groups = model.parameter_groups(lr_encoder=1e-6, lr_new=1e-4, weight_decay=0.05)
+    recipe = Sgmn.TRAIN_RECIPE["paper"]
+    groups = model.parameter_groups(recipe["lr_encoder"], recipe["lr_new"], recipe["weight_decay"])
     lrs = {g["name"]: (g["lr"], g["weight_decay"]) for g in groups}
     assert lrs["encoder"] == (3e-7, 0.2) and lrs["new"] == (3e-4, 0.2) and lrs["new-nodecay"] == (3e-4, 0.0)
     batch = toy_batch(b=2, t=10)
@@ -279,6 +280,14 @@ def test_paper_profile_trains_with_the_official_command_and_options_still_overri
     small = resolve_run_config(parser.parse_args(["run", "--method", "sgmn", "--dataset", "lpr4m", "--profile", "paper",
                                                   "--batch-size", "64"]))
     assert small.profile.train.batch_size == 64
+    lr = resolve_run_config(parser.parse_args(["run", "--method", "sgmn", "--dataset", "lpr4m", "--profile", "paper",
+                                               "--lr-encoder", "1e-6"]))
+    assert lr.profile.train.lr_encoder == 1e-6  # and the method no longer replaces it in its parameter groups:
+    info = DataInfo(num_products=10, num_categories=2, num_frames=4, image_size=112)
+    model = build_method(Sgmn, "tiny", info)
+    t = lr.profile.train
+    rates = {g["name"]: g["lr"] for g in model.parameter_groups(t.lr_encoder, t.lr_new, t.weight_decay)}
+    assert rates["encoder"] == 1e-6 and rates["new"] == 3e-4
     assert recipe_changes("paper", small.profile.train, small.profile.method_recipe) == {"train.batch_size": 64}
     tiny = resolve_run_config(parser.parse_args(["run", "--method", "sgmn", "--dataset", "lpr4m-synth", "--profile", "tiny"]))
     assert tiny.profile == get_profile("tiny") and not tiny.profile.method_recipe

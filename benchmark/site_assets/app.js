@@ -306,7 +306,7 @@
       var ci = r.cis[m]; return (m === "mAP" ? r.map_label : m) + " " + fmt(r.values[m]) + (ci ? " [" + fmt(ci[0]) + ", " + fmt(ci[1]) + "]" : "");
     }).join("; "));
     add("Submission", p.file); add("Commit", p.commit ? p.commit + (p.dirty ? " (dirty tree)" : "") : null);
-    add("Command", p.command || "not recorded (runs before its provenance kept it)");
+    if (r.kind !== "reported") add("Command", p.command || "not recorded");
     add("Reproduce", p.reproduce);
     add("Seed", p.seed); add("Date", p.date); add("Train time", p.train_s !== undefined ? duration(p.train_s) : null);
     add("Wall times (s)", p.wall_time_s ? Object.keys(p.wall_time_s).map(function (k) { return k + " " + p.wall_time_s[k]; }).join(", ") : null);
