@@ -53,6 +53,8 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr-encoder", type=float, default=None, help="override the profile's encoder learning rate")
     p.add_argument("--lr-new", type=float, default=None, help="override the profile's new-module learning rate")
     p.add_argument("--weight-decay", type=float, default=None, help="override the profile's AdamW weight decay")
+    p.add_argument("--grad-clip", type=float, default=None, metavar="NORM",
+                   help="override the profile's global gradient-norm clip (0: no clipping, as the official RICE run)")
     p.add_argument("--rerank", choices=("none", "all", "topk"), default=None,
                    help="second stage for methods that have one (default: none)")
     p.add_argument("--rerank-topk", type=int, default=None, help="candidates re-scored with --rerank topk")
@@ -217,7 +219,8 @@ def resolve_run_config(args: argparse.Namespace):
     for field, value in (("epochs", args.epochs), ("max_steps", args.max_steps),
                          ("batch_size", args.batch_size), ("grad_accum", args.grad_accum),
                          ("checkpoint_every", args.checkpoint_every), ("lr_encoder", args.lr_encoder),
-                         ("lr_new", args.lr_new), ("weight_decay", args.weight_decay)):
+                         ("lr_new", args.lr_new), ("weight_decay", args.weight_decay),
+                         ("grad_clip", args.grad_clip)):
         if value is not None:
             positive = field in ("batch_size", "grad_accum", "checkpoint_every")
             if not value >= 0 or (value == 0 and positive):  # `not >=` also refuses a NaN rate

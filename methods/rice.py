@@ -64,14 +64,10 @@ Differences, and why
   * PFR target (tiny profile only, variant label ``pfr-ln``): the official MSE compares the raw
     residual-stream tokens, whose scale pretrained CLIP fixes and an encoder at lr 1e-6 keeps.
     From random weights the tokens grow, and PFR's loss and gradient with their square, until
-    PFR's share of the shared encoder's gradient dominates ICL's. The tiny profile's global clip
-    (1.0; the official run does not clip) scales the whole gradient by one factor per step, which
-    AdamW's normalisation largely undoes, so it is not what hands PFR the step (the run below was
-    not repeated without it): lpr4m-synth v7, ``--set ipd=none
-    --set text=false --set pfr_target=raw``: PFR 1.62 -> 6.14 (epoch means), image-token RMS
-    4.75 (1.22 at init), gradient norms PFR 43.8 vs ICL 2.9, ICL 3.25 -> 3.20 (alone: 3.17 ->
-    2.06), R1 9.71 (ICL alone 36.81). ``pfr_target="layernorm"`` layer-normalises (no affine)
-    both token sets before the reconstruction and the MSE; ``paper`` keeps "raw".
+    PFR's share of the shared encoder's gradient dominates ICL's and the first stage collapses.
+    ``pfr_target="layernorm"`` layer-normalises (no affine) both token sets before the
+    reconstruction and the MSE; ``paper`` keeps "raw". The README gives the measurements (with
+    and without the tiny profile's gradient clip).
   * Hardest negatives exclude videos of the same product (``exclude_same_product``); the
     official code only excludes the pair itself, which turns a duplicate product into a
     "negative".
@@ -96,17 +92,10 @@ Differences, and why
 
 Scaled down (tiny profile, for the 2-core CPU): the ``TINY_ENCODER`` ViT (112 px, patch 16 ->
 the same 7x7 grid, width 192, 4 layers, random init, a convolutional stem: ``methods.encoders``),
-a 64-wide detector, PFR on layer-normalised tokens; everything else as above. First-stage R1 on
-lpr4m-synth v7 (4 epochs, seed 0): icl 36.81, icl+pmd 29.35, icl+pmd+pfr-ln 26.07 (raw PFR 9.71),
-+ipd 33.54, full (+text) 56.65; with ground-truth boxes for IPD (``ipd=oracle``) the full weights
-score 64.31 and the +ipd weights 52.04: the masks work, the small detector is what keeps that rung
-below ICL. PMD hardly learns from random weights (loss 1.37 -> 1.13, ln 4 = 1.39) and costs ICL
-points through the shared encoder (with the patchify stem ``pmd_stop_grad`` brought ICL back,
-5.41 -> 9.59, icl 9.90). Re-ranking the full model's top 10 with its PMD drops R1 to 21.37:
-trained image-anchored, PMD never compares two images for one clip, so its scores are not
-comparable across images (the re-ranked top-1 slots gather on a few images per livestream, 279
-distinct vs 507); ``pmd_anchor=clip`` trains it as the re-ranker uses it. The ASR/title tokens are
-worth +23 points here (the synthetic texts name colour and pattern). The paper profile requires
+a 64-wide detector, PFR on layer-normalised tokens, and the tiny profile's recipe (global
+gradient clip 1.0, as for every method there; the official run does not clip: ``--grad-clip 0``);
+everything else as above. The README's RICE section gives the ladder's rows, the oracle-box
+probe and the second-stage analysis. The paper profile requires
 pretrained weights (hub tag ``openai`` or ``--pretrained PATH``) and fails rather than start at random.
 """
 

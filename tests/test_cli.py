@@ -41,13 +41,17 @@ def test_run_options_resolve_into_the_run_config(tmp_path):
 
 
 def test_optimiser_options_override_the_profile():
-    t = cli.resolve_run_config(_run_args("--lr-encoder", "2.5e-4", "--lr-new", "1e-3", "--weight-decay", "0")).profile.train
-    assert (t.lr_encoder, t.lr_new, t.weight_decay) == (2.5e-4, 1e-3, 0.0)
+    t = cli.resolve_run_config(_run_args("--lr-encoder", "2.5e-4", "--lr-new", "1e-3", "--weight-decay", "0",
+                                         "--grad-clip", "0")).profile.train
+    assert (t.lr_encoder, t.lr_new, t.weight_decay, t.grad_clip) == (2.5e-4, 1e-3, 0.0, 0.0)
+    assert cli.resolve_run_config(_run_args()).profile.train.grad_clip == 1.0  # the tiny profile's clip
     assert t.epochs == 4  # the rest stays the tiny profile's
     with pytest.raises(cli.UsageError, match="--lr-new must be >= 0"):
         cli.resolve_run_config(_run_args("--lr-new", "-1"))
     with pytest.raises(cli.UsageError, match="--lr-encoder must be >= 0"):
         cli.resolve_run_config(_run_args("--lr-encoder", "nan"))
+    with pytest.raises(cli.UsageError, match="--grad-clip must be >= 0"):
+        cli.resolve_run_config(_run_args("--grad-clip", "-1"))
 
 
 def test_default_action_is_run_and_no_arguments_prints_help(capsys):
