@@ -55,6 +55,10 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weight-decay", type=float, default=None, help="override the profile's AdamW weight decay")
     p.add_argument("--grad-clip", type=float, default=None, metavar="NORM",
                    help="override the profile's global gradient-norm clip (0: no clipping, as the official RICE run)")
+    p.add_argument("--group-batches", choices=("none", "livestream"), default=None,
+                   help="livestream: build each training batch from chunks of one livestream's pairs (LPR4M)")
+    p.add_argument("--group-size", type=int, default=None, metavar="N",
+                   help="pairs per livestream chunk with --group-batches livestream (default 8)")
     p.add_argument("--rerank", choices=("none", "all", "topk"), default=None,
                    help="second stage for methods that have one (default: none)")
     p.add_argument("--rerank-topk", type=int, default=None, help="candidates re-scored with --rerank topk")
@@ -220,12 +224,14 @@ def resolve_run_config(args: argparse.Namespace):
                          ("batch_size", args.batch_size), ("grad_accum", args.grad_accum),
                          ("checkpoint_every", args.checkpoint_every), ("lr_encoder", args.lr_encoder),
                          ("lr_new", args.lr_new), ("weight_decay", args.weight_decay),
-                         ("grad_clip", args.grad_clip)):
+                         ("grad_clip", args.grad_clip), ("group_size", args.group_size)):
         if value is not None:
-            positive = field in ("batch_size", "grad_accum", "checkpoint_every")
+            positive = field in ("batch_size", "grad_accum", "checkpoint_every", "group_size")
             if not value >= 0 or (value == 0 and positive):  # `not >=` also refuses a NaN rate
                 raise UsageError(f"--{field.replace('_', '-')} must be {'positive' if positive else '>= 0'}, got {value}")
             train_changes[field] = value
+    if args.group_batches is not None:
+        train_changes["group_batches"] = args.group_batches
     if args.epochs is not None:  # --epochs replaces a schedule given in updates (the paper profile's)
         train_changes["updates"] = None
     eval_changes: dict[str, Any] = {}

@@ -52,6 +52,9 @@ class TrainConfig:
     amp: bool = True  # bf16/fp16 autocast on CUDA only; ignored on the CPU
     max_steps: Optional[int] = None  # stop early (tests, smoke runs)
     checkpoint_every: Optional[int] = None  # also checkpoint every N optimizer steps (mid-epoch resume)
+    # "livestream": each batch is chunks of group_size pairs from one livestream (benchmark.grouped_sampler)
+    group_batches: str = "none"
+    group_size: int = 8
 
 
 @dataclass(frozen=True)

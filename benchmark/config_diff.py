@@ -27,7 +27,8 @@ from benchmark.config import PROFILES
 from methods.base import apply_overrides
 
 NO_WEIGHTS = ("", "none", "random")  # ``pretrained`` values that ask for a random start
-RECIPE_FIELDS = ("epochs", "batch_size", "lr_encoder", "lr_new", "weight_decay", "warmup_ratio", "grad_clip")
+RECIPE_FIELDS = ("epochs", "batch_size", "lr_encoder", "lr_new", "weight_decay", "warmup_ratio", "grad_clip",
+                 "group_batches", "group_size")
 RECIPE_PREFIX = "train."  # recipe settings in a label: ``train.epochs-8``
 MAX_READABLE = 40  # longer settings are named by a hash (the submission keeps the whole config)
 READABLE = re.compile(r"^[A-Za-z0-9._+-]*$")  # the schema's variant characters

@@ -22,6 +22,8 @@
   count or resume point.
 * ``torchrun``-ready: ``DistributedSampler(drop_last=True)`` so every rank sees equal
   batches (InfoNCE gathers negatives across ranks), DDP wrapping, rank 0 alone writes.
+  ``group_batches="livestream"`` swaps in :class:`~benchmark.grouped_sampler.GroupedSampler`
+  (chunks of one livestream per batch) under the same contract.
 * ``method.set_epoch(epoch)`` (0-based) and, where a method defines it,
   ``method.on_epoch_start(epoch, epochs)`` are called before every epoch, resumed ones
   included. (Under DDP the set of parameters with ``requires_grad`` must not change
@@ -52,6 +54,7 @@ from torch.utils.data.distributed import DistributedSampler
 from benchmark import checkpoint as ckpt
 from benchmark.config import TrainConfig
 from benchmark.distributed import DistEnv, all_gather_object, all_true, mean_across_ranks
+from benchmark.grouped_sampler import GroupedSampler
 from benchmark.item_seeding import ItemSeededDataset
 from benchmark.progress import StepProgress
 from benchmark.seeding import make_generator, rng_state, seed_everything, set_rng_state, worker_init_fn
@@ -178,6 +181,16 @@ class _SkipSampler(Sampler[int]):
         return max(0, len(self.base) - self.skip)  # type: ignore[arg-type]
 
 
+def _epoch_sampler(dataset: Dataset, cfg: TrainConfig, env: DistEnv, micro_bs: int, seed: int,
+                   groups: Optional[Sequence[str]]) -> Any:
+    if cfg.group_batches == "none":
+        return DistributedSampler(dataset, num_replicas=env.world_size, rank=env.rank, shuffle=True, seed=seed,
+                                  drop_last=True)
+    if groups is None or len(groups) != len(dataset):  # type: ignore[arg-type]
+        raise TrainingError(f"group_batches={cfg.group_batches!r} needs one group key per training pair")
+    return GroupedSampler(groups, cfg.group_size, micro_bs, num_replicas=env.world_size, rank=env.rank, seed=seed)
+
+
 def _epoch_seed(seed: int, epoch: int) -> int:
     return (int(seed) * 1_000_003 + epoch * 7_919) % 2**31
 
@@ -207,11 +220,13 @@ def train(
     identity: Optional[dict[str, Any]] = None,
     collate: Optional[Callable[[Sequence[dict]], dict]] = None,
     show_progress: bool = True,
+    groups: Optional[Sequence[str]] = None,
 ) -> TrainResult:
     """Train ``method`` on ``dataset`` (a PairDataset) under ``cfg``; return what happened.
 
     ``config`` is written to ``run_dir/config.json``; ``identity`` (method, dataset, profile,
-    seed, overrides) must match the checkpoint's when ``resume`` is set.
+    seed, overrides) must match the checkpoint's when ``resume`` is set. ``groups`` (one key per
+    pair, e.g. its livestream) is required when ``cfg.group_batches`` is not "none".
     """
     if collate is None:
         from datasets.torch_data import collate_batch as collate
@@ -317,9 +332,7 @@ def train(
             prog.log(f"resumed from {ckpt.checkpoint_path(run_dir)} at epoch {epoch}, step {step}")
         prog.update(step)
         while epoch < epochs and step < total_steps:
-            sampler = DistributedSampler(
-                dataset, num_replicas=env.world_size, rank=env.rank, shuffle=True, seed=seed, drop_last=True
-            )
+            sampler = _epoch_sampler(dataset, cfg, env, micro_bs, seed, groups)
             sampler.set_epoch(epoch)
             skip_micro = micro_done
             if skip_micro and restore_rng is not None:

@@ -27,7 +27,7 @@ from torch import Tensor
 from benchmark.atomic import atomic_write_json
 from benchmark.config import DataConfig, EvalConfig
 from benchmark.distributed import DistEnv
-from datasets.records import DatasetSplits, GalleryItem, Query, TrainPair
+from datasets.records import DatasetSplits, GalleryItem, Query, livestream_of
 
 FUSE_GRID = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0)
 VALIDATION_FRACTION = 0.1
@@ -49,12 +49,6 @@ class FusionChoice:
         return {"weight": self.weight, "r1_by_weight": {str(k): v for k, v in self.r1_by_weight.items()},
                 "r1_first_stage": self.r1_first_stage, "r1_second_stage": self.r1_second_stage,
                 "queries": self.queries, "pairs_scored": self.pairs_scored, **self.extra}
-
-
-def livestream_of(pair: TrainPair) -> str:
-    """An LPR4M clip id is ``<live_id>-<start_ms>-<end_ms>``: its livestream is the live id."""
-    parts = pair.clip.clip_id.rsplit("-", 2)
-    return parts[0] if len(parts) == 3 else pair.clip.clip_id
 
 
 def carve_validation(splits: DatasetSplits, fraction: float = VALIDATION_FRACTION, seed: int = VALIDATION_SEED,

@@ -40,7 +40,7 @@ from benchmark.feature_cache import FEATURE_CACHE_DIR, FeatureCache
 from benchmark.registry import DATASETS, METHODS
 from benchmark.seeding import seed_everything
 from benchmark.submission import starting_point
-from datasets.records import DatasetSplits
+from datasets.records import DatasetSplits, livestream_of
 from methods.base import DataInfo, Method, build_method
 
 # The synthetic stand-ins are generated with this seed whatever the training seed, so that
@@ -284,6 +284,18 @@ def check_before_training(cfg: RunConfig, env: D.DistEnv, run_dir: Path, target:
         raise (CheckpointError if problem[0] == "checkpoint" else ident.IdentityError)(problem[1])
 
 
+def batch_groups(cfg: RunConfig, splits: DatasetSplits) -> Optional[list[str]]:
+    """Each training pair's livestream when the recipe groups batches by livestream, else None."""
+    if cfg.profile.train.group_batches == "none":
+        return None
+    if not splits.grouped:
+        raise engine.TrainingError(
+            f"--group-batches {cfg.profile.train.group_batches}: {splits.name} ranks every query against one "
+            "global gallery; its training pairs have no livestreams to group by"
+        )
+    return [livestream_of(p) for p in splits.train]
+
+
 def _run(cfg: RunConfig, env: D.DistEnv, num_workers: Optional[int], show_progress: bool, write_leaderboard: bool,
          overwrite: bool = False) -> RunResult:
     from benchmark.progress import console
@@ -335,12 +347,14 @@ def _run(cfg: RunConfig, env: D.DistEnv, num_workers: Optional[int], show_progre
 
     train_result: Optional[engine.TrainResult] = None
     if trains(cfg):
-        pairs = PairDataset(train_splits.train, cfg.profile.data, products, categories, train=True)
+        groups = batch_groups(cfg, train_splits)
+        pairs = PairDataset(train_splits.train, cfg.profile.data, products, categories, train=True, live_groups=groups)
         if cfg.frame_cache:
             with_frame_cache(pairs, "train", splits, env, workers, con)
         train_result = engine.train(
             method, pairs, cfg.profile.train, env=env, run_dir=run_dir, seed=cfg.seed, num_workers=workers,
             resume=cfg.resume, config=resolved, identity=identity, show_progress=show_progress,
+            groups=groups,
         )
     else:
         method.to(env.device)

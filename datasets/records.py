@@ -52,6 +52,12 @@ class TrainPair:
     attributes: Mapping[str, str] = field(default_factory=dict)
 
 
+def livestream_of(pair: TrainPair) -> str:
+    """An LPR4M clip id is ``<live_id>-<start_ms>-<end_ms>``: its livestream is the live id."""
+    parts = pair.clip.clip_id.rsplit("-", 2)
+    return parts[0] if len(parts) == 3 else pair.clip.clip_id
+
+
 @dataclass(frozen=True)
 class Query:
     """A test clip. ``group`` is its gallery group (LPR4M live id) or None (global gallery).

@@ -163,7 +163,9 @@ def _nearest_box(boxes: Mapping[int, Box], index: int, tolerance: int) -> Option
 
 
 class PairDataset(Dataset):
-    """Training pairs -> clip side + image side + ``product`` and ``category`` (-1 unknown)."""
+    """Training pairs -> clip side + image side + ``product`` and ``category`` (-1 unknown);
+    with ``live_groups`` (one livestream key per pair, given when batches are grouped by
+    livestream) also ``live``, the livestream's index, for methods that mine negatives in it."""
 
     frame_cache: Any = None  # a datasets.frame_cache.FrameCache (datasets.frame_cache.attach)
 
@@ -174,8 +176,13 @@ class PairDataset(Dataset):
         product_index: Mapping[str, int],
         category_index: Mapping[str, int],
         train: bool = True,
+        live_groups: Optional[Sequence[str]] = None,
     ) -> None:
         self.pairs = list(pairs)
+        if live_groups is not None and len(live_groups) != len(self.pairs):
+            raise ValueError(f"live_groups has {len(live_groups)} keys for {len(self.pairs)} pairs")
+        index = {k: j for j, k in enumerate(sorted(set(live_groups or ())))}
+        self.live = [index[k] for k in live_groups] if live_groups is not None else None
         self.cfg = data_cfg
         self.product_index = product_index
         self.category_index = category_index
@@ -193,6 +200,8 @@ class PairDataset(Dataset):
         item["product"] = self.product_index[pair.product_id]
         item["category"] = self.category_index.get(pair.category, -1) if pair.category else -1
         item["index"] = i
+        if self.live is not None:
+            item["live"] = self.live[i]
         return item
 
 

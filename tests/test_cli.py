@@ -52,6 +52,11 @@ def test_optimiser_options_override_the_profile():
         cli.resolve_run_config(_run_args("--lr-encoder", "nan"))
     with pytest.raises(cli.UsageError, match="--grad-clip must be >= 0"):
         cli.resolve_run_config(_run_args("--grad-clip", "-1"))
+    t = cli.resolve_run_config(_run_args("--group-batches", "livestream", "--group-size", "4")).profile.train
+    assert (t.group_batches, t.group_size) == ("livestream", 4)
+    assert cli.resolve_run_config(_run_args()).profile.train.group_batches == "none"
+    with pytest.raises(cli.UsageError, match="--group-size must be positive"):
+        cli.resolve_run_config(_run_args("--group-size", "0"))
 
 
 def test_default_action_is_run_and_no_arguments_prints_help(capsys):
