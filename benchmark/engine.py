@@ -49,12 +49,11 @@ import torch
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, Sampler
-from torch.utils.data.distributed import DistributedSampler
 
 from benchmark import checkpoint as ckpt
 from benchmark.config import TrainConfig
 from benchmark.distributed import DistEnv, all_gather_object, all_true, mean_across_ranks
-from benchmark.grouped_sampler import GroupedSampler
+from benchmark.grouped_sampler import epoch_sampler
 from benchmark.item_seeding import ItemSeededDataset
 from benchmark.progress import StepProgress
 from benchmark.seeding import make_generator, rng_state, seed_everything, set_rng_state, worker_init_fn
@@ -181,16 +180,6 @@ class _SkipSampler(Sampler[int]):
         return max(0, len(self.base) - self.skip)  # type: ignore[arg-type]
 
 
-def _epoch_sampler(dataset: Dataset, cfg: TrainConfig, env: DistEnv, micro_bs: int, seed: int,
-                   groups: Optional[Sequence[str]]) -> Any:
-    if cfg.group_batches == "none":
-        return DistributedSampler(dataset, num_replicas=env.world_size, rank=env.rank, shuffle=True, seed=seed,
-                                  drop_last=True)
-    if groups is None or len(groups) != len(dataset):  # type: ignore[arg-type]
-        raise TrainingError(f"group_batches={cfg.group_batches!r} needs one group key per training pair")
-    return GroupedSampler(groups, cfg.group_size, micro_bs, num_replicas=env.world_size, rank=env.rank, seed=seed)
-
-
 def _epoch_seed(seed: int, epoch: int) -> int:
     return (int(seed) * 1_000_003 + epoch * 7_919) % 2**31
 
@@ -236,6 +225,8 @@ def train(
     accum = cfg.grad_accum
     n = len(dataset)  # type: ignore[arg-type]
     dataset = ItemSeededDataset(dataset, seed)  # augmentation = f(seed, epoch, item): rank/resume-proof
+    if cfg.group_batches != "none" and (groups is None or len(groups) != n):
+        raise TrainingError(f"group_batches={cfg.group_batches!r} needs one group key per training pair")
     per_rank = n // env.world_size
     steps_per_epoch = (per_rank // micro_bs) // accum
     if steps_per_epoch == 0:
@@ -332,7 +323,8 @@ def train(
             prog.log(f"resumed from {ckpt.checkpoint_path(run_dir)} at epoch {epoch}, step {step}")
         prog.update(step)
         while epoch < epochs and step < total_steps:
-            sampler = _epoch_sampler(dataset, cfg, env, micro_bs, seed, groups)
+            sampler = epoch_sampler(n, cfg.group_batches, cfg.group_size, micro_bs, num_replicas=env.world_size,
+                                    rank=env.rank, seed=seed, groups=groups)
             sampler.set_epoch(epoch)
             skip_micro = micro_done
             if skip_micro and restore_rng is not None:

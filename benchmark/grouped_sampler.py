@@ -20,10 +20,11 @@ rank when ``group_size`` divides the per-process batch.
 
 from __future__ import annotations
 
-from typing import Iterator, Sequence
+from typing import Iterator, Optional, Sequence, Union
 
 import torch
 from torch.utils.data import Sampler
+from torch.utils.data.distributed import DistributedSampler
 
 GROUPINGS = ("none", "livestream")
 
@@ -71,3 +72,15 @@ class GroupedSampler(Sampler[int]):
         step = self.num_replicas * self.micro_batch
         return iter([i for s in range(self.rank * self.micro_batch, len(order), step)
                      for i in order[s : s + self.micro_batch]])
+
+
+def epoch_sampler(num_items: int, grouping: str, group_size: int, micro_batch: int, *, num_replicas: int, rank: int,
+                  seed: int, groups: Optional[Sequence[str]] = None) -> Union[DistributedSampler, GroupedSampler]:
+    """The training sampler ``grouping`` names: ``DistributedSampler(shuffle, drop_last)`` for "none",
+    else a :class:`GroupedSampler` over ``groups`` (one key per item)."""
+    if grouping == "none":
+        return DistributedSampler(range(num_items), num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed,
+                                  drop_last=True)
+    if grouping not in GROUPINGS or groups is None or len(groups) != num_items:
+        raise ValueError(f"grouping {grouping!r} needs one group key per item ({num_items})")
+    return GroupedSampler(groups, group_size, micro_batch, num_replicas=num_replicas, rank=rank, seed=seed)

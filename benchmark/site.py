@@ -32,6 +32,14 @@ def _r(x: Any, digits: int = 2) -> Any:
     return None if x is None else round(float(x), digits)
 
 
+def _pair(test: Any) -> dict[str, Any]:
+    """A paired test for the page, its floats rounded (to 4 decimals; p to 4 significant digits) so the
+    file does not change with the last bits of a bootstrap that the thread count moves."""
+    d = test.as_dict()
+    return {**d, "diff": _r(d["diff"], 4), "ci": [_r(c, 4) for c in d["ci"]],
+            "p": None if d["p"] is None else float(f"{d['p']:.4g}")}
+
+
 def _provenance(row: Any) -> dict[str, Any]:
     prov = row.provenance or {}
     git = prov.get("git") or {}
@@ -85,7 +93,7 @@ def site_data(board: Any) -> dict[str, Any]:
         data_rows = ([_row(r, names[id(r)], "ranked", i + 1) for i, r in enumerate(ranked)]
                      + [_row(r, names[id(r)], "analysis", None) for r in analysis]
                      + [_row(r, names[id(r)], "reported", None) for r in reported])
-        adjacent = [{"a": i, "b": i + 1, **{m: t.as_dict() for m, t in pairs[i].items()}}
+        adjacent = [{"a": i, "b": i + 1, **{m: _pair(t) for m, t in pairs[i].items()}}
                     for i in range(max(len(ranked) - 1, 0)) if i < len(pairs)]
         tables.append({"id": f"{key[0]}__{key[1]}", "dataset": key[0], "profile": key[1],
                        "map_label": map_header(rows), "rows": data_rows, "pairs": adjacent})

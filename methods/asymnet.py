@@ -54,42 +54,17 @@ BatchNorm after each convolution: a plain VGG learns poorly from scratch in a fe
 112 px (a 7x7 conv5 map for SPP levels 1/2/4), a 256-d hidden fc without dropout, 128-d
 features and LSTMs, 128-d leaves, 4 frames per clip.
 
-``tiny`` trains all parts jointly from the first step (``phases=(0, 0, 1)``). With the paper's
+``tiny`` trains all parts jointly from the first step (``phases=(0, 0, 1)``): with the paper's
 phases the protocol's 4 epochs and one cosine cycle leave the feature networks two epochs at a
-high learning rate and a last one near zero, with the fusion-only epoch in between (features
-frozen); on movingfashion-synth (v7, seed 0, re-ranked all pairs) that gave R1 2.08 [0.42,
-4.17], R5 5.00, R10 8.75, first stage R1 0.42 / R10 6.25, auxiliary InfoNCE 3.39 -> 3.05, leaf
-BCE 0.69 -> 0.62 (embedding not collapsed: mean pairwise cosine of 64 shop images 0.75). Joint
-training, same run otherwise: R1 1.67 [0.42, 3.33], R5 7.08, R10 18.33 [13.75, 23.33] (untrained
-0.42 / 2.08 / 4.17), first stage R1 2.08 / R10 17.50, InfoNCE 3.38 -> 2.64, leaf BCE 0.69 ->
-0.55, fused BCE 0.69 -> 0.52. R10 doubles; R1 on the one 240-image gallery is still at the floor
-(its interval reaches the control). lpr4m-synth, joint: first stage R1 16.16 [14.01, 18.61],
-R10 78.53; re-ranked all pairs R1 14.01 [11.86, 16.36], R10 76.69 (phased: 15.54 / 74.54 and
-12.78 / 74.03). The ``paper`` profile keeps the phases (ImageNet VGG-16, many epochs).
+high learning rate and a last one near zero, with the fusion-only epoch (features frozen) in
+between, and that trained worse when measured. The ``paper`` profile keeps the phases (ImageNet
+VGG-16, many epochs).
 
-BatchNorm (tiny only; the paper's VGG-16 has none): training once ran the frames and the shop
-images through the shared VGG in two calls, so each side was normalised by its own batch's
-statistics, while at test both are normalised by the running statistics, a blend of the two.
-Measured on the committed movingfashion-synth checkpoint (joint phases, above): evaluated with
-each side on its own batch statistics instead, first-stage R10 17.50 -> 34.17 and re-ranked R1
-1.67 -> 3.33, R10 18.33 -> 27.50, so the mismatch cost retrieval. Training now passes frames and
-shop images through the VGG in one call (``methods.frames.frames_and_images``), which trains
-under the statistics it is tested with. movingfashion-synth, same run otherwise: re-ranked R1
-2.08 [0.42, 4.17], R5 12.50 (was 7.08), R10 18.33; first stage R1 2.92 [1.25, 5.42], R5 11.25,
-R10 19.17 (was 2.08 / 8.75 / 17.50): R5 up, R1 still at the floor of the one 240-image gallery
-(its interval reaches the untrained 0.42). lpr4m-synth, same: re-ranked all pairs R1 15.44
-[13.19, 17.69], R5 58.38, R10 80.27 (was 14.01 / 53.17 / 76.69); first stage R1 18.40 [16.05,
-20.76], R10 81.08 (was 16.16 / 78.53). The untrained controls are unchanged (no training, and
-BatchNorm at its initial running statistics). The tiny profile now goes one step further
-(``domain_batchnorm=True``, ``methods.domain_norm``): shared affine weights, one set of
-running statistics per side, so that each side is normalised by its own statistics in training
-and at test alike, instead of both by one blend. movingfashion-synth (at 5751a44, same run
-otherwise): re-ranked R1 4.58 [2.08, 7.50], R5 14.17, R10 22.50 (one call: 2.08 / 12.50 /
-18.33; untrained 0.42 / 2.08 / 4.17), R1 above the control for the first time. lpr4m-synth (at
-03a7982): first stage R1 19.12 [16.46, 21.68], R10 79.75 (one call: 18.40 / 81.08); re-ranked
-all pairs R1 14.93 [12.68, 16.98], R5 58.90, R10 79.55 (one call: 15.44 / 58.38 / 80.27), i.e.
-unchanged within the intervals. Learning rates 1e-3 and 2e-3 (both groups, two-call BN)
-were stopped after 2 of 4 epochs with a higher loss than 5e-4's (4.49 and 4.61 vs 4.29).
+BatchNorm (tiny only; the paper's VGG-16 has none): one set of running statistics per side
+(``domain_batchnorm=True``, ``methods.domain_norm``: shared affine weights), so each side is
+normalised by its own statistics in training and at test alike; a blend of the two sides'
+statistics at test, as one shared BatchNorm gives, cost retrieval when measured. The
+measurements behind both choices are in ``docs/baselines.md``.
 """
 
 from __future__ import annotations

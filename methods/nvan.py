@@ -47,25 +47,17 @@ Adaptations to video-to-shop retrieval:
 ``tiny`` profile (2-core CPU): a randomly initialised ResNet-18 layout at half width
 (BasicBlocks, stages 32/64/128/256) with last stride 1 at 112 px, non-local blocks after the
 last block of layer2 and of layer3 (the same half of each stage as 2-of-4 and 3-of-6), 8 stripes
-for the 14/7-row maps, and 4 frames per clip (STE's two pair-pools take 4 -> 2 -> 1), chunked
-by the ``equal`` rule its committed rows were trained with (``methods.frames``: the same picks
-at test, where every clip has 4 or no real frames; tail-cut training clips of 1-3 frames repeat
-early frames instead of the last one).
+for the 14/7-row maps, and 4 frames per clip (STE's two pair-pools take 4 -> 2 -> 1), chunked by
+the official rule as in ``paper``.
 
 BatchNorm statistics (tiny, ``domain_batchnorm=True``): clips and shop images (one-frame clips)
 pass through the network in two calls, since the non-local blocks and STE's temporal pools see
-a clip's frames together and a shop image has one. With one shared BatchNorm, training then
-normalises each side by its own batch's statistics and testing both by the running statistics,
-a blend of the two; the movingfashion-synth checkpoint trained so scored R1 9.17, R10 39.58 as
-tested and R1 12.08, R10 46.67 with each side on its own batch statistics. The tiny profile
+a clip's frames together and a shop image has one. With one shared BatchNorm, training would
+normalise each side by its own batch's statistics and testing both by the running statistics, a
+blend of the two, which cost retrieval when measured (``docs/baselines.md``). The tiny profile
 therefore keeps one set of running statistics per side in the trunk and the non-local blocks
-(shared affine weights, ``methods.domain_norm``, as ``asymnet``), so each side is normalised
-alike in training and at test; the BNNeck, which training runs on both sides at once, stays
-shared. Same runs otherwise (seed 0, at 4a93492): movingfashion-synth R1 10.00
-[6.25, 14.17], R5 32.92, R10 47.92 [41.67, 53.75] (shared: 9.17 / 31.25 / 39.58; untrained
-2.50 / 6.67 / 12.92); lpr4m-synth R1 31.08 [28.32, 34.05], R5 61.25, R10 79.14 (shared: 30.78 /
-63.70 / 79.55). R10 rises on movingfashion-synth, as the per-side probe predicted; R1 is
-unchanged within the intervals on both. The ``paper`` profile keeps one shared network
+(shared affine weights, ``methods.domain_norm``, as ``asymnet``); the BNNeck, which training
+runs on both sides at once, stays shared. The ``paper`` profile keeps one shared network
 (ImageNet BatchNorm statistics to start from; ``--set domain_batchnorm=true`` turns it on).
 """
 
@@ -104,7 +96,7 @@ class NVANConfig:
     stripes: int = 16
     num_frames: int = 8
     # chunking of the real frames into num_frames (``methods.frames``): "ste-nvan" = STE-NVAN's
-    # util/utils.py rule; "equal" = the tiny rows' (committed) rule
+    # util/utils.py rule (both profiles); "equal" = methods.frames' other rule
     frame_chunks: str = "ste-nvan"
     triplet_margin: Optional[float] = None  # None: soft margin log(1 + exp(d_ap - d_an))
     triplet_weight: float = 1.0
@@ -127,7 +119,6 @@ TINY = NVANConfig(
     nl_layer3=1,
     stripes=8,
     num_frames=4,
-    frame_chunks="equal",  # the committed tiny rows' rule (methods.frames; "ste-nvan" would retrain them)
     domain_batchnorm=True,
 )
 

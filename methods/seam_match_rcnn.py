@@ -83,47 +83,13 @@ image, fewer proposals (100 / 32 after NMS in training / inference), at most 4 d
 (``paper``: every detection, up to torchvision's 100), box head 256 wide, match head
 64 -> 256 -> 128-d (the paper's 256 -> 1024 -> 256 at a quarter of the width), shop box =
 whole image (a detector trained for minutes on frames is unreliable on shop images, which
-show the product alone). The tiny profile also keeps the rules its committed rows were trained
-and evaluated with, where they differ from SEAM's code: detections at score >= 0.1 at test too
-(``test_score_thresh=None``), every real frame's best box in the aggregation
-(``aggregation_candidates_above_threshold=False``) and clips of >= 3 frames
-(``min_frames_aggregation=3``; every tiny training clip that is not tail-cut has 4 frames).
+show the product alone). The aggregation's candidate rule (best logit above -10), its minimum
+of one candidate frame and the test-time score threshold 0.0 are SEAM's, as in ``paper``.
 
-Measured in ``tiny`` (v7 synthetic data, seed 0, re-ranked all pairs, see the leaderboard).
-Before phase 2 restarted the aggregator from the trained match head (at de715cb): lpr4m-synth
-R1 11.25 [9.30, 13.19], R10 65.13 (untrained 3.79 / 36.91); movingfashion-synth R1 0.83 [0.00,
-2.08], R10 10.00 (untrained 0.42 / 3.75). With it (``aggregator_from_trained_head``, SEAM's
-``load_saved_matchrcnn``; the committed rows): movingfashion-synth R1 3.33 [1.25, 5.83], R5
-15.42, R10 27.50 (at 5751a44), above the control on both; lpr4m-synth R1 6.65 [5.21, 8.28], R5
-32.52, R10 57.46 (at 03a7982), lower than before, still above the control. Without the restart
-at the current code (``--set aggregator_from_trained_head=false``, at 4a93492; a row of its own):
-lpr4m-synth R1 9.20 [7.56, 11.04], R5 36.09, R10 61.35, so on lpr4m-synth the restart costs about
-2.5 points of R1 (the intervals touch); the rest of the gap to 11.25 is not the restart (that
-row was evaluated at de715cb from a checkpoint trained at an earlier commit, and training is
-deterministic for a seed on one thread, so code changed in between). A second seed of the
-default (``--seed 1``, at 7407cdf) gave R1 10.43 [8.59, 12.37], R5 41.00, R10 67.38 (its
-untrained control 3.37 / 39.67): two seeds of the same code differ by 3.8 points of R1, more
-than the restart's 2.5, so its cost on lpr4m-synth is within seed variation. The default keeps
-SEAM's restart (the better of the two on movingfashion-synth, one seed each).
-
-Both heads end near the loss of a constant predictor of the class
-prior (MovingFashion, epoch 4: match CE 0.059, aggregation 0.065; one positive among 32 shops x
-up to 4 boxes of a frame gives about 0.05-0.08): from random weights, 216-364 steps of these
-weakly supervised pair losses (1 positive in 60-130 pairs) barely move the match features.
-SEAM's own heads start from a Match-RCNN trained with strong pairs on DeepFashion2, which is
-not available here. Its closest stand-in, ``strong_pair_epochs=1`` (epoch 0's match loss on the
-RoI at each boxed frame's intent-product box, Match-RCNN's strong pairs; frames without a box
-keep the weak pairs), was measured on movingfashion-synth (same run otherwise): R1 1.67 [0.42,
-3.33], R10 12.50 [8.75, 16.67] against the untrained 0.42 / 3.75, i.e. R10 above the control, R1
-still not (its interval reaches the control); strong pairs in all 4 epochs
-(``strong_pair_epochs=4``): R1 0.42 [0.00, 1.25], R5 5.83, R10 14.58 [10.00, 19.17], match CE
-0.204 -> 0.082: more of the right shops near the top, none more often first. Neither is a
-change to rebuild the lpr4m-synth row on, so the tiny profile keeps SEAM's weak pairs
-(``strong_pair_epochs=0``) and the option stays for ablations.
-A higher learning rate for the heads (SEAM trains them with SGD at 0.04; here ``--lr-new 2e-3``
-for the match head, aggregator and box predictor, the detector trunk at the profile's 5e-4) did
-not help either: movingfashion-synth R1 0.42 [0.00, 1.25], R10 4.17, the untrained network's
-(match CE 0.139 -> 0.059, aggregation 0.100 -> 0.069).
+Measurements that shaped the tiny profile (the aggregator's restart, strong pairs, the heads'
+learning rate) are in ``docs/baselines.md``: from random weights these weakly supervised pair
+losses end near a constant predictor of the class prior, since SEAM's heads start from a
+Match-RCNN trained with strong pairs on DeepFashion2, which is not available here.
 """
 
 from __future__ import annotations
@@ -229,8 +195,6 @@ TINY = SeamConfig(
     rpn_post_nms_top_n_test=32, rpn_batch_size_per_image=128, box_batch_size_per_image=32,
     box_detections_per_img=10, detector_frames_per_clip=2, max_boxes_per_frame=4, shop_box="whole",
     head_hidden=256, embed=128,
-    # the committed tiny rows' rules (SEAM's would change what they train and evaluate)
-    min_frames_aggregation=3, aggregation_candidates_above_threshold=False, test_score_thresh=None,
     detect_chunk=0,
 )
 
