@@ -44,26 +44,11 @@ in training and at test.
 Triplet mining (``triplet_mining``; the paper does not publish its sampling): ``paper`` keeps
 the hardest negative, ``tiny`` uses FaceNet's semi-hard negatives (Schroff et al., CVPR 2015:
 the closest negative farther than the positive, else the farthest), because from random weights
-the hardest-negative triplet collapsed, as FaceNet reports it can ("a collapsed model, f(x) = 0").
-Measured on movingfashion-synth (v7, tiny, seed 0, 4 epochs; R1 [95% CI], R10, untrained control
-in brackets): hardest negatives R1 2.08 [0.42, 4.17], R10 7.92 (1.67 / 7.08), not above the
-control, triplet 0.36 -> 0.30 at its margin, identity CE 7.44 -> 7.37 (ln 1,600 = 7.38), and
-the fc7 embedding collapsed (16 of 256 units ever active on 64 shop images, pairwise cosine
-0.999-1.000); semi-hard negatives R1 5.83 [3.32, 9.17], R10 28.33 (1.67 / 7.08), triplet
-0.28 -> 0.22, identity CE 7.42 -> 7.12, 167 units active, mean pairwise cosine 0.39. On
-lpr4m-synth, where the category head keeps the embedding apart (hardest negatives: 187 units
-active, cosine 0.67), hardest negatives gave R1 11.86 [9.82, 14.01] and semi-hard ones 11.45 [9.51, 13.50]
-(untrained 5.42), R10 60.74 / 61.25: the same within noise.
+the hardest-negative triplet collapsed the embedding in ``tiny``, as FaceNet reports it can ("a collapsed model, f(x) = 0"); the runs are in ``docs/baselines.md``.
 
 BatchNorm statistics (tiny; the paper's VGG-16 has no BN): the clip's frames and the shop
 images pass through the VGG in one call in training (``methods.frames.frames_and_images``), so
-both are normalised in training by the statistics their blend gives the running averages used at
-test. With two calls each side trained on its own batch's statistics; the committed
-movingfashion-synth checkpoint of that code (R1 5.83, R5 19.58, R10 28.33) scored R1 7.92, R5
-24.58, R10 35.83 when evaluated with each side on its own batch statistics, i.e. the mismatch
-cost retrieval. Trained with one call, same run otherwise: R1 6.25 [3.33, 9.58], R5 25.00, R10
-37.50 [31.25, 43.33]; lpr4m-synth R1 15.75 [13.60, 18.10], R5 46.01, R10 65.34 (two calls: 11.45
-/ 39.47 / 61.25).
+both are normalised alike in training and at test (two calls cost retrieval: ``docs/baselines.md``).
 """
 
 from __future__ import annotations

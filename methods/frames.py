@@ -9,10 +9,9 @@ random one in training, the first one at test (after Li et al., CVPR 2018). Two 
   ``[0, 2, 4, 6, 8, 9, 9, 9]`` at test; in training a chunk's pick is uniform over its
   ``ceil(F / n)`` slots, padding slots included (they hold the last frame);
 * ``"equal"``: ``n`` chunks as equal as integers allow (``floor(i F / n)``), a short clip
-  repeating each frame in temporal order (3 into 4: ``[0, 0, 1, 2]``). MGH's ``tiny`` profile
-  keeps it, as its rows were trained with it; the two rules agree whenever ``F`` is a multiple
-  of ``n`` (every tiny test clip has 4 or no real frames), and differ on the tail-cut training
-  clips.
+  repeating each frame in temporal order (3 into 4: ``[0, 0, 1, 2]``), the default of the
+  image methods that average frames (FashionNet, AsymNet). The two rules agree whenever ``F`` is
+  a multiple of ``n`` and differ on the tail-cut training clips.
 
 Padding (``frame_mask`` False) is never selected.
 

@@ -45,10 +45,7 @@ Implemented from the paper because the released code lacks them:
     The exact estimator, critic and loss weight of the paper could not be read here (no
     network access to the paper's text); these are our choices, and ``mi_weight=0`` /
     ``pooling="mean"`` recover the released code's model.
-    Measured (tiny, movingfashion-synth, seed 0, at dbbc1ef): the released code's model
-    (``--set mi_weight=0 --set pooling=mean``) scores R1 16.25 [11.67, 21.25], R5 40.83, R10
-    52.50 (untrained 1.67 / 14.17) against 17.92 / 39.17 / 49.58 with both: no difference
-    within the intervals at this scale.
+    Measured against the released model in ``docs/baselines.md``.
 
 Adaptations to video-to-shop retrieval:
   * Identities are products (``batch["product"]``). A shop image is a one-frame clip through
@@ -68,21 +65,16 @@ Adaptations to video-to-shop retrieval:
 ``tiny`` profile (2-core CPU): random-init ResNet-18 layout at half width (32..256 channels,
 non-local after block 1 of layer2 and of layer3: every second block), last stride 1 at 112 px
 (7 rows, so parts p = 2, 4, 7: the finest granularity is one row), hidden 64, 4 frames chunked
-by the ``equal`` rule its committed rows were trained with (``methods.frames``).
+by STE-NVAN's rule as in ``paper``, one temporal range (the released model's ``windows=(3,)``:
+the paper's three ranges measured no better at this scale, README).
 
 BatchNorm statistics (tiny, ``domain_batchnorm=True``): clips and shop images pass through the
-network in two calls (see ``methods/nvan.py`` for why that cost NVAN retrieval with one shared
-BatchNorm). On the movingfashion-synth checkpoint trained with a shared BatchNorm, evaluating
-each side on its own batch statistics changed little (R1 17.08 -> 17.92, R10 52.50 -> 53.75);
-MGH nevertheless gets the same treatment as NVAN and AsymNet, so that the baselines differ in
+network in two calls (see ``docs/baselines.md``, NVAN, for why that costs retrieval with one shared
+BatchNorm), and MGH gets the same treatment as NVAN and AsymNet, so that the baselines differ in
 their method and not in this: one set of running statistics per side in the trunk, the
 non-local blocks, the global branch's BatchNorm and the graph layers (shared affine weights,
 ``methods.domain_norm``); the BNNeck, which training runs on both sides at once, stays shared.
-Same runs otherwise (seed 0, at 4a93492): movingfashion-synth R1 17.92 [12.92, 22.50], R5
-39.17, R10 49.58 (shared: 17.08 / 38.33 / 52.50); lpr4m-synth R1 34.36 [31.29, 37.32], R5 68.92,
-R10 84.66 (shared: 35.38 / 66.36 / 80.98): R1 unchanged within the intervals, R10 up 3.7 on
-lpr4m-synth. Retraining reproduces a run exactly (the movingfashion-synth run, repeated, gave
-the same metrics and intervals). ``paper`` keeps one shared network (``--set
+The runs are in ``docs/baselines.md``. ``paper`` keeps one shared network (``--set
 domain_batchnorm=true`` turns it on).
 """
 
@@ -122,7 +114,7 @@ class MGHConfig:
     pooling: str = "attention"  # "attention" (paper) | "mean" (released code)
     num_frames: int = 8
     # chunking of the real frames into num_frames (``methods.frames``): "ste-nvan" = STE-NVAN's
-    # util/utils.py rule; "equal" = the tiny rows' (committed) rule
+    # util/utils.py rule (both profiles); "equal" = methods.frames' other rule
     frame_chunks: str = "ste-nvan"
     label_smoothing: float = 0.1
     triplet_margin: float = 0.3
@@ -142,9 +134,8 @@ TINY = MGHConfig(
     encoder=BackboneConfig(name="resnet18", pretrained=None, channels=(32, 64, 128, 256)),
     parts=(2, 4, 7),
     hidden=64,
-    windows=(3,),  # the released model's single range, as the committed tiny rows were trained
+    windows=(3,),  # the released model's single range
     num_frames=4,
-    frame_chunks="equal",  # the committed tiny rows' rule (methods.frames; "ste-nvan" would retrain them)
     domain_batchnorm=True,
 )
 

@@ -275,9 +275,9 @@ def test_ste_nvan_chunking_pads_with_the_last_frame_as_the_official_loader():
     assert seen == [{0, 1}, {2, 3}, {4, 5}, {6, 7}, {8, 9}, {9}, {9}, {9}]
     with pytest.raises(ValueError, match="rule 'nope'"):
         chunk_indices(lengths, 8, training=False, rule="nope")
-    # the profiles: NVAN follows the official rule in both, MGH's tiny keeps the rule its rows used
+    # the profiles: NVAN and MGH follow the official rule in both
     assert NVAN.default_config("paper").frame_chunks == NVAN.default_config("tiny").frame_chunks == "ste-nvan"
-    assert MGH.default_config("paper").frame_chunks == "ste-nvan" and MGH.default_config("tiny").frame_chunks == "equal"
+    assert MGH.default_config("paper").frame_chunks == MGH.default_config("tiny").frame_chunks == "ste-nvan"
     method = build_method(NVAN, "tiny", info(), {"num_frames": 4}).eval()
     frames = torch.arange(6, dtype=torch.float32).view(1, 6, 1, 1, 1).expand(1, 6, 3, 2, 2)
     picked = []
