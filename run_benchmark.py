@@ -1,4 +1,4 @@
-from benchmark.cli import main
+from benchmark.cli.main import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

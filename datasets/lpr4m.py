@@ -24,7 +24,7 @@ import os
 from pathlib import Path
 from typing import Optional
 
-from benchmark.registry import DATASETS
+from benchmark.core.registry import DATASETS
 from datasets import faults as F
 from datasets.annotation_io import annotation_checksum
 from datasets.errors import DataError

@@ -29,7 +29,7 @@ import os
 from pathlib import Path
 from typing import Any, Optional
 
-from benchmark.registry import DATASETS
+from benchmark.core.registry import DATASETS
 from datasets import faults as F
 from datasets.annotation_io import annotation_checksum, expect_object, parse_box, read_json, safe_path
 from datasets.errors import DataError

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from benchmark.atomic import atomic_write_text
+from benchmark.core.atomic import atomic_write_text
 from datasets.lpr4m_reader import split_frame_id
 from datasets.prepare_report import REPORT_NAME
 

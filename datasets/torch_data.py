@@ -22,7 +22,7 @@ from typing import Any, Mapping, Optional, Sequence
 import torch
 from torch.utils.data import Dataset
 
-from benchmark.config import DataConfig
+from benchmark.core.config import DataConfig
 from datasets import transforms as T
 from datasets.decoding import VideoFile, decode_frames, decode_image
 from datasets.errors import DataError

@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from benchmark.registry import METHODS
+from benchmark.core.registry import METHODS
 from methods.base import DataInfo, Encoded, Method
 from methods.encoders import masked_mean
 from methods.losses import info_nce

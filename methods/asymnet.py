@@ -78,7 +78,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from benchmark.registry import METHODS
+from benchmark.core.registry import METHODS
 from methods.backbones import IMAGENET_MEAN, IMAGENET_STD, TINY_VGG_LAYERS, BackboneConfig, create_backbone, vgg_out_channels
 from methods.base import DataInfo, Encoded, Method
 from methods.domain_norm import FRAME, SHOP, SIDES, convert_domain_batchnorm, domain_forward

@@ -77,7 +77,7 @@ class InputRenormalise:
     weight files and checkpoints, as they are."""
 
     def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
-        from benchmark.config import DataConfig
+        from benchmark.core.config import DataConfig
 
         self.scale = torch.tensor([b / s for b, s in zip(DataConfig.std, std)]).view(3, 1, 1)
         self.shift = torch.tensor([(b - m) / s for b, m, s in zip(DataConfig.mean, mean, std)]).view(3, 1, 1)

@@ -19,7 +19,7 @@ Profiles:
   * ``paper``: ViT-B/32 at 224 px initialised from OpenAI CLIP (``openai`` hub tag, or a
     local checkpoint through ``--pretrained PATH``), built with QuickGELU as those weights
     were trained (``methods.encoders``), with the benchmark's paper profile
-    (encoder lr 1e-6 ... see ``benchmark.config``).
+    (encoder lr 1e-6 ... see ``benchmark.core.config``).
   * ``tiny`` (scaled down for a 2-core CPU): a 4-layer, width-192 ViT with patch 16 at 112 px
     (the same 7x7 patch grid as ViT-B/32 at 224 px), randomly initialised because no
     pretrained weights can be had offline; it therefore learns the synthetic data from
@@ -41,7 +41,7 @@ from typing import Any
 import torch.nn.functional as F
 from torch import Tensor
 
-from benchmark.registry import METHODS
+from benchmark.core.registry import METHODS
 from methods.base import DataInfo, Encoded, Method
 from methods.encoders import PAPER_ENCODER, TINY_ENCODER, ClipEncoder, EncoderConfig, video_embedding
 from methods.losses import info_nce

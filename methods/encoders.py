@@ -11,7 +11,7 @@ file; failing both is an error, never a silent random start. It is built with Qu
 (``quick_gelu=True``), the activation OpenAI's weights were trained with (open_clip's pretrained
 config for ``openai`` says so; its plain ``ViT-B-32`` config builds ``nn.GELU`` and only warns); a
 hub tag whose config disagrees with ``quick_gelu`` is refused. Pixels are normalised with CLIP's
-mean/std (``benchmark.config``), as the weights were. ``tiny``: the same open_clip
+mean/std (``benchmark.core.config``), as the weights were. ``tiny``: the same open_clip
 ``CLIP`` class built from a small vision/text config and randomly initialised, with a
 convolutional stem (:class:`ConvStem`, Xiao et al. NeurIPS 2021) in place of the patchify conv:
 from random weights a patchify ViT barely learns in the tiny budget (clip-meanpool on

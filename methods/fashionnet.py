@@ -60,7 +60,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from benchmark.registry import METHODS
+from benchmark.core.registry import METHODS
 from methods.backbones import IMAGENET_MEAN, IMAGENET_STD, TINY_VGG_LAYERS, BackboneConfig, create_backbone, vgg_out_channels
 from methods.base import DataInfo, Encoded, Method
 from methods.encoders import masked_mean

@@ -88,7 +88,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from benchmark.registry import METHODS
+from benchmark.core.registry import METHODS
 from methods.backbones import IMAGENET_MEAN, IMAGENET_STD, BackboneConfig, create_backbone, resnet_out_channels, resnet_stages, resnet_stem, set_last_stride
 from methods.base import DataInfo, Encoded, Method
 from methods.domain_norm import FRAME, SHOP, SIDES, batchnorm_domain, convert_domain_batchnorm

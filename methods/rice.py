@@ -33,7 +33,7 @@ is this method's inference (``--rerank none``, the default). ``--rerank topk|all
 harness's analysis of PMD as a second stage, not RICE's inference: ``rerank_score=pmd`` ranks a
 clip's candidates by PMD's score alone, ``rerank_score=fused`` by cosine + ``rerank_fuse_weight`` x
 PMD's cosine, the weight chosen on training livestreams held out before training
-(``benchmark.rerank_fusion``) and recorded in the submission's config.
+(``benchmark.evaluation.rerank_fusion``) and recorded in the submission's config.
 
 Kept from the paper and the official code
   * one shared CLIP ViT (paper: ViT-B/32, OpenAI weights) for frames and shop images; global
@@ -109,7 +109,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from benchmark.registry import METHODS
+from benchmark.core.registry import METHODS
 from methods.base import DataInfo, Encoded, Method
 from methods.encoders import PAPER_ENCODER, TINY_ENCODER, ClipEncoder, EncoderConfig, masked_mean
 from methods.ipd import SetDetector, boxes_to_patch_keep, detection_loss, predict_boxes
@@ -275,7 +275,7 @@ class Rice(RiceAnalysisMixin, Method):
     @property
     def needs_rerank_validation(self) -> bool:
         """A fused second stage whose weight is still to be chosen on held-out training pairs
-        (``benchmark.rerank_fusion``, which carves them before training)."""
+        (``benchmark.evaluation.rerank_fusion``, which carves them before training)."""
         return self.pmd is not None and self.cfg.rerank_score == "fused" and self.cfg.rerank_fuse_weight is None
 
     def rerank(self, query: Encoded, gallery: Encoded) -> Tensor:
@@ -293,7 +293,7 @@ class Rice(RiceAnalysisMixin, Method):
             return pmd
         if self.cfg.rerank_fuse_weight is None:
             raise RuntimeError("rice: rerank_score=fused needs rerank_fuse_weight (chosen on validation pairs "
-                               "by benchmark.rerank_fusion, or set with --set rerank_fuse_weight=W)")
+                               "by benchmark.evaluation.rerank_fusion, or set with --set rerank_fuse_weight=W)")
         return cos + self.cfg.rerank_fuse_weight * pmd.float() / self.cfg.match_scale
 
     def pmd_scores(self, query: Encoded, gallery: Encoded) -> Tensor:

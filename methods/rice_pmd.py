@@ -16,7 +16,7 @@ Negatives exclude videos / images of the same product (``exclude_same_product``)
 batch carries ``live`` (a livestream index per pair), negatives from the clip's own livestream
 come first (hardest first within it), as a livestream's gallery is what a clip is ranked in.
 The data pipeline provides ``live`` only with ``--group-batches livestream``
-(``benchmark.grouped_sampler``), which also fills each batch with chunks of one livestream;
+(``benchmark.training.grouped_sampler``), which also fills each batch with chunks of one livestream;
 otherwise, as in the official code, negatives are the hardest of the shuffled batch.
 
 PFR reads the cross-attention of the positive pairs of whichever softmax is computed (the

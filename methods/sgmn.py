@@ -81,7 +81,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from benchmark.registry import METHODS
+from benchmark.core.registry import METHODS
 from methods.base import DataInfo, Encoded, Method
 from methods.encoders import PAPER_ENCODER, TINY_ENCODER, ClipEncoder, EncoderConfig, masked_mean
 from methods.losses import gather_with_grad, local_offset

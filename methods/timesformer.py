@@ -71,8 +71,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from benchmark.config import DataConfig
-from benchmark.registry import METHODS
+from benchmark.core.config import DataConfig
+from benchmark.core.registry import METHODS
 from methods.backbones import is_local_weights
 from methods.base import DataInfo, Encoded, Method
 from methods.encoders import STEMS, ConvStem, read_state_dict

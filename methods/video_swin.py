@@ -66,7 +66,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from benchmark.registry import METHODS
+from benchmark.core.registry import METHODS
 from methods.backbones import is_local_weights
 from methods.base import DataInfo, Encoded, Method
 from methods.encoders import STEMS, ConvStem, read_state_dict

@@ -45,7 +45,7 @@ def synth_cache() -> Path:
 @pytest.fixture(scope="session")
 def synth_lpr4m(synth_cache):
     """``lpr4m-synth`` at size ``tiny`` (42 train pairs, 20 queries in 2 livestreams)."""
-    from benchmark.registry import DATASETS, load_builtin_datasets
+    from benchmark.core.registry import DATASETS, load_builtin_datasets
 
     load_builtin_datasets()
     return DATASETS.get("lpr4m-synth")(None, size="tiny", seed=0)
@@ -54,7 +54,7 @@ def synth_lpr4m(synth_cache):
 @pytest.fixture(scope="session")
 def synth_movingfashion(synth_cache):
     """``movingfashion-synth`` at size ``tiny`` (one global gallery, a missing test video)."""
-    from benchmark.registry import DATASETS, load_builtin_datasets
+    from benchmark.core.registry import DATASETS, load_builtin_datasets
 
     load_builtin_datasets()
     return DATASETS.get("movingfashion-synth")(None, size="tiny", seed=0)

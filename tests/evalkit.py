@@ -9,10 +9,10 @@ from typing import Optional
 
 import torch
 
-from benchmark.config import PROFILES, Profile
-from benchmark.retrieval import l2_normalize, rank
-from benchmark.scoring import SplitIndex, metrics_for_ranking, ranked_ids
-from benchmark.submission import build_submission
+from benchmark.core.config import PROFILES, Profile
+from benchmark.evaluation.retrieval import l2_normalize, rank
+from benchmark.evaluation.scoring import SplitIndex, metrics_for_ranking, ranked_ids
+from benchmark.record.submission import build_submission
 from datasets.records import ClipSource, DatasetSplits, GalleryItem, Query
 
 ROOT = Path("/nonexistent-data-root")

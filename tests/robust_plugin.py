@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from benchmark.registry import METHODS
+from benchmark.core.registry import METHODS
 from methods.base import DataInfo
 from methods.clip_meanpool import ClipMeanPool, ClipMeanPoolConfig
 from methods.encoders import TINY_ENCODER

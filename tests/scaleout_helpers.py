@@ -49,10 +49,10 @@ def run_label(method: str = FAULTS, sets: tuple[str, ...] = (), trained: bool = 
     and, for a run that trains (``trained``), its recipe change (batch ``BATCH``)."""
     import dataclasses
 
-    from benchmark.config import get_profile
-    from benchmark.config_diff import recipe_changes, variant_with_settings
-    from benchmark.registry import METHODS, load_builtin_methods, load_plugin
-    from benchmark.runner import method_label
+    from benchmark.core.config import get_profile
+    from benchmark.record.config_diff import recipe_changes, variant_with_settings
+    from benchmark.core.registry import METHODS, load_builtin_methods, load_plugin
+    from benchmark.cli.runner import method_label
     from methods.base import DataInfo, build_method
 
     load_builtin_methods()
@@ -82,7 +82,7 @@ def load_json(path: Path) -> dict[str, Any]:
 
 
 def weights(out: Path, method: str = FAULTS, seed: int = 0, sets: tuple[str, ...] = ()) -> dict[str, torch.Tensor]:
-    from benchmark.checkpoint import load_checkpoint
+    from benchmark.training.checkpoint import load_checkpoint
 
     return load_checkpoint(run_dir(out, method, seed, sets) / "last.pt")["model"]
 

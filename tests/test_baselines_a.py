@@ -17,7 +17,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from benchmark.registry import METHODS, load_builtin_methods
+from benchmark.core.registry import METHODS, load_builtin_methods
 from methods.asymnet import AsymNet, phase_for_epoch, tree_fuse
 from methods.backbones import BackboneConfig, count_parameters, create_backbone, set_last_stride
 from methods.base import DataInfo, build_method
@@ -185,7 +185,7 @@ def test_paper_asymnet_sizes():
 
 def test_encoder_parameters_get_the_encoder_learning_rate():
     m = build_method(NVAN, "paper", info(), {"encoder.pretrained": None, "encoder.name": "resnet18", "nl_layer3": 2})
-    from benchmark.config import for_method, get_profile
+    from benchmark.core.config import for_method, get_profile
 
     t = for_method(get_profile("paper"), NVAN.TRAIN_RECIPE).train  # NVAN's own settings, not RICE's
     groups = {g["name"]: g for g in m.parameter_groups(t.lr_encoder, t.lr_new, t.weight_decay)}
@@ -756,7 +756,7 @@ def test_asymnet_rerank_scores_each_pair_independently_of_the_batch():
 def test_tiny_train_and_evaluate_through_the_cli(name, extra, label, tmp_path, synth_lpr4m, capsys):
     import json
 
-    from benchmark.cli import main
+    from benchmark.cli.main import main
 
     rc = main([
         "--method", name, "--dataset", "lpr4m-synth", "--synth-size", "tiny", "--profile", "tiny",
@@ -769,7 +769,7 @@ def test_tiny_train_and_evaluate_through_the_cli(name, extra, label, tmp_path, s
     assert sub["method"]["name"] == name and sub["method"]["config"]["num_frames"] == 4
     assert sub["metrics"]["num_queries"] == len(sub["rankings"]) == 20
     # the claimed metrics are what the rankings score against the ground truth
-    from benchmark import submission
+    from benchmark.record import submission
 
     path = tmp_path / "results" / "submissions" / f"lpr4m-synth__tiny__{label}{stage}__seed0.json"
     assert {"R1", "R5", "R10"} <= set(submission.rescore(path, synth_lpr4m).verified)

@@ -15,7 +15,7 @@ import math
 import pytest
 import torch
 
-from benchmark.registry import METHODS, load_builtin_methods
+from benchmark.core.registry import METHODS, load_builtin_methods
 from methods.base import DataInfo, build_method
 from methods.encoders import EncoderLoadError
 from methods.seam_match_rcnn import (

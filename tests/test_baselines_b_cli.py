@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from benchmark import submission
-from benchmark.cli import main
+from benchmark.record import submission
+from benchmark.cli.main import main
 from tests.evalkit import recall_at
 
 pytestmark = pytest.mark.slow

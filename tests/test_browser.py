@@ -173,8 +173,8 @@ def test_site_renders_and_sorting_by_a_click_reorders_rows(browser, shots):
 
 
 def test_browse_page_renders_filters_and_loads_its_thumbnails(browser, shots, tmp_path, synth_lpr4m):
-    from benchmark.browse import filter_counts, write_browser
-    from benchmark.submission import write_submission
+    from benchmark.reports.browse import filter_counts, write_browser
+    from benchmark.record.submission import write_submission
     from tests.evalkit import make_submission
 
     paths = []

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmark import cli
-from benchmark.cli import main
-from benchmark.registry import load_all
+from benchmark.cli import main as cli
+from benchmark.cli.main import main
+from benchmark.core.registry import load_all
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -178,7 +178,7 @@ def test_leaderboard_on_an_empty_results_dir(tmp_path, capsys):
 def test_visualize_is_delegated_or_reported(capsys):
     if cli._visualize_module() is None:
         assert main(["visualize"]) == 1
-        assert "benchmark/visualize.py is missing" in capsys.readouterr().err
+        assert "benchmark/cli/visualize.py is missing" in capsys.readouterr().err
     else:
         with pytest.raises(SystemExit) as exc:
             main(["visualize", "--help"])
@@ -186,7 +186,7 @@ def test_visualize_is_delegated_or_reported(capsys):
 
 
 def test_demo_fallback_is_explicit(monkeypatch, capsys):
-    from benchmark.registry import METHODS
+    from benchmark.core.registry import METHODS
 
     args = _run_args("--demo-fallback")
     args.method = "rice"

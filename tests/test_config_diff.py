@@ -8,8 +8,8 @@ from typing import Optional
 import pytest
 import torch
 
-from benchmark.config_diff import changed_fields, recipe_changes, settings_label, strip_recipe, variant_with_settings
-from benchmark.registry import METHODS, load_builtin_methods
+from benchmark.record.config_diff import changed_fields, recipe_changes, settings_label, strip_recipe, variant_with_settings
+from benchmark.core.registry import METHODS, load_builtin_methods
 from methods.base import DataInfo, Method, apply_overrides, build_method
 
 load_builtin_methods()
@@ -104,7 +104,7 @@ def test_training_recipe_changes_join_the_label_and_operational_ones_do_not():
     and ``--checkpoint-every`` are how it ran."""
     import dataclasses
 
-    from benchmark.config import PROFILES
+    from benchmark.core.config import PROFILES
 
     tiny = PROFILES["tiny"].train
     assert recipe_changes("tiny", tiny) == {}

@@ -4,7 +4,7 @@ Two runs of clip-meanpool (seed 0, ``--deterministic``, the feature cache off so
 really encode) write submissions that must be equal once timestamps and wall-clock
 measurements (``date`` and every ``*_s`` field) are removed; the second run even uses two
 DataLoader worker processes instead of none (augmentation is seeded per item, see
-:mod:`benchmark.item_seeding`). A third run with seed 1 must differ, so the comparison is
+:mod:`benchmark.training.item_seeding`). A third run with seed 1 must differ, so the comparison is
 not vacuous. ``--deterministic`` itself is checked to set torch's flags.
 """
 
@@ -16,10 +16,11 @@ import os
 import pytest
 import torch
 
-from benchmark import provenance, registry
-from benchmark.cli import main
-from benchmark.registry import METHODS
-from benchmark.seeding import seed_everything
+from benchmark.record import provenance
+from benchmark.core import registry
+from benchmark.cli.main import main
+from benchmark.core.registry import METHODS
+from benchmark.training.seeding import seed_everything
 from tests.scaleout_helpers import load_json, run_args, strip_volatile, submission_path
 
 STEPS = 3

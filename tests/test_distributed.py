@@ -32,11 +32,11 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from benchmark import registry
-from benchmark.cli import main
-from benchmark.config import PROFILES
-from benchmark.item_seeding import ItemSeededDataset, item_seed
-from benchmark.registry import METHODS
+from benchmark.core import registry
+from benchmark.cli.main import main
+from benchmark.core.config import PROFILES
+from benchmark.training.item_seeding import ItemSeededDataset, item_seed
+from benchmark.core.registry import METHODS
 from tests.scaleout_helpers import (
     PYTHON, REPO, load_json, max_metric_diff, run_args, run_dir, submission_path, subprocess_env, weights,
 )

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from benchmark import submission
-from benchmark.checkpoint import load_checkpoint
-from benchmark.cli import main
+from benchmark.record import submission
+from benchmark.training.checkpoint import load_checkpoint
+from benchmark.cli.main import main
 from tests.evalkit import recall_at
 
 pytestmark = pytest.mark.slow

@@ -13,10 +13,10 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from benchmark import checkpoint as ckpt
-from benchmark import engine
-from benchmark.config import TrainConfig
-from benchmark.distributed import DistEnv
+from benchmark.training import checkpoint as ckpt
+from benchmark.training import engine
+from benchmark.core.config import TrainConfig
+from benchmark.training.distributed import DistEnv
 from tests.toy_methods import RegressionData, SimulatedCrash, ToyConfig, ToyRegression, params_of
 
 CFG = TrainConfig(epochs=2, batch_size=8, lr_encoder=1e-2, lr_new=5e-2, weight_decay=0.01, warmup_ratio=0.25,
@@ -144,8 +144,8 @@ def test_resume_accepts_an_identity_that_recorded_an_unused_key_as_none(tmp_path
 def test_run_identity_keeps_its_keys_for_old_checkpoints():
     """Checkpoints of earlier versions carry exactly these keys; a key added for every run
     would make each of them 'another run' to --resume."""
-    from benchmark.config import RunConfig, get_profile
-    from benchmark.runner import run_identity
+    from benchmark.core.config import RunConfig, get_profile
+    from benchmark.cli.runner import run_identity
 
     cfg = RunConfig(method="mgh", dataset="movingfashion-synth", profile=get_profile("tiny"))
     assert set(run_identity(cfg)) == {"method", "dataset", "profile", "seed", "method_overrides", "data_root", "synth_size"}
@@ -181,8 +181,8 @@ def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
                       LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
-    from benchmark.distributed import cleanup, init_distributed
-    from benchmark.evaluate import extract
+    from benchmark.training.distributed import cleanup, init_distributed
+    from benchmark.evaluation.evaluate import extract
 
     env = init_distributed("cpu")
     try:
@@ -207,7 +207,7 @@ def test_ddp_two_processes_match_single_process(tmp_path):
     for k, v in params_of(single).items():
         torch.testing.assert_close(r0["params"][k], v, rtol=1e-5, atol=1e-6)
         assert torch.equal(r0["params"][k], r1["params"][k])
-    from benchmark.evaluate import extract
+    from benchmark.evaluation.evaluate import extract
 
     want = extract(single, RegressionData(13), "query", env=DistEnv(), batch_size=4, show_progress=False).embedding
     assert r0["emb"].shape == (13, 6)

@@ -9,10 +9,10 @@ import pytest
 import torch
 from torch import Tensor
 
-from benchmark import scoring
-from benchmark.config import DataConfig, EvalConfig
-from benchmark.distributed import DistEnv
-from benchmark.evaluate import EvaluationError, evaluate, extract
+from benchmark.evaluation import scoring
+from benchmark.core.config import DataConfig, EvalConfig
+from benchmark.training.distributed import DistEnv
+from benchmark.evaluation.evaluate import EvaluationError, evaluate, extract
 from datasets.lpr4m import load_lpr4m
 from methods.base import DataInfo, Encoded, Method
 from tests.data_fixtures import make_lpr4m_release
@@ -117,8 +117,8 @@ def test_missing_query_is_a_miss_and_is_not_encoded(lpr):
 
 
 def _submission_dataset(splits, out) -> dict:
-    from benchmark import submission
-    from benchmark.config import get_profile
+    from benchmark.record import submission
+    from benchmark.core.config import get_profile
 
     profile = get_profile("tiny")
     metrics = scoring.metrics_for_ranking(out.ranking, out.index, profile.eval)
@@ -142,7 +142,7 @@ def test_inference_cost_counts_query_encoding_and_ranking(lpr):
     seconds = out.timings["encode_query_s"] + out.timings["rank_s"]
     assert inf["queries_per_s"] == pytest.approx(len(lpr.queries) / seconds, rel=1e-2)
     assert inf["threads"] == torch.get_num_threads()
-    from benchmark.evaluate import inference_cost
+    from benchmark.evaluation.evaluate import inference_cost
 
     cached = inference_cost({"encode_query_s": 0.0, "encode_gallery_s": 0.0, "rank_s": 0.5}, 6, 8, 0, "hit")
     assert cached["queries_per_s"] is None and cached["feature_cache"] == "hit"

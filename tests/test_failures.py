@@ -29,11 +29,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmark import atomic, registry, safe_json
-from benchmark.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from benchmark.cli import main
-from benchmark.registry import METHODS
-from benchmark.submission import SubmissionError, load_submission, write_submission
+from benchmark.core import atomic
+from benchmark.core import registry
+from benchmark.core import safe_json
+from benchmark.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from benchmark.cli.main import main
+from benchmark.core.registry import METHODS
+from benchmark.record.submission import SubmissionError, load_submission, write_submission
 from tests.evalkit import make_submission
 from tests.scaleout_helpers import PYTHON, REPO, run_args, run_dir, submission_path, subprocess_env
 
@@ -219,7 +221,7 @@ _REAL_FS_SCRIPT = textwrap.dedent(r"""
     mnt = sys.argv[1]
     if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", mnt], capture_output=True).returncode:
         print(json.dumps({"skip": "cannot mount a tmpfs here"})); sys.exit(0)
-    from benchmark.cli import main
+    from benchmark.cli.main import main
     res = os.path.join(mnt, "results")
     os.makedirs(res)
     with open(os.path.join(res, "leaderboard.md"), "w") as fh:
@@ -393,7 +395,7 @@ def test_deeply_nested_submission_is_refused(tmp_path, capsys):
 
 _CRASH_SCRIPT = textwrap.dedent(r"""
     import os, signal, sys
-    from benchmark import atomic
+    from benchmark.core import atomic
     real = os.fdopen
     def dying_fdopen(fd, *a, **k):
         fh = real(fd, *a, **k)
@@ -410,7 +412,7 @@ _CRASH_SCRIPT = textwrap.dedent(r"""
                 os.kill(os.getpid(), signal.SIGKILL)  # the machine dies half-way through the file
         return Dying()
     atomic.os.fdopen = dying_fdopen
-    from benchmark.cli import main
+    from benchmark.cli.main import main
     sys.exit(main(["leaderboard", "--results-dir", sys.argv[1]]))
 """)
 

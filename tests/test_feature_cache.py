@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmark import evaluate as E
-from benchmark import feature_cache as fc
-from benchmark import registry
-from benchmark.cli import main
-from benchmark.config import PROFILES
-from benchmark.distributed import DistEnv
-from benchmark.registry import METHODS
+from benchmark.evaluation import evaluate as E
+from benchmark.evaluation import feature_cache as fc
+from benchmark.core import registry
+from benchmark.cli.main import main
+from benchmark.core.config import PROFILES
+from benchmark.training.distributed import DistEnv
+from benchmark.core.registry import METHODS
 from methods.base import DataInfo, Encoded, build_method
 from tests.scaleout_helpers import run_args, run_dir
 

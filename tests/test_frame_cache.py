@@ -12,8 +12,8 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from benchmark.config import PROFILES
-from benchmark.item_seeding import ItemSeededDataset
+from benchmark.core.config import PROFILES
+from benchmark.training.item_seeding import ItemSeededDataset
 from datasets import frame_cache as FC
 from datasets.errors import DataError
 from datasets.records import ClipSource, GalleryItem, Query, TrainPair

@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from benchmark.config import PROFILES
+from benchmark.core.config import PROFILES
 from datasets import decoding
 from datasets.errors import DataError
 from datasets.records import ClipSource, Query

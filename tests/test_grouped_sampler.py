@@ -11,10 +11,11 @@ from typing import Any
 import pytest
 import torch
 
-from benchmark import config_diff, engine
-from benchmark.config import PROFILES, TrainConfig
-from benchmark.distributed import DistEnv
-from benchmark.grouped_sampler import GroupedSampler
+from benchmark.record import config_diff
+from benchmark.training import engine
+from benchmark.core.config import PROFILES, TrainConfig
+from benchmark.training.distributed import DistEnv
+from benchmark.training.grouped_sampler import GroupedSampler
 from datasets.records import livestream_of
 from tests.toy_methods import RegressionData, ToyRegression
 
@@ -90,8 +91,8 @@ def test_the_engine_trains_on_grouped_batches(tmp_path: Path) -> None:
 
 
 def test_runner_keys_pairs_by_livestream_and_refuses_a_global_gallery(synth_lpr4m, synth_movingfashion) -> None:
-    from benchmark.config import RunConfig
-    from benchmark.runner import batch_groups
+    from benchmark.core.config import RunConfig
+    from benchmark.cli.runner import batch_groups
 
     profile = dataclasses.replace(PROFILES["tiny"], train=dataclasses.replace(PROFILES["tiny"].train,
                                                                               group_batches="livestream"))

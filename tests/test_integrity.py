@@ -11,10 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from benchmark import collect, publish, run_identity, safe_json
-from benchmark import leaderboard as lb
-from benchmark.provenance import diff_record, git_info
-from benchmark.submission import (
+from benchmark.record import collect
+from benchmark.reports import publish
+from benchmark.record import run_identity
+from benchmark.core import safe_json
+from benchmark.reports import leaderboard as lb
+from benchmark.record.provenance import diff_record, git_info
+from benchmark.record.submission import (
     SubmissionError, dumps_submission, load_submission, schema_errors, submission_filename, write_submission,
 )
 from tests.evalkit import make_splits, make_submission
@@ -244,7 +247,7 @@ def test_code_hash_follows_a_plugin_file(tmp_path):
 
 
 def test_reproduce_applies_a_recorded_diff_and_says_when_it_cannot(tmp_path):
-    from benchmark.reproduce import _apply_recorded_diff
+    from benchmark.record.reproduce import _apply_recorded_diff
 
     repo = tmp_path / "repo"
     repo.mkdir()

@@ -1,4 +1,4 @@
-"""benchmark.leaderboard: re-scored tables, unverified and reported rows, atomic and deterministic output."""
+"""benchmark.reports.leaderboard: re-scored tables, unverified and reported rows, atomic and deterministic output."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmark import leaderboard as lb
-from benchmark.submission import dumps_submission, write_submission
+from benchmark.reports import leaderboard as lb
+from benchmark.record.submission import dumps_submission, write_submission
 from tests.evalkit import make_splits, make_submission
 
 REPO = Path(__file__).resolve().parent.parent
@@ -244,7 +244,7 @@ def test_a_row_trained_under_another_recipe_is_labelled_and_keeps_its_control(tm
     its model, which trains nothing and so carries no recipe."""
     import dataclasses
 
-    from benchmark.config import PROFILES
+    from benchmark.core.config import PROFILES
 
     tiny = PROFILES["tiny"]
     longer = dataclasses.replace(tiny, train=dataclasses.replace(tiny.train, epochs=8))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmark.registry import DATASETS
+from benchmark.core.registry import DATASETS
 from datasets import faults as F
 from datasets.errors import DataError
 from datasets.lpr4m import detect_layout, live_id_of, load_lpr4m, normalise_attribute

@@ -19,7 +19,7 @@ import pytest
 import torch
 from PIL import Image
 
-from benchmark.config import DataConfig
+from benchmark.core.config import DataConfig
 from datasets import faults as F
 from datasets.faults import Faults
 from datasets.lpr4m import load_lpr4m, read_lpr4m

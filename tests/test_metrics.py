@@ -1,4 +1,4 @@
-"""benchmark.metrics: R@k / mAP against sklearn and a plain per-query reference; CIs; breakdowns."""
+"""benchmark.evaluation.metrics: R@k / mAP against sklearn and a plain per-query reference; CIs; breakdowns."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import average_precision_score, top_k_accuracy_score
 
-from benchmark.metrics import (
+from benchmark.evaluation.metrics import (
     average_precision, bootstrap_ci, compute_metrics, map_upper_bound, ranks_from_lists, recall_curve,
 )
-from benchmark.retrieval import GT_ABSENT, pack_ground_truth, rank
+from benchmark.evaluation.retrieval import GT_ABSENT, pack_ground_truth, rank
 
 
 @settings(max_examples=120, deadline=None)
@@ -40,7 +40,7 @@ def test_recall_matches_sklearn_top_k_accuracy(nq, ng, k, seed, levels):
 
 
 def reference_metrics(gts, groups_q, groups_g, scores, valid, ks, cutoff):
-    """Plain per-query loop: the definitions in benchmark/metrics.py, written out."""
+    """Plain per-query loop: the definitions in benchmark/evaluation/metrics.py, written out."""
     hits = {k: [] for k in ks}
     aps, aps_k = [], []
     for i in range(len(gts)):

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from benchmark.registry import DATASETS
+from benchmark.core.registry import DATASETS
 from datasets import faults as F
 from datasets.errors import DataError
 from datasets.movingfashion import load_movingfashion

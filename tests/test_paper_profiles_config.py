@@ -16,7 +16,7 @@ import torch
 from open_clip.transformer import QuickGELU
 from torch import nn
 
-from benchmark.config import get_profile
+from benchmark.core.config import get_profile
 from methods.backbones import BackboneConfig, create_backbone
 from methods.base import DataInfo, build_method
 from methods.encoders import PAPER_ENCODER, TINY_ENCODER, ClipEncoder, EncoderConfig, EncoderLoadError, build_clip
@@ -52,7 +52,7 @@ def test_paper_resize_is_the_official_ricecode_not_clips_own():
 
 @pytest.mark.parametrize("method", ["rice", "clip-meanpool"])
 def test_paper_methods_build_their_clip_with_quickgelu(method):
-    from benchmark.registry import METHODS
+    from benchmark.core.registry import METHODS
     import methods.clip_meanpool  # noqa: F401
     import methods.rice  # noqa: F401
 
@@ -166,9 +166,9 @@ def test_tiny_recipe_is_unchanged():
 
 
 def test_engine_uses_adam_eps_and_a_schedule_in_updates(tmp_path):
-    from benchmark import engine
-    from benchmark.config import TrainConfig
-    from benchmark.distributed import DistEnv
+    from benchmark.training import engine
+    from benchmark.core.config import TrainConfig
+    from benchmark.training.distributed import DistEnv
     from tests.toy_methods import RegressionData, ToyRegression
 
     cfg = TrainConfig(epochs=1, updates=7, batch_size=8, lr_encoder=1e-2, lr_new=1e-2, weight_decay=0.0,

@@ -28,7 +28,7 @@ from typing import Any
 
 import pytest
 
-from benchmark.registry import METHODS, load_builtin_methods
+from benchmark.core.registry import METHODS, load_builtin_methods
 
 pytestmark = pytest.mark.slow
 
@@ -133,8 +133,8 @@ def test_paper_profile_trains_a_step_and_evaluates(name, micro_lpr4m, tmp_path, 
         pytest.skip(f"not in today's rotation ({', '.join(TODAY)}); {ENV}={name} or {ENV}=all runs it")
     import torch
 
-    from benchmark import submission
-    from benchmark.cli import main
+    from benchmark.record import submission
+    from benchmark.cli.main import main
 
     cls = METHODS.get(name)
     sets = {**random_init_overrides(cls.default_config("paper")), **CPU_SETTINGS.get(name, {})}

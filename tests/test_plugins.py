@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from benchmark import registry, submission
-from benchmark.cli import main
-from benchmark.registry import METHODS, RegistryError
+from benchmark.core import registry
+from benchmark.record import submission
+from benchmark.cli.main import main
+from benchmark.core.registry import METHODS, RegistryError
 
 REPO = Path(__file__).resolve().parents[1]
 TEMPLATE = REPO / "examples" / "plugin_template.py"
@@ -64,7 +65,7 @@ def test_plugin_is_listed(outside, capsys):
 
 def test_entry_point_methods_are_loaded(outside, monkeypatch):
     (outside / "lpr_ep_fake_pkg.py").write_text(textwrap.dedent('''
-        from benchmark.registry import METHODS
+        from benchmark.core.registry import METHODS
         from methods.base import Method
 
         @METHODS.register("ep-fake-method", description="advertised by an installed distribution")
@@ -89,7 +90,7 @@ def test_entry_point_methods_are_loaded(outside, monkeypatch):
 def test_entry_point_of_an_installed_distribution(outside, monkeypatch):
     """No monkeypatching of importlib: a real ``*.dist-info`` with ``entry_points.txt`` on sys.path."""
     (outside / "lpr_ep_real_pkg.py").write_text(textwrap.dedent('''
-        from benchmark.registry import METHODS
+        from benchmark.core.registry import METHODS
         from methods.base import Method
 
         @METHODS.register("ep-real-method")
@@ -108,7 +109,7 @@ def test_entry_point_of_an_installed_distribution(outside, monkeypatch):
 def test_duplicate_method_name_is_rejected(outside, capsys):
     clash = outside / "clash.py"
     clash.write_text(textwrap.dedent('''
-        from benchmark.registry import METHODS
+        from benchmark.core.registry import METHODS
         from methods.base import Method
 
         @METHODS.register("clip-meanpool")

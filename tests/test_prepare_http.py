@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmark.cli import main
+from benchmark.cli.main import main
 from datasets.lpr4m import load_lpr4m
 from datasets.prepare_lpr4m import layout_shard
 from datasets.synthetic.generate import generate

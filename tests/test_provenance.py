@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from benchmark import provenance
+from benchmark.record import provenance
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -58,7 +58,7 @@ def test_packages_device_and_no_host_identity():
 
 
 def test_command_line_is_the_run_benchmark_invocation_quoted():
-    from benchmark.provenance import command_line
+    from benchmark.record.provenance import command_line
 
     argv = ["/x/run_benchmark.py", "--method", "sgmn", "--set", "text=false", "--data-root", "/d/my data"]
     assert command_line(argv) == "run_benchmark.py --method sgmn --set text=false --data-root '/d/my data'"

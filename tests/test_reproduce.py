@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmark.reproduce import ReproduceError, command_for, compare, legacy_overrides, reproduce
-from benchmark.submission import dumps_submission, load_submission
+from benchmark.record.reproduce import ReproduceError, command_for, compare, legacy_overrides, reproduce
+from benchmark.record.submission import dumps_submission, load_submission
 
 pytestmark = pytest.mark.slow
 

@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmark import registry
-from benchmark.checkpoint import CheckpointError, load_checkpoint
-from benchmark.cli import main
-from benchmark.registry import METHODS
+from benchmark.core import registry
+from benchmark.training.checkpoint import CheckpointError, load_checkpoint
+from benchmark.cli.main import main
+from benchmark.core.registry import METHODS
 from tests.scaleout_helpers import (
     PYTHON, REPO, load_json, max_metric_diff, run_args, run_dir, strip_volatile, submission_path, subprocess_env,
     weights,
@@ -123,9 +123,9 @@ def test_checkpoint_every_must_be_positive(capsys, tmp_path):
 def _toy_train(run: Path, toy=None, **changes):
     import dataclasses
 
-    from benchmark import engine
-    from benchmark.config import TrainConfig
-    from benchmark.distributed import DistEnv
+    from benchmark.training import engine
+    from benchmark.core.config import TrainConfig
+    from benchmark.training.distributed import DistEnv
     from tests.toy_methods import RegressionData, ToyConfig, ToyRegression
 
     cfg = dataclasses.replace(TrainConfig(epochs=2, batch_size=8, lr_encoder=1e-2, lr_new=1e-2, amp=False), **changes)

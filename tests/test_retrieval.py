@@ -1,4 +1,4 @@
-"""benchmark.retrieval: grouped ranking, stable ties, exact ground-truth ranks, re-ranking."""
+"""benchmark.evaluation.retrieval: grouped ranking, stable ties, exact ground-truth ranks, re-ranking."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from benchmark.retrieval import GT_ABSENT, encode_groups, l2_normalize, pack_ground_truth, rank
+from benchmark.evaluation.retrieval import GT_ABSENT, encode_groups, l2_normalize, pack_ground_truth, rank
 
 
 def reference(q, g, qg, gg, k, gts, valid=None, score=None):

@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 import torch
 
-from benchmark.registry import METHODS
+from benchmark.core.registry import METHODS
 from methods.base import DataInfo, build_method
 from methods.encoders import EncoderLoadError
 from methods.ipd import boxes_to_patch_keep

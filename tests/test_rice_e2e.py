@@ -8,8 +8,8 @@ from __future__ import annotations
 import pytest
 from PIL import Image
 
-from benchmark import submission
-from benchmark.cli import main
+from benchmark.record import submission
+from benchmark.cli.main import main
 from tests.evalkit import recall_at
 
 pytestmark = pytest.mark.slow
@@ -90,7 +90,7 @@ def test_weights_reevaluate_a_checkpoint_under_another_config(rice_run, synth_lp
     assert sub["provenance"]["initial_weights"]["unused_keys"] > 0 and "training" not in sub["provenance"]
     assert (tmp_path / "b" / "lpr4m-synth" / "rice-icl+pmd+pfr-ln+ipd-oracle+text").is_dir()
 
-    from benchmark.leaderboard import _stage
+    from benchmark.reports.leaderboard import _stage
 
     assert _stage(sub["protocol"], sub["provenance"]) == f"weights of {LABEL}"
 

@@ -1,5 +1,5 @@
 """RICE's second stage: clip-anchored PMD training, the fused score, and its weight chosen on
-training pairs held out before training (methods/rice_pmd.py, benchmark/rerank_fusion.py)."""
+training pairs held out before training (methods/rice_pmd.py, benchmark/evaluation/rerank_fusion.py)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from open_clip.transformer import ResidualAttentionBlock
 
-from benchmark import rerank_fusion as rf
-from benchmark.config import EvalConfig
+from benchmark.evaluation import rerank_fusion as rf
+from benchmark.core.config import EvalConfig
 from datasets.records import ClipSource, DatasetSplits, TrainPair
 from methods.pmd import PairwiseMatchingDecoder, hardest_negatives
 from methods.rice import RiceConfig, _Side
@@ -116,7 +116,7 @@ def test_fused_rerank_adds_the_weighted_pmd_cosine_to_the_first_stage() -> None:
         assert torch.allclose(m.rerank(q, g), cos, atol=1e-6)
 
 
-# --- benchmark.rerank_fusion ----------------------------------------------------------------
+# --- benchmark.evaluation.rerank_fusion ----------------------------------------------------------------
 
 
 def _pair(live: str, k: int, product: str) -> TrainPair:
@@ -157,8 +157,8 @@ def test_fused_r1_and_the_weight_scan() -> None:
 
 
 def test_choose_fuse_weight_picks_a_weight_on_the_validation_split(monkeypatch) -> None:
-    from benchmark import evaluate
-    from benchmark.distributed import DistEnv
+    from benchmark.evaluation import evaluate
+    from benchmark.training.distributed import DistEnv
     from methods.base import Encoded
 
     splits = _splits()

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from benchmark.registry import METHODS
+from benchmark.core.registry import METHODS
 from methods.base import DataInfo, build_method
 from methods.sgmn import Sgmn
 from methods.sgmn_graph import GraphInteraction, distance_weighted_triplet
@@ -264,9 +264,9 @@ def test_paper_profile_trains_with_the_official_command_and_options_still_overri
     """README's command: --epochs=10 --batch_size=256 --lr 3e-4 --coef_lr 1e-3 (train.py: weight
     decay 0.2, warmup 0.1, BertAdam e=1e-6, clip_grad_norm 1.0), not the shared paper profile's
     RICE run (batch 128, 5,000 updates, no clip)."""
-    from benchmark.cli import build_parser, load_registries, resolve_run_config
-    from benchmark.config import get_profile
-    from benchmark.config_diff import recipe_changes
+    from benchmark.cli.main import build_parser, load_registries, resolve_run_config
+    from benchmark.core.config import get_profile
+    from benchmark.record.config_diff import recipe_changes
 
     load_registries([])
     parser = build_parser()

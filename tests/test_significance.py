@@ -1,4 +1,4 @@
-"""benchmark.significance: the paired randomization test and bootstrap interval against scipy."""
+"""benchmark.evaluation.significance: the paired randomization test and bootstrap interval against scipy."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from benchmark import significance as sig
+from benchmark.evaluation import significance as sig
 
 
 def _mean_diff(x, y, axis=-1):

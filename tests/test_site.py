@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmark import leaderboard as lb
-from benchmark import significance as sig
-from benchmark.browse import filter_counts, write_browser
-from benchmark.submission import write_submission
+from benchmark.reports import leaderboard as lb
+from benchmark.evaluation import significance as sig
+from benchmark.reports.browse import filter_counts, write_browser
+from benchmark.record.submission import write_submission
 from tests.evalkit import make_splits, make_submission
 
 REPO = Path(__file__).resolve().parent.parent
@@ -96,7 +96,7 @@ def test_tables_are_split_by_purpose_and_marked_by_the_paired_test(board):
 def test_terminal_table_fits_80_columns_without_cutting_numbers(board):
     from rich.console import Console
 
-    from benchmark.publish import rich_tables
+    from benchmark.reports.publish import rich_tables
 
     _, b = board
     buf = io.StringIO()
@@ -110,8 +110,8 @@ def test_terminal_table_fits_80_columns_without_cutting_numbers(board):
 
 
 def test_compare_any_two_rows(board):
-    from benchmark.submission import SubmissionError
-    from benchmark.terminal_tables import compare_lines
+    from benchmark.record.submission import SubmissionError
+    from benchmark.reports.terminal_tables import compare_lines
 
     _, b = board
     lines = compare_lines(b, "toy__tiny__good__seed0.json", "weak")

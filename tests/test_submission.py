@@ -1,4 +1,4 @@
-"""benchmark.submission: schema, atomic writes, safe loading and re-scoring with clear failures."""
+"""benchmark.record.submission: schema, atomic writes, safe loading and re-scoring with clear failures."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmark import safe_json
-from benchmark.submission import (
+from benchmark.core import safe_json
+from benchmark.record.submission import (
     METRIC_TOLERANCE, SubmissionError, build_submission, dumps_submission, load_submission, rescore,
     schema_errors, submission_filename, write_submission,
 )
@@ -204,7 +204,7 @@ def test_build_refuses_invalid_input(splits, sub):
     with pytest.raises(SubmissionError, match="method/name"):
         build_submission(
             method="bad name!", variant="", method_config={}, num_parameters=1, dataset="toy", splits=splits,
-            profile=__import__("benchmark.config", fromlist=["PROFILES"]).PROFILES["tiny"],
+            profile=__import__("benchmark.core.config", fromlist=["PROFILES"]).PROFILES["tiny"],
             metrics=sub["metrics"], rankings=sub["rankings"], provenance=sub["provenance"], seed=0,
             wall_time_s={"train": 1.0},
         )

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from benchmark.registry import DATASETS
+from benchmark.core.registry import DATASETS
 from datasets.lpr4m import load_lpr4m
 from datasets.movingfashion import load_movingfashion
 from datasets.synthetic import generate

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from benchmark.config import DataConfig
+from benchmark.core.config import DataConfig
 from datasets import faults as F
 from datasets.errors import DataError
 from datasets.lpr4m import load_lpr4m

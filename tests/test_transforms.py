@@ -118,6 +118,6 @@ def test_square_resize_keeps_a_portrait_frame_whole_and_boxes_follow():
 
 
 def test_paper_profile_resizes_the_whole_frame():
-    from benchmark.config import get_profile
+    from benchmark.core.config import get_profile
 
     assert get_profile("paper").data.resize_mode == "square" and get_profile("tiny").data.resize_mode == "shorter"

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from benchmark import leaderboard as lb
-from benchmark.cli import main
-from benchmark.submission import load_submission
+from benchmark.reports import leaderboard as lb
+from benchmark.cli.main import main
+from benchmark.record.submission import load_submission
 from datasets.check import check_dataset
 
 pytestmark = pytest.mark.slow
@@ -32,7 +32,7 @@ PLUGIN = '''
 from dataclasses import dataclass
 
 import torch
-from benchmark.registry import METHODS
+from benchmark.core.registry import METHODS
 from methods.base import Encoded
 from methods.clip_meanpool import ClipMeanPool, ClipMeanPoolConfig
 from methods.encoders import TINY_ENCODER
@@ -155,7 +155,7 @@ def test_an_edited_plugin_misses_the_feature_cache(synth_lpr4m, tmp_path):
 
 def test_a_corrupt_frame_in_a_dataloader_worker_is_the_same_one_line(synth_lpr4m, tiny_root, tmp_path):
     root = _copy_root(tiny_root, tmp_path / "root")
-    from benchmark.registry import DATASETS
+    from benchmark.core.registry import DATASETS
 
     query = DATASETS.get("lpr4m")(root).queries[0]
     for frame in query.clip.frame_paths:

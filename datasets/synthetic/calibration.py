@@ -153,7 +153,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     import json
     import os
 
-    from benchmark.registry import DATASETS
+    from benchmark.core.registry import DATASETS
     import datasets.synthetic  # noqa: F401  (registers the synthetic datasets)
     import datasets.lpr4m  # noqa: F401
     import datasets.movingfashion  # noqa: F401

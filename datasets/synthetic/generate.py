@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Union
 
-from benchmark.atomic import atomic_write_text
+from benchmark.core.atomic import atomic_write_text
 from datasets.synthetic.catalog import CATEGORIES
 from datasets.synthetic.knobs import GENERATOR_VERSION, Knobs, SizeSpec, get_size, knobs_from_dict, params_hash
 from datasets.synthetic.plan import Live, MFProduct, plan_lpr4m, plan_movingfashion

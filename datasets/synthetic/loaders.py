@@ -19,7 +19,7 @@ import os
 from pathlib import Path
 from typing import Any, Optional
 
-from benchmark.registry import DATASETS
+from benchmark.core.registry import DATASETS
 from datasets.records import DatasetSplits
 from datasets.synthetic.generate import canonical_layout, generate
 from datasets.synthetic.knobs import get_size, knobs_from_dict, params_hash

@@ -29,7 +29,7 @@ from typing import Any, Optional
 
 from PIL import Image
 
-from benchmark.atomic import atomic_write_text
+from benchmark.core.atomic import atomic_write_text
 from datasets.annotation_io import parse_box, parse_literal_list
 from datasets.decoding import jpeg_size
 

@@ -14,7 +14,7 @@ from typing import Optional
 
 import numpy as np
 
-from benchmark.atomic import atomic_write_text
+from benchmark.core.atomic import atomic_write_text
 from datasets.synthetic.catalog import CATEGORIES
 from datasets.synthetic.knobs import Knobs, SizeSpec
 from datasets.synthetic.plan import Clip, Live

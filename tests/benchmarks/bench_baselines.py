@@ -26,7 +26,7 @@ import statistics
 
 import torch
 
-from benchmark.registry import METHODS
+from benchmark.core.registry import METHODS
 from methods.base import DataInfo, build_method
 from tiny_pairs import bare_pairs_per_s, tiny_pairs
 

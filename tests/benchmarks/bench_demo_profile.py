@@ -39,10 +39,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _setup(size: str):
-    from benchmark import distributed as D
-    from benchmark.config import PROFILES, RunConfig
-    from benchmark.registry import load_all
-    from benchmark.runner import build, data_info, load_splits
+    from benchmark.training import distributed as D
+    from benchmark.core.config import PROFILES, RunConfig
+    from benchmark.core.registry import load_all
+    from benchmark.cli.runner import build, data_info, load_splits
 
     load_all()
     cfg = RunConfig(method="rice", dataset="lpr4m-synth", profile=PROFILES["tiny"], seed=0, synth_size=size)
@@ -60,8 +60,8 @@ def profile_training(cfg, splits, method, products, cats, steps: int, workers: i
                      frame_cache: bool = False) -> dict[str, float]:
     """Seconds per phase summed over ``steps`` optimizer steps (after one warm-up step); with
     ``frame_cache`` the pairs read the decoded-frame cache (built or opened first, not timed)."""
-    from benchmark.engine import build_optimizer, warmup_cosine
-    from benchmark.item_seeding import ItemSeededDataset
+    from benchmark.training.engine import build_optimizer, warmup_cosine
+    from benchmark.training.item_seeding import ItemSeededDataset
     from datasets.torch_data import PairDataset, collate_batch
 
     tcfg = cfg.profile.train
@@ -111,8 +111,9 @@ def _iterate(dataset, batch_size: int, workers: int) -> float:
 
 def profile_eval(cfg, env, splits, method, workers: int) -> dict[str, float]:
     """Seconds of the evaluation's phases, its data side alone, metrics and the leaderboard."""
-    from benchmark import evaluate, scoring
-    from benchmark.publish import regenerate_leaderboard
+    from benchmark.evaluation import evaluate
+    from benchmark.evaluation import scoring
+    from benchmark.reports.publish import regenerate_leaderboard
     from datasets.torch_data import GalleryDataset, QueryDataset
 
     out: dict[str, float] = {}

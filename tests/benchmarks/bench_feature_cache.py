@@ -2,7 +2,7 @@
 
 Run:  .venv/bin/python -m pytest tests/benchmarks/bench_feature_cache.py --benchmark-only --benchmark-enable -s -p no:xdist
 
-One full :func:`benchmark.evaluate.evaluate` of clip-meanpool (tiny profile encoder: 4-layer
+One full :func:`benchmark.evaluation.evaluate.evaluate` of clip-meanpool (tiny profile encoder: 4-layer
 width-192 ViT at 112 px, 8 frames per clip) on lpr4m-synth (tiny: 20 queries, 10 gallery
 images; ranking, no bootstrap), single-threaded torch as in a CI worker. Because the machine
 is shared, each warm round is paired with a cold round run just before it (the benchmark's
@@ -24,12 +24,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmark import evaluate as E
-from benchmark import feature_cache as fc
-from benchmark import registry
-from benchmark.config import PROFILES
-from benchmark.distributed import DistEnv
-from benchmark.registry import METHODS
+from benchmark.evaluation import evaluate as E
+from benchmark.evaluation import feature_cache as fc
+from benchmark.core import registry
+from benchmark.core.config import PROFILES
+from benchmark.training.distributed import DistEnv
+from benchmark.core.registry import METHODS
 from methods.base import DataInfo, build_method
 
 TINY = PROFILES["tiny"]

@@ -28,10 +28,10 @@ from typing import Optional
 
 import torch
 
-from benchmark.config import PROFILES
-from benchmark.item_seeding import ItemSeededDataset
-from benchmark.registry import DATASETS, load_all
-from benchmark.runner import SYNTH_DATA_SEED
+from benchmark.core.config import PROFILES
+from benchmark.training.item_seeding import ItemSeededDataset
+from benchmark.core.registry import DATASETS, load_all
+from benchmark.cli.runner import SYNTH_DATA_SEED
 from datasets import frame_cache as FC
 from datasets.torch_data import GalleryDataset, PairDataset, QueryDataset
 

@@ -71,7 +71,7 @@ def _save(path: Path, arr: np.ndarray) -> Path:
 
 
 def make_data(root: Path, pairs: int):
-    from benchmark.config import PROFILES
+    from benchmark.core.config import PROFILES
     from datasets.records import ClipSource, TrainPair
     from datasets.synthetic.write_movingfashion import encode_mp4
     from datasets.torch_data import PairDataset

@@ -9,7 +9,7 @@ or as a script::
     .venv/bin/python tests/benchmarks/bench_inference.py [--queries 200] [--threads 1] [--repeats 2]
 
 Each configuration is the tiny profile's model, randomly initialised (its cost does not depend
-on its weights), evaluated by :func:`benchmark.evaluate.evaluate`, the harness's own evaluation
+on its weights), evaluated by :func:`benchmark.evaluation.evaluate.evaluate`, the harness's own evaluation
 (no feature cache, no workers, decoded-frame cache off), on the first ``--queries`` test clips
 of ``lpr4m-synth`` against the whole per-livestream gallery. Reported per configuration: the
 queries/s that the submission's ``provenance.inference`` records (query encoding plus ranking,
@@ -38,12 +38,12 @@ CONFIGS: list[tuple[str, str, dict[str, Any], str, int]] = [
 
 def measure(queries: int = 200, repeats: int = 2) -> list[dict[str, Any]]:
     """One row per configuration of ``CONFIGS``: label, queries/s, pairs scored, ratio to SGMN."""
-    from benchmark.config import RunConfig, get_profile
-    from benchmark.distributed import DistEnv
-    from benchmark.evaluate import evaluate
-    from benchmark.registry import DATASETS, METHODS, load_all
-    from benchmark.runner import SYNTH_DATA_SEED, data_info
-    from benchmark.seeding import seed_everything
+    from benchmark.core.config import RunConfig, get_profile
+    from benchmark.training.distributed import DistEnv
+    from benchmark.evaluation.evaluate import evaluate
+    from benchmark.core.registry import DATASETS, METHODS, load_all
+    from benchmark.cli.runner import SYNTH_DATA_SEED, data_info
+    from benchmark.training.seeding import seed_everything
     from methods.base import build_method
 
     load_all()

@@ -29,7 +29,7 @@ import torch
 from PIL import Image
 from torchvision.io import decode_jpeg
 
-from benchmark.config import PROFILES
+from benchmark.core.config import PROFILES
 from datasets import decoding
 from datasets.records import ClipSource, Query
 from datasets.torch_data import QueryDataset

@@ -20,8 +20,8 @@ per-round ratios):
   per-group embeddings; nothing else (the floor any exact evaluation pays).
 * ``matmul+topk``: the same plus one ``torch.topk`` per group, for reference: on a CPU the
   selection alone costs about as much as a 512-d dot product per element.
-* ``rank+metrics``: :func:`benchmark.retrieval.rank` (grouping, matmuls, stable top-50,
-  exact ground-truth ranks) + :func:`benchmark.metrics.compute_metrics` (R1/3/5/10, mAP,
+* ``rank+metrics``: :func:`benchmark.evaluation.retrieval.rank` (grouping, matmuls, stable top-50,
+  exact ground-truth ranks) + :func:`benchmark.evaluation.metrics.compute_metrics` (R1/3/5/10, mAP,
   mAP@50) without bootstrap. Aim: <= 1.5x ``matmul``.
 * ``rank+metrics+CIs``: the same with 1000 bootstrap resamples and per-attribute breakdowns
   (with their own CIs), i.e. everything a submission records.
@@ -43,8 +43,8 @@ import numpy as np
 import pytest
 import torch
 
-from benchmark.metrics import compute_metrics
-from benchmark.retrieval import l2_normalize, pack_ground_truth, rank
+from benchmark.evaluation.metrics import compute_metrics
+from benchmark.evaluation.retrieval import l2_normalize, pack_ground_truth, rank
 
 N_GROUPS, N_QUERIES, N_GALLERY, DIM, TOPK = 110, 20_079, 66_358, 512, 50
 KS = (1, 3, 5, 10)

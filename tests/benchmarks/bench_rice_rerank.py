@@ -15,7 +15,7 @@ What it does, once:
    a RICE checkpoint or trains the tiny-profile RICE for ``--steps`` optimizer steps
    (batch 16) so that both stages rank better than chance;
 2. encodes the first ``--queries`` test clips and the whole gallery once, keeping PMD's tokens;
-3. ranks them with :func:`benchmark.retrieval.rank` in each mode: ``none`` (ICL cosine only),
+3. ranks them with :func:`benchmark.evaluation.retrieval.rank` in each mode: ``none`` (ICL cosine only),
    ``all`` (PMD scores every pair of the query's gallery group) and ``topk`` with K = 10, 20,
    50 (PMD re-orders the cosine top K, the rest keeps the cosine order).
 
@@ -58,13 +58,13 @@ class Row:
 
 
 def _load_or_train(size: str, steps: int, checkpoint: Optional[Path], overrides: dict[str, Any], workers: int):
-    from benchmark import engine
-    from benchmark.checkpoint import load_model_weights
-    from benchmark.config import RunConfig, get_profile
-    from benchmark.distributed import DistEnv
-    from benchmark.registry import DATASETS, load_all
-    from benchmark.runner import SYNTH_DATA_SEED, data_info
-    from benchmark.seeding import seed_everything
+    from benchmark.training import engine
+    from benchmark.training.checkpoint import load_model_weights
+    from benchmark.core.config import RunConfig, get_profile
+    from benchmark.training.distributed import DistEnv
+    from benchmark.core.registry import DATASETS, load_all
+    from benchmark.cli.runner import SYNTH_DATA_SEED, data_info
+    from benchmark.training.seeding import seed_everything
     from datasets.torch_data import PairDataset
     from methods.base import build_method
     from methods.rice import Rice
@@ -90,8 +90,9 @@ def _load_or_train(size: str, steps: int, checkpoint: Optional[Path], overrides:
 def measure(size: str = "default", queries: int = 100, steps: int = 60, checkpoint: Optional[Path] = None,
             grouped: bool = False, overrides: Optional[dict[str, Any]] = None, workers: int = 0) -> list[Row]:
     """The whole benchmark; returns one row per mode (``all`` first)."""
-    from benchmark import retrieval, scoring
-    from benchmark.evaluate import extract
+    from benchmark.evaluation import retrieval
+    from benchmark.evaluation import scoring
+    from benchmark.evaluation.evaluate import extract
     from datasets.torch_data import GalleryDataset, QueryDataset
 
     method, splits, profile, env = _load_or_train(size, steps, checkpoint, dict(overrides or {}), workers)

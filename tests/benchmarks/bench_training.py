@@ -12,7 +12,7 @@ Measured, interleaved round by round because the machine is shared:
 
 * ``bare``: forward + backward + AdamW step of the same model on one pre-loaded batch held in
   memory (no data loading, no engine): the floor for this model and batch on this machine.
-* ``engine``: :func:`benchmark.engine.train` for ``--steps`` optimizer steps on the real
+* ``engine``: :func:`benchmark.training.engine.train` for ``--steps`` optimizer steps on the real
   synthetic data (JPEG decoding, sampling, augmentation, collation, gradient clipping,
   schedule, the end-of-run checkpoint).
 
@@ -32,8 +32,8 @@ from pathlib import Path
 
 import torch
 
-from benchmark import engine
-from benchmark.distributed import DistEnv
+from benchmark.training import engine
+from benchmark.training.distributed import DistEnv
 from methods.base import DataInfo, build_method
 from tiny_pairs import bare_pairs_per_s, tiny_pairs
 from methods.clip_meanpool import ClipMeanPool

@@ -1,0 +1,238 @@
+"""From an evaluation to results: metrics, the submission file, the leaderboard; re-scoring.
+
+:func:`publish` is the runner's last step (rank 0 only): metrics from the ranking
+(:func:`benchmark.evaluation.scoring.metrics_for_ranking`), the top-k id lists, a schema-checked
+submission (:mod:`benchmark.record.submission`) written atomically under
+``<results_dir>/submissions/``, then the leaderboard regenerated from every submission
+there. :func:`score_command` and :func:`leaderboard_command` back the ``score`` and
+``leaderboard`` subcommands.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from benchmark.evaluation import scoring
+from benchmark.record import submission
+from benchmark.core.config import RunConfig
+from benchmark.evaluation.evaluate import EvalOutput
+from datasets.records import DatasetSplits
+from methods.base import Method
+
+
+@dataclass
+class Published:
+    metrics: dict[str, Any]
+    submission_path: Path
+    table: Optional[Any] = None  # a renderable leaderboard table (rich), if regenerated
+    leaderboard_error: Optional[str] = None  # why the leaderboard was left as it was (other submissions' faults)
+
+
+def score_description(method_name: str, rerank: str, topk: int) -> str:
+    if rerank == "none":
+        return "cosine similarity of L2-normalised embeddings"
+    if rerank == "all":
+        return f"{method_name} second-stage score of every (query, gallery) pair of the group"
+    return f"{method_name} second-stage score of the first-stage top-{topk}, cosine order below"
+
+
+def publish(
+    cfg: RunConfig,
+    splits: DatasetSplits,
+    method: Method,
+    variant: str,
+    out: EvalOutput,
+    *,
+    train_result: Any,
+    provenance: dict[str, Any],
+    seeds: dict[str, Any],
+    timings: dict[str, float],
+    run_dir: Path,
+    synthetic_seed: Optional[int] = None,
+    write_leaderboard: bool = True,
+    initial_weights: Optional[dict[str, Any]] = None,
+    identity: Optional[dict[str, Any]] = None,
+    overwrite: bool = False,
+) -> Published:
+    """Write the run's submission (and refresh the leaderboard); return what was written.
+
+    ``identity`` (:func:`benchmark.cli.runner.identity_for`) is recorded in the provenance; an
+    existing submission of another identity under the same name is not replaced unless
+    ``overwrite`` (:func:`benchmark.record.run_identity.check_target`)."""
+    from benchmark.record import run_identity
+    ev = cfg.profile.eval
+    metrics = scoring.metrics_for_ranking(out.ranking, out.index, ev, seed=cfg.seed)
+    rankings = scoring.ranked_ids(out.ranking, out.index, ev.topk_saved)
+    method_cfg = dataclasses.asdict(method.cfg) if dataclasses.is_dataclass(method.cfg) else None
+    prov = dict(provenance)
+    prov["run_dir"] = str(run_dir)
+    prov["seeds"] = seeds
+    if train_result is not None:
+        prov["training"] = train_result.to_dict()
+    if initial_weights is not None:
+        prov["initial_weights"] = dict(initial_weights)
+    if identity is not None:
+        prov["identity"] = dict(identity)
+    if out.inference:
+        prov["inference"] = dict(out.inference)
+    synthetic = cfg.data_root is None and synthetic_seed is not None
+    sub = submission.build_submission(
+        method=cfg.method,
+        variant=variant,  # the method's, plus the --set changes it does not name (runner.run_variant)
+        method_config=method_cfg,
+        num_parameters=method.num_parameters(),
+        dataset=cfg.dataset,
+        splits=splits,
+        profile=cfg.profile,
+        metrics=metrics,
+        rankings=rankings,
+        provenance=prov,
+        seed=cfg.seed,
+        wall_time_s={k.removesuffix("_s"): float(v) for k, v in timings.items()},
+        rerank=out.rerank,
+        pairs_scored=int(out.ranking.pairs_scored),
+        score=score_description(cfg.method, out.rerank, ev.rerank_topk),
+        dataset_size=cfg.synth_size if synthetic else None,
+        dataset_seed=synthetic_seed if synthetic else None,
+    )
+    run_identity.check_target(target_path(sub, cfg.results_dir), run_identity.comparable(sub), overwrite=overwrite)
+    path = submission.write_submission(sub, cfg.results_dir)
+    table, board_error = None, None
+    if write_leaderboard:
+        from benchmark.reports.leaderboard import LeaderboardError
+
+        roots = {cfg.dataset: Path(cfg.data_root)} if cfg.data_root is not None else None
+        try:
+            board = regenerate_leaderboard(cfg.results_dir, splits=splits, data_roots=roots)
+        except LeaderboardError as exc:  # another submission is at fault; this run's stands
+            board_error = f"left as it was: {exc}"
+        else:
+            tables = rich_tables(board, only=(cfg.dataset, cfg.profile.name))
+            table = tables[0] if tables else None
+            if board.skipped:
+                board_error = skipped_message(board.skipped)
+    return Published(metrics=metrics, submission_path=path, table=table, leaderboard_error=board_error)
+
+
+def preview_submission(cfg: RunConfig, splits: DatasetSplits, method: Method, variant: str,
+                       identity: dict[str, Any], *, trains: bool, initial_weights: Optional[dict[str, Any]],
+                       synthetic_seed: Optional[int]) -> dict[str, Any]:
+    """The fields of the run's future submission that name its file and make its identity
+    (:func:`benchmark.record.run_identity.comparable`), known before training."""
+    synthetic = cfg.data_root is None and synthetic_seed is not None
+    ev = cfg.profile.eval
+    prov: dict[str, Any] = {"seed": int(cfg.seed), "identity": identity, "training": {} if trains else None}
+    if initial_weights is not None:
+        prov["initial_weights"] = dict(initial_weights)
+    return {
+        "method": {"name": cfg.method, "variant": variant or "",
+                   "config": submission._jsonable(method.cfg if dataclasses.is_dataclass(method.cfg) else None)},
+        "dataset": {"name": cfg.dataset, "annotation_checksum": splits.annotation_checksum,
+                    "size": cfg.synth_size if synthetic else None, "seed": synthetic_seed if synthetic else None},
+        "profile": {"name": cfg.profile.name,
+                    **submission._jsonable({"data": cfg.profile.data, "train": cfg.profile.train, "eval": ev})},
+        "protocol": {"rerank": ev.rerank, "rerank_topk": int(ev.rerank_topk)},
+        "provenance": prov,
+    }
+
+
+def target_path(sub: dict[str, Any], results_dir: Path) -> Path:
+    """Where :func:`benchmark.record.submission.write_submission` puts ``sub`` (``.json``; a ``.gz``
+    beside it is the same submission, compressed)."""
+    return Path(results_dir) / submission.SUBMISSIONS_SUBDIR / submission.submission_filename(sub)
+
+
+def skipped_message(skipped: list[tuple[str, str]]) -> str:
+    """One line: how many files the leaderboard left out, and the first one's fault."""
+    path, why = skipped[0]
+    more = f" (and {len(skipped) - 1} more)" if len(skipped) > 1 else ""
+    return f"regenerated without {len(skipped)} file(s): {path}: {why}{more}"
+
+
+# --- leaderboard -------------------------------------------------------------------------
+
+
+def regenerate_leaderboard(
+    results_dir: Path, *, splits: Optional[DatasetSplits] = None, data_roots: Optional[dict[str, Path]] = None
+):
+    """Rebuild the leaderboard files from every submission under ``results_dir``.
+
+    Submissions are re-scored against their datasets: ``splits`` (already in memory) for the
+    dataset it matches, else :func:`benchmark.reports.leaderboard.registry_loader` (``data_roots``
+    for real datasets, regeneration for synthetic ones).
+    """
+    from benchmark.reports import leaderboard
+
+    base = leaderboard.registry_loader(data_roots)
+
+    def load(ds: dict[str, Any]) -> Optional[DatasetSplits]:
+        if splits is not None and ds["name"] == splits.name and ds["annotation_checksum"] == splits.annotation_checksum:
+            return splits
+        return base(ds)
+
+    return leaderboard.regenerate(Path(results_dir), load_splits=load)
+
+
+def rich_tables(board: Any, only: Optional[tuple[str, str]] = None) -> list[Any]:
+    """The leaderboard's ranked rows (or those of ``only`` = (dataset, profile)) as narrow rich tables."""
+    from benchmark.reports.terminal_tables import rich_tables as narrow
+
+    return narrow(board, only)
+
+
+def leaderboard_command(results_dir: Path, data_roots: Optional[dict[str, Path]] = None,
+                        compare: Optional[Sequence[str]] = None) -> int:
+    from rich.console import Console
+
+    import sys
+
+    board = regenerate_leaderboard(results_dir, data_roots=data_roots)
+    con = Console(highlight=False)
+    for table in rich_tables(board):
+        con.print(table)
+    if not board.tables:
+        con.print("no submissions yet")
+    con.print("wrote " + ", ".join(str(p) for p in board.paths))
+    if compare:
+        from benchmark.reports.terminal_tables import compare_lines
+
+        for line in compare_lines(board, compare[0], compare[1]):
+            con.print(line)
+    for path, why in board.skipped:
+        print(f"skipped: {path}: {why}", file=sys.stderr)
+    if board.skipped:
+        print(f"error: {len(board.skipped)} file(s) skipped (listed above); the leaderboard was regenerated "
+              f"without them", file=sys.stderr)
+        return 1
+    return 0
+
+
+# --- re-scoring --------------------------------------------------------------------------
+
+
+def splits_for_submission(sub: dict[str, Any], data_root: Optional[Path]) -> DatasetSplits:
+    """The dataset a submission was made on: ``data_root``, or a regenerated synthetic set."""
+    from benchmark.core.registry import DATASETS, load_builtin_datasets
+
+    load_builtin_datasets()
+    ds = sub["dataset"]
+    loader = DATASETS.get(ds["name"])
+    if data_root is None and ds.get("size") is None:
+        raise submission.SubmissionError(
+            f"dataset {ds['name']!r} is not a generated synthetic set: pass --data-root pointing at it"
+        )
+    if data_root is None:
+        return loader(None, size=ds["size"], seed=int(ds.get("seed") or 0))
+    return loader(Path(data_root))
+
+
+def score_command(path: Path, data_root: Optional[Path]) -> int:
+    """Re-score ``path`` against the ground truth; 0 when every claim checks out."""
+    sub = submission.load_submission(path)
+    splits = splits_for_submission(sub, data_root)
+    report = submission.rescore(path, splits)
+    print(report.summary())
+    return 0
