@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmark.cli import main as cli
+from benchmark.cli import args as cli
+from benchmark.cli import commands as cli_commands
+from benchmark.cli.main import build_parser
 from benchmark.cli.main import main
 from benchmark.core.registry import load_all
 
@@ -20,7 +22,7 @@ def registries():
 
 
 def _run_args(*extra: str) -> argparse.Namespace:
-    return cli.build_parser().parse_args(["run", "--method", "clip-meanpool", "--dataset", "lpr4m-synth", *extra])
+    return build_parser().parse_args(["run", "--method", "clip-meanpool", "--dataset", "lpr4m-synth", *extra])
 
 
 def test_run_options_resolve_into_the_run_config(tmp_path):
@@ -176,7 +178,7 @@ def test_leaderboard_on_an_empty_results_dir(tmp_path, capsys):
 
 
 def test_visualize_is_delegated_or_reported(capsys):
-    if cli._visualize_module() is None:
+    if cli_commands._visualize_module() is None:
         assert main(["visualize"]) == 1
         assert "benchmark/cli/visualize.py is missing" in capsys.readouterr().err
     else:

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from benchmark.core.registry import METHODS, load_builtin_methods
-from benchmark.cli.runner import pretrained_override
+from benchmark.cli.args import pretrained_override
 from methods.base import DataInfo, apply_overrides, build_method
 from methods.clip_meanpool import ClipMeanPool
 from methods.encoders import ConvStem, EncoderConfig, build_clip

@@ -264,7 +264,8 @@ def test_paper_profile_trains_with_the_official_command_and_options_still_overri
     """README's command: --epochs=10 --batch_size=256 --lr 3e-4 --coef_lr 1e-3 (train.py: weight
     decay 0.2, warmup 0.1, BertAdam e=1e-6, clip_grad_norm 1.0), not the shared paper profile's
     RICE run (batch 128, 5,000 updates, no clip)."""
-    from benchmark.cli.main import build_parser, load_registries, resolve_run_config
+    from benchmark.cli.args import load_registries, resolve_run_config
+    from benchmark.cli.main import build_parser
     from benchmark.core.config import get_profile
     from benchmark.record.config_diff import recipe_changes
 

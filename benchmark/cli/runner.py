@@ -128,21 +128,6 @@ def data_info(splits: DatasetSplits, cfg: RunConfig) -> tuple[DataInfo, dict[str
     return info, products, categories
 
 
-def pretrained_override(method_cls: type[Method], profile: str, path: str) -> dict[str, str]:
-    """``--pretrained PATH`` as a config override: ``pretrained`` or ``encoder.pretrained``."""
-    cfg = method_cls.default_config(profile)
-    names = {f.name for f in dataclasses.fields(cfg)} if dataclasses.is_dataclass(cfg) else set()
-    if "pretrained" in names:
-        return {"pretrained": path}
-    if "encoder" in names:
-        enc = getattr(cfg, "encoder")
-        if dataclasses.is_dataclass(enc) and "pretrained" in {f.name for f in dataclasses.fields(enc)}:
-            return {"encoder.pretrained": path}
-    raise ValueError(
-        f"--pretrained: method {method_cls.__name__} has no 'pretrained' or 'encoder.pretrained' config field"
-    )
-
-
 def run_identity(cfg: RunConfig, initial_weights: Optional[dict[str, Any]] = None) -> dict[str, Any]:
     """What a checkpoint must have been trained as for ``--resume`` to continue it. A new key
     only when its feature is used: checkpoints written before it keep their identity."""
@@ -180,25 +165,6 @@ def load_initial_weights(method: Method, path: Path, con: Any) -> dict[str, Any]
     con.print(f"weights from {path} ({source or 'source run unknown'}, sha256 {digest[:12]})"
               + (f"; {len(unused)} checkpoint tensors unused by this config, e.g. {unused[0]}" if unused else ""))
     return {"path": str(path), "sha256": digest, "source": source, "unused_keys": len(unused)}
-
-
-def whole_weights_overrides(method_cls: type[Method], profile: str, overrides: dict[str, Any]) -> dict[str, Any]:
-    """``overrides`` plus what a model loaded whole from a checkpoint needs: no pretrained-weight
-    download (every ``pretrained`` field, top level or one config below, set to None unless the
-    user set it) and no refusal of a random start (``require_pretrained = False``)."""
-    cfg = method_cls.default_config(profile)
-    out = dict(overrides)
-    if not dataclasses.is_dataclass(cfg):
-        return out
-    for f in dataclasses.fields(cfg):
-        value = getattr(cfg, f.name)
-        if f.name == "pretrained" and value:
-            out.setdefault("pretrained", None)
-        elif f.name == "require_pretrained" and value:
-            out.setdefault("require_pretrained", False)
-        elif dataclasses.is_dataclass(value) and getattr(value, "pretrained", None):
-            out.setdefault(f"{f.name}.pretrained", None)
-    return out
 
 
 class MethodBuildError(RuntimeError):

@@ -84,7 +84,7 @@ def _settings(args: argparse.Namespace) -> tuple[str, dict[str, Any], str]:
     run = _run_config(args.checkpoint)
     profile = args.profile or (run.get("profile") or {}).get("name") or "tiny"
     if args.overrides is not None:
-        from benchmark.cli.main import parse_overrides
+        from benchmark.cli.args import parse_overrides
 
         overrides: dict[str, Any] = parse_overrides(args.overrides)
     else:
@@ -95,11 +95,12 @@ def _settings(args: argparse.Namespace) -> tuple[str, dict[str, Any], str]:
 
 def _load(args: argparse.Namespace):
     from benchmark.training.checkpoint import CheckpointError, load_model_weights
-    from benchmark.cli.main import load_registries
+    from benchmark.cli.args import load_registries
     from benchmark.core.config import RunConfig, get_profile
     from benchmark.training.distributed import resolve_device
     from benchmark.core.registry import DATASETS, METHODS
-    from benchmark.cli.runner import SYNTH_DATA_SEED, data_info, whole_weights_overrides
+    from benchmark.cli.args import whole_weights_overrides
+    from benchmark.cli.runner import SYNTH_DATA_SEED, data_info
     from methods.base import build_method
 
     load_registries(args.plugins)
