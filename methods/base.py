@@ -28,6 +28,7 @@ Hyperparameters live in one config dataclass per method with one instance per pr
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import typing
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Mapping, Optional
@@ -173,7 +174,9 @@ def _set_path(obj: Any, parts: list[str], value: Any, full: str) -> Any:
     names = {f.name: f for f in dataclasses.fields(obj)}
     head = parts[0]
     if head not in names:
-        raise KeyError(f"override {full!r}: unknown field {head!r}; fields are {sorted(names)}")
+        close = difflib.get_close_matches(head, list(names), n=3, cutoff=0.6)
+        hint = f"did you mean {' or '.join(repr(c) for c in close)}?" if close else f"fields are {sorted(names)}"
+        raise KeyError(f"override {full!r}: unknown field {head!r}; {hint}")
     current = getattr(obj, head)
     if len(parts) > 1:
         new = _set_path(current, parts[1:], value, full)
@@ -184,7 +187,20 @@ def _set_path(obj: Any, parts: list[str], value: Any, full: str) -> Any:
         if current is None and isinstance(value, str):  # left at None: convert to the declared type
             current = _prototype(hint)
         new = _coerce(value, current, full)
+        _check_choice(hint, new, full)
     return dataclasses.replace(obj, **{head: new})
+
+
+def _check_choice(hint: Any, value: Any, full: str) -> None:
+    """A field typed ``Literal[...]`` (or ``Optional[Literal[...]]``) takes only its choices."""
+    lits = [a for a in (hint, *typing.get_args(hint)) if typing.get_origin(a) is typing.Literal]
+    if not lits or value is None:
+        return
+    choices = typing.get_args(lits[0])
+    if value not in choices:
+        close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1, cutoff=0.6)
+        hint_text = f"; did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"override {full}={value!r}: expected one of {', '.join(map(str, choices))}{hint_text}")
 
 
 def _field_hint(cls: type, name: str) -> Any:

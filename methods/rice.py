@@ -103,7 +103,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import Any, Literal, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -130,7 +130,7 @@ class RiceConfig:
     # ablation switches
     pmd: bool = True
     pfr: bool = True
-    ipd: str = "single"  # none | single | multi | oracle
+    ipd: Literal["none", "single", "multi", "oracle"] = "single"
     text: bool = True
     # ICL
     logit_scale_init: float = 16.0  # official: 4.0 on both embeddings
@@ -143,19 +143,19 @@ class RiceConfig:
     exclude_same_product: bool = True
     # what one PMD softmax ranks (methods.rice_pmd): "image" (official: an image's clip vs the hardest
     # clips), "clip" (a clip's image vs the hardest images, as rerank() uses PMD) or "both"
-    pmd_anchor: str = "image"
+    pmd_anchor: Literal["image", "clip", "both"] = "image"
     rerank_chunk: int = 64  # pairs per PMD forward in rerank()
     # the second stage's score (analysis, not the official inference): "pmd" = PMD's score alone;
     # "fused" = first-stage cosine + rerank_fuse_weight x PMD's cosine (its score / match_scale),
     # the weight chosen on a validation split carved from the training data when None
-    rerank_score: str = "pmd"
+    rerank_score: Literal["pmd", "fused"] = "pmd"
     rerank_fuse_weight: Optional[float] = None
     # analysis, not the paper: PMD and PFR read detached encoder tokens, so their gradients never
     # reach the shared encoder (tests whether they hurt ICL through it); variant "pmd-sg"
     pmd_stop_grad: bool = False
     # PFR's MSE on the raw tokens (official) or on layer-normalised ones (tiny: from random
     # weights the raw tokens grow, and PFR's gradient with them; see the module docstring)
-    pfr_target: str = "raw"
+    pfr_target: Literal["raw", "layernorm"] = "raw"
     # text
     text_weight: float = 1.0
     # IPD

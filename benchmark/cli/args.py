@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from benchmark.core.config import PROFILES, RunConfig, for_method, get_profile
-from benchmark.core.registry import DATASETS, METHODS, RegistryError, load_all, load_plugin
+from benchmark.core.registry import DATASETS, METHODS, RegistryError, load_all, load_builtin_datasets, load_plugin
 from methods.base import Method, apply_overrides
 
 DEMO_METHOD = "rice"
@@ -103,6 +103,16 @@ def parse_knobs(items: Sequence[str]) -> dict[str, Any]:
         except ValueError:
             knobs[key] = text
     return knobs
+
+
+def check_data_roots(roots: dict[str, Path]) -> None:
+    """``--data-root DATASET=DIR`` pairs: a registered dataset name (with a suggestion when it is
+    close to one) and an existing folder, checked before anything is re-scored."""
+    load_builtin_datasets()
+    for name, root in roots.items():
+        DATASETS.get(name)
+        if not root.is_dir():
+            raise UsageError(f"--data-root {name}={root}: no such folder")
 
 
 def load_registries(plugins: Sequence[str]) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from benchmark.cli.args import (
-    UsageError, add_run_arguments, load_registries, message, parse_knobs, parse_overrides, resolve_run_config,
+    UsageError, add_run_arguments, check_data_roots, load_registries, message, parse_knobs, parse_overrides, resolve_run_config,
 )
 
 
@@ -235,6 +235,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     from benchmark.reports import publish
 
     roots = {k: Path(v) for k, v in parse_overrides(args.data_roots, "--data-root").items()}
+    check_data_roots(roots)
     return publish.leaderboard_command(args.results_dir, roots or None, compare=args.compare)
 
 
