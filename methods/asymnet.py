@@ -85,7 +85,6 @@ from methods.domain_norm import FRAME, SHOP, SIDES, convert_domain_batchnorm, do
 from methods.encoders import masked_mean
 from methods.frames import frames_and_images, select_frames
 from methods.losses import info_nce
-from methods.optim_overrides import PaperOptimMixin
 
 PHASES = ("leaves", "fusion", "both")
 _NEG = -1.0e4  # "minus infinity" that stays finite in fp16
@@ -110,9 +109,6 @@ class AsymNetConfig:
     # one set of BatchNorm statistics per side (frames, shop images) in the image network;
     # only the tiny profile's VGG has BatchNorm (see the module docstring)
     domain_batchnorm: bool = False
-    lr_encoder: Optional[float] = None
-    lr_new: Optional[float] = None
-    weight_decay: Optional[float] = None
 
 
 PAPER = AsymNetConfig()
@@ -198,7 +194,7 @@ def bce_from_log_prob(logp: Tensor, target: Tensor) -> Tensor:
 
 
 @METHODS.register("asymnet", description="AsymNet (Video2Shop, CVPR 2017): VGG-16+SPP, 2 LSTMs, tree-fused pairwise similarity")
-class AsymNet(PaperOptimMixin, Method):
+class AsymNet(Method):
     """Image network + LSTM video network + mixture-of-experts tree similarity (re-ranker)."""
 
     Config = AsymNetConfig

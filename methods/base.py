@@ -89,6 +89,7 @@ class Method(nn.Module):
     # --- configuration -------------------------------------------------------------
     @classmethod
     def default_config(cls, profile: str) -> Any:
+        """A fresh copy of the config of ``profile`` (``paper`` or ``tiny``)."""
         try:
             return dataclasses.replace(cls.PROFILES[profile])
         except KeyError:
@@ -108,9 +109,11 @@ class Method(nn.Module):
 
     # --- the contract ---------------------------------------------------------------
     def encode_query(self, batch: dict[str, Any]) -> Encoded:
+        """Embed a batch of clips (the query side); checked by ``benchmark.evaluation.method_contract``."""
         raise NotImplementedError
 
     def encode_gallery(self, batch: dict[str, Any]) -> Encoded:
+        """Embed a batch of shop images (the gallery side), in the query side's space."""
         raise NotImplementedError
 
     def training_losses(self, batch: dict[str, Any]) -> dict[str, Tensor]:
@@ -127,6 +130,37 @@ class Method(nn.Module):
     def rerank(self, query: Encoded, gallery: Encoded) -> Tensor:
         """Scores of P aligned (query[i], gallery[i]) pairs, shape [P]; higher is better."""
         raise NotImplementedError(f"{type(self).__name__} has no second stage")
+
+    @property
+    def needs_rerank_validation(self) -> bool:
+        """True when :meth:`rerank` fuses its score with the first stage's at a weight not yet
+        chosen. The harness then holds out training groups before training, scans fusion weights
+        on them after training (``benchmark.evaluation.rerank_fusion``) and calls
+        :meth:`set_rerank_fuse_weight` with the best. Default: no such weight."""
+        return False
+
+    def second_stage_scores(self, query: Encoded, gallery: Encoded) -> Tensor:
+        """The second stage's own score of P aligned pairs [P], on the scale that a fused
+        :meth:`rerank` adds to the first stage's cosine (the fusion-weight scan reads it)."""
+        raise NotImplementedError(f"{type(self).__name__} has no fused second stage")
+
+    def set_rerank_fuse_weight(self, weight: float) -> None:
+        """Record the fusion weight chosen on held-out pairs (in ``self.cfg``, so the submission
+        records it); called only when :attr:`needs_rerank_validation` was true."""
+        raise NotImplementedError(f"{type(self).__name__} has no fused second stage")
+
+    # --- optional analysis hooks (``visualize``) ----------------------------------------
+    def cross_attention_maps(self, query_batch: dict[str, Any], gallery_batch: dict[str, Any]) -> Optional[Tensor]:
+        """Per-frame maps [B, T, h, w] of where the shop image attends in the clip, for
+        ``run_benchmark.py visualize``; the default, None, means the method has none (visualize
+        refuses such a method before loading anything)."""
+        return None
+
+    def intent_boxes(self, batch: dict[str, Any]) -> Optional[tuple[Tensor, Tensor]]:
+        """(boxes [B, T, 4] xyxy in [0, 1], found [B, T] bool) the method predicts for the
+        product being presented, drawn by ``visualize``; None when it predicts none."""
+        return None
+
 
     def parameter_groups(self, lr_encoder: float, lr_new: float, weight_decay: float) -> list[dict]:
         """AdamW groups: pretrained encoder vs new modules; no decay on norms, biases, scales."""
@@ -150,7 +184,20 @@ class Method(nn.Module):
         return out
 
     def num_parameters(self) -> int:
+        """Every parameter, trainable or not (the submission's parameter count)."""
         return sum(p.numel() for p in self.parameters())
+
+
+def overrides_hook(cls: type[Method], name: str) -> bool:
+    """Whether method class ``cls`` replaces the base class's default for hook ``name``."""
+    return getattr(cls, name) is not getattr(Method, name)
+
+
+def check_image_size(method: str, built_for: int, info: DataInfo) -> None:
+    """Refuse an encoder built for another input size than the data profile crops."""
+    if built_for != info.image_size:
+        raise ValueError(f"{method}: the encoder is built for {built_for} px but the data profile crops "
+                         f"{info.image_size} px; use the matching --profile")
 
 
 def build_method(cls: type[Method], profile: str, info: DataInfo, overrides: Optional[Mapping[str, Any]] = None) -> Method:

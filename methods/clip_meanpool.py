@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from benchmark.core.registry import METHODS
-from methods.base import DataInfo, Encoded, Method
+from methods.base import DataInfo, Encoded, Method, check_image_size
 from methods.encoders import PAPER_ENCODER, TINY_ENCODER, ClipEncoder, EncoderConfig, video_embedding
 from methods.losses import info_nce
 
@@ -65,11 +65,7 @@ class ClipMeanPool(Method):
 
     def __init__(self, cfg: ClipMeanPoolConfig, info: DataInfo) -> None:
         super().__init__(cfg, info)
-        if cfg.encoder.image_size != info.image_size:
-            raise ValueError(
-                f"clip-meanpool: the encoder is built for {cfg.encoder.image_size} px but the data "
-                f"profile crops {info.image_size} px; use the matching --profile"
-            )
+        check_image_size("clip-meanpool", cfg.encoder.image_size, info)
         self.encoder = ClipEncoder(cfg.encoder)
 
     def encode_query(self, batch: dict[str, Any]) -> Encoded:

@@ -65,7 +65,6 @@ from methods.backbones import IMAGENET_MEAN, IMAGENET_STD, TINY_VGG_LAYERS, Back
 from methods.base import DataInfo, Encoded, Method
 from methods.encoders import masked_mean
 from methods.frames import frames_and_images, select_frames
-from methods.optim_overrides import PaperOptimMixin
 
 
 @dataclass(frozen=True)
@@ -81,9 +80,6 @@ class FashionNetConfig:
     triplet_weight: float = 1.0
     category_weight: float = 1.0
     id_weight: float = 1.0
-    lr_encoder: Optional[float] = None
-    lr_new: Optional[float] = None
-    weight_decay: Optional[float] = None
 
 
 PAPER = FashionNetConfig()
@@ -127,7 +123,7 @@ def cross_domain_triplet(
 
 
 @METHODS.register("fashionnet", description="FashionNet (DeepFashion, CVPR 2016), global branch only (no landmark or attribute branch): VGG-16, category + ID heads, triplet")
-class FashionNet(PaperOptimMixin, Method):
+class FashionNet(Method):
     """VGG-16 global branch (conv5 -> fc6 -> fc7 embedding), category/ID heads, triplet loss."""
 
     Config = FashionNetConfig

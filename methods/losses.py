@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -19,6 +21,34 @@ def gather_with_grad(x: Tensor) -> Tensor:
     from torch.distributed.nn.functional import all_gather
 
     return torch.cat(all_gather(x), dim=0)
+
+
+def gather_nograd(x: Tensor) -> Tensor:
+    """``x`` from every process concatenated along dim 0 (no gradient; any dtype)."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return x
+    parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, x.contiguous())
+    return torch.cat(parts, dim=0)
+
+
+@torch.no_grad()
+def hardest_negatives(
+    sim: Tensor, positive: Tensor, k: int, exclude: Optional[Tensor] = None
+) -> tuple[Tensor, Tensor]:
+    """The ``k`` most similar non-positive columns of ``sim`` [B, G] per row.
+
+    ``positive`` [B] is each row's own column; ``exclude`` [B, G] (e.g. same product) marks
+    further columns that may not serve as negatives. Returns indices [B, k'] and a validity
+    mask [B, k'] (False where a row has fewer than k' admissible negatives), k' = min(k, G).
+    """
+    s = sim.float().clone()
+    rows = torch.arange(s.shape[0], device=s.device)
+    s[rows, positive] = float("-inf")
+    if exclude is not None:
+        s = s.masked_fill(exclude, float("-inf"))
+    vals, idx = s.topk(min(k, s.shape[1]), dim=1)
+    return idx, torch.isfinite(vals)
 
 
 def local_offset(batch: int) -> int:

@@ -82,7 +82,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -95,7 +95,6 @@ from methods.domain_norm import FRAME, SHOP, SIDES, batchnorm_domain, convert_do
 from methods.frames import select_frames
 from methods.losses import batch_hard_triplet, label_smoothed_ce
 from methods.nonlocal_blocks import BNNeck, NonLocalBlock, frames_to_volume, id_classifier, volume_to_frames
-from methods.optim_overrides import PaperOptimMixin
 
 
 @dataclass(frozen=True)
@@ -122,9 +121,6 @@ class MGHConfig:
     # one set of BatchNorm statistics per side (clip frames, shop images) everywhere but the
     # BNNeck (``methods.domain_norm``; see the docstring)
     domain_batchnorm: bool = False
-    lr_encoder: Optional[float] = None
-    lr_new: Optional[float] = None
-    weight_decay: Optional[float] = None
 
 
 PAPER = MGHConfig(
@@ -253,7 +249,7 @@ def jsd_mutual_information(scores: Tensor) -> Tensor:
 
 
 @METHODS.register("mgh", description="MGH (CVPR 2020): ResNet-50 + multi-granular hypergraphs, attention pooling, MI minimisation")
-class MGH(PaperOptimMixin, Method):
+class MGH(Method):
     """Global + part-hypergraph branches over frame stripes; BNNeck; per-branch ID heads."""
 
     Config = MGHConfig

@@ -83,7 +83,6 @@ from methods.nonlocal_blocks import (
     id_classifier,
     volume_to_frames,
 )
-from methods.optim_overrides import PaperOptimMixin
 
 
 @dataclass(frozen=True)
@@ -104,10 +103,6 @@ class NVANConfig:
     # one set of BatchNorm statistics per side (clip frames, shop images) in the trunk and the
     # non-local blocks (``methods.domain_norm``); the BNNeck stays shared (see the docstring)
     domain_batchnorm: bool = False
-    # the paper's optimiser settings; None = the benchmark profile's
-    lr_encoder: Optional[float] = None
-    lr_new: Optional[float] = None
-    weight_decay: Optional[float] = None
 
 
 PAPER = NVANConfig(
@@ -136,7 +131,7 @@ def temporal_pair_maxpool(x: Tensor, t: int) -> tuple[Tensor, int]:
 
 
 @METHODS.register("nvan", description="NVAN / STE-NVAN (BMVC 2019): ResNet-50 + non-local video attention, BNNeck, triplet + ID")
-class NVAN(PaperOptimMixin, Method):
+class NVAN(Method):
     """ResNet-50 with non-local blocks over T x H x W, 3D average pool, BNNeck."""
 
     Config = NVANConfig

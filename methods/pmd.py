@@ -193,25 +193,6 @@ def pfr_loss(weights: Tensor, video_tokens: Tensor, image_tokens: Tensor, target
     return F.mse_loss(weights @ video, image)
 
 
-@torch.no_grad()
-def hardest_negatives(
-    sim: Tensor, positive: Tensor, k: int, exclude: Optional[Tensor] = None
-) -> tuple[Tensor, Tensor]:
-    """The ``k`` most similar non-positive columns of ``sim`` [B, G] per row.
-
-    ``positive`` [B] is each row's own column; ``exclude`` [B, G] (e.g. same product) marks
-    further columns that may not serve as negatives. Returns indices [B, k'] and a validity
-    mask [B, k'] (False where a row has fewer than k' admissible negatives), k' = min(k, G).
-    """
-    s = sim.float().clone()
-    rows = torch.arange(s.shape[0], device=s.device)
-    s[rows, positive] = float("-inf")
-    if exclude is not None:
-        s = s.masked_fill(exclude, float("-inf"))
-    vals, idx = s.topk(min(k, s.shape[1]), dim=1)
-    return idx, torch.isfinite(vals)
-
-
 def consecutive_runs(tokens: Tensor, keep: Tensor) -> tuple[Tensor, Tensor]:
     """Collapse runs of identical consecutive rows: (first row of each run [U], run id per row [P]).
 

@@ -101,6 +101,8 @@ pretrained weights (hub tag ``openai`` or ``--pretrained PATH``) and fails rathe
 
 from __future__ import annotations
 
+import dataclasses
+
 import math
 from dataclasses import dataclass
 from typing import Any, Literal, Optional, Sequence
@@ -110,7 +112,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from benchmark.core.registry import METHODS
-from methods.base import DataInfo, Encoded, Method
+from methods.base import DataInfo, Encoded, Method, check_image_size
 from methods.encoders import PAPER_ENCODER, TINY_ENCODER, ClipEncoder, EncoderConfig, masked_mean
 from methods.ipd import SetDetector, boxes_to_patch_keep, detection_loss, predict_boxes
 from methods.losses import info_nce
@@ -240,11 +242,7 @@ class Rice(RiceAnalysisMixin, Method):
             raise ValueError(f"rice: rerank_score must be one of {RERANK_SCORES}, got {cfg.rerank_score!r}")
         if cfg.pfr_target not in PFR_TARGETS:
             raise ValueError(f"rice: pfr_target must be one of {PFR_TARGETS}, got {cfg.pfr_target!r}")
-        if cfg.encoder.image_size != info.image_size:
-            raise ValueError(
-                f"rice: the encoder is built for {cfg.encoder.image_size} px but the data profile crops "
-                f"{info.image_size} px; use the matching --profile"
-            )
+        check_image_size("rice", cfg.encoder.image_size, info)
         if cfg.require_pretrained and not cfg.encoder.pretrained:
             raise ValueError(
                 "rice (paper profile): the encoder needs pretrained CLIP weights; set encoder.pretrained "
@@ -277,6 +275,13 @@ class Rice(RiceAnalysisMixin, Method):
         """A fused second stage whose weight is still to be chosen on held-out training pairs
         (``benchmark.evaluation.rerank_fusion``, which carves them before training)."""
         return self.pmd is not None and self.cfg.rerank_score == "fused" and self.cfg.rerank_fuse_weight is None
+
+    def second_stage_scores(self, query: Encoded, gallery: Encoded) -> Tensor:
+        """PMD's cosine: its matching score / ``match_scale``, as the fused score adds it."""
+        return self.pmd_scores(query, gallery).float() / self.cfg.match_scale
+
+    def set_rerank_fuse_weight(self, weight: float) -> None:
+        self.cfg = dataclasses.replace(self.cfg, rerank_fuse_weight=float(weight))
 
     def rerank(self, query: Encoded, gallery: Encoded) -> Tensor:
         """Second-stage scores of aligned (clip, image) pairs (this harness's analysis of PMD;

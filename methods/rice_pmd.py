@@ -29,12 +29,11 @@ import dataclasses
 from typing import Any, Optional
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor
 
-from methods.losses import gather_with_grad, local_offset
-from methods.pmd import hardest_negatives, pfr_loss
+from methods.losses import gather_nograd, gather_with_grad, hardest_negatives, local_offset
+from methods.pmd import pfr_loss
 
 PMD_ANCHORS = ("image", "clip", "both")
 SAME_LIVE_BONUS = 4.0  # added to a same-livestream candidate's similarity (cosines lie in [-1, 1])
@@ -108,12 +107,3 @@ def _pfr(model: Any, video: Any, image: Any, attn: Tensor) -> Tensor:
     maps = attn[:, :, :n_img, :n_vid]
     weights = model.pfr(maps, video.keep[:, :n_vid], model.pmd.cross_layer.head_dim)
     return pfr_loss(weights, video.tokens[:, :n_vid], image.tokens[:, :n_img], cfg.pfr_target)
-
-
-def gather_nograd(x: Tensor) -> Tensor:
-    """``x`` from every process concatenated along dim 0 (no gradient; any dtype)."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return x
-    parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
-    dist.all_gather(parts, x.contiguous())
-    return torch.cat(parts, dim=0)

@@ -77,16 +77,13 @@ from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from benchmark.core.registry import METHODS
-from methods.base import DataInfo, Encoded, Method
+from methods.base import DataInfo, Encoded, Method, check_image_size
 from methods.encoders import PAPER_ENCODER, TINY_ENCODER, ClipEncoder, EncoderConfig, masked_mean
-from methods.losses import gather_with_grad, local_offset
-from methods.optim_overrides import PaperOptimMixin
-from methods.pmd import hardest_negatives
+from methods.losses import gather_nograd, gather_with_grad, hardest_negatives, local_offset
 from methods.sgmn_graph import GraphInteraction, distance_weighted_triplet
 
 
@@ -111,10 +108,6 @@ class SgmnConfig:
     graph_topk: int = 10  # capped at the number of frames
     triplet_margin: float = 0.2
     w_reg: float = 10.0
-    # optimiser (PaperOptimMixin; None keeps the benchmark profile's value)
-    lr_encoder: Optional[float] = None  # --set: replaces the recipe's (TRAIN_RECIPE: 3e-4 x coef_lr 1e-3)
-    lr_new: Optional[float] = None
-    weight_decay: Optional[float] = None
 
 
 class QuickGELU(nn.Module):
@@ -244,7 +237,7 @@ class HardExampleMatcher(nn.Module):
 
 
 @METHODS.register("sgmn", description="SGMN (ACM MM 2024): text-guided, spatiotemporal graph, hard example mining; one stage")
-class Sgmn(PaperOptimMixin, Method):
+class Sgmn(Method):
     """SGMN: GRA embeddings (TDB video, ASR/title), GCI graph losses, SMF hard mining."""
 
     Config = SgmnConfig
@@ -297,9 +290,7 @@ class Sgmn(PaperOptimMixin, Method):
 
     @staticmethod
     def _check(cfg: SgmnConfig, info: DataInfo) -> None:
-        if cfg.encoder.image_size != info.image_size:
-            raise ValueError(f"sgmn: the encoder is built for {cfg.encoder.image_size} px but the data profile crops "
-                             f"{info.image_size} px; use the matching --profile")
+        check_image_size("sgmn", cfg.encoder.image_size, info)
         if cfg.require_pretrained and not cfg.encoder.pretrained:
             raise ValueError("sgmn (paper profile): the encoder needs pretrained CLIP weights; set encoder.pretrained "
                              "to a hub tag (openai) or pass --pretrained PATH (a local open_clip checkpoint)")
@@ -328,7 +319,7 @@ class Sgmn(PaperOptimMixin, Method):
         b = video.shape[0]
         product = batch.get("product")
         labels = product if product is not None else torch.arange(b, device=video.device) + local_offset(b)
-        all_video, all_image, all_labels = gather_with_grad(video), gather_with_grad(image), _gather_nograd(labels)
+        all_video, all_image, all_labels = gather_with_grad(video), gather_with_grad(image), gather_nograd(labels)
         losses = {"base": distance_weighted_triplet(all_video @ all_image.t(), all_labels, all_labels,
                                                     cfg.triplet_margin, video.shape[1])}
         asr = title = None
@@ -388,16 +379,16 @@ class Sgmn(PaperOptimMixin, Method):
             v_tok = self.fusion(F.normalize(v_tok, dim=-1), asr)
             i_tok = self.fusion(F.normalize(i_tok, dim=-1), title)
         with torch.no_grad():  # the full (GRA) score ranks the candidates
-            score = image @ _gather_nograd(video).t()
+            score = image @ gather_nograd(video).t()
             if asr is not None and title is not None:
-                score = score + cfg.text_weight * title @ _gather_nograd(asr).t()
+                score = score + cfg.text_weight * title @ gather_nograd(asr).t()
             exclude = labels[:, None] == all_labels[None, :] if cfg.exclude_same_product else None
             positive = torch.arange(b, device=image.device) + local_offset(b)
             negatives, valid = hardest_negatives(score, positive, cfg.num_negatives, exclude)
         cand = torch.cat([positive[:, None], negatives], dim=1)
         valid = torch.cat([torch.ones_like(valid[:, :1]), valid], dim=1)
         keep = frame_mask[:, :, None].expand(-1, -1, v_tok.shape[1] // frame_mask.shape[1]).flatten(1)
-        all_tok, all_keep = gather_with_grad(v_tok), _gather_nograd(keep)
+        all_tok, all_keep = gather_with_grad(v_tok), gather_nograd(keep)
         pairs_of = torch.arange(b, device=image.device).repeat_interleave(cand.shape[1])
         scores = self.matcher(i_tok, all_tok, all_keep, cand.flatten(), pairs_of).view(b, -1)
         logits = (cfg.logit_scale * scores.float()).masked_fill(~valid, float("-inf"))
@@ -413,12 +404,3 @@ def _init_new(module: nn.Module) -> None:
     elif isinstance(module, nn.LayerNorm):
         nn.init.ones_(module.weight)
         nn.init.zeros_(module.bias)
-
-
-def _gather_nograd(x: Tensor) -> Tensor:
-    """``x`` from every process concatenated along dim 0 (no gradient; any dtype)."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return x
-    parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
-    dist.all_gather(parts, x.contiguous())
-    return torch.cat(parts, dim=0)

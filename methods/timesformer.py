@@ -74,7 +74,7 @@ from torch import Tensor, nn
 from benchmark.core.config import DataConfig
 from benchmark.core.registry import METHODS
 from methods.backbones import is_local_weights
-from methods.base import DataInfo, Encoded, Method
+from methods.base import DataInfo, Encoded, Method, check_image_size
 from methods.encoders import STEMS, ConvStem, read_state_dict
 from methods.encoders import EncoderLoadError as WeightsError
 from methods.losses import info_nce
@@ -301,11 +301,7 @@ class TimeSformer(Method):
 
     def __init__(self, cfg: TimeSformerConfig, info: DataInfo) -> None:
         super().__init__(cfg, info)
-        if cfg.image_size != info.image_size:
-            raise ValueError(
-                f"timesformer: the model is built for {cfg.image_size} px but the data profile crops "
-                f"{info.image_size} px; use the matching --profile"
-            )
+        check_image_size("timesformer", cfg.image_size, info)
         self.encoder = TimeSformerEncoder(cfg, info.num_frames)
         self.weights_source = load_encoder_weights(self.encoder, cfg, info.num_frames)
         self.proj = nn.Linear(cfg.width, cfg.embed_dim)

@@ -68,7 +68,7 @@ from torch import Tensor, nn
 
 from benchmark.core.registry import METHODS
 from methods.backbones import is_local_weights
-from methods.base import DataInfo, Encoded, Method
+from methods.base import DataInfo, Encoded, Method, check_image_size
 from methods.encoders import STEMS, ConvStem, read_state_dict
 from methods.encoders import EncoderLoadError as WeightsError
 from methods.losses import info_nce
@@ -209,11 +209,7 @@ class VideoSwin(Method):
 
     def __init__(self, cfg: VideoSwinConfig, info: DataInfo) -> None:
         super().__init__(cfg, info)
-        if cfg.image_size != info.image_size:
-            raise ValueError(
-                f"video-swin: the model is built for {cfg.image_size} px but the data profile crops "
-                f"{info.image_size} px; use the matching --profile"
-            )
+        check_image_size("video-swin", cfg.image_size, info)
         self.encoder = build_swin3d(cfg)
         self.proj = nn.Linear(cfg.embed * 2 ** (len(cfg.depths) - 1), cfg.embed_dim)
         nn.init.trunc_normal_(self.proj.weight, std=0.02)

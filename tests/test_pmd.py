@@ -6,8 +6,9 @@ import pytest
 import torch
 from open_clip.transformer import ResidualAttentionBlock
 
+from methods.losses import hardest_negatives
 from methods.pmd import (
-    AttentionLayer, PairwiseMatchingDecoder, PatchFeatureReconstruction, consecutive_runs, hardest_negatives,
+    AttentionLayer, PairwiseMatchingDecoder, PatchFeatureReconstruction, consecutive_runs,
     pfr_loss,
 )
 from tests.rice_fixtures import one_thread  # noqa: F401 (autouse fixture)

@@ -11,7 +11,7 @@ from benchmark.core.registry import METHODS
 from methods.base import DataInfo, build_method
 from methods.encoders import EncoderLoadError
 from methods.ipd import boxes_to_patch_keep
-from methods.pmd import hardest_negatives
+from methods.losses import hardest_negatives
 from methods.rice import Rice
 from tests.rice_fixtures import SMALL, one_thread, small_rice, toy_batch  # noqa: F401 (autouse fixture)
 
@@ -254,9 +254,9 @@ def test_pmd_stop_grad_keeps_pmd_and_pfr_gradients_out_of_the_encoder() -> None:
 def test_config_errors_are_clear() -> None:
     with pytest.raises(ValueError, match="pfr=true needs pmd=true"):
         small_rice(pmd=False)
-    with pytest.raises(ValueError, match="pfr_target must be one of"):
+    with pytest.raises(ValueError, match="pfr_target='l2': expected one of raw, layernorm"):
         small_rice(pfr_target="l2")
-    with pytest.raises(ValueError, match="ipd must be one of"):
+    with pytest.raises(ValueError, match="ipd='yolo': expected one of none, single, multi, oracle"):
         small_rice(ipd="yolo")
     info = DataInfo(num_products=5, num_categories=1, num_frames=3, image_size=224)
     with pytest.raises(ValueError, match="112 px but the data profile crops 224"):

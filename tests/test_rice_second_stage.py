@@ -15,8 +15,9 @@ from open_clip.transformer import ResidualAttentionBlock
 from benchmark.evaluation import rerank_fusion as rf
 from benchmark.core.config import EvalConfig
 from datasets.records import ClipSource, DatasetSplits, TrainPair
-from methods.pmd import PairwiseMatchingDecoder, hardest_negatives
-from methods.rice import RiceConfig, _Side
+from methods.losses import hardest_negatives
+from methods.pmd import PairwiseMatchingDecoder
+from methods.rice import Rice, RiceConfig, _Side
 from methods.rice_pmd import pmd_losses
 from tests.rice_fixtures import one_thread, small_rice, toy_batch  # noqa: F401 (autouse fixture)
 
@@ -175,7 +176,7 @@ def test_choose_fuse_weight_picks_a_weight_on_the_validation_split(monkeypatch) 
 
     monkeypatch.setattr(evaluate, "extract", fake_extract)
     method = types.SimpleNamespace(cfg=RiceConfig(rerank_score="fused"), eval=lambda: None,
-                                   pmd_scores=lambda q, g: 10.0 * (truth[q.extras["row"][:, 0].long()] == g.extras["row"][:, 0].long()).float())
+                                   second_stage_scores=lambda q, g: (truth[q.extras["row"][:, 0].long()] == g.extras["row"][:, 0].long()).float())
     choice = rf.choose_fuse_weight(method, val, None, EvalConfig(rerank_topk=3, batch_size=5), env=DistEnv())
     assert choice.queries == len(val.queries) and choice.r1_by_weight[0.0] == choice.r1_first_stage
     # a perfect second stage: any weight > 2 (twice the cosine's range) finds every ground truth in the top 3
@@ -186,5 +187,6 @@ def test_choose_fuse_weight_picks_a_weight_on_the_validation_split(monkeypatch) 
     assert choice.r1_by_weight[choice.weight] == max(choice.r1_by_weight.values())
     assert choice.weight == min(w for w, r in choice.r1_by_weight.items() if r == max(choice.r1_by_weight.values()))
     m = types.SimpleNamespace(cfg=RiceConfig(rerank_score="fused"))
+    m.set_rerank_fuse_weight = lambda w: Rice.set_rerank_fuse_weight(m, w)  # the method's own hook
     rf.apply_choice(m, choice)
     assert m.cfg.rerank_fuse_weight == choice.weight

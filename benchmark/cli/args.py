@@ -186,7 +186,7 @@ def resolve_run_config(args: argparse.Namespace):
         apply_overrides(cls.default_config(profile.name), overrides)
     except (KeyError, ValueError) as exc:
         raise UsageError(message(exc)) from None
-    if profile.eval.rerank != "none" and not getattr(cls, "supports_rerank", False):
+    if profile.eval.rerank != "none" and not cls.supports_rerank:
         raise UsageError(f"--rerank {profile.eval.rerank}: method {method!r} has no second stage")
     return RunConfig(
         method=method, dataset=args.dataset, profile=profile, data_root=args.data_root, seed=args.seed,

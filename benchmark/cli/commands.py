@@ -12,7 +12,7 @@ import argparse
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 from benchmark.cli.args import (
     UsageError, add_run_arguments, check_data_roots, load_registries, message, parse_knobs, parse_overrides, resolve_run_config,

@@ -45,6 +45,7 @@ from benchmark.training.seeding import seed_everything
 from benchmark.record.submission import starting_point
 from datasets.records import DatasetSplits, livestream_of
 from methods.base import DataInfo, Method, build_method
+from benchmark.core.jsonable import to_jsonable
 
 # The synthetic stand-ins are generated with this seed whatever the training seed, so that
 # every method and every seed is scored on the same data.
@@ -285,7 +286,7 @@ def _run(cfg: RunConfig, env: D.DistEnv, num_workers: Optional[int], show_progre
     initial_weights = load_initial_weights(method, cfg.weights, con) if cfg.weights is not None else None
     variant = run_variant(cfg, method)
     label = method_label(cfg.method, variant)
-    method_cfg = _jsonable(dataclasses.asdict(method.cfg)) if dataclasses.is_dataclass(method.cfg) else None
+    method_cfg = to_jsonable(dataclasses.asdict(method.cfg)) if dataclasses.is_dataclass(method.cfg) else None
     start = starting_point(trains(cfg), initial_weights is not None, method_cfg)
     run_dir = run_dir_for(cfg, label, initial_weights["sha256"] if initial_weights else None, start)
     workers = num_workers_for(cfg, num_workers)
@@ -365,16 +366,3 @@ def _run(cfg: RunConfig, env: D.DistEnv, num_workers: Optional[int], show_progre
         result.leaderboard_error = published.leaderboard_error
     D.barrier(env)
     return result
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, Path):
-        return str(obj)
-    if isinstance(obj, (str, int, float, bool)) or obj is None:
-        return obj
-    return str(obj)
-

@@ -101,12 +101,12 @@ def _load(args: argparse.Namespace):
     from benchmark.core.registry import DATASETS, METHODS
     from benchmark.cli.args import whole_weights_overrides
     from benchmark.cli.runner import SYNTH_DATA_SEED, data_info
-    from methods.base import build_method
+    from methods.base import build_method, overrides_hook
 
     load_registries(args.plugins)
     profile_name, overrides, synth_size = _settings(args)
     cls = METHODS.get(args.method)
-    if not callable(getattr(cls, "cross_attention_maps", None)):
+    if not overrides_hook(cls, "cross_attention_maps"):
         raise VisualizeError(f"method {args.method!r} has no cross_attention_maps(); visualize needs one (e.g. rice)")
     profile = get_profile(profile_name)
     splits = DATASETS.get(args.dataset)(args.data_root, size=synth_size, seed=SYNTH_DATA_SEED)
@@ -153,8 +153,9 @@ def render(args: argparse.Namespace) -> list[Path]:
     with torch.no_grad():
         maps = method.cross_attention_maps(q_batch, g_batch).float().cpu()
         boxes = found = None
-        if callable(getattr(method, "intent_boxes", None)):
-            boxes, found = (t[0].cpu() for t in method.intent_boxes(q_batch))
+        predicted = method.intent_boxes(q_batch)
+        if predicted is not None:
+            boxes, found = (t[0].cpu() for t in predicted)
     frame_mask = q_batch["frame_mask"][0].cpu()
     frames = _to_rgb(q_batch["frames"][0].cpu(), data_cfg)
     shop = _to_rgb(g_batch["image"].cpu(), data_cfg)[0]

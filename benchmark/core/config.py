@@ -22,6 +22,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
+from benchmark.core.jsonable import to_jsonable
 
 
 @dataclass(frozen=True)
@@ -124,7 +125,7 @@ class RunConfig:
     weights: Optional[Path] = None  # start from a run checkpoint's model weights (``--weights``)
 
     def to_dict(self) -> dict[str, Any]:
-        return _jsonable(dataclasses.asdict(self))
+        return to_jsonable(dataclasses.asdict(self))
 
 
 def for_method(profile: Profile, train_recipe: Any) -> Profile:
@@ -144,13 +145,3 @@ def get_profile(name: str) -> Profile:
         return PROFILES[name]
     except KeyError:
         raise KeyError(f"unknown profile {name!r}; profiles are {sorted(PROFILES)}") from None
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {k: _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj

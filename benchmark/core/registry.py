@@ -105,17 +105,17 @@ DATASETS = Registry("dataset")
 
 
 def load_builtin_methods() -> None:
-    """Import every module of the ``methods`` package so that its decorators run."""
-    import methods
-
+    """Import every module of the ``methods`` package so that its decorators run (by name: the
+    core knows no method module, it discovers them)."""
+    methods = importlib.import_module("methods")
     for info in pkgutil.iter_modules(methods.__path__):
         if not info.name.startswith("_"):
             importlib.import_module(f"methods.{info.name}")
 
 
 def load_builtin_datasets() -> None:
-    import datasets
-
+    """Import every module of the ``datasets`` package (by name, as the methods)."""
+    datasets = importlib.import_module("datasets")
     for info in pkgutil.iter_modules(datasets.__path__):
         if not info.name.startswith("_"):
             importlib.import_module(f"datasets.{info.name}")

@@ -42,9 +42,9 @@ from torch import Tensor, nn
 
 from benchmark.core.atomic import WriteError, atomic_torch_save
 from benchmark.training.distributed import DistEnv, broadcast_object
-from benchmark.record.run_identity import code_hash
+from benchmark.core.code_hash import code_hash
 from benchmark.core.safe_load import UnsafeOrCorruptFile, safe_torch_load
-from methods.base import Encoded
+from methods.base import Encoded, Method
 
 CACHE_VERSION = 2  # 2: the method's code is in the key
 DEFAULT_MAX_ENTRY_BYTES = 4 << 30
@@ -117,16 +117,15 @@ class FeatureCache:
         return self.root / f"{key.side}-{key.digest()[:40]}.pt"
 
     def context(
-        self, method: nn.Module, *, annotation_checksum: str, profile: str, data_cfg: Any,
+        self, method: Method, *, annotation_checksum: str, profile: str, data_cfg: Any,
         amp_dtype: Optional[torch.dtype], split: str = "test",
     ) -> "CacheContext":
         """Bind the parts of the key shared by both sides (the weights are hashed once, here)."""
-        method_cfg = getattr(method, "cfg", None)
         cfg = {
             "profile": profile,
             "data": data_cfg,
             "method": f"{type(method).__module__}.{type(method).__qualname__}",
-            "method_config": method_cfg,
+            "method_config": method.cfg,
             "method_code": code_hash(method)["sha256"],
         }
         return CacheContext(

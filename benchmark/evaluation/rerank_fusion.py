@@ -28,6 +28,7 @@ from benchmark.core.atomic import atomic_write_json
 from benchmark.core.config import DataConfig, EvalConfig
 from benchmark.training.distributed import DistEnv
 from datasets.records import DatasetSplits, GalleryItem, Query, livestream_of
+from methods.base import Method
 
 FUSE_GRID = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0)
 VALIDATION_FRACTION = 0.1
@@ -114,7 +115,7 @@ def choose_fuse_weight(
         q = q_enc.select(q_idx[s : s + eval_cfg.batch_size]).to(env.device)
         g = g_enc.select(g_idx[s : s + eval_cfg.batch_size]).to(env.device)
         with autocast(env.device, amp_dtype):
-            second.append(method.pmd_scores(q, g).float().cpu() / method.cfg.match_scale)
+            second.append(method.second_stage_scores(q, g).cpu())
     second_all = torch.cat(second).split([len(c) for c in cand])
     r1 = {w: fused_r1(cos, second_all, gt, w) for w in grid}
     best = max(grid, key=lambda w: (r1[w], -w))
@@ -156,15 +157,15 @@ def fused_r1(cos: list[Tensor], second: list[Tensor], gt: list[Tensor], weight: 
     return 100.0 * hits / max(len(cos), 1)
 
 
-def apply_choice(method: Any, choice: FusionChoice, run_dir: Optional[Path] = None) -> None:
-    """Put the chosen weight into ``method.cfg`` (the submission records it) and the scan in the run dir."""
-    method.cfg = dataclasses.replace(method.cfg, rerank_fuse_weight=float(choice.weight))
+def apply_choice(method: Method, choice: FusionChoice, run_dir: Optional[Path] = None) -> None:
+    """Give the method the chosen weight (its config records it) and write the scan to the run dir."""
+    method.set_rerank_fuse_weight(float(choice.weight))
     if run_dir is not None:
         atomic_write_json(Path(run_dir) / "rerank_fusion.json", choice.to_dict())
 
 
-def carve_if_needed(method: Any, splits: DatasetSplits) -> tuple[DatasetSplits, Optional[DatasetSplits]]:
-    """The runner's hook before training: (splits to train on, validation split or None)."""
-    if not getattr(method, "needs_rerank_validation", False):
+def carve_if_needed(method: Method, splits: DatasetSplits) -> tuple[DatasetSplits, Optional[DatasetSplits]]:
+    """The runner's step before training: (splits to train on, validation split or None)."""
+    if not method.needs_rerank_validation:
         return splits, None
     return carve_validation(splits)

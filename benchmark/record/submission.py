@@ -24,7 +24,6 @@ The leaderboard only ever shows re-scored numbers (R@k, mAP@K) for verified rows
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as _dt
 import functools
 import gzip
@@ -43,6 +42,7 @@ from benchmark.core.config import Profile
 from benchmark.evaluation.metrics import as_rank_array, compute_metrics, map_upper_bound, ranks_from_lists, recall_curve
 from benchmark.evaluation.scoring import SplitIndex
 from datasets.records import DatasetSplits
+from benchmark.core.jsonable import to_jsonable
 
 SCHEMA_VERSION = 2  # written; v2 = v1 + optional provenance.identity and provenance.git's diff record
 READABLE_VERSIONS = (1, 2)  # v1 submissions (written before 2) still load, against their own schema
@@ -128,23 +128,6 @@ def _raise(source: str, faults: Sequence[str]) -> None:
 # --- building and writing --------------------------------------------------------------------
 
 
-def _jsonable(obj: Any) -> Any:
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        obj = dataclasses.asdict(obj)
-    if isinstance(obj, Mapping):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, Path):
-        return str(obj)
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (np.floating,)):
-        return float(obj)
-    if obj is None or isinstance(obj, (str, int, float, bool)):
-        return obj
-    return str(obj)
-
 
 def build_submission(
     *,
@@ -182,7 +165,7 @@ def build_submission(
         "schema_version": SCHEMA_VERSION,
         "source": "reproduced",
         "method": {
-            "name": method, "variant": variant or "", "config": _jsonable(method_config),
+            "name": method, "variant": variant or "", "config": to_jsonable(method_config),
             "num_parameters": int(num_parameters),
         },
         "dataset": {
@@ -192,17 +175,17 @@ def build_submission(
             "num_queries_without_frames": sum(1 for q in splits.queries if q.missing),
             "size": dataset_size, "seed": dataset_seed,
         },
-        "profile": {"name": profile.name, **_jsonable({"data": profile.data, "train": profile.train, "eval": ev}),
-                    **({"method_recipe": _jsonable(profile.method_recipe)} if profile.method_recipe else {})},
+        "profile": {"name": profile.name, **to_jsonable({"data": profile.data, "train": profile.train, "eval": ev}),
+                    **({"method_recipe": to_jsonable(profile.method_recipe)} if profile.method_recipe else {})},
         "protocol": {
             "score": score, "tie_break": "gallery-order", "ks": [int(k) for k in ev.ks],
             "topk_saved": int(ev.topk_saved), "rerank": rerank, "rerank_topk": int(ev.rerank_topk),
             "pairs_scored": int(pairs_scored),
         },
-        "metrics": _jsonable(metrics),
+        "metrics": to_jsonable(metrics),
         "rankings": [[str(q), [str(g) for g in ids]] for q, ids in rankings],
         "provenance": {
-            **_jsonable(provenance), "seed": int(seed),
+            **to_jsonable(provenance), "seed": int(seed),
             "wall_time_s": {k: float(v) for k, v in wall_time_s.items() if v is not None},
             "date": date or _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z"),
         },

@@ -21,6 +21,7 @@ from benchmark.core.config import RunConfig
 from benchmark.evaluation.evaluate import EvalOutput
 from datasets.records import DatasetSplits
 from methods.base import Method
+from benchmark.core.jsonable import to_jsonable
 
 
 @dataclass
@@ -129,11 +130,11 @@ def preview_submission(cfg: RunConfig, splits: DatasetSplits, method: Method, va
         prov["initial_weights"] = dict(initial_weights)
     return {
         "method": {"name": cfg.method, "variant": variant or "",
-                   "config": submission._jsonable(method.cfg if dataclasses.is_dataclass(method.cfg) else None)},
+                   "config": to_jsonable(method.cfg if dataclasses.is_dataclass(method.cfg) else None)},
         "dataset": {"name": cfg.dataset, "annotation_checksum": splits.annotation_checksum,
                     "size": cfg.synth_size if synthetic else None, "seed": synthetic_seed if synthetic else None},
         "profile": {"name": cfg.profile.name,
-                    **submission._jsonable({"data": cfg.profile.data, "train": cfg.profile.train, "eval": ev})},
+                    **to_jsonable({"data": cfg.profile.data, "train": cfg.profile.train, "eval": ev})},
         "protocol": {"rerank": ev.rerank, "rerank_topk": int(ev.rerank_topk)},
         "provenance": prov,
     }

@@ -334,9 +334,7 @@ def train(
             restore_rng = None
             method.set_epoch(epoch)
             dataset.set_epoch(epoch)
-            hook = getattr(method, "on_epoch_start", None)
-            if hook is not None:
-                hook(epoch, epochs)
+            method.on_epoch_start(epoch, epochs)
             loader = DataLoader(
                 dataset,
                 batch_size=micro_bs,
