@@ -3,93 +3,34 @@
 Paper: D. Godi, C. Joppi, G. Skenderi, M. Cristani, "MovingFashion: a Benchmark for the
 Video-to-Shop Challenge", WACV 2022 (arXiv 2110.02627). Official code:
 HumaticsLAB/SEAM-Match-RCNN (``models/match_head.py``, ``models/nlb.py``,
-``models/video_matchrcnn.py``, ``stuffs/engine.py``, ``evaluate_movingfashion.py``). The heads
-(match head, non-local block, aggregator, weak labels) live in ``methods/seam_parts.py``.
+``models/video_matchrcnn.py``, ``stuffs/engine.py``, ``evaluate_movingfashion.py``). Parts:
+the detector in ``methods/seam_detector.py``, the heads (match head, non-local block,
+aggregator, weak labels) in ``methods/seam_parts.py``, the settings in ``methods/seam_config.py``.
+What each kept part does, line by line against the official code, is in ``docs/seam.md``.
 
-Kept from the paper and the official code:
-  * detector: torchvision Mask R-CNN, ResNet-50-FPN (``paper``: COCO weights by torchvision
-    name ``MaskRCNN_ResNet50_FPN_Weights.COCO_V1``, or a local state dict through
-    ``--pretrained PATH``; as torchvision's builder: FrozenBatchNorm (eps 0 for these weights)
-    and 3 trainable backbone stages when pretrained, BatchNorm and all 5 stages from scratch;
-    resize to 800/1333 as torchvision's and SEAM's
-    default transform does); the match features are the mask branch's 14 x 14 RoI-Align
-    features (``mask_roi_pool``, 256 channels);
-  * match head (``MatchPredictor``): four unpadded 3 x 3 convs (256, 256, 256 -> 1024; 14 -> 6),
-    ReLU after each, 6 x 6 average pool, ReLU, Linear(1024, 256) + BatchNorm1d; the match
-    logit is Linear(256, 2) on ``(f_street - f_shop) ** 2``;
-  * temporal aggregator (``TemporalAggregationNLB``): its own copy of the match head
-    (initialised from it, as ``load_saved_matchrcnn`` does), a 1D non-local block over the
-    frames (concatenation form: ReLU(w . [theta_i, phi_j]) / N, inner width 128, no
-    sub-sampling, no BN, output conv zero-initialised; skipped for one-frame sequences), an
-    attention score Linear(256, 1) with a softmax over frames, weighted sum of the non-local
-    outputs; its own Linear(256, 2) on the squared difference to the shop descriptor;
-  * losses (``MatchLossWeak``, ``NEWBalancedAggregationMatchLossWeak``): per frame, among its
-    detections (score >= 0.1) the box scoring highest against its own shop image is the
-    positive, every other (box, shop) pair in the batch a negative, cross-entropy with equal
-    class weights; the aggregation loss takes each frame's best box as a candidate when its
-    match logit against its own shop exceeds -10 (``aggregation_candidates_above_threshold``),
-    and scores every clip with at least ``min_frames_aggregation`` = 1 candidate (SEAM checks
-    the aggregator's ``n_frames``, which its code leaves at -1, not the video model's 3)
-    against every valid shop with class weights 1.0 (non-match) / 0.3 (match) and weight
-    ``min(epoch / 1, 1)``, i.e. off in epoch 0 (the epoch comes from ``Method.set_epoch``);
-  * detections kept: score >= 0.1 in training (``train_movingfashion.py``), every detection
-    at test (``evaluate_movingfashion.py``'s ``score_threshold=0.0``, above torchvision's
-    ``box_score_thresh`` of 0.05: ``test_score_thresh``); the shop's box is its largest kept
-    detection (``paper``); when nothing is detected the whole image is the box (SEAM's
-    ``TemporalRoIHeads`` fallback), also for frames. Encoding runs the detector on 11 images at
-    a time, as SEAM's evaluation does (``detect_chunk``; tiny: the whole batch at once). In training SEAM drops a frame whose
-    detections all score in [0.05, 0.1); here it gets the whole-image box too;
-  * query side at test time: SEAM's greedy tracker (start at the most confident detection,
-    repeatedly add the box of an unvisited frame with the highest match probability to the
-    tracklet, stop below 0.3), then the aggregator over the tracked boxes; the retrieval
-    score is the aggregator's match logit (``rerank``), SEAM's "aggregated descriptor" row.
+Kept: torchvision Mask R-CNN R50-FPN (COCO weights) and its mask-RoI 14 x 14 features; the
+match head (4 convs to 1024, pool, Linear to 256 + BN; logit = Linear(256, 2) on the squared
+difference); the aggregator (its own copy of the head, a 1D non-local block over frames,
+attention softmax, weighted sum); the weak losses (the best box of a frame against its own shop
+is the positive; aggregation candidates above logit -10, at least one a clip, class weights
+1.0 / 0.3, off in epoch 0); detections >= 0.1 in training, all at test; the greedy tracker
+(stop below 0.3); the retrieval score is the aggregator's match logit (``rerank``).
 
-Adaptations to video-to-shop retrieval in this benchmark (one training protocol, AdamW):
-  * SEAM trains in two phases (Match-RCNN on DeepFashion2 with strong pair labels, then the
-    detector frozen and SEAM's heads trained on MovingFashion, SGD lr 0.04, 16 products x
-    (1 shop + 10 frames)). There is no DeepFashion2 here, so both phases are merged into the
-    protocol's single loop: the detector (2 classes: background, product) is trained on the
-    intent-product boxes (``boxes``/``box_mask``; frames without a box give no detection loss)
-    while the match head and the aggregator train on its detections, their gradients reaching
-    the backbone as Match-RCNN's match loss does in its phase. Epoch 0 (aggregation off) is
-    then the Match-RCNN phase, later epochs the SEAM phase. ``freeze_detector=True`` instead
-    reproduces SEAM's second phase on top of a trained detector (``--pretrained PATH``).
-  * The mask branch is built (it is Mask R-CNN) but frozen and never run: the data has no
-    masks, and SEAM's match features come from the mask RoI pooler, not the mask head.
-  * The batch's product ids define positives, so two clips of one product in a batch are
-    both positives of its shop image (SEAM's sampler never puts a product twice in a batch).
-  * SEAM's evaluation chooses, among the tracklets, the one that overlaps the ground-truth
-    tracklet most (an oracle); here the first tracklet, seeded at the most confident
-    detection, is used, which needs no ground truth.
-  * First stage: ``encode_query``/``encode_gallery`` return the aggregated clip descriptor and
-    the shop descriptor (compared by cosine); the faithful SEAM score is the second stage
-    (``rerank``: aggregator match logit, the log-odds of SEAM's match probability, which
-    ranks identically without saturating). Leaderboard rows of this method should use
-    ``--rerank all``; they follow RICE's MovingFashion protocol (1 fps, <= 10 frames,
-    global gallery, R1/R5/R10), not SEAM's script (noise on test frames, top-20).
-  * Detector input: the protocol's normalised crops are mapped back to pixels and handed to
-    torchvision's transform (ImageNet normalisation, resize); boxes come in [0, 1] of the crop.
-  * On training data without boxes (e.g. MovingFashion videos without tracklets) the detector
-    gets no detection loss and relies on its initial weights (COCO on ``paper``).
-  * Batch: the protocol's batch applies (``paper``: 256 pairs of 10 frames + 1 image at 800 px);
-    SEAM's own was 16 products x (1 + 10) images, i.e. ``--batch-size 16``.
+Departures (this benchmark's one protocol; each explained in ``docs/seam.md``):
+  * SEAM's two phases (Match-RCNN on DeepFashion2, then the heads on MovingFashion with SGD) are
+    one loop here: the detector trains on the intent-product boxes while the heads train on its
+    detections; ``freeze_detector=True`` reproduces phase 2 on a trained detector.
+  * The batch's product ids define positives (SEAM's sampler never repeats a product).
+  * At test the first tracklet (most confident seed) is used, not SEAM's ground-truth-overlap
+    oracle; rows follow RICE's MovingFashion protocol (``--rerank all``), not SEAM's script.
+  * The protocol's normalised crops are mapped back to pixels for torchvision's transform;
+    training data without boxes gives no detection loss; the protocol's batch applies.
 
-``tiny`` (2-core CPU, from scratch since no weights can be had offline): ResNet-10 (ResNet-18
-with one BasicBlock per stage, about a third of its CPU time at 112 px) FPN with 64 channels
-and trainable BatchNorm, no upscaling (112 px), anchors 8..128 px (the paper's 32..512 scaled
-with the image), the batch padded to a multiple of 16 px instead of 32, the detection loss on 2
-boxed frames per clip drawn at random (``paper``: every boxed frame), 32 sampled RoIs per
-image, fewer proposals (100 / 32 after NMS in training / inference), at most 4 detections per frame
-(``paper``: every detection, up to torchvision's 100), box head 256 wide, match head
-64 -> 256 -> 128-d (the paper's 256 -> 1024 -> 256 at a quarter of the width), shop box =
-whole image (a detector trained for minutes on frames is unreliable on shop images, which
-show the product alone). The aggregation's candidate rule (best logit above -10), its minimum
-of one candidate frame and the test-time score threshold 0.0 are SEAM's, as in ``paper``.
-
-Measurements that shaped the tiny profile (the aggregator's restart, strong pairs, the heads'
-learning rate) are in ``docs/baselines.md``: from random weights these weakly supervised pair
-losses end near a constant predictor of the class prior, since SEAM's heads start from a
-Match-RCNN trained with strong pairs on DeepFashion2, which is not available here.
+``tiny`` (2-core CPU, from scratch: no weights offline): ResNet-10 FPN (64 channels, BatchNorm),
+112 px, anchors scaled with the image, 2 boxed frames a clip in the detection loss, fewer RoIs
+and proposals, at most 4 detections a frame, heads at a quarter of the width, shop box = whole
+image. The aggregation rules and the test threshold are SEAM's, as in ``paper``. Why these
+losses end near the class prior from random weights: ``docs/baselines.md``.
 """
 
 from __future__ import annotations
@@ -98,19 +39,17 @@ import contextlib
 import copy
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from benchmark.core.config import DataConfig
 from benchmark.core.registry import METHODS
-from methods.backbones import is_local_weights
 from methods.base import DataInfo, Encoded, Method
-from methods.encoders import EncoderLoadError as WeightsError
-from methods.encoders import read_state_dict
+from methods.seam_config import PAPER, TINY, SeamConfig
+from methods.seam_detector import build_detector
 from methods.seam_parts import (  # noqa: F401  (re-exported: the heads are part of this method's API)
     MatchHead,
     NonLocal1D,
@@ -122,193 +61,7 @@ from methods.seam_parts import (  # noqa: F401  (re-exported: the heads are part
 
 BATCH_MEAN = DataConfig.mean  # the batch format's CLIP normalisation (methods/base.py)
 BATCH_STD = DataConfig.std
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 ROI = 14  # torchvision's mask RoI-Align output, the input of SEAM's match head
-
-
-@dataclass(frozen=True)
-class SeamConfig:
-    # detector ------------------------------------------------------------------------
-    backbone: str = "resnet50"  # a torchvision ResNet
-    fpn_channels: int = 256
-    # torchvision's rule: "auto" = FrozenBatchNorm with pretrained weights, BatchNorm from scratch
-    norm: str = "auto"  # "auto" | "frozen_bn" | "bn"
-    frozen_bn_eps: float = 0.0  # torchvision's COCO_V1 weights are used with eps 0
-    trainable_backbone_layers: Optional[int] = None  # None = torchvision's: 3 pretrained, 5 from scratch
-    # a MaskRCNN_ResNet50_FPN_Weights name, or a local file (torchvision Mask R-CNN state dict or
-    # this method's own); None / "none" = random init, asked for explicitly (never a silent fallback)
-    pretrained: Optional[str] = "COCO_V1"
-    freeze_detector: bool = False  # SEAM's phase 2: detector fixed, heads only
-    min_size: int = 800
-    max_size: int = 1333
-    size_divisible: int = 32  # the transform pads the batch to a multiple of this
-    anchor_sizes: tuple[int, ...] = (32, 64, 128, 256, 512)
-    box_head_dim: int = 1024
-    rpn_pre_nms_top_n_train: int = 2000
-    rpn_post_nms_top_n_train: int = 2000
-    rpn_pre_nms_top_n_test: int = 1000
-    rpn_post_nms_top_n_test: int = 1000
-    rpn_batch_size_per_image: int = 256
-    box_batch_size_per_image: int = 512
-    box_score_thresh: float = 0.05
-    box_detections_per_img: int = 100
-    detector_loss_weight: float = 1.0
-    detector_frames_per_clip: int = 0  # boxed frames per clip in the detection loss (0 = all)
-    # SEAM ------------------------------------------------------------------------------
-    score_thresh: float = 0.1  # detections kept for matching (SEAM's training filter)
-    max_boxes_per_frame: int = 100
-    shop_box: str = "detect"  # "detect" (largest detection, SEAM) | "whole" (the whole image)
-    head_hidden: int = 1024
-    embed: int = 256
-    match_threshold: float = -10.0  # a best box is a positive only above this logit (SEAM)
-    aggregation_weights: tuple[float, float] = (1.0, 0.3)  # CE class weights non-match / match
-    aggregation_warmup_epochs: int = 1  # weight min(epoch / this, 1): off in epoch 0
-    # SEAM's phase 2 starts the aggregator from the trained match head (load_saved_matchrcnn):
-    # copy it when the aggregation loss turns on (epoch 1); False = the construction-time copy only
-    aggregator_from_trained_head: bool = True
-    # a clip enters the aggregation loss with at least this many candidate frames: SEAM's check
-    # compares with the aggregator's ``n_frames``, which stays -1 (any clip with a candidate);
-    # the tiny rows were trained with 3 (the video model's ``n_frames=3``)
-    min_frames_aggregation: int = 1
-    # a frame is an aggregation candidate only if its best box's match logit against its own shop
-    # exceeds ``match_threshold`` (SEAM's NEWBalancedAggregationMatchLossWeak); False: every frame
-    aggregation_candidates_above_threshold: bool = True
-    # detections kept at test time (SEAM's evaluate_movingfashion.py: score_threshold=0.0, i.e.
-    # everything the detector outputs above torchvision's box_score_thresh); None: ``score_thresh``
-    test_score_thresh: Optional[float] = 0.0
-    # encoding runs the detector on at most this many images at once (SEAM's evaluation: 11, one
-    # product's shop image + 10 frames); 0 = the whole batch at once (the tiny rows' encoding).
-    # At 800 px an evaluation batch of 128 clips x 10 frames in one call would need hundreds of GB
-    detect_chunk: int = 11
-    tracking_threshold: float = 0.3
-    # epochs (from 0) whose match loss takes the intent-product box of every boxed frame as the
-    # positive RoI (Match-RCNN's strong pairs) instead of SEAM's best detection; 0 = SEAM only
-    strong_pair_epochs: int = 0
-
-
-PAPER = SeamConfig()
-TINY = SeamConfig(
-    backbone="resnet10", fpn_channels=64, norm="bn", trainable_backbone_layers=5, pretrained=None,
-    min_size=112, max_size=112, size_divisible=16, anchor_sizes=(8, 16, 32, 64, 128), box_head_dim=256,
-    rpn_pre_nms_top_n_train=300, rpn_post_nms_top_n_train=100, rpn_pre_nms_top_n_test=100,
-    rpn_post_nms_top_n_test=32, rpn_batch_size_per_image=128, box_batch_size_per_image=32,
-    box_detections_per_img=10, detector_frames_per_clip=2, max_boxes_per_frame=4, shop_box="whole",
-    head_hidden=256, embed=128,
-    detect_chunk=0,
-)
-
-
-# --- detector ------------------------------------------------------------------------------
-
-# ResNets with BasicBlocks beyond torchvision's named ones: "resnet10" is ResNet-18 with one
-# block per stage (tiny profile: about a third of ResNet-18's CPU time at 112 px).
-SMALL_RESNETS = {"resnet10": (1, 1, 1, 1)}
-
-
-def build_detector(cfg: SeamConfig) -> nn.Module:
-    """torchvision ``MaskRCNN`` (2 classes) on a ResNet-FPN, with COCO or local weights."""
-    import torchvision
-    from torchvision.models.detection.backbone_utils import BackboneWithFPN
-    from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
-    from torchvision.models.detection.mask_rcnn import MaskRCNN, MaskRCNNHeads, MaskRCNNPredictor
-    from torchvision.models.detection.rpn import AnchorGenerator
-    from torchvision.ops.misc import FrozenBatchNorm2d
-
-    if cfg.norm not in ("auto", "frozen_bn", "bn"):
-        raise ValueError(f"seam-match-rcnn: norm must be 'auto', 'frozen_bn' or 'bn', got {cfg.norm!r}")
-    if cfg.shop_box not in ("detect", "whole"):
-        raise ValueError(f"seam-match-rcnn: shop_box must be 'detect' or 'whole', got {cfg.shop_box!r}")
-    spec = cfg.pretrained
-    random_init = spec is None or spec.strip().lower() in ("", "none", "random")
-    frozen_bn = cfg.norm == "frozen_bn" or (cfg.norm == "auto" and not random_init)
-    norm = FrozenBatchNorm2d if frozen_bn else nn.BatchNorm2d
-    trainable = cfg.trainable_backbone_layers
-    trainable = (5 if random_init else 3) if trainable is None else int(trainable)
-    if cfg.backbone in SMALL_RESNETS:
-        from torchvision.models.resnet import BasicBlock, ResNet
-
-        resnet = ResNet(BasicBlock, list(SMALL_RESNETS[cfg.backbone]), norm_layer=norm)
-    else:
-        resnet = torchvision.models.get_model(cfg.backbone, weights=None, norm_layer=norm)
-    _freeze_resnet_layers(resnet, trainable)
-    stage2 = resnet.inplanes // 8
-    backbone = BackboneWithFPN(
-        resnet, {f"layer{i}": str(i - 1) for i in range(1, 5)},
-        [stage2 * 2 ** (i - 1) for i in range(1, 5)], cfg.fpn_channels,
-    )
-    c = cfg.fpn_channels
-    model = MaskRCNN(
-        backbone, num_classes=None,
-        min_size=cfg.min_size, max_size=cfg.max_size, image_mean=list(IMAGENET_MEAN), image_std=list(IMAGENET_STD),
-        size_divisible=cfg.size_divisible,
-        rpn_anchor_generator=AnchorGenerator(tuple((s,) for s in cfg.anchor_sizes), ((0.5, 1.0, 2.0),) * len(cfg.anchor_sizes)),
-        rpn_pre_nms_top_n_train=cfg.rpn_pre_nms_top_n_train, rpn_post_nms_top_n_train=cfg.rpn_post_nms_top_n_train,
-        rpn_pre_nms_top_n_test=cfg.rpn_pre_nms_top_n_test, rpn_post_nms_top_n_test=cfg.rpn_post_nms_top_n_test,
-        rpn_batch_size_per_image=cfg.rpn_batch_size_per_image,
-        box_head=TwoMLPHead(c * 7 * 7, cfg.box_head_dim), box_predictor=FastRCNNPredictor(cfg.box_head_dim, 2),
-        box_batch_size_per_image=cfg.box_batch_size_per_image, box_score_thresh=cfg.box_score_thresh,
-        box_detections_per_img=cfg.box_detections_per_img,
-        mask_head=MaskRCNNHeads(c, (c, c, c, c), 1), mask_predictor=MaskRCNNPredictor(c, c, 2),
-    )
-    if random_init:
-        pass
-    elif is_local_weights(spec):
-        _load_detector(model, _read_local(Path(spec)), spec)
-    else:
-        from torchvision.models.detection import MaskRCNN_ResNet50_FPN_Weights
-
-        if cfg.backbone != "resnet50" or c != 256 or not frozen_bn:
-            raise WeightsError("seam-match-rcnn: torchvision's COCO Mask R-CNN weights fit the ResNet-50-FPN (256, FrozenBN) only")
-        try:
-            state = MaskRCNN_ResNet50_FPN_Weights[cfg.pretrained].get_state_dict(progress=False, check_hash=True)
-        except KeyError:
-            raise WeightsError(f"seam-match-rcnn: unknown MaskRCNN_ResNet50_FPN_Weights {cfg.pretrained!r}") from None
-        except Exception as exc:
-            raise WeightsError(
-                f"seam-match-rcnn: cannot load torchvision Mask R-CNN weights {cfg.pretrained!r}: {exc}. Pass "
-                "--pretrained PATH (a saved maskrcnn_resnet50_fpn state dict), run where download.pytorch.org is "
-                "reachable, or ask for random init explicitly with --set pretrained=none"
-            ) from exc
-        _load_detector(model, state, f"torchvision:{cfg.pretrained}")
-    if frozen_bn:
-        for m in model.modules():
-            if isinstance(m, FrozenBatchNorm2d):
-                m.eps = cfg.frozen_bn_eps
-    for p in list(model.roi_heads.mask_head.parameters()) + list(model.roi_heads.mask_predictor.parameters()):
-        p.requires_grad_(False)  # no mask annotations; SEAM's features come from the mask RoI pooler
-    return model
-
-
-def _freeze_resnet_layers(resnet: nn.Module, trainable: int) -> None:
-    """torchvision's rule: train the last ``trainable`` of (layer4, layer3, layer2, layer1, conv1)."""
-    if not 0 <= trainable <= 5:
-        raise ValueError(f"seam-match-rcnn: trainable_backbone_layers must be in [0, 5], got {trainable}")
-    train = ["layer4", "layer3", "layer2", "layer1", "conv1"][:trainable] + (["bn1"] if trainable == 5 else [])
-    for name, p in resnet.named_parameters():
-        if not any(name.startswith(t) for t in train):
-            p.requires_grad_(False)
-
-
-def _read_local(path: Path) -> dict:
-    return read_state_dict(path, "seam-match-rcnn", ("model_state_dict", "state_dict"), strip_prefix="encoder.")
-
-
-def _load_detector(model: nn.Module, state: dict, source: str) -> None:
-    """Load a Mask R-CNN state dict; class-specific predictor layers of another class count are skipped."""
-    own = model.state_dict()
-    keep, skipped = {}, []
-    for k, v in state.items():
-        if k in own and own[k].shape != v.shape:
-            if k.startswith(("roi_heads.box_predictor.", "roi_heads.mask_predictor.mask_fcn_logits.")):
-                skipped.append(k)
-                continue
-            raise WeightsError(f"seam-match-rcnn weights {source}: {k} has shape {tuple(v.shape)}, expected {tuple(own[k].shape)}")
-        keep[k] = v
-    missing, unexpected = model.load_state_dict(keep, strict=False)
-    missing = [k for k in missing if k not in skipped and not k.endswith("num_batches_tracked")]
-    if missing or unexpected:
-        raise WeightsError(f"seam-match-rcnn weights {source}: missing {missing[:5]}, unexpected {unexpected[:5]}")
 
 
 # --- the method ----------------------------------------------------------------------------

@@ -117,7 +117,7 @@ def test_video_swin_normalises_as_its_kinetics_weights():
 def test_seam_normalises_as_torchvisions_mask_rcnn():
     from torchvision.models.detection import maskrcnn_resnet50_fpn
 
-    from methods.seam_match_rcnn import IMAGENET_MEAN, IMAGENET_STD
+    from methods.seam_detector import IMAGENET_MEAN, IMAGENET_STD
 
     reference = maskrcnn_resnet50_fpn(weights=None, weights_backbone=None).transform
     assert list(IMAGENET_MEAN) == pytest.approx(reference.image_mean)
