@@ -164,6 +164,54 @@ def rank(
     Memory: at most about ``max_elements`` scores (times the ground-truth width) are held at
     once; larger groups are processed in query chunks.
     """
+    _check_arguments(query_emb, gallery_emb, k, score_pairs, mode, rerank_topk)
+    nq, ng = query_emb.shape[0], gallery_emb.shape[0]
+    device = query_emb.device
+    qg, gg = encode_groups(query_groups, gallery_groups, nq, ng)
+    gt_index = _checked_gt_index(gt_index, nq, ng)
+    valid = torch.ones(nq, dtype=torch.bool) if query_valid is None else query_valid.bool().cpu()
+    buckets = _GalleryBuckets.of(gg)
+    n_codes = int(max(int(qg.max()) if nq else 0, int(gg.max()) if ng else 0)) + 1
+    size_by_code = torch.zeros(n_codes, dtype=torch.long)
+    size_by_code[buckets.codes] = buckets.counts
+    out = _Output(nq, k, gt_index)
+    out.group_size = size_by_code[qg]
+    gg_dev, pos_dev, gt_dev = gg.to(device), buckets.pos_in_group.to(device), gt_index.to(device)
+    stage_k = max(k, rerank_topk) if mode == "topk" else k
+    gq_width = max(int(gt_index.shape[1]), 1)
+
+    q_sel = torch.nonzero(valid, as_tuple=True)[0]
+    q_order = q_sel[torch.sort(qg[q_sel], stable=True).indices]
+    q_codes, q_counts = torch.unique_consecutive(qg[q_order], return_counts=True)
+    start = 0
+    for code, count in zip(q_codes.tolist(), q_counts.tolist()):
+        q_idx = q_order[start : start + count]
+        start += count
+        if code not in buckets.span:
+            continue
+        s, m = buckets.span[code]
+        g_idx = buckets.order[s : s + m]
+        g_emb = _rows(gallery_emb, g_idx).float() if mode != "all" else None
+        chunk = max(1, max_elements // (m * gq_width))
+        for c0 in range(0, count, chunk):  # one group's queries, in chunks that bound the memory
+            qc = q_idx[c0 : c0 + chunk]
+            if mode == "all":
+                scores = _pair_scores(score_pairs, qc, g_idx, pair_batch).to(device)
+                out.pairs_scored += scores.numel()
+            else:
+                scores = _rows(query_emb, qc).float() @ g_emb.T
+            top_val, top_pos = _stable_topk(scores, min(stage_k, m))
+            ranks = _gt_ranks(scores, _rows(gt_dev, qc), gg_dev, pos_dev, code, top_pos)
+            if mode == "topk":
+                r = min(rerank_topk, m)
+                top_val, top_pos, ranks, n = _rerank_head(score_pairs, qc, g_idx, top_val, top_pos, ranks, r, pair_batch)
+                out.pairs_scored += n
+            out.write(qc, g_idx, top_val, top_pos, ranks, min(k, m))
+    return Ranking(out.index, out.score, out.gt_rank, out.group_size, out.pairs_scored, mode)
+
+
+def _check_arguments(query_emb: Tensor, gallery_emb: Tensor, k: int, score_pairs: Optional[ScorePairs],
+                     mode: str, rerank_topk: int) -> None:
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     if mode not in ("none", "all", "topk"):
@@ -176,9 +224,9 @@ def rank(
         raise ValueError(
             f"embeddings must be [Nq, D] and [Ng, D]; got {tuple(query_emb.shape)} and {tuple(gallery_emb.shape)}"
         )
-    nq, ng = query_emb.shape[0], gallery_emb.shape[0]
-    device = query_emb.device
-    qg, gg = encode_groups(query_groups, gallery_groups, nq, ng)
+
+
+def _checked_gt_index(gt_index: Optional[Tensor], nq: int, ng: int) -> Tensor:
     if gt_index is None:
         gt_index = torch.full((nq, 1), GT_PAD, dtype=torch.long)
     gt_index = gt_index.long().cpu()
@@ -186,66 +234,47 @@ def rank(
         raise ValueError(f"gt_index must be [Nq={nq}, G]; got {tuple(gt_index.shape)}")
     if bool(((gt_index >= ng) | (gt_index < GT_ABSENT)).any()):
         raise ValueError(f"gt_index holds values outside [-2, {ng - 1}]")
-    valid = torch.ones(nq, dtype=torch.bool) if query_valid is None else query_valid.bool().cpu()
+    return gt_index
 
-    # Bucket gallery items by group; a stable sort keeps gallery order inside a bucket.
-    g_order = torch.sort(gg, stable=True).indices
-    g_codes, g_counts = torch.unique_consecutive(gg[g_order], return_counts=True)
-    g_start = torch.cumsum(g_counts, 0) - g_counts
-    bucket = dict(zip(g_codes.tolist(), zip(g_start.tolist(), g_counts.tolist())))
-    pos_in_group = torch.empty(ng, dtype=torch.long)
-    pos_in_group[g_order] = torch.arange(ng) - torch.repeat_interleave(g_start, g_counts)
-    n_codes = int(max(int(qg.max()) if nq else 0, int(gg.max()) if ng else 0)) + 1
-    size_by_code = torch.zeros(n_codes, dtype=torch.long)
-    size_by_code[g_codes] = g_counts
-    group_size = size_by_code[qg]
 
-    gg_dev, pos_dev, gt_dev = gg.to(device), pos_in_group.to(device), gt_index.to(device)
-    stage_k = max(k, rerank_topk) if mode == "topk" else k
-    out_index = torch.full((nq, k), -1, dtype=torch.long)
-    out_score = torch.full((nq, k), float("-inf"), dtype=torch.float32)
-    gt_rank = torch.where(gt_index == GT_PAD, GT_PAD, 0)
-    pairs_scored = 0
+@dataclass
+class _GalleryBuckets:
+    """Gallery items bucketed by group code; a stable sort keeps gallery order inside a bucket."""
 
-    q_sel = torch.nonzero(valid, as_tuple=True)[0]
-    q_order = q_sel[torch.sort(qg[q_sel], stable=True).indices]
-    q_codes, q_counts = torch.unique_consecutive(qg[q_order], return_counts=True)
-    gq_width = max(int(gt_index.shape[1]), 1)
-    start = 0
-    for code, count in zip(q_codes.tolist(), q_counts.tolist()):
-        q_idx = q_order[start : start + count]
-        start += count
-        if code not in bucket:
-            continue
-        s, m = bucket[code]
-        g_idx = g_order[s : s + m]
-        g_emb = _rows(gallery_emb, g_idx).float() if mode != "all" else None
-        chunk = max(1, max_elements // (m * gq_width))
-        for c0 in range(0, count, chunk):
-            qc = q_idx[c0 : c0 + chunk]
-            if mode == "all":
-                scores = _pair_scores(score_pairs, qc, g_idx, pair_batch).to(device)
-                pairs_scored += scores.numel()
-            else:
-                scores = _rows(query_emb, qc).float() @ g_emb.T
-            top_val, top_pos = _stable_topk(scores, min(stage_k, m))
-            ranks = _gt_ranks(scores, _rows(gt_dev, qc), gg_dev, pos_dev, code, top_pos)
-            if mode == "topk":
-                r = min(rerank_topk, m)
-                top_val, top_pos, ranks, n = _rerank_head(score_pairs, qc, g_idx, top_val, top_pos, ranks, r, pair_batch)
-                pairs_scored += n
-            kk = min(k, m)
-            top_pos = top_pos[:, :kk].cpu()
-            if _is_range(qc):
-                q0, q1 = int(qc[0]), int(qc[-1]) + 1
-                out_index[q0:q1, :kk] = g_idx[top_pos]
-                out_score[q0:q1, :kk] = top_val[:, :kk].cpu()
-                gt_rank[q0:q1] = ranks.cpu()
-            else:
-                out_index[qc, :kk] = g_idx[top_pos]
-                out_score[qc, :kk] = top_val[:, :kk].cpu()
-                gt_rank[qc] = ranks.cpu()
-    return Ranking(out_index, out_score, gt_rank, group_size, pairs_scored, mode)
+    order: Tensor  # gallery indices sorted by group
+    codes: Tensor  # the group codes present
+    counts: Tensor  # items per present code
+    span: dict[int, tuple[int, int]]  # code -> (start in ``order``, count)
+    pos_in_group: Tensor  # [Ng] each item's position inside its group
+
+    @classmethod
+    def of(cls, gg: Tensor) -> "_GalleryBuckets":
+        ng = gg.shape[0]
+        order = torch.sort(gg, stable=True).indices
+        codes, counts = torch.unique_consecutive(gg[order], return_counts=True)
+        starts = torch.cumsum(counts, 0) - counts
+        pos_in_group = torch.empty(ng, dtype=torch.long)
+        pos_in_group[order] = torch.arange(ng) - torch.repeat_interleave(starts, counts)
+        span = dict(zip(codes.tolist(), zip(starts.tolist(), counts.tolist())))
+        return cls(order, codes, counts, span, pos_in_group)
+
+
+class _Output:
+    """The ranking being filled: top-k indices and scores per query, ground-truth ranks."""
+
+    def __init__(self, nq: int, k: int, gt_index: Tensor) -> None:
+        self.index = torch.full((nq, k), -1, dtype=torch.long)
+        self.score = torch.full((nq, k), float("-inf"), dtype=torch.float32)
+        self.gt_rank = torch.where(gt_index == GT_PAD, GT_PAD, 0)
+        self.group_size = torch.zeros(nq, dtype=torch.long)
+        self.pairs_scored = 0
+
+    def write(self, qc: Tensor, g_idx: Tensor, top_val: Tensor, top_pos: Tensor, ranks: Tensor, kk: int) -> None:
+        top_pos = top_pos[:, :kk].cpu()
+        rows = slice(int(qc[0]), int(qc[-1]) + 1) if _is_range(qc) else qc  # a slice writes without a copy
+        self.index[rows, :kk] = g_idx[top_pos]
+        self.score[rows, :kk] = top_val[:, :kk].cpu()
+        self.gt_rank[rows] = ranks.cpu()
 
 
 def _is_range(idx: Tensor) -> bool:
