@@ -27,6 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from methods.encoders import EncoderLoadError, read_state_dict
+from methods.hub import is_local_weights, require_timm_weights
 
 # torchvision's / timm's ImageNet normalisation (``ResNet50_Weights.IMAGENET1K_V1.transforms()``)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -49,11 +50,6 @@ class BackboneConfig:
     # pixel normalisation the weights were trained with (None: keep the batch's CLIP normalisation)
     input_mean: Optional[tuple[float, float, float]] = None
     input_std: Optional[tuple[float, float, float]] = None
-
-
-def is_local_weights(spec: str) -> bool:
-    """A ``pretrained`` value naming a file rather than a hub tag."""
-    return "/" in spec or "\\" in spec or Path(spec).suffix in (".pt", ".pth", ".bin", ".safetensors") or Path(spec).exists()
 
 
 def create_backbone(cfg: BackboneConfig, **kwargs: Any) -> nn.Module:
@@ -106,6 +102,8 @@ def _create(cfg: BackboneConfig, **kwargs: Any) -> nn.Module:
             "encoder.pretrained=none (random init) or drop encoder.channels / encoder.vgg_layers"
         )
     tag = f"{cfg.name}.{spec}"
+    fix = "pass a local state dict (--pretrained PATH) or ask for random init with encoder.pretrained=none"
+    require_timm_weights(tag, f"ImageNet weights {tag!r}", fix)
     try:
         return timm.create_model(tag, pretrained=True, **kwargs)
     except Exception as exc:  # offline hub, unknown tag, corrupt cache

@@ -22,6 +22,7 @@ work on is unchanged.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
@@ -29,6 +30,8 @@ from typing import Optional, Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from methods.hub import EncoderLoadError, is_local_weights, require_hub_files
 
 
 @dataclass(frozen=True)
@@ -59,10 +62,6 @@ TINY_ENCODER = EncoderConfig(
     stem="conv",
 )
 PAPER_ENCODER = EncoderConfig(quick_gelu=True)  # OpenAI's weights (hub tag or the official ViT-B-32.pt)
-
-
-class EncoderLoadError(RuntimeError):
-    pass
 
 
 class ConvStem(nn.Module):
@@ -123,6 +122,7 @@ def build_clip(cfg: EncoderConfig) -> nn.Module:
     if cfg.pretrained is None:
         model = open_clip.create_model(cfg.model_name, pretrained=None, force_quick_gelu=cfg.quick_gelu)
     else:
+        _check_weights_source(cfg.model_name, cfg.pretrained)
         try:
             model = open_clip.create_model(cfg.model_name, pretrained=cfg.pretrained, force_quick_gelu=cfg.quick_gelu)
         except Exception as exc:  # network failure, unknown tag, unreadable file
@@ -137,6 +137,29 @@ def build_clip(cfg: EncoderConfig) -> nn.Module:
             f"but encoder.quick_gelu={cfg.quick_gelu} (the architecture name fixes it: e.g. '-quickgelu')"
         )
     return model
+
+
+def _check_weights_source(model_name: str, pretrained: str) -> None:
+    """One line, before open_clip is asked: a local file that is not there, a name that is
+    neither a file nor one of the architecture's tags, or hub weights neither cached nor
+    reachable (open_clip would retry for about a minute, then wrap the error)."""
+    import open_clip  # noqa: PLC0415  heavy, as in build_clip
+    from open_clip.constants import HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME  # noqa: PLC0415  as above
+
+    tags = open_clip.list_pretrained_tags_by_model(model_name)
+    if pretrained not in tags:
+        if not Path(pretrained).is_file():
+            known = f"; open_clip tags of {model_name}: {', '.join(tags[:4])}..." if not is_local_weights(pretrained) else ""
+            raise EncoderLoadError(f"encoder weights {pretrained}: no such file{known}")
+        return
+    hub = (open_clip.get_pretrained_cfg(model_name, pretrained) or {}).get("hf_hub", "")
+    repo_id, filename = os.path.split(hub)  # open_clip's rule: "org/name/" = the default file names
+    if repo_id:
+        names = [filename] if filename else [HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME]  # the order it tries
+        require_hub_files(
+            repo_id, names, f"open_clip {model_name} weights {pretrained!r}",
+            f"download {names[-1]} from huggingface.co/{repo_id} and pass --pretrained PATH",
+        )
 
 
 def weights_quick_gelu(model_name: str, pretrained: Optional[str]) -> Optional[bool]:

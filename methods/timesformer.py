@@ -73,10 +73,10 @@ from torch import Tensor, nn
 
 from benchmark.core.config import DataConfig
 from benchmark.core.registry import METHODS
-from methods.backbones import is_local_weights
 from methods.base import DataInfo, Encoded, Method, check_image_size
 from methods.encoders import STEMS, ConvStem, read_state_dict
 from methods.encoders import EncoderLoadError as WeightsError
+from methods.hub import is_local_weights, require_timm_weights
 from methods.losses import info_nce
 
 # The batch format normalises pixels with these (``methods/base.py``, ``DataConfig`` defaults).
@@ -268,6 +268,8 @@ def load_encoder_weights(encoder: TimeSformerEncoder, cfg: TimeSformerConfig, nu
                 f"timesformer: timm weights {spec!r} are for the patchify embedding, not stem {cfg.stem!r}; "
                 "add --set stem=patchify"
             )
+        fix = "pass a local ViT-B/16 or TimeSformer state dict (--pretrained PATH) or --set pretrained=none"
+        require_timm_weights(spec, f"timesformer: timm weights {spec!r}", fix)
         try:
             vit = timm.create_model(spec, pretrained=True)
         except Exception as exc:
