@@ -1,19 +1,28 @@
 # Two entry points: `make demo` (the main job on the synthetic default) and `make test`.
+# The environment comes from requirements.lock (every package pinned with its hashes; `make lock`).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
+LOCK := requirements.lock
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench venv clean
+.PHONY: demo test bench venv lock clean
 
-$(STAMP): pyproject.toml
+$(STAMP): $(LOCK) pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install -q -e '.[dev,prepare]'
+	$(PY) -m pip install -q --require-hashes -r $(LOCK)
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
 venv: $(STAMP)
+
+# pip-tools over pyproject.toml's dependencies and its dev and prepare extras, for this Python
+# (3.11, Linux); pip's configured indexes apply (here torch comes from the local disk: same files
+# and hashes as PyPI's). Run after changing a pin in pyproject.toml, and commit the result.
+lock: $(STAMP)
+	CUSTOM_COMPILE_COMMAND="make lock" $(PY) -m piptools compile -q --generate-hashes --allow-unsafe \
+	    --strip-extras --no-emit-index-url --no-emit-find-links --extra dev --extra prepare \
+	    -o $(LOCK) pyproject.toml
 
 demo: $(STAMP)
 	$(PY) run_benchmark.py --method rice --dataset lpr4m-synth --profile tiny --seed 0 --demo-fallback

@@ -26,9 +26,7 @@ Profiles:
     scratch and its numbers are not comparable with CLIP-initialised ones. Its patch
     embedding is a convolutional stem (``methods.encoders.ConvStem``, Xiao et al., NeurIPS
     2021) instead of CLIP's single patchify conv: from random weights the patchify ViT hardly
-    learns in the tiny budget (lpr4m-synth v6 test split, 4 epochs, seed 0: R1 10.71 with
-    patchify, ICL loss (epoch means) 3.39 -> 2.87; 23.47 with the stem, 3.17 -> 2.16; 12
-    patchify epochs gave 17.04; on the v7 split the stem's weights score 32.11). The stem is
+    learns in the tiny budget (the runs: ``docs/baselines.md``, CLIP mean-pool). The stem is
     the only departure from CLIP's architecture; ``--set encoder.stem=patchify`` restores the
     plain one.
 """

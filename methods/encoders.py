@@ -14,10 +14,9 @@ hub tag whose config disagrees with ``quick_gelu`` is refused. Pixels are normal
 mean/std (``benchmark.core.config``), as the weights were. ``tiny``: the same open_clip
 ``CLIP`` class built from a small vision/text config and randomly initialised, with a
 convolutional stem (:class:`ConvStem`, Xiao et al. NeurIPS 2021) in place of the patchify conv:
-from random weights a patchify ViT barely learns in the tiny budget (clip-meanpool on
-lpr4m-synth with the v6 test split, 4 epochs: R1 10.71 patchify vs 23.47 conv stem, ICL loss
-2.87 vs 2.16 at the end; 12 epochs of patchify: 17.04), while the token grid RICE's IPD and PMD
-work on is unchanged.
+from random weights a patchify ViT barely learns in the tiny budget (the runs:
+``docs/baselines.md``, CLIP mean-pool), while the token grid RICE's IPD and PMD work on is
+unchanged.
 """
 
 from __future__ import annotations

@@ -66,7 +66,7 @@ Adaptations to video-to-shop retrieval:
 non-local after block 1 of layer2 and of layer3: every second block), last stride 1 at 112 px
 (7 rows, so parts p = 2, 4, 7: the finest granularity is one row), hidden 64, 4 frames chunked
 by STE-NVAN's rule as in ``paper``, one temporal range (the released model's ``windows=(3,)``:
-the paper's three ranges measured no better at this scale, README).
+the paper's three ranges measured no better at this scale, ``docs/baselines.md``).
 
 BatchNorm statistics (tiny, ``domain_batchnorm=True``): clips and shop images pass through the
 network in two calls (see ``docs/baselines.md``, NVAN, for why that costs retrieval with one shared

@@ -66,8 +66,8 @@ Differences, and why
     From random weights the tokens grow, and PFR's loss and gradient with their square, until
     PFR's share of the shared encoder's gradient dominates ICL's and the first stage collapses.
     ``pfr_target="layernorm"`` layer-normalises (no affine) both token sets before the
-    reconstruction and the MSE; ``paper`` keeps "raw". The README gives the measurements (with
-    and without the tiny profile's gradient clip).
+    reconstruction and the MSE; ``paper`` keeps "raw". ``docs/rice.md`` gives the measurements
+    (with and without the tiny profile's gradient clip).
   * Hardest negatives exclude videos of the same product (``exclude_same_product``); the
     official code only excludes the pair itself, which turns a duplicate product into a
     "negative".
@@ -94,7 +94,7 @@ Scaled down (tiny profile, for the 2-core CPU): the ``TINY_ENCODER`` ViT (112 px
 the same 7x7 grid, width 192, 4 layers, random init, a convolutional stem: ``methods.encoders``),
 a 64-wide detector, PFR on layer-normalised tokens, and the tiny profile's recipe (global
 gradient clip 1.0, as for every method there; the official run does not clip: ``--grad-clip 0``);
-everything else as above. The README's RICE section gives the ladder's rows, the oracle-box
+everything else as above. ``docs/rice.md`` gives the ladder's rows, the oracle-box
 probe and the second-stage analysis. The paper profile requires
 pretrained weights (hub tag ``openai`` or ``--pretrained PATH``) and fails rather than start at random.
 """

@@ -64,7 +64,7 @@ width 192, 4 layers, embedding 128, a conv stem, random init), 4 frames, the ben
 optimiser (one lr 5e-4, batch 32, 4 epochs), GCI's top-K = the number of frames; everything
 else as above, so its rows compare with RICE's tiny rows. From random weights SGMN's margin
 triplets start on collapsed embeddings and learn slowly in that budget (movingfashion-synth
-numbers and the side-by-side inference cost: README). With ``text=false`` the text tower is
+numbers and the side-by-side inference cost: ``docs/sgmn.md``). With ``text=false`` the text tower is
 still built, frozen, as the source of the cross model's first block (CLIP's, as officially).
 """
 

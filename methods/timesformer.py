@@ -50,14 +50,10 @@ convolutional stem (``methods.encoders.ConvStem``, Xiao et al., NeurIPS 2021; ``
 in place of the patchify conv, as ``clip-meanpool``'s tiny encoder has: same stride, same 7x7
 token grid, everything after it unchanged. ``--set stem=patchify`` restores the paper's embedding.
 
-Why the stem (v7 synthetic data, tiny, seed 0, 4 epochs; R1 [95% CI], untrained control in
-brackets): with the patchify embedding lpr4m-synth 21.27 [18.61, 23.93] (7.36) and
-movingfashion-synth 1.67 [0.42, 3.33] (2.50), i.e. not above its control, InfoNCE 3.78 -> 3.22
-on MovingFashion; with the conv stem lpr4m-synth 28.32 [25.56, 31.19] (5.21), R10 86.71 (77.81
-before), InfoNCE 3.34 -> 2.45, and movingfashion-synth 7.50 [4.17, 10.83] (0.83), R10 32.08
-(15.42 before), InfoNCE 3.40 -> 2.56. From random weights a 16 px patchify projection is what a
-small ViT learns slowest (clip-meanpool showed the same, 10.71 -> 23.47); pretrained weights
-(``paper``) make the question moot.
+Why the stem: from random weights a 16 px patchify projection is what a small ViT learns
+slowest; with it the tiny model was not above its untrained control on movingfashion-synth,
+with the stem it was on both synthetic sets (the runs: ``docs/baselines.md``, TimeSformer).
+Pretrained weights (``paper``) make the question moot.
 """
 
 from __future__ import annotations

@@ -38,21 +38,11 @@ Adaptations to video-to-shop retrieval (same objective as ``clip-meanpool``):
 ``SwinTransformer3d`` class at embed 48, depths 1-1-2-1, heads 2-4-8-16, window 8 x 7 x 7, at
 112 px (28 x 28 patches, the paper's 56 x 56 halved as the image is), CLIP normalisation kept.
 
-``tiny`` trains without stochastic depth (``drop_path=0``; ``paper`` keeps Swin-B's 0.1). With
-0.1 this 5-block model underfit (v7 synthetic data, seed 0, 4 epochs; R1 [95% CI], untrained
-control in brackets): movingfashion-synth R1 1.25 [0.00, 2.92] (1.25), R10 9.17 (8.75), InfoNCE
-4.03 -> 3.29 (ln 32 = 3.47); lpr4m-synth R1 11.66 [9.71, 13.80] (7.46), InfoNCE 3.69 -> 3.14
-(TimeSformer reaches 2.45 there). Without it (drop path is off at evaluation, so the untrained
-network is the same): movingfashion-synth R1 4.17 [1.67, 6.67] (1.25), R5 12.08, R10 19.58
-[14.58, 25.00] (8.75), InfoNCE 4.04 -> 3.04; lpr4m-synth R1 13.39 [11.45, 15.54] (7.46), R10
-69.02 (was 66.56), InfoNCE 3.67 -> 3.10. Tried first on movingfashion-synth, all with 0.1, none kept:
-a convolutional tubelet stem (:class:`TubeletConvStem`, ``--set stem=conv``: ``ConvStem`` per
-frame, then a conv over a tubelet's 2 frames; the change that lifted TimeSformer and
-clip-meanpool): R1 1.25, R10 9.58; two blocks per stage (``depths=2,2,2,2``, a window and a
-shifted-window block in each): R1 0.00, R10 10.83; the learning rate doubled: R1 0.42, R10
-8.75; 8 px patches (``patch_size=2,8,8``): R1 1.25, R10 12.50. The trained embeddings of 64 shop
-images are low-rank in every variant, the fixed one included (the top two or three singular
-values of the centred embeddings carry 91-99% of the variance; clip-meanpool 98% over five).
+``tiny`` trains without stochastic depth (``drop_path=0``; ``paper`` keeps Swin-B's 0.1): with
+0.1 this 5-block model underfit, not above its untrained control on movingfashion-synth, and a
+convolutional tubelet stem (:class:`TubeletConvStem`, ``--set stem=conv``), two blocks per
+stage, a doubled learning rate and 8 px patches did not change that (the runs:
+``docs/baselines.md``, Video Swin).
 """
 
 from __future__ import annotations

@@ -9,8 +9,8 @@ on the CPU, then evaluates (re-ranking where the method has a second stage) on a
 synthetic LPR4M set (2 training pairs, 2 queries of 10 frames, 2 gallery images) and writes a
 submission that must validate.
 
-Cost: one method takes from about a minute to several on a 2-core CPU (README, "Paper
-profiles"), too much for every CI run, so by default a rotating subset runs: the
+Cost: one method takes from about a minute to several on a 2-core CPU (``docs/performance.md``,
+"Paper profiles"), too much for every CI run, so by default a rotating subset runs: the
 ``LPR_PAPER_PROFILES_PER_RUN`` (default 1) method(s) whose turn it is today (by the date), the
 others are skipped with the command that runs them. ``LPR_PAPER_PROFILES=all`` runs every
 method, ``LPR_PAPER_PROFILES=nvan,mgh`` the named ones.

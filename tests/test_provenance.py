@@ -66,3 +66,30 @@ def test_command_line_is_the_run_benchmark_invocation_quoted():
     private = command_line(["lpr-bench", "--data-root", "/home/alice/LPR4M", "--weights=/home/alice/r/last.pt"],
                            home="/home/alice")
     assert private == "run_benchmark.py --data-root ~/LPR4M '--weights=~/r/last.pt'" and "alice" not in private
+
+
+def test_provenance_records_the_lock_files_sha256(tmp_path):
+    import hashlib
+
+    import jsonschema
+
+    lock = REPO / "requirements.lock"
+    assert lock.is_file(), "the committed lock file (make venv installs it)"
+    expected = {"file": "requirements.lock", "sha256": hashlib.sha256(lock.read_bytes()).hexdigest()}
+    assert provenance.lock_info(REPO) == expected
+    prov = provenance.collect("cpu")
+    assert prov["lock"] == provenance.lock_info()
+    # the hash follows the content: an edited lock records another hash, no lock records None
+    (tmp_path / "requirements.lock").write_text("numpy==2.4.6 --hash=sha256:00\n")
+    assert provenance.lock_info(tmp_path)["sha256"] == hashlib.sha256(b"numpy==2.4.6 --hash=sha256:00\n").hexdigest()
+    assert provenance.lock_info(tmp_path / "nowhere") is None
+    schema = json.loads((REPO / "benchmark/record/schemas/submission-v2.json").read_text())
+    lock_schema = schema["properties"]["provenance"]["properties"]["lock"]
+    jsonschema.validate(prov["lock"], lock_schema)
+    jsonschema.validate(None, lock_schema)
+    try:
+        jsonschema.validate({"file": "requirements.lock", "sha256": "not-a-hash"}, lock_schema)
+    except jsonschema.ValidationError:
+        pass
+    else:
+        raise AssertionError("a malformed lock hash validated")

@@ -1,6 +1,6 @@
 """Pure-tensor ranking of queries against their gallery group.
 
-The protocol (DESIGN.md, "Evaluation protocol") ranks each query only against the gallery of
+The protocol (README, "Reading the leaderboard") ranks each query only against the gallery of
 its own group (LPR4M: the query's livestream) or against one global gallery (MovingFashion).
 :func:`rank` does this without per-query Python loops: queries and gallery items are
 bucketed by group, and each group is scored by one matrix product (or by a method's

@@ -9,6 +9,10 @@ commit alone, so :func:`git_info` then also records the change: the SHA-256 and 
 ``git diff HEAD`` over tracked files (``results/`` excluded), the diff's text up to
 :data:`DIFF_CAP` bytes (``diff_truncated`` when cut), and the SHA-256 of each untracked,
 non-ignored file (new modules are not in the diff).
+
+The environment is recorded as the versions of the main packages and, by :func:`lock_info`, the
+SHA-256 of the committed lock file (``requirements.lock``, every package pinned with hashes, which
+``make venv`` installs), so that a row's environment can be rebuilt from the repository.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ PACKAGES = (
 OUTPUT_PATHS = ("results",)
 DIFF_CAP = 256 * 1024  # bytes of diff text kept in a submission
 MAX_UNTRACKED = 200  # untracked files hashed at most
+LOCK_FILE = "requirements.lock"  # pip-compile --generate-hashes output, installed by `make venv`
 
 
 def _git(repo: Path, *args: str) -> Optional[bytes]:
@@ -98,6 +103,17 @@ def package_versions(names: tuple[str, ...] = PACKAGES) -> dict[str, Optional[st
     return out
 
 
+def lock_info(repo: Path = REPO_ROOT, name: str = LOCK_FILE) -> Optional[dict[str, str]]:
+    """``{"file": name, "sha256": ...}`` of the lock file at the root of ``repo`` (as it is on
+    disk: a locally edited lock shows a hash that differs from the commit's); None without one."""
+    path = repo / name
+    try:
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
+    return {"file": name, "sha256": digest}
+
+
 def device_string(device: torch.device | str) -> str:
     """E.g. ``cuda: NVIDIA H100 80GB HBM3 x1`` or ``cpu: x86_64, 2 threads``."""
     device = torch.device(device)
@@ -112,6 +128,7 @@ def collect(device: torch.device | str, *, world_size: int = 1) -> dict[str, Any
     return {
         "git": git_info(),
         "packages": package_versions(),
+        "lock": lock_info(),
         "python": platform.python_version(),
         "platform": f"{platform.system()} {platform.machine()}",
         "device": device_string(device),

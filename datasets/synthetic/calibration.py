@@ -2,8 +2,8 @@
 
 A query is the mean of its frames' joint RGB histograms (``bins`` per channel, L1-normalised);
 a shop image is its histogram with the near-uniform background masked out (pixels close to the
-image's corner colour). Score = histogram intersection. Ranking follows the protocol of
-DESIGN.md: per gallery group when ``splits.grouped`` (LPR4M), else one global gallery; ties
+image's corner colour). Score = histogram intersection. Ranking follows the evaluation
+protocol: per gallery group when ``splits.grouped`` (LPR4M), else one global gallery; ties
 keep gallery order (stable sort); a query with no frames (missing video) is a miss.
 ``use_boxes=True`` crops each frame to its intent box first (an oracle-localisation variant).
 

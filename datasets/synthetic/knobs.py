@@ -94,7 +94,7 @@ class SizeSpec:
     products_per_live: tuple[int, int] = (8, 14)
     # a test shop lists more products than its clips present (LPR4M: ~600 images a livestream),
     # so some gallery images are never a query's gt. 20-28 (v7; 40-56 before) is the calibration
-    # of DESIGN.md: clip-meanpool (tiny, 4 epochs) R1 23.5 -> 32.1 on the same trained weights,
+    # of docs/data.md: clip-meanpool (tiny, 4 epochs) R1 23.5 -> 32.1 on the same trained weights,
     # the colour-histogram NN 15.9 -> 21.5; the training split is unchanged (planned first)
     test_products_per_live: tuple[int, int] = (20, 28)
     clips_per_product: tuple[int, int] = (3, 5)  # training clips of one product
@@ -108,7 +108,7 @@ class SizeSpec:
     scale_groups: int = 0
     scale_train_pairs: int = 0
     # MovingFashion (one global gallery, chance R1 = 1 / mf_test_products). Not calibrated to
-    # DESIGN's 30-70 band, measured with clip-meanpool (tiny, 4 epochs, seed 0; R1): 7.50 here; its
+    # the 30-70 band of docs/data.md, measured with clip-meanpool (tiny, 4 epochs, seed 0; R1): 7.50 here; its
     # rankings restricted to random sub-galleries of 160 / 120 / 80 products: 10.3 / 12.7 / 16.8;
     # about the same number of training pairs from fewer products (800 x 2 videos: 7.08; 550 x 3:
     # 11.67); the ``easy`` preset: 15.00 (27.1 on 80-product sub-galleries). 194 of its 221 top-1
