@@ -68,8 +68,9 @@ def hub_reachable(endpoint: str, timeout: float = PROBE_TIMEOUT_S) -> bool:
         return False
 
 
-def require_hub_files(repo_id: str, filenames: Sequence[str], what: str, fix: str,
-                      cache_dir: Optional[str] = None) -> None:
+def require_hub_files(
+    repo_id: str, filenames: Sequence[str], what: str, fix: str, cache_dir: Optional[str] = None
+) -> None:
     """Return if ``repo_id`` can supply one of ``filenames`` (cached, or the hub answers);
     otherwise raise :class:`EncoderLoadError` naming ``what``, the files and ``fix``."""
     if cached_file(repo_id, filenames, cache_dir) is not None:
@@ -82,9 +83,7 @@ def require_hub_files(repo_id: str, filenames: Sequence[str], what: str, fix: st
         if hub_reachable(endpoint):
             return
         reason = f"the hub ({endpoint}) is unreachable"
-    raise EncoderLoadError(
-        f"{what}: {reason} and the Hugging Face cache has no {files} of {repo_id}; {fix}"
-    )
+    raise EncoderLoadError(f"{what}: {reason} and the Hugging Face cache has no {files} of {repo_id}; {fix}")
 
 
 def require_timm_weights(tag: str, what: str, fix: str) -> None:

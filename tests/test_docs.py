@@ -17,8 +17,21 @@ REPO = Path(__file__).resolve().parents[1]
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 # the folders and files a clone has at its root; a cited path starting elsewhere (runs/, .cache/,
 # /data/..., another project's util/utils.py) is an output, an example or someone else's file
-TOP = {"benchmark", "methods", "datasets", "tests", "docs", "examples", "results", ".ci",
-       "README.md", "Makefile", "pyproject.toml", "requirements.lock", "run_benchmark.py"}
+TOP = {
+    "benchmark",
+    "methods",
+    "datasets",
+    "tests",
+    "docs",
+    "examples",
+    "results",
+    ".ci",
+    "README.md",
+    "Makefile",
+    "pyproject.toml",
+    "requirements.lock",
+    "run_benchmark.py",
+}
 PACKAGES = ("benchmark", "methods", "datasets")
 # paths that another change adds (named here so that the README can point at them already)
 PENDING = {"docs/external.md"}
@@ -134,8 +147,10 @@ def test_no_file_cites_a_design_document_the_repository_lacks() -> None:
 
 def test_the_checks_catch_what_they_are_for(tmp_path) -> None:
     """The extractors find a missing file, a stale module and a bad anchor (so a pass means something)."""
-    text = ("See `DESIGN.md` and `docs/nowhere.md`, `benchmark.evaluate`, `methods.base.NoSuchThing`,\n"
-            "`methods.base.Method`, `benchmark.core.config`, `runs/x/last.pt`, `util/utils.py`.\n")
+    text = (
+        "See `DESIGN.md` and `docs/nowhere.md`, `benchmark.evaluate`, `methods.base.NoSuchThing`,\n"
+        "`methods.base.Method`, `benchmark.core.config`, `runs/x/last.pt`, `util/utils.py`.\n"
+    )
     paths = cited_paths(text)
     assert not exists("DESIGN.md") and "DESIGN.md" in paths and exists("baselines.md")
     assert "docs/nowhere.md" in paths and "runs/x/last.pt" not in paths and "util/utils.py" not in paths

@@ -26,6 +26,7 @@ CASES = [
     (R.InitialWeightsRecord, PROV["initial_weights"]),
     (R.IdentityRecord, PROV["identity"]),
     (R.InferenceRecord, PROV["inference"]),
+    (R.LockRecord, PROV["lock"]),
 ]
 
 

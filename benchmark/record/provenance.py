@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 import torch
-from benchmark.core.paths import REPO_ROOT
 
+from benchmark.core.paths import REPO_ROOT
 
 PACKAGES = (
     "lpr-bench", "torch", "torchvision", "open_clip_torch", "timm", "numpy", "pillow",

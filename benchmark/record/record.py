@@ -110,9 +110,17 @@ class InferenceRecord(TypedDict):
     world_size: NotRequired[int]
 
 
+class LockRecord(TypedDict):
+    """The committed lock file the environment was installed from, and its SHA-256."""
+
+    file: str
+    sha256: str
+
+
 class ProvenanceRecord(TypedDict):
     git: GitRecord
     packages: dict[str, Any]
+    lock: NotRequired[Optional[LockRecord]]
     python: NotRequired[str]
     platform: NotRequired[str]
     device: str
