@@ -16,15 +16,22 @@ import hashlib
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
 from benchmark.cli.main import main
 from benchmark.record import reproduce as rp
-from benchmark.record.untrusted import FIELDS, SubmissionRefused, check_tree_paths, summarize_diff, vet_submission
+from benchmark.record.untrusted import (
+    FIELDS,
+    SubmissionRefused,
+    check_tree_paths,
+    summarize_diff,
+    vet_submission,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 BASE = REPO / "results" / "submissions" / "movingfashion-synth__tiny__nvan__untrained__seed0.json"
@@ -83,8 +90,8 @@ def test_the_crafted_diff_is_not_run_by_default(base, tmp_path, capsys):
     sha = hashlib.sha256(diff.encode()).hexdigest()
     assert status == rp.EXIT_MODIFIED_TREE == 3
     assert out == [HEADLINE.format(path=path),
-                   f"recorded diff: 1 file(s), +1 -0 lines, {len(diff.encode())} bytes, sha256 {sha[:16]} "
-                   f"(matches the recorded diff_sha256)",
+                   (f"recorded diff: 1 file(s), +1 -0 lines, {len(diff.encode())} bytes, sha256 {sha[:16]} "
+                   f"(matches the recorded diff_sha256)"),
                    "  run_benchmark.py: +1 -0"]
     assert err == []
     assert not marker.exists()
@@ -101,7 +108,7 @@ def test_the_crafted_diff_runs_only_when_asked_and_in_its_own_cache(base, tmp_pa
     def only_import(argv, *, cwd, env, log_path, timeout):  # instead of training: import run_benchmark.py
         seen.update(env=env, cwd=cwd)
         return subprocess.run([sys.executable, "run_benchmark.py", "--help"], cwd=cwd, env=dict(env),
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode + 7
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False).returncode + 7
 
     monkeypatch.setenv("LPR_BENCH_CACHE", str(tmp_path / "users-cache"))
     monkeypatch.setattr(rp, "run_child", only_import)
@@ -250,9 +257,9 @@ def test_legacy_overrides_get_the_same_rules(monkeypatch, base, tmp_path, capsys
     base["method"]["config"] = {**base["method"]["config"], "dropout": EVIL}
     monkeypatch.setattr(rp, "default_config", lambda *a, **k: {**base["method"]["config"], "dropout": 0.1})
     monkeypatch.setattr(rp, "run_child", lambda *a, **k: pytest.fail("the re-run must not start"))
-    status, out, err = run_cli(write(tmp_path, base), capsys)
-    assert status == 4 and err == [f"refused: {tmp_path / 'hostile.json'}: override dropout='{EVIL}' looks like "
-                                   "a command-line option"]
+    status, _out, err = run_cli(write(tmp_path, base), capsys)
+    assert status == 4 and err == [(f"refused: {tmp_path / 'hostile.json'}: override dropout='{EVIL}' looks like "
+                                   "a command-line option")]
 
 
 def test_a_symbolic_link_in_the_checked_out_tree_cannot_lead_the_diff_outside(tmp_path):

@@ -233,7 +233,7 @@ def run_child(argv: list[str], *, cwd: Path, env: Mapping[str, str], log_path: P
     with open(log_path, "wb") as fh:
         try:
             return subprocess.run(argv, cwd=cwd, env=dict(env), stdout=fh, stderr=subprocess.STDOUT,
-                                  timeout=timeout).returncode
+                                  timeout=timeout, check=False).returncode
         except subprocess.TimeoutExpired:
             raise ReproduceError(f"the run took longer than {timeout} s; stopped") from None
 
@@ -252,8 +252,8 @@ def recorded_diff(path: Path, git: Mapping[str, Any], *, apply: bool, log=print)
         raise NotFromCommit([f"{head}; {whole}"])
     summary = read_diff(git)  # hash and paths: refused in every case
     if not apply:
-        raise NotFromCommit([f"{head}; the recorded diff was not applied (it is code: read it, then pass "
-                             f"--apply-recorded-diff)", *summary.lines()])
+        raise NotFromCommit([(f"{head}; the recorded diff was not applied (it is code: read it, then pass "
+                             f"--apply-recorded-diff)"), *summary.lines()])
     for line in [f"{head}; applying its recorded diff (--apply-recorded-diff)", *summary.lines()]:
         log(line)
     return summary

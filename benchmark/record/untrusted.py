@@ -22,9 +22,10 @@ import codecs
 import hashlib
 import re
 import shlex
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, Mapping, Optional
+from typing import Any
 
 TOKEN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,99}$")  # a registry name, a size or profile name
 CONFIG_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")  # --set KEY
@@ -186,7 +187,7 @@ class DiffSummary:
     """What a recorded diff touches, and whether its hash is the recorded one."""
 
     sha256: str
-    recorded_sha256: Optional[str]
+    recorded_sha256: str | None
     size: int
     files: dict[str, FileChange] = field(default_factory=dict)
 
@@ -198,8 +199,8 @@ class DiffSummary:
         added = sum(f.added for f in self.files.values())
         removed = sum(f.removed for f in self.files.values())
         match = "matches the recorded diff_sha256" if self.hash_matches else "does NOT match the recorded diff_sha256"
-        out = [f"recorded diff: {len(self.files)} file(s), +{added} -{removed} lines, {self.size} bytes, "
-               f"sha256 {self.sha256[:16]} ({match})"]
+        out = [(f"recorded diff: {len(self.files)} file(s), +{added} -{removed} lines, {self.size} bytes, "
+               f"sha256 {self.sha256[:16]} ({match})")]
         out += [f"  {shown(f.path)[1:-1]}: " + ("binary" if f.binary else f"+{f.added} -{f.removed}")
                 for f in self.files.values()]
         return out
@@ -212,7 +213,7 @@ def _unquote(path: str) -> str:
     return path
 
 
-def _strip_prefix(path: str) -> Optional[str]:
+def _strip_prefix(path: str) -> str | None:
     """The repository path of a ``---``/``+++`` name (``a/x`` -> ``x``); None for /dev/null."""
     path = _unquote(path.split("\t")[0].rstrip())
     if path == "/dev/null":
@@ -220,7 +221,7 @@ def _strip_prefix(path: str) -> Optional[str]:
     return path[2:] if path[:2] in ("a/", "b/") else path
 
 
-def unsafe_path(path: str) -> Optional[str]:
+def unsafe_path(path: str) -> str | None:
     """Why ``path`` (relative to the worktree) is not one a recorded diff may touch."""
     parts = PurePosixPath(path).parts
     if not path or path.startswith("/") or "\\" in path or re.match(r"^[A-Za-z]:", path):
@@ -239,14 +240,14 @@ def _hunk_counts(line: str) -> tuple[int, int]:
     return int(m.group(1) if m.group(1) is not None else 1), int(m.group(2) if m.group(2) is not None else 1)
 
 
-def summarize_diff(text: str, recorded_sha256: Optional[str]) -> DiffSummary:
+def summarize_diff(text: str, recorded_sha256: str | None) -> DiffSummary:
     """Parse a unified (git) diff without applying it; refuse unsafe paths and symbolic links."""
     data = text.encode("utf-8")
     summary = DiffSummary(hashlib.sha256(data).hexdigest(), recorded_sha256, len(data))
-    current: Optional[FileChange] = None
+    current: FileChange | None = None
     old_left = new_left = 0
 
-    def touch(path: Optional[str]) -> None:
+    def touch(path: str | None) -> None:
         nonlocal current
         if path is None:
             return
