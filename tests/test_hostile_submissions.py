@@ -43,6 +43,11 @@ def _git(*args: str) -> str:
     return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True, check=True).stdout
 
 
+def worktrees() -> set[str]:
+    """The repository's worktree paths (their commits move when someone commits meanwhile)."""
+    return {line.split()[0] for line in _git("worktree", "list").splitlines()}
+
+
 def marker_diff(marker: Path) -> str:
     """The issue's diff: one line at the top of ``run_benchmark.py`` (as at HEAD) writing ``marker``."""
     lines = _git("show", "HEAD:run_benchmark.py").split("\n")[:3]
@@ -85,7 +90,7 @@ def test_the_crafted_diff_is_not_run_by_default(base, tmp_path, capsys):
     marker = tmp_path / "marker"
     diff = marker_diff(marker)
     path = write(tmp_path, with_diff(base, diff))
-    worktrees = _git("worktree", "list")
+    before = worktrees()
     status, out, err = run_cli(path, capsys)
     sha = hashlib.sha256(diff.encode()).hexdigest()
     assert status == rp.EXIT_MODIFIED_TREE == 3
@@ -95,7 +100,7 @@ def test_the_crafted_diff_is_not_run_by_default(base, tmp_path, capsys):
                    "  run_benchmark.py: +1 -0"]
     assert err == []
     assert not marker.exists()
-    assert _git("worktree", "list") == worktrees  # nothing was checked out, nothing ran
+    assert worktrees() == before  # nothing was checked out, nothing ran
 
 
 def test_the_crafted_diff_runs_only_when_asked_and_in_its_own_cache(base, tmp_path, capsys, monkeypatch):
@@ -210,13 +215,13 @@ CASES = [
 def test_a_hostile_submission_is_refused_with_one_line(case, base, tmp_path, capsys):
     case.alter(base, tmp_path)
     path = write(tmp_path, base)
-    worktrees = _git("worktree", "list")
+    before = worktrees()
     status, out, err = run_cli(path, capsys, *case.flags)
     sha = hashlib.sha256((base["provenance"]["git"].get("diff") or "").encode()).hexdigest()[:16]
     assert (status, out, err) == (rp.EXIT_REFUSED, [], [f"refused: {path}: {case.line.format(sha=sha)}"])
     assert status == 4
     assert not (tmp_path / "marker").exists()
-    assert _git("worktree", "list") == worktrees
+    assert worktrees() == before
 
 
 def test_the_committed_submission_itself_passes_the_vetting(base):
