@@ -65,6 +65,21 @@ def with_diff(sub: dict, diff: str, *, sha: str | None = None) -> dict:
 
 
 @pytest.fixture
+def import_only(monkeypatch) -> dict[str, Any]:
+    """The re-run's boundary replaced: instead of training, only import the worktree's
+    ``run_benchmark.py`` (which runs whatever a diff put at its top), then fail with status 7."""
+    seen: dict[str, Any] = {}
+
+    def run(argv, *, cwd, env, log_path, timeout):
+        seen.update(env=env, cwd=cwd)
+        return subprocess.run([sys.executable, "run_benchmark.py", "--help"], cwd=cwd, env=dict(env),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False).returncode + 7
+
+    monkeypatch.setattr(rp, "run_child", run)
+    return seen
+
+
+@pytest.fixture
 def base() -> dict:
     sub = json.loads(BASE.read_text(encoding="utf-8"))
     sub["provenance"]["git"] = {"commit": _git("rev-parse", "HEAD").strip(), "dirty": False}
@@ -86,7 +101,7 @@ def run_cli(path: Path, capsys, *flags: str) -> tuple[int, list[str], list[str]]
 # --- the crafted diff of the issue ---------------------------------------------------------------
 
 
-def test_the_crafted_diff_is_not_run_by_default(base, tmp_path, capsys):
+def test_the_crafted_diff_is_not_run_by_default(base, tmp_path, capsys, import_only):
     marker = tmp_path / "marker"
     diff = marker_diff(marker)
     path = write(tmp_path, with_diff(base, diff))
@@ -103,20 +118,13 @@ def test_the_crafted_diff_is_not_run_by_default(base, tmp_path, capsys):
     assert worktrees() == before  # nothing was checked out, nothing ran
 
 
-def test_the_crafted_diff_runs_only_when_asked_and_in_its_own_cache(base, tmp_path, capsys, monkeypatch):
+def test_the_crafted_diff_runs_only_when_asked_and_in_its_own_cache(base, tmp_path, capsys, monkeypatch, import_only):
     """The same file with --apply-recorded-diff: the diff is applied (the marker appears, so the
     default case above is a real test), after the summary; the re-run's cache is its own."""
     marker = tmp_path / "marker"
     path = write(tmp_path, with_diff(base, marker_diff(marker)))
-    seen: dict[str, Any] = {}
-
-    def only_import(argv, *, cwd, env, log_path, timeout):  # instead of training: import run_benchmark.py
-        seen.update(env=env, cwd=cwd)
-        return subprocess.run([sys.executable, "run_benchmark.py", "--help"], cwd=cwd, env=dict(env),
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False).returncode + 7
-
+    seen = import_only
     monkeypatch.setenv("LPR_BENCH_CACHE", str(tmp_path / "users-cache"))
-    monkeypatch.setattr(rp, "run_child", only_import)
     status, out, err = run_cli(path, capsys, "--apply-recorded-diff")
     assert out[0] == f"{path}: from a modified tree: cannot be reproduced from its commit alone; applying its " \
                      "recorded diff (--apply-recorded-diff)"
@@ -212,7 +220,7 @@ CASES = [
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
-def test_a_hostile_submission_is_refused_with_one_line(case, base, tmp_path, capsys):
+def test_a_hostile_submission_is_refused_with_one_line(case, base, tmp_path, capsys, import_only):
     case.alter(base, tmp_path)
     path = write(tmp_path, base)
     before = worktrees()
@@ -220,7 +228,7 @@ def test_a_hostile_submission_is_refused_with_one_line(case, base, tmp_path, cap
     sha = hashlib.sha256((base["provenance"]["git"].get("diff") or "").encode()).hexdigest()[:16]
     assert (status, out, err) == (rp.EXIT_REFUSED, [], [f"refused: {path}: {case.line.format(sha=sha)}"])
     assert status == 4
-    assert not (tmp_path / "marker").exists()
+    assert not (tmp_path / "marker").exists() and not import_only  # nothing ran
     assert worktrees() == before
 
 
