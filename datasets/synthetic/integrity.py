@@ -13,40 +13,36 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 from pathlib import Path
-from typing import Any, Optional
-
-CHUNK = 1 << 20
+from typing import Any
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
+def _sha256(path: str) -> str:
     with open(path, "rb") as fh:
-        while chunk := fh.read(CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
-def _files(root: Path, skip: str) -> dict[str, Path]:
-    """Every entry under ``root`` but ``skip`` (top level), by POSIX relative path; symlinks
-    and other non-regular files are listed too (as themselves), so that they fail the check."""
-    out: dict[str, Path] = {}
-    for folder, dirs, names in os.walk(root, followlinks=False):
-        dirs.sort()
-        for name in sorted(names) + [d for d in dirs if (Path(folder) / d).is_symlink()]:
-            path = Path(folder) / name
-            rel = path.relative_to(root).as_posix()
-            if rel != skip:
-                out[rel] = path
-    return out
+def _files(root: Path, skip: str) -> dict[str, str]:
+    """Every entry under ``root`` but ``skip`` (top level): POSIX relative path -> path. Links
+    to folders are listed too (as themselves, never followed), so that they fail the check."""
+    out: dict[str, str] = {}
+    base = str(root)
+    for folder, dirs, names in os.walk(base, followlinks=False):
+        rel_folder = os.path.relpath(folder, base).replace(os.sep, "/")
+        prefix = "" if rel_folder == "." else rel_folder + "/"
+        for name in names + [d for d in dirs if os.path.islink(os.path.join(folder, d))]:
+            out[prefix + name] = os.path.join(folder, name)
+    out.pop(skip, None)
+    return dict(sorted(out.items()))
 
 
 def content_record(root: Path, skip: str) -> dict[str, list[Any]]:
     """``{relative path: [size, sha256]}`` of every file under ``root`` except ``skip``."""
-    return {rel: [path.stat().st_size, _sha256(path)] for rel, path in _files(root, skip).items()}
+    return {rel: [os.path.getsize(path), _sha256(path)] for rel, path in _files(root, skip).items()}
 
 
-def content_problem(root: Path, record: Any, skip: str) -> Optional[str]:
+def content_problem(root: Path, record: Any, skip: str) -> str | None:
     """Why ``root`` does not hold the files ``record`` lists (None when it does)."""
     if not isinstance(record, dict) or not record:
         return "its manifest records no content hashes"
@@ -56,11 +52,13 @@ def content_problem(root: Path, record: Any, skip: str) -> Optional[str]:
         name = (missing or extra)[0]
         return f"{len(missing)} file(s) missing, {len(extra)} not generated (e.g. {name})"
     for rel, path in found.items():
-        if path.is_symlink() or not path.is_file():
+        info = os.lstat(path)
+        if not stat.S_ISREG(info.st_mode):
             return f"{rel} is not a regular file"
-        size, digest = record[rel] if isinstance(record[rel], list) and len(record[rel]) == 2 else (None, None)
-        if path.stat().st_size != size:
-            return f"{rel} has {path.stat().st_size} bytes, {size} generated"
+        entry = record[rel]
+        size, digest = entry if isinstance(entry, list) and len(entry) == 2 else (None, None)
+        if info.st_size != size:
+            return f"{rel} has {info.st_size} bytes, {size} generated"
         if _sha256(path) != digest:
             return f"{rel} differs from the generated file (sha256)"
     return None
