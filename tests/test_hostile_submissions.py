@@ -293,3 +293,10 @@ def test_a_hunk_line_is_counted_once_even_when_it_looks_like_a_header():
     assert [(f.path, f.added, f.removed) for f in summary.files.values()] == [("f.py", 1, 0)]
     assert summary.hash_matches
     assert copy.deepcopy(summary).lines()[0].endswith("(matches the recorded diff_sha256)")
+
+
+def test_a_file_that_is_not_json_is_one_error_line_not_a_refusal(tmp_path, capsys):
+    path = tmp_path / "broken.json"
+    path.write_text("{not json", encoding="utf-8")
+    status, out, err = run_cli(path, capsys)
+    assert status == 1 and out == [] and len(err) == 1 and err[0].startswith(f"error: {path}: ")

@@ -42,7 +42,7 @@ from typing import Any, Mapping, Optional
 
 from benchmark.core import safe_json
 from benchmark.core.paths import REPO_ROOT
-from benchmark.record.submission import SUBMISSIONS_SUBDIR, load_submission
+from benchmark.record.submission import SUBMISSIONS_SUBDIR, SubmissionError, load_submission
 from benchmark.record.untrusted import (
     DiffSummary, SubmissionRefused, check_override, check_tree_paths, read_diff, vet_submission,
 )
@@ -213,8 +213,8 @@ def load_vetted(path: Path) -> dict[str, Any]:
     so that a hostile field is refused with its own line; then validated as a submission."""
     try:
         raw = safe_json.load(path)
-    except safe_json.UntrustedJSONError as exc:
-        raise SubmissionRefused(str(exc)) from None
+    except safe_json.UntrustedJSONError as exc:  # oversized, too deep, not JSON: as load_submission says it
+        raise SubmissionError(str(exc)) from None
     if isinstance(raw, Mapping):
         vet_submission(raw)
     return load_submission(path)
