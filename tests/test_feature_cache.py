@@ -186,6 +186,23 @@ def test_unreadable_or_foreign_entries_are_recomputed(tmp_path, capsys):
     assert ctx.cache.load(ctx.key("query", ids), num_items=4, need_extras=False) is not None  # rewritten
 
 
+def test_an_entry_altered_after_writing_is_recomputed(tmp_path, capsys):
+    """Right key, other numbers (the file rewritten with its key kept): refused by the content hash."""
+    ctx, ids, env = _ctx(tmp_path), ["a", "b", "c", "d"], DistEnv()
+    compute, calls = _computer(with_extras=False)
+    first = ctx.get_or_compute("query", ids, need_extras=False, env=env, compute=compute)
+    path = ctx.cache.path(ctx.key("query", ids))
+    entry = torch.load(path, weights_only=True)
+    entry["embedding"] = entry["embedding"].flip(0)  # same shape, finite: only the hash can tell
+    torch.save(entry, path)
+    again = ctx.get_or_compute("query", ids, need_extras=False, env=env, compute=compute)
+    assert len(calls) == 2 and torch.equal(again.embedding, first.embedding)
+    assert capsys.readouterr().err.splitlines() == [
+        f"warning: feature cache entry {path} ignored: its tensors do not match their content hash "
+        "(altered after writing); re-encoding"]
+    assert ctx.cache.load(ctx.key("query", ids), num_items=4, need_extras=False) is not None  # rewritten
+
+
 class _Payload:
     def __init__(self, marker: Path) -> None:
         self.marker = marker

@@ -246,8 +246,11 @@ def test_code_hash_follows_a_plugin_file(tmp_path):
     assert run_identity.code_hash(net)["sha256"] != first["sha256"]
 
 
-def test_reproduce_applies_a_recorded_diff_and_says_when_it_cannot(tmp_path):
-    from benchmark.record.reproduce import _apply_recorded_diff
+def test_reproduce_applies_a_recorded_diff_only_when_asked_and_says_when_it_cannot(tmp_path):
+    """A diff as git_info records it passes its own hash check and applies; unasked, or cut, it
+    does not (benchmark/record/reproduce.py, issue 34)."""
+    from benchmark.record.reproduce import NotFromCommit, _apply_recorded_diff, recorded_diff
+    from benchmark.record.untrusted import SubmissionRefused
 
     repo = tmp_path / "repo"
     repo.mkdir()
@@ -258,7 +261,14 @@ def test_reproduce_applies_a_recorded_diff_and_says_when_it_cannot(tmp_path):
     (repo / "a.py").write_text("x = 2\n")
     info = git_info(repo)
     _git(repo, "checkout", "-q", "--", "a.py")  # the commit alone: x = 1
-    assert _apply_recorded_diff(info, repo) == ["applied the recorded diff of the dirty tree"]
+    with pytest.raises(NotFromCommit, match="cannot be reproduced from its commit alone"):
+        recorded_diff(Path("s.json"), info, apply=False)
+    summary = recorded_diff(Path("s.json"), info, apply=True, log=lambda *_: None)
+    assert summary.hash_matches and {p: (f.added, f.removed) for p, f in summary.files.items()} == {"a.py": (1, 1)}
+    assert _apply_recorded_diff(info, repo) == ["applied the recorded diff of the dirty tree (--apply-recorded-diff)"]
     assert (repo / "a.py").read_text() == "x = 2\n"
     cut = {**info, "diff_truncated": True}
-    assert "not recorded whole" in _apply_recorded_diff(cut, repo)[0]
+    with pytest.raises(NotFromCommit, match="its diff was recorded only in part"):
+        recorded_diff(Path("s.json"), cut, apply=False)
+    with pytest.raises(SubmissionRefused, match="recorded only in part: there is no verified diff to apply"):
+        recorded_diff(Path("s.json"), cut, apply=True)

@@ -50,15 +50,21 @@ def original(tmp_path_factory, synth_lpr4m):
     return path
 
 
-def test_a_tiny_run_is_reproduced_exactly_at_its_commit(original):
+def _listing(root: Path) -> dict[str, int]:
+    return {p.relative_to(root).as_posix(): p.stat().st_mtime_ns for p in sorted(root.rglob("*"))}
+
+
+def test_a_tiny_run_is_reproduced_exactly_at_its_commit(original, synth_cache):
     sub = load_submission(original)
     assert sub["provenance"]["git"]["dirty"] is False
-    worktrees_before = _git("worktree", "list").stdout
+    worktrees_before = {line.split()[0] for line in _git("worktree", "list").stdout.splitlines()}
+    users_cache = _listing(synth_cache)
     result = reproduce(original, log=lambda *_: None)
+    assert _listing(synth_cache) == users_cache  # the re-run regenerated its set in a cache of its own
     assert result.comparison.rankings_identical and result.comparison.verdict == "exact", result.comparison.lines
     assert result.comparison.max_abs_diff == 0.0
     assert "--max-steps" in result.command and "--seed" in result.command
-    assert _git("worktree", "list").stdout == worktrees_before  # its worktree is gone
+    assert {line.split()[0] for line in _git("worktree", "list").stdout.splitlines()} == worktrees_before  # its worktree is gone
 
 
 def test_compare_reports_differences_against_the_intervals(original):

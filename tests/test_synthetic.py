@@ -361,6 +361,32 @@ def test_generate_reuses_regenerates_and_refuses_foreign_folders(tmp_path):
     assert (foreign / "notes.txt").read_text() == "mine"
 
 
+def test_a_cached_root_is_verified_against_its_manifest_before_reuse(tmp_path, capsys):
+    """A file changed, added or removed after generation (same size included) is not read as the
+    set the key names: the root is regenerated, with one warning line, and ends byte-identical."""
+    small = dataclasses.replace(TINY, train_lives=1, test_lives=1, products_per_live=(3, 3), queries_per_live=(2, 2), frames_per_clip=(3, 3))
+    root = generate("lpr4m", tmp_path / "d", seed=0, size=small)
+    files = manifest(root)["files"]
+    assert TRUTH in files and MANIFEST not in files and len(files) == len(tree_hashes(root)) - 1
+    clean = tree_hashes(root)
+    victim = sorted(p for p in root.rglob("*.jpg"))[0]
+    rel = victim.relative_to(root).as_posix()
+    data = bytearray(victim.read_bytes())
+    data[-3] ^= 0xFF  # same size, other bytes
+    victim.write_bytes(bytes(data))
+    generate("lpr4m", tmp_path / "d", seed=0, size=small)
+    assert capsys.readouterr().err.splitlines() == [
+        f"warning: cached synthetic set {root}: {rel} differs from the generated file (sha256); regenerating it"]
+    assert tree_hashes(root) == clean
+    (root / "extra.py").write_text("print('x')\n")
+    generate("lpr4m", tmp_path / "d", seed=0, size=small)
+    assert capsys.readouterr().err.strip().endswith("0 file(s) missing, 1 not generated (e.g. extra.py); regenerating it")
+    assert tree_hashes(root) == clean
+    stamp = (root / MANIFEST).stat().st_mtime_ns
+    generate("lpr4m", tmp_path / "d", seed=0, size=small)
+    assert (root / MANIFEST).stat().st_mtime_ns == stamp and capsys.readouterr().err == ""  # intact: reused
+
+
 def test_registered_synthetic_datasets_generate_into_the_cache(tmp_path, monkeypatch, roots):
     monkeypatch.setenv("LPR_BENCH_SYNTH_KNOBS", json.dumps({"noise_std": 2.0}))
     import datasets.synthetic  # noqa: F401  (registers)

@@ -243,12 +243,15 @@ def _reproduce_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("submission", type=Path)
     p.add_argument("--data-root", type=Path, default=None, help="the dataset's folder (synthetic sets: regenerated)")
     p.add_argument("--keep", action="store_true", help="keep the temporary folder (worktree removed) and its submission")
+    p.add_argument("--apply-recorded-diff", action="store_true",
+                   help="a dirty tree's row: apply its recorded diff (it is code: read it first) when its hash "
+                        "matches and its paths stay in the worktree; default: run nothing, exit 3")
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
     from benchmark.record.reproduce import reproduce_command
 
-    return reproduce_command(args.submission, args.data_root, keep=args.keep)
+    return reproduce_command(args.submission, args.data_root, keep=args.keep, apply_diff=args.apply_recorded_diff)
 
 
 def _browse_arguments(p: argparse.ArgumentParser) -> None:

@@ -21,8 +21,10 @@ Encoding the queries and the gallery is most of an evaluation's cost; ranking, r
 An entry that holds extras also serves a request without them; one without extras is a miss
 for a request that needs them (and is replaced). Entries are written atomically
 (:func:`benchmark.core.atomic.atomic_torch_save`) by rank 0 and read with
-``torch.load(weights_only=True)``; the stored key is compared field by field, and an
-unreadable or inconsistent entry is reported and recomputed, never trusted. Entries larger
+``torch.load(weights_only=True)``; the stored key is compared field by field, the tensors
+against the entry's ``content_sha256`` (:func:`content_hash`: the key's digest and every
+tensor's name, dtype, shape and bytes, written with them), and an unreadable, altered or
+inconsistent entry is reported and recomputed, never trusted. Entries larger
 than ``max_entry_bytes`` are not written. Not covered by the key: the image and frame files
 themselves (the annotation checksum covers the annotations only).
 """
@@ -46,7 +48,7 @@ from benchmark.core.code_hash import code_hash
 from benchmark.core.safe_load import UnsafeOrCorruptFile, safe_torch_load
 from methods.base import Encoded, Method
 
-CACHE_VERSION = 2  # 2: the method's code is in the key
+CACHE_VERSION = 3  # 2: the method's code is in the key; 3: entries carry a content hash
 DEFAULT_MAX_ENTRY_BYTES = 4 << 30
 FEATURE_CACHE_DIR = "feature-cache"  # under the run output directory (runner)
 
@@ -62,6 +64,18 @@ def state_dict_hash(module: nn.Module) -> str:
         t = value.detach()
         h.update(f"{t.dtype}{tuple(t.shape)}".encode("ascii") + b"\0")
         flat = t.to("cpu").contiguous().reshape(-1)
+        if flat.numel():
+            h.update(flat.view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def content_hash(key: "FeatureKey", embedding: Tensor, extras: dict[str, Tensor]) -> str:
+    """SHA-256 binding an entry's tensors to its key: the key digest, then each tensor's name,
+    dtype, shape and bytes (embedding first, extras by name)."""
+    h = hashlib.sha256(key.digest().encode("ascii") + b"\0")
+    for name, t in [("embedding", embedding), *sorted(extras.items())]:
+        flat = t.detach().cpu().contiguous().reshape(-1)
+        h.update(f"{name}\0{t.dtype}{tuple(t.shape)}\0".encode("utf-8"))
         if flat.numel():
             h.update(flat.view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
@@ -168,6 +182,7 @@ class FeatureCache:
             "extras": {k: v.detach().cpu().contiguous() for k, v in enc.extras.items()} if has_extras else {},
             "has_extras": bool(has_extras),
         }
+        entry["content_sha256"] = content_hash(key, entry["embedding"], entry["extras"])
         try:
             atomic_torch_save(path, entry)
         except WriteError as exc:  # a cache that cannot be written must not fail the evaluation
@@ -224,9 +239,13 @@ def _entry_problem(entry: Any, key: FeatureKey, num_items: int) -> Optional[str]
         return f"embedding shape {getattr(emb, 'shape', None)} does not fit {num_items} items"
     if not bool(torch.isfinite(emb).all()):
         return "non-finite embeddings"
+    if not isinstance(entry["extras"], dict):
+        return "not a feature cache entry"
     for name, t in entry["extras"].items():
         if not isinstance(t, Tensor) or t.shape[0] != num_items:
             return f"extra {name!r} does not fit {num_items} items"
+    if entry.get("content_sha256") != content_hash(key, emb, entry["extras"]):
+        return "its tensors do not match their content hash (altered after writing)"
     return None
 
 

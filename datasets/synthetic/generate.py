@@ -2,8 +2,10 @@
 
 The root is built in a temporary sibling folder and renamed into place when complete, under a
 file lock, so that concurrent callers (e.g. DDP ranks) never see a half-written root and only
-one of them generates. ``synth_manifest.json`` records the generator version, the parameter hash
-and counts; a root whose manifest hash matches is reused, one with another hash is regenerated
+one of them generates. ``synth_manifest.json`` records the generator version, the parameter hash,
+counts and every other file's size and SHA-256 (:mod:`datasets.synthetic.integrity`), and is
+written last; a root whose manifest hash matches is reused only when its files still match that
+record (else it is regenerated, with one warning line), one with another hash is regenerated
 (only if it was made by this generator: a folder without the manifest is never overwritten).
 ``synth_truth.json`` records what was rendered (intent and distractor products of every clip,
 product attributes) for tests and calibration; the loaders do not read either file.
@@ -22,12 +24,14 @@ import logging
 import multiprocessing as mp
 import os
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Union
 
 from benchmark.core.atomic import atomic_write_text
 from datasets.synthetic.catalog import CATEGORIES
+from datasets.synthetic.integrity import content_problem, content_record
 from datasets.synthetic.knobs import GENERATOR_VERSION, Knobs, SizeSpec, get_size, knobs_from_dict, params_hash
 from datasets.synthetic.plan import Live, MFProduct, plan_lpr4m, plan_movingfashion
 from datasets.synthetic.scale import plan_scale
@@ -76,8 +80,11 @@ def generate(
     out.parent.mkdir(parents=True, exist_ok=True)
     with _locked(out.parent / f".{out.name}.lock"):
         if manifest_hash(out) == key:
-            log.info("synthetic %s (%s, seed %d) reused from %s", layout, spec.name, seed, out)
-            return out
+            problem = content_problem(out, _manifest(out).get("files"), MANIFEST)
+            if problem is None:
+                log.info("synthetic %s (%s, seed %d) reused from %s", layout, spec.name, seed, out)
+                return out
+            print(f"warning: cached synthetic set {out}: {problem}; regenerating it", file=sys.stderr)
         if out.exists() and any(out.iterdir()) and not (out / MANIFEST).is_file():
             raise FileExistsError(f"{out}: folder exists, is not empty and was not written by the synthetic generator; "
                                   f"refusing to overwrite it (choose another --out)")
@@ -93,6 +100,7 @@ def generate(
                 "generator": "datasets.synthetic", "generator_version": GENERATOR_VERSION, "params_hash": key,
                 "layout": layout, "size": spec.name, "seed": int(seed), "counts": counts,
                 "size_spec": dataclasses.asdict(spec), "knobs": dataclasses.asdict(knob),
+                "files": content_record(tmp, MANIFEST),  # verified on every reuse (integrity.py)
             }
             atomic_write_text(tmp / MANIFEST, json.dumps(manifest, indent=1) + "\n")
             _swap_in(tmp, out)
@@ -104,12 +112,17 @@ def generate(
     return out
 
 
+def _manifest(root: Path) -> dict[str, Any]:
+    try:
+        value = json.loads((root / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
 def manifest_hash(root: Path) -> Optional[str]:
     """The parameter hash recorded in ``root``'s manifest, or None."""
-    try:
-        return json.loads((root / MANIFEST).read_text(encoding="utf-8")).get("params_hash")
-    except (OSError, ValueError, AttributeError):
-        return None
+    return _manifest(root).get("params_hash")
 
 
 def _workers(workers: Optional[int]) -> int:
