@@ -23,9 +23,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Union
 
+import timm
 import torch
+from timm.models.vgg import VGG
 from torch import Tensor, nn
 
+from benchmark.core.config import DataConfig
 from methods.encoders import EncoderLoadError, read_state_dict
 from methods.hub import is_local_weights, require_timm_weights
 
@@ -73,7 +76,6 @@ class InputRenormalise:
     weight files and checkpoints, as they are."""
 
     def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
-        from benchmark.core.config import DataConfig
 
         self.scale = torch.tensor([b / s for b, s in zip(DataConfig.std, std)]).view(3, 1, 1)
         self.shift = torch.tensor([(b - m) / s for b, m, s in zip(DataConfig.mean, mean, std)]).view(3, 1, 1)
@@ -84,7 +86,6 @@ class InputRenormalise:
 
 
 def _create(cfg: BackboneConfig, **kwargs: Any) -> nn.Module:
-    import timm
 
     kwargs = {"num_classes": 0, **kwargs}
     if cfg.channels is not None:
@@ -116,8 +117,6 @@ def _create(cfg: BackboneConfig, **kwargs: Any) -> nn.Module:
 
 def _build(timm: Any, cfg: BackboneConfig, kwargs: dict[str, Any]) -> nn.Module:
     if cfg.vgg_layers is not None:
-        from timm.models.vgg import VGG
-
         kwargs = {k: v for k, v in kwargs.items() if k != "channels"}
         if cfg.vgg_batchnorm:
             kwargs["norm_layer"] = nn.BatchNorm2d
@@ -178,4 +177,3 @@ def vgg_out_channels(vgg: nn.Module) -> int:
 
 def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
-

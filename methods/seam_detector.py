@@ -12,7 +12,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torchvision
 from torch import nn
+from torchvision.models.detection import MaskRCNN_ResNet50_FPN_Weights
+from torchvision.models.detection.backbone_utils import BackboneWithFPN
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+from torchvision.models.detection.mask_rcnn import MaskRCNN, MaskRCNNHeads, MaskRCNNPredictor
+from torchvision.models.detection.rpn import AnchorGenerator
+from torchvision.models.resnet import BasicBlock, ResNet
+from torchvision.ops.misc import FrozenBatchNorm2d
 
 from methods.backbones import is_local_weights
 from methods.encoders import EncoderLoadError as WeightsError
@@ -29,12 +37,6 @@ SMALL_RESNETS = {"resnet10": (1, 1, 1, 1)}
 
 def build_detector(cfg: SeamConfig) -> nn.Module:
     """torchvision ``MaskRCNN`` (2 classes) on a ResNet-FPN, with COCO or local weights."""
-    import torchvision
-    from torchvision.models.detection.backbone_utils import BackboneWithFPN
-    from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
-    from torchvision.models.detection.mask_rcnn import MaskRCNN, MaskRCNNHeads, MaskRCNNPredictor
-    from torchvision.models.detection.rpn import AnchorGenerator
-    from torchvision.ops.misc import FrozenBatchNorm2d
 
     if cfg.norm not in ("auto", "frozen_bn", "bn"):
         raise ValueError(f"seam-match-rcnn: norm must be 'auto', 'frozen_bn' or 'bn', got {cfg.norm!r}")
@@ -47,40 +49,51 @@ def build_detector(cfg: SeamConfig) -> nn.Module:
     trainable = cfg.trainable_backbone_layers
     trainable = (5 if random_init else 3) if trainable is None else int(trainable)
     if cfg.backbone in SMALL_RESNETS:
-        from torchvision.models.resnet import BasicBlock, ResNet
-
         resnet = ResNet(BasicBlock, list(SMALL_RESNETS[cfg.backbone]), norm_layer=norm)
     else:
         resnet = torchvision.models.get_model(cfg.backbone, weights=None, norm_layer=norm)
     _freeze_resnet_layers(resnet, trainable)
     stage2 = resnet.inplanes // 8
     backbone = BackboneWithFPN(
-        resnet, {f"layer{i}": str(i - 1) for i in range(1, 5)},
-        [stage2 * 2 ** (i - 1) for i in range(1, 5)], cfg.fpn_channels,
+        resnet,
+        {f"layer{i}": str(i - 1) for i in range(1, 5)},
+        [stage2 * 2 ** (i - 1) for i in range(1, 5)],
+        cfg.fpn_channels,
     )
     c = cfg.fpn_channels
     model = MaskRCNN(
-        backbone, num_classes=None,
-        min_size=cfg.min_size, max_size=cfg.max_size, image_mean=list(IMAGENET_MEAN), image_std=list(IMAGENET_STD),
+        backbone,
+        num_classes=None,
+        min_size=cfg.min_size,
+        max_size=cfg.max_size,
+        image_mean=list(IMAGENET_MEAN),
+        image_std=list(IMAGENET_STD),
         size_divisible=cfg.size_divisible,
-        rpn_anchor_generator=AnchorGenerator(tuple((s,) for s in cfg.anchor_sizes), ((0.5, 1.0, 2.0),) * len(cfg.anchor_sizes)),
-        rpn_pre_nms_top_n_train=cfg.rpn_pre_nms_top_n_train, rpn_post_nms_top_n_train=cfg.rpn_post_nms_top_n_train,
-        rpn_pre_nms_top_n_test=cfg.rpn_pre_nms_top_n_test, rpn_post_nms_top_n_test=cfg.rpn_post_nms_top_n_test,
+        rpn_anchor_generator=AnchorGenerator(
+            tuple((s,) for s in cfg.anchor_sizes), ((0.5, 1.0, 2.0),) * len(cfg.anchor_sizes)
+        ),
+        rpn_pre_nms_top_n_train=cfg.rpn_pre_nms_top_n_train,
+        rpn_post_nms_top_n_train=cfg.rpn_post_nms_top_n_train,
+        rpn_pre_nms_top_n_test=cfg.rpn_pre_nms_top_n_test,
+        rpn_post_nms_top_n_test=cfg.rpn_post_nms_top_n_test,
         rpn_batch_size_per_image=cfg.rpn_batch_size_per_image,
-        box_head=TwoMLPHead(c * 7 * 7, cfg.box_head_dim), box_predictor=FastRCNNPredictor(cfg.box_head_dim, 2),
-        box_batch_size_per_image=cfg.box_batch_size_per_image, box_score_thresh=cfg.box_score_thresh,
+        box_head=TwoMLPHead(c * 7 * 7, cfg.box_head_dim),
+        box_predictor=FastRCNNPredictor(cfg.box_head_dim, 2),
+        box_batch_size_per_image=cfg.box_batch_size_per_image,
+        box_score_thresh=cfg.box_score_thresh,
         box_detections_per_img=cfg.box_detections_per_img,
-        mask_head=MaskRCNNHeads(c, (c, c, c, c), 1), mask_predictor=MaskRCNNPredictor(c, c, 2),
+        mask_head=MaskRCNNHeads(c, (c, c, c, c), 1),
+        mask_predictor=MaskRCNNPredictor(c, c, 2),
     )
     if random_init:
         pass
     elif is_local_weights(spec):
         _load_detector(model, _read_local(Path(spec)), spec)
     else:
-        from torchvision.models.detection import MaskRCNN_ResNet50_FPN_Weights
-
         if cfg.backbone != "resnet50" or c != 256 or not frozen_bn:
-            raise WeightsError("seam-match-rcnn: torchvision's COCO Mask R-CNN weights fit the ResNet-50-FPN (256, FrozenBN) only")
+            raise WeightsError(
+                "seam-match-rcnn: torchvision's COCO Mask R-CNN weights fit the ResNet-50-FPN (256, FrozenBN) only"
+            )
         try:
             state = MaskRCNN_ResNet50_FPN_Weights[cfg.pretrained].get_state_dict(progress=False, check_hash=True)
         except KeyError:
@@ -124,7 +137,9 @@ def _load_detector(model: nn.Module, state: dict, source: str) -> None:
             if k.startswith(("roi_heads.box_predictor.", "roi_heads.mask_predictor.mask_fcn_logits.")):
                 skipped.append(k)
                 continue
-            raise WeightsError(f"seam-match-rcnn weights {source}: {k} has shape {tuple(v.shape)}, expected {tuple(own[k].shape)}")
+            raise WeightsError(
+                f"seam-match-rcnn weights {source}: {k} has shape {tuple(v.shape)}, expected {tuple(own[k].shape)}"
+            )
         keep[k] = v
     missing, unexpected = model.load_state_dict(keep, strict=False)
     missing = [k for k in missing if k not in skipped and not k.endswith("num_batches_tracked")]

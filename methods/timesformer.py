@@ -63,8 +63,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
+import timm
 import torch
 import torch.nn.functional as F
+from timm.layers import Attention, DropPath, Mlp, trunc_normal_
 from torch import Tensor, nn
 
 from benchmark.core.config import DataConfig
@@ -103,8 +105,16 @@ class TimeSformerConfig:
 
 PAPER = TimeSformerConfig()
 TINY = TimeSformerConfig(
-    image_size=112, patch_size=16, width=192, depth=4, heads=4, embed_dim=128, stem="conv",
-    pretrained=None, input_mean=None, input_std=None,
+    image_size=112,
+    patch_size=16,
+    width=192,
+    depth=4,
+    heads=4,
+    embed_dim=128,
+    stem="conv",
+    pretrained=None,
+    input_mean=None,
+    input_std=None,
 )
 
 
@@ -123,7 +133,6 @@ class DividedSpaceTimeBlock(nn.Module):
 
     def __init__(self, dim: int, heads: int, mlp_ratio: float, drop_path: float) -> None:
         super().__init__()
-        from timm.layers import Attention, DropPath, Mlp
 
         norm = lambda: nn.LayerNorm(dim, eps=1e-6)  # noqa: E731
         self.temporal_norm1 = norm()
@@ -174,7 +183,6 @@ class TimeSformerEncoder(nn.Module):
 
     def __init__(self, cfg: TimeSformerConfig, num_frames: int) -> None:
         super().__init__()
-        from timm.layers import trunc_normal_
 
         self.cfg = cfg
         self.grid = cfg.image_size // cfg.patch_size
@@ -214,7 +222,6 @@ class TimeSformerEncoder(nn.Module):
 
 
 def _init_weights(m: nn.Module) -> None:
-    from timm.layers import trunc_normal_
 
     if isinstance(m, nn.Linear):
         trunc_normal_(m.weight, std=0.02)
@@ -233,7 +240,7 @@ def vit_to_timesformer(state: Mapping[str, Tensor], num_frames: int) -> dict[str
     """
     out: dict[str, Tensor] = {}
     for k, v in state.items():
-        k = k[len("model."):] if k.startswith("model.") else k
+        k = k[len("model.") :] if k.startswith("model.") else k
         if k.startswith("head.") or k.startswith("fc_norm."):
             continue
         out[k] = v
@@ -257,8 +264,6 @@ def load_encoder_weights(encoder: TimeSformerEncoder, cfg: TimeSformerConfig, nu
         state = read_state_dict(path, "timesformer", ("model_state", "state_dict", "model"), strip_prefix="encoder.")
         source = str(path)
     else:
-        import timm
-
         if cfg.stem != "patchify":
             raise WeightsError(
                 f"timesformer: timm weights {spec!r} are for the patchify embedding, not stem {cfg.stem!r}; "
@@ -289,7 +294,10 @@ def load_encoder_weights(encoder: TimeSformerEncoder, cfg: TimeSformerConfig, nu
     return source
 
 
-@METHODS.register("timesformer", description="TimeSformer (divided space-time attention) clip encoder, shared with a 1-frame image clip, InfoNCE")
+@METHODS.register(
+    "timesformer",
+    description="TimeSformer (divided space-time attention) clip encoder, shared with a 1-frame image clip, InfoNCE",
+)
 class TimeSformer(Method):
     """TimeSformer-Base video encoder; shop images as 1-frame clips; symmetric InfoNCE."""
 

@@ -55,6 +55,8 @@ from typing import Any, Optional
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torchvision.models.video import Swin3D_B_Weights
+from torchvision.models.video.swin_transformer import SwinTransformer3d
 
 from benchmark.core.registry import METHODS
 from methods.backbones import is_local_weights
@@ -90,10 +92,17 @@ class VideoSwinConfig:
 
 PAPER = VideoSwinConfig()
 TINY = VideoSwinConfig(
-    image_size=112, embed=48, depths=(1, 1, 2, 1), heads=(2, 4, 8, 16), embed_dim=128,
+    image_size=112,
+    embed=48,
+    depths=(1, 1, 2, 1),
+    heads=(2, 4, 8, 16),
+    embed_dim=128,
     drop_path=0.0,  # stochastic depth off: with it this 5-block model does not learn in 216 steps (measured, docstring)
-    pretrained=None, input_mean=None, input_std=None,
+    pretrained=None,
+    input_mean=None,
+    input_std=None,
 )
+
 SWIN_B = dict(embed=128, depths=(2, 2, 18, 2), heads=(4, 8, 16, 32), window=(8, 7, 7), patch_size=(2, 4, 4))
 
 
@@ -120,14 +129,16 @@ class TubeletConvStem(nn.Module):
 
 def build_swin3d(cfg: VideoSwinConfig) -> nn.Module:
     """torchvision ``SwinTransformer3d`` of ``cfg``'s sizes, with torchvision's weights or a local file."""
-    from torchvision.models.video import Swin3D_B_Weights
-    from torchvision.models.video.swin_transformer import SwinTransformer3d
 
     if cfg.stem not in STEMS:
         raise ValueError(f"video-swin: stem {cfg.stem!r} is not one of {', '.join(STEMS)}")
     model = SwinTransformer3d(
-        patch_size=list(cfg.patch_size), embed_dim=cfg.embed, depths=list(cfg.depths),
-        num_heads=list(cfg.heads), window_size=list(cfg.window), stochastic_depth_prob=cfg.drop_path,
+        patch_size=list(cfg.patch_size),
+        embed_dim=cfg.embed,
+        depths=list(cfg.depths),
+        num_heads=list(cfg.heads),
+        window_size=list(cfg.window),
+        stochastic_depth_prob=cfg.drop_path,
     )
     if cfg.stem == "conv":
         model.patch_embed.proj = TubeletConvStem(cfg.embed, cfg.patch_size)
@@ -189,7 +200,10 @@ def fill_padding(frames: Tensor, mask: Tensor) -> Tensor:
     return frames.gather(1, index)
 
 
-@METHODS.register("video-swin", description="Video Swin Transformer (torchvision swin3d) clip encoder, shared with a static image clip, InfoNCE")
+@METHODS.register(
+    "video-swin",
+    description="Video Swin Transformer (torchvision swin3d) clip encoder, shared with a static image clip, InfoNCE",
+)
 class VideoSwin(Method):
     """Video Swin-B clip encoder; shop images as static 2-frame clips; symmetric InfoNCE."""
 

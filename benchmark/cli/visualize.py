@@ -29,7 +29,16 @@ from typing import Any, Optional
 import torch
 from torch import Tensor
 
+from benchmark.cli.args import load_registries, parse_overrides, whole_weights_overrides
+from benchmark.cli.runner import SYNTH_DATA_SEED, data_info
 from benchmark.core.atomic import atomic_write_bytes
+from benchmark.core.config import RunConfig, get_profile
+from benchmark.core.registry import DATASETS, METHODS
+from benchmark.training.checkpoint import CheckpointError, load_model_weights
+from benchmark.training.distributed import resolve_device
+from benchmark.training.engine import to_device
+from datasets.torch_data import GalleryDataset, QueryDataset, collate_batch
+from methods.base import build_method, overrides_hook
 
 
 class VisualizeError(RuntimeError):
@@ -45,10 +54,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, required=True, help="output folder for the PNGs")
     p.add_argument("--gallery-id", default=None, help="shop image to attend from (default: the first ground truth)")
     p.add_argument("--profile", default=None, help="profile (default: the run's, from config.json)")
-    p.add_argument("--set", dest="overrides", action="append", default=None, metavar="KEY=VALUE",
-                   help="method config overrides (default: the run's, from config.json)")
-    p.add_argument("--synth-size", default=None, choices=("tiny", "default"),
-                   help="synthetic dataset size (default: the run's, from config.json)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=None,
+        metavar="KEY=VALUE",
+        help="method config overrides (default: the run's, from config.json)",
+    )
+    p.add_argument(
+        "--synth-size",
+        default=None,
+        choices=("tiny", "default"),
+        help="synthetic dataset size (default: the run's, from config.json)",
+    )
     p.add_argument("--plugin", dest="plugins", action="append", default=[], metavar="PATH_OR_MODULE")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu")
 
@@ -84,8 +103,6 @@ def _settings(args: argparse.Namespace) -> tuple[str, dict[str, Any], str]:
     run = _run_config(args.checkpoint)
     profile = args.profile or (run.get("profile") or {}).get("name") or "tiny"
     if args.overrides is not None:
-        from benchmark.cli.args import parse_overrides
-
         overrides: dict[str, Any] = parse_overrides(args.overrides)
     else:
         overrides = dict(run.get("method_overrides") or {})
@@ -94,14 +111,6 @@ def _settings(args: argparse.Namespace) -> tuple[str, dict[str, Any], str]:
 
 
 def _load(args: argparse.Namespace):
-    from benchmark.training.checkpoint import CheckpointError, load_model_weights
-    from benchmark.cli.args import load_registries
-    from benchmark.core.config import RunConfig, get_profile
-    from benchmark.training.distributed import resolve_device
-    from benchmark.core.registry import DATASETS, METHODS
-    from benchmark.cli.args import whole_weights_overrides
-    from benchmark.cli.runner import SYNTH_DATA_SEED, data_info
-    from methods.base import build_method, overrides_hook
 
     load_registries(args.plugins)
     profile_name, overrides, synth_size = _settings(args)
@@ -110,8 +119,14 @@ def _load(args: argparse.Namespace):
         raise VisualizeError(f"method {args.method!r} has no cross_attention_maps(); visualize needs one (e.g. rice)")
     profile = get_profile(profile_name)
     splits = DATASETS.get(args.dataset)(args.data_root, size=synth_size, seed=SYNTH_DATA_SEED)
-    cfg = RunConfig(method=args.method, dataset=args.dataset, profile=profile, data_root=args.data_root,
-                    method_overrides=overrides, synth_size=synth_size)
+    cfg = RunConfig(
+        method=args.method,
+        dataset=args.dataset,
+        profile=profile,
+        data_root=args.data_root,
+        method_overrides=overrides,
+        synth_size=synth_size,
+    )
     info, _, _ = data_info(splits, cfg)
     overrides = whole_weights_overrides(cls, profile.name, overrides)  # the checkpoint holds every weight
     try:
@@ -143,8 +158,6 @@ def _pick(splits, query_id: str, gallery_id: Optional[str]):
 
 def render(args: argparse.Namespace) -> list[Path]:
     """Compute the maps and write the PNGs; returns the written paths."""
-    from datasets.torch_data import GalleryDataset, QueryDataset, collate_batch
-    from benchmark.training.engine import to_device
 
     method, splits, data_cfg, device = _load(args)
     query, item = _pick(splits, args.query, args.gallery_id)
@@ -165,9 +178,15 @@ def render(args: argparse.Namespace) -> list[Path]:
     written = [_save(out / f"{stem}_attention.png", _figure(frames, maps, frame_mask, shop, boxes, found, title))]
     for t in range(frames.shape[0]):
         if frame_mask[t]:
-            fig = _figure(frames[t : t + 1], maps[t : t + 1], frame_mask[t : t + 1], None,
-                          None if boxes is None else boxes[t : t + 1], None if found is None else found[t : t + 1],
-                          f"frame {t}")
+            fig = _figure(
+                frames[t : t + 1],
+                maps[t : t + 1],
+                frame_mask[t : t + 1],
+                None,
+                None if boxes is None else boxes[t : t + 1],
+                None if found is None else found[t : t + 1],
+                f"frame {t}",
+            )
             written.append(_save(out / f"{stem}_frame{t}.png", fig))
     return written
 
@@ -178,13 +197,21 @@ def _to_rgb(x: Tensor, data_cfg) -> Tensor:
     return (x * std + mean).clamp(0, 1).movedim(-3, -1)  # [..., H, W, 3]
 
 
-def _figure(frames: Tensor, maps: Tensor, frame_mask: Tensor, shop: Optional[Tensor],
-            boxes: Optional[Tensor], found: Optional[Tensor], title: str):
-    import matplotlib
+def _figure(
+    frames: Tensor,
+    maps: Tensor,
+    frame_mask: Tensor,
+    shop: Optional[Tensor],
+    boxes: Optional[Tensor],
+    found: Optional[Tensor],
+    title: str,
+):
+    # heavy, and its backend must be chosen before pyplot is imported
+    import matplotlib  # noqa: PLC0415
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import Rectangle
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+    from matplotlib.patches import Rectangle  # noqa: PLC0415
 
     real = [t for t in range(frames.shape[0]) if frame_mask[t]]
     panels = (1 if shop is not None else 0) + len(real)
@@ -200,8 +227,9 @@ def _figure(frames: Tensor, maps: Tensor, frame_mask: Tensor, shop: Optional[Ten
         img = frames[t].numpy()
         h, w = img.shape[:2]
         ax.imshow(img)
-        ax.imshow(maps[t].numpy(), cmap="jet", alpha=0.45, vmin=0.0, vmax=vmax, extent=(0, w, h, 0),
-                  interpolation="bilinear")
+        ax.imshow(
+            maps[t].numpy(), cmap="jet", alpha=0.45, vmin=0.0, vmax=vmax, extent=(0, w, h, 0), interpolation="bilinear"
+        )
         if boxes is not None and found is not None and bool(found[t]):
             x1, y1, x2, y2 = (boxes[t] * torch.tensor([w, h, w, h])).tolist()
             ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor="white", linewidth=1.2))
@@ -213,7 +241,7 @@ def _figure(frames: Tensor, maps: Tensor, frame_mask: Tensor, shop: Optional[Ten
 
 
 def _save(path: Path, fig) -> Path:
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # noqa: PLC0415  (after _figure chose the backend)
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)

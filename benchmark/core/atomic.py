@@ -87,7 +87,7 @@ def atomic_write_json(path: Path | str, obj: Any, *, indent: int | None = 1) -> 
 
 
 def atomic_torch_save(path: Path | str, obj: Any) -> Path:
-    import torch
+    import torch  # noqa: PLC0415  (heavy: the leaf core loads torch only to save a checkpoint)
 
     buf = io.BytesIO()
     torch.save(obj, buf)

@@ -16,6 +16,9 @@ from typing import Any, Optional
 import torch
 from torch import Tensor
 
+from benchmark.core.registry import METHODS
+from methods.base import Encoded
+
 
 def method_name(method: Any) -> str:
     """``registered-name (module file)``: how an error names the method (a plugin's file included)."""
@@ -24,7 +27,6 @@ def method_name(method: Any) -> str:
         where = inspect.getsourcefile(cls)
     except TypeError:
         where = None
-    from benchmark.core.registry import METHODS
 
     name = next((e.name for e in METHODS if e.obj is cls), cls.__name__)
     return f"{name} ({where.rsplit('/', 1)[-1]})" if where else str(name)
@@ -33,7 +35,6 @@ def method_name(method: Any) -> str:
 def encoded_problem(method: Any, fn: str, enc: Any, num_items: int, dim: Optional[int] = None) -> Optional[str]:
     """Why ``enc``, returned by ``method.<fn>`` for a batch of ``num_items`` items, breaks the
     contract (``dim``: the embedding width seen so far); None when it keeps it."""
-    from methods.base import Encoded
 
     who = f"method {method_name(method)}: {fn}"
     if not isinstance(enc, Encoded):
@@ -42,8 +43,10 @@ def encoded_problem(method: Any, fn: str, enc: Any, num_items: int, dim: Optiona
     if not isinstance(emb, Tensor):
         return f"{who} returned an embedding of type {type(emb).__name__}, not a tensor"
     if emb.ndim != 2 or emb.shape[0] != num_items:
-        return (f"{who} returned an embedding of shape {tuple(emb.shape)} for a batch of {num_items} items; "
-                f"expected [{num_items}, D] (one row per item)")
+        return (
+            f"{who} returned an embedding of shape {tuple(emb.shape)} for a batch of {num_items} items; "
+            f"expected [{num_items}, D] (one row per item)"
+        )
     if not emb.dtype.is_floating_point:
         return f"{who} returned an embedding of dtype {emb.dtype}; expected a floating-point tensor"
     if dim is not None and emb.shape[1] != dim:
@@ -53,5 +56,7 @@ def encoded_problem(method: Any, fn: str, enc: Any, num_items: int, dim: Optiona
         return f"{who} returned non-finite values (NaN or inf) in the embeddings of {bad} of {num_items} items"
     for key, value in (enc.extras or {}).items():
         if isinstance(value, Tensor) and (value.ndim == 0 or value.shape[0] != num_items):
-            return f"{who} returned extras[{key!r}] of shape {tuple(value.shape)}; expected one row per item ({num_items})"
+            return (
+                f"{who} returned extras[{key!r}] of shape {tuple(value.shape)}; expected one row per item ({num_items})"
+            )
     return None

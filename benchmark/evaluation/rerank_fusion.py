@@ -26,8 +26,11 @@ from torch import Tensor
 
 from benchmark.core.atomic import atomic_write_json
 from benchmark.core.config import DataConfig, EvalConfig
+from benchmark.evaluation import evaluate
 from benchmark.training.distributed import DistEnv
+from benchmark.training.engine import autocast
 from datasets.records import DatasetSplits, GalleryItem, Query, livestream_of
+from datasets.torch_data import GalleryDataset, QueryDataset
 from methods.base import Method
 
 FUSE_GRID = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0)
@@ -96,9 +99,6 @@ def choose_fuse_weight(
     num_workers: int = 0, amp_dtype: Optional[torch.dtype] = None, grid: tuple[float, ...] = FUSE_GRID,
 ) -> FusionChoice:
     """Scan ``grid`` on ``val`` (top ``eval_cfg.rerank_topk`` by cosine) and return the best weight."""
-    from benchmark.evaluation import evaluate
-    from benchmark.training.engine import autocast
-    from datasets.torch_data import GalleryDataset, QueryDataset
 
     common = dict(env=env, batch_size=eval_cfg.batch_size, num_workers=num_workers, keep_extras=True,
                   amp_dtype=amp_dtype, show_progress=False)

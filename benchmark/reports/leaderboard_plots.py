@@ -13,6 +13,9 @@ import io
 import re
 from typing import Any, Optional, Sequence
 
+from benchmark.reports.leaderboard_render import plot_filename
+from benchmark.reports.leaderboard_tables import labels, split_rows
+
 STYLES = ("-", "--", ":", "-.")
 
 
@@ -27,12 +30,14 @@ def _points(row: Any) -> tuple[list[int], list[float], bool]:
 def render_plot(title: str, rows: Sequence[Any], names: Sequence[str], ranks: Sequence[Optional[int]]) -> bytes:
     """PNG of R@k against k (log scale) for ``rows`` labelled ``names`` (legend in row order), a
     line labelled by its rank (``ranks[i]``, None: unnumbered) at its right end."""
-    import matplotlib
+    # matplotlib is heavy (about 0.5 s) and needed only when a plot is drawn; its backend is chosen
+    # before anything else of it is imported
+    import matplotlib  # noqa: PLC0415
 
     matplotlib.use("Agg", force=False)
-    from matplotlib import colormaps
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import NullFormatter
+    from matplotlib import colormaps  # noqa: PLC0415
+    from matplotlib.figure import Figure  # noqa: PLC0415
+    from matplotlib.ticker import NullFormatter  # noqa: PLC0415
 
     n = max(len(rows), 1)
     legend_rows = min(n, 24)
@@ -47,11 +52,18 @@ def render_plot(title: str, rows: Sequence[Any], names: Sequence[str], ranks: Se
         color = palette[i % len(palette)]
         tag = f"{ranks[i]}. " if ranks[i] is not None else ""
         if curve:
-            ax.plot(ks, vals, color=color, linestyle=STYLES[(i // len(palette)) % len(STYLES)], linewidth=1.5,
-                    label=f"{tag}{name}")
+            ax.plot(
+                ks,
+                vals,
+                color=color,
+                linestyle=STYLES[(i // len(palette)) % len(STYLES)],
+                linewidth=1.5,
+                label=f"{tag}{name}",
+            )
         else:
-            ax.plot(ks, vals, color=color, linestyle="none", marker="o", markersize=5,
-                    label=f"{tag}{name} ({r.status})")
+            ax.plot(
+                ks, vals, color=color, linestyle="none", marker="o", markersize=5, label=f"{tag}{name} ({r.status})"
+            )
         max_k = max(max_k, ks[-1])
     ax.set_xscale("log")
     ax.set_xlim(0.9, max_k * 1.1)
@@ -64,17 +76,24 @@ def render_plot(title: str, rows: Sequence[Any], names: Sequence[str], ranks: Se
     ax.set_title(title, fontsize=10, loc="left")
     ax.grid(True, which="both", alpha=0.3)
     if rows:
-        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, frameon=False,
-                  ncol=1 if len(rows) <= 24 else 2, handlelength=2.2)
+        ax.legend(
+            fontsize=7,
+            loc="upper left",
+            bbox_to_anchor=(1.02, 1.0),
+            borderaxespad=0.0,
+            frameon=False,
+            ncol=1 if len(rows) <= 24 else 2,
+            handlelength=2.2,
+        )
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", metadata={"Software": None}, bbox_inches="tight", pad_inches=0.15)  # legend kept, no blank margin
+    fig.savefig(
+        buf, format="png", metadata={"Software": None}, bbox_inches="tight", pad_inches=0.15
+    )  # legend kept, no blank margin
     return buf.getvalue()
 
 
 def render_plots(board: Any) -> list[tuple[str, bytes]]:
     """(file name, PNG) per table: the ranked rows and reported points, then the analysis rows."""
-    from benchmark.reports.leaderboard_render import plot_filename
-    from benchmark.reports.leaderboard_tables import labels, split_rows
 
     out = []
     for (dataset, profile), rows in board.tables.items():
@@ -83,11 +102,27 @@ def render_plots(board: Any) -> list[tuple[str, bytes]]:
         main = [*ranked, *reported]
         if main:
             what = " and ".join(w for w, rs in (("ranked rows", ranked), ("reported points", reported)) if rs)
-            out.append((plot_filename(dataset, profile),
-                        render_plot(f"{dataset}, profile {profile}: {what}", main, [names[id(r)] for r in main],
-                                    [*range(1, len(ranked) + 1), *[None] * len(reported)])))
+            out.append(
+                (
+                    plot_filename(dataset, profile),
+                    render_plot(
+                        f"{dataset}, profile {profile}: {what}",
+                        main,
+                        [names[id(r)] for r in main],
+                        [*range(1, len(ranked) + 1), *[None] * len(reported)],
+                    ),
+                )
+            )
         if analysis:
-            out.append((plot_filename(dataset, profile, "analysis"),
-                        render_plot(f"{dataset}, profile {profile}: analysis rows (not ranked)", analysis,
-                                    [names[id(r)] for r in analysis], [None] * len(analysis))))
+            out.append(
+                (
+                    plot_filename(dataset, profile, "analysis"),
+                    render_plot(
+                        f"{dataset}, profile {profile}: analysis rows (not ranked)",
+                        analysis,
+                        [names[id(r)] for r in analysis],
+                        [None] * len(analysis),
+                    ),
+                )
+            )
     return out

@@ -13,6 +13,9 @@ frames are dominated by the room and the host), while a trained model should do 
 
 from __future__ import annotations
 
+import argparse
+import json
+import os
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -20,6 +23,8 @@ from typing import Any, Optional, Sequence
 import numpy as np
 from PIL import Image
 
+from benchmark.core.registry import DATASETS
+from datasets.decoding import VideoFile
 from datasets.records import ClipSource, DatasetSplits
 from datasets.sampling import uniform_indices, video_candidates
 
@@ -63,7 +68,6 @@ def _frames(clip: ClipSource, num_frames: int) -> list[tuple[np.ndarray, Optiona
     """(pixels, box in stored pixels or None, scale stored->pixels) for the sampled frames."""
     out = []
     if clip.video_path is not None:
-        from datasets.decoding import VideoFile
 
         video = VideoFile(clip.video_path)
         cands = video_candidates(video.num_frames, video.fps, clip.sample_fps)
@@ -149,14 +153,11 @@ def color_histogram_r1(splits: DatasetSplits, *, bins: int = 8, num_frames: int 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """``python -m datasets.synthetic.calibration --dataset lpr4m-synth [--size S] [--seed N] [--data-root DIR]
     [--knobs JSON] [--use-boxes]``: print the colour-histogram baseline as JSON."""
-    import argparse
-    import json
-    import os
-
-    from benchmark.core.registry import DATASETS
-    import datasets.synthetic  # noqa: F401  (registers the synthetic datasets)
-    import datasets.lpr4m  # noqa: F401
-    import datasets.movingfashion  # noqa: F401
+    # the loaders register themselves on import; datasets.synthetic imports this module's package,
+    # so these registrations happen only when the script runs (a module-level import is a circle)
+    import datasets.lpr4m  # noqa: F401, PLC0415
+    import datasets.movingfashion  # noqa: F401, PLC0415
+    import datasets.synthetic  # noqa: F401, PLC0415
 
     p = argparse.ArgumentParser(prog="python -m datasets.synthetic.calibration", description=main.__doc__)
     p.add_argument("--dataset", default="lpr4m-synth")

@@ -144,7 +144,7 @@ def _swap_in(tmp: Path, out: Path) -> None:
 @contextlib.contextmanager
 def _locked(path: Path) -> Iterator[None]:
     try:
-        import fcntl
+        import fcntl  # noqa: PLC0415  (POSIX only: optional)
     except ImportError:  # pragma: no cover - not POSIX: no lock, the rename still keeps roots whole
         yield
         return

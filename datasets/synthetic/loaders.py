@@ -19,7 +19,10 @@ import os
 from pathlib import Path
 from typing import Any, Optional
 
+import datasets.lpr4m  # noqa: F401  (registers "lpr4m")
 from benchmark.core.registry import DATASETS
+from datasets.faults import Faults
+from datasets.movingfashion import FRAME_PICKS, MISSING_TEST_POLICIES, policy, read_movingfashion
 from datasets.records import DatasetSplits
 from datasets.synthetic.generate import canonical_layout, generate
 from datasets.synthetic.knobs import get_size, knobs_from_dict, params_hash
@@ -66,7 +69,6 @@ def load_lpr4m_synth(
     data_root: Optional[Path] = None, *, size: str = "default", seed: int = 0, cache_dir: Optional[Path] = None
 ) -> DatasetSplits:
     """Generate (or reuse) a synthetic LPR4M root and load it with the real ``lpr4m`` loader."""
-    import datasets.lpr4m  # noqa: F401  (registers "lpr4m")
 
     layout = os.environ.get("LPR_BENCH_SYNTH_LAYOUT", "lpr4m-release")
     if canonical_layout(layout) == "movingfashion":
@@ -82,8 +84,6 @@ def load_movingfashion_synth(
     data_root: Optional[Path] = None, *, size: str = "default", seed: int = 0, cache_dir: Optional[Path] = None
 ) -> DatasetSplits:
     """Generate (or reuse) a synthetic MovingFashion root and load it with the real loader."""
-    from datasets.faults import Faults
-    from datasets.movingfashion import FRAME_PICKS, MISSING_TEST_POLICIES, policy, read_movingfashion
 
     root = synth_root("movingfashion", data_root, size, seed, cache_dir)
     # the committed movingfashion-synth rows were measured with these two (the real dataset follows

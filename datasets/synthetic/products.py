@@ -17,7 +17,7 @@ from functools import lru_cache
 from typing import Optional
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFilter
+from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 from datasets.synthetic.catalog import CATEGORIES, COLOURS, Op
 
@@ -176,10 +176,16 @@ def fit(img: Image.Image, max_side: float) -> Image.Image:
     return img.resize((max(2, int(round(w * k))), max(2, int(round(h * k)))), Image.Resampling.BILINEAR)
 
 
-def shop_image(spec: ProductSpec, size: int, *, bg: tuple[int, int, int], fill: float, title: Optional[str],
-               offset: tuple[float, float] = (0.0, 0.0)) -> Image.Image:
+def shop_image(
+    spec: ProductSpec,
+    size: int,
+    *,
+    bg: tuple[int, int, int],
+    fill: float,
+    title: Optional[str],
+    offset: tuple[float, float] = (0.0, 0.0),
+) -> Image.Image:
     """The shop (gallery / training) image: the product frontal on a clean background, optional title."""
-    from PIL import ImageFont
 
     canvas = Image.new("RGB", (size, size), bg)
     top_room = 0.16 if title else 0.0

@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Optional
 
+import av
 import numpy as np
 
 from benchmark.core.atomic import atomic_write_text
@@ -33,7 +34,6 @@ def image_rel(product: MFProduct) -> str:
 
 def encode_mp4(path: Path, frames: list[np.ndarray], fps: int, qscale: int) -> None:
     """Encode RGB frames to an mp4 deterministically."""
-    import av
 
     h, w = frames[0].shape[:2]
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -49,7 +49,9 @@ def encode_mp4(path: Path, frames: list[np.ndarray], fps: int, qscale: int) -> N
             container.mux(packet)
 
 
-def write_products(products: list[MFProduct], root: Path, size: SizeSpec, knobs: Knobs) -> dict[str, list[Optional[Box]]]:
+def write_products(
+    products: list[MFProduct], root: Path, size: SizeSpec, knobs: Knobs
+) -> dict[str, list[Optional[Box]]]:
     """Render and write the shop images and (present) videos of ``products``; returns boxes per video."""
     out: dict[str, list[Optional[Box]]] = {}
     for prod in products:
@@ -59,7 +61,9 @@ def write_products(products: list[MFProduct], root: Path, size: SizeSpec, knobs:
         for video in prod.videos:
             colours = [s.rgb for s in video.distractors]
             stage = make_stage(video.stage_seed, size.mf_frame_size, colours, knobs, clean=not prod.hard)
-            render = render_clip(stage, prod.spec, list(video.distractors), video.attrs, video.n_frames, knobs, video.seed)
+            render = render_clip(
+                stage, prod.spec, list(video.distractors), video.attrs, video.n_frames, knobs, video.seed
+            )
             out[video.name] = render.boxes
             if not video.missing:
                 encode_mp4(root / video_rel(video), render.frames, size.mf_fps, qscale=8 if prod.hard else 4)
@@ -81,7 +85,8 @@ def write_mf_annotations(products: list[MFProduct], boxes: dict[str, list[Option
             }
             if all(v.tracklets for v in prod.videos):
                 entry["tracklets"] = [
-                    {str(i): [int(c) for c in b] for i, b in enumerate(boxes[v.name]) if b is not None} for v in prod.videos
+                    {str(i): [int(c) for c in b] for i, b in enumerate(boxes[v.name]) if b is not None}
+                    for v in prod.videos
                 ]
             data[prod.pid] = entry
         written.append(atomic_write_text(root / f"{split}.json", json.dumps(data, separators=(", ", ": ")) + "\n"))
