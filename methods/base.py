@@ -79,6 +79,9 @@ class Method(nn.Module):
     # method: its own official command where it trained differently from the profile's recipe
     # (e.g. SGMN's batch 256, 10 epochs); command-line options still override them
     TRAIN_RECIPE: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
+    # True when every trainable parameter takes part in every training step's loss (on every
+    # process): DDP then skips its per-step search for unused parameters
+    every_parameter_used: ClassVar[bool] = False
 
     def __init__(self, cfg: Any, info: DataInfo) -> None:
         super().__init__()

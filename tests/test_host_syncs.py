@@ -1,0 +1,71 @@
+"""Host syncs of a training step: the engine reads the losses once per log interval, and
+RICE's step (tiny, and the paper profile at tiny shapes) reads nothing between its first
+forward and its optimizer step. Counted with :mod:`tests.sync_counter` (a CPU cannot time a
+GPU's stalls, but it can count the calls that would cause them)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from benchmark.core.config import TrainConfig
+from benchmark.training import engine
+from benchmark.training.distributed import DistEnv
+from benchmark.training.state import TrainState
+from tests.sync_counter import count_syncs, paused
+from tests.toy_methods import RegressionData, ToyConfig, ToyRegression, params_of
+
+CFG = TrainConfig(epochs=2, batch_size=8, lr_encoder=1e-2, lr_new=5e-2, weight_decay=0.01, warmup_ratio=0.25,
+                  grad_clip=100.0, amp=False)  # 32 pairs: 4 optimizer steps an epoch
+
+
+def _train(tmp, log_every, toy=ToyConfig(), **kw):
+    torch.manual_seed(123)
+    m = ToyRegression(toy)
+    return m, engine.train(m, RegressionData(32), dataclasses.replace(CFG, **kw), env=DistEnv(), run_dir=tmp,
+                           seed=0, show_progress=False, log_every=log_every)
+
+
+@pytest.mark.parametrize("log_every, reads", [(1, 2 * (4 + 1)), (2, 2 * (2 + 1)), (4, 2 * (1 + 1)), (50, 2 * 1)])
+def test_engine_reads_the_losses_once_per_log_interval(tmp_path, monkeypatch, log_every, reads):
+    """8 steps over 2 epochs: one read every ``log_every`` steps plus one at each epoch's end
+    (checkpoint writes, which must read, are not counted)."""
+    save = TrainState.save
+    with count_syncs() as log:
+        monkeypatch.setattr(TrainState, "save", lambda self, *a, **k: _unpaused(log, save, self, *a, **k))
+        _, res = _train(tmp_path / str(log_every), log_every)
+    assert res.steps == 8
+    assert log.count == reads, str(log)
+    assert all(what == "tolist" and "loss_meter.py" in where for what, where in log.calls), str(log)
+
+
+def _unpaused(log, save, *a, **k):
+    with paused(log):
+        return save(*a, **k)
+
+
+def test_log_interval_changes_no_value(tmp_path):
+    """Reading every step or once an epoch: the same weights and the same loss history."""
+    a, ra = _train(tmp_path / "a", 1)
+    b, rb = _train(tmp_path / "b", 50)
+    assert all(torch.equal(v, params_of(b)[k]) for k, v in params_of(a).items())
+    strip = [{k: v for k, v in h.items() if k not in ("wall_s", "samples_per_s", "data_wait_s")} for h in ra.history]
+    assert strip == [{k: v for k, v in h.items() if k not in ("wall_s", "samples_per_s", "data_wait_s")}
+                     for h in rb.history]
+
+
+def test_a_non_finite_loss_between_reads_is_caught_at_the_next_read(tmp_path):
+    """NaN at call 5 (epoch 2, step 6) with a read every 4 steps: caught at epoch 2's read,
+    named by its own step, and epoch 1's checkpoint is what stays on disk."""
+    from benchmark.training import checkpoint as ckpt
+
+    with pytest.raises(engine.NonFiniteLossError) as err:
+        _train(tmp_path, 4, toy=ToyConfig(nan_at_call=5))
+    msg = str(err.value)
+    assert "non-finite training loss at epoch 2, optimizer step 6 (mse=nan)" in msg
+    assert str(tmp_path / "last.pt") in msg
+    state = ckpt.load_checkpoint(tmp_path / "last.pt")
+    assert state["epoch"] == 1 and state["step"] == 4
+    assert all(torch.isfinite(v).all() for v in state["model"].values())
