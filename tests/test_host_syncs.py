@@ -69,3 +69,34 @@ def test_a_non_finite_loss_between_reads_is_caught_at_the_next_read(tmp_path):
     state = ckpt.load_checkpoint(tmp_path / "last.pt")
     assert state["epoch"] == 1 and state["step"] == 4
     assert all(torch.isfinite(v).all() for v in state["model"].values())
+
+
+# --- RICE's training step --------------------------------------------------------------------
+def _rice_step_syncs(build, tmp_path):
+    """Syncs between the first forward and the optimizer step of one engine step (the
+    engine's own micro_step and optimizer_step, with its LossMeter)."""
+    from benchmark.core.frame_index import frame_indices
+    from benchmark.training.loop import micro_step, optimizer_step
+    from benchmark.training.loss_meter import LossMeter
+    from tests.rice_fixtures import toy_batch
+
+    torch.manual_seed(0)
+    m = build()
+    batch = toy_batch(b=4, t=3)
+    batch.update(frame_indices(batch["frame_mask"], batch["box_mask"]))  # as collate_batch adds them
+    cfg = TrainConfig(epochs=1, batch_size=4, lr_encoder=1e-4, lr_new=1e-3, grad_clip=1.0, amp=False)
+    tr, _ = engine._build_trainer(m, 4, cfg, DistEnv(), tmp_path, None, None)
+    meter = LossMeter(torch.device("cpu"))
+    with count_syncs() as log:
+        losses, loss = micro_step(tr, batch, True)
+        meter.add(losses, loss)
+        optimizer_step(tr)
+    return log
+
+
+@pytest.mark.parametrize("profile", ["tiny", "paper"])
+def test_a_rice_training_step_never_waits_for_the_device(tmp_path, profile):
+    from tests.rice_fixtures import paper_small_rice, small_rice
+
+    log = _rice_step_syncs(small_rice if profile == "tiny" else paper_small_rice, tmp_path)
+    assert log.count == 0, str(log)
