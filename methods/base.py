@@ -59,8 +59,9 @@ class Encoded:
     embedding: Tensor
     extras: dict[str, Tensor] = field(default_factory=dict)
 
-    def to(self, device: torch.device | str) -> "Encoded":
-        return Encoded(self.embedding.to(device), {k: v.to(device) for k, v in self.extras.items()})
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> "Encoded":
+        return Encoded(self.embedding.to(device, non_blocking=non_blocking),
+                       {k: v.to(device, non_blocking=non_blocking) for k, v in self.extras.items()})
 
     def select(self, index: Tensor) -> "Encoded":
         return Encoded(self.embedding[index], {k: v[index] for k, v in self.extras.items()})
