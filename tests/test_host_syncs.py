@@ -100,3 +100,21 @@ def test_a_rice_training_step_never_waits_for_the_device(tmp_path, profile):
 
     log = _rice_step_syncs(small_rice if profile == "tiny" else paper_small_rice, tmp_path)
     assert log.count == 0, str(log)
+
+
+def test_the_prefetcher_on_the_cpu_fetches_in_step_with_the_consumer():
+    """CPU path unchanged: each batch is fetched only when the step asks for it (a loader in
+    the main process that draws from the global RNG sees the same interleaving as before)."""
+    from benchmark.training.prefetch import DevicePrefetcher
+
+    fetched = []
+
+    def loader():
+        for i in range(3):
+            fetched.append(i)
+            yield {"x": torch.full((2,), float(i)), "s": ["a", "b"]}
+
+    seen = []
+    for batch in DevicePrefetcher(loader(), torch.device("cpu"), engine.to_device):
+        seen.append((len(fetched), float(batch["x"][0]), batch["s"]))
+    assert seen == [(1, 0.0, ["a", "b"]), (2, 1.0, ["a", "b"]), (3, 2.0, ["a", "b"])]

@@ -24,15 +24,23 @@
   batches (InfoNCE gathers negatives across ranks), DDP wrapping, rank 0 alone writes.
   ``group_batches="livestream"`` swaps in :class:`~benchmark.training.grouped_sampler.GroupedSampler`
   (chunks of one livestream per batch) under the same contract.
-* ``method.set_epoch(epoch)`` (0-based) and, where a method defines it,
-  ``method.on_epoch_start(epoch, epochs)`` are called before every epoch, resumed ones
+* ``method.set_epoch(epoch)`` (0-based) and ``method.on_epoch_start(epoch, epochs)`` are called before every epoch, resumed ones
   included. (Under DDP the set of parameters with ``requires_grad`` must not change
   between epochs: DDP fixes it when wrapping.)
-* A checkpoint (:mod:`benchmark.training.checkpoint`) is written atomically after every epoch, every
+* A checkpoint (:mod:`benchmark.training.checkpoint`, through
+  :class:`~benchmark.training.state.TrainState`) is written atomically after every epoch, every
   ``checkpoint_every`` optimizer steps when set (``--checkpoint-every``; it holds the position
   in the epoch, every rank's RNG states and the epoch's running loss sums, so a resumed run
-  ends bit-identical on the CPU) and when ``max_steps`` stops training mid-epoch. A NaN/inf
-  loss stops training with a :class:`NonFiniteLossError` and leaves the last good checkpoint in place.
+  ends bit-identical on the CPU) and when ``max_steps`` stops training mid-epoch.
+* No step waits for the device: losses are summed on it
+  (:class:`~benchmark.training.loss_meter.LossMeter`) and read every ``log_every`` optimizer
+  steps (1 on the CPU, where a read is free; 50 on a GPU), before each checkpoint and at each
+  epoch's end. A NaN/inf loss is caught at the next read and stops training with a
+  :class:`NonFiniteLossError` naming the step where it first appeared; no checkpoint is written
+  after it, so the last good one stays in place. On CUDA, batches are copied one ahead on a side
+  stream (:mod:`benchmark.training.prefetch`) and AdamW is the fused kernel.
+* Under DDP, ``find_unused_parameters`` (a graph walk every step) only for methods that do not
+  declare ``every_parameter_used``; gradients are the all-reduce buckets' views.
 """
 
 from __future__ import annotations
@@ -59,6 +67,7 @@ from benchmark.training.loop import (  # noqa: F401  (TrainingError, NonFiniteLo
     NonFiniteLossError, RunClock, Trainer, TrainingError, autocast, train_one_epoch,
 )
 from benchmark.training.loss_meter import LossMeter
+from benchmark.training.prefetch import DevicePrefetcher
 from benchmark.training.seeding import make_generator, seed_everything, set_rng_state, worker_init_fn
 from benchmark.training.state import Stateful, TrainState, same_identity  # noqa: F401  (same_identity: public here)
 from methods.base import Method
@@ -227,7 +236,8 @@ def train(
         prog.update(state.step)
         while state.epoch < epochs and state.step < tr.total_steps:
             loader, meter = _start_epoch(tr, state, method, dataset, collate, seed, num_workers, groups, epochs)
-            record = train_one_epoch(tr, state, loader, meter, prog, clock, lambda b: to_device(b, env.device))
+            batches = DevicePrefetcher(loader, env.device, to_device)  # CUDA: copies one batch ahead
+            record = train_one_epoch(tr, state, batches, meter, prog, clock)
             prog.log(
                 f"epoch {record['epoch']}/{epochs}  step {state.step}/{tr.total_steps}  "
                 f"loss {record.get('loss', float('nan')):.4f}  {record['samples_per_s']:.1f} samples/s"

@@ -14,7 +14,7 @@ import contextlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Iterable, Optional
 
 import torch
 from torch import Tensor, nn
@@ -103,8 +103,10 @@ def checked_read(tr: Trainer, meter: LossMeter, state: TrainState, epoch_start_s
 
 
 def train_one_epoch(tr: Trainer, state: TrainState, loader: Iterable[dict[str, Any]], meter: LossMeter,
-                    prog: StepProgress, clock: "RunClock", to_device: Callable[[dict], dict]) -> dict[str, Any]:
-    """Run the rest of epoch ``state.epoch`` from micro-batch ``state.micro_in_epoch``; return its record."""
+                    prog: StepProgress, clock: "RunClock") -> dict[str, Any]:
+    """Run the rest of epoch ``state.epoch`` from micro-batch ``state.micro_in_epoch``; return its record.
+
+    ``loader`` yields batches already on the device (:class:`~benchmark.training.prefetch.DevicePrefetcher`)."""
     limit = tr.steps_per_epoch * tr.accum
     epoch_start_step = state.step - state.micro_in_epoch // tr.accum
     micro, samples, data_wait, stopped = state.micro_in_epoch, 0, 0.0, False
@@ -114,7 +116,7 @@ def train_one_epoch(tr: Trainer, state: TrainState, loader: Iterable[dict[str, A
         if micro >= limit:
             break
         last_micro = (micro + 1) % tr.accum == 0
-        losses, loss = micro_step(tr, to_device(batch), last_micro)
+        losses, loss = micro_step(tr, batch, last_micro)
         meter.add(losses, loss)
         micro += 1
         samples += tr.micro_bs * tr.env.world_size

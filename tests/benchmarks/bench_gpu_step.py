@@ -12,7 +12,7 @@ temporal mask and boxes drawn like LPR4M's: ``--real-frames`` of 10 real on aver
 ``--boxed`` of the frames, Chinese-length ASR and titles), runs ``--warmup`` steps and then
 ``--steps`` timed ones through the engine's own ``micro_step``/``optimizer_step``, bf16 autocast
 and fused AdamW on CUDA, and prints: pairs/s (global), the step time split into data (the
-host-to-device copy of a pinned batch), forward, backward and optimizer (CUDA events, read once
+wait for the next batch, copied one ahead on a side stream by the engine's ``DevicePrefetcher``), forward, backward and optimizer (CUDA events, read once
 at the end), peak GPU memory, and the host syncs of one step (``tests/sync_counter.py``).
 
 On the CPU (``--tiny``, the default there) the same code runs at small shapes in seconds;
@@ -22,6 +22,7 @@ On the CPU (``--tiny``, the default there) the same code runs at small shapes in
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import statistics
 import sys
@@ -42,6 +43,7 @@ from benchmark.training import engine  # noqa: E402
 from benchmark.training.distributed import cleanup, init_distributed  # noqa: E402
 from benchmark.training.loop import micro_step, optimizer_step  # noqa: E402
 from benchmark.training.loss_meter import LossMeter  # noqa: E402
+from benchmark.training.prefetch import DevicePrefetcher  # noqa: E402
 from methods.base import DataInfo, build_method  # noqa: E402
 from methods.rice import Rice  # noqa: E402
 from tests.sync_counter import count_syncs  # noqa: E402
@@ -115,10 +117,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         host = [{k: v.pin_memory() if isinstance(v, torch.Tensor) else v for k, v in b.items()} for b in host]
     meter = LossMeter(device)
     method.train()
+    batches = iter(DevicePrefetcher(itertools.cycle(host), device, engine.to_device))  # the engine's feed
 
     def step(i: int, timer: Timer | None) -> None:
         marks = [timer.mark()] if timer else None
-        batch = engine.to_device(host[i % len(host)], device)
+        batch = next(batches)
         if timer:
             marks.append(timer.mark())
         losses, loss = micro_step(tr, batch, True)  # forward + backward (split below by a hook)
