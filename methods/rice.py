@@ -114,10 +114,11 @@ from torch import Tensor, nn
 from benchmark.core.registry import METHODS
 from methods.base import DataInfo, Encoded, Method, check_image_size
 from methods.encoders import PAPER_ENCODER, TINY_ENCODER, ClipEncoder, EncoderConfig, masked_mean
-from methods.ipd import SetDetector, boxes_to_patch_keep, detection_loss, predict_boxes
+from methods.ipd import SetDetector, boxes_to_patch_keep, predict_boxes
 from methods.losses import info_nce
 from methods.pmd import PFR_TARGETS, PairwiseMatchingDecoder, PatchFeatureReconstruction, consecutive_runs
 from methods.rice_analysis import RiceAnalysisMixin
+from methods.rice_frames import detect, detector_losses, encode_frames
 from methods.rice_pmd import PMD_ANCHORS, pmd_losses
 
 IPD_MODES = ("none", "single", "multi", "oracle")
@@ -389,79 +390,13 @@ class Rice(RiceAnalysisMixin, Method):
         return boxes_to_patch_keep(pred, found & frame_mask, self.encoder.grid, self.cfg.iou_threshold), {}
 
     def _encode_frames(self, batch: dict[str, Any], keep: Optional[Tensor]) -> tuple[Tensor, Tensor]:
-        """Per-frame embeddings [B, T, E] and tokens [B, T, L, W]. With a per-sample encoder
-        (no BatchNorm: the paper profile) only the real frames are encoded and scattered back;
-        padding frames get zeros, which every consumer masks out (``tests/test_rice_packing.py``)."""
-        frames = batch["frames"]
-        if not self._per_sample:
-            return self.encoder.encode_frames(frames, keep)
-        b, t = frames.shape[:2]
-        idx = _flat_index(batch, "frame_index", batch["frame_mask"])
-        flat_keep = keep.flatten(0, 1)[idx] if keep is not None else None
-        emb, tokens = self.encoder.encode_images(frames.flatten(0, 1)[idx], flat_keep) if idx.numel() else (None, None)
-        e, w = self.encoder.embed_dim, self.encoder.width
-        dtype = emb.dtype if emb is not None else frames.dtype
-        out_emb = frames.new_zeros(b * t, e, dtype=dtype)
-        out_tok = frames.new_zeros(b * t, self.encoder.num_tokens, w, dtype=dtype)
-        if emb is not None:
-            out_emb, out_tok = out_emb.index_copy(0, idx, emb), out_tok.index_copy(0, idx, tokens)
-        return out_emb.view(b, t, e), out_tok.view(b, t, *out_tok.shape[1:])
+        return encode_frames(self, batch, keep)
 
     def _detector_losses(self, batch: dict[str, Any]) -> dict[str, Tensor]:
-        """DETR losses on a window of ``det_train_frames`` consecutive frames per clip (0: all).
-
-        On all frames with a per-sample encoder, the detector's pass runs only on what its
-        loss counts: the boxed frames (single-frame detector) or the clips with a boxed frame
-        (multi-frame); the same loss values as on every frame (``tests/test_rice_packing.py``).
-        """
-        frame_mask = batch["frame_mask"].bool()
-        b, t = frame_mask.shape
-        w = self.cfg.det_train_frames
-        if (w <= 0 or w >= t) and self._per_sample:
-            return self._boxed_detector_losses(batch)
-        if w <= 0 or w >= t:
-            idx = torch.arange(t, device=frame_mask.device).expand(b, t)
-        else:
-            n_real = frame_mask.sum(1)
-            span = (n_real - w).clamp_min(0) + 1
-            start = (torch.rand(b, device=frame_mask.device) * span).long()
-            idx = start[:, None] + torch.arange(w, device=frame_mask.device)
-        rows = torch.arange(b, device=frame_mask.device)[:, None]
-        window = {k: batch[k][rows, idx] for k in ("frames", "frame_mask", "boxes", "box_mask")}
-        logits, boxes = self._detect(window, first_frame=idx[:, 0])
-        gt_has = window["box_mask"].bool() & window["frame_mask"].bool()
-        return self._weighted_det(logits, boxes, window["boxes"], gt_has)
-
-    def _boxed_detector_losses(self, batch: dict[str, Any]) -> dict[str, Tensor]:
-        """The detector on the boxed frames (or clips) alone. Without any, it runs on one frame
-        weighted zero, so every detector parameter is in every step's graph (DDP, no search)."""
-        gt_has = batch["box_mask"].bool() & batch["frame_mask"].bool()
-        multi = self.detector is not None and self.detector.multi_frame
-        key = "boxed_clips" if multi else "boxed_index"
-        idx = _flat_index(batch, key, gt_has.any(1) if multi else gt_has)
-        weight = torch.ones(idx.shape, dtype=torch.bool, device=gt_has.device)
-        if idx.numel() == 0:  # nothing to learn from: one frame (clip), weighted out
-            idx, weight = idx.new_zeros(1), weight.new_zeros(1)
-        if multi:
-            sub = {k: batch[k][idx] for k in ("frames", "frame_mask", "boxes")}
-            has = gt_has[idx] & weight[:, None]
-        else:  # each boxed frame as a one-frame clip
-            sub = {k: batch[k].flatten(0, 1)[idx][:, None] for k in ("frames", "boxes")}
-            sub["frame_mask"] = weight[:, None]
-            has = weight[:, None]
-        logits, boxes = self._detect(sub)
-        return self._weighted_det(logits, boxes, sub["boxes"], has)
-
-    def _weighted_det(self, logits: Tensor, boxes: Tensor, gt: Tensor, gt_has: Tensor) -> dict[str, Tensor]:
-        det = detection_loss(logits, boxes, gt, gt_has, eos_coef=self.cfg.det_eos_coef)
-        return {f"det_{k}": self.cfg.w_det * v for k, v in det.items()}
+        return detector_losses(self, batch)
 
     def _detect(self, batch: dict[str, Any], first_frame: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
-        assert self.detector is not None
-        frames = batch["frames"]
-        b, t = frames.shape[:2]
-        tokens = self.encoder.image_tokens(frames.flatten(0, 1))
-        return self.detector(tokens.view(b, t, *tokens.shape[1:]), batch["frame_mask"].bool(), first_frame)
+        return detect(self, batch, first_frame)
 
     def _encoded(self, side: _Side) -> Encoded:
         if self.pmd is None:
@@ -473,9 +408,3 @@ class Rice(RiceAnalysisMixin, Method):
             return x
         return x.to(self.pmd.pool_dense.weight.dtype)
 
-
-def _flat_index(batch: dict[str, Any], key: str, mask: Tensor) -> Tensor:
-    """The batch's precomputed index ``key`` (``benchmark.core.frame_index``, built in the
-    DataLoader's workers), else the positions of ``mask`` (a host sync on a GPU)."""
-    idx = batch.get(key)
-    return idx if idx is not None else torch.nonzero(mask.flatten()).squeeze(1)

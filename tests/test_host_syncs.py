@@ -21,9 +21,9 @@ CFG = TrainConfig(epochs=2, batch_size=8, lr_encoder=1e-2, lr_new=5e-2, weight_d
                   grad_clip=100.0, amp=False)  # 32 pairs: 4 optimizer steps an epoch
 
 
-def _train(tmp, log_every, toy=ToyConfig(), **kw):
+def _train(tmp, log_every, toy=None, **kw):
     torch.manual_seed(123)
-    m = ToyRegression(toy)
+    m = ToyRegression(toy or ToyConfig())
     return m, engine.train(m, RegressionData(32), dataclasses.replace(CFG, **kw), env=DistEnv(), run_dir=tmp,
                            seed=0, show_progress=False, log_every=log_every)
 

@@ -23,15 +23,14 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 
-from benchmark.evaluation import feature_cache as fcache
-from benchmark.evaluation import retrieval
-from benchmark.evaluation import scoring
 from benchmark.core.config import DataConfig, EvalConfig
+from benchmark.core.progress import StepProgress
+from benchmark.evaluation import feature_cache as fcache
+from benchmark.evaluation import retrieval, scoring
+from benchmark.evaluation.feature_cache import FeatureCache
+from benchmark.evaluation.method_contract import encoded_problem
 from benchmark.training.distributed import DistEnv, all_gather_cat
 from benchmark.training.engine import autocast, to_device
-from benchmark.evaluation.method_contract import encoded_problem
-from benchmark.evaluation.feature_cache import FeatureCache
-from benchmark.core.progress import StepProgress
 from datasets.records import DatasetSplits
 from methods.base import Encoded, Method
 

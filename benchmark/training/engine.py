@@ -64,7 +64,12 @@ from benchmark.training.distributed import DistEnv
 from benchmark.training.grouped_sampler import epoch_sampler
 from benchmark.training.item_seeding import ItemSeededDataset
 from benchmark.training.loop import (  # noqa: F401  (TrainingError, NonFiniteLossError, autocast: public here)
-    NonFiniteLossError, RunClock, Trainer, TrainingError, autocast, train_one_epoch,
+    NonFiniteLossError,
+    RunClock,
+    Trainer,
+    TrainingError,
+    autocast,
+    train_one_epoch,
 )
 from benchmark.training.loss_meter import LossMeter
 from benchmark.training.prefetch import DevicePrefetcher
