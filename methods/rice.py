@@ -202,7 +202,7 @@ class Rice(RiceAnalysisMixin, Method):
     }
     encoder_prefixes = ("encoder.", "logit_scale")
     supports_rerank = True
-    every_parameter_used = True  # the detector too, weighted zero without a boxed frame (tests/test_host_syncs.py)
+    every_parameter_used = True  # the detector too, weighted zero without a boxed frame (tests/test_rice_ddp.py)
 
     def __init__(self, cfg: RiceConfig, info: DataInfo) -> None:
         super().__init__(cfg, info)
