@@ -75,6 +75,7 @@ from benchmark.training.loss_meter import LossMeter
 from benchmark.training.prefetch import DevicePrefetcher
 from benchmark.training.seeding import make_generator, seed_everything, set_rng_state, worker_init_fn
 from benchmark.training.state import Stateful, TrainState, same_identity  # noqa: F401  (same_identity: public here)
+from datasets.torch_data import collate_batch
 from methods.base import Method
 
 
@@ -219,8 +220,7 @@ def train(
     ``log_every``: optimizer steps between two host reads of the losses (and finiteness
     checks); default 1 on the CPU, where a read costs nothing, 50 on a GPU.
     """
-    if collate is None:
-        from datasets.torch_data import collate_batch as collate  # datasets sits beside benchmark: no import at load
+    collate = collate or collate_batch
     run_dir = Path(run_dir)
     n = len(dataset)  # type: ignore[arg-type]
     if cfg.group_batches != "none" and (groups is None or len(groups) != n):

@@ -139,24 +139,32 @@ def train_one_epoch(tr: Trainer, state: TrainState, loader: Iterable[dict[str, A
                 break
         t_wait = time.perf_counter()
     reading = checked_read(tr, meter, state, epoch_start_step)
-    wall = time.perf_counter() - t_epoch
+    timing = {"samples": samples, "data_wait": data_wait, "wall": time.perf_counter() - t_epoch}
+    return _finish_epoch(tr, state, reading, timing, micro if stopped else None)
+
+
+def _finish_epoch(tr: Trainer, state: TrainState, reading: MeterReading, timing: dict[str, float],
+                  stopped_at: Optional[int]) -> dict[str, Any]:
+    """The epoch's history record (the global batch's mean losses), then its checkpoint: at
+    micro-batch ``stopped_at`` with the running sums when training stopped mid-epoch."""
     logged = mean_across_ranks(reading.sums, tr.env)  # the global batch's loss, not rank 0's share
+    wall = timing["wall"]
     record = {
         "epoch": state.epoch + 1,
         "step": state.step,
         **{k: round(v / max(reading.counted, 1), 6) for k, v in logged.items()},
         "lr": [round(g["lr"], 10) for g in tr.objs.optimizer.param_groups],
-        "samples_per_s": round(samples / max(wall, 1e-9), 3),
-        "data_wait_s": round(data_wait, 3),  # time blocked on the DataLoader
+        "samples_per_s": round(timing["samples"] / max(wall, 1e-9), 3),
+        "data_wait_s": round(timing["data_wait"], 3),  # time blocked on the DataLoader
         "wall_s": round(wall, 3),
     }
-    if stopped:
+    if stopped_at is not None:
         record["partial"] = True
-        state.history.append(record)
-        state.micro_in_epoch = micro
+    state.history.append(record)
+    if stopped_at is not None:
+        state.micro_in_epoch = stopped_at
         state.save(tr.run_dir, tr.objs, tr.env, tr.split, tr.identity, reading.sums, reading.counted)
     else:
-        state.history.append(record)
         state.epoch += 1
         state.micro_in_epoch = 0
         state.save(tr.run_dir, tr.objs, tr.env, tr.split, tr.identity)
