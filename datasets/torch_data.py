@@ -3,7 +3,8 @@
 * :class:`PairDataset` (training pairs): clip side + image side + ``product``/``category`` ids.
 * :class:`QueryDataset` (test clips): clip side only.
 * :class:`GalleryDataset` (shop images): image side only.
-* :func:`collate_batch`: stacks tensors, keeps strings as lists, ints as long tensors.
+* :func:`collate_batch`: stacks tensors, keeps strings as lists, ints as long tensors, and adds
+  the flat indices of the real and the boxed frames (:mod:`benchmark.core.frame_index`).
 
 Clip side: ``frames`` float [T, 3, S, S], ``frame_mask`` bool [T] (False on padding), ``boxes``
 float [T, 4] xyxy in [0, 1] of the transformed frame, ``box_mask`` bool [T], ``asr`` str. A
@@ -23,6 +24,7 @@ import torch
 from torch.utils.data import Dataset
 
 from benchmark.core.config import DataConfig
+from benchmark.core.frame_index import frame_indices
 from datasets import transforms as T
 from datasets.decoding import VideoFile, decode_frames, decode_image
 from datasets.errors import DataError
@@ -260,4 +262,6 @@ def collate_batch(items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
             batch[key] = torch.tensor(values, dtype=torch.long)
         else:
             raise TypeError(f"collate_batch: field {key!r} has unsupported type {type(first).__name__}")
+    if isinstance(batch.get("frame_mask"), torch.Tensor):  # in the workers, not on the device's critical path
+        batch.update(frame_indices(batch["frame_mask"], batch.get("box_mask")))
     return batch

@@ -59,8 +59,9 @@ class Encoded:
     embedding: Tensor
     extras: dict[str, Tensor] = field(default_factory=dict)
 
-    def to(self, device: torch.device | str) -> "Encoded":
-        return Encoded(self.embedding.to(device), {k: v.to(device) for k, v in self.extras.items()})
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> "Encoded":
+        return Encoded(self.embedding.to(device, non_blocking=non_blocking),
+                       {k: v.to(device, non_blocking=non_blocking) for k, v in self.extras.items()})
 
     def select(self, index: Tensor) -> "Encoded":
         return Encoded(self.embedding[index], {k: v[index] for k, v in self.extras.items()})
@@ -79,6 +80,9 @@ class Method(nn.Module):
     # method: its own official command where it trained differently from the profile's recipe
     # (e.g. SGMN's batch 256, 10 epochs); command-line options still override them
     TRAIN_RECIPE: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
+    # True when every trainable parameter takes part in every training step's loss (on every
+    # process): DDP then skips its per-step search for unused parameters
+    every_parameter_used: ClassVar[bool] = False
 
     def __init__(self, cfg: Any, info: DataInfo) -> None:
         super().__init__()

@@ -11,7 +11,8 @@ described by the paper are built here on the shared encoder's last-layer tokens:
 * :class:`SetDetector` with ``temporal_layers=0``: a single-frame DETR-style set predictor
   (Carion et al., ECCV 2020): a few learned queries, a transformer decoder over one frame's
   tokens, an object/no-object head and a box head (sigmoid ``cx, cy, w, h``), trained with
-  Hungarian matching (``scipy.optimize.linear_sum_assignment``) and CE + L1 + GIoU losses
+  Hungarian matching and CE + L1 + GIoU losses; with one target per frame the matching is the
+  query of least cost (:func:`match_single_target`, equal to ``scipy.optimize.linear_sum_assignment``'s)
   (DETR's costs and weights 1 / 5 / 2, no-object weight 0.1). Scaled down from DETR: one
   intent product per frame, so 4 queries and 2 decoder layers instead of 100 and 6, and no
   auxiliary decoding losses.
@@ -121,8 +122,11 @@ class SetDetector(nn.Module):
         if self.temporal is not None:
             start = first_frame if first_frame is not None else torch.zeros(b, dtype=torch.long, device=x.device)
             pos = start[:, None] + torch.arange(t, device=x.device)
-            if int(pos.max()) >= self.time_pos.shape[0]:
-                raise ValueError(f"multi-frame detector built for {self.time_pos.shape[0]} frames, got frame {int(pos.max())}")
+            limit = self.time_pos.shape[0]
+            if t > limit or (pos.device.type == "cpu" and int(pos.max()) >= limit):  # a read is free on the CPU
+                raise ValueError(f"multi-frame detector built for {limit} frames, got frame {max(t - 1, int(pos.max()))}")
+            if pos.device.type != "cpu":  # checked on the device, without making the host wait
+                torch._assert_async(pos.max() < limit, "multi-frame detector: a frame position beyond num_frames")
             x = x + self.time_pos[pos][:, :, None, :]
             seq = x.permute(0, 2, 1, 3).reshape(b * length, t, -1)  # attention over frames per position
             pad = ~frame_mask.bool()
@@ -165,6 +169,41 @@ def hungarian_match(
     return out
 
 
+def paired_giou(a: Tensor, b: Tensor) -> Tensor:
+    """GIoU of aligned xyxy boxes ``a[i]``, ``b[i]`` (``[..., 4]``): torchvision's
+    ``generalized_box_iou`` formula, elementwise instead of all pairs."""
+    area_a = (a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1])
+    area_b = (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
+    lt, rb = torch.maximum(a[..., :2], b[..., :2]), torch.minimum(a[..., 2:], b[..., 2:])
+    wh = (rb - lt).clamp(min=0)
+    inter = wh[..., 0] * wh[..., 1]
+    union = area_a + area_b - inter
+    iou = inter / union
+    lt_c, rb_c = torch.minimum(a[..., :2], b[..., :2]), torch.maximum(a[..., 2:], b[..., 2:])
+    wh_c = (rb_c - lt_c).clamp(min=0)
+    area_c = wh_c[..., 0] * wh_c[..., 1]
+    return iou - (area_c - union) / area_c
+
+
+@torch.no_grad()
+def match_single_target(
+    logits: Tensor, boxes: Tensor, target: Tensor,
+    cost_class: float = 1.0, cost_l1: float = 5.0, cost_giou: float = 2.0,
+) -> Tensor:
+    """DETR's matcher when every frame has one target: the query of least cost, ``[N]``.
+
+    ``logits`` [N, Q, 2], ``boxes`` [N, Q, 4] cxcywh, ``target`` [N, 4] cxcywh. With one
+    target the optimal assignment is the argmin over the queries of the same cost as
+    :func:`hungarian_match` (``tests/test_ipd.py`` checks it against scipy's); one batched
+    computation on the device, no host sync.
+    """
+    prob = logits.float().softmax(-1)[..., 0]
+    pred, tgt = boxes.float(), target.float()[:, None, :].expand_as(boxes)
+    c_l1 = (pred - tgt).abs().sum(-1)
+    c_giou = -paired_giou(box_convert(pred, "cxcywh", "xyxy"), box_convert(tgt, "cxcywh", "xyxy"))
+    return (cost_l1 * c_l1 + cost_giou * c_giou - cost_class * prob).argmin(dim=1)
+
+
 def detection_loss(
     logits: Tensor, boxes: Tensor, gt_boxes: Tensor, gt_valid: Tensor,
     w_class: float = 1.0, w_l1: float = 5.0, w_giou: float = 2.0, eos_coef: float = 0.1,
@@ -174,30 +213,27 @@ def detection_loss(
     ``logits`` [B, T, Q, 2], ``boxes`` [B, T, Q, 4] cxcywh; ``gt_boxes`` [B, T, 4] xyxy in
     [0, 1]; ``gt_valid`` [B, T]. Frames without a label are left out (unknown, not "empty").
     Returns ``class``, ``l1``, ``giou`` (already weighted); zeros when no frame has a label.
+    Every frame is matched and scored, and the unlabelled ones are weighted out, so nothing
+    waits for the host (no boolean indexing, no per-frame matcher); the sums equal those
+    over the labelled frames alone up to float summation order. Every parameter of the
+    class and box heads takes part (with zero weight when no frame has a label), so DDP
+    needs no search for unused parameters.
     """
-    flat_logits = logits.flatten(0, 1)
-    flat_boxes = boxes.flatten(0, 1)
-    valid = gt_valid.flatten()
-    zero = flat_logits.sum() * 0.0
-    if not bool(valid.any()):
-        return {"class": zero, "l1": zero, "giou": zero}
-    flat_logits, flat_boxes = flat_logits[valid], flat_boxes[valid]
-    tgt = box_convert(gt_boxes.flatten(0, 1)[valid].float().clamp(0, 1), "xyxy", "cxcywh")
-    targets = [t.unsqueeze(0) for t in tgt]
-    match = hungarian_match(flat_logits, flat_boxes, targets, w_class, w_l1, w_giou)
-    img = torch.cat([torch.full_like(q, i) for i, (q, _) in enumerate(match)]).to(flat_logits.device)
-    qry = torch.cat([q for q, _ in match]).to(flat_logits.device)
-    tid = torch.cat([c for _, c in match]).to(flat_logits.device)
+    flat_logits, flat_boxes = logits.flatten(0, 1).float(), boxes.flatten(0, 1).float()
+    valid = gt_valid.flatten().to(flat_logits.dtype)
+    tgt = box_convert(gt_boxes.flatten(0, 1).float().clamp(0, 1), "xyxy", "cxcywh")
+    qry = match_single_target(flat_logits, flat_boxes, tgt, w_class, w_l1, w_giou)
     labels = torch.ones(flat_logits.shape[:2], dtype=torch.long, device=flat_logits.device)
-    labels[img, qry] = 0
+    labels.scatter_(1, qry[:, None], 0)
     weight = torch.tensor([1.0, eos_coef], device=flat_logits.device, dtype=torch.float32)
-    loss_ce = F.cross_entropy(flat_logits.float().transpose(1, 2), labels, weight=weight)
-    pred = flat_boxes[img, qry].float()
-    gt = torch.stack([targets[i][j] for i, j in zip(img.tolist(), tid.tolist())])
-    n = max(len(gt), 1)
-    loss_l1 = F.l1_loss(pred, gt, reduction="sum") / n
-    giou = torch.diag(generalized_box_iou(box_convert(pred, "cxcywh", "xyxy"), box_convert(gt, "cxcywh", "xyxy")))
-    loss_giou = (1 - giou).sum() / n
+    ce = F.cross_entropy(flat_logits.transpose(1, 2), labels, reduction="none")  # [N, Q]
+    w = weight[labels] * valid[:, None]
+    loss_ce = (ce * w).sum() / w.sum().clamp_min(1e-12)
+    pred = flat_boxes.gather(1, qry[:, None, None].expand(-1, 1, 4)).squeeze(1)
+    n = valid.sum().clamp_min(1.0)
+    loss_l1 = ((pred - tgt).abs().sum(-1) * valid).sum() / n
+    giou = paired_giou(box_convert(pred, "cxcywh", "xyxy"), box_convert(tgt, "cxcywh", "xyxy"))
+    loss_giou = ((1 - giou) * valid).sum() / n
     return {"class": w_class * loss_ce, "l1": w_l1 * loss_l1, "giou": w_giou * loss_giou}
 
 

@@ -145,12 +145,12 @@ class PairwiseMatchingDecoder(nn.Module):
 
 
 def _never_empty(keep: Tensor) -> Tensor:
-    """Rows that keep no key keep their first one (an all-padding query), so nothing is NaN."""
+    """Rows that keep no key keep their first one (an all-padding query), so nothing is NaN.
+    (Computed for every row, without asking the host whether any row is empty.)"""
     empty = ~keep.any(dim=-1)
-    if bool(empty.any()):
-        keep = keep.clone()
-        keep[empty, 0] = True
-    return keep
+    first = torch.zeros_like(keep)
+    first[..., 0] = True
+    return keep | (first & empty[..., None])
 
 
 class PatchFeatureReconstruction(nn.Module):

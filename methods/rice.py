@@ -114,10 +114,11 @@ from torch import Tensor, nn
 from benchmark.core.registry import METHODS
 from methods.base import DataInfo, Encoded, Method, check_image_size
 from methods.encoders import PAPER_ENCODER, TINY_ENCODER, ClipEncoder, EncoderConfig, masked_mean
-from methods.ipd import SetDetector, boxes_to_patch_keep, detection_loss, predict_boxes
+from methods.ipd import SetDetector, boxes_to_patch_keep, predict_boxes
 from methods.losses import info_nce
 from methods.pmd import PFR_TARGETS, PairwiseMatchingDecoder, PatchFeatureReconstruction, consecutive_runs
 from methods.rice_analysis import RiceAnalysisMixin
+from methods.rice_frames import detect, detector_losses, encode_frames
 from methods.rice_pmd import PMD_ANCHORS, pmd_losses
 
 IPD_MODES = ("none", "single", "multi", "oracle")
@@ -201,6 +202,7 @@ class Rice(RiceAnalysisMixin, Method):
     }
     encoder_prefixes = ("encoder.", "logit_scale")
     supports_rerank = True
+    every_parameter_used = True  # the detector too, weighted zero without a boxed frame (tests/test_rice_ddp.py)
 
     def __init__(self, cfg: RiceConfig, info: DataInfo) -> None:
         super().__init__(cfg, info)
@@ -214,6 +216,10 @@ class Rice(RiceAnalysisMixin, Method):
         self.detector: Optional[SetDetector] = None
         self.text_token: Optional[nn.Linear] = None
         self.supports_rerank = cfg.pmd  # per instance; the class says a RICE may re-rank
+        # frames are independent through the encoder (no BatchNorm statistics across them): only
+        # real frames need encoding, only boxed ones a detector pass (the tiny profile's ConvStem
+        # has BatchNorm, whose training statistics would change: it keeps the padded passes)
+        self._per_sample = not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in self.encoder.modules())
         if cfg.pmd:
             blocks = self.encoder.visual.transformer.resblocks
             if len(blocks) < 2:
@@ -332,7 +338,7 @@ class Rice(RiceAnalysisMixin, Method):
         frames, frame_mask = batch["frames"], batch["frame_mask"].bool()
         b, t = frames.shape[:2]
         keep, extra = self._frame_keep(batch, train)
-        frame_emb, tokens = self.encoder.encode_frames(frames, keep)
+        frame_emb, tokens = self._encode_frames(batch, keep)
         visual = masked_mean(frame_emb, frame_mask)
         tok_keep = frame_mask[:, :, None].expand(b, t, tokens.shape[2])
         if keep is not None:
@@ -383,31 +389,14 @@ class Rice(RiceAnalysisMixin, Method):
         pred, found = predict_boxes(*self._detect(batch), self.cfg.det_score_threshold)
         return boxes_to_patch_keep(pred, found & frame_mask, self.encoder.grid, self.cfg.iou_threshold), {}
 
+    def _encode_frames(self, batch: dict[str, Any], keep: Optional[Tensor]) -> tuple[Tensor, Tensor]:
+        return encode_frames(self, batch, keep)
+
     def _detector_losses(self, batch: dict[str, Any]) -> dict[str, Tensor]:
-        """DETR losses on a window of ``det_train_frames`` consecutive frames per clip (0: all)."""
-        frame_mask = batch["frame_mask"].bool()
-        b, t = frame_mask.shape
-        w = self.cfg.det_train_frames
-        if w <= 0 or w >= t:
-            idx = torch.arange(t, device=frame_mask.device).expand(b, t)
-        else:
-            n_real = frame_mask.sum(1)
-            span = (n_real - w).clamp_min(0) + 1
-            start = (torch.rand(b, device=frame_mask.device) * span).long()
-            idx = start[:, None] + torch.arange(w, device=frame_mask.device)
-        rows = torch.arange(b, device=frame_mask.device)[:, None]
-        window = {k: batch[k][rows, idx] for k in ("frames", "frame_mask", "boxes", "box_mask")}
-        logits, boxes = self._detect(window, first_frame=idx[:, 0])
-        gt_has = window["box_mask"].bool() & window["frame_mask"].bool()
-        det = detection_loss(logits, boxes, window["boxes"], gt_has, eos_coef=self.cfg.det_eos_coef)
-        return {f"det_{k}": self.cfg.w_det * v for k, v in det.items()}
+        return detector_losses(self, batch)
 
     def _detect(self, batch: dict[str, Any], first_frame: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
-        assert self.detector is not None
-        frames = batch["frames"]
-        b, t = frames.shape[:2]
-        tokens = self.encoder.image_tokens(frames.flatten(0, 1))
-        return self.detector(tokens.view(b, t, *tokens.shape[1:]), batch["frame_mask"].bool(), first_frame)
+        return detect(self, batch, first_frame)
 
     def _encoded(self, side: _Side) -> Encoded:
         if self.pmd is None:
@@ -418,3 +407,4 @@ class Rice(RiceAnalysisMixin, Method):
         if torch.is_autocast_enabled(x.device.type):
             return x
         return x.to(self.pmd.pool_dense.weight.dtype)
+

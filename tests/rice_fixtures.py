@@ -56,3 +56,23 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+# the paper profile's architecture (patchify stem, no BatchNorm, 8 PMD heads, all frames to the
+# detector) at the same small shapes, from random weights
+PAPER_SMALL = {
+    **SMALL, "encoder.model_name": "custom", "encoder.pretrained": None, "require_pretrained": False,
+    "encoder.image_size": 112, "encoder.patch_size": 16, "encoder.quick_gelu": True, "pmd_heads": 8,
+}
+
+
+def paper_small_rice(num_frames: int = 3, **overrides: Any) -> Rice:
+    info = DataInfo(num_products=50, num_categories=4, num_frames=num_frames, image_size=112)
+    return build_method(Rice, "paper", info, {**PAPER_SMALL, **overrides})
+
+
+def with_indices(batch: dict[str, Any]) -> dict[str, Any]:
+    """``batch`` with the frame indices the DataLoader's collate adds."""
+    from benchmark.core.frame_index import frame_indices
+
+    return {**batch, **frame_indices(batch["frame_mask"], batch["box_mask"])}

@@ -147,3 +147,68 @@ def test_window_offset_moves_the_temporal_positions() -> None:
         assert torch.allclose(single(tokens, mask)[0], single(tokens, mask, torch.tensor([2]))[0])
         with pytest.raises(ValueError, match="built for 6 frames"):
             multi(tokens, mask, torch.tensor([4]))
+
+
+# --- the vectorised matcher and loss against the per-frame Hungarian reference ---------------
+def _reference_loss(logits, boxes, gt, valid, eos_coef=0.1):
+    """The detection loss as computed before vectorising: labelled frames selected, scipy's
+    assignment per frame, torchvision's pairwise GIoU (the DETR recipe, written out)."""
+    fl, fb = logits.flatten(0, 1)[valid.flatten()], boxes.flatten(0, 1)[valid.flatten()]
+    tgt = box_convert(gt.flatten(0, 1)[valid.flatten()].float().clamp(0, 1), "xyxy", "cxcywh")
+    if len(tgt) == 0:
+        return {"class": 0.0, "l1": 0.0, "giou": 0.0}
+    match = hungarian_match(fl, fb, [t[None] for t in tgt])
+    qry = torch.cat([q for q, _ in match])
+    labels = torch.ones(fl.shape[:2], dtype=torch.long)
+    labels[torch.arange(len(qry)), qry] = 0
+    ce = torch.nn.functional.cross_entropy(fl.float().transpose(1, 2), labels, weight=torch.tensor([1.0, eos_coef]))
+    pred = fb[torch.arange(len(qry)), qry].float()
+    l1 = (pred - tgt).abs().sum() / len(tgt)
+    from torchvision.ops import generalized_box_iou
+
+    giou = torch.diag(generalized_box_iou(box_convert(pred, "cxcywh", "xyxy"), box_convert(tgt, "cxcywh", "xyxy")))
+    return {"class": float(ce), "l1": 5 * float(l1), "giou": 2 * float((1 - giou).sum() / len(tgt))}
+
+
+def _random_case(g, b=3, t=4, q=5):
+    logits = torch.randn(b, t, q, 2, generator=g)
+    boxes = torch.rand(b, t, q, 4, generator=g) * 0.5 + 0.1  # cxcywh inside the frame
+    xy = torch.rand(b, t, 2, generator=g) * 0.5
+    gt = torch.cat([xy, xy + 0.1 + torch.rand(b, t, 2, generator=g) * 0.4], dim=-1)
+    valid = torch.rand(b, t, generator=g) < 0.6
+    return logits, boxes, gt, valid
+
+
+def test_single_target_matcher_equals_scipys_assignment_on_random_cases() -> None:
+    from methods.ipd import match_single_target
+
+    g = torch.Generator().manual_seed(0)
+    for _ in range(50):
+        logits, boxes, gt, _ = _random_case(g)
+        fl, fb = logits.flatten(0, 1), boxes.flatten(0, 1)
+        tgt = box_convert(gt.flatten(0, 1), "xyxy", "cxcywh")
+        want = torch.cat([q for q, _ in hungarian_match(fl, fb, [x[None] for x in tgt])])
+        assert torch.equal(match_single_target(fl, fb, tgt), want)
+
+
+def test_vectorised_detection_loss_equals_the_per_frame_reference() -> None:
+    """Same values as the per-frame Hungarian computation (float32 summation order: 1e-6)."""
+    g = torch.Generator().manual_seed(1)
+    for i in range(30):
+        logits, boxes, gt, valid = _random_case(g)
+        if i == 0:
+            valid[:] = False  # no labelled frame: zeros
+        got = detection_loss(logits, boxes, gt, valid)
+        want = _reference_loss(logits, boxes, gt, valid)
+        for k in ("class", "l1", "giou"):
+            assert float(got[k]) == pytest.approx(want[k], rel=1e-6, abs=1e-6), (i, k)
+
+
+def test_detection_loss_reaches_both_heads_without_a_labelled_frame() -> None:
+    """Zero loss, yet the box head's output is in the graph (DDP without unused parameters)."""
+    logits = torch.randn(1, 2, 3, 2, requires_grad=True)
+    boxes = torch.rand(1, 2, 3, 4, requires_grad=True)
+    out = detection_loss(logits, boxes, torch.rand(1, 2, 4), torch.zeros(1, 2, dtype=torch.bool))
+    sum(out.values()).backward()
+    assert all(float(v.detach()) == 0.0 for v in out.values())
+    assert boxes.grad is not None and logits.grad is not None

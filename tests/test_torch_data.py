@@ -44,7 +44,13 @@ def test_pair_batch_format(lpr):
     ds = PairDataset(s.train, CFG, products, cats, train=True)
     loader = DataLoader(ds, batch_size=3, collate_fn=collate_batch, shuffle=False)
     batch = next(iter(loader))
-    assert set(batch) == {"frames", "frame_mask", "boxes", "box_mask", "asr", "image", "title", "product", "category", "index"}
+    assert set(batch) == {"frames", "frame_mask", "boxes", "box_mask", "asr", "image", "title", "product", "category",
+                          "index", "frame_index", "boxed_index", "boxed_clips"}
+    # the flat indices of real / boxed frames and of clips with a box, built by the collate
+    real, boxed = batch["frame_mask"].flatten(), (batch["frame_mask"] & batch["box_mask"]).flatten()
+    assert batch["frame_index"].tolist() == [i for i in range(30) if real[i]]
+    assert batch["boxed_index"].tolist() == [i for i in range(30) if boxed[i]]
+    assert batch["boxed_clips"].tolist() == [c for c in range(3) if boxed[c * 10:(c + 1) * 10].any()]
     assert batch["frames"].shape == (3, 10, 3, 32, 32) and batch["frames"].dtype == torch.float32
     assert batch["frame_mask"].dtype == torch.bool and batch["frame_mask"].shape == (3, 10)
     assert batch["boxes"].shape == (3, 10, 4) and batch["box_mask"].dtype == torch.bool

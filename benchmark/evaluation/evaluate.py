@@ -1,7 +1,7 @@
 """Evaluation: batched embedding extraction, then ranking per gallery group and re-ranking.
 
 1. Queries and gallery images are encoded in batches (``method.encode_query`` /
-   ``encode_gallery`` in eval mode under ``torch.no_grad``, autocast on CUDA) and
+   ``encode_gallery`` in eval mode under ``torch.inference_mode``, autocast on CUDA) and
    L2-normalised; ``Encoded.extras`` are kept only when a second stage will need them.
    Under ``torchrun`` every rank encodes a shard (``DistributedSampler`` without shuffling),
    the shards are all-gathered, put back in split order and the sampler's padding dropped.
@@ -23,15 +23,14 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 
-from benchmark.evaluation import feature_cache as fcache
-from benchmark.evaluation import retrieval
-from benchmark.evaluation import scoring
 from benchmark.core.config import DataConfig, EvalConfig
+from benchmark.core.progress import StepProgress
+from benchmark.evaluation import feature_cache as fcache
+from benchmark.evaluation import retrieval, scoring
+from benchmark.evaluation.feature_cache import FeatureCache
+from benchmark.evaluation.method_contract import encoded_problem
 from benchmark.training.distributed import DistEnv, all_gather_cat
 from benchmark.training.engine import autocast, to_device
-from benchmark.evaluation.method_contract import encoded_problem
-from benchmark.evaluation.feature_cache import FeatureCache
-from benchmark.core.progress import StepProgress
 from datasets.records import DatasetSplits
 from methods.base import Encoded, Method
 
@@ -90,14 +89,19 @@ def extract(
     method.eval()
     t0 = time.perf_counter()
     with StepProgress(f"encode {side}", len(loader), enabled=show_progress and env.is_main, unit="items/s") as prog:
-        with torch.no_grad():
+        with torch.inference_mode():  # no autograd records, no version counters
             for b, batch in enumerate(loader):
                 with autocast(env.device, amp_dtype):
                     enc = encode(to_device(batch, env.device))
-                problem = encoded_problem(method, f"encode_{side}", enc, len(batch["index"]), embs[0].shape[1] if embs else None)
+                # one device-to-host copy a batch; the contract is checked on the copy (a non-finite
+                # value stays non-finite through the normalisation)
+                emb = retrieval.l2_normalize(enc.embedding.detach()).cpu() if isinstance(enc.embedding, Tensor) else None
+                checked = Encoded(emb, enc.extras) if emb is not None else enc
+                problem = encoded_problem(method, f"encode_{side}", checked, len(batch["index"]),
+                                          embs[0].shape[1] if embs else None)
                 if problem:
                     raise EvaluationError(problem)
-                embs.append(retrieval.l2_normalize(enc.embedding.detach()).cpu())
+                embs.append(emb)
                 idxs.append(batch["index"].cpu())
                 if keep_extras:
                     for k, v in enc.extras.items():
@@ -250,16 +254,32 @@ def _rerank_callback(
     patch tokens needs.
     """
 
+    q_enc, g_enc = resident(q_enc, env.device), resident(g_enc, env.device)
+
     def score_pairs(q_idx: Tensor, g_idx: Tensor) -> Tensor:
         method.eval()
         out = []
-        with torch.no_grad():
+        with torch.inference_mode():
             for s in range(0, q_idx.numel(), chunk):
-                q = q_enc.select(q_idx[s : s + chunk]).to(env.device)
-                g = g_enc.select(g_idx[s : s + chunk]).to(env.device)
+                q = q_enc.select(q_idx[s : s + chunk].to(q_enc.embedding.device)).to(env.device, non_blocking=True)
+                g = g_enc.select(g_idx[s : s + chunk].to(g_enc.embedding.device)).to(env.device, non_blocking=True)
                 with autocast(env.device, amp_dtype):
                     scores = method.rerank(q, g)
-                out.append(scores.float().reshape(-1).cpu())
-        return torch.cat(out)
+                out.append(scores.float().reshape(-1))
+        return torch.cat(out).cpu()  # one copy to the host per call
 
     return score_pairs
+
+
+def resident(enc: Encoded, device: torch.device, share: float = 0.5) -> Encoded:
+    """``enc`` where the second stage reads it: on the GPU when it fits in ``share`` of the free
+    memory (each chunk is then an index on the device, not a copy over PCIe), else in pinned
+    host memory (chunks copied without blocking). Unchanged on the CPU."""
+    if device.type != "cuda":
+        return enc
+    tensors = [enc.embedding, *enc.extras.values()]
+    size = sum(t.numel() * t.element_size() for t in tensors)
+    free, _ = torch.cuda.mem_get_info(device)
+    if size <= share * free:
+        return enc.to(device)
+    return Encoded(enc.embedding.pin_memory(), {k: v.pin_memory() for k, v in enc.extras.items()})

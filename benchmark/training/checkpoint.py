@@ -5,7 +5,8 @@
 (``epoch`` = completed epochs, ``step`` = optimizer steps, ``micro_in_epoch`` = micro-batches
 consumed in the unfinished epoch, under ``batch_split``), the unfinished epoch's running loss
 sums per rank (``epoch_partial``) and the loss history. ``config.json`` beside it holds the
-resolved run config. A write replaces the previous file atomically, so the last good
+resolved run config. The engine writes and reads it through
+:class:`benchmark.training.state.TrainState`. A write replaces the previous file atomically, so the last good
 checkpoint always survives; a file that is not one, or that holds pickled code, is refused
 (:mod:`benchmark.core.safe_load`).
 """
