@@ -49,6 +49,7 @@ from torch.utils.data import DataLoader, Dataset
 from datasets import decoding
 from datasets import transforms as T
 from datasets.errors import DataError
+from datasets.frame_selection import clip_positions
 
 FORMAT_VERSION = 1
 _COLS = 7  # offset, h, w, stored_w, stored_h, decoded_w, decoded_h
@@ -291,9 +292,9 @@ def prepare(tag: str, paths: Iterable[Path], spec: CacheSpec, *, num_workers: in
 
 def dataset_paths(dataset: Any) -> list[Path]:
     """The JPEG frames and images a torch dataset of :mod:`datasets.torch_data` reads: a clip's
-    ``sample_clip`` positions (training's tail cut keeps a prefix of them, so no other frame is
-    ever read) and the shop images. Video clips (MovingFashion) are not cached."""
-    from datasets.sampling import sample_clip
+    positions at T (:func:`datasets.frame_selection.clip_positions`; training's tail cut keeps a
+    prefix of them, so no other frame is ever read) and the shop images. Video clips
+    (MovingFashion) are not cached."""
     from datasets.torch_data import GalleryDataset, PairDataset, QueryDataset
 
     cfg = dataset.cfg
@@ -302,7 +303,7 @@ def dataset_paths(dataset: Any) -> list[Path]:
     def clip_paths(clip: Any) -> None:
         if clip.video_path is not None or not clip.frame_paths:
             return
-        out.extend(clip.frame_paths[p] for p in sample_clip(len(clip.frame_paths), cfg.num_frames, pick=clip.frame_pick))
+        out.extend(clip.frame_paths[p] for p in clip_positions(clip, cfg.num_frames))
 
     if isinstance(dataset, PairDataset):
         for pair in dataset.pairs:
