@@ -41,7 +41,7 @@ from PIL import Image, ImageFile
 
 from datasets import faults as F
 from datasets.errors import DataError
-from datasets.shard_store import read_member, split_member
+from datasets.shard_store import read_path
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated JPEG is an error, never silently grey
 
@@ -79,11 +79,9 @@ def jpeg_backend() -> str:
 def read_bytes(path: Path) -> bytes:
     """The file's (or tar shard member's) bytes; ``DataError`` (missing / unreadable / empty) naming it."""
     try:
-        data = Path(path).read_bytes()
-    except (FileNotFoundError, NotADirectoryError):
-        if split_member(path) is None or not Path(path).parent.is_file():
-            raise DataError(f"{path}: file is missing", path=path, kind=F.MISSING_FILE) from None
-        data = read_member(path)  # a frame kept in a tar shard (datasets/shard_store.py)
+        data = read_path(path)  # a file, or a frame kept in a tar shard (datasets/shard_store.py)
+    except FileNotFoundError:
+        raise DataError(f"{path}: file is missing", path=path, kind=F.MISSING_FILE) from None
     except OSError as e:
         raise DataError(f"{path}: cannot read file ({e.strerror or e})", path=path, kind=F.UNREADABLE_FILE) from None
     if not data:

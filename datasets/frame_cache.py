@@ -50,6 +50,7 @@ from datasets import decoding
 from datasets import transforms as T
 from datasets.errors import DataError
 from datasets.frame_selection import clip_positions
+from datasets.shard_store import stat_target
 
 FORMAT_VERSION = 1
 _COLS = 7  # offset, h, w, stored_w, stored_h, decoded_w, decoded_h
@@ -81,7 +82,7 @@ def cache_key(tag: str, paths: Sequence[Path], spec: CacheSpec) -> str:
     files = []
     for p in paths:
         try:
-            st = os.stat(p)
+            st = os.stat(stat_target(p))  # a shard member: its tar's size and time
             files.append((str(p), st.st_size, st.st_mtime_ns))
         except OSError:
             files.append((str(p), -1, -1))

@@ -24,6 +24,7 @@ from typing import Any, Optional, Sequence
 
 from datasets.errors import DataError
 from datasets.faults import BAD_JSON
+from datasets.shard_store import read_path
 
 Box = tuple[float, float, float, float]
 
@@ -85,7 +86,7 @@ def sidecar_original_size(frame_path: Path) -> Optional[tuple[float, float]]:
     """``(original_width, original_height)`` from the frame's sidecar JSON, or None (no sidecar)."""
     side = Path(frame_path).with_suffix(".json")
     try:
-        data = json.loads(side.read_bytes())
+        data = json.loads(read_path(side))  # a file, or the sidecar member of a shard
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as e:

@@ -63,6 +63,24 @@ def split_member(path: Path) -> Optional[tuple[Path, str]]:
     return (path.parent, path.name) if path.parent.suffix == ".tar" else None
 
 
+def stat_target(path: Path) -> Path:
+    """The file whose size and time stand for ``path``: its tar for a member path, else itself."""
+    member = split_member(path)
+    return member[0] if member is not None and member[0].is_file() else Path(path)
+
+
+def read_path(path: Path) -> bytes:
+    """A file's bytes, or a member's (``<shard>.tar/<member>``); ``FileNotFoundError`` when
+    either is missing, ``DataError`` naming the shard when it is cut short or corrupt."""
+    try:
+        return Path(path).read_bytes()
+    except (FileNotFoundError, NotADirectoryError):
+        member = split_member(path)
+        if member is None or not member[0].is_file() or member[1] not in _members(member[0]):
+            raise FileNotFoundError(str(path)) from None
+        return read_member(path)
+
+
 def _members(tar: Path) -> dict[str, tuple[int, int]]:
     table = _TABLES.get(str(tar))
     if table is None:

@@ -43,6 +43,7 @@ from benchmark.evaluation.feature_cache import FEATURE_CACHE_DIR, FeatureCache
 from benchmark.core.registry import DATASETS, METHODS
 from benchmark.training.seeding import seed_everything
 from benchmark.record.submission import starting_point
+from datasets.frame_selection import refuse_unprepared
 from datasets.records import DatasetSplits, livestream_of
 from methods.base import DataInfo, Method, build_method
 from benchmark.core.jsonable import to_jsonable
@@ -277,6 +278,8 @@ def _run(cfg: RunConfig, env: D.DistEnv, num_workers: Optional[int], show_progre
     METHODS.get(cfg.method)  # fail on an unknown name before loading any data
     t0 = time.perf_counter()
     splits = load_splits(cfg, env)
+    # a root prepared with --frames-per-clip T holds only the frames read at T: refuse another T now
+    refuse_unprepared([p.clip for p in splits.train] + [q.clip for q in splits.queries], cfg.profile.data.num_frames)
     load_s = time.perf_counter() - t0
     info, products, categories = data_info(splits, cfg)
     # the same initial weights on every rank (DDP broadcasts rank 0's anyway, but an
