@@ -65,9 +65,9 @@ def _check_url_list(path: Path, prefix: str, faults: _Faults) -> None:
     for i, line in text_lines(path, faults):
         url = line.strip()
         if not url.startswith(("http://", "https://")):
-            faults.add(path, i, f"not an http(s) URL: {url[:80]!r}")
+            faults.add(path, i, f"not an http(s) URL: {url[:160]!r}")
         elif frames and split_frame_id(url_stem(url)) is None:
-            faults.add(path, i, f"frame URL {url[:80]!r} does not end in <clip_id>-<frame_idx>.jpg")
+            faults.add(path, i, f"frame URL {url[:160]!r} does not end in <clip_id>-<frame_idx>.jpg")
 
 
 def _check_json(path: Path, faults: _Faults) -> None:
@@ -79,7 +79,7 @@ def _check_json(path: Path, faults: _Faults) -> None:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as e:
-        what = "truncated JSON" if e.pos >= len(text.rstrip()) else "invalid JSON"
+        what = "invalid JSON" if text.rstrip().endswith(("}", "]")) else "truncated JSON"  # cut mid-value
         faults.add(path, e.lineno, f"{what}: {e.msg} (column {e.colno})")
         return
     if not isinstance(value, dict):
