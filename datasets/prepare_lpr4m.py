@@ -30,7 +30,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from benchmark.core.atomic import atomic_write_text
 from datasets.frame_selection import FRAME_RULE, reduce_release

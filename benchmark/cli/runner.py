@@ -45,6 +45,7 @@ from benchmark.training.seeding import seed_everything
 from benchmark.record.submission import starting_point
 from datasets.frame_selection import refuse_unprepared
 from datasets.records import DatasetSplits, livestream_of
+from datasets.shard_stream import stream_factory
 from methods.base import DataInfo, Method, build_method
 from benchmark.core.jsonable import to_jsonable
 
@@ -322,12 +323,13 @@ def _run(cfg: RunConfig, env: D.DistEnv, num_workers: Optional[int], show_progre
     if trains(cfg):
         groups = batch_groups(cfg, train_splits)
         pairs = PairDataset(train_splits.train, cfg.profile.data, products, categories, train=True, live_groups=groups)
-        if cfg.frame_cache:
+        stream = stream_factory(train_splits.train, cfg.profile.data.num_frames, cfg.seed)  # a sharded root streams
+        if cfg.frame_cache and stream is None:
             with_frame_cache(pairs, "train", splits, env, workers, con)
         train_result = engine.train(
             method, pairs, cfg.profile.train, env=env, run_dir=run_dir, seed=cfg.seed, num_workers=workers,
             resume=cfg.resume, config=resolved, identity=identity, show_progress=show_progress,
-            groups=groups,
+            groups=groups, stream=stream,
         )
     else:
         method.to(env.device)

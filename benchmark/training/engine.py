@@ -38,17 +38,16 @@
 from __future__ import annotations
 
 import contextlib
-import itertools
 import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import Dataset
 
 from benchmark.training import checkpoint as ckpt
 from benchmark.core.config import TrainConfig
@@ -56,7 +55,8 @@ from benchmark.training.distributed import DistEnv, all_gather_object, all_true,
 from benchmark.training.grouped_sampler import epoch_sampler
 from benchmark.training.item_seeding import ItemSeededDataset
 from benchmark.core.progress import StepProgress
-from benchmark.training.seeding import make_generator, rng_state, seed_everything, set_rng_state, worker_init_fn
+from benchmark.training.epoch_loader import StreamFactory, epoch_loader
+from benchmark.training.seeding import rng_state, seed_everything, set_rng_state
 from methods.base import Method
 
 
@@ -167,19 +167,6 @@ class _LossForward(nn.Module):
         return self.method.training_losses(batch)
 
 
-class _SkipSampler(Sampler[int]):
-    """``base`` without its first ``skip`` indices (to resume mid-epoch)."""
-
-    def __init__(self, base: Sampler[int], skip: int) -> None:
-        self.base, self.skip = base, skip
-
-    def __iter__(self) -> Iterator[int]:
-        return itertools.islice(iter(self.base), self.skip, None)
-
-    def __len__(self) -> int:
-        return max(0, len(self.base) - self.skip)  # type: ignore[arg-type]
-
-
 def _epoch_seed(seed: int, epoch: int) -> int:
     return (int(seed) * 1_000_003 + epoch * 7_919) % 2**31
 
@@ -210,12 +197,14 @@ def train(
     collate: Optional[Callable[[Sequence[dict]], dict]] = None,
     show_progress: bool = True,
     groups: Optional[Sequence[str]] = None,
+    stream: Optional[StreamFactory] = None,
 ) -> TrainResult:
     """Train ``method`` on ``dataset`` (a PairDataset) under ``cfg``; return what happened.
 
     ``config`` is written to ``run_dir/config.json``; ``identity`` (method, dataset, profile,
     seed, overrides) must match the checkpoint's when ``resume`` is set. ``groups`` (one key per
-    pair, e.g. its livestream) is required when ``cfg.group_batches`` is not "none".
+    pair, e.g. its livestream) is required when ``cfg.group_batches`` is not "none". ``stream``
+    (a sharded root) builds each epoch's stream of items in place of the sampler.
     """
     if collate is None:
         from datasets.torch_data import collate_batch as collate
@@ -225,6 +214,9 @@ def train(
     accum = cfg.grad_accum
     n = len(dataset)  # type: ignore[arg-type]
     dataset = ItemSeededDataset(dataset, seed)  # augmentation = f(seed, epoch, item): rank/resume-proof
+    if stream is not None and cfg.group_batches != "none":
+        raise TrainingError(f"group_batches={cfg.group_batches!r} needs the map-style sampler; a sharded root streams "
+                            "(prepare this root with --format files to group batches)")
     if cfg.group_batches != "none" and (groups is None or len(groups) != n):
         raise TrainingError(f"group_batches={cfg.group_batches!r} needs one group key per training pair")
     per_rank = n // env.world_size
@@ -323,9 +315,11 @@ def train(
             prog.log(f"resumed from {ckpt.checkpoint_path(run_dir)} at epoch {epoch}, step {step}")
         prog.update(step)
         while epoch < epochs and step < total_steps:
-            sampler = epoch_sampler(n, cfg.group_batches, cfg.group_size, micro_bs, num_replicas=env.world_size,
-                                    rank=env.rank, seed=seed, groups=groups)
-            sampler.set_epoch(epoch)
+            sampler = None if stream is not None else epoch_sampler(
+                n, cfg.group_batches, cfg.group_size, micro_bs, num_replicas=env.world_size, rank=env.rank, seed=seed,
+                groups=groups)
+            if sampler is not None:
+                sampler.set_epoch(epoch)
             skip_micro = micro_done
             if skip_micro and restore_rng is not None:
                 set_rng_state(restore_rng)
@@ -335,17 +329,9 @@ def train(
             method.set_epoch(epoch)
             dataset.set_epoch(epoch)
             method.on_epoch_start(epoch, epochs)
-            loader = DataLoader(
-                dataset,
-                batch_size=micro_bs,
-                sampler=_SkipSampler(sampler, skip_micro * micro_bs) if skip_micro else sampler,
-                num_workers=num_workers,
-                collate_fn=collate,
-                drop_last=True,
-                pin_memory=device.type == "cuda",
-                worker_init_fn=worker_init_fn,
-                generator=make_generator(_epoch_seed(seed, epoch) + env.rank),
-            )
+            loader = epoch_loader(dataset, epoch, sampler=sampler, stream=stream, skip_micro=skip_micro,
+                                  micro_bs=micro_bs, num_workers=num_workers, collate=collate,
+                                  pin_memory=device.type == "cuda", generator_seed=_epoch_seed(seed, epoch) + env.rank)
             limit = steps_per_epoch * accum
             sums: dict[str, float] = dict(partial["sums"]) if skip_micro and partial else {}
             counted = int(partial["counted"]) if skip_micro and partial else 0
