@@ -121,7 +121,8 @@ def verify_shard(tar: Path) -> Optional[str]:
                 count += 1
                 end = m.offset_data + -(-m.size // BLOCK) * BLOCK
     except (tarfile.TarError, OSError) as e:
-        return f"corrupt shard ({e})"
+        cut = "end of data" in str(e) or "truncated" in str(e)
+        return f"{'truncated' if cut else 'corrupt'} shard ({e}, after {count} members)"
     if end > size:
         return f"truncated shard: member {count} ends at byte {end}, the file has {size}"
     with open(tar, "rb") as fh:

@@ -38,7 +38,7 @@ from datasets.decoding import preloaded
 from datasets.errors import DataError
 from datasets.frame_selection import clip_positions
 from datasets.records import TrainPair
-from datasets.shard_store import CORRUPT_SHARD, read_path, split_member
+from datasets.shard_store import CORRUPT_SHARD, read_path, split_member, verify_shard
 
 SHUFFLE_BUFFER = 256  # pairs held for the buffer shuffle (about 10 frames of ~20 KB each)
 
@@ -105,6 +105,10 @@ class ShardPairStream(IterableDataset):
             except (tarfile.TarError, OSError, ValueError) as e:  # webdataset re-raises tar errors as they come
                 raise DataError(f"{shard}: corrupt or truncated shard ({type(e).__name__}: {e})", path=shard,
                                 kind=CORRUPT_SHARD) from None
+            fault = verify_shard(Path(shard))  # tarfile ends quietly at a bad header: check the shard ended whole
+            if fault is not None:
+                raise DataError(f"{shard}: {fault}; the run stops (check-data names every bad shard)", path=shard,
+                                kind=CORRUPT_SHARD)
             for i in need:  # frames spilled into the next shard, or missing: read by seeking (or fail naming them)
                 if i not in emitted:
                     have = got.pop(i, {})
