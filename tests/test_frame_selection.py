@@ -19,7 +19,7 @@ from datasets.frame_selection import FRAME_RULE, clip_positions
 from datasets.lpr4m import load_lpr4m
 from datasets.records import ClipSource
 from datasets.torch_data import PairDataset, QueryDataset
-from tests.test_prepare_validate import CLIP, IMAGE, TEST_CLIP, _release
+from tests.test_prepare_validate import CLIP, TEST_CLIP, _release
 
 TRAIN_AT_10 = (0, 3, 6, 9, 12, 16, 19, 22, 25, 29)  # linspace(0, 29, 10) truncated, worked by hand
 TEST_AT_10 = (0, 1, 2, 3, 4, 6, 7, 8, 9, 11)  # linspace(0, 11, 10)
