@@ -79,10 +79,11 @@ def test_a_run_needing_a_frame_the_root_lacks_refuses_in_one_line(tmp_path, caps
 
 
 def test_a_failed_frame_of_a_reduced_clip_is_left_out_after_the_positions_are_chosen():
-    paths = tuple(Path(f"/r/{CLIP}-{i}.jpg") for i in (0, 3, 9, 12))  # position 6 failed to download
-    clip = ClipSource(clip_id=CLIP, frame_paths=paths, annotated_frames=30, prepared_frames=10,
-                      frame_positions=(0, 3, 9, 12))
-    assert clip_positions(clip, 10)[:4] == [0, 1, 2, 3] and len(clip_positions(clip, 10)) == 4
+    held = (0, 3, 9, 12, 16, 19, 22, 25, 29)  # TRAIN_AT_10 but position 6, whose download failed
+    paths = tuple(Path(f"/r/{CLIP}-{i}.jpg") for i in held)
+    clip = ClipSource(clip_id=CLIP, frame_paths=paths, annotated_frames=30, prepared_frames=10, frame_positions=held)
+    assert clip_positions(clip, 10) == list(range(9))  # nine frames, the failed one left out
+    assert clip_positions(clip, 4) == [0, 2, 5, 8]  # positions 0, 9, 19, 29 of the annotated list
     with pytest.raises(DataError, match=r"reads frame 1 of its 30 annotated frames"):
         clip_positions(clip, 30)
 
