@@ -13,6 +13,14 @@ shards, the layout pass skips marked ones. The annotation files and the test fra
 ``<out>/annotations/``; ``<out>/prepare_report.json`` lists the failed URLs, the test clips left
 with no frame and the gallery images missing (:mod:`datasets.prepare_report`).
 
+Before anything is fetched, every list and annotation file it relies on is validated
+(:mod:`datasets.prepare_validate`: one line per fault); ``frames_per_clip=T`` (the default 10)
+downloads only the frames the protocol reads at T, from reduced lists in
+``<out>/download/reduced/`` (:mod:`datasets.frame_selection`), and records T and the rule in the
+report; ``fmt="webdataset"`` keeps img2dataset's tar shards in ``<out>/shards/`` with an index and
+writes no per-frame file (:mod:`datasets.prepare_shards`). A rerun with other settings is refused
+(``prepare_plan.json``).
+
 ``fast=True`` is the path that skips HTTP (the synthetic release, whose files are on disk): each
 URL is read from ``<release>/www/`` and resized by img2dataset's own ``Resizer`` with the same
 settings, so both paths give the loader byte-identical frames and the same sidecar sizes.
@@ -34,13 +42,20 @@ from typing import Any
 
 from benchmark.core.atomic import atomic_write_text
 from datasets.frame_selection import FRAME_RULE, reduce_release
-from datasets.prepare_fast import resize_from_disk
-from datasets.prepare_shards import index_shards, shards_from_disk
 from datasets.lpr4m_reader import split_frame_id
+from datasets.prepare_fast import resize_from_disk
 from datasets.prepare_report import REPORT_NAME
+from datasets.prepare_shards import index_shards, shards_from_disk
 from datasets.prepare_validate import validate_release
-from datasets.release_files import (ANNOTATION_PREFIXES, LIST_PREFIXES, TEST_LISTS, PrepareError, layout_target,
-                                    list_kind, url_stem)
+from datasets.release_files import (
+    ANNOTATION_PREFIXES,
+    LIST_PREFIXES,
+    TEST_LISTS,
+    PrepareError,
+    layout_target,
+    list_kind,
+    url_stem,
+)
 
 log = logging.getLogger(__name__)
 

@@ -20,6 +20,8 @@ import os
 import tarfile
 from pathlib import Path
 
+import webdataset as wds
+
 from benchmark.core.atomic import atomic_write_text
 from datasets.prepare_fast import resize_one, resizer_like_img2dataset
 from datasets.release_files import url_stem
@@ -59,8 +61,6 @@ def index_shards(shard_dir: Path, image_stems: set[str]) -> set[str]:
 
 def _shard_task(task: tuple[int, list[tuple[str, str]], str, str, int]) -> list[tuple[str, str, str]]:
     """Resize one shard's (stem, url) items and write ``<shard:05d>.tar`` (written aside, renamed in place)."""
-    import webdataset as wds  # heavy, and only this path needs it
-
     shard_id, items, www, shard_dir, digits = task
     resizer = resizer_like_img2dataset()
     name = f"{shard_id:05d}.tar"

@@ -32,6 +32,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Sequence
 
+import webdataset as wds
 from torch.utils.data import IterableDataset
 
 from datasets.decoding import preloaded
@@ -84,8 +85,6 @@ class ShardPairStream(IterableDataset):
 
     def _clips(self, shards: list[str]) -> Iterator[tuple[int, dict[Path, bytes]]]:
         """(pair index, {member path: bytes}) of every pair owned by ``shards``, in shard order."""
-        import webdataset as wds  # heavy; only a streamed run needs it
-
         for shard in shards:
             need: dict[int, list[Path]] = {i: clip_members(self.pairs[i], self.num_frames) for i in self.owners[shard]}
             waiting: dict[Path, list[int]] = defaultdict(list)
@@ -115,8 +114,6 @@ class ShardPairStream(IterableDataset):
                     yield i, {m: have[m] if m in have else _read(m) for m in need[i]}
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        import webdataset as wds
-
         order = self.shard_order()
         mine = list(wds.split_by_worker(wds.split_by_node(order)))
         if not mine:

@@ -31,7 +31,6 @@ from datasets.prepare_report import boxes_in_stored_pixels
 from datasets.records import Box, ClipSource, GalleryItem, Query, TrainPair
 from datasets.sampling import sample_clip, temporal_mask, video_candidates
 
-
 _NOTE = "lpr-bench data error: "  # marks the note that carries the original error through a worker
 
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from benchmark.cli.main import main
-from datasets.prepare_validate import validate_release
 from datasets.prepare_lpr4m import find_url_lists
+from datasets.prepare_validate import validate_release
 
 LIVE = "7b601b02-2c63-11ee-bb6d-b8cef60c2fd0"
 CLIP = f"{LIVE}-1667916122888-1667916252390"

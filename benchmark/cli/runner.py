@@ -31,23 +31,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from benchmark.core.config import RunConfig
+from benchmark.core.jsonable import to_jsonable
+from benchmark.core.registry import DATASETS, METHODS
+from benchmark.evaluation import evaluate, rerank_fusion
+from benchmark.evaluation.feature_cache import FEATURE_CACHE_DIR, FeatureCache
+from benchmark.record import provenance
+from benchmark.record import run_identity as ident
+from benchmark.record.config_diff import recipe_changes, variant_with_settings
+from benchmark.record.submission import starting_point
 from benchmark.training import distributed as D
 from benchmark.training import engine
-from benchmark.evaluation import evaluate
-from benchmark.record import provenance
-from benchmark.evaluation import rerank_fusion
-from benchmark.record import run_identity as ident
-from benchmark.core.config import RunConfig
-from benchmark.record.config_diff import recipe_changes, variant_with_settings
-from benchmark.evaluation.feature_cache import FEATURE_CACHE_DIR, FeatureCache
-from benchmark.core.registry import DATASETS, METHODS
 from benchmark.training.seeding import seed_everything
-from benchmark.record.submission import starting_point
 from datasets.frame_selection import refuse_unprepared
 from datasets.records import DatasetSplits, livestream_of
 from datasets.shard_stream import stream_factory
 from methods.base import DataInfo, Method, build_method
-from benchmark.core.jsonable import to_jsonable
 
 # The synthetic stand-ins are generated with this seed whatever the training seed, so that
 # every method and every seed is scored on the same data.

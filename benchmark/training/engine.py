@@ -49,13 +49,13 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Dataset
 
-from benchmark.training import checkpoint as ckpt
 from benchmark.core.config import TrainConfig
+from benchmark.core.progress import StepProgress
+from benchmark.training import checkpoint as ckpt
 from benchmark.training.distributed import DistEnv, all_gather_object, all_true, mean_across_ranks
+from benchmark.training.epoch_loader import StreamFactory, epoch_loader
 from benchmark.training.grouped_sampler import epoch_sampler
 from benchmark.training.item_seeding import ItemSeededDataset
-from benchmark.core.progress import StepProgress
-from benchmark.training.epoch_loader import StreamFactory, epoch_loader
 from benchmark.training.seeding import rng_state, seed_everything, set_rng_state
 from methods.base import Method
 
