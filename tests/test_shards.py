@@ -22,6 +22,7 @@ from benchmark.cli.main import main
 from benchmark.core import registry
 from benchmark.core.config import get_profile
 from benchmark.core.registry import METHODS
+from benchmark.reports.browse import write_browser
 from benchmark.training.checkpoint import load_checkpoint
 from datasets.lpr4m import load_lpr4m
 from datasets.shard_store import forget_tables, split_member
@@ -97,6 +98,14 @@ def test_files_and_shards_give_identical_items_and_rankings(roots, tmp_path):
     sub_f, sub_w = _submission(tmp_path / "f"), _submission(tmp_path / "w")
     assert sub_f["rankings"] == sub_w["rankings"] and len(sub_f["rankings"]) == 20
     assert sub_f["metrics"]["overall"] == sub_w["metrics"]["overall"]
+    # browse finds a query's frames and the gallery images in the shards: the same thumbnails
+    (sub_path,) = list((tmp_path / "w" / "res" / "submissions").glob("*.json*"))
+    write_browser(sub_path, tmp_path / "bf", splits=s_files)
+    write_browser(sub_path, tmp_path / "bw", splits=s_shards)
+    thumbs_f = {p.name: p.read_bytes() for p in (tmp_path / "bf" / "thumbs").iterdir()}
+    thumbs_w = {p.name: p.read_bytes() for p in (tmp_path / "bw" / "thumbs").iterdir()}
+    assert len([n for n in thumbs_w if n.startswith("q")]) >= 20 and len(thumbs_w) == len(thumbs_f)
+    assert sorted(thumbs_f.values()) == sorted(thumbs_w.values())
 
 
 def _damage(root: Path) -> tuple[Path, Path]:
