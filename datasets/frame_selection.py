@@ -34,18 +34,23 @@ from datasets.records import ClipSource
 from datasets.release_files import url_stem
 from datasets.sampling import prepared_positions, tail_cut, uniform_indices
 
-FRAME_RULE = ("linspace(0, n-1, T) of each clip's annotated frame list (every frame when n <= T); the tail cut "
-              "keeps a prefix, chunked samplers pick among these T")
+FRAME_RULE = (
+    "linspace(0, n-1, T) of each clip's annotated frame list (every frame when n <= T); the tail cut "
+    "keeps a prefix, chunked samplers pick among these T"
+)
 
 
 def unprepared_message(clip: ClipSource, position: int, num_frames: int) -> str:
-    return (f"clip {clip.clip_id}: this run (T={num_frames}) reads frame {position} of its {clip.annotated_frames} "
-            f"annotated frames, which this root lacks: it was prepared with --frames-per-clip {clip.prepared_frames}; "
-            f"run at T={clip.prepared_frames} or prepare again with --frames-per-clip {num_frames} (0: every frame)")
+    return (
+        f"clip {clip.clip_id}: this run (T={num_frames}) reads frame {position} of its {clip.annotated_frames} "
+        f"annotated frames, which this root lacks: it was prepared with --frames-per-clip {clip.prepared_frames}; "
+        f"run at T={clip.prepared_frames} or prepare again with --frames-per-clip {num_frames} (0: every frame)"
+    )
 
 
-def clip_positions(clip: ClipSource, num_frames: int, *, train_cut: bool = False,
-                   generator: Optional[torch.Generator] = None) -> list[int]:
+def clip_positions(
+    clip: ClipSource, num_frames: int, *, train_cut: bool = False, generator: Optional[torch.Generator] = None
+) -> list[int]:
     """Indices into ``clip.frame_paths`` of the frames an item loads at T = ``num_frames``: the
     rule above (plus training's tail cut); ``DataError`` when a reduced root lacks one."""
     if not clip.prepared_frames:
@@ -114,8 +119,9 @@ def _test_frame_lists(path: Path) -> list[list[str]]:
     return [[s for _, s in sorted(frames)] for frames in clips.values()]
 
 
-def reduce_release(urls_dir: Path, lists: dict[str, Path], frames_per_clip: int,
-                   out_dir: Path) -> tuple[dict[str, Path], dict[str, dict[str, int]]]:
+def reduce_release(
+    urls_dir: Path, lists: dict[str, Path], frames_per_clip: int, out_dir: Path
+) -> tuple[dict[str, Path], dict[str, dict[str, int]]]:
     """The URL lists to download at T: the two frame lists reduced to the frames read at T (the
     training clips' frame lists from the training rows, the test clips' from the test frame URL
     list), written to ``out_dir``; the image lists as they are. Returns (lists, {prefix: {listed, kept}})."""

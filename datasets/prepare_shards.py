@@ -77,12 +77,20 @@ def _shard_task(task: tuple[int, list[tuple[str, str]], str, str, int]) -> list[
             sink.write({"__key__": key, "jpg": img, "json": json.dumps(meta).encode("utf-8")})
             rows.append((stem, name, key))
     os.replace(tmp, Path(shard_dir) / name)
-    atomic_write_text(Path(shard_dir) / f"{shard_id:05d}_stats.json", json.dumps({"count": len(items), "successes": len(rows)}) + "\n")
+    atomic_write_text(
+        Path(shard_dir) / f"{shard_id:05d}_stats.json", json.dumps({"count": len(items), "successes": len(rows)}) + "\n"
+    )
     return rows
 
 
-def shards_from_disk(lists: dict[str, tuple[dict[str, str], str]], www: Path, shard_dir: Path, *,
-                     shard_size: int = 10000, workers: int = 2) -> dict[str, set[str]]:
+def shards_from_disk(
+    lists: dict[str, tuple[dict[str, str], str]],
+    www: Path,
+    shard_dir: Path,
+    *,
+    shard_size: int = 10000,
+    workers: int = 2,
+) -> dict[str, set[str]]:
     """Shards of every list (``{prefix: ({stem: url}, kind)}``, URLs in list order) resized from
     ``www``, and their index; returns the stems written per list."""
     resizer_like_img2dataset()  # import img2dataset once, before the workers fork
@@ -92,7 +100,7 @@ def shards_from_disk(lists: dict[str, tuple[dict[str, str], str]], www: Path, sh
     for prefix, (urls, _kind) in lists.items():
         items = list(urls.items())
         for start in range(0, len(items), shard_size):
-            tasks.append((len(tasks), items[start:start + shard_size], str(www), str(shard_dir), digits))
+            tasks.append((len(tasks), items[start : start + shard_size], str(www), str(shard_dir), digits))
             owners.append(prefix)
     ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
     with ctx.Pool(max(1, workers)) as pool:

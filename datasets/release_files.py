@@ -13,7 +13,13 @@ from datasets.lpr4m_reader import split_frame_id
 
 LIST_PREFIXES = ("training_frame_url", "training_image_url", "test_frame_url", "test_image_url")
 TEST_LISTS = ("test_frame_url", "test_image_url")
-ANNOTATION_PREFIXES = ("training_videoinfo_", "test_videoid_", "test_liveid_", "test_frameid2gtbox_", "test_image_title_")
+ANNOTATION_PREFIXES = (
+    "training_videoinfo_",
+    "test_videoid_",
+    "test_liveid_",
+    "test_frameid2gtbox_",
+    "test_image_title_",
+)
 
 
 class PrepareError(Exception):

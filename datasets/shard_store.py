@@ -42,13 +42,18 @@ def load_index(root: Path) -> dict[str, tuple[str, str]]:
     try:
         fh = open(path, encoding="utf-8")
     except FileNotFoundError:
-        raise DataError(f"{path}: the shard index is missing (prepare --format webdataset writes it)",
-                        path=path, kind=F.MISSING_ANNOTATION) from None
+        raise DataError(
+            f"{path}: the shard index is missing (prepare --format webdataset writes it)",
+            path=path,
+            kind=F.MISSING_ANNOTATION,
+        ) from None
     with fh:
         for i, line in enumerate(fh, start=1):
             cols = line.rstrip("\n").split("\t")
             if len(cols) != 3 or not all(cols):
-                raise DataError(f"{path}:{i}: expected <id> <shard> <key>, got {line.strip()!r}", path=path, kind=F.MALFORMED_ROW)
+                raise DataError(
+                    f"{path}:{i}: expected <id> <shard> <key>, got {line.strip()!r}", path=path, kind=F.MALFORMED_ROW
+                )
             out.setdefault(cols[0], (cols[1], cols[2]))
     return out
 
@@ -100,13 +105,17 @@ def read_member(path: Path) -> bytes:
     tar, name = split_member(path) or (Path(path).parent, Path(path).name)
     entry = _members(tar).get(name)
     if entry is None:
-        raise DataError(f"{path}: file is missing (shard {tar.name} has no member {name})", path=path, kind=F.MISSING_FILE)
+        raise DataError(
+            f"{path}: file is missing (shard {tar.name} has no member {name})", path=path, kind=F.MISSING_FILE
+        )
     offset, size = entry
     with open(tar, "rb") as fh:
         fh.seek(offset)
         data = fh.read(size)
     if len(data) != size:
-        raise DataError(f"{tar}: truncated shard (member {name} ends past the end of the file)", path=tar, kind=CORRUPT_SHARD)
+        raise DataError(
+            f"{tar}: truncated shard (member {name} ends past the end of the file)", path=tar, kind=CORRUPT_SHARD
+        )
     return data
 
 

@@ -62,8 +62,11 @@ def shard_owners(pairs: Sequence[TrainPair], num_frames: int) -> dict[str, list[
     for i, pair in enumerate(pairs):
         members = clip_members(pair, num_frames)
         if not members or split_member(members[0]) is None:
-            raise DataError(f"pair {pair.clip.clip_id} / {pair.image_id}: its frames are not in shards "
-                            f"(streaming needs a root prepared with --format webdataset)", kind=CORRUPT_SHARD)
+            raise DataError(
+                f"pair {pair.clip.clip_id} / {pair.image_id}: its frames are not in shards "
+                f"(streaming needs a root prepared with --format webdataset)",
+                kind=CORRUPT_SHARD,
+            )
         owners[str(split_member(members[0])[0])].append(i)
     return dict(owners)
 
@@ -72,8 +75,17 @@ class ShardPairStream(IterableDataset):
     """One epoch's stream of training items of one rank (see the module doc). ``items`` is the
     map-style dataset (``ItemSeededDataset`` over a ``PairDataset``) whose ``[i]`` loads pair i."""
 
-    def __init__(self, items: Any, pairs: Sequence[TrainPair], num_frames: int, *, seed: int, epoch: int,
-                 buffer: int = SHUFFLE_BUFFER, owners: Optional[dict[str, list[int]]] = None) -> None:
+    def __init__(
+        self,
+        items: Any,
+        pairs: Sequence[TrainPair],
+        num_frames: int,
+        *,
+        seed: int,
+        epoch: int,
+        buffer: int = SHUFFLE_BUFFER,
+        owners: Optional[dict[str, list[int]]] = None,
+    ) -> None:
         self.items, self.pairs, self.num_frames = items, list(pairs), num_frames
         self.seed, self.epoch, self.buffer = int(seed), int(epoch), int(buffer)
         self.owners = owners if owners is not None else shard_owners(self.pairs, num_frames)
@@ -102,12 +114,16 @@ class ShardPairStream(IterableDataset):
                             emitted.add(i)
                             yield i, got.pop(i)
             except (tarfile.TarError, OSError, ValueError) as e:  # webdataset re-raises tar errors as they come
-                raise DataError(f"{shard}: corrupt or truncated shard ({type(e).__name__}: {e})", path=shard,
-                                kind=CORRUPT_SHARD) from None
+                raise DataError(
+                    f"{shard}: corrupt or truncated shard ({type(e).__name__}: {e})", path=shard, kind=CORRUPT_SHARD
+                ) from None
             fault = verify_shard(Path(shard))  # tarfile ends quietly at a bad header: check the shard ended whole
             if fault is not None:
-                raise DataError(f"{shard}: {fault}; the run stops (check-data names every bad shard)", path=shard,
-                                kind=CORRUPT_SHARD)
+                raise DataError(
+                    f"{shard}: {fault}; the run stops (check-data names every bad shard)",
+                    path=shard,
+                    kind=CORRUPT_SHARD,
+                )
             for i in need:  # frames spilled into the next shard, or missing: read by seeking (or fail naming them)
                 if i not in emitted:
                     have = got.pop(i, {})
@@ -133,7 +149,9 @@ class ShardPairStream(IterableDataset):
             cycle += 1
 
 
-def stream_factory(pairs: Sequence[TrainPair], num_frames: int, seed: int) -> Optional[Callable[[Any, int], ShardPairStream]]:
+def stream_factory(
+    pairs: Sequence[TrainPair], num_frames: int, seed: int
+) -> Optional[Callable[[Any, int], ShardPairStream]]:
     """The per-epoch stream builder for pairs whose frames are shard members (a sharded root); None
     for the files layout (trained map-style)."""
     if not pairs or not pairs[0].clip.frame_paths or split_member(pairs[0].clip.frame_paths[0]) is None:

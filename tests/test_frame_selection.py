@@ -37,8 +37,24 @@ def _with_www(tmp_path: Path) -> Path:
 
 
 def _prepare(urls: Path, out: Path, *extra: str) -> None:
-    assert main(["prepare", "--dataset", "lpr4m", "--urls", str(urls), "--out", str(out), "--fast",
-                 "--processes", "1", *extra]) == 0
+    assert (
+        main(
+            [
+                "prepare",
+                "--dataset",
+                "lpr4m",
+                "--urls",
+                str(urls),
+                "--out",
+                str(out),
+                "--fast",
+                "--processes",
+                "1",
+                *extra,
+            ]
+        )
+        == 0
+    )
 
 
 def test_reduced_lists_hold_exactly_the_frames_read_at_t(tmp_path):
@@ -54,13 +70,20 @@ def test_reduced_lists_hold_exactly_the_frames_read_at_t(tmp_path):
     assert [u.rsplit("/", 1)[1] for u in train_list.read_text().split()] == [f"{CLIP}-{i:04d}.jpg" for i in TRAIN_AT_10]
     on_disk = sorted(p.stem for p in (out / "frames" / CLIP).glob("*.jpg"))
     assert on_disk == [f"{CLIP}-{i:04d}" for i in TRAIN_AT_10]
-    assert sorted(p.stem for p in (out / "frames" / TEST_CLIP).glob("*.jpg")) == [f"{TEST_CLIP}-{i:04d}" for i in TEST_AT_10]
+    assert sorted(p.stem for p in (out / "frames" / TEST_CLIP).glob("*.jpg")) == [
+        f"{TEST_CLIP}-{i:04d}" for i in TEST_AT_10
+    ]
     s = load_lpr4m(out)
     (pair,) = s.train
     assert (pair.clip.annotated_frames, pair.clip.prepared_frames, pair.clip.frame_positions) == (30, 10, TRAIN_AT_10)
     assert s.queries[0].clip.annotated_frames == 12 and s.queries[0].clip.frame_positions == TEST_AT_10
     # T=4 reads positions 0, 9, 19, 29 of 30: all held, so a T=4 run works on this root, on those frames
-    assert [pair.clip.frame_paths[i].stem[-4:] for i in clip_positions(pair.clip, 4)] == ["0000", "0009", "0019", "0029"]
+    assert [pair.clip.frame_paths[i].stem[-4:] for i in clip_positions(pair.clip, 4)] == [
+        "0000",
+        "0009",
+        "0019",
+        "0029",
+    ]
 
 
 def test_a_run_needing_a_frame_the_root_lacks_refuses_in_one_line(tmp_path, capsys):
@@ -68,14 +91,34 @@ def test_a_run_needing_a_frame_the_root_lacks_refuses_in_one_line(tmp_path, caps
     out = tmp_path / "root"
     _prepare(urls, out, "--frames-per-clip", "3")  # holds 0, 14, 29; the tiny profile (T=4) reads 9
     capsys.readouterr()
-    rc = main(["--method", "clip-meanpool", "--dataset", "lpr4m", "--data-root", str(out), "--profile", "tiny",
-               "--epochs", "0", "--device", "cpu", "--output-dir", str(tmp_path / "runs"),
-               "--results-dir", str(tmp_path / "res"), "--no-leaderboard"])
+    rc = main(
+        [
+            "--method",
+            "clip-meanpool",
+            "--dataset",
+            "lpr4m",
+            "--data-root",
+            str(out),
+            "--profile",
+            "tiny",
+            "--epochs",
+            "0",
+            "--device",
+            "cpu",
+            "--output-dir",
+            str(tmp_path / "runs"),
+            "--results-dir",
+            str(tmp_path / "res"),
+            "--no-leaderboard",
+        ]
+    )
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert rc != 0 and len(err) == 1
-    assert err[0] == (f"error: clip {CLIP}: this run (T=4) reads frame 9 of its 30 annotated frames, which this root "
-                      f"lacks: it was prepared with --frames-per-clip 3; run at T=3 or prepare again with "
-                      f"--frames-per-clip 4 (0: every frame)")
+    assert err[0] == (
+        f"error: clip {CLIP}: this run (T=4) reads frame 9 of its 30 annotated frames, which this root "
+        f"lacks: it was prepared with --frames-per-clip 3; run at T=3 or prepare again with "
+        f"--frames-per-clip 4 (0: every frame)"
+    )
 
 
 def test_a_failed_frame_of_a_reduced_clip_is_left_out_after_the_positions_are_chosen():

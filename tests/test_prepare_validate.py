@@ -95,14 +95,16 @@ def test_each_fault_gets_its_own_line_naming_file_and_line(tmp_path, capsys, no_
     gallery.write_text("[1, 2]")
     (urls / "test_frameid2gtbox_1_1.json").unlink()
     assert _prepare(urls, tmp_path / "out") == 1
-    assert sorted(_errors(capsys)) == sorted([
-        f"error: {part}:2: expected 11 tab-separated columns, got 2",
-        f"error: {part}:3: frame list: not a list literal",
-        f"error: {frames}:13: frame URL 'https://cdn.invalid/bs2/no-index.jpg' does not end in <clip_id>-<frame_idx>.jpg",
-        f"error: {frames}:14: not an http(s) URL: 'ftp://host/{TEST_CLIP}-0099.jpg'",
-        f"error: {gallery}: expected a JSON object, got list",
-        f"error: {urls / 'test_frameid2gtbox_*.json'}: required annotation file is missing",
-    ])
+    assert sorted(_errors(capsys)) == sorted(
+        [
+            f"error: {part}:2: expected 11 tab-separated columns, got 2",
+            f"error: {part}:3: frame list: not a list literal",
+            f"error: {frames}:13: frame URL 'https://cdn.invalid/bs2/no-index.jpg' does not end in <clip_id>-<frame_idx>.jpg",
+            f"error: {frames}:14: not an http(s) URL: 'ftp://host/{TEST_CLIP}-0099.jpg'",
+            f"error: {gallery}: expected a JSON object, got list",
+            f"error: {urls / 'test_frameid2gtbox_*.json'}: required annotation file is missing",
+        ]
+    )
     assert not no_download.exists()
 
 
@@ -121,4 +123,6 @@ def test_many_faults_in_one_file_are_capped_with_a_count(tmp_path):
     path.write_bytes(b"".join(b"bad\xff line\n" for _ in range(25)))
     faults = validate_release(urls, find_url_lists(urls), "all")
     assert len(faults) == 21 and faults[-1] == f"{path}: 5 more fault(s) not listed"
-    assert faults[0] == f"{path}:1: not valid UTF-8 at byte 3 of the line" and os.path.basename(faults[19]).endswith(":20: not valid UTF-8 at byte 3 of the line")
+    assert faults[0] == f"{path}:1: not valid UTF-8 at byte 3 of the line" and os.path.basename(faults[19]).endswith(
+        ":20: not valid UTF-8 at byte 3 of the line"
+    )

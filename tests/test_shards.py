@@ -46,17 +46,60 @@ def roots(tiny_release, tmp_path_factory):
     out = {}
     for fmt in ("files", "webdataset"):
         out[fmt] = base / fmt
-        assert main(["prepare", "--dataset", "lpr4m", "--urls", str(tiny_release / "urls"), "--out", str(out[fmt]),
-                     "--fast", "--processes", "2", "--frames-per-clip", str(T), "--format", fmt,
-                     "--shard-size", str(SHARD)]) == 0
+        assert (
+            main(
+                [
+                    "prepare",
+                    "--dataset",
+                    "lpr4m",
+                    "--urls",
+                    str(tiny_release / "urls"),
+                    "--out",
+                    str(out[fmt]),
+                    "--fast",
+                    "--processes",
+                    "2",
+                    "--frames-per-clip",
+                    str(T),
+                    "--format",
+                    fmt,
+                    "--shard-size",
+                    str(SHARD),
+                ]
+            )
+            == 0
+        )
     return out
 
 
 def _run(root: Path, work: Path, *extra: str, method: str = "clip-meanpool") -> list[str]:
     plugin = ["--plugin", str(REPO / "tests" / "robust_plugin.py")] if method != "clip-meanpool" else []
-    return [*plugin, "--method", method, "--dataset", "lpr4m", "--data-root", str(root), "--profile", "tiny",
-            "--seed", "0", "--device", "cpu", "--num-workers", "0", "--bootstrap", "20", "--no-feature-cache",
-            "--output-dir", str(work / "runs"), "--results-dir", str(work / "res"), "--no-leaderboard", *extra]
+    return [
+        *plugin,
+        "--method",
+        method,
+        "--dataset",
+        "lpr4m",
+        "--data-root",
+        str(root),
+        "--profile",
+        "tiny",
+        "--seed",
+        "0",
+        "--device",
+        "cpu",
+        "--num-workers",
+        "0",
+        "--bootstrap",
+        "20",
+        "--no-feature-cache",
+        "--output-dir",
+        str(work / "runs"),
+        "--results-dir",
+        str(work / "res"),
+        "--no-leaderboard",
+        *extra,
+    ]
 
 
 def _submission(work: Path) -> dict:
@@ -132,7 +175,9 @@ def test_check_data_names_each_bad_shard_once_and_a_run_refuses(roots, tmp_path,
     out = capsys.readouterr().out
     named = [line.strip() for line in out.splitlines() if "shards/" in line]
     assert len(named) == 2, out
-    assert named[0].startswith(f"{cut}: truncated shard") and named[1].startswith(f"{bad}: corrupt shard: no valid tar header")
+    assert named[0].startswith(f"{cut}: truncated shard") and named[1].startswith(
+        f"{bad}: corrupt shard: no valid tar header"
+    )
     assert "ERROR   corrupt_shard: 2" in out and out.strip().endswith("FAILED: 2 error(s)")
     rc = main(_run(root, tmp_path / "run", "--max-steps", "2", "--batch-size", "4", *SMALL_ENCODER))
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
@@ -144,11 +189,28 @@ def test_check_data_names_each_bad_shard_once_and_a_run_refuses(roots, tmp_path,
 def test_torchrun_two_ranks_stream_distinct_clips(roots, tmp_path):
     seen = tmp_path / "seen"
     seen.mkdir()
-    cmd = [PYTHON, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(REPO / "run_benchmark.py"),
-           *_run(roots["webdataset"], tmp_path / "two", "--max-steps", "2", "--batch-size", "8", *SMALL_ENCODER,
-                 method="clip-meanpool-faults")]
-    proc = subprocess.run(cmd, cwd=tmp_path, env=subprocess_env(LPR_TEST_SEEN_DIR=str(seen)), capture_output=True,
-                          text=True, timeout=900)
+    cmd = [
+        PYTHON,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(REPO / "run_benchmark.py"),
+        *_run(
+            roots["webdataset"],
+            tmp_path / "two",
+            "--max-steps",
+            "2",
+            "--batch-size",
+            "8",
+            *SMALL_ENCODER,
+            method="clip-meanpool-faults",
+        ),
+    ]
+    proc = subprocess.run(
+        cmd, cwd=tmp_path, env=subprocess_env(LPR_TEST_SEEN_DIR=str(seen)), capture_output=True, text=True, timeout=900
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert _submission(tmp_path / "two")["provenance"]["training"]["world_size"] == 2
     ranks = [[int(i) for i in (seen / f"rank{r}.txt").read_text().split()] for r in (0, 1)]
@@ -170,11 +232,30 @@ def _last_ckpt(work: Path) -> Path:
 
 
 def _killed_at(root: Path, work: Path, stall_at: int, step: int) -> dict:
-    cmd = [PYTHON, str(REPO / "run_benchmark.py"),
-           *_run(root, work, "--max-steps", "8", "--batch-size", "8", "--checkpoint-every", "2", *SMALL_ENCODER,
-                 method="clip-meanpool-faults")]
-    proc = subprocess.Popen(cmd, cwd=work.parent, env=subprocess_env(LPR_TEST_STALL_AT_CALL=str(stall_at)),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    cmd = [
+        PYTHON,
+        str(REPO / "run_benchmark.py"),
+        *_run(
+            root,
+            work,
+            "--max-steps",
+            "8",
+            "--batch-size",
+            "8",
+            "--checkpoint-every",
+            "2",
+            *SMALL_ENCODER,
+            method="clip-meanpool-faults",
+        ),
+    ]
+    proc = subprocess.Popen(
+        cmd,
+        cwd=work.parent,
+        env=subprocess_env(LPR_TEST_STALL_AT_CALL=str(stall_at)),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.time() + 600
         while time.time() < deadline:

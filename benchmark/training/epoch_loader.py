@@ -33,12 +33,29 @@ class SkipSampler(Sampler[int]):
         return max(0, len(self.base) - self.skip)  # type: ignore[arg-type]
 
 
-def epoch_loader(dataset: Dataset, epoch: int, *, sampler: Optional[Sampler[int]], stream: Optional[StreamFactory],
-                 skip_micro: int, micro_bs: int, num_workers: int, collate: Callable[..., Any], pin_memory: bool,
-                 generator_seed: int) -> Iterable[Any]:
+def epoch_loader(
+    dataset: Dataset,
+    epoch: int,
+    *,
+    sampler: Optional[Sampler[int]],
+    stream: Optional[StreamFactory],
+    skip_micro: int,
+    micro_bs: int,
+    num_workers: int,
+    collate: Callable[..., Any],
+    pin_memory: bool,
+    generator_seed: int,
+) -> Iterable[Any]:
     """The epoch's micro-batches, the first ``skip_micro`` left out."""
-    common = dict(batch_size=micro_bs, num_workers=num_workers, collate_fn=collate, drop_last=True,
-                  pin_memory=pin_memory, worker_init_fn=worker_init_fn, generator=make_generator(generator_seed))
+    common = dict(
+        batch_size=micro_bs,
+        num_workers=num_workers,
+        collate_fn=collate,
+        drop_last=True,
+        pin_memory=pin_memory,
+        worker_init_fn=worker_init_fn,
+        generator=make_generator(generator_seed),
+    )
     if stream is not None:
         loader = DataLoader(stream(dataset, epoch), **common)
         return itertools.islice(loader, skip_micro, None) if skip_micro else loader

@@ -38,8 +38,12 @@ from datasets.prepare_lpr4m import prepare
 from datasets.shard_stream import ShardPairStream
 from datasets.torch_data import PairDataset
 
-ROOTS = {"full-files": (0, "files"), "reduced-files": (10, "files"), "full-shards": (0, "webdataset"),
-         "reduced-shards": (10, "webdataset")}
+ROOTS = {
+    "full-files": (0, "files"),
+    "reduced-files": (10, "files"),
+    "full-shards": (0, "webdataset"),
+    "reduced-shards": (10, "webdataset"),
+}
 
 
 @pytest.fixture(scope="module")
@@ -72,8 +76,13 @@ def measure_prepare(release: Path, out: Path) -> dict[str, dict[str, float]]:
         t0 = time.perf_counter()
         r = prepare(release / "urls", out / name, fast=True, processes=1, frames_per_clip=t, fmt=fmt, shard_size=1000)
         seconds = time.perf_counter() - t0
-        clips = len({u.rsplit("/", 1)[1].rsplit("-", 1)[0] for p in ("training_frame_url", "test_frame_url")
-                     for u in open(next((release / "urls").glob(f"{p}_*.txt"))).read().split()})
+        clips = len(
+            {
+                u.rsplit("/", 1)[1].rsplit("-", 1)[0]
+                for p in ("training_frame_url", "test_frame_url")
+                for u in open(next((release / "urls").glob(f"{p}_*.txt"))).read().split()
+            }
+        )
         urls = sum(c["urls"] for c in r.report["lists"].values())
         disk, files = _disk(out / name)
         k = 1000 / clips
@@ -104,16 +113,21 @@ def measure_loading(out: Path, rounds: int = 3) -> dict[str, float]:
     for _ in range(rounds):
         rf.append(_pairs_cpu_s(lambda: (ds_files[i] for i in range(n)), n))
         rs.append(_pairs_cpu_s(lambda: iter(stream), n))
-    return {"files_pairs_per_cpu_s": statistics.median(rf), "shards_pairs_per_cpu_s": statistics.median(rs),
-            "shards_vs_files": statistics.median(s / f for s, f in zip(rs, rf))}
+    return {
+        "files_pairs_per_cpu_s": statistics.median(rf),
+        "shards_pairs_per_cpu_s": statistics.median(rs),
+        "shards_vs_files": statistics.median(s / f for s, f in zip(rs, rf)),
+    }
 
 
 def table(prep: dict[str, dict[str, float]], load: dict[str, float]) -> str:
     lines = ["per 1,000 clips     URLs      prepare s   disk GB   files"]
     for name, r in prep.items():
         lines.append(f"{name:15s} {r['urls']:10.0f} {r['seconds']:10.1f} {r['GB']:9.3f} {r['files']:9.0f}")
-    lines.append(f"training pairs per CPU-second (T=10, 256x455 frames): files {load['files_pairs_per_cpu_s']:.1f}, "
-                 f"shards {load['shards_pairs_per_cpu_s']:.1f}, shards / files {load['shards_vs_files']:.2f}")
+    lines.append(
+        f"training pairs per CPU-second (T=10, 256x455 frames): files {load['files_pairs_per_cpu_s']:.1f}, "
+        f"shards {load['shards_pairs_per_cpu_s']:.1f}, shards / files {load['shards_vs_files']:.2f}"
+    )
     return "\n".join(lines)
 
 
