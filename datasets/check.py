@@ -4,7 +4,8 @@ Walks the annotations with the dataset's own parser in collecting mode (malforme
 non-UTF-8 text, duplicate ids, ground truth outside its gallery group, paths escaping the root,
 missing annotation files, an empty training split), then every file the records reference:
 symbolic links leading out of the data root, missing, empty or unreadable files, JPEGs without
-their end-of-image marker (truncated), and, with ``deep=True``, a full decode of every image
+their end-of-image marker (truncated), on a sharded root every tar shard (a truncated or corrupt
+one is named once, its members are not listed one by one), and, with ``deep=True``, a full decode of every image
 and an open + first-frame decode of every video.
 
 Missing MovingFashion videos are reported (named) as warnings up to ``KNOWN_MISSING_VIDEOS``, the
@@ -24,6 +25,7 @@ from datasets.decoding import VideoFile, decode_image, has_jpeg_end, is_jpeg
 from datasets.errors import DataError
 from datasets.faults import Faults
 from datasets.records import DatasetSplits
+from datasets.shard_store import CORRUPT_SHARD, read_path, split_member, verify_shard
 
 KNOWN_MISSING_VIDEOS = 23
 # warnings, not errors: downloads the prepare report lists as failed, boxes dropped, missing videos (up to the count above)
@@ -106,8 +108,13 @@ def check_dataset(name: str, root: Path, *, deep: bool = False) -> CheckReport:
         if not splits.train and "training_not_prepared" not in report.stats:
             _report_empty_training(root, faults)
         inside = _InsideRoot(root)
+        bad_shards = _check_shards(root, faults)
         for path in images:
-            if inside.check(path, faults):
+            member = split_member(path)
+            if member is not None and member[0].is_file():
+                if str(member[0]) not in bad_shards:  # a bad shard is named once, not per member
+                    _check_member(path, faults, deep)
+            elif inside.check(path, faults):
                 _check_image(path, faults, deep)
         for path in videos:
             if inside.check(path, faults):
@@ -202,6 +209,37 @@ def _check_image(path: Path, faults: Faults, deep: bool) -> None:
         faults.error(F.TRUNCATED_JPEG, path, "truncated JPEG (no end-of-image marker)")
         return
     if deep or not is_jpeg(head):
+        try:
+            decode_image(path, backend="pil-draft")
+        except DataError as e:
+            faults.error(e.kind or F.UNREADABLE_FILE, path, str(e).split(": ", 1)[-1])
+
+
+def _check_shards(root: Path, faults: Faults) -> set[str]:
+    """Every tar of a sharded root (``prepare --format webdataset``): a truncated or corrupt one is
+    an error naming it in one line; returns those shards."""
+    bad: set[str] = set()
+    for tar in sorted((root / "shards").glob("*.tar")) if (root / "shards").is_dir() else ():
+        fault = verify_shard(tar)
+        if fault is not None:
+            faults.error(CORRUPT_SHARD, tar, fault + "; a run reading it stops (prepare again to fetch it)")
+            bad.add(str(tar))
+    return bad
+
+
+def _check_member(path: Path, faults: Faults, deep: bool) -> None:
+    """A frame or image kept in a shard: present in its tar, a whole JPEG (decoded with ``deep``)."""
+    try:
+        data = read_path(path)
+    except FileNotFoundError:
+        faults.error(F.MISSING_FILE, path, "file is missing (not in its shard)")
+        return
+    except DataError as e:
+        faults.error(e.kind or CORRUPT_SHARD, path, str(e).split(": ", 1)[-1])
+        return
+    if is_jpeg(data) and not has_jpeg_end(data[-64:]):
+        faults.error(F.TRUNCATED_JPEG, path, "truncated JPEG (no end-of-image marker)")
+    elif deep or not is_jpeg(data):
         try:
             decode_image(path, backend="pil-draft")
         except DataError as e:

@@ -29,11 +29,12 @@ truncated files raise :class:`~datasets.errors.DataError` naming the file.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import warnings
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Iterator, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
@@ -41,6 +42,7 @@ from PIL import Image, ImageFile
 
 from datasets import faults as F
 from datasets.errors import DataError
+from datasets.shard_store import read_path
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated JPEG is an error, never silently grey
 
@@ -75,10 +77,28 @@ def jpeg_backend() -> str:
     return name
 
 
-def read_bytes(path: Path) -> bytes:
-    """The file's bytes; ``DataError`` (missing / unreadable / empty) naming it."""
+_PRELOADED: dict[Path, bytes] = {}  # bytes a shard stream already read (datasets/shard_stream.py)
+
+
+@contextlib.contextmanager
+def preloaded(data: Mapping[Path, bytes]) -> Iterator[None]:
+    """Within the block, :func:`read_bytes` of a path in ``data`` returns its bytes without a read
+    (a streamed clip's frames, loaded by the same item code as files)."""
+    _PRELOADED.update(data)
     try:
-        data = Path(path).read_bytes()
+        yield
+    finally:
+        _PRELOADED.clear()
+
+
+def read_bytes(path: Path) -> bytes:
+    """The file's (or tar shard member's) bytes; ``DataError`` (missing / unreadable / empty) naming it."""
+    if _PRELOADED:
+        hit = _PRELOADED.get(Path(path))
+        if hit is not None:
+            return hit
+    try:
+        data = read_path(path)  # a file, or a frame kept in a tar shard (datasets/shard_store.py)
     except FileNotFoundError:
         raise DataError(f"{path}: file is missing", path=path, kind=F.MISSING_FILE) from None
     except OSError as e:

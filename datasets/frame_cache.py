@@ -49,6 +49,8 @@ from torch.utils.data import DataLoader, Dataset
 from datasets import decoding
 from datasets import transforms as T
 from datasets.errors import DataError
+from datasets.frame_selection import clip_positions
+from datasets.shard_store import stat_target
 
 FORMAT_VERSION = 1
 _COLS = 7  # offset, h, w, stored_w, stored_h, decoded_w, decoded_h
@@ -80,7 +82,7 @@ def cache_key(tag: str, paths: Sequence[Path], spec: CacheSpec) -> str:
     files = []
     for p in paths:
         try:
-            st = os.stat(p)
+            st = os.stat(stat_target(p))  # a shard member: its tar's size and time
             files.append((str(p), st.st_size, st.st_mtime_ns))
         except OSError:
             files.append((str(p), -1, -1))
@@ -291,9 +293,9 @@ def prepare(tag: str, paths: Iterable[Path], spec: CacheSpec, *, num_workers: in
 
 def dataset_paths(dataset: Any) -> list[Path]:
     """The JPEG frames and images a torch dataset of :mod:`datasets.torch_data` reads: a clip's
-    ``sample_clip`` positions (training's tail cut keeps a prefix of them, so no other frame is
-    ever read) and the shop images. Video clips (MovingFashion) are not cached."""
-    from datasets.sampling import sample_clip
+    positions at T (:func:`datasets.frame_selection.clip_positions`; training's tail cut keeps a
+    prefix of them, so no other frame is ever read) and the shop images. Video clips
+    (MovingFashion) are not cached."""
     from datasets.torch_data import GalleryDataset, PairDataset, QueryDataset
 
     cfg = dataset.cfg
@@ -302,7 +304,7 @@ def dataset_paths(dataset: Any) -> list[Path]:
     def clip_paths(clip: Any) -> None:
         if clip.video_path is not None or not clip.frame_paths:
             return
-        out.extend(clip.frame_paths[p] for p in sample_clip(len(clip.frame_paths), cfg.num_frames, pick=clip.frame_pick))
+        out.extend(clip.frame_paths[p] for p in clip_positions(clip, cfg.num_frames))
 
     if isinstance(dataset, PairDataset):
         for pair in dataset.pairs:

@@ -17,6 +17,8 @@ from datasets.annotation_io import RootPaths, expect_object, find_one, parse_box
 from datasets.faults import Faults
 from datasets.prepare_report import PrepareReport, read_report
 from datasets.records import Box, GalleryItem
+from datasets.sampling import prepared_positions
+from datasets.shard_store import load_index, member_path
 
 ATTRIBUTE_VALUES: dict[str, tuple[str, str, str]] = {
     "scale": ("small", "medium", "large"),
@@ -63,6 +65,8 @@ class LprReader:
         self.paths = RootPaths(root, faults)
         self.used: list[Path] = []
         self.report: Optional[PrepareReport] = read_report(root)
+        # a sharded root (prepare --format webdataset): {id: (shard, key)} (datasets/shard_store.py)
+        self.shards = load_index(root) if self.report is not None and self.report.storage == "webdataset" else None
 
     def find(self, pattern: str, required: bool = True) -> Optional[Path]:
         path = find_one(self.ann, pattern, self.faults, required=required)
@@ -78,7 +82,30 @@ class LprReader:
         if parts is None:
             self.faults.error(F.MALFORMED_ROW, where, f"frame id {frame_id!r} is not <clip_id>-<frame_idx>", line=line_no)
             return None
+        if self.shards is not None and frame_id in self.shards:
+            return member_path(self.root, *self.shards[frame_id])
         return self.paths.join(f"frames/{parts[0]}/{frame_id}.jpg", where, line=line_no)
+
+    def image_path(self, image_id: str, where: Path, line_no: Optional[int] = None) -> Optional[Path]:
+        """``images/<image_id>.jpg``, or its shard member on a sharded root."""
+        if self.shards is not None and image_id in self.shards:
+            return member_path(self.root, *self.shards[image_id])
+        return self.paths.join(f"images/{image_id}.jpg", where, line=line_no)
+
+    @property
+    def frames_per_clip(self) -> int:
+        """T of a root prepared with ``--frames-per-clip T``; 0 for a full root."""
+        return self.report.frames_per_clip if self.report is not None else 0
+
+    def held_positions(self, n: int) -> list[int]:
+        """Positions of a clip's ``n`` annotated frames this root holds (all on a full root)."""
+        return prepared_positions(n, self.frames_per_clip)
+
+    def prepared_fields(self, n: int, positions: list[int]) -> dict[str, Any]:
+        """The ``ClipSource`` fields of a clip of a reduced root (none on a full root)."""
+        if not self.frames_per_clip:
+            return {}
+        return {"annotated_frames": n, "prepared_frames": self.frames_per_clip, "frame_positions": tuple(positions)}
 
     def failed_frame(self, frame_id: str) -> bool:
         return self.report is not None and frame_id in self.report.failed_frames

@@ -7,7 +7,8 @@ the frames present on disk under ``frames/<clip_id>/``, ordered by frame index. 
 from ``test_frameid2gtbox_*.json``, whose 426,751 keys are only the frames with an annotated box
 (501,656 frames in all): that file gives boxes, where present. Frames that a ``prepare`` report
 lists as failed are left out; a query left with no frame is kept with ``missing=True`` and scored
-as a miss, and the loader counts them.
+as a miss, and the loader counts them. A root prepared with ``--frames-per-clip T`` keeps a
+query's annotated frame count and only the frames read at T (:mod:`datasets.frame_selection`).
 
 LPR750K layout. Every ``gallery_main.txt`` line is a gallery item, as in the official database
 (several images of one product, ``<image_id>-<k>.jpg``, are each ranked); when an image id has
@@ -88,7 +89,7 @@ def release_test(reader: LprReader) -> tuple[list[Query], list[GalleryItem]]:
                 if reader.failed_image(i):
                     dropped_images += 1
                     continue
-                p = reader.paths.join(f"images/{i}.jpg", gal_path)
+                p = reader.image_path(i, gal_path)
                 if p is not None:
                     members.append((i, p))
             groups[live_id] = members
@@ -108,13 +109,16 @@ def release_test(reader: LprReader) -> tuple[list[Query], list[GalleryItem]]:
             reader.faults.error(F.MISSING_GROUP, gal_path or reader.ann, f"query {clip_id}: live id {live_id} has no gallery group")
             continue
         frames = listed.get(clip_id, []) if listed is not None else disk_frame_list(reader, clip_id)
-        frames = [f for f in frames if not reader.failed_frame(f[1])]
+        annotated = len(frames)
+        frames = [(i, frames[i][1]) for i in reader.held_positions(annotated) if not reader.failed_frame(frames[i][1])]
         paths: list[Path] = []
+        positions: list[int] = []
         boxes: dict[int, Box] = {}
-        for _, frame_id in frames:
+        for position, frame_id in frames:
             p = reader.frame_path(frame_id, where, None)
             if p is None:
                 continue
+            positions.append(position)
             if frame_id in box_values:
                 box = reader.box(box_path or reader.ann, frame_id, box_values[frame_id])
                 if box is not None:
@@ -126,7 +130,8 @@ def release_test(reader: LprReader) -> tuple[list[Query], list[GalleryItem]]:
             queries.append(Query(query_id=clip_id, clip=ClipSource(clip_id=clip_id, asr=text), gt_ids=gt_ids,
                                  group=live_id, attributes=attrs.get(clip_id, {}), missing=True))
             continue
-        clip = ClipSource(clip_id=clip_id, frame_paths=tuple(paths), boxes=boxes, asr=text, box_space="original")
+        clip = ClipSource(clip_id=clip_id, frame_paths=tuple(paths), boxes=boxes, asr=text, box_space="original",
+                          **reader.prepared_fields(annotated, positions))
         queries.append(Query(query_id=clip_id, clip=clip, gt_ids=gt_ids, group=live_id, attributes=attrs.get(clip_id, {})))
     if without_frames:
         kind = F.FAILED_DOWNLOAD if reader.report is not None else F.EMPTY_CLIP

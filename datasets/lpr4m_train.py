@@ -5,7 +5,9 @@ The release ships its 4,013,617 training rows as ten part files (the dataset REA
 only for the detector's subset (about 1.1M of 473M frames), so a row's box column may be empty,
 ``[]``, or a list not aligned with its frames: such a row is a row without boxes (a misaligned
 list is warned about), never a malformed row. With a ``prepare`` report, frames and shop images
-whose download failed are left out (a pair left with no frame, or without its image, is dropped).
+whose download failed are left out (a pair left with no frame, or without its image, is dropped);
+a root prepared with ``--frames-per-clip T`` holds only the frames read at T
+(:mod:`datasets.frame_selection`), and a clip keeps just those.
 """
 
 from __future__ import annotations
@@ -117,7 +119,9 @@ def _release_row(reader: LprReader, path: Path, line_no: int, cols: list[str]) -
     boxes = _row_boxes(reader, path, line_no, boxes_txt, frame_ids)
     frame_paths: list[Path] = []
     kept_boxes: dict[int, Box] = {}
-    for i, fid in enumerate(frame_ids):
+    positions: list[int] = []
+    for i in reader.held_positions(len(frame_ids)):
+        fid = frame_ids[i]
         p = reader.frame_path(fid, path, line_no)
         if p is None:
             return None
@@ -126,14 +130,16 @@ def _release_row(reader: LprReader, path: Path, line_no: int, cols: list[str]) -
         if i in boxes:
             kept_boxes[len(frame_paths)] = boxes[i]
         frame_paths.append(p)
+        positions.append(i)
     if not frame_paths or reader.failed_image(image_id):
         what = "every frame" if not frame_paths else f"shop image {image_id}"
         reader.faults.warn(F.FAILED_DOWNLOAD, path, f"pair {clip_id} / {image_id}: {what} failed to download; pair dropped", line=line_no)
         return None
-    image_path = reader.paths.join(f"images/{image_id}.jpg", path, line=line_no)
+    image_path = reader.image_path(image_id, path, line_no)
     if image_path is None:
         return None
-    clip = ClipSource(clip_id=clip_id, frame_paths=tuple(frame_paths), boxes=kept_boxes, asr=asr, box_space="original")
+    clip = ClipSource(clip_id=clip_id, frame_paths=tuple(frame_paths), boxes=kept_boxes, asr=asr, box_space="original",
+                      **reader.prepared_fields(len(frame_ids), positions))
     return TrainPair(
         clip=clip, image_id=image_id, image_path=image_path, product_id=image_id,
         title=title, category=cat_name, attributes=attributes,

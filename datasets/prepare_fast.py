@@ -15,7 +15,9 @@ import io
 import json
 import multiprocessing as mp
 from pathlib import Path
+from typing import Optional
 
+from datasets.release_files import PrepareError, layout_target
 
 
 def _write(dst: Path, data: bytes) -> None:
@@ -25,38 +27,43 @@ def _write(dst: Path, data: bytes) -> None:
     tmp.replace(dst)
 
 
-def _resizer():
+def resizer_like_img2dataset():
     try:
         from img2dataset.resizer import Resizer
     except ImportError:  # pragma: no cover - the prepare extra is missing
-        from datasets.prepare_lpr4m import PrepareError
-
         raise PrepareError("img2dataset is not installed: pip install -e '.[prepare]' (it pins img2dataset)") from None
     return Resizer(image_size=256, resize_mode="keep_ratio", resize_only_if_bigger=False)
+
+
+def resize_one(resizer, www: Path, url: str, stem: str) -> Optional[tuple[bytes, dict]]:
+    """The file a URL names, resized as img2dataset does, and its sidecar; None when missing or undecodable."""
+    src = Path(www) / url.rsplit("/", 1)[-1].split("?", 1)[0]
+    if not src.is_file():
+        return None
+    img, width, height, ow, oh, err = resizer(io.BytesIO(src.read_bytes()))
+    if err is not None or img is None:
+        return None
+    meta = {"url": url, "key": stem, "status": "success", "error_message": None, "width": width,
+            "height": height, "original_width": ow, "original_height": oh, "exif": None,
+            "sha256": hashlib.sha256(img).hexdigest()}
+    return img, meta
 
 
 def _resize_chunk(task: tuple[list[tuple[str, str]], str, str, str]) -> list[str]:
     """Resize one chunk of (stem, url) in this process (img2dataset's Resizer silences fds 1 and 2
     around each call, which is not thread-safe: one Resizer a process, as img2dataset runs it)."""
-    from datasets.prepare_lpr4m import _target
-
     items, www, root, kind = task
-    resizer = _resizer()
+    resizer = resizer_like_img2dataset()
     done = []
     for stem, url in items:
-        dst = _target(Path(root), kind, stem)
-        src = Path(www) / url.rsplit("/", 1)[-1].split("?", 1)[0]
-        if dst is None or not src.is_file():
+        dst = layout_target(Path(root), kind, stem)
+        got = resize_one(resizer, Path(www), url, stem) if dst is not None else None
+        if got is None:
             continue
-        img, width, height, ow, oh, err = resizer(io.BytesIO(src.read_bytes()))
-        if err is not None or img is None:
-            continue
+        img, meta = got
         dst.parent.mkdir(parents=True, exist_ok=True)
         _write(dst, img)
         if kind == "frame":
-            meta = {"url": url, "key": stem, "status": "success", "error_message": None, "width": width,
-                    "height": height, "original_width": ow, "original_height": oh, "exif": None,
-                    "sha256": hashlib.sha256(img).hexdigest()}
             _write(dst.with_suffix(".json"), json.dumps(meta, indent=4).encode("utf-8"))
         done.append(stem)
     return done
@@ -67,7 +74,7 @@ def resize_from_disk(lists: dict[str, tuple[dict[str, str], str]], www: Path, ro
     """Resize every URL's file of every list (``{prefix: ({stem: url}, kind)}``) from ``www`` into
     the layout of ``root``; returns the stems written per list. img2dataset is imported once,
     before the worker processes fork (its import costs seconds)."""
-    _resizer()
+    resizer_like_img2dataset()
     n = max(1, workers)
     tasks, owners = [], []
     for prefix, (urls, kind) in lists.items():

@@ -13,6 +13,14 @@ shards, the layout pass skips marked ones. The annotation files and the test fra
 ``<out>/annotations/``; ``<out>/prepare_report.json`` lists the failed URLs, the test clips left
 with no frame and the gallery images missing (:mod:`datasets.prepare_report`).
 
+Before anything is fetched, every list and annotation file it relies on is validated
+(:mod:`datasets.prepare_validate`: one line per fault); ``frames_per_clip=T`` (the default 10)
+downloads only the frames the protocol reads at T, from reduced lists in
+``<out>/download/reduced/`` (:mod:`datasets.frame_selection`), and records T and the rule in the
+report; ``fmt="webdataset"`` keeps img2dataset's tar shards in ``<out>/shards/`` with an index and
+writes no per-frame file (:mod:`datasets.prepare_shards`). A rerun with other settings is refused
+(``prepare_plan.json``).
+
 ``fast=True`` is the path that skips HTTP (the synthetic release, whose files are on disk): each
 URL is read from ``<release>/www/`` and resized by img2dataset's own ``Resizer`` with the same
 settings, so both paths give the loader byte-identical frames and the same sidecar sizes.
@@ -30,24 +38,32 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from benchmark.core.atomic import atomic_write_text
+from datasets.frame_selection import FRAME_RULE, reduce_release
 from datasets.lpr4m_reader import split_frame_id
+from datasets.prepare_fast import resize_from_disk
 from datasets.prepare_report import REPORT_NAME
+from datasets.prepare_shards import index_shards, shards_from_disk
+from datasets.prepare_validate import validate_release
+from datasets.release_files import (
+    ANNOTATION_PREFIXES,
+    LIST_PREFIXES,
+    TEST_LISTS,
+    PrepareError,
+    layout_target,
+    list_kind,
+    url_stem,
+)
 
 log = logging.getLogger(__name__)
 
-LIST_PREFIXES = ("training_frame_url", "training_image_url", "test_frame_url", "test_image_url")
-TEST_LISTS = ("test_frame_url", "test_image_url")
-ANNOTATION_PREFIXES = ("training_videoinfo_", "test_videoid_", "test_liveid_", "test_frameid2gtbox_", "test_image_title_")
 README_SETTINGS = ["--input_format", "txt", "--output_format", "files", "--image_size", "256",
                    "--resize_mode", "keep_ratio", "--timeout", "10", "--retries", "0",
                    "--incremental_mode", "incremental", "--distributor", "multiprocessing"]
-
-
-class PrepareError(Exception):
-    """The prepare step cannot go on; the message names the file or command."""
+PLAN_NAME = "prepare_plan.json"
+FORMATS = ("files", "webdataset")
 
 
 @dataclass
@@ -55,12 +71,6 @@ class PrepareResult:
     out: Path
     report: dict[str, Any]
     seconds: dict[str, float] = field(default_factory=dict)
-
-
-def url_stem(url: str) -> str:
-    """The file stem of a URL: ``.../<frame_id>.jpg`` -> ``<frame_id>``."""
-    name = url.strip().rsplit("/", 1)[-1].split("?", 1)[0]
-    return name[:-4] if name.lower().endswith(".jpg") else name
 
 
 def find_url_lists(urls_dir: Path, which: str = "all") -> dict[str, Path]:
@@ -101,12 +111,15 @@ def img2dataset_command() -> list[str]:
     raise PrepareError("img2dataset is not installed: pip install -e '.[prepare]' (it pins img2dataset)")
 
 
-def run_img2dataset(url_list: Path, out_dir: Path, *, processes: int, threads: int, shard_size: int) -> None:
+def run_img2dataset(url_list: Path, out_dir: Path, *, processes: int, threads: int, shard_size: int,
+                    fmt: str = "files") -> None:
     """One img2dataset run over ``url_list`` (a file or a folder of lists; resumable: incremental
-    mode skips finished shards)."""
+    mode skips finished shards); ``fmt`` replaces the README's ``--output_format files``."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    settings = list(README_SETTINGS)
+    settings[settings.index("--output_format") + 1] = fmt
     cmd = img2dataset_command() + [
-        f"--url_list={url_list}", f"--output_folder={out_dir}", *README_SETTINGS,
+        f"--url_list={url_list}", f"--output_folder={out_dir}", *settings,
         "--number_sample_per_shard", str(shard_size), "--processes_count", str(processes),
         "--thread_count", str(threads),
     ]
@@ -116,13 +129,6 @@ def run_img2dataset(url_list: Path, out_dir: Path, *, processes: int, threads: i
         done = subprocess.run(cmd, stdout=logf, stderr=subprocess.STDOUT, env=env)
     if done.returncode != 0:
         raise PrepareError(f"img2dataset failed on {url_list} (exit {done.returncode}); see {log_path}")
-
-
-def _target(root: Path, kind: str, stem: str) -> Optional[Path]:
-    if kind == "image":
-        return root / "images" / f"{stem}.jpg"
-    parts = split_frame_id(stem)
-    return None if parts is None else root / "frames" / parts[0] / f"{stem}.jpg"
 
 
 def _place(src: Path, dst: Path, link: bool) -> None:
@@ -152,7 +158,7 @@ def layout_shard(shard: Path, image_stems: set[str], root: Path, link: bool) -> 
             continue
         stem = url_stem(str(meta["url"]))
         kind = "image" if stem in image_stems else "frame"
-        dst = _target(root, kind, stem)
+        dst = layout_target(root, kind, stem)
         jpg = side.with_suffix(".jpg")
         if dst is None or not jpg.exists():
             continue
@@ -231,43 +237,90 @@ def build_report(root: Path, urls: dict[str, dict[str, str]], got: dict[str, set
     }
 
 
+def _check_plan(out: Path, plan: dict[str, Any]) -> None:
+    """A rerun must use the settings the root was started with (it resumes that download)."""
+    path = out / PLAN_NAME
+    if path.is_file():
+        try:
+            old = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError:
+            old = None
+        if old != plan:
+            raise PrepareError(f"{path}: this root was started with {old}, not {plan}; rerun with those settings "
+                               "or prepare into another --out")
+    else:
+        atomic_write_text(path, json.dumps(plan) + "\n")
+
+
+def _download(lists: dict[str, Path], urls: dict[str, dict[str, str]], out: Path, *, fmt: str, processes: int,
+              threads: int, shard_size: int, link: bool, seconds: dict[str, float]) -> dict[str, set[str]]:
+    """img2dataset over every list (one run over a folder of links to the lists: its start-up is
+    paid once, shards are numbered across the lists), then the files layout or the shard index."""
+    feed = out / "download" / "lists"
+    feed.mkdir(parents=True, exist_ok=True)
+    for path in lists.values():
+        link_path = feed / path.name
+        if not link_path.exists():
+            os.symlink(path.resolve(), link_path)
+    image_stems = {s for p in lists if list_kind(p) == "image" for s in urls[p]}
+    shards = out / ("shards" if fmt == "webdataset" else "download/shards")
+    t0 = time.perf_counter()
+    run_img2dataset(feed, shards, processes=processes, threads=threads, shard_size=shard_size, fmt=fmt)
+    seconds["download"] = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    if fmt == "webdataset":
+        placed = index_shards(shards, image_stems)
+    else:
+        placed = layout_download(shards, image_stems, out, link=link, workers=processes)
+    seconds["index" if fmt == "webdataset" else "layout"] = time.perf_counter() - t1
+    return {p: {s for s in urls[p] if s in placed} for p in lists}
+
+
 def prepare(urls_dir: Path, out: Path, *, which: str = "all", processes: int = 4, threads: int = 64,
-            shard_size: int = 50000, link: bool = False, fast: bool = False) -> PrepareResult:
-    """Download (or, ``fast``, resize from ``<urls_dir>/../www``) and lay out the release; see the module doc."""
+            shard_size: int = 50000, link: bool = False, fast: bool = False, frames_per_clip: int = 10,
+            fmt: str = "files") -> PrepareResult:
+    """Validate, reduce to the frames read at ``frames_per_clip`` (0: every frame), download (or,
+    ``fast``, resize from ``<urls_dir>/../www``) and lay out (``fmt`` "files") or index (``fmt``
+    "webdataset") the release; see the module doc."""
     urls_dir, out = Path(urls_dir), Path(out)
     if not urls_dir.is_dir():
         raise PrepareError(f"{urls_dir}: --urls must be the folder holding the URL lists and annotation files")
+    if fmt not in FORMATS:
+        raise PrepareError(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}")
     lists = find_url_lists(urls_dir, which)
-    out.mkdir(parents=True, exist_ok=True)
     seconds: dict[str, float] = {}
-    urls = {prefix: read_url_list(path) for prefix, path in lists.items()}
-    got: dict[str, set[str]] = {}
-    kinds = {prefix: "image" if prefix.endswith("image_url") else "frame" for prefix in lists}
-    if fast:
-        from datasets.prepare_fast import resize_from_disk
-
+    t0 = time.perf_counter()
+    faults = validate_release(urls_dir, lists, which)
+    seconds["validate"] = time.perf_counter() - t0
+    if faults:
+        raise PrepareError("\n".join(faults))
+    out.mkdir(parents=True, exist_ok=True)
+    _check_plan(out, {"frames_per_clip": frames_per_clip, "format": fmt, "lists": which})
+    listed: dict[str, int] = {}
+    used = lists
+    if frames_per_clip > 0:
         t0 = time.perf_counter()
-        got = resize_from_disk({p: (urls[p], kinds[p]) for p in lists}, urls_dir.parent / "www", out, workers=processes)
+        used, counts = reduce_release(urls_dir, lists, frames_per_clip, out / "download" / "reduced")
+        listed = {p: c["listed"] for p, c in counts.items()}
+        seconds["reduce"] = time.perf_counter() - t0
+    urls = {prefix: read_url_list(path) for prefix, path in used.items()}
+    if fast:
+        t0 = time.perf_counter()
+        todo = {p: (urls[p], list_kind(p)) for p in used}
+        if fmt == "webdataset":
+            got = shards_from_disk(todo, urls_dir.parent / "www", out / "shards", shard_size=shard_size, workers=processes)
+        else:
+            got = resize_from_disk(todo, urls_dir.parent / "www", out, workers=processes)
         seconds["resize"] = time.perf_counter() - t0
     else:
-        # one img2dataset run over a folder holding links to the lists (img2dataset reads every file
-        # of a folder): its start-up is paid once, shards are numbered across the lists
-        feed = out / "download" / "lists"
-        feed.mkdir(parents=True, exist_ok=True)
-        for prefix, path in lists.items():
-            link_path = feed / path.name
-            if not link_path.exists():
-                os.symlink(path.resolve(), link_path)
-        t0 = time.perf_counter()
-        run_img2dataset(feed, out / "download" / "shards", processes=processes, threads=threads, shard_size=shard_size)
-        seconds["download"] = time.perf_counter() - t0
-        t1 = time.perf_counter()
-        image_stems = {s for p in lists if kinds[p] == "image" for s in urls[p]}
-        placed = layout_download(out / "download" / "shards", image_stems, out, link=link, workers=processes)
-        got = {p: {s for s in urls[p] if s in placed} for p in lists}
-        seconds["layout"] = time.perf_counter() - t1
+        got = _download(used, urls, out, fmt=fmt, processes=processes, threads=threads, shard_size=shard_size,
+                        link=link, seconds=seconds)
     copy_annotations(urls_dir, lists, out)
     report = build_report(out, urls, got, seconds)
+    for prefix, n in listed.items():
+        report["lists"][prefix]["listed"] = n
+    report.update({"frames_per_clip": frames_per_clip, "frame_rule": FRAME_RULE if frames_per_clip > 0 else "every frame",
+                   "format": fmt})
     atomic_write_text(out / REPORT_NAME, json.dumps(report, indent=1) + "\n")
     log.info("prepare: %s", {k: v for k, v in report["lists"].items()})
     return PrepareResult(out=out, report=report, seconds=seconds)

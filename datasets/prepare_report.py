@@ -4,7 +4,9 @@
 ``check-data``) says what the download lost: per URL list the URL count and the failed URLs, the
 failed frame ids and image ids, the test clips left with no frame and the gallery images missing.
 The loader drops failed frames from frame lists (a test clip left with none is kept and scored
-as a miss), drops failed gallery images and training pairs whose shop image failed.
+as a miss), drops failed gallery images and training pairs whose shop image failed. A root
+prepared with ``--frames-per-clip T`` records T (``frames_per_clip``) and the rule
+(:mod:`datasets.frame_selection`); ``format`` says whether its frames are files or shards.
 
 A sidecar ``<frame_id>.json`` (img2dataset's per-sample JSON, kept beside each renamed frame)
 records the frame's ``original_width``/``original_height`` and the stored ``width``/``height``:
@@ -22,6 +24,7 @@ from typing import Any, Optional, Sequence
 
 from datasets.errors import DataError
 from datasets.faults import BAD_JSON
+from datasets.shard_store import read_path
 
 Box = tuple[float, float, float, float]
 
@@ -37,6 +40,8 @@ class PrepareReport:
     clips_without_frames: list[str] = field(default_factory=list)
     gallery_missing: list[str] = field(default_factory=list)
     lists: dict[str, dict[str, Any]] = field(default_factory=dict)
+    frames_per_clip: int = 0  # prepare --frames-per-clip T: only the frames read at T (0: every frame)
+    storage: str = "files"  # "files" (frames/, images/) or "webdataset" (shards/ + shards/index.tsv)
 
     @property
     def num_failed(self) -> int:
@@ -61,8 +66,10 @@ def read_report(root: Path) -> Optional[PrepareReport]:
             clips_without_frames=list(data.get("test_clips_without_frames", [])),
             gallery_missing=list(data.get("gallery_images_missing", [])),
             lists=dict(data.get("lists", {})),
+            frames_per_clip=int(data.get("frames_per_clip") or 0),
+            storage=str(data.get("format") or "files"),
         )
-    except TypeError as e:
+    except (TypeError, ValueError) as e:
         raise DataError(f"{path}: malformed prepare report ({e})", path=path, kind=BAD_JSON) from None
 
 
@@ -79,7 +86,7 @@ def sidecar_original_size(frame_path: Path) -> Optional[tuple[float, float]]:
     """``(original_width, original_height)`` from the frame's sidecar JSON, or None (no sidecar)."""
     side = Path(frame_path).with_suffix(".json")
     try:
-        data = json.loads(side.read_bytes())
+        data = json.loads(read_path(side))  # a file, or the sidecar member of a shard
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as e:

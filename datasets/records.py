@@ -33,6 +33,11 @@ class ClipSource:
     box_space: str = "stored"  # "original": boxes in the original frame's pixels, rescaled with the
     # frame's sidecar JSON when it has one (the LPR4M release; datasets/prepare_report.py)
     frame_pick: str = "linspace"  # the at-most-T pick: "linspace" (n-1 inclusive) or "rice-mf" (see sampling.py)
+    # a root prepared with --frames-per-clip T (datasets/frame_selection.py): the clip's annotated frame
+    # count, T, and the annotated position of each frame in frame_paths; 0 / () on a full root
+    annotated_frames: int = 0
+    prepared_frames: int = 0
+    frame_positions: tuple[int, ...] = ()
 
     @property
     def is_video(self) -> bool:

@@ -41,6 +41,12 @@ def uniform_indices(n: int, num_frames: int, pick: str = "linspace") -> list[int
     return np.linspace(0, n - 1, num=num_frames, dtype=int).tolist()
 
 
+def prepared_positions(n: int, frames_per_clip: int) -> list[int]:
+    """Positions of a clip's ``n`` annotated frames that a root prepared with ``--frames-per-clip T``
+    holds: the linspace rule at T (``datasets/frame_selection.py``); every frame when T is 0."""
+    return list(range(n)) if frames_per_clip <= 0 else uniform_indices(n, frames_per_clip)
+
+
 def temporal_mask(num_real: int, num_frames: int) -> torch.Tensor:
     """Bool [num_frames], True for the first ``num_real`` positions."""
     mask = torch.zeros(num_frames, dtype=torch.bool)

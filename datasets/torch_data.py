@@ -28,10 +28,10 @@ from benchmark.core.frame_index import frame_indices
 from datasets import transforms as T
 from datasets.decoding import VideoFile, decode_frames, decode_image
 from datasets.errors import DataError
+from datasets.frame_selection import clip_positions
 from datasets.prepare_report import boxes_in_stored_pixels
 from datasets.records import Box, ClipSource, GalleryItem, Query, TrainPair
 from datasets.sampling import sample_clip, temporal_mask, video_candidates
-
 
 _NOTE = "lpr-bench data error: "  # marks the note that carries the original error through a worker
 
@@ -93,7 +93,7 @@ def load_clip(clip: ClipSource, cfg: DataConfig, *, train: bool = False, cache: 
         tol = int(round(video.fps / (2 * clip.sample_fps))) if clip.sample_fps and video.fps else 0
         boxes = [_nearest_box(clip.boxes, i, tol) for i in picked]
     elif clip.frame_paths:
-        positions = sample_clip(len(clip.frame_paths), n_t, train_cut=jitter, pick=clip.frame_pick)
+        positions = clip_positions(clip, n_t, train_cut=jitter)
         paths = [clip.frame_paths[p] for p in positions]
         if cache is not None:
             frames, stored, decoded = cache.decode_frames(paths, min_side=cfg.resize_size)

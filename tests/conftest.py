@@ -58,3 +58,16 @@ def synth_movingfashion(synth_cache):
 
     load_builtin_datasets()
     return DATASETS.get("movingfashion-synth")(None, size="tiny", seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_release(tmp_path_factory):
+    """The synthetic LPR4M release (``urls/``, ``www/``) of lpr4m-synth tiny, frames as 144 x 256
+    portrait originals (``prepare`` stores them at 256 x 455, boxes rescaled by the sidecar)."""
+    from datasets.synthetic.generate import generate
+    from datasets.synthetic.release import write_release
+
+    base = tmp_path_factory.mktemp("tiny_release")
+    root = generate("lpr4m", base / "gen", seed=0, size="tiny", workers=1)
+    write_release(root, base / "rel", base_url="http://127.0.0.1:9/", original_size=(144, 256))
+    return base / "rel"

@@ -9,7 +9,9 @@
 * the environment variable ``LPR_TEST_STALL_AT_CALL``: on that call ``training_losses``
   blocks forever (a stand-in for a long step), so that a test can SIGKILL the process at
   a known point after its last checkpoint. It is not part of the config on purpose: the
-  stalled run and its resumption must have the same identity.
+  stalled run and its resumption must have the same identity;
+* the environment variable ``LPR_TEST_SEEN_DIR``: each ``training_losses`` call appends the
+  batch's pair indices to ``<dir>/rank<RANK>.txt`` (which pairs each DDP rank trained on).
 """
 
 from __future__ import annotations
@@ -49,6 +51,10 @@ class ClipMeanPoolFaults(ClipMeanPool):
         stall = os.environ.get("LPR_TEST_STALL_AT_CALL")
         if stall is not None and int(stall) == self.calls:
             time.sleep(3600)
+        seen = os.environ.get("LPR_TEST_SEEN_DIR")
+        if seen:
+            with open(os.path.join(seen, f"rank{os.environ.get('RANK', '0')}.txt"), "a") as fh:
+                fh.write(" ".join(str(int(i)) for i in batch["index"]) + "\n")
         if self.cfg.loss == "infonce":
             losses = super().training_losses(batch)
         else:

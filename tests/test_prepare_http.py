@@ -61,7 +61,8 @@ def _evaluate(root: Path, work: Path) -> dict:
 def test_prepare_over_http_matches_the_direct_copy_except_failed_items(served, tmp_path, capsys):
     urls, www = served / "rel" / "urls", served / "rel" / "www"
     direct = tmp_path / "direct"
-    assert main(["prepare", "--dataset", "lpr4m", "--urls", str(urls), "--out", str(direct), "--fast", "--processes", "2"]) == 0
+    assert main(["prepare", "--dataset", "lpr4m", "--urls", str(urls), "--out", str(direct), "--fast", "--processes", "2",
+                 "--frames-per-clip", "0"]) == 0
     # make some URLs fail: every frame of one test clip, one training frame, one training shop image
     gt = json.loads(next(urls.glob("test_videoid_to_gtimage_*.json")).read_text())
     lost_clip = sorted(gt)[3]
@@ -72,7 +73,7 @@ def test_prepare_over_http_matches_the_direct_copy_except_failed_items(served, t
         p.unlink()
     viahttp = tmp_path / "viahttp"
     assert main(["prepare", "--dataset", "lpr4m", "--urls", str(urls), "--out", str(viahttp), "--processes", "1",
-                 "--threads", "4", "--shard-size", "64"]) == 0
+                 "--threads", "4", "--shard-size", "64", "--frames-per-clip", "0"]) == 0
     report = json.loads((viahttp / "prepare_report.json").read_text())
     assert report["test_clips_without_frames"] == [lost_clip]
     assert len(report["failed_urls"]) == len(lost) + 2 and report["gallery_images_missing"] == []
@@ -151,3 +152,25 @@ def test_synth_release_writes_what_the_authors_ship(tmp_path, capsys):
     assert all(b[0][2] <= 144 and b[0][3] <= 256 for b in boxes.values())  # boxes in original pixels
     rows = [r for i in range(10) for r in (urls / f"training_videoinfo_full_part_0{i}.txt").read_text().splitlines()]
     assert any(r.split("\t")[2] == "[]" for r in rows) and any(r.split("\t")[2] != "[]" for r in rows)
+
+
+@pytest.mark.slow
+def test_reduced_shards_over_http_equal_the_direct_shards(served, tmp_path):
+    """``--frames-per-clip 4 --format webdataset`` through the real img2dataset over HTTP: its tars
+    (written in download order) indexed, the evaluation equals the shards made without HTTP."""
+    urls = served / "rel" / "urls"
+    direct, viahttp = tmp_path / "direct", tmp_path / "viahttp"
+    common = ["--frames-per-clip", "4", "--format", "webdataset", "--shard-size", "32"]
+    assert main(["prepare", "--dataset", "lpr4m", "--urls", str(urls), "--out", str(direct), "--fast",
+                 "--processes", "2", *common]) == 0
+    assert main(["prepare", "--dataset", "lpr4m", "--urls", str(urls), "--out", str(viahttp), "--processes", "1",
+                 "--threads", "8", *common]) == 0
+    report = json.loads((viahttp / "prepare_report.json").read_text())
+    assert (report["format"], report["frames_per_clip"]) == ("webdataset", 4)
+    assert not (viahttp / "frames").exists() and list((viahttp / "shards").glob("*.tar"))
+    lists = report["lists"]
+    assert lists["training_frame_url"]["urls"] < lists["training_frame_url"]["listed"]
+    s_direct, s_http = load_lpr4m(direct), load_lpr4m(viahttp)
+    assert [p.clip.frame_positions for p in s_http.train] == [p.clip.frame_positions for p in s_direct.train]
+    sub_d, sub_h = _evaluate(direct, tmp_path / "eval_direct"), _evaluate(viahttp, tmp_path / "eval_http")
+    assert sub_d["rankings"] == sub_h["rankings"]

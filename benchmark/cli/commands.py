@@ -190,6 +190,12 @@ def _prepare_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--link", action="store_true", help="hard-link shard files into the layout (default: rename)")
     p.add_argument("--fast", action="store_true",
                    help="no HTTP: resize the release's own files (URLS/../www, a synthetic release) as img2dataset does")
+    p.add_argument("--frames-per-clip", type=int, default=10, metavar="T",
+                   help="download only the frames read at T frames a clip (linspace; datasets/frame_selection.py); "
+                        "0: every frame (default 10, the paper profile's)")
+    p.add_argument("--format", dest="storage", choices=("files", "webdataset"), default="files",
+                   help="files: frames/<clip>/<frame>.jpg (small roots); webdataset: keep img2dataset's tar shards "
+                        "+ shards/index.tsv (full scale)")
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
@@ -197,13 +203,16 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
     try:
         result = prepare(args.urls, args.out, which=args.lists, processes=args.processes, threads=args.threads,
-                         shard_size=args.shard_size, link=args.link, fast=args.fast)
+                         shard_size=args.shard_size, link=args.link, fast=args.fast,
+                         frames_per_clip=args.frames_per_clip, fmt=args.storage)
     except PrepareError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        for line in str(exc).splitlines():  # the checks before any download: one line per fault
+            print(f"error: {line}", file=sys.stderr)
         return 1
     rep = result.report
     for name, c in rep["lists"].items():
-        print(f"{name}: {c['downloaded']}/{c['urls']} downloaded, {c['failed']} failed")
+        listed = f" (of {c['listed']} listed: --frames-per-clip {rep['frames_per_clip']})" if "listed" in c else ""
+        print(f"{name}: {c['downloaded']}/{c['urls']} downloaded{listed}, {c['failed']} failed")
     print(f"test clips without frames: {len(rep['test_clips_without_frames'])}, gallery images missing: "
           f"{len(rep['gallery_images_missing'])}; report: {result.out / 'prepare_report.json'}")
     print("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in result.seconds.items()))

@@ -31,21 +31,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from benchmark.core.config import RunConfig
+from benchmark.core.jsonable import to_jsonable
+from benchmark.core.registry import DATASETS, METHODS
+from benchmark.evaluation import evaluate, rerank_fusion
+from benchmark.evaluation.feature_cache import FEATURE_CACHE_DIR, FeatureCache
+from benchmark.record import provenance
+from benchmark.record import run_identity as ident
+from benchmark.record.config_diff import recipe_changes, variant_with_settings
+from benchmark.record.submission import starting_point
 from benchmark.training import distributed as D
 from benchmark.training import engine
-from benchmark.evaluation import evaluate
-from benchmark.record import provenance
-from benchmark.evaluation import rerank_fusion
-from benchmark.record import run_identity as ident
-from benchmark.core.config import RunConfig
-from benchmark.record.config_diff import recipe_changes, variant_with_settings
-from benchmark.evaluation.feature_cache import FEATURE_CACHE_DIR, FeatureCache
-from benchmark.core.registry import DATASETS, METHODS
 from benchmark.training.seeding import seed_everything
-from benchmark.record.submission import starting_point
+from datasets.frame_selection import refuse_unprepared
 from datasets.records import DatasetSplits, livestream_of
+from datasets.shard_stream import stream_factory
 from methods.base import DataInfo, Method, build_method
-from benchmark.core.jsonable import to_jsonable
 
 # The synthetic stand-ins are generated with this seed whatever the training seed, so that
 # every method and every seed is scored on the same data.
@@ -277,6 +278,8 @@ def _run(cfg: RunConfig, env: D.DistEnv, num_workers: Optional[int], show_progre
     METHODS.get(cfg.method)  # fail on an unknown name before loading any data
     t0 = time.perf_counter()
     splits = load_splits(cfg, env)
+    # a root prepared with --frames-per-clip T holds only the frames read at T: refuse another T now
+    refuse_unprepared([p.clip for p in splits.train] + [q.clip for q in splits.queries], cfg.profile.data.num_frames)
     load_s = time.perf_counter() - t0
     info, products, categories = data_info(splits, cfg)
     # the same initial weights on every rank (DDP broadcasts rank 0's anyway, but an
@@ -319,12 +322,13 @@ def _run(cfg: RunConfig, env: D.DistEnv, num_workers: Optional[int], show_progre
     if trains(cfg):
         groups = batch_groups(cfg, train_splits)
         pairs = PairDataset(train_splits.train, cfg.profile.data, products, categories, train=True, live_groups=groups)
-        if cfg.frame_cache:
+        stream = stream_factory(train_splits.train, cfg.profile.data.num_frames, cfg.seed)  # a sharded root streams
+        if cfg.frame_cache and stream is None:
             with_frame_cache(pairs, "train", splits, env, workers, con)
         train_result = engine.train(
             method, pairs, cfg.profile.train, env=env, run_dir=run_dir, seed=cfg.seed, num_workers=workers,
             resume=cfg.resume, config=resolved, identity=identity, show_progress=show_progress,
-            groups=groups,
+            groups=groups, stream=stream,
         )
     else:
         method.to(env.device)

@@ -23,6 +23,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 from benchmark.core.atomic import atomic_write_bytes
 from benchmark.record.submission import SubmissionError, load_submission, rescore
+from datasets.decoding import read_bytes
 from datasets.errors import DataError
 from datasets.records import ClipSource, DatasetSplits
 
@@ -59,7 +60,8 @@ def _clip_frames(clip: ClipSource, count: int) -> list[Any]:
         batch = video.get(picked)
         return [Image.fromarray(f.permute(1, 2, 0).numpy()) for f in batch]
     paths = list(clip.frame_paths)
-    return [Image.open(paths[i]) for i in uniform_indices(len(paths), min(count, len(paths)))] if paths else []
+    # read_bytes: a frame may be a member of a tar shard (prepare --format webdataset)
+    return [Image.open(io.BytesIO(read_bytes(paths[i]))) for i in uniform_indices(len(paths), min(count, len(paths)))] if paths else []
 
 
 class _Thumbs:
@@ -75,10 +77,10 @@ class _Thumbs:
         if key not in self.done:
             name = f"thumbs/g-{hashlib.sha1(key.encode()).hexdigest()[:16]}.jpg"
             try:
-                with Image.open(path) as img:
+                with Image.open(io.BytesIO(read_bytes(path))) as img:  # a file or a shard member
                     atomic_write_bytes(self.out / name, _thumb_bytes(img, self.px))
                 self.done[key] = name
-            except OSError:
+            except (OSError, DataError):
                 self.done[key] = None
         return self.done[key]
 

@@ -45,22 +45,22 @@
 
 from __future__ import annotations
 
-import itertools
 import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterable, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import Dataset
 
 from benchmark.core.config import TrainConfig
 from benchmark.core.progress import StepProgress
 from benchmark.training import checkpoint as ckpt
 from benchmark.training.distributed import DistEnv
+from benchmark.training.epoch_loader import StreamFactory, epoch_loader
 from benchmark.training.grouped_sampler import epoch_sampler
 from benchmark.training.item_seeding import ItemSeededDataset
 from benchmark.training.loop import (  # noqa: F401  (TrainingError, NonFiniteLossError, autocast: public here)
@@ -73,7 +73,7 @@ from benchmark.training.loop import (  # noqa: F401  (TrainingError, NonFiniteLo
 )
 from benchmark.training.loss_meter import LossMeter
 from benchmark.training.prefetch import DevicePrefetcher
-from benchmark.training.seeding import make_generator, seed_everything, set_rng_state, worker_init_fn
+from benchmark.training.seeding import seed_everything, set_rng_state
 from benchmark.training.state import Stateful, TrainState, same_identity  # noqa: F401  (same_identity: public here)
 from datasets.torch_data import collate_batch
 from methods.base import Method
@@ -175,19 +175,6 @@ class _LossForward(nn.Module):
         return self.method.training_losses(batch)
 
 
-class _SkipSampler(Sampler[int]):
-    """``base`` without its first ``skip`` indices (to resume mid-epoch)."""
-
-    def __init__(self, base: Sampler[int], skip: int) -> None:
-        self.base, self.skip = base, skip
-
-    def __iter__(self) -> Iterator[int]:
-        return itertools.islice(iter(self.base), self.skip, None)
-
-    def __len__(self) -> int:
-        return max(0, len(self.base) - self.skip)  # type: ignore[arg-type]
-
-
 def _epoch_seed(seed: int, epoch: int) -> int:
     return (int(seed) * 1_000_003 + epoch * 7_919) % 2**31
 
@@ -211,6 +198,7 @@ def train(
     show_progress: bool = True,
     groups: Optional[Sequence[str]] = None,
     log_every: Optional[int] = None,
+    stream: Optional[StreamFactory] = None,
 ) -> TrainResult:
     """Train ``method`` on ``dataset`` (a PairDataset) under ``cfg``; return what happened.
 
@@ -218,11 +206,15 @@ def train(
     seed, overrides) must match the checkpoint's when ``resume`` is set. ``groups`` (one key per
     pair, e.g. its livestream) is required when ``cfg.group_batches`` is not "none".
     ``log_every``: optimizer steps between two host reads of the losses (and finiteness
-    checks); default 1 on the CPU, where a read costs nothing, 50 on a GPU.
+    checks); default 1 on the CPU, where a read costs nothing, 50 on a GPU. ``stream`` (a sharded
+    root) builds each epoch's stream of items in place of the sampler.
     """
     collate = collate or collate_batch
     run_dir = Path(run_dir)
     n = len(dataset)  # type: ignore[arg-type]
+    if stream is not None and cfg.group_batches != "none":
+        raise TrainingError(f"group_batches={cfg.group_batches!r} needs the map-style sampler; a sharded root streams "
+                            "(prepare this root with --format files to group batches)")
     if cfg.group_batches != "none" and (groups is None or len(groups) != n):
         raise TrainingError(f"group_batches={cfg.group_batches!r} needs one group key per training pair")
     tr, epochs = _build_trainer(method, n, cfg, env, run_dir, identity, log_every)
@@ -240,7 +232,7 @@ def train(
             prog.log(f"resumed from {ckpt.checkpoint_path(run_dir)} at epoch {state.epoch}, step {state.step}")
         prog.update(state.step)
         while state.epoch < epochs and state.step < tr.total_steps:
-            loader, meter = _start_epoch(tr, state, method, dataset, collate, seed, num_workers, groups, epochs)
+            loader, meter = _start_epoch(tr, state, method, dataset, collate, seed, num_workers, groups, epochs, stream)
             batches = DevicePrefetcher(loader, env.device, to_device)  # CUDA: copies one batch ahead
             record = train_one_epoch(tr, state, batches, meter, prog, clock)
             prog.log(
@@ -300,12 +292,15 @@ def wrap_ddp(module: nn.Module, method: Method, device: torch.device) -> Distrib
 
 
 def _start_epoch(tr: Trainer, state: TrainState, method: Method, dataset: ItemSeededDataset, collate: Callable,
-                 seed: int, num_workers: int, groups: Optional[Sequence[str]], epochs: int) -> tuple[DataLoader, LossMeter]:
+                 seed: int, num_workers: int, groups: Optional[Sequence[str]], epochs: int,
+                 stream: Optional[StreamFactory]) -> tuple[Iterable[Any], LossMeter]:
     """Seed (or restore the RNG of a mid-epoch resume), call the epoch hooks, build the loader."""
     env, epoch, skip = tr.env, state.epoch, state.micro_in_epoch
-    sampler = epoch_sampler(len(dataset), tr.cfg.group_batches, tr.cfg.group_size, tr.micro_bs,
-                            num_replicas=env.world_size, rank=env.rank, seed=seed, groups=groups)
-    sampler.set_epoch(epoch)
+    sampler = None
+    if stream is None:
+        sampler = epoch_sampler(len(dataset), tr.cfg.group_batches, tr.cfg.group_size, tr.micro_bs,
+                                num_replicas=env.world_size, rank=env.rank, seed=seed, groups=groups)
+        sampler.set_epoch(epoch)
     if skip and state.rng is not None:
         set_rng_state(state.rng)
     else:
@@ -315,17 +310,9 @@ def _start_epoch(tr: Trainer, state: TrainState, method: Method, dataset: ItemSe
     method.set_epoch(epoch)
     dataset.set_epoch(epoch)
     method.on_epoch_start(epoch, epochs)
-    loader = DataLoader(
-        dataset,
-        batch_size=tr.micro_bs,
-        sampler=_SkipSampler(sampler, skip * tr.micro_bs) if skip else sampler,
-        num_workers=num_workers,
-        collate_fn=collate,
-        drop_last=True,
-        pin_memory=env.device.type == "cuda",
-        persistent_workers=False,  # a new loader per epoch: its sampler and worker seeds are the epoch's
-        worker_init_fn=worker_init_fn,
-        generator=make_generator(_epoch_seed(seed, epoch) + env.rank),
-    )
+    # a new loader per epoch (no persistent workers): its sampler and worker seeds are the epoch's
+    loader = epoch_loader(dataset, epoch, sampler=sampler, stream=stream, skip_micro=skip, micro_bs=tr.micro_bs,
+                          num_workers=num_workers, collate=collate, pin_memory=env.device.type == "cuda",
+                          generator_seed=_epoch_seed(seed, epoch) + env.rank)
     meter = LossMeter(env.device, partial["sums"] if partial else None, int(partial["counted"]) if partial else 0)
     return loader, meter

@@ -132,6 +132,13 @@ SIZES: dict[str, SizeSpec] = {
         queries_per_live=(10, 10), frames_per_clip=(8, 10), mf_train_products=10, mf_test_products=8,
         mf_second_video_rate=0.2, mf_missing_train=1, mf_missing_test=1, mf_seconds=(3, 5),
     ),
+    # tiny with the real release's clip lengths (tens to hundreds of frames a clip; LPR4M: ~118 a training
+    # clip, ~25 a test clip): what prepare --frames-per-clip reduces (tests/test_frame_selection.py)
+    "tiny-long": SizeSpec(
+        name="tiny-long", train_lives=4, test_lives=2, products_per_live=(4, 6), test_products_per_live=(6, 8),
+        clips_per_product=(2, 2), queries_per_live=(10, 10), frames_per_clip=(20, 160), mf_train_products=10,
+        mf_test_products=8, mf_second_video_rate=0.2, mf_missing_train=1, mf_missing_test=1, mf_seconds=(3, 5),
+    ),
     "default": SizeSpec(name="default"),
     "lpr4m-scale": SizeSpec(
         name="lpr4m-scale", pixels=False, test_lives=110, scale_queries=20079, scale_gallery=66358,
