@@ -79,6 +79,16 @@ class Method(nn.Module):
     # method: its own official command where it trained differently from the profile's recipe
     # (e.g. SGMN's batch 256, 10 epochs); command-line options still override them
     TRAIN_RECIPE: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
+    # The configuration the leaderboard ranks as this method, its "main row": the full model as its
+    # authors ran it (every other configuration of the method, ablation, variant, second stage or
+    # recipe change, is listed in the method's own table and compared with that row; see
+    # :meth:`main_config`). MAIN_VARIANT: its variant labels (:meth:`variant`; "" the unlabelled
+    # default) in order of preference, the first one a table holds being the main row: more than
+    # one only where a dataset cannot feed a part of the model (RICE's text tower on MovingFashion,
+    # which has no ASR or titles). MAIN_RERANK: the ranking it is scored by, "none" (the first-stage
+    # cosine), "all" or "top<K>" (its second stage over every pair / the first stage's top K).
+    MAIN_VARIANT: ClassVar[tuple[str, ...]] = ("",)
+    MAIN_RERANK: ClassVar[str] = "none"
 
     def __init__(self, cfg: Any, info: DataInfo) -> None:
         super().__init__()
@@ -96,6 +106,11 @@ class Method(nn.Module):
             raise KeyError(
                 f"method {cls.__name__} has no profile {profile!r}; it has {sorted(cls.PROFILES)}"
             ) from None
+
+    @classmethod
+    def main_config(cls) -> dict[str, Any]:
+        """The declared main configuration: ``{"variants": (...), "rerank": "none" | "all" | "top<K>"}``."""
+        return {"variants": tuple(cls.MAIN_VARIANT), "rerank": cls.MAIN_RERANK}
 
     def set_epoch(self, epoch: int) -> None:
         """Called by the training engine before the first step of every epoch (0-based, resumed
