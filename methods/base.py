@@ -36,6 +36,8 @@ from typing import Any, ClassVar, Mapping, Optional
 import torch
 from torch import Tensor, nn
 
+from benchmark.core.config import method_profile
+
 
 @dataclass(frozen=True)
 class DataInfo:
@@ -99,7 +101,11 @@ class Method(nn.Module):
     # --- configuration -------------------------------------------------------------
     @classmethod
     def default_config(cls, profile: str) -> Any:
-        """A fresh copy of the config of ``profile`` (``paper`` or ``tiny``)."""
+        """A fresh copy of the config of ``profile`` (``paper`` or ``tiny``), or of the profile whose
+        models it reuses (a protocol revision such as ``tiny-v2``:
+        :func:`benchmark.core.config.method_profile`)."""
+        if profile not in cls.PROFILES:
+            profile = method_profile(profile)
         try:
             return dataclasses.replace(cls.PROFILES[profile])
         except KeyError:

@@ -132,12 +132,28 @@ def test_bad_reported_file_is_rejected(results, toy):
     assert all(r.source != "reported" for rows in board.tables.values() for r in rows)
 
 
-def test_seeds_are_told_apart(tmp_path, toy):
-    for seed in (0, 1):
-        write_submission(make_submission(toy, method="m", seed=seed), tmp_path)
-    lb.regenerate(tmp_path, load_splits=loader_for(toy))
+def test_seeds_of_one_configuration_pool_into_one_row_with_per_seed_values(tmp_path, toy):
+    """Two seeds of one method: one ranked row, the mean over seeds, an interval over seeds and
+    queries that holds both seeds' spread, "2 seeds", and each seed's R1 in the run details."""
+    subs = [make_submission(toy, method="m", seed=seed, noise=0.3 + 2.5 * seed) for seed in (0, 1)]
+    for sub in subs:
+        write_submission(sub, tmp_path)
+    board = lb.regenerate(tmp_path, load_splits=loader_for(toy))
+    (row,) = board.tables[("toy", "tiny")]
+    r1 = [s["metrics"]["overall"]["R1"]["value"] for s in subs]
+    assert row.main and [r.seed for r in row.runs] == [0, 1] and row.seed is None
+    assert row.values["R1"] == pytest.approx(sum(r1) / 2) and r1[0] != r1[1]
+    lo, hi = row.cis["R1"]
+    assert lo < min(r1) < max(r1) < hi
     md = (tmp_path / "leaderboard.md").read_text()
-    assert "m, seed 0" in md and "m, seed 1" in md
+    assert "| 2 seeds " in md and f"{r1[0]:.2f} / {r1[1]:.2f}" in md and "m, seed 0" not in md
+
+
+def test_one_seed_rows_say_so(results, toy):
+    root, _, _ = results
+    lb.regenerate(root, load_splits=loader_for(toy))
+    md = (root / "leaderboard.md").read_text()
+    assert "| 1 seed " in md and "queries only (1 seed)" in md
 
 
 def test_a_reranked_row_is_labelled_by_its_stage_and_trained_nothing(tmp_path, toy):
