@@ -174,6 +174,7 @@ def seed_aware_tests(a: Mapping[str, Any], b: Mapping[str, Any], *, pool: Option
     per metric the pooled seed variance of the table (:func:`pooled_seed_variance`), used by a side
     with one seed; without it the two sides pool their own."""
     out: dict[str, PairedResult] = {}
+    queries_only: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for m in a:
         xa, xb = (np.atleast_2d(np.asarray(v[m], dtype=np.float64)) for v in (a, b))
         if xa.shape[1] != xb.shape[1] or xa.ndim != 2:
@@ -181,13 +182,17 @@ def seed_aware_tests(a: Mapping[str, Any], b: Mapping[str, Any], *, pool: Option
         own = [_seed_variance(xa), _seed_variance(xb)]
         shared = (pool or {}).get(m) or pooled_seed_variance([xa, xb])
         if shared is None:  # every side one seed, nothing pooled: queries only
-            res = paired_tests({m: xa.mean(0)}, {m: xb.mean(0)}, names=names, resamples=resamples, seed=seed,
-                               confidence=confidence)[m]
-            out[m] = dataclasses.replace(res, seeds=(xa.shape[0], xb.shape[0]))
+            queries_only[m] = (xa, xb)
             continue
         out[m] = _welch(m, xa, xb, [v or shared for v in own], "own" if all(own) else "pooled", names, confidence,
                         resamples, seed)
-    return out
+    if queries_only:  # the metrics share the sign flips and bootstrap draws, as paired_tests does
+        tests = paired_tests({m: x.mean(0) for m, (x, _) in queries_only.items()},
+                             {m: y.mean(0) for m, (_, y) in queries_only.items()},
+                             names=names, resamples=resamples, seed=seed, confidence=confidence)
+        for m, (x, y) in queries_only.items():
+            out[m] = dataclasses.replace(tests[m], seeds=(x.shape[0], y.shape[0]))
+    return {m: out[m] for m in a}
 
 
 def _welch(metric: str, xa: np.ndarray, xb: np.ndarray, var: list[tuple[float, int]], term: str,

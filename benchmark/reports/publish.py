@@ -254,10 +254,11 @@ def leaderboard_command(results_dir: Path, data_roots: Optional[dict[str, Path]]
 
 
 def compare_only(results_dir: Path, a: str, b: str, dataset: Optional[str] = None,
-                 data_roots: Optional[dict[str, Path]] = None) -> list[str]:
+                 data_roots: Optional[dict[str, Path]] = None, load_splits: Optional[Any] = None) -> list[str]:
     """The ``--compare A B`` lines, writing no file: the two rows are first found among the claimed
     rows (no dataset loaded, so a bad or ambiguous name fails at once), then only their dataset's
-    submissions are re-scored."""
+    submissions are re-scored (``load_splits``: as :func:`benchmark.reports.leaderboard.regenerate`'s,
+    default the registry's)."""
     from benchmark.reports import leaderboard
     from benchmark.reports.terminal_tables import compare_lines, find_row
 
@@ -265,7 +266,7 @@ def compare_only(results_dir: Path, a: str, b: str, dataset: Optional[str] = Non
     (key, _), (other, _) = find_row(claimed, a, dataset), find_row(claimed, b, dataset)
     if key != other:
         raise submission.SubmissionError(f"--compare: {a!r} and {b!r} are in different tables ({key} vs {other})")
-    rows = leaderboard.collect_rows(Path(results_dir), leaderboard.registry_loader(data_roots), skipped=[],
+    rows = leaderboard.collect_rows(Path(results_dir), load_splits or leaderboard.registry_loader(data_roots), skipped=[],
                                     keep=lambda sub: sub["dataset"]["name"] == key[0])
     return compare_lines(leaderboard.build(rows), a, b, key[0])
 
