@@ -372,6 +372,7 @@ def test_the_declared_main_configuration_is_the_ranked_row(tmp_path, toy):
 def test_rescoring_is_cached_by_content_and_verified_on_read(tmp_path, toy, monkeypatch):
     from benchmark.record import rescore_cache
 
+    monkeypatch.setenv("LPR_BENCH_CACHE", str(tmp_path / "cache"))  # this test's entries alone
     _write(tmp_path, toy, method="m", noise=0.5)
     calls = []
     real = rescore_cache.rescore

@@ -117,7 +117,8 @@ def publish(
         except LeaderboardError as exc:  # another submission is at fault; this run's stands
             board_error = f"left as it was: {exc}"
         else:
-            tables = rich_tables(board, only=(cfg.dataset, cfg.profile.name))
+            tables = rich_tables(board, only=(cfg.dataset, cfg.profile.name),
+                                 where=str(Path(cfg.results_dir) / "leaderboard.md"))
             table = tables[0] if tables else None
             if board.skipped:
                 board_error = skipped_message(board.skipped)
