@@ -402,9 +402,33 @@ def test_compare_resolves_a_label_within_a_dataset_and_writes_nothing(tmp_path, 
         _write(tmp_path, splits, method="good", noise=0.3)
         _write(tmp_path, splits, method="weak", noise=3.0)
     before = sorted(p for p in tmp_path.rglob("*"))
-    load = lambda ds: {"toy": toy, "toy2": other}.get(ds["name"])  # noqa: E731
+    load = lambda ds: {"toy": toy, "toy2": other}.get(ds["name"])
     lines = publish.compare_only(tmp_path, "good", "weak", dataset="toy2", load_splits=load)
     assert lines[0].startswith("test, toy2 (tiny)") and "good - weak" in lines[1]
     with pytest.raises(SubmissionError, match="names rows in 2 tables.*--dataset"):
         publish.compare_only(tmp_path, "good", "weak", load_splits=load)
     assert sorted(p for p in tmp_path.rglob("*")) == before
+
+
+def test_comparisons_are_read_back_by_content(tmp_path, toy, monkeypatch):
+    """A second regeneration reads every seed-aware comparison back (same values, no redraw); a
+    changed submission's comparisons are recomputed."""
+    from benchmark.evaluation import significance as sig
+    from benchmark.reports import comparison_cache
+
+    monkeypatch.setenv("LPR_BENCH_CACHE", str(tmp_path / "cache"))
+    for method, noise in (("a", 0.3), ("b", 1.5), ("c", 3.0)):
+        _write(tmp_path / "r", toy, method=method, noise=noise)
+    calls = []
+    real = sig.seed_aware_tests
+    monkeypatch.setattr(sig, "seed_aware_tests", lambda *a, **k: calls.append(1) or real(*a, **k))
+    first = lb.regenerate(tmp_path / "r", load_splits=loader_for(toy), plots=False, site=False)
+    n = len(calls)
+    second = lb.regenerate(tmp_path / "r", load_splits=loader_for(toy), plots=False, site=False)
+    assert n == 4 and len(calls) == n  # 2 neighbour pairs + 2 against the best, then none redrawn
+    key = ("toy", "tiny")
+    assert second.pairs[key] == first.pairs[key] and second.vs_best[key] == first.vs_best[key]
+    _write(tmp_path / "r", toy, method="c", noise=2.0)
+    lb.regenerate(tmp_path / "r", load_splits=loader_for(toy), plots=False, site=False)
+    assert len(calls) > n
+    assert comparison_cache.ComparisonCache().folder.is_dir()

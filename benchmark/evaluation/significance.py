@@ -262,27 +262,51 @@ def comparable(a: Any, b: Any, metric: str) -> bool:
 
 def compare_rows(a: Any, b: Any, metrics: Sequence[str] = METRICS, names: Optional[tuple[str, str]] = None,
                  resamples: int = RESAMPLES, seed: int = SEED,
-                 pool: Optional[Mapping[str, tuple[float, int]]] = None) -> dict[str, PairedResult]:
+                 pool: Optional[Mapping[str, tuple[float, int]]] = None, memo: Any = None) -> dict[str, PairedResult]:
     """Seed-aware results (:func:`seed_aware_tests`) of two leaderboard rows (``Row``, each
-    pooling its seeds) per metric; metrics they cannot be paired on are left out."""
+    pooling its seeds) per metric; metrics they cannot be paired on are left out. ``memo``: an
+    object with ``get(key)`` / ``put(key, results)`` keeping results by :func:`comparison_key` (the
+    leaderboard's cache by content), or None."""
     ok = [m for m in metrics if comparable(a, b, m)]
     va = {m: per_seed_values(a, m) for m in ok}
     vb = {m: per_seed_values(b, m) for m in ok}
     ok = [m for m in ok if va[m] is not None and vb[m] is not None]
-    return seed_aware_tests({m: va[m] for m in ok}, {m: vb[m] for m in ok}, pool=pool,
-                            names=names or (a.label, b.label), resamples=resamples, seed=seed)
+    names = names or (a.label, b.label)
+    key = comparison_key({m: va[m] for m in ok}, {m: vb[m] for m in ok}, pool, names, resamples, seed) if memo is not None else ""
+    hit = memo.get(key) if memo is not None else None
+    if hit is not None:
+        return hit
+    out = seed_aware_tests({m: va[m] for m in ok}, {m: vb[m] for m in ok}, pool=pool, names=names,
+                           resamples=resamples, seed=seed)
+    if memo is not None:
+        memo.put(key, out)
+    return out
+
+
+def comparison_key(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray], pool: Optional[Mapping[str, tuple[float, int]]],
+             names: tuple[str, str], resamples: int, seed: int) -> str:
+    """A digest of everything a comparison's result depends on (values, pool, names, draws, method)."""
+    import hashlib
+
+    h = hashlib.sha256(repr((METHOD, sorted(a), names, resamples, seed, sorted((pool or {}).items()))).encode())
+    for side in (a, b):
+        for m in sorted(side):
+            h.update(np.ascontiguousarray(side[m], dtype=np.float64).tobytes())
+            h.update(repr(side[m].shape).encode())
+    return h.hexdigest()
 
 
 def adjacent(rows: Sequence[Any], metrics: Sequence[str] = METRICS,
-             pool: Optional[Mapping[str, tuple[float, int]]] = None) -> list[dict[str, PairedResult]]:
+             pool: Optional[Mapping[str, tuple[float, int]]] = None, memo: Any = None) -> list[dict[str, PairedResult]]:
     """For each row, its comparison with the row just below it (``{}`` for the last, or unpairable)."""
-    return [compare_rows(r, rows[i + 1], metrics, pool=pool) if i + 1 < len(rows) else {} for i, r in enumerate(rows)]
+    return [compare_rows(r, rows[i + 1], metrics, pool=pool, memo=memo) if i + 1 < len(rows) else {}
+            for i, r in enumerate(rows)]
 
 
 def against(rows: Sequence[Any], reference: Any, metrics: Sequence[str] = METRICS,
-            pool: Optional[Mapping[str, tuple[float, int]]] = None) -> list[dict[str, PairedResult]]:
+            pool: Optional[Mapping[str, tuple[float, int]]] = None, memo: Any = None) -> list[dict[str, PairedResult]]:
     """Each row compared with ``reference`` (the best method, or a method's main row); ``{}`` for itself."""
-    return [{} if r is reference else compare_rows(r, reference, metrics, pool=pool) for r in rows]
+    return [{} if r is reference else compare_rows(r, reference, metrics, pool=pool, memo=memo) for r in rows]
 
 
 def fmt_p(p: float) -> str:

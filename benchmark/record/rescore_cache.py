@@ -38,9 +38,14 @@ SUBDIR = "rescore"
 _SCORING_SOURCES = (REPO_ROOT / "benchmark" / "evaluation" / "metrics.py", REPO_ROOT / "benchmark" / "record" / "submission.py")
 
 
-def cache_dir() -> Path:
+def cache_root() -> Path:
+    """``$LPR_BENCH_CACHE`` or ``<repo>/.cache``."""
     root = os.environ.get("LPR_BENCH_CACHE")
-    return (Path(root) if root else REPO_ROOT / ".cache") / SUBDIR
+    return Path(root) if root else REPO_ROOT / ".cache"
+
+
+def cache_dir() -> Path:
+    return cache_root() / SUBDIR
 
 
 def _sha256_file(path: Path) -> str:
@@ -54,7 +59,7 @@ def _sha256_file(path: Path) -> str:
 _SCORER: Optional[str] = None
 
 
-def scorer_digest() -> str:
+def scorerdigest() -> str:
     """Hash of the scoring code (module docstring), computed once per process."""
     global _SCORER
     if _SCORER is None:
@@ -66,22 +71,25 @@ def scorer_digest() -> str:
 
 
 def cache_key(path: Path, splits: DatasetSplits) -> str:
-    blob = json.dumps([_sha256_file(path), splits.annotation_checksum, scorer_digest()])
+    blob = json.dumps([_sha256_file(path), splits.annotation_checksum, scorerdigest()])
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def _digest(payload: Any) -> str:
+def digest(payload: Any) -> str:
+    """sha256 of ``payload`` as canonical JSON."""
     return hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-def _read(entry: Path, key: str) -> Optional[dict[str, Any]]:
+def read_entry(entry: Path, key: str) -> Optional[dict[str, Any]]:
+    """The payload of a cache entry written by :func:`write_entry` for ``key``, or None when it is
+    missing, unreadable, of another key or does not match its digest."""
     try:
         obj = json.loads(entry.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     if not isinstance(obj, dict) or obj.get("key") != key or not isinstance(obj.get("payload"), dict):
         return None
-    return obj["payload"] if obj.get("digest") == _digest(obj["payload"]) else None
+    return obj["payload"] if obj.get("digest") == digest(obj["payload"]) else None
 
 
 def rescored(path: Path, splits: DatasetSplits, loaded: dict[str, Any], *, use_cache: bool = True) -> dict[str, Any]:
@@ -90,7 +98,7 @@ def rescored(path: Path, splits: DatasetSplits, loaded: dict[str, Any], *, use_c
     key = cache_key(path, splits) if use_cache else ""
     entry = cache_dir() / f"{key}.json"
     if use_cache:
-        hit = _read(entry, key)
+        hit = read_entry(entry, key)
         if hit is not None:
             return {**hit, "cached": True}
     report = rescore(path, splits, loaded=loaded)
@@ -99,9 +107,13 @@ def rescored(path: Path, splits: DatasetSplits, loaded: dict[str, Any], *, use_c
                "per_query": {"R1": pq["R1"].tolist(), "mAP": pq[f"mAP@{report.topk}"].tolist()}}
     payload = json.loads(json.dumps(payload, default=_plain))  # the same types a read returns
     if use_cache:
-        atomic_write_bytes(entry, json.dumps({"key": key, "digest": _digest(payload), "payload": payload},
-                                             sort_keys=True, separators=(",", ":")).encode("utf-8"))
+        write_entry(entry, key, payload)
     return {**payload, "cached": False}
+
+
+def write_entry(entry: Path, key: str, payload: dict[str, Any]) -> None:
+    atomic_write_bytes(entry, json.dumps({"key": key, "digest": digest(payload), "payload": payload},
+                                         sort_keys=True, separators=(",", ":")).encode("utf-8"))
 
 
 def _plain(obj: Any) -> Any:

@@ -22,8 +22,6 @@ committed ``leaderboard.md`` can be checked for drift. Every file is written ato
 
 from __future__ import annotations
 
-import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence
@@ -38,6 +36,7 @@ from benchmark.reports.leaderboard_render import plot_filename, render_latex, re
 from benchmark.reports.leaderboard_tables import (  # noqa: F401  (re-exported: the tables' cells and formats)
     CONTROL_METRICS, DASH, SHOWN_KS, fmt_control, fmt_controls, fmt_duration, fmt_params, fmt_value, table_cells,
 )
+from benchmark.reports.leaderboard_loader import registry_loader  # noqa: F401  (re-exported)
 from benchmark.reports.site import SITE_SUBDIR, render_site
 from benchmark.reports.terminal_tables import print_run_table  # noqa: F401  (re-exported)
 from benchmark.record.submission import (
@@ -360,7 +359,8 @@ def regenerate(results_dir: Path | str = "results", *, load_splits: Optional[Loa
     """
     results_dir = Path(results_dir)
     skipped: list[tuple[str, str]] = []
-    board = attach_pairs(build(collect_rows(results_dir, load_splits, reported_path, skipped, use_cache=use_cache)))
+    board = attach_pairs(build(collect_rows(results_dir, load_splits, reported_path, skipped, use_cache=use_cache)),
+                         use_cache=use_cache)
     board.skipped = skipped
     outputs: list[tuple[Path, bytes]] = [
         (results_dir / "leaderboard.md", render_markdown(board).encode("utf-8")),
@@ -383,76 +383,24 @@ def regenerate(results_dir: Path | str = "results", *, load_splits: Optional[Loa
     return board
 
 
-def attach_pairs(board: Leaderboard) -> Leaderboard:
+def attach_pairs(board: Leaderboard, use_cache: bool = True) -> Leaderboard:
     """Per table, the seed-aware tests (:func:`benchmark.evaluation.significance.seed_aware_tests`,
     one-seed rows borrowing the seed variance pooled over the table's trained multi-seed rows):
     each ranked row against the next (``pairs``, the † marks), against the best (``vs_best``),
-    and each method's other rows against its main row (``vs_main``)."""
+    and each method's other rows against its main row (``vs_main``); read back from the
+    comparison cache (:mod:`benchmark.reports.comparison_cache`) when nothing they depend on changed."""
     from benchmark.evaluation.significance import adjacent, against, table_pool
+    from benchmark.reports.comparison_cache import ComparisonCache
     from benchmark.reports.leaderboard_tables import main_rows, split_rows, variant_groups
 
+    memo = ComparisonCache() if use_cache else None
     for key, rows in board.tables.items():
         ranked = split_rows(rows)[0]
         groups = variant_groups(rows)
         pool = table_pool([*ranked, *(r for members in groups.values() for r in members)])
-        board.pairs[key] = adjacent(ranked, pool=pool)
-        board.vs_best[key] = against(ranked, ranked[0], pool=pool) if ranked else []
+        board.pairs[key] = adjacent(ranked, pool=pool, memo=memo)
+        board.vs_best[key] = against(ranked, ranked[0], pool=pool, memo=memo) if ranked else []
         mains = main_rows(rows)
-        board.vs_main[key] = {m: against(members, mains[m], pool=pool) if m in mains else [{} for _ in members]
+        board.vs_main[key] = {m: against(members, mains[m], pool=pool, memo=memo) if m in mains else [{} for _ in members]
                               for m, members in groups.items()}
     return board
-
-
-def registry_loader(data_roots: Optional[Mapping[str, Path]] = None) -> LoadSplits:
-    """A ``load_splits`` for :func:`regenerate` backed by the ``DATASETS`` registry.
-
-    A dataset named in ``data_roots`` is loaded from there; otherwise the loader is called
-    with no data root and the submission's generator ``size``/``seed``, which synthetic
-    datasets satisfy (generated into the cache) and real ones refuse with ``DataError``:
-    the row is then unverified.
-    """
-    from benchmark.core.registry import DATASETS, RegistryError, load_builtin_datasets
-    from datasets.errors import DataError
-
-    load_builtin_datasets()
-    roots = dict(data_roots or {})
-
-    def load(ds: Mapping[str, Any]) -> Optional[DatasetSplits]:
-        try:
-            loader = DATASETS.get(ds["name"])
-        except RegistryError:
-            return None
-        with _progress(ds, roots.get(ds["name"])):
-            return _load(loader, ds)
-
-    def _load(loader: Callable[..., DatasetSplits], ds: Mapping[str, Any]) -> Optional[DatasetSplits]:
-        kwargs: dict[str, Any] = {}
-        if ds.get("size") is not None:
-            kwargs["size"] = ds["size"]
-        if ds.get("seed") is not None:
-            kwargs["seed"] = ds["seed"]
-        root = roots.get(ds["name"])
-        if root is None:
-            try:
-                return loader(None, **kwargs)
-            except DataError:
-                return None
-        return loader(Path(root), **kwargs)
-
-    return load
-
-
-@contextmanager
-def _progress(ds: Mapping[str, Any], root: Optional[Path]):
-    """One line on stderr before and after loading a dataset (a synthetic set is generated into the
-    cache on first use, a minute or two on 2 cores), with a spinner on a terminal."""
-    from rich.console import Console
-
-    con = Console(stderr=True, highlight=False)
-    where = f"from {root}" if root is not None else (f"size {ds.get('size')}, seed {ds.get('seed')}: generated into "
-                                                      "the cache on first use, 1-2 minutes" if ds.get("size") else "")
-    con.print(f"leaderboard: loading {ds['name']}" + (f" ({where})" if where else "") + " ...")
-    t0 = time.perf_counter()
-    with con.status(f"loading {ds['name']} ..."):
-        yield
-    con.print(f"leaderboard: {ds['name']} loaded in {time.perf_counter() - t0:.0f}s")
