@@ -203,6 +203,7 @@ class AsymNet(Method):
     PROFILES = {"paper": PAPER, "tiny": TINY}
     encoder_prefixes = ("image_net.trunk.",)
     supports_rerank = True
+    MAIN_RERANK = "all"  # ranked by its similarity network over every pair, as the paper ranks
 
     def __init__(self, cfg: AsymNetConfig, info: DataInfo) -> None:
         super().__init__(cfg, info)

@@ -36,6 +36,8 @@ from typing import Any, ClassVar, Mapping, Optional
 import torch
 from torch import Tensor, nn
 
+from benchmark.core.config import method_profile
+
 
 @dataclass(frozen=True)
 class DataInfo:
@@ -83,6 +85,16 @@ class Method(nn.Module):
     # True when every trainable parameter takes part in every training step's loss (on every
     # process): DDP then skips its per-step search for unused parameters
     every_parameter_used: ClassVar[bool] = False
+    # The configuration the leaderboard ranks as this method, its "main row": the full model as its
+    # authors ran it (every other configuration of the method, ablation, variant, second stage or
+    # recipe change, is listed in the method's own table and compared with that row; see
+    # :meth:`main_config`). MAIN_VARIANT: its variant labels (:meth:`variant`; "" the unlabelled
+    # default) in order of preference, the first one a table holds being the main row: more than
+    # one only where a dataset cannot feed a part of the model (RICE's text tower on MovingFashion,
+    # which has no ASR or titles). MAIN_RERANK: the ranking it is scored by, "none" (the first-stage
+    # cosine), "all" or "top<K>" (its second stage over every pair / the first stage's top K).
+    MAIN_VARIANT: ClassVar[tuple[str, ...]] = ("",)
+    MAIN_RERANK: ClassVar[str] = "none"
 
     def __init__(self, cfg: Any, info: DataInfo) -> None:
         super().__init__()
@@ -93,13 +105,22 @@ class Method(nn.Module):
     # --- configuration -------------------------------------------------------------
     @classmethod
     def default_config(cls, profile: str) -> Any:
-        """A fresh copy of the config of ``profile`` (``paper`` or ``tiny``)."""
+        """A fresh copy of the config of ``profile`` (``paper`` or ``tiny``), or of the profile whose
+        models it reuses (a protocol revision such as ``tiny-v2``:
+        :func:`benchmark.core.config.method_profile`)."""
+        if profile not in cls.PROFILES:
+            profile = method_profile(profile)
         try:
             return dataclasses.replace(cls.PROFILES[profile])
         except KeyError:
             raise KeyError(
                 f"method {cls.__name__} has no profile {profile!r}; it has {sorted(cls.PROFILES)}"
             ) from None
+
+    @classmethod
+    def main_config(cls) -> dict[str, Any]:
+        """The declared main configuration: ``{"variants": (...), "rerank": "none" | "all" | "top<K>"}``."""
+        return {"variants": tuple(cls.MAIN_VARIANT), "rerank": cls.MAIN_RERANK}
 
     def set_epoch(self, epoch: int) -> None:
         """Called by the training engine before the first step of every epoch (0-based, resumed

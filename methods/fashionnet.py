@@ -125,6 +125,7 @@ def cross_domain_triplet(
 @METHODS.register("fashionnet", description="FashionNet (DeepFashion, CVPR 2016), global branch only (no landmark or attribute branch): VGG-16, category + ID heads, triplet")
 class FashionNet(Method):
     """VGG-16 global branch (conv5 -> fc6 -> fc7 embedding), category/ID heads, triplet loss."""
+    MAIN_VARIANT = ("global-branch",)  # every run is the global branch (see variant())
 
     Config = FashionNetConfig
     # the paper profile's optimiser settings from the paper (see above); --lr-encoder etc. override them

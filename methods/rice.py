@@ -203,6 +203,9 @@ class Rice(RiceAnalysisMixin, Method):
     encoder_prefixes = ("encoder.", "logit_scale")
     supports_rerank = True
     every_parameter_used = True  # the detector too, weighted zero without a boxed frame (tests/test_rice_ddp.py)
+    # the full model (paper profile: PFR on raw tokens; tiny: on layer-normalised ones), without the
+    # text tower where the dataset has no ASR or titles (MovingFashion); first stage (``--rerank none``)
+    MAIN_VARIANT = ("icl+pmd+pfr+ipd+text", "icl+pmd+pfr-ln+ipd+text", "icl+pmd+pfr+ipd", "icl+pmd+pfr-ln+ipd")
 
     def __init__(self, cfg: RiceConfig, info: DataInfo) -> None:
         super().__init__(cfg, info)

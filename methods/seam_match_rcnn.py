@@ -85,6 +85,7 @@ class SeamMatchRCNN(Method):
     # pretrained detector parts; the 2-class predictors and SEAM's heads are new modules
     encoder_prefixes = ("encoder.backbone.", "encoder.rpn.", "encoder.roi_heads.box_head.")
     supports_rerank = True
+    MAIN_RERANK = "all"  # ranked by the aggregator's match score over every pair (SEAM's row)
 
     def __init__(self, cfg: SeamConfig, info: DataInfo) -> None:
         super().__init__(cfg, info)

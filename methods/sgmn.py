@@ -239,6 +239,7 @@ class HardExampleMatcher(nn.Module):
 @METHODS.register("sgmn", description="SGMN (ACM MM 2024): text-guided, spatiotemporal graph, hard example mining; one stage")
 class Sgmn(Method):
     """SGMN: GRA embeddings (TDB video, ASR/title), GCI graph losses, SMF hard mining."""
+    MAIN_VARIANT = ("gra+text+gci+smf",)  # the full model: text, graph interaction, self-supervised mining
 
     Config = SgmnConfig
     TRAIN_RECIPE = {"paper": {"batch_size": 256, "epochs": 10, "updates": None, "warmup_ratio": 0.1,

@@ -272,3 +272,35 @@ def test_reproduce_applies_a_recorded_diff_only_when_asked_and_says_when_it_cann
         recorded_diff(Path("s.json"), cut, apply=False)
     with pytest.raises(SubmissionRefused, match="recorded only in part: there is no verified diff to apply"):
         recorded_diff(Path("s.json"), cut, apply=True)
+
+
+# --- a run leaves the committed record alone (issue 38) -------------------------------------------
+
+
+def test_a_run_writes_to_the_untracked_user_results_by_default():
+    from benchmark.cli.main import build_parser
+    from benchmark.core.config import USER_RESULTS_DIR, RunConfig, get_profile
+
+    args = build_parser().parse_args(["run", "--method", "m", "--dataset", "d"])
+    assert args.results_dir == USER_RESULTS_DIR == RunConfig("m", "d", get_profile("tiny")).results_dir
+    assert USER_RESULTS_DIR.parts[0] == "runs"
+    ignored = subprocess.run(["git", "check-ignore", "-q", str(USER_RESULTS_DIR / "submissions" / "x.json")],
+                             cwd=Path(__file__).resolve().parent.parent)
+    assert ignored.returncode == 0  # git ignores it: a run never modifies a tracked file
+
+
+def test_a_run_beside_a_committed_row_says_how_it_compares(tmp_path, toy):
+    committed, user = tmp_path / "results", tmp_path / "runs" / "results"
+    sub = make_submission(toy, method="good", noise=0.3)
+    write_submission(sub, committed)
+    assert "exact: the same rankings" in publish.committed_comparison(sub, user, committed)
+    near = copy.deepcopy(sub)
+    ids = next(r[1] for r in near["rankings"] if len(set(r[1])) > 1)
+    ids[0], ids[1] = ids[1], ids[0]  # one query's ranking changed
+    assert "within the committed row's 95% interval" in publish.committed_comparison(near, user, committed)
+    far = make_submission(toy, method="good", noise=6.0)  # another config: another identity
+    line = publish.committed_comparison(far, user, committed)
+    assert "outside the committed row's 95% interval" in line and "another identity" in line
+    assert publish.committed_comparison(sub, committed, committed) is None  # written into the record itself
+    other = make_submission(toy, method="other", noise=0.3)
+    assert publish.committed_comparison(other, user, committed) is None  # no committed row of that name

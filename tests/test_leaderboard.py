@@ -132,12 +132,28 @@ def test_bad_reported_file_is_rejected(results, toy):
     assert all(r.source != "reported" for rows in board.tables.values() for r in rows)
 
 
-def test_seeds_are_told_apart(tmp_path, toy):
-    for seed in (0, 1):
-        write_submission(make_submission(toy, method="m", seed=seed), tmp_path)
-    lb.regenerate(tmp_path, load_splits=loader_for(toy))
+def test_seeds_of_one_configuration_pool_into_one_row_with_per_seed_values(tmp_path, toy):
+    """Two seeds of one method: one ranked row, the mean over seeds, an interval over seeds and
+    queries that holds both seeds' spread, "2 seeds", and each seed's R1 in the run details."""
+    subs = [make_submission(toy, method="m", seed=seed, noise=0.3 + 2.5 * seed) for seed in (0, 1)]
+    for sub in subs:
+        write_submission(sub, tmp_path)
+    board = lb.regenerate(tmp_path, load_splits=loader_for(toy))
+    (row,) = board.tables[("toy", "tiny")]
+    r1 = [s["metrics"]["overall"]["R1"]["value"] for s in subs]
+    assert row.main and [r.seed for r in row.runs] == [0, 1] and row.seed is None
+    assert row.values["R1"] == pytest.approx(sum(r1) / 2) and r1[0] != r1[1]
+    lo, hi = row.cis["R1"]
+    assert lo < min(r1) < max(r1) < hi
     md = (tmp_path / "leaderboard.md").read_text()
-    assert "m, seed 0" in md and "m, seed 1" in md
+    assert "| 2 seeds " in md and f"{r1[0]:.2f} / {r1[1]:.2f}" in md and "m, seed 0" not in md
+
+
+def test_one_seed_rows_say_so(results, toy):
+    root, _, _ = results
+    lb.regenerate(root, load_splits=loader_for(toy))
+    md = (root / "leaderboard.md").read_text()
+    assert "| 1 seed " in md and "queries only (1 seed)" in md
 
 
 def test_a_reranked_row_is_labelled_by_its_stage_and_trained_nothing(tmp_path, toy):
@@ -210,23 +226,22 @@ def test_an_untrained_control_is_analysis_and_a_zero_shot_row_is_ranked(tmp_path
 
 
 def test_trained_rows_show_their_gain_over_the_untrained_control(tmp_path, toy):
-    """R1 minus the untrained control's (same method, variant, stage, seed), "(n.s.)" when the
+    """R1 minus the untrained control's (same method, variant, stage; seeds pooled alike), "(n.s.)" when the
     control lies inside the trained row's CI; no column in a table without controls."""
     write_submission(make_submission(toy, method="solo", noise=0.5), tmp_path)
     lb.regenerate(tmp_path, load_splits=loader_for(toy))
     assert "vs untrained R1 / R10" not in (tmp_path / "leaderboard.md").read_text()
     good, good0 = make_submission(toy, method="good", noise=0.3), make_submission(toy, method="good", noise=4.0, seed=1)
     flat, flat0 = make_submission(toy, method="flat", noise=4.0, seed=2), make_submission(toy, method="flat", noise=4.0, seed=3)
-    other_seed = make_submission(toy, method="good", noise=0.3, seed=5)  # no control of its seed
     for sub in (good0, flat0):
         sub["provenance"].pop("training")
     for sub in (good0, flat, flat0):  # different noise draws, all of seed 0
         sub["provenance"]["seed"] = 0
-    for sub in (good, good0, flat, flat0, other_seed):
+    for sub in (good, good0, flat, flat0):
         write_submission(sub, tmp_path)
     rows = {(r.label, r.seed): r for r in lb.regenerate(tmp_path, load_splits=loader_for(toy)).tables[("toy", "tiny")]}
     g, g0, f, f0 = rows[("good", 0)], rows[("good, untrained", 0)], rows[("flat", 0)], rows[("flat, untrained", 0)]
-    assert g.control == g0.values and f.control == f0.values and rows[("good", 5)].control == {}
+    assert g.control == g0.values and f.control == f0.values
     assert g.cis["R1"][0] > g0.values["R1"] and f.cis["R1"][0] <= f0.values["R1"]
     assert lb.fmt_control(g) == f"{g.values['R1'] - g0.values['R1']:+.2f}"
     assert lb.fmt_control(f).endswith(" (n.s.)") and lb.fmt_control(g0) == lb.DASH
@@ -313,3 +328,107 @@ def test_registry_loader_verifies_synthetic_rows_and_not_real_ones(tmp_path, syn
     status = {r.method: r.status for rows in board.tables.values() for r in rows}
     assert status == {"synth-run": "verified", "mf-run": "verified", "real-run": "unverified"}
     assert lb.registry_loader()({"name": "no-such-dataset"}) is None
+
+
+# --- a leaderboard of methods (issue 38) ------------------------------------------------------
+
+
+def _write(root, splits, **kw):
+    sub = make_submission(splits, **kw)
+    write_submission(sub, root)
+    return sub["metrics"]["overall"]["R1"]["value"]
+
+
+def test_one_ranked_row_per_method_its_variants_against_its_main_row(tmp_path, toy):
+    """m's ablation ranks above every row in R1 yet is not ranked: it goes to m's own table,
+    compared with m's main row; n is compared with the best method (m), not only its neighbour."""
+    r_abl = _write(tmp_path, toy, method="m", variant="abl", noise=0.1, seed=1)
+    r_m = _write(tmp_path, toy, method="m", noise=0.6, seed=2)
+    r_n = _write(tmp_path, toy, method="n", noise=2.5, seed=3)
+    board = lb.regenerate(tmp_path, load_splits=loader_for(toy))
+    key = ("toy", "tiny")
+    ranked = [r for r in board.tables[key] if r.main]
+    assert [r.label for r in ranked] == ["m", "n"] and r_abl > r_m > r_n
+    (abl_test,) = board.vs_main[key]["m"]
+    assert abl_test["R1"].diff == pytest.approx(r_abl - r_m)
+    assert board.vs_best[key][1]["R1"].diff == pytest.approx(r_n - r_m) and board.vs_best[key][0] == {}
+    md = (tmp_path / "leaderboard.md").read_text()
+    ranked_md = md[md.index("**Ranked"):md.index("**Paired")]
+    assert "m (abl)" not in ranked_md and "**m: configurations against its main row**" in md
+    assert "**Each method against the best (m)**" in md
+
+
+def test_the_declared_main_configuration_is_the_ranked_row(tmp_path, toy):
+    """The main row is the declared one (first declared label present), not the best scoring."""
+    _write(tmp_path, toy, method="m", variant="a", noise=0.1, seed=1)
+    _write(tmp_path, toy, method="m", variant="b", noise=2.0, seed=2)
+    rows = lb.collect_rows(tmp_path, loader_for(toy))
+    board = lb.build(rows, main_of=lambda m: {"variants": ("c", "b", "a"), "rerank": "none"})
+    assert [r.variant for r in board.tables[("toy", "tiny")] if r.main] == ["b"]
+    board = lb.build(lb.collect_rows(tmp_path, loader_for(toy)), main_of=lambda m: {"variants": ("b",), "rerank": "all"})
+    assert not any(r.main for r in board.tables[("toy", "tiny")])  # no row of its main stage: nothing ranked
+
+
+def test_rescoring_is_cached_by_content_and_verified_on_read(tmp_path, toy, monkeypatch):
+    from benchmark.record import rescore_cache
+
+    monkeypatch.setenv("LPR_BENCH_CACHE", str(tmp_path / "cache"))  # this test's entries alone
+    _write(tmp_path, toy, method="m", noise=0.5)
+    calls = []
+    real = rescore_cache.rescore
+    monkeypatch.setattr(rescore_cache, "rescore", lambda *a, **k: calls.append(1) or real(*a, **k))
+    first = lb.regenerate(tmp_path, load_splits=loader_for(toy), plots=False, site=False)
+    second = lb.regenerate(tmp_path, load_splits=loader_for(toy), plots=False, site=False)
+    assert len(calls) == 1
+    ((a,),), ((b,),) = first.tables.values(), second.tables.values()
+    assert a.values == b.values and a.cis == b.cis and list(a.per_query["R1"]) == list(b.per_query["R1"])
+    (entry,) = rescore_cache.cache_dir().glob("*.json")
+    obj = json.loads(entry.read_text())
+    obj["payload"]["metrics"]["overall"]["R1"]["value"] += 5  # an edited entry: its digest no longer holds
+    entry.write_text(json.dumps(obj))
+    third = lb.regenerate(tmp_path, load_splits=loader_for(toy), plots=False, site=False)
+    assert len(calls) == 2 and next(iter(third.tables.values()))[0].values == a.values
+    _write(tmp_path, toy, method="m", noise=2.0)  # the file changed (same name): re-scored
+    lb.regenerate(tmp_path, load_splits=loader_for(toy), plots=False, site=False)
+    assert len(calls) == 3
+
+
+def test_compare_resolves_a_label_within_a_dataset_and_writes_nothing(tmp_path, toy):
+    from benchmark.record.submission import SubmissionError
+    from benchmark.reports import publish
+
+    other = make_splits(seed=12, name="toy2")
+    for splits in (toy, other):
+        _write(tmp_path, splits, method="good", noise=0.3)
+        _write(tmp_path, splits, method="weak", noise=3.0)
+    before = sorted(p for p in tmp_path.rglob("*"))
+    load = lambda ds: {"toy": toy, "toy2": other}.get(ds["name"])
+    lines = publish.compare_only(tmp_path, "good", "weak", dataset="toy2", load_splits=load)
+    assert lines[0].startswith("test, toy2 (tiny)") and "good - weak" in lines[1]
+    with pytest.raises(SubmissionError, match="names rows in 2 tables.*--dataset"):
+        publish.compare_only(tmp_path, "good", "weak", load_splits=load)
+    assert sorted(p for p in tmp_path.rglob("*")) == before
+
+
+def test_comparisons_are_read_back_by_content(tmp_path, toy, monkeypatch):
+    """A second regeneration reads every seed-aware comparison back (same values, no redraw); a
+    changed submission's comparisons are recomputed."""
+    from benchmark.evaluation import significance as sig
+    from benchmark.reports import comparison_cache
+
+    monkeypatch.setenv("LPR_BENCH_CACHE", str(tmp_path / "cache"))
+    for method, noise in (("a", 0.3), ("b", 1.5), ("c", 3.0)):
+        _write(tmp_path / "r", toy, method=method, noise=noise)
+    calls = []
+    real = sig.seed_aware_tests
+    monkeypatch.setattr(sig, "seed_aware_tests", lambda *a, **k: calls.append(1) or real(*a, **k))
+    first = lb.regenerate(tmp_path / "r", load_splits=loader_for(toy), plots=False, site=False)
+    n = len(calls)
+    second = lb.regenerate(tmp_path / "r", load_splits=loader_for(toy), plots=False, site=False)
+    assert n == 4 and len(calls) == n  # 2 neighbour pairs + 2 against the best, then none redrawn
+    key = ("toy", "tiny")
+    assert second.pairs[key] == first.pairs[key] and second.vs_best[key] == first.vs_best[key]
+    _write(tmp_path / "r", toy, method="c", noise=2.0)
+    lb.regenerate(tmp_path / "r", load_splits=loader_for(toy), plots=False, site=False)
+    assert len(calls) > n
+    assert comparison_cache.ComparisonCache().folder.is_dir()

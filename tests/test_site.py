@@ -90,7 +90,10 @@ def test_tables_are_split_by_purpose_and_marked_by_the_paired_test(board):
     qps = {ln.split("|")[2].strip(): ln.split("|")[5].strip() for ln in details.splitlines() if ln.startswith("| ")}
     assert qps["good"] == "200" and qps["weak"] == "–"  # recorded by the run / not recorded
     tex = (root / "leaderboard.tex").read_text()
-    assert tex.count("\\begin{table}") == 5 and "\\textsuperscript{\\dag}" in tex and "$\\Delta$R1" in tex
+    best = _section(md, "Each method against the best")
+    t = b.vs_best[("toy", "tiny")][2]["R1"]
+    assert "| 3 " in best and f"{t.diff:+.2f} [{t.ci[0]:+.2f}, {t.ci[1]:+.2f}]" in best and "queries only (1 seed)" in best
+    assert tex.count("\\begin{table}") == 6 and "\\textsuperscript{\\dag}" in tex and "$\\Delta$R1" in tex
 
 
 def test_terminal_table_fits_80_columns_without_cutting_numbers(board):

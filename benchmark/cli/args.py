@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from benchmark.core.config import PROFILES, RunConfig, for_method, get_profile
+from benchmark.core.config import PROFILES, USER_RESULTS_DIR, RunConfig, for_method, get_profile
 from benchmark.core.registry import DATASETS, METHODS, RegistryError, load_all, load_builtin_datasets, load_plugin
 from methods.base import Method, apply_overrides
 
@@ -75,8 +75,9 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--synth-size", default="default", choices=("tiny", "default"),
                    help="size of a generated synthetic dataset (default: default)")
     p.add_argument("--output-dir", type=Path, default=Path("runs"), help="run directories go here (default runs/)")
-    p.add_argument("--results-dir", type=Path, default=Path("results"),
-                   help="submissions and leaderboard go here (default results/)")
+    p.add_argument("--results-dir", type=Path, default=USER_RESULTS_DIR,
+                   help=f"this run's submission and the user's leaderboard go here (default {USER_RESULTS_DIR}/, "
+                        "untracked; the committed record is results/, written only when named)")
     p.add_argument("--no-leaderboard", action="store_true", help="write the submission but leave the leaderboard alone")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing submission of another run identity (data, truncation, code, settings)")

@@ -62,6 +62,8 @@ def _print_run_summary(result) -> None:
         con.print(result.leaderboard_table)
     if result.submission_path is not None:
         con.print(f"submission: {result.submission_path}")
+    if result.committed:
+        con.print(result.committed)
     if result.leaderboard_error:
         print(f"warning: this run's submission was written; leaderboard: {result.leaderboard_error}", file=sys.stderr)
     con.print(f"run directory: {result.run_dir}")
@@ -237,7 +239,9 @@ def _leaderboard_arguments(p: argparse.ArgumentParser) -> None:
                    help="where a real dataset lives, so that its rows are re-scored (repeatable); "
                         "synthetic ones are regenerated")
     p.add_argument("--compare", nargs=2, metavar=("A", "B"), default=None,
-                   help="also print the paired test of two rows (submission file name or row label)")
+                   help="only print the seed-aware test of two rows (submission file name or row label); "
+                        "writes nothing")
+    p.add_argument("--dataset", default=None, help="--compare: look the rows up in this dataset's tables")
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
@@ -245,7 +249,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 
     roots = {k: Path(v) for k, v in parse_overrides(args.data_roots, "--data-root").items()}
     check_data_roots(roots)
-    return publish.leaderboard_command(args.results_dir, roots or None, compare=args.compare)
+    return publish.leaderboard_command(args.results_dir, roots or None, compare=args.compare, dataset=args.dataset)
 
 
 def _reproduce_arguments(p: argparse.ArgumentParser) -> None:

@@ -9,7 +9,10 @@
    training split) and the method (``build_method`` with the ``--set`` overrides);
 4. trains it with :mod:`benchmark.training.engine` (skipped with ``epochs == 0``), evaluates it
    with :mod:`benchmark.evaluation.evaluate`;
-5. on rank 0 writes the submission, regenerates the leaderboard and returns its table.
+5. on rank 0 writes the submission (by default under ``runs/results/``, the user's results:
+   never over the committed record in ``results/``), regenerates the user's leaderboard there,
+   returns its table and says how the run compares with the committed row of the same name
+   (:func:`benchmark.reports.publish.committed_comparison`).
 
 Before any training the run's identity (:mod:`benchmark.record.run_identity`: dataset instance,
 truncation, method code, profile, overrides) is checked against the submission it would
@@ -63,6 +66,7 @@ class RunResult:
     evaluation: Optional[evaluate.EvalOutput] = None
     leaderboard_table: Optional[Any] = None
     leaderboard_error: Optional[str] = None  # the leaderboard could not be regenerated (why)
+    committed: Optional[str] = None  # how it compares with the committed row of the same name (publish.committed_comparison)
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -368,5 +372,6 @@ def _run(cfg: RunConfig, env: D.DistEnv, num_workers: Optional[int], show_progre
         result.submission_path = published.submission_path
         result.leaderboard_table = published.table
         result.leaderboard_error = published.leaderboard_error
+        result.committed = published.committed
     D.barrier(env)
     return result

@@ -78,6 +78,9 @@ class Profile:
     # the method's own recipe values applied over ``train`` (``Method.TRAIN_RECIPE``; see
     # :func:`for_method`), kept so the leaderboard measures changes from the method's recipe
     method_recipe: dict[str, Any] = field(default_factory=dict, hash=False)
+    # the profile whose method configs (``Method.PROFILES``) this one uses, "" its own name: a
+    # protocol revision that changes only the recipe (epochs, frames, pixels) reuses the models
+    method_profile: str = ""
 
 
 PROFILES: dict[str, Profile] = {
@@ -102,6 +105,26 @@ PROFILES: dict[str, Profile] = {
         eval=EvalConfig(batch_size=64, bootstrap=1000),
     ),
 }
+# tiny protocol v2 (issue 38): v1's models and data at half the training cost, so that the demo
+# (RICE on lpr4m-synth) finishes in 10 minutes on the idle 2-core machine. Its own profile name, so
+# that its rows never share a table with v1's; docs/protocol-v2.md has the candidates measured.
+PROFILES["tiny-v2"] = dataclasses.replace(
+    PROFILES["tiny"], name="tiny-v2", method_profile="tiny",
+    description="tiny protocol v2: tiny's models, 4 frames, 112 px, 2 epochs (half of tiny's training)",
+    train=dataclasses.replace(PROFILES["tiny"].train, epochs=2),
+)
+
+
+def method_profile(name: str) -> str:
+    """The profile name whose method configs ``name`` uses (itself unless it says otherwise)."""
+    profile = PROFILES.get(name)
+    return (profile.method_profile or name) if profile is not None else name
+
+
+# Where a run writes its submission and the user's leaderboard unless told otherwise: untracked
+# (under runs/, which git ignores), so that a run never modifies the committed record in results/
+# (its submissions are remade on purpose with ``--results-dir results``).
+USER_RESULTS_DIR = Path("runs") / "results"
 
 
 @dataclass(frozen=True)
@@ -114,7 +137,7 @@ class RunConfig:
     data_root: Optional[Path] = None
     seed: int = 0
     output_dir: Path = Path("runs")
-    results_dir: Path = Path("results")
+    results_dir: Path = USER_RESULTS_DIR
     method_overrides: dict[str, Any] = field(default_factory=dict)
     device: str = "auto"
     resume: bool = False

@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence
 
+import numpy as np
+
 from benchmark.core import safe_json
 from benchmark.core.atomic import atomic_write_bytes
 from benchmark.record.config_diff import recipe_changes, strip_recipe
@@ -34,11 +36,11 @@ from benchmark.reports.leaderboard_render import plot_filename, render_latex, re
 from benchmark.reports.leaderboard_tables import (  # noqa: F401  (re-exported: the tables' cells and formats)
     CONTROL_METRICS, DASH, SHOWN_KS, fmt_control, fmt_controls, fmt_duration, fmt_params, fmt_value, table_cells,
 )
-from benchmark.evaluation.metrics import per_query_values
+from benchmark.reports.leaderboard_loader import registry_loader  # noqa: F401  (re-exported)
 from benchmark.reports.site import SITE_SUBDIR, render_site
 from benchmark.reports.terminal_tables import print_run_table  # noqa: F401  (re-exported)
 from benchmark.record.submission import (
-    SUBMISSIONS_SUBDIR, SubmissionError, rerank_stage, rescore, schema_errors, submission_start,
+    SUBMISSIONS_SUBDIR, SubmissionError, rerank_stage, schema_errors, submission_start,
 )
 from datasets.records import DatasetSplits
 
@@ -81,6 +83,8 @@ class Row:
     dirty: Optional[bool] = None  # made from a working tree with uncommitted changes (None: not recorded)
     partial: bool = False  # training stopped (--max-steps) before its recipe's end: analysis, never ranked
     duplicates: list[str] = field(default_factory=list)  # other files holding the same submission (benchmark.record.collect)
+    runs: list["Row"] = field(default_factory=list)  # the per-seed rows this row pools (leaderboard_seeds); [] a single run
+    main: bool = False  # its method's declared main configuration: the method's row in the ranked table
 
     @property
     def label(self) -> str:
@@ -93,6 +97,8 @@ class Leaderboard:
     tables: dict[tuple[str, str], list[Row]]
     paths: list[Path] = field(default_factory=list)
     pairs: dict[tuple[str, str], list[dict[str, Any]]] = field(default_factory=dict)  # see attach_pairs
+    vs_best: dict[tuple[str, str], list[dict[str, Any]]] = field(default_factory=dict)  # ranked rows against #1
+    vs_main: dict[tuple[str, str], dict[str, list[dict[str, Any]]]] = field(default_factory=dict)  # variants against their main row
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, why) left out (benchmark.record.collect)
 
 
@@ -111,14 +117,18 @@ def _dataset_key(ds: Mapping[str, Any]) -> tuple:
 
 
 def collect_rows(results_dir: Path, load_splits: Optional[LoadSplits] = None,
-                 reported_path: Optional[Path] = None, skipped: Optional[list[tuple[str, str]]] = None) -> list[Row]:
-    """Rows of every submission (re-scored when possible) and every reported result.
+                 reported_path: Optional[Path] = None, skipped: Optional[list[tuple[str, str]]] = None,
+                 use_cache: bool = True, keep: Optional[Callable[[Mapping[str, Any]], bool]] = None) -> list[Row]:
+    """Rows of every submission (re-scored when possible, or read from the re-scoring cache when
+    neither the file, its data nor the scoring code changed: :mod:`benchmark.record.rescore_cache`)
+    and every reported result.
 
     Files are chosen by :func:`benchmark.record.collect.gather` (symbolic links and non-regular files
     refused, duplicates listed once). A file that cannot be used is appended to ``skipped``
     as ``(path, why)`` and the rest is collected; with ``skipped`` None any such file raises
-    :class:`LeaderboardError` instead."""
-    from benchmark.record import collect
+    :class:`LeaderboardError` instead. ``keep(submission)``: collect only the submissions it accepts
+    (e.g. one dataset's, so that no other dataset is loaded)."""
+    from benchmark.record import collect, rescore_cache
 
     rows: list[Row] = []
     faults: list[tuple[str, str]] = []
@@ -127,6 +137,8 @@ def collect_rows(results_dir: Path, load_splits: Optional[LoadSplits] = None,
     faults += refused
     for item in items:
         path, sub = item.path, item.submission
+        if keep is not None and not keep(sub):
+            continue
         try:
             key = _dataset_key(sub["dataset"])
             if key not in cache:
@@ -135,10 +147,9 @@ def collect_rows(results_dir: Path, load_splits: Optional[LoadSplits] = None,
             if splits is None:
                 rows.append(_row_unverified(sub, path, results_dir))
             else:
-                report = rescore(path, splits, loaded=sub)
-                rows.append(_row_verified(report.submission, report.metrics, report.curve, report.topk, path, results_dir))
-                rows[-1].per_query = per_query_values(report.gt_rank, [1], report.topk, full_map=False)
-                rows[-1].per_query["mAP"] = rows[-1].per_query.pop(f"mAP@{report.topk}")
+                done = rescore_cache.rescored(path, splits, sub, use_cache=use_cache)
+                rows.append(_row_verified(sub, done["metrics"], done["curve"], done["topk"], path, results_dir))
+                rows[-1].per_query = {m: np.asarray(v, dtype=np.float64) for m, v in done["per_query"].items()}
         except SubmissionError as exc:
             faults.append((str(path), collect.one_line(exc).removeprefix(f"{path} ").removeprefix(f"{path}: ")))
             continue
@@ -296,14 +307,22 @@ def load_reported(path: Path) -> list[Row]:
     return rows
 
 
-def build(rows: Sequence[Row]) -> Leaderboard:
-    """Tables keyed by (dataset, profile), sorted; rows ranked by R1 (missing last), analysis
-    rows (:func:`is_analysis`) after all ranked ones."""
+def build(rows: Sequence[Row], main_of: Optional[Callable[[str], Mapping[str, Any]]] = None) -> Leaderboard:
+    """Tables keyed by (dataset, profile: the protocol, so that rows of two protocols never share
+    a table), sorted; each configuration's training seeds pooled into one row and each method's
+    main row marked (:mod:`benchmark.reports.leaderboard_seeds`; ``main_of(method)`` gives a
+    method's declared main configuration, default: the registry's); rows by R1 (missing last),
+    analysis rows (:func:`is_analysis`) after all others."""
+    from benchmark.reports.leaderboard_seeds import mark_main, pool_seeds, registry_main
+
     tables: dict[tuple[str, str], list[Row]] = {}
     for r in rows:
         tables.setdefault((r.dataset, r.profile), []).append(r)
     for key in tables:
+        tables[key].sort(key=lambda r: (r.label, r.status, r.seed if r.seed is not None else -1, r.path))
+        tables[key] = pool_seeds(tables[key])
         tables[key].sort(key=lambda r: (r.analysis, -r.values.get("R1", -1.0), r.label, r.status, r.seed if r.seed is not None else -1, r.path))
+        mark_main(tables[key], main_of or registry_main)
         _attach_controls(tables[key])
     ordered = {k: tables[k] for k in sorted(tables)}
     return Leaderboard(tables=ordered)
@@ -311,11 +330,12 @@ def build(rows: Sequence[Row]) -> Leaderboard:
 
 def _attach_controls(rows: Sequence[Row]) -> None:
     """Give each trained row the values of its untrained control: the ``--epochs 0`` evaluation
-    of the same method, variant, second stage and seed from random weights, when one is listed.
+    of the same method, variant and second stage from random weights (its seeds pooled as the
+    trained row's are), when one is listed.
     A row trained under a changed recipe (``train.epochs-8``) is compared with the control of its
     model: an untrained network trains nothing, so its variant carries no recipe."""
     def key(r: Row) -> tuple:
-        return (r.method, strip_recipe(r.variant, r.recipe), r.rerank, r.seed)
+        return (r.method, strip_recipe(r.variant, r.recipe), r.rerank)
 
     controls = {key(r): dict(r.values) for r in rows if r.start == "untrained"}
     for r in rows:
@@ -327,7 +347,8 @@ def _attach_controls(rows: Sequence[Row]) -> None:
 
 
 def regenerate(results_dir: Path | str = "results", *, load_splits: Optional[LoadSplits] = None,
-               reported_path: Optional[Path] = None, plots: bool = True, site: bool = True) -> Leaderboard:
+               reported_path: Optional[Path] = None, plots: bool = True, site: bool = True,
+               use_cache: bool = True) -> Leaderboard:
     """Re-score and re-render everything. A submission (or ``reported.json``) that cannot be
     used is left out and listed in ``board.skipped`` (the rest is written); nothing is written
     before everything is rendered.
@@ -338,7 +359,8 @@ def regenerate(results_dir: Path | str = "results", *, load_splits: Optional[Loa
     """
     results_dir = Path(results_dir)
     skipped: list[tuple[str, str]] = []
-    board = attach_pairs(build(collect_rows(results_dir, load_splits, reported_path, skipped)))
+    board = attach_pairs(build(collect_rows(results_dir, load_splits, reported_path, skipped, use_cache=use_cache)),
+                         use_cache=use_cache)
     board.skipped = skipped
     outputs: list[tuple[Path, bytes]] = [
         (results_dir / "leaderboard.md", render_markdown(board).encode("utf-8")),
@@ -361,45 +383,24 @@ def regenerate(results_dir: Path | str = "results", *, load_splits: Optional[Loa
     return board
 
 
-def attach_pairs(board: Leaderboard) -> Leaderboard:
-    """Each table's ranked rows compared with the next (:func:`benchmark.evaluation.significance.adjacent`)."""
-    from benchmark.reports.leaderboard_tables import split_rows
-    from benchmark.evaluation.significance import adjacent
+def attach_pairs(board: Leaderboard, use_cache: bool = True) -> Leaderboard:
+    """Per table, the seed-aware tests (:func:`benchmark.evaluation.significance.seed_aware_tests`,
+    one-seed rows borrowing the seed variance pooled over the table's trained multi-seed rows):
+    each ranked row against the next (``pairs``, the † marks), against the best (``vs_best``),
+    and each method's other rows against its main row (``vs_main``); read back from the
+    comparison cache (:mod:`benchmark.reports.comparison_cache`) when nothing they depend on changed."""
+    from benchmark.evaluation.significance import adjacent, against, table_pool
+    from benchmark.reports.comparison_cache import ComparisonCache
+    from benchmark.reports.leaderboard_tables import main_rows, split_rows, variant_groups
 
-    board.pairs = {key: adjacent(split_rows(rows)[0]) for key, rows in board.tables.items()}
+    memo = ComparisonCache() if use_cache else None
+    for key, rows in board.tables.items():
+        ranked = split_rows(rows)[0]
+        groups = variant_groups(rows)
+        pool = table_pool([*ranked, *(r for members in groups.values() for r in members)])
+        board.pairs[key] = adjacent(ranked, pool=pool, memo=memo)
+        board.vs_best[key] = against(ranked, ranked[0], pool=pool, memo=memo) if ranked else []
+        mains = main_rows(rows)
+        board.vs_main[key] = {m: against(members, mains[m], pool=pool, memo=memo) if m in mains else [{} for _ in members]
+                              for m, members in groups.items()}
     return board
-
-
-def registry_loader(data_roots: Optional[Mapping[str, Path]] = None) -> LoadSplits:
-    """A ``load_splits`` for :func:`regenerate` backed by the ``DATASETS`` registry.
-
-    A dataset named in ``data_roots`` is loaded from there; otherwise the loader is called
-    with no data root and the submission's generator ``size``/``seed``, which synthetic
-    datasets satisfy (generated into the cache) and real ones refuse with ``DataError``:
-    the row is then unverified.
-    """
-    from benchmark.core.registry import DATASETS, RegistryError, load_builtin_datasets
-    from datasets.errors import DataError
-
-    load_builtin_datasets()
-    roots = dict(data_roots or {})
-
-    def load(ds: Mapping[str, Any]) -> Optional[DatasetSplits]:
-        try:
-            loader = DATASETS.get(ds["name"])
-        except RegistryError:
-            return None
-        kwargs: dict[str, Any] = {}
-        if ds.get("size") is not None:
-            kwargs["size"] = ds["size"]
-        if ds.get("seed") is not None:
-            kwargs["seed"] = ds["seed"]
-        root = roots.get(ds["name"])
-        if root is None:
-            try:
-                return loader(None, **kwargs)
-            except DataError:
-                return None
-        return loader(Path(root), **kwargs)
-
-    return load

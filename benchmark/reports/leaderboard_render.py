@@ -10,7 +10,7 @@ profile): the ranked rows' comparisons with the next, see
 from __future__ import annotations
 
 import re
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 from tabulate import tabulate
 
@@ -28,12 +28,19 @@ breakdowns, curves and each row's provenance: open `results/site/index.html`.
   a prediction is a miss). R1 with its 95% percentile-bootstrap interval over queries.
 - mAP@K: mean average precision over the top K ranked items (K = the depth of the saved
   rankings), divided by the number of ground truths; exactly re-scorable from a submission.
-- **Ranked**: trained rows, re-scored from their rankings against the ground truth
-  (claimed numbers are never shown; "unverified": the dataset was not available to re-score,
-  claimed numbers shown). {T.MARK} on R1 or mAP@K: not significantly different from the next
-  ranked row on that metric (paired test on the same queries, p >= {ALPHA}); the paired
-  comparisons table gives each difference with its 95% interval and p-value. Test:
-  {TEST_METHOD}.
+- **Ranked**: one row per method, its declared main configuration (`MAIN_VARIANT` /
+  `MAIN_RERANK` on the method class: the full model as its authors ran it), re-scored from its
+  rankings against the ground truth (claimed numbers are never shown; "unverified": the dataset
+  was not available to re-score, claimed numbers shown). A row pools its training seeds: the
+  mean over seeds, with a 95% interval from a two-level bootstrap (seeds, then queries); "1
+  seed": one training run, its interval over queries only, so it says nothing of how much
+  another seed would move it (the per-seed values are in the run details). {T.MARK} on R1 or
+  mAP@K: not significantly different from the next ranked row on that metric (p >= {ALPHA});
+  the paired comparisons give each difference with its 95% interval and p-value, and every
+  method is compared with the best. Test: {TEST_METHOD}. "Variance" says what a comparison
+  accounted for: "queries only (1 seed)" where no row of the table has several seeds.
+- **Per-method tables**: a method's other trained rows (ablations, variants, second stages,
+  recipe changes) against its main row, with the same test.
 - R1 / R10 vs untrained (tables that list untrained controls): a trained row's R1 and R10
   minus those of its untrained control (same method, variant, second stage and seed); "(n.s.)"
   when the control's value lies inside the trained row's 95% CI. R10 shows learning where R1
@@ -61,43 +68,65 @@ breakdowns, curves and each row's provenance: open `results/site/index.html`.
 """
 
 
-def sections(rows: Sequence[Any], pairs: Sequence[Any]) -> list[tuple[str, list[str], list[list[str]]]]:
+def sections(rows: Sequence[Any], pairs: Sequence[Any], vs_best: Sequence[Any] = (),
+             vs_main: Optional[dict[str, Any]] = None) -> list[tuple[str, list[str], list[list[str]]]]:
     """(title, head, body) of each non-empty table of one (dataset, profile), Markdown cells."""
-    return _sections(rows, pairs, T.DASH, T.MARK)[0]
+    return _sections(rows, pairs, T.DASH, T.MARK, vs_best, vs_main)[0]
 
 
-def _sections(rows: Sequence[Any], pairs: Sequence[Any], dash: str, mark: str):
+def _tests(board: Any, key: Any) -> tuple[Any, Any, Any]:
+    return (board.pairs.get(key, []), getattr(board, "vs_best", {}).get(key, []),
+            getattr(board, "vs_main", {}).get(key, {}))
+
+
+def _sections(rows: Sequence[Any], pairs: Sequence[Any], dash: str, mark: str, vs_best: Sequence[Any] = (),
+              vs_main: Optional[dict[str, Any]] = None):
     ranked, analysis, reported = T.split_rows(rows)
+    groups, mains = T.variant_groups(rows), T.main_rows(rows)
+    variants = [r for members in groups.values() for r in members]
     names = T.labels(rows)
-    refs, notes = T.note_refs([*ranked, *analysis, *reported])
+    refs, notes = T.note_refs([*ranked, *variants, *analysis, *reported])
     out = []
     if ranked:
-        out.append(("Ranked", *T.ranked_cells(ranked, names, pairs, dash=dash, mark=mark)))
+        out.append(("Ranked (one row per method: its main configuration)", *T.ranked_cells(ranked, names, pairs, dash=dash, mark=mark)))
         if len(ranked) > 1:
             out.append(("Paired comparisons (each ranked row against the next)", *T.pair_cells(ranked, pairs, dash=dash)))
+            out.append((f"Each method against the best ({names[id(ranked[0])]})",
+                        *T.best_cells(ranked, names, list(vs_best), dash=dash)))
+    for method, members in groups.items():
+        main = mains.get(method)
+        title = (f"{method}: configurations against its main row" if main is not None
+                 else f"{method}: configurations (no row of its main configuration in this table)")
+        out.append((title, *T.variant_cells(main, members, names, (vs_main or {}).get(method, []), dash=dash)))
     if analysis:
         out.append(("Analysis (not ranked)", *T.analysis_cells(analysis, names, dash=dash)))
     if reported:
         out.append(("Reported (published numbers, not re-scored)", *T.reported_cells(reported, names, refs, dash=dash)))
-    if ranked or analysis:
+    if ranked or variants or analysis:
         ranks = {id(r): i + 1 for i, r in enumerate(ranked)}
-        out.append(("Run details", *T.details_cells([*ranked, *analysis], names, refs, ranks, dash=dash)))
+        out.append(("Run details", *T.details_cells([*ranked, *variants, *analysis], names, refs, ranks, dash=dash)))
     return out, notes
+
+
+def ordered_tables(board: Any) -> list[tuple[Any, Any]]:
+    """The board's tables, those with ranked rows first (the page opens on a ranked table)."""
+    return sorted(board.tables.items(), key=lambda kv: not T.split_rows(kv[1])[0])
 
 
 def render_markdown(board: Any) -> str:
     out = [HEADER]
-    for key, rows in board.tables.items():
+    for key, rows in ordered_tables(board):
         dataset, profile = key
-        tables, notes = _sections(rows, board.pairs.get(key, []), T.DASH, T.MARK)
+        pairs, best, vs_main = _tests(board, key)
+        tables, notes = _sections(rows, pairs, T.DASH, T.MARK, best, vs_main)
         out.append(f"## {dataset} — profile `{profile}`\n")
         for title, head, body in tables:
             out.append(f"**{title}**\n")
             out.append(tabulate(body, headers=head, tablefmt="github", disable_numparse=True))
             out.append("")
-            if title == "Ranked" and any(T.MARK in c for cells in body for c in cells):
+            if title.startswith("Ranked") and any(T.MARK in c for cells in body for c in cells):
                 out.append(f"{T.MARK} not significantly different from the next ranked row on that metric "
-                           f"(paired test, p >= {ALPHA}; see the paired comparisons).\n")
+                           f"(seed-aware test, p >= {ALPHA}; see the paired comparisons).\n")
         ranked, analysis, reported = T.split_rows(rows)
         links = [f"[{what}](plots/{plot_filename(dataset, profile, kind)})" for what, kind, present in
                  (("ranked rows", "", ranked or reported), ("analysis rows", "analysis", analysis)) if present]
@@ -122,17 +151,18 @@ def _latex_escape(text: str) -> str:
 def render_latex(board: Any) -> str:
     """booktabs ``table``s per (dataset, profile); needs ``\\usepackage{booktabs}``."""
     out = ["% LPR-Bench leaderboard, regenerated by `run_benchmark.py leaderboard`; needs \\usepackage{booktabs}", ""]
-    for key, rows in board.tables.items():
+    for key, rows in ordered_tables(board):
         dataset, profile = key
-        tables, notes = _sections(rows, board.pairs.get(key, []), "--", T.MARK)
+        pairs, best, vs_main = _tests(board, key)
+        tables, notes = _sections(rows, pairs, "--", T.MARK, best, vs_main)
         for title, head, body in tables:
             caption = f"LPR-Bench: {dataset}, profile {profile}: {title.lower()}."
-            if title == "Ranked":
+            if title.startswith("Ranked"):
                 caption += (f" R@k in percent, R1 with its 95% bootstrap CI. {T.MARK}: not significantly different from the "
                             f"next ranked row ({TEST_METHOD}).")
             if title.startswith(("Reported", "Run details")):
                 caption += "".join(f" {ref} {text}." for ref, text in notes)
-            cols = " ".join("l" if h in ("Method", "Source", "Status", "Not ranked because", "Rows") else "r" for h in head)
+            cols = " ".join("l" if h in ("Method", "Configuration", "Source", "Status", "Not ranked because", "Rows", "Variance") else "r" for h in head)
             out += ["\\begin{table}[t]", "\\centering\\small", f"\\caption{{{_latex_escape(caption)}}}",
                     f"\\label{{tab:lpr-bench-{_slug(dataset)}-{_slug(profile)}-{_slug(title.split(' (')[0])}}}",
                     f"\\begin{{tabular}}{{{cols}}}", "\\toprule", " & ".join(_latex_escape(h) for h in head) + " \\\\", "\\midrule"]

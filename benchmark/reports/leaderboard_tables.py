@@ -2,10 +2,13 @@
 
 Per (dataset, profile) the rows are split into
 
-* **ranked**: trained reproduced rows (first stages and second stages), numbered by R1, with
-  R1's 95% CI; R1 or mAP@K marked † when the paired test (:mod:`benchmark.evaluation.significance`) does
-  not separate the row from the next ranked one (as ranx marks its tables), and a table of
-  those paired comparisons below it;
+* **ranked**: one row per method, its declared main configuration (``row.main``, see
+  :mod:`benchmark.reports.leaderboard_seeds`), its training seeds pooled, numbered by R1, with
+  R1's 95% CI (over seeds and queries) and the number of seeds; R1 or mAP@K marked † when the
+  seed-aware test (:mod:`benchmark.evaluation.significance`) does not separate the row from the
+  next ranked one, a table of those comparisons, and a table of each method against the best;
+* **variants**: per method, its other trained rows (ablations, variants, second stages, recipe
+  changes, zero-shot starts), each compared with the method's main row;
 * **analysis** (not ranked): untrained controls, test-time oracles, other runs' weights and
   rows flagged dirty or partial;
 * **reported**: published numbers with their sources (``results/reported.json``);
@@ -56,14 +59,47 @@ def tree_state(row: Any, dash: str = DASH) -> str:
 
 
 def split_rows(rows: Sequence[Any]) -> tuple[list[Any], list[Any], list[Any]]:
-    """(ranked, analysis, reported), each in the table's order."""
+    """(ranked: the methods' main rows, analysis, reported), each in the table's order; the
+    other trained rows are :func:`variant_groups`'."""
     reported = [r for r in rows if r.source == "reported"]
     analysis = [r for r in rows if r.source != "reported" and flags(r)]
-    ranked = [r for r in rows if r.source != "reported" and not flags(r)]
+    ranked = [r for r in rows if r.source != "reported" and not flags(r) and getattr(r, "main", False)]
     return ranked, analysis, reported
 
 
+def main_rows(rows: Sequence[Any]) -> dict[str, Any]:
+    """method -> its main row, for the methods that have one in ``rows``."""
+    return {r.method: r for r in split_rows(rows)[0]}
+
+
+def variant_groups(rows: Sequence[Any]) -> dict[str, list[Any]]:
+    """method -> its trained rows other than the main one, in the table's order; methods in the
+    order of their main rows' ranks, then those without a main row by name."""
+    ranked = split_rows(rows)[0]
+    order = {r.method: i for i, r in enumerate(ranked)}
+    groups: dict[str, list[Any]] = {}
+    for r in rows:
+        if r.source != "reported" and not flags(r) and not getattr(r, "main", False):
+            groups.setdefault(r.method, []).append(r)
+    return {m: groups[m] for m in sorted(groups, key=lambda m: (order.get(m, len(order)), m))}
+
+
 # --- cells ------------------------------------------------------------------------------------
+
+
+def seeds_of(row: Any) -> list[int]:
+    """The training seeds a row pools (one for a single run; [] for a reported row)."""
+    if getattr(row, "runs", None):
+        return [r.seed for r in row.runs]
+    return [row.seed] if row.seed is not None else []
+
+
+def seeds_text(row: Any, dash: str = DASH) -> str:
+    """"1 seed" / "3 seeds" (a dash for reported rows)."""
+    n = len(seeds_of(row))
+    return dash if n == 0 else f"{n} seed{'s' if n != 1 else ''}"
+
+
 
 
 def fmt_value(row: Any, name: str, *, with_ci: bool = True, dash: str = DASH) -> str:
@@ -152,15 +188,15 @@ def note_refs(rows: Sequence[Any]) -> tuple[dict[int, str], list[tuple[str, str]
 
 def ranked_cells(rows: Sequence[Any], names: dict[int, str], pairs: Sequence[dict[str, PairedResult]], *,
                  dash: str = DASH, mark: str = MARK) -> tuple[list[str], list[list[str]]]:
-    """The ranked table: R1 with its CI, R5, R10, mAP@K, gain over the untrained control."""
+    """The ranked table: seeds, R1 with its CI, R5, R10, mAP@K, gain over the untrained control."""
     controls = any(r.control for r in rows)
     mh = map_header(rows)
-    head = ["#", "Method", "R1 [95% CI]", "R5", "R10", mh, *(["vs untrained R1 / R10"] if controls else [])]
+    head = ["#", "Method", "Seeds", "R1 [95% CI]", "R5", "R10", mh, *(["vs untrained R1 / R10"] if controls else [])]
     body = []
     for i, r in enumerate(rows):
         test = pairs[i] if i < len(pairs) else {}
         label = names[id(r)] + (" (unverified)" if r.status == "unverified" else "")
-        body.append([str(i + 1), label, _marked(fmt_value(r, "R1", dash=dash), test.get("R1"), mark),
+        body.append([str(i + 1), label, seeds_text(r, dash), _marked(fmt_value(r, "R1", dash=dash), test.get("R1"), mark),
                      fmt_value(r, "R5", with_ci=False, dash=dash), fmt_value(r, "R10", with_ci=False, dash=dash),
                      _marked(_map_cell(r, mh == "mAP@K", dash), test.get("mAP"), mark),
                      *([fmt_controls(r, dash)] if controls else [])])
@@ -178,6 +214,49 @@ def pair_cells(rows: Sequence[Any], pairs: Sequence[dict[str, PairedResult]], *,
             t = test.get(m)
             cells += [f"{t.diff:+.2f} [{t.ci[0]:+.2f}, {t.ci[1]:+.2f}]", fmt_p(t.p_value)] if t else [dash, dash]
         body.append(cells)
+    return head, body
+
+
+def test_basis(tests: dict[str, PairedResult], dash: str = DASH) -> str:
+    """What the test's variance holds: "seeds (own)", "seeds (pooled)" or "queries only (1 seed)"."""
+    t = tests.get("R1") or next(iter(tests.values()), None)
+    if t is None:
+        return dash
+    return "queries only (1 seed)" if t.seed_term == "none" else f"seeds ({t.seed_term}) + queries"
+
+
+def _diff_cells(tests: dict[str, PairedResult], dash: str) -> list[str]:
+    cells = []
+    for m in ("R1", "mAP"):
+        t = tests.get(m)
+        cells += [f"{t.diff:+.2f} [{t.ci[0]:+.2f}, {t.ci[1]:+.2f}]", fmt_p(t.p_value)] if t else [dash, dash]
+    return cells
+
+
+def best_cells(rows: Sequence[Any], names: dict[int, str], tests: Sequence[dict[str, PairedResult]], *,
+               dash: str = DASH) -> tuple[list[str], list[list[str]]]:
+    """Each ranked method (but the first) against the best: difference [95% CI], p, the test's basis."""
+    mh = map_header(rows)
+    head = ["#", "Method", "ΔR1 to #1 [95% CI]", "p (R1)", f"Δ{'AP' + mh[3:] if mh.startswith('mAP') else mh} to #1", "p (AP)", "Variance"]
+    body = [[str(i + 1), names[id(r)], *_diff_cells(tests[i], dash), test_basis(tests[i], dash)]
+            for i, r in enumerate(rows) if i > 0 and i < len(tests)]
+    return head, body
+
+
+def variant_cells(main: Optional[Any], rows: Sequence[Any], names: dict[int, str], tests: Sequence[dict[str, PairedResult]], *,
+                  dash: str = DASH) -> tuple[list[str], list[list[str]]]:
+    """A method's other rows against its main row (``main`` None: it has none in this table)."""
+    everything = [main, *rows] if main is not None else list(rows)
+    mh = map_header(everything)
+    head = ["Configuration", "Seeds", "R1 [95% CI]", "R10", mh, "ΔR1 to main [95% CI]", "p (R1)", "ΔAP to main", "p (AP)"]
+    body = []
+    if main is not None:
+        body.append([names[id(main)] + " (main)", seeds_text(main, dash), fmt_value(main, "R1", dash=dash),
+                     fmt_value(main, "R10", with_ci=False, dash=dash), _map_cell(main, mh == "mAP@K", dash), "", "", "", ""])
+    for i, r in enumerate(rows):
+        test = tests[i] if i < len(tests) else {}
+        body.append([names[id(r)], seeds_text(r, dash), fmt_value(r, "R1", dash=dash), fmt_value(r, "R10", with_ci=False, dash=dash),
+                     _map_cell(r, mh == "mAP@K", dash), *_diff_cells(test, dash)])
     return head, body
 
 
@@ -208,11 +287,18 @@ def fmt_rate(value: Optional[float], dash: str = DASH) -> str:
 
 def details_cells(rows: Sequence[Any], names: dict[int, str], refs: dict[int, str], ranks: dict[int, int], *,
                   dash: str = DASH) -> tuple[list[str], list[list[str]]]:
-    head = ["#", "Method", "Params", "Train time", "Queries/s", "Seed", "Date", "Tree", "Status"]
+    head = ["#", "Method", "Params", "Train time", "Queries/s", "Seeds", "R1 per seed", "Date", "Tree", "Status"]
     body = [[str(ranks[id(r)]) if id(r) in ranks else dash, names[id(r)], fmt_params(r.num_parameters, dash),
-             fmt_duration(r.train_s, dash), fmt_rate(r.queries_per_s, dash), str(r.seed) if r.seed is not None else dash, r.date or dash, tree_state(r, dash),
+             fmt_duration(r.train_s, dash), fmt_rate(r.queries_per_s, dash), ", ".join(map(str, seeds_of(r))) or dash,
+             per_seed_text(r, "R1", dash), r.date or dash, tree_state(r, dash),
              f"{r.status} {refs.get(id(r), '')}".strip()] for r in rows]
     return head, body
+
+
+def per_seed_text(row: Any, metric: str = "R1", dash: str = DASH) -> str:
+    """The metric at each seed the row pools ("31.70 / 31.90 / 27.40"), or its one value."""
+    runs = getattr(row, "runs", None) or [row]
+    return " / ".join(f"{r.values[metric]:.2f}" if metric in r.values else dash for r in runs)
 
 
 def table_cells(rows: Sequence[Any], *, dash: str = DASH, note_refs: Optional[Sequence[str]] = None) -> tuple[list[str], list[list[str]]]:

@@ -3,8 +3,9 @@
 :func:`publish` is the runner's last step (rank 0 only): metrics from the ranking
 (:func:`benchmark.evaluation.scoring.metrics_for_ranking`), the top-k id lists, a schema-checked
 submission (:mod:`benchmark.record.submission`) written atomically under
-``<results_dir>/submissions/``, then the leaderboard regenerated from every submission
-there. :func:`score_command` and :func:`leaderboard_command` back the ``score`` and
+``<results_dir>/submissions/`` (a run's default is the user's ``runs/results/``, never the
+committed ``results/``), then the leaderboard regenerated from every submission there, and
+the run compared with the committed row of the same name (:func:`committed_comparison`). :func:`score_command` and :func:`leaderboard_command` back the ``score`` and
 ``leaderboard`` subcommands.
 """
 
@@ -18,10 +19,14 @@ from typing import Any, Optional, Sequence
 from benchmark.evaluation import scoring
 from benchmark.record import submission
 from benchmark.core.config import RunConfig
+from benchmark.core.paths import REPO_ROOT
 from benchmark.evaluation.evaluate import EvalOutput
 from datasets.records import DatasetSplits
 from methods.base import Method
 from benchmark.core.jsonable import to_jsonable
+
+
+COMMITTED_RESULTS = REPO_ROOT / "results"  # the committed record (its submissions, leaderboard and site)
 
 
 @dataclass
@@ -30,6 +35,7 @@ class Published:
     submission_path: Path
     table: Optional[Any] = None  # a renderable leaderboard table (rich), if regenerated
     leaderboard_error: Optional[str] = None  # why the leaderboard was left as it was (other submissions' faults)
+    committed: Optional[str] = None  # how it compares with the committed row of the same name (committed_comparison)
 
 
 def score_description(method_name: str, rerank: str, topk: int) -> str:
@@ -111,11 +117,44 @@ def publish(
         except LeaderboardError as exc:  # another submission is at fault; this run's stands
             board_error = f"left as it was: {exc}"
         else:
-            tables = rich_tables(board, only=(cfg.dataset, cfg.profile.name))
+            tables = rich_tables(board, only=(cfg.dataset, cfg.profile.name),
+                                 where=str(Path(cfg.results_dir) / "leaderboard.md"))
             table = tables[0] if tables else None
             if board.skipped:
                 board_error = skipped_message(board.skipped)
-    return Published(metrics=metrics, submission_path=path, table=table, leaderboard_error=board_error)
+    return Published(metrics=metrics, submission_path=path, table=table, leaderboard_error=board_error,
+                     committed=committed_comparison(sub, cfg.results_dir))
+
+
+def committed_comparison(sub: dict[str, Any], results_dir: Path, committed_dir: Path = COMMITTED_RESULTS) -> Optional[str]:
+    """One line on how a run (``sub``, written under ``results_dir``) compares with the committed
+    submission of the same name in ``committed_dir``: "exact" (the same rankings), "within" or
+    "outside" the committed row's 95% R1 interval, and whether the committed run records another
+    identity (:func:`benchmark.record.run_identity.differences`). None when there is no such row or
+    the run was written into the committed folder itself."""
+    from benchmark.record import run_identity
+
+    target = target_path(sub, committed_dir)
+    found = [p for p in (target, target.with_name(target.name + ".gz")) if p.is_file()]
+    if not found or Path(results_dir).resolve() == Path(committed_dir).resolve():
+        return None
+    try:
+        old = submission.load_submission(found[0])
+    except submission.SubmissionError as exc:
+        return f"committed row {found[0]}: cannot be read ({str(exc).splitlines()[0][:200]})"
+    new_r1, old_e = sub["metrics"]["overall"]["R1"]["value"], old["metrics"]["overall"]["R1"]
+    ci = old_e.get("ci95")
+    if old["rankings"] == sub["rankings"]:
+        verdict = "exact: the same rankings"
+    elif ci and ci[0] <= new_r1 <= ci[1]:
+        verdict = "within the committed row's 95% interval"
+    else:
+        verdict = "outside the committed row's 95% interval" if ci else "differs (the committed row has no interval)"
+    interval = f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else ""
+    diffs = run_identity.differences(run_identity.comparable(sub), run_identity.comparable(old))
+    other = f"; the committed run records another identity: {'; '.join(diffs[:3])}" if diffs else "; same run identity"
+    return (f"committed row {found[0].relative_to(committed_dir.parent) if committed_dir.is_absolute() else found[0]}: "
+            f"R1 {old_e['value']:.2f}{interval}; this run {new_r1:.2f}: {verdict}{other}")
 
 
 def preview_submission(cfg: RunConfig, splits: DatasetSplits, method: Method, variant: str,
@@ -177,31 +216,35 @@ def regenerate_leaderboard(
     return leaderboard.regenerate(Path(results_dir), load_splits=load)
 
 
-def rich_tables(board: Any, only: Optional[tuple[str, str]] = None) -> list[Any]:
+def rich_tables(board: Any, only: Optional[tuple[str, str]] = None, where: str = "results/leaderboard.md") -> list[Any]:
     """The leaderboard's ranked rows (or those of ``only`` = (dataset, profile)) as narrow rich tables."""
     from benchmark.reports.terminal_tables import rich_tables as narrow
 
-    return narrow(board, only)
+    return narrow(board, only, where)
 
 
 def leaderboard_command(results_dir: Path, data_roots: Optional[dict[str, Path]] = None,
-                        compare: Optional[Sequence[str]] = None) -> int:
+                        compare: Optional[Sequence[str]] = None, dataset: Optional[str] = None) -> int:
+    """Regenerate and print the leaderboard; with ``compare`` only test two rows (nothing written)."""
     from rich.console import Console
 
     import sys
 
-    board = regenerate_leaderboard(results_dir, data_roots=data_roots)
     con = Console(highlight=False)
-    for table in rich_tables(board):
+    if compare:
+        try:
+            for line in compare_only(results_dir, compare[0], compare[1], dataset, data_roots):
+                con.print(line)
+        except submission.SubmissionError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        return 0
+    board = regenerate_leaderboard(results_dir, data_roots=data_roots)
+    for table in rich_tables(board, where=str(Path(results_dir) / "leaderboard.md")):
         con.print(table)
     if not board.tables:
         con.print("no submissions yet")
     con.print("wrote " + ", ".join(str(p) for p in board.paths))
-    if compare:
-        from benchmark.reports.terminal_tables import compare_lines
-
-        for line in compare_lines(board, compare[0], compare[1]):
-            con.print(line)
     for path, why in board.skipped:
         print(f"skipped: {path}: {why}", file=sys.stderr)
     if board.skipped:
@@ -209,6 +252,24 @@ def leaderboard_command(results_dir: Path, data_roots: Optional[dict[str, Path]]
               f"without them", file=sys.stderr)
         return 1
     return 0
+
+
+def compare_only(results_dir: Path, a: str, b: str, dataset: Optional[str] = None,
+                 data_roots: Optional[dict[str, Path]] = None, load_splits: Optional[Any] = None) -> list[str]:
+    """The ``--compare A B`` lines, writing no file: the two rows are first found among the claimed
+    rows (no dataset loaded, so a bad or ambiguous name fails at once), then only their dataset's
+    submissions are re-scored (``load_splits``: as :func:`benchmark.reports.leaderboard.regenerate`'s,
+    default the registry's)."""
+    from benchmark.reports import leaderboard
+    from benchmark.reports.terminal_tables import compare_lines, find_row
+
+    claimed = leaderboard.build(leaderboard.collect_rows(Path(results_dir), None, skipped=[]))
+    (key, _), (other, _) = find_row(claimed, a, dataset), find_row(claimed, b, dataset)
+    if key != other:
+        raise submission.SubmissionError(f"--compare: {a!r} and {b!r} are in different tables ({key} vs {other})")
+    rows = leaderboard.collect_rows(Path(results_dir), load_splits or leaderboard.registry_loader(data_roots), skipped=[],
+                                    keep=lambda sub: sub["dataset"]["name"] == key[0])
+    return compare_lines(leaderboard.build(rows), a, b, key[0])
 
 
 # --- re-scoring --------------------------------------------------------------------------

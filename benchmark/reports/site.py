@@ -4,10 +4,12 @@ Written by :func:`benchmark.reports.leaderboard.regenerate` beside the Markdown 
 server and no network (open ``index.html`` from disk): the data ride in ``data.js`` as one
 ``window.LPR_DATA = {...}`` assignment (browsers refuse ``fetch`` of ``file://`` URLs), and
 ``app.js`` / ``style.css`` are copied from ``benchmark/reports/site_assets/``. Per (dataset,
-profile) it shows sortable ranked / analysis / reported tables with R1/R5/R10/mAP@K and
-their intervals drawn as bars, the paired comparisons (each ranked row against the next,
-from :mod:`benchmark.evaluation.significance`, and any two rows on request in the page: an exact
-sign-flip p-value on hit@1), per-attribute breakdowns as a heat map, rank-k curves and each
+profile) it shows sortable ranked (one row per method, its seeds pooled) / per-method
+variants / analysis / reported tables with R1/R5/R10/mAP@K and their intervals drawn as bars,
+the seed-aware comparisons (each ranked row against the next and against the best, each
+variant against its method's main row, from :mod:`benchmark.evaluation.significance`; and any
+two one-seed rows on request in the page: a sign-flip p-value on hit@1); the page opens on a
+table with ranked rows; per-attribute breakdowns as a heat map, rank-k curves and each
 row's provenance. Per-query hit@1 strings make the page's own comparisons possible; no
 images are embedded, so the committed site stays small (about 0.3 MB for ~70 rows).
 """
@@ -19,7 +21,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from benchmark.reports.leaderboard_tables import flags, labels, map_header, split_rows
+from benchmark.reports.leaderboard_tables import flags, labels, main_rows, map_header, seeds_of, split_rows, variant_groups
 from benchmark.evaluation.significance import METHOD as TEST_METHOD
 
 SITE_SUBDIR = "site"
@@ -69,8 +71,11 @@ def _breakdowns(row: Any) -> dict[str, Any]:
 
 
 def _row(row: Any, name: str, kind: str, rank: Any) -> dict[str, Any]:
-    hits = row.per_query.get("R1") if row.per_query else None
+    runs = getattr(row, "runs", None) or []
+    hits = row.per_query.get("R1") if row.per_query and not runs else None  # one run's hits (the page's own test)
     return {
+        "seeds": seeds_of(row), "per_seed": [{"seed": r.seed, "R1": _r(r.values.get("R1")), "mAP": _r(r.values.get("mAP")),
+                                               "file": r.path} for r in runs],
         "label": name, "kind": kind, "rank": rank, "flags": flags(row) if kind == "analysis" else [],
         "status": row.status, "method": row.method, "variant": row.variant, "stage": row.stage,
         "values": {k: _r(v) for k, v in row.values.items()},
@@ -86,18 +91,31 @@ def _row(row: Any, name: str, kind: str, rank: Any) -> dict[str, Any]:
 def site_data(board: Any) -> dict[str, Any]:
     """Everything the page shows, as JSON-able data."""
     tables = []
-    for key, rows in board.tables.items():
+    # tables with ranked rows first: the page opens on the first
+    for key, rows in sorted(board.tables.items(), key=lambda kv: not split_rows(kv[1])[0]):
         ranked, analysis, reported = split_rows(rows)
+        groups, mains = variant_groups(rows), main_rows(rows)
         names = labels(rows)
         pairs = board.pairs.get(key, [])
-        data_rows = ([_row(r, names[id(r)], "ranked", i + 1) for i, r in enumerate(ranked)]
-                     + [_row(r, names[id(r)], "analysis", None) for r in analysis]
-                     + [_row(r, names[id(r)], "reported", None) for r in reported])
+        best = getattr(board, "vs_best", {}).get(key, [])
+        vs_main = getattr(board, "vs_main", {}).get(key, {})
+        data_rows = [_row(r, names[id(r)], "ranked", i + 1) for i, r in enumerate(ranked)]
+        for method, members in groups.items():
+            tests = vs_main.get(method, [])
+            for i, r in enumerate(members):
+                data_rows.append({**_row(r, names[id(r)], "variant", None),
+                                  "main": names[id(mains[method])] if method in mains else None,
+                                  "vs_main": {m: _pair(t) for m, t in (tests[i] if i < len(tests) else {}).items()}})
+        data_rows += ([_row(r, names[id(r)], "analysis", None) for r in analysis]
+                      + [_row(r, names[id(r)], "reported", None) for r in reported])
+        for i, test in enumerate(best):
+            if i < len(ranked) and test:
+                data_rows[i]["vs_best"] = {m: _pair(t) for m, t in test.items()}
         adjacent = [{"a": i, "b": i + 1, **{m: _pair(t) for m, t in pairs[i].items()}}
                     for i in range(max(len(ranked) - 1, 0)) if i < len(pairs)]
         tables.append({"id": f"{key[0]}__{key[1]}", "dataset": key[0], "profile": key[1],
                        "map_label": map_header(rows), "rows": data_rows, "pairs": adjacent})
-    return {"schema": 1, "test": TEST_METHOD, "tables": tables}
+    return {"schema": 2, "test": TEST_METHOD, "tables": tables}
 
 
 INDEX = """<!doctype html>

@@ -153,7 +153,8 @@
 
   function rankedSection(t, ranked, pairsByRank) {
     var cols = [{ key: "rank", label: "#", num: true, value: function (r) { return r.rank; }, cell: function (r) { return el("td", { class: "num", text: String(r.rank) }); } },
-      { key: "label", label: "Method", value: function (r) { return r.label.toLowerCase(); }, cell: methodCell }]
+      { key: "label", label: "Method", value: function (r) { return r.label.toLowerCase(); }, cell: methodCell },
+      { key: "seeds", label: "Seeds", num: true, value: function (r) { return (r.seeds || []).length; }, cell: function (r) { return el("td", { class: "num", text: seedsText(r) }); } }]
       .concat(metricColumns(t, pairsByRank, ranked))
       .concat([
         { key: "control", label: "vs untrained", num: true, title: "R1 / R10 gained over the untrained control; (n.s.): the control lies inside the 95% CI",
@@ -184,6 +185,27 @@
   }
 
   /* Any two rows: exact sign-flip p-value on hit@1 (= exact McNemar), paired bootstrap CI. */
+  function seedsText(r) { var n = (r.seeds || []).length; return n ? n + (n === 1 ? " seed" : " seeds") : "\u2013"; }
+
+  function testTable(id, rows, field, against) {
+    var head = el("tr", {}, ["Method", "Against", "Seeds", "R1", "\u0394R1 [95% CI]", "p (R1)", "\u0394AP [95% CI]", "p (AP)", "Variance"].map(function (h) { return el("th", { text: h }); }));
+    var body = rows.map(function (r) {
+      var tests = r[field] || {};
+      function cells(m) {
+        var x = tests[m];
+        return x ? [el("td", { class: "num", text: signed(x.diff) + " [" + signed(x.ci[0]) + ", " + signed(x.ci[1]) + "]" }), el("td", { class: "num", text: fmtP(x.p) })]
+          : [el("td", { text: "\u2013" }), el("td", { text: "\u2013" })];
+      }
+      var any = tests.R1 || tests.mAP;
+      var basis = any ? (any.seed_term === "none" ? "queries only (1 seed)" : "seeds (" + any.seed_term + ") + queries") : "\u2013";
+      var tr = el("tr", { class: "clickable" + (state.selected === r ? " selected" : "") }, [el("td", { text: r.label }), el("td", { text: against || r.main || "no main row" }),
+        el("td", { class: "num", text: seedsText(r) }), el("td", { class: "num", text: fmt(r.values.R1) })].concat(cells("R1")).concat(cells("mAP")).concat([el("td", { text: basis })]));
+      tr.addEventListener("click", function () { select(r); });
+      return tr;
+    });
+    return el("div", { class: "scroll" }, [el("table", { id: id }, [el("thead", {}, [head]), el("tbody", {}, body)])]);
+  }
+
   function compareSection(t) {
     var rows = t.rows.filter(function (r) { return r.hits; });
     var wrap = el("div");
@@ -308,7 +330,9 @@
     add("Submission", p.file); add("Commit", p.commit ? p.commit + (p.dirty ? " (dirty tree)" : "") : null);
     if (r.kind !== "reported") add("Command", p.command || "not recorded");
     add("Reproduce", p.reproduce);
-    add("Seed", p.seed); add("Date", p.date); add("Train time", p.train_s !== undefined ? duration(p.train_s) : null);
+    add("Seeds", (r.seeds || []).join(", ") + " (" + seedsText(r) + ")");
+    if (r.per_seed && r.per_seed.length) add("Per seed", r.per_seed.map(function (s) { return "seed " + s.seed + ": R1 " + fmt(s.R1) + (s.mAP !== null ? ", " + r.map_label + " " + fmt(s.mAP) : ""); }).join("; "));
+    add("Date", p.date); add("Train time", p.train_s !== undefined ? duration(p.train_s) : null);
     add("Wall times (s)", p.wall_time_s ? Object.keys(p.wall_time_s).map(function (k) { return k + " " + p.wall_time_s[k]; }).join(", ") : null);
     var inf = p.inference;
     add("Inference", inf ? (inf.queries_per_s !== null ? inf.queries_per_s + " queries/s" : "not measured (feature cache)") + " (" + inf.queries + " queries, " + inf.gallery + " gallery images, " + inf.pairs_scored + " pairs re-scored, " + inf.threads + " threads)" : null);
@@ -333,16 +357,27 @@
     var t = state.table;
     if (!t) { app.appendChild(el("p", { text: "No submissions yet." })); return; }
     var ranked = t.rows.filter(function (r) { return r.kind === "ranked"; });
+    var variants = t.rows.filter(function (r) { return r.kind === "variant"; });
     var analysis = t.rows.filter(function (r) { return r.kind === "analysis"; });
     var reported = t.rows.filter(function (r) { return r.kind === "reported"; });
     var pairsByRank = {};
     t.pairs.forEach(function (p) { pairsByRank[ranked[p.a].rank] = p; });
     app.appendChild(el("h2", { text: t.dataset + ", profile " + t.profile }));
     if (ranked.length) {
-      app.appendChild(el("h3", { text: "Ranked" }));
-      app.appendChild(el("p", { class: "hint", text: "Bars: the 95% bootstrap interval (light) and the value (dark), each column on its own scale (hover a header). \u2020: not significantly different from the next ranked row on that metric (paired test, p \u2265 0.05)." }));
+      app.appendChild(el("h3", { text: "Ranked: one row per method (its main configuration)" }));
+      app.appendChild(el("p", { class: "hint", text: "Each row pools its training seeds (mean; interval over seeds, then queries); \u201c1 seed\u201d: one training run, its interval over queries only. Bars: the 95% interval (light) and the value (dark), each column on its own scale (hover a header). \u2020: not significantly different from the next ranked row on that metric (seed-aware test, p \u2265 0.05)." }));
       app.appendChild(rankedSection(t, ranked, pairsByRank));
       if (state.selected && ranked.indexOf(state.selected) >= 0) app.appendChild(detailsPanel(state.selected));
+    }
+    if (ranked.length > 1) {
+      app.appendChild(el("h3", { text: "Each method against the best" }));
+      app.appendChild(testTable("vs-best", ranked.slice(1), "vs_best", ranked[0].label));
+    }
+    if (variants.length) {
+      app.appendChild(el("h3", { text: "Per-method configurations (ablations, variants, second stages, recipes)" }));
+      app.appendChild(el("p", { class: "hint", text: "Each against its method's main row (the ranked one), with the same test." }));
+      app.appendChild(testTable("variants", variants, "vs_main", null));
+      if (state.selected && variants.indexOf(state.selected) >= 0) app.appendChild(detailsPanel(state.selected));
     }
     if (t.pairs.length) {
       app.appendChild(el("h3", { text: "Paired comparisons" }));
