@@ -23,6 +23,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
 
+from benchmark.core.registry import METHODS, RegistryError, load_builtin_methods
 from benchmark.evaluation.significance import seed_query_interval
 from benchmark.reports.leaderboard_tables import flags, seeds_of
 
@@ -86,15 +87,12 @@ def merge(members: Sequence[Any]) -> Any:
 def registry_main(method: str) -> Mapping[str, Any]:
     """The declared main configuration of a registered method (:meth:`methods.base.Method.main_config`);
     the default (unlabelled variant, first stage) for one this checkout does not register."""
-    from benchmark.core.registry import METHODS, RegistryError, load_builtin_methods
-
     load_builtin_methods()
     try:
         cls = METHODS.get(method)
     except RegistryError:
         return DEFAULT_MAIN
-    main = getattr(cls, "main_config", None)
-    return main() if callable(main) else DEFAULT_MAIN
+    return cls.main_config()
 
 
 def mark_main(rows: Sequence[Any], main_of: Callable[[str], Mapping[str, Any]] = registry_main) -> None:
