@@ -138,7 +138,7 @@ def test_hypergraph_neighbours_receive_gradient_and_shape_the_embedding():
 
     assert (encode_with(method, batch) - encode_with(method, batch, zero_neighbours())).abs().max() > 1e-4
     grads = one_step(method, batch)
-    for i, layer in enumerate(layers):
+    for layer in layers:
         name = next(n for n, p in method.named_parameters() if p is layer.W_n.weight)
         assert grads[name] is not None and grads[name].abs().sum() > 0, name
     assert (encode_with(method, batch) - encode_with(method, batch, zero_neighbours())).abs().max() > 1e-4

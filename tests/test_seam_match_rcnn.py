@@ -287,7 +287,7 @@ def test_seam_detection_loss_uses_the_boxed_frames_drawn_per_clip():
         seen = []
         rpn_forward = model.encoder.rpn.forward
 
-        def record(images, features, targets=None):
+        def record(images, features, targets=None, seen=seen, rpn_forward=rpn_forward):
             if targets is not None:
                 seen.append(len(targets))
             return rpn_forward(images, features, targets)

@@ -23,7 +23,10 @@ def test_video_swin_paper_is_torchvision_swin3d_b():
     assert {k: v.shape for k, v in model.encoder.state_dict().items()} == ref_state
     assert 87e6 < n_params(model.encoder) < 88.1e6  # swin3d_b: 88.0M with its 400-way head
     assert model.proj.in_features == 1024 and model.proj.out_features == 512
-    depth_probs = lambda m: [b.stochastic_depth.p for b in m.encoder.modules() if hasattr(b, "stochastic_depth")]
+
+    def depth_probs(m):
+        return [b.stochastic_depth.p for b in m.encoder.modules() if hasattr(b, "stochastic_depth")]
+
     assert max(depth_probs(model)) == pytest.approx(0.1)  # the paper's stochastic depth; tiny turns it off
     assert set(depth_probs(build_method(VideoSwin, "tiny", DataInfo(10, 2, 4, VIDEO_SIZE)))) == {0.0}
 
