@@ -25,6 +25,7 @@ from benchmark.record import submission
 from methods.base import DataInfo, Method, build_method
 from methods.domain_norm import DomainBatchNorm
 from methods.nonlocal_blocks import NonLocalBlock, StripeNonLocalBlock
+from methods.seam_match_rcnn import SeamMatchRCNN
 
 CNN_SIZE = 32  # FashionNet, AsymNet, NVAN, MGH: reduced image size keeps every test a few seconds on 2 cores
 VIDEO_SIZE = 112  # TimeSformer and Video Swin
@@ -54,9 +55,16 @@ def cnn_batch(b: int = 6, t: int = 8, size: int = CNN_SIZE, seed: int = 0) -> di
     frames = frames * mask[:, :, None, None, None]
     image = base[:, 0] + 0.1 * torch.randn(b, 3, size, size, generator=g)
     return {
-        "frames": frames, "frame_mask": mask, "boxes": torch.zeros(b, t, 4), "box_mask": torch.zeros(b, t, dtype=torch.bool),
-        "asr": [""] * b, "image": image, "title": [""] * b, "product": torch.arange(b),
-        "category": torch.tensor([0, 1, 2, 0, 1, -1])[:b], "index": torch.arange(b),
+        "frames": frames,
+        "frame_mask": mask,
+        "boxes": torch.zeros(b, t, 4),
+        "box_mask": torch.zeros(b, t, dtype=torch.bool),
+        "asr": [""] * b,
+        "image": image,
+        "title": [""] * b,
+        "product": torch.arange(b),
+        "category": torch.tensor([0, 1, 2, 0, 1, -1])[:b],
+        "index": torch.arange(b),
     }
 
 
@@ -67,7 +75,12 @@ def cnn_info(num_products: int = 6, num_frames: int = 8, size: int = CNN_SIZE) -
 def paper_model(cls: type[Method], **overrides: Any) -> Method:
     """``cls`` at its paper profile on the meta device: the architecture, no memory, no weights."""
     with torch.device("meta"):
-        return build_method(cls, "paper", cnn_info(num_products=1000, num_frames=10, size=224), {"encoder.pretrained": None, **overrides})
+        return build_method(
+            cls,
+            "paper",
+            cnn_info(num_products=1000, num_frames=10, size=224),
+            {"encoder.pretrained": None, **overrides},
+        )
 
 
 def nonlocal_params(c: int) -> int:
@@ -78,7 +91,7 @@ def nonlocal_params(c: int) -> int:
 def encode_with(method: Method, batch: dict, patch: contextlib.AbstractContextManager | None = None) -> torch.Tensor:
     """encode_query's embedding, optionally with ``patch`` (a context manager) active."""
     method.eval()
-    with torch.no_grad(), (patch or contextlib.nullcontext()):
+    with torch.no_grad(), patch or contextlib.nullcontext():
         return method.encode_query(batch).embedding
 
 
@@ -90,11 +103,12 @@ def bypassed(modules: list[torch.nn.Module], fn: Callable) -> contextlib.Abstrac
         saved = [(m, m.forward) for m in modules]
         try:
             for m in modules:
-                m.forward = (lambda mod: (lambda *a, **k: fn(mod, *a, **k)))(m)
+                m.forward = (lambda mod: lambda *a, **k: fn(mod, *a, **k))(m)
             yield
         finally:
             for m, f in saved:
                 m.forward = f
+
     return cm()
 
 
@@ -202,11 +216,34 @@ def check_nonlocal_blocks_learn(name: str, overrides: dict) -> None:
 def check_tiny_cli_run(name: str, extra: list[str], label: str, tmp_path: Path, synth_lpr4m: Any, capsys: Any) -> None:
     """A tiny run (2 steps at batch 8) through the command line on lpr4m-synth: the submission's
     claimed metrics are what its rankings score against the ground truth."""
-    rc = main([
-        "--method", name, "--dataset", "lpr4m-synth", "--synth-size", "tiny", "--profile", "tiny",
-        "--max-steps", "2", "--batch-size", "8", "--bootstrap", "10", "--num-workers", "0", "--device", "cpu",
-        "--no-leaderboard", "--output-dir", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "results"), *extra,
-    ])
+    rc = main(
+        [
+            "--method",
+            name,
+            "--dataset",
+            "lpr4m-synth",
+            "--synth-size",
+            "tiny",
+            "--profile",
+            "tiny",
+            "--max-steps",
+            "2",
+            "--batch-size",
+            "8",
+            "--bootstrap",
+            "10",
+            "--num-workers",
+            "0",
+            "--device",
+            "cpu",
+            "--no-leaderboard",
+            "--output-dir",
+            str(tmp_path / "runs"),
+            "--results-dir",
+            str(tmp_path / "results"),
+            *extra,
+        ]
+    )
     assert rc == 0, capsys.readouterr().err
     stage = "__rerank-all" if "--rerank" in extra else ""  # a re-ranked evaluation's own file
     path = tmp_path / "results" / "submissions" / f"lpr4m-synth__tiny__{label}{stage}__seed0.json"
@@ -265,3 +302,43 @@ def train_steps(model: Method, batch: dict, steps: int, lr: float = 5e-4) -> lis
 
 def n_params(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
+
+
+# --- SEAM Match-RCNN at reduced sizes -------------------------------------------------------------
+
+
+SEAM_SIZE = 64  # the detector resizes to min_size; 64 px and narrower heads keep these tests fast
+
+
+def seam_tiny(**overrides) -> SeamMatchRCNN:
+    ov = {
+        "fpn_channels": "32",
+        "head_hidden": "64",
+        "embed": "32",
+        "min_size": SEAM_SIZE,
+        "max_size": SEAM_SIZE,
+        **overrides,
+    }
+    return build_method(SeamMatchRCNN, "tiny", DataInfo(8, 2, 3, SEAM_SIZE), {k: str(v) for k, v in ov.items()})
+
+
+def seam_batch(b: int = 2, t: int = 3, short: bool = True) -> dict:
+    return video_batch(b, t, short=short, size=SEAM_SIZE)
+
+
+def aggregated_clips(model, batch) -> list[list[bool]]:
+    """The frame masks of the clips the aggregation loss scores, in one training step."""
+    seen = []
+    real = model.aggregator.aggregate
+
+    def record(feats, mask):
+        seen.append(mask.tolist())
+        return real(feats, mask)
+
+    model.aggregator.aggregate = record
+    try:
+        model.set_epoch(1)
+        model.train().training_losses(batch)
+    finally:
+        model.aggregator.aggregate = real
+    return seen[0] if seen else []

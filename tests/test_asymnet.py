@@ -85,8 +85,12 @@ def test_tree_fusion_with_uniform_gates_averages_leaves_and_skips_masked_ones():
 
 
 def test_asymnet_phases_follow_the_epoch_schedule_and_freeze_what_they_should():
-    assert [phase_for_epoch((0.4, 0.2, 0.4), e, 10) for e in range(10)] == ["leaves"] * 4 + ["fusion"] * 2 + ["both"] * 4
-    assert [phase_for_epoch(AsymNet.default_config("tiny").phases, e, 4) for e in range(4)] == ["both"] * 4  # tiny: joint
+    assert [phase_for_epoch((0.4, 0.2, 0.4), e, 10) for e in range(10)] == ["leaves"] * 4 + ["fusion"] * 2 + [
+        "both"
+    ] * 4
+    assert [phase_for_epoch(AsymNet.default_config("tiny").phases, e, 4) for e in range(4)] == [
+        "both"
+    ] * 4  # tiny: joint
     torch.manual_seed(0)
     m = build_method(AsymNet, "tiny", cnn_info(), {"phases": "0.4,0.2,0.4"})  # the paper's phases at tiny sizes
     batch = cnn_batch(b=4)

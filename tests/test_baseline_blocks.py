@@ -76,6 +76,7 @@ def test_pretrained_weights_load_from_a_local_file_and_fail_loudly_otherwise(tmp
     torch.testing.assert_close(loaded.conv1.weight, src.conv1.weight)
     with pytest.raises(EncoderLoadError, match="no such file"):
         create_backbone(BackboneConfig(name="resnet18", pretrained=str(tmp_path / "absent.pt")))
+
     def offline(*args, **kwargs):
         if kwargs.get("pretrained"):
             raise OSError("hub unreachable")
@@ -117,7 +118,12 @@ def test_last_stride_one_keeps_layer4_resolution():
 
 def test_chunk_sampling_first_frame_per_chunk_at_test_and_inside_the_chunk_in_training():
     lengths = torch.tensor([8, 2, 10, 0])
-    assert chunk_indices(lengths, 4, training=False).tolist() == [[0, 2, 4, 6], [0, 0, 1, 1], [0, 2, 5, 7], [0, 0, 0, 0]]
+    assert chunk_indices(lengths, 4, training=False).tolist() == [
+        [0, 2, 4, 6],
+        [0, 0, 1, 1],
+        [0, 2, 5, 7],
+        [0, 0, 0, 0],
+    ]
     torch.manual_seed(0)
     for _ in range(20):
         idx = chunk_indices(lengths[:1], 4, training=True)[0].tolist()

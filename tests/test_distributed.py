@@ -35,14 +35,22 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from benchmark.core import registry
 from benchmark.cli.main import main
+from benchmark.core import registry
 from benchmark.core.config import PROFILES
-from benchmark.training.item_seeding import ItemSeededDataset, item_seed
 from benchmark.core.registry import METHODS
+from benchmark.training.item_seeding import ItemSeededDataset, item_seed
 from methods import losses
 from tests.scaleout_helpers import (
-    PYTHON, REPO, load_json, max_metric_diff, run_args, run_dir, submission_path, subprocess_env, weights,
+    PYTHON,
+    REPO,
+    load_json,
+    max_metric_diff,
+    run_args,
+    run_dir,
+    submission_path,
+    subprocess_env,
+    weights,
 )
 
 STEPS, BATCH = 4, 8

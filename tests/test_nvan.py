@@ -61,7 +61,9 @@ def test_paper_nvan_is_resnet50_with_five_nonlocal_blocks():
 
 
 def test_encoder_parameters_get_the_encoder_learning_rate():
-    m = build_method(NVAN, "paper", cnn_info(), {"encoder.pretrained": None, "encoder.name": "resnet18", "nl_layer3": 2})
+    m = build_method(
+        NVAN, "paper", cnn_info(), {"encoder.pretrained": None, "encoder.name": "resnet18", "nl_layer3": 2}
+    )
     t = for_method(get_profile("paper"), NVAN.TRAIN_RECIPE).train  # NVAN's own settings, not RICE's
     groups = {g["name"]: g for g in m.parameter_groups(t.lr_encoder, t.lr_new, t.weight_decay)}
     assert groups["encoder"]["lr"] == 1e-4 and groups["encoder"]["weight_decay"] == 5e-5
@@ -80,8 +82,16 @@ def test_ste_nvan_chunking_pads_with_the_last_frame_as_the_official_loader():
     frame; the first of each chunk at test, any slot of a chunk in training."""
     lengths = torch.tensor([10, 8, 3, 0, 17])
     test = chunk_indices(lengths, 8, training=False, rule="ste-nvan").tolist()
-    assert test == [[0, 2, 4, 6, 8, 9, 9, 9], list(range(8)), [0, 1, 2, 2, 2, 2, 2, 2], [0] * 8, [0, 3, 6, 9, 12, 15, 16, 16]]
-    assert chunk_indices(torch.tensor([3]), 4, training=False).tolist() == [[0, 0, 1, 2]]  # "equal": early frames repeat
+    assert test == [
+        [0, 2, 4, 6, 8, 9, 9, 9],
+        list(range(8)),
+        [0, 1, 2, 2, 2, 2, 2, 2],
+        [0] * 8,
+        [0, 3, 6, 9, 12, 15, 16, 16],
+    ]
+    assert chunk_indices(torch.tensor([3]), 4, training=False).tolist() == [
+        [0, 0, 1, 2]
+    ]  # "equal": early frames repeat
     torch.manual_seed(0)
     seen = [set() for _ in range(8)]
     for _ in range(200):

@@ -25,7 +25,7 @@ from methods.seam_match_rcnn import (
     build_detector,
     weak_match_targets,
 )
-from tests.baseline_fixtures import n_params, train_steps, video_batch
+from tests.baseline_fixtures import aggregated_clips, n_params, seam_batch, seam_tiny, train_steps
 
 
 def test_seam_paper_detector_is_torchvision_maskrcnn_resnet50_fpn():
@@ -35,7 +35,9 @@ def test_seam_paper_detector_is_torchvision_maskrcnn_resnet50_fpn():
         model = build_method(SeamMatchRCNN, "paper", DataInfo(10, 2, 10, 224), {"pretrained": "none"})
         ref = maskrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=2)
         # ... and with weights: FrozenBatchNorm, 3 trainable stages (built here without loading any)
-        frozen = build_detector(dataclasses.replace(cfg, pretrained=None, norm="frozen_bn", trainable_backbone_layers=3))
+        frozen = build_detector(
+            dataclasses.replace(cfg, pretrained=None, norm="frozen_bn", trainable_backbone_layers=3)
+        )
     named = lambda m: {k: v.shape for k, v in m.state_dict().items()}  # noqa: E731
     assert named(model.encoder) == named(ref)  # the same modules and shapes as torchvision's R50-FPN
     assert n_params(model.encoder) == n_params(ref)
@@ -98,10 +100,12 @@ def test_aggregator_attention_pools_real_frames_only():
 def test_weak_match_targets_mark_the_best_box_of_each_frame():
     inf = float("-inf")
     # 2 frames (clip products 0 and 1), up to 3 boxes, 2 shops (products 0 and 1)
-    scores = torch.tensor([
-        [[0.1, 0.9], [2.0, -1.0], [0.5, 3.0]],  # frame 0: box 1 is best for shop 0
-        [[1.0, 0.2], [0.0, 0.7], [inf, inf]],  # frame 1 has 2 boxes: box 1 is best for shop 1
-    ])
+    scores = torch.tensor(
+        [
+            [[0.1, 0.9], [2.0, -1.0], [0.5, 3.0]],  # frame 0: box 1 is best for shop 0
+            [[1.0, 0.2], [0.0, 0.7], [inf, inf]],  # frame 1 has 2 boxes: box 1 is best for shop 1
+        ]
+    )
     same = torch.tensor([[True, False], [False, True]])
     target, best = weak_match_targets(scores, same, threshold=-10.0)
     assert best.tolist() == [[1, 2], [0, 1]]
@@ -111,19 +115,6 @@ def test_weak_match_targets_mark_the_best_box_of_each_frame():
     assert torch.equal(target, expected)
     target, _ = weak_match_targets(scores, same, threshold=1.0)  # frame 1's best (0.7) is below it
     assert int(target.sum()) == 1 and target[0, 1, 0] == 1
-
-
-SEAM_SIZE = 64  # the detector resizes to min_size; 64 px and narrower heads keep these tests fast
-
-
-def seam_tiny(**overrides) -> SeamMatchRCNN:
-    ov = {"fpn_channels": "32", "head_hidden": "64", "embed": "32", "min_size": SEAM_SIZE, "max_size": SEAM_SIZE,
-          **overrides}
-    return build_method(SeamMatchRCNN, "tiny", DataInfo(8, 2, 3, SEAM_SIZE), {k: str(v) for k, v in ov.items()})
-
-
-def seam_batch(b: int = 2, t: int = 3, short: bool = True) -> dict:
-    return video_batch(b, t, short=short, size=SEAM_SIZE)
 
 
 def test_seam_tracker_follows_seam_greedy_rule():
@@ -301,41 +292,31 @@ def test_seam_profiles_follow_seams_code_in_paper_and_tiny():
     paper, tiny = SeamMatchRCNN.default_config("paper"), SeamMatchRCNN.default_config("tiny")
     # SEAM: candidates need a best logit > -10, any clip with a candidate (the aggregator's
     # n_frames stays -1), every detection at test (evaluate_movingfashion.py score_threshold=0.0)
-    assert (paper.aggregation_candidates_above_threshold, paper.min_frames_aggregation, paper.test_score_thresh) == (True, 1, 0.0)
-    assert (tiny.aggregation_candidates_above_threshold, tiny.min_frames_aggregation, tiny.test_score_thresh) == (True, 1, 0.0)
+    assert (paper.aggregation_candidates_above_threshold, paper.min_frames_aggregation, paper.test_score_thresh) == (
+        True,
+        1,
+        0.0,
+    )
+    assert (tiny.aggregation_candidates_above_threshold, tiny.min_frames_aggregation, tiny.test_score_thresh) == (
+        True,
+        1,
+        0.0,
+    )
     assert paper.score_thresh == tiny.score_thresh == 0.1 and paper.match_threshold == -10.0
-
-
-def _aggregated_clips(model, batch) -> list[list[bool]]:
-    """The frame masks of the clips the aggregation loss scores, in one training step."""
-    seen = []
-    real = model.aggregator.aggregate
-
-    def record(feats, mask):
-        seen.append(mask.tolist())
-        return real(feats, mask)
-
-    model.aggregator.aggregate = record
-    try:
-        model.set_epoch(1)
-        model.train().training_losses(batch)
-    finally:
-        model.aggregator.aggregate = real
-    return seen[0] if seen else []
 
 
 def test_seam_aggregation_candidates_and_minimum_frame_count():
     batch = seam_batch(3, 3)  # clip 0 has 2 real frames, clips 1-2 have 3
     torch.manual_seed(0)
     tiny_rules = seam_tiny(aggregation_candidates_above_threshold=False, min_frames_aggregation=3)
-    assert _aggregated_clips(tiny_rules, batch) == [[True] * 3, [True] * 3]  # clip 0 too short
+    assert aggregated_clips(tiny_rules, batch) == [[True] * 3, [True] * 3]  # clip 0 too short
     torch.manual_seed(0)
     every = seam_tiny(aggregation_candidates_above_threshold=True, min_frames_aggregation=1, match_threshold=-1e9)
-    assert _aggregated_clips(every, batch) == [[True, True, False], [True] * 3, [True] * 3]
+    assert aggregated_clips(every, batch) == [[True, True, False], [True] * 3, [True] * 3]
     # a threshold no logit passes: no candidate frame, no clip, a zero loss that keeps the graph
     torch.manual_seed(0)
     none = seam_tiny(aggregation_candidates_above_threshold=True, min_frames_aggregation=1, match_threshold=1e9)
-    assert _aggregated_clips(none, batch) == []
+    assert aggregated_clips(none, batch) == []
     none.set_epoch(1)
     loss = none.training_losses(batch)["aggregation"]
     assert float(loss.detach()) == 0.0 and loss.requires_grad
@@ -358,7 +339,7 @@ def test_seam_aggregation_candidates_and_minimum_frame_count():
     expected = torch.zeros(3, 3, dtype=torch.bool)
     expected[batch["frame_mask"]] = best > cut
     kept = [row.tolist() for row in expected if row.any()]
-    assert 0 < sum(map(sum, kept)) < 8 and _aggregated_clips(model, batch) == kept
+    assert 0 < sum(map(sum, kept)) < 8 and aggregated_clips(model, batch) == kept
 
 
 def test_seam_test_time_detections_use_their_own_threshold():
@@ -412,7 +393,10 @@ def test_seam_aggregator_nonlocal_block_learns_and_changes_the_clip_descriptor()
 def test_seam_encoding_in_detector_chunks_equals_one_call():
     """``detect_chunk`` bounds the images per detector call at test time (the paper profile's 11,
     SEAM's evaluation step) without changing what is encoded."""
-    assert SeamMatchRCNN.default_config("paper").detect_chunk == 11 and SeamMatchRCNN.default_config("tiny").detect_chunk == 0
+    assert (
+        SeamMatchRCNN.default_config("paper").detect_chunk == 11
+        and SeamMatchRCNN.default_config("tiny").detect_chunk == 0
+    )
     torch.manual_seed(0)
     whole = seam_tiny().eval()
     chunked = seam_tiny(detect_chunk=3).eval()
@@ -447,4 +431,6 @@ def test_seam_frozen_detector_runs_its_backbone_in_chunks_with_the_same_losses()
         torch.manual_seed(1)
         out.append({k: float(v.detach()) for k, v in model.train().training_losses(batch).items()})
     assert calls == [4, 4, 3]
-    assert out[0].keys() == out[1].keys() and all(out[0][k] == pytest.approx(out[1][k], rel=1e-4, abs=1e-5) for k in out[0])
+    assert out[0].keys() == out[1].keys() and all(
+        out[0][k] == pytest.approx(out[1][k], rel=1e-4, abs=1e-5) for k in out[0]
+    )

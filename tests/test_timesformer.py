@@ -76,10 +76,14 @@ def test_timesformer_loss_falls():
 
 def test_timesformer_loads_a_vit_state_dict_like_the_official_loader(tmp_path):
     torch.manual_seed(1)
-    vit = VisionTransformer(img_size=VIDEO_SIZE, patch_size=16, embed_dim=192, depth=4, num_heads=4, qkv_bias=True, num_classes=7)
+    vit = VisionTransformer(
+        img_size=VIDEO_SIZE, patch_size=16, embed_dim=192, depth=4, num_heads=4, qkv_bias=True, num_classes=7
+    )
     path = tmp_path / "vit.pt"
     torch.save(vit.state_dict(), path)
-    model = build_method(TimeSformer, "tiny", DataInfo(8, 2, 3, VIDEO_SIZE), {"pretrained": str(path), "stem": "patchify"})
+    model = build_method(
+        TimeSformer, "tiny", DataInfo(8, 2, 3, VIDEO_SIZE), {"pretrained": str(path), "stem": "patchify"}
+    )
     enc = model.encoder
     assert model.weights_source == str(path)
     for i in range(4):
@@ -97,12 +101,16 @@ def test_timesformer_loads_a_vit_state_dict_like_the_official_loader(tmp_path):
 def test_timesformer_tiny_has_a_conv_stem_with_the_patchify_grid(tsf):
     stem = tsf.encoder.patch_embed.proj
     assert isinstance(stem, ConvStem)
-    patchify = build_method(TimeSformer, "tiny", DataInfo(8, 2, 3, VIDEO_SIZE), {"stem": "patchify"}).encoder.patch_embed
+    patchify = build_method(
+        TimeSformer, "tiny", DataInfo(8, 2, 3, VIDEO_SIZE), {"stem": "patchify"}
+    ).encoder.patch_embed
     assert isinstance(patchify.proj, torch.nn.Conv2d) and patchify.proj.stride == (16, 16)
     x = torch.randn(2, 3, VIDEO_SIZE, VIDEO_SIZE)
     assert tsf.encoder.patch_embed(x).shape == patchify(x).shape == (2, 49, 192)  # same 7x7 token grid
     with torch.device("meta"):
-        assert build_method(TimeSformer, "paper", DataInfo(10, 2, 8, 224), {"pretrained": "none"}).cfg.stem == "patchify"
+        assert (
+            build_method(TimeSformer, "paper", DataInfo(10, 2, 8, 224), {"pretrained": "none"}).cfg.stem == "patchify"
+        )
     with pytest.raises(EncoderLoadError, match="patchify"):  # ImageNet ViT weights fit the patchify conv only
         build_method(TimeSformer, "tiny", DataInfo(8, 2, 3, VIDEO_SIZE), {"pretrained": "vit_tiny_patch16_224"})
     with pytest.raises(ValueError, match="stem 'nope'"):

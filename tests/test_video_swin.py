@@ -56,7 +56,10 @@ def test_video_swin_shapes_padding_and_static_image(swin):
         other = dict(batch, frames=batch["frames"].clone())
         other["frames"][0, 3] = 100.0  # the padded frame is replaced, so its content is irrelevant
         assert torch.allclose(swin.encode_query(other).embedding, q, atol=1e-5)
-        static = {"frames": batch["image"][:, None].repeat(1, 2, 1, 1, 1), "frame_mask": torch.ones(2, 2, dtype=torch.bool)}
+        static = {
+            "frames": batch["image"][:, None].repeat(1, 2, 1, 1, 1),
+            "frame_mask": torch.ones(2, 2, dtype=torch.bool),
+        }
         assert torch.allclose(swin.encode_query(static).embedding, g, atol=1e-5)
         empty = dict(batch, frame_mask=torch.zeros(2, 4, dtype=torch.bool))
         assert torch.equal(swin.encode_query(empty).embedding, torch.zeros(2, 128))
