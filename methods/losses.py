@@ -2,25 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor
-
-
-def gather_with_grad(x: Tensor) -> Tensor:
-    """Concatenate ``x`` from all processes along dim 0, gradients flowing back to each.
-
-    A no-op outside ``torch.distributed``. Rank order is kept, so a rank's local rows sit at
-    ``rank * B`` in the result.
-    """
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return x
-    from torch.distributed.nn.functional import all_gather
-
-    return torch.cat(all_gather(x), dim=0)
 
 
 def gather_nograd(x: Tensor) -> Tensor:
@@ -30,6 +17,39 @@ def gather_nograd(x: Tensor) -> Tensor:
     parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
     dist.all_gather(parts, x.contiguous())
     return torch.cat(parts, dim=0)
+
+
+class _AllGatherWithGrad(torch.autograd.Function):
+    """``all_gather`` along dim 0 whose backward sends each rank the gradient of its own rows.
+
+    Every rank's loss depends on every rank's rows, so the gradient of this rank's rows is the
+    sum over ranks of the gradient each one computed for them: an ``all_reduce`` (sum) of the
+    gathered tensor's gradient, of which this rank keeps its slice. (What the deprecated
+    ``torch.distributed.nn.functional.all_gather`` computed with a reduce-scatter; with two
+    processes the sums are the same two numbers added, so the gradients are bit-identical.)
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor) -> Tensor:
+        ctx.rows = slice(dist.get_rank() * x.shape[0], (dist.get_rank() + 1) * x.shape[0])
+        return gather_nograd(x)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> Tensor:
+        grad = grad.clone(memory_format=torch.contiguous_format)  # all_reduce works in place
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
+        return grad[ctx.rows]
+
+
+def gather_with_grad(x: Tensor) -> Tensor:
+    """Concatenate ``x`` from all processes along dim 0, gradients flowing back to each.
+
+    A no-op outside ``torch.distributed``. Rank order is kept, so a rank's local rows sit at
+    ``rank * B`` in the result; every rank's ``x`` must have the same shape.
+    """
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return x
+    return _AllGatherWithGrad.apply(x)
 
 
 @torch.no_grad()

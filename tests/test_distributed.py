@@ -25,20 +25,32 @@ import os
 import random
 import socket
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pytest
 import torch
+import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from benchmark.core import registry
 from benchmark.cli.main import main
+from benchmark.core import registry
 from benchmark.core.config import PROFILES
-from benchmark.training.item_seeding import ItemSeededDataset, item_seed
 from benchmark.core.registry import METHODS
+from benchmark.training.item_seeding import ItemSeededDataset, item_seed
+from methods import losses
 from tests.scaleout_helpers import (
-    PYTHON, REPO, load_json, max_metric_diff, run_args, run_dir, submission_path, subprocess_env, weights,
+    PYTHON,
+    REPO,
+    load_json,
+    max_metric_diff,
+    run_args,
+    run_dir,
+    submission_path,
+    subprocess_env,
+    weights,
 )
 
 STEPS, BATCH = 4, 8
@@ -173,41 +185,68 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _info_nce_worker(rank: int, world: int, port: int, out: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    import torch.distributed as dist
+def _threads() -> int | None:
+    """Threads of this process, C++ ones included (Linux); None where /proc is missing."""
+    return len(os.listdir("/proc/self/task")) if os.path.isdir("/proc/self/task") else None
 
-    from methods.losses import info_nce
 
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+def _embeddings(rank: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    video = torch.nn.functional.normalize(torch.randn(8, 5, generator=g), dim=-1)
+    image = torch.nn.functional.normalize(torch.randn(8, 5, generator=g), dim=-1)
+    v = video[rank * 4:(rank + 1) * 4].clone().requires_grad_(True)
+    i = image[rank * 4:(rank + 1) * 4].clone().requires_grad_(True)
+    return v, i, torch.tensor(2.0, requires_grad=True)
+
+
+def _gathered_info_nce(rank: int, world: int, port: int, gather: Callable | None) -> dict[str, torch.Tensor]:
+    """One process group: this rank's InfoNCE over all ranks' rows (``gather``, when given,
+    replacing ``methods.losses.gather_with_grad``) and its gradients; the group destroyed."""
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
-        g = torch.Generator().manual_seed(0)
-        video = torch.nn.functional.normalize(torch.randn(8, 5, generator=g), dim=-1)
-        image = torch.nn.functional.normalize(torch.randn(8, 5, generator=g), dim=-1)
-        v = video[rank * 4:(rank + 1) * 4].clone().requires_grad_(True)
-        i = image[rank * 4:(rank + 1) * 4].clone().requires_grad_(True)
-        scale = torch.tensor(2.0, requires_grad=True)
-        loss = info_nce(v, i, scale)
+        v, i, scale = _embeddings(rank)
+        with mock.patch.object(losses, "gather_with_grad", gather or losses.gather_with_grad):
+            loss = losses.info_nce(v, i, scale)
         loss.backward()
+        dist.barrier()
         # DDP averages parameter gradients over ranks; the embeddings' gradients are the
         # rank's share of the global loss's gradient, times world size
-        torch.save({"loss": loss.detach(), "gv": v.grad, "gi": i.grad, "gs": scale.grad}, Path(out) / f"r{rank}.pt")
+        return {"loss": loss.detach(), "gv": v.grad, "gi": i.grad, "gs": scale.grad}
     finally:
         dist.destroy_process_group()
 
 
+def _info_nce_worker(rank: int, world: int, ports: tuple[int, int], out: str) -> None:
+    torch.set_num_threads(1)
+    before = _threads()
+    result = {"ours": _gathered_info_nce(rank, world, ports[0], None)}
+    # the gather holds no reference to the process group: destroy_process_group ends gloo's
+    # threads (a gather that kept the group alive left them running into interpreter exit,
+    # where rank 0 aborted, "terminate called without an active exception", about 1 run in 8)
+    after = _threads()
+    assert after == before, f"rank {rank}: {after} threads left after destroy_process_group, {before} before init"
+    try:  # the deprecated autograd gather, the reference while torch has it; imported before
+        # its group exists, so that its default argument holds no process group
+        from torch.distributed.nn.functional import all_gather
+    except ImportError:
+        pass
+    else:
+        result["deprecated"] = _gathered_info_nce(rank, world, ports[1], lambda x: torch.cat(all_gather(x), dim=0))
+    torch.save(result, Path(out) / f"r{rank}.pt")
+
+
 @pytest.mark.slow
 def test_info_nce_gathers_negatives_with_gradient(tmp_path):
-    mp.spawn(_info_nce_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
-    from methods.losses import info_nce
-
+    mp.spawn(_info_nce_worker, args=(2, (_free_port(), _free_port()), str(tmp_path)), nprocs=2, join=True)
+    info_nce = losses.info_nce
     g = torch.Generator().manual_seed(0)
     video = torch.nn.functional.normalize(torch.randn(8, 5, generator=g), dim=-1).requires_grad_(True)
     image = torch.nn.functional.normalize(torch.randn(8, 5, generator=g), dim=-1).requires_grad_(True)
     scale = torch.tensor(2.0, requires_grad=True)
     full = info_nce(video, image, scale)
     full.backward()
-    r = [torch.load(tmp_path / f"r{k}.pt", weights_only=True) for k in range(2)]
+    saved = [torch.load(tmp_path / f"r{k}.pt", weights_only=True) for k in range(2)]
+    r = [s["ours"] for s in saved]
     # the global loss is the mean of the ranks' losses (equal local batches)
     torch.testing.assert_close((r[0]["loss"] + r[1]["loss"]) / 2, full.detach())
     # d(mean of rank losses)/d(rank k's rows) = (1/2) * what rank k's backward left there
@@ -217,6 +256,10 @@ def test_info_nce_gathers_negatives_with_gradient(tmp_path):
     # and local-only negatives would have given a different (smaller) loss
     local = info_nce(video[:4].detach(), image[:4].detach(), scale.detach())
     assert float((local - r[0]["loss"]).abs()) > 1e-3
+    for k, rank in enumerate(saved):
+        # bit for bit what the deprecated torch.distributed.nn.functional.all_gather gave
+        for name, want in rank.get("deprecated", {}).items():
+            assert torch.equal(rank["ours"][name], want), (k, name)
 
 
 # --- per-item seeding -----------------------------------------------------------------------

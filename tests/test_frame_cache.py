@@ -123,9 +123,18 @@ def test_training_draws_unchanged_by_cache_without_item_seeding(data):
 
 
 def test_workers_read_the_cache(data):
+    """A DataLoader worker reads the cached pixels, not the files: once cached, every source
+    frame is overwritten with another picture of its size, which a worker decoding the files
+    would return instead."""
     ds = FC.attach(QueryDataset(data["queries"], TINY), "q", root=data["root"], num_workers=1)
     n = len(data["queries"])
     plain = collate_batch([QueryDataset(data["queries"], TINY)[i] for i in range(n)])
+    for q in data["queries"]:
+        w, h = SIZES[q.query_id]
+        for k, path in enumerate(q.clip.frame_paths):
+            _jpeg(path, w, h, seed=9000 + k)
+    repainted = collate_batch([QueryDataset(data["queries"], TINY)[i] for i in range(n)])
+    assert not torch.equal(repainted["frames"], plain["frames"])  # the files now decode differently
     (batch,) = list(DataLoader(ds, batch_size=n, num_workers=1, collate_fn=collate_batch))
     _same(plain, batch)
 

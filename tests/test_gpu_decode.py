@@ -41,7 +41,7 @@ def frames(tmp_path):  # the LPR4M release's stored size (shortest side 256, por
 def test_cpu_batch_equals_the_per_file_torchvision_decoder(frames):
     datas = [p.read_bytes() for p in frames]
     batch = decoding.decode_jpeg_batch(datas, frames, "cpu")
-    for img, p in zip(batch, frames):
+    for img, p in zip(batch, frames, strict=True):
         ref, size = decoding.decode_image(p, backend="torchvision")
         assert img.dtype == torch.uint8 and torch.equal(img, ref) and size == (img.shape[2], img.shape[1])
 
@@ -56,7 +56,7 @@ def test_option_routes_decode_frames_through_the_batch(frames, monkeypatch):
     assert sizes[:4] == [(256, 455)] * 4 and sizes[4] == (128, 128)
     monkeypatch.delenv("LPR_BENCH_JPEG_DEVICE")
     ref, ref_sizes = decoding.decode_frames(frames, min_side=256)  # auto: torchvision for these sizes
-    assert ref_sizes == sizes and all(torch.equal(a, b) for a, b in zip(imgs, ref))
+    assert ref_sizes == sizes and all(torch.equal(a, b) for a, b in zip(imgs, ref, strict=True))
 
 
 def test_same_clip_items_with_the_option_on_the_cpu(frames, monkeypatch):
@@ -99,7 +99,7 @@ def test_cuda_requested_without_cuda(monkeypatch):
 def test_cuda_batch_close_to_the_cpu_decoder(frames):
     datas = [p.read_bytes() for p in frames]
     gpu = decoding.decode_jpeg_batch(datas, frames, "cuda")
-    for img, p in zip(gpu, frames):
+    for img, p in zip(gpu, frames, strict=True):
         ref, _ = decoding.decode_image(p, backend="torchvision")
         assert img.device.type == "cuda" and img.shape == ref.shape
         assert (img.cpu().float() - ref.float()).abs().mean() < 2.0  # nvJPEG's IDCT differs slightly

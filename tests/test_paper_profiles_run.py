@@ -9,20 +9,16 @@ on the CPU, then evaluates (re-ranking where the method has a second stage) on a
 synthetic LPR4M set (2 training pairs, 2 queries of 10 frames, 2 gallery images) and writes a
 submission that must validate.
 
-Cost: one method takes from about a minute to several on a 2-core CPU (``docs/performance.md``,
-"Paper profiles"), too much for every CI run, so by default a rotating subset runs: the
-``LPR_PAPER_PROFILES_PER_RUN`` (default 1) method(s) whose turn it is today (by the date), the
-others are skipped with the command that runs them. ``LPR_PAPER_PROFILES=all`` runs every
-method, ``LPR_PAPER_PROFILES=nvan,mgh`` the named ones.
+Every registered method runs in every test run (CI included): all ten one-step runs took
+7 min 10 s together on an idle 2-core machine (``docs/performance.md``, "Paper profiles";
+``-k NAME`` runs one).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
 
@@ -32,36 +28,10 @@ from benchmark.core.registry import METHODS, load_builtin_methods
 
 pytestmark = pytest.mark.slow
 
-ENV = "LPR_PAPER_PROFILES"
-PER_RUN_ENV = "LPR_PAPER_PROFILES_PER_RUN"
-
 
 def registered_methods() -> list[str]:
     load_builtin_methods()
     return sorted(e.name for e in METHODS)
-
-
-def todays_methods(names: list[str], today: datetime.date, per_run: int) -> list[str]:
-    """The rotating subset: ``per_run`` consecutive names (sorted, wrapping), advanced each day,
-    so that every method runs within ceil(len(names) / per_run) days."""
-    if not names or per_run <= 0:
-        return []
-    per_run = min(per_run, len(names))
-    start = (today.toordinal() * per_run) % len(names)
-    return [names[(start + i) % len(names)] for i in range(per_run)]
-
-
-def selected_methods(names: list[str]) -> list[str]:
-    choice = os.environ.get(ENV, "").strip()
-    if choice == "all":
-        return names
-    if choice:
-        wanted = [n.strip() for n in choice.split(",") if n.strip()]
-        unknown = sorted(set(wanted) - set(names))
-        if unknown:
-            raise pytest.UsageError(f"{ENV}: unknown method(s) {unknown}; registered: {names}")
-        return wanted
-    return todays_methods(names, datetime.date.today(), int(os.environ.get(PER_RUN_ENV, "1")))
 
 
 def random_init_overrides(cfg: Any, prefix: str = "") -> dict[str, str]:
@@ -79,18 +49,7 @@ def random_init_overrides(cfg: Any, prefix: str = "") -> dict[str, str]:
     return out
 
 
-def test_rotation_covers_every_method_and_random_init_finds_nested_weights():
-    names = [f"m{i}" for i in range(5)]
-    day = datetime.date(2026, 1, 1)
-    seen = set()
-    for d in range(3):
-        pick = todays_methods(names, day + datetime.timedelta(days=d), 2)
-        assert len(pick) == 2 and len(set(pick)) == 2
-        seen.update(pick)
-    assert seen == set(names)
-    assert sorted(todays_methods(names, day, 9)) == names  # more per run than methods: all of them
-    assert todays_methods(names, day, 0) == []
-
+def test_random_init_finds_nested_weights():
     @dataclasses.dataclass(frozen=True)
     class Inner:
         pretrained: str = "tv_in1k"
@@ -124,13 +83,10 @@ def micro_lpr4m(tmp_path_factory) -> Path:
 CPU_SETTINGS = {"seam-match-rcnn": {"freeze_detector": "true"}}
 
 ALL = registered_methods()
-TODAY = selected_methods(ALL)
 
 
 @pytest.mark.parametrize("name", ALL)
 def test_paper_profile_trains_a_step_and_evaluates(name, micro_lpr4m, tmp_path, capsys):
-    if name not in TODAY:
-        pytest.skip(f"not in today's rotation ({', '.join(TODAY)}); {ENV}={name} or {ENV}=all runs it")
     import torch
 
     from benchmark.record import submission

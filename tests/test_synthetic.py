@@ -146,7 +146,9 @@ def test_movingfashion_videos_decode_with_boxes_inside(roots):
 
     splits = load_movingfashion(roots["mf"])
     w, h = TINY.mf_frame_size
-    for q in [q for q in splits.queries if not q.missing][:3]:
+    tracked = [q for q in splits.queries if not q.missing and q.clip.boxes][:3]
+    assert len(tracked) == 3
+    for q in tracked:
         video = VideoFile(q.clip.video_path)
         assert video.fps == TINY.mf_fps and video.num_frames >= TINY.mf_seconds[0] * TINY.mf_fps
         frames = video.get([0, video.num_frames - 1])
@@ -185,7 +187,7 @@ def test_box_is_the_tight_box_of_the_rendered_intent_product():
     seen = 0
     for seed, attrs in enumerate([ClipAttrs("small", "long", "many"), ClipAttrs("large", "short", "few"), ClipAttrs("medium", "medium", "many")]):
         r = render_clip(stage, intent, others, attrs, 10, knobs, seed, return_masks=True)
-        for frame, box, mask in zip(r.frames, r.boxes, r.masks):
+        for frame, box, mask in zip(r.frames, r.boxes, r.masks, strict=True):
             if box is None:
                 assert mask is None
                 continue

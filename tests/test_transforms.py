@@ -42,12 +42,15 @@ def test_eval_geometry_pixels_follow_box():
     assert torch.allclose(torch.tensor(got, dtype=torch.float32), nb[0] * 112, atol=2.0)
 
 
-@pytest.mark.parametrize("seed", range(12))
-def test_train_geometry_pixels_follow_box_and_frames_share_transform(seed):
+# sampled crops (the box is inside every one of these), and two crops beside the box
+OUTSIDE = {"left-of-box": T.TrainCrop(0.0, 0.0, 0.25, 0.5, flip=False), "below-box": T.TrainCrop(0.2, 0.75, 0.6, 0.25, flip=True)}
+
+
+@pytest.mark.parametrize("case", [*range(12), *OUTSIDE])
+def test_train_geometry_pixels_follow_box_and_frames_share_transform(case):
     box = (50, 20, 110, 70)
     frames = [_frame(160, 100, box), _frame(160, 100, box), _frame(80, 50, (25, 10, 55, 35))]
-    g = torch.Generator().manual_seed(seed)
-    crop = T.sample_train_crop(160, 100, g)
+    crop = OUTSIDE[case] if case in OUTSIDE else T.sample_train_crop(160, 100, torch.Generator().manual_seed(case))
     pix = T.train_geometry(frames, crop, 64)
     assert pix.shape == (3, 3, 64, 64)
     assert torch.equal(pix[0], pix[1])  # same geometric transform on every frame of the clip
@@ -55,11 +58,15 @@ def test_train_geometry_pixels_follow_box_and_frames_share_transform(seed):
     b, v = T.normalise_boxes([box], [(160, 100)])
     nb, ok = T.train_boxes(b, v, crop)
     got = _bright_bbox(pix[0])
+    # the box's overlap with the crop window, in source pixels: what ``ok`` must say
+    overlap_w = min(box[2], (crop.x0 + crop.w) * 160) - max(box[0], crop.x0 * 160)
+    overlap_h = min(box[3], (crop.y0 + crop.h) * 100) - max(box[1], crop.y0 * 100)
+    assert ok.item() == (overlap_w > 0 and overlap_h > 0) == (case not in OUTSIDE), (crop, ok)
     if ok.item():
         assert got is not None
         assert torch.allclose(torch.tensor(got, dtype=torch.float32), nb[0] * 64, atol=2.5), (crop, got, nb[0] * 64)
     else:
-        assert got is None or (got[2] - got[0]) * (got[3] - got[1]) <= 4
+        assert got is None and nb[0].abs().sum() == 0  # nothing of the box in the pixels, a zero box
 
 
 def test_flip_mirrors_box():

@@ -1,10 +1,8 @@
-"""Video baselines part B: timesformer, video-swin, seam-match-rcnn.
-
-Per method: the paper architecture (built on the meta device, so no memory and no weights)
-against its reference implementation's parameter count / state-dict layout, a few training
-steps on a fixed toy batch where the loss falls, encode shapes, masking of padded frames,
-local-weight loading and its errors; SEAM's heads, non-local block, weak labels, tracker
-and re-ranking. Every batch is random tensors in the format of ``methods/base.py``.
+"""SEAM Match-RCNN (tiny and paper profiles): the paper's detector is torchvision's Mask R-CNN
+R50-FPN (built on the meta device: no memory, no weights), the match head, non-local block,
+aggregator and weak match targets, the tracker, the training losses and epoch schedule, the
+second phase, the loss falls on a fixed toy batch, encoding and re-ranking, a frozen detector,
+weight errors, detection and aggregation rules, chunked detection.
 """
 
 from __future__ import annotations
@@ -14,8 +12,9 @@ import math
 
 import pytest
 import torch
+from torchvision.models.detection import maskrcnn_resnet50_fpn
+from torchvision.ops.misc import FrozenBatchNorm2d
 
-from benchmark.core.registry import METHODS, load_builtin_methods
 from methods.base import DataInfo, build_method
 from methods.encoders import EncoderLoadError
 from methods.seam_match_rcnn import (
@@ -26,281 +25,19 @@ from methods.seam_match_rcnn import (
     build_detector,
     weak_match_targets,
 )
-from methods.timesformer import TimeSformer, vit_to_timesformer
-from methods.video_swin import VideoSwin, fill_padding
-
-SIZE = 112
-
-
-def toy_batch(b: int, t: int, seed: int = 0, short: bool = True, size: int = SIZE) -> dict:
-    """A fixed random batch: clip 0 has one padded frame (when ``short``), boxes on most frames."""
-    g = torch.Generator().manual_seed(seed)
-    mask = torch.ones(b, t, dtype=torch.bool)
-    if short:
-        mask[0, t - 1] = False
-    xy = torch.rand(b, t, 2, generator=g) * 0.5
-    boxes = torch.cat([xy, xy + 0.25 + 0.2 * torch.rand(b, t, 2, generator=g)], dim=-1).clamp(0, 1)
-    return {
-        "frames": torch.randn(b, t, 3, size, size, generator=g),
-        "frame_mask": mask,
-        "boxes": boxes,
-        "box_mask": mask & (torch.rand(b, t, generator=g) > 0.2),
-        "asr": [""] * b,
-        "image": torch.randn(b, 3, size, size, generator=g),
-        "title": [""] * b,
-        "product": torch.arange(b),
-        "category": torch.zeros(b, dtype=torch.long),
-        "index": torch.arange(b),
-    }
-
-
-def train_steps(model, batch: dict, steps: int, lr: float = 5e-4) -> list[float]:
-    """Total loss of each of ``steps`` AdamW steps on the same batch."""
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=0.0)
-    model.train()
-    out = []
-    for _ in range(steps):
-        losses = model.training_losses(batch)
-        loss = sum(losses.values())
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        out.append(float(loss.detach()))
-    return out
-
-
-def n_params(module: torch.nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
-
-
-def test_registered_with_paper_and_tiny_profiles():
-    load_builtin_methods()
-    for name, cls in (("timesformer", TimeSformer), ("video-swin", VideoSwin), ("seam-match-rcnn", SeamMatchRCNN)):
-        assert METHODS.get(name) is cls
-        assert set(cls.PROFILES) == {"paper", "tiny"}
-        assert cls.default_config("paper").pretrained  # paper starts from named pretrained weights
-        assert cls.default_config("tiny").pretrained is None  # tiny: random init, explicitly
-    assert SeamMatchRCNN.supports_rerank and not TimeSformer.supports_rerank and not VideoSwin.supports_rerank
-
-
-# --- TimeSformer -----------------------------------------------------------------------------
-
-
-def test_timesformer_paper_is_timesformer_base():
-    import timm
-
-    with torch.device("meta"):
-        model = build_method(TimeSformer, "paper", DataInfo(10, 2, 8, 224), {"pretrained": "none"})
-        vit = timm.create_model("vit_base_patch16_224", pretrained=False, num_classes=0)
-    d = 768
-    per_block = (d * 3 * d + 3 * d) + (d * d + d) + (d * d + d) + 2 * d  # temporal qkv, proj, temporal_fc, norm
-    expected = n_params(vit) + 12 * per_block + 8 * d  # + time embedding (8 frames)
-    assert n_params(model.encoder) == expected
-    assert 120e6 < n_params(model.encoder) < 122e6  # TimeSformer-B: ~121M
-    assert model.proj.in_features == 768 and model.proj.out_features == 512
-    assert model.cfg.input_mean == (0.45, 0.45, 0.45) and model.cfg.input_std == (0.225, 0.225, 0.225)
-
-
-@pytest.fixture(scope="module")
-def tsf():
-    torch.manual_seed(0)
-    return build_method(TimeSformer, "tiny", DataInfo(8, 2, 3, SIZE))
-
-
-def test_timesformer_temporal_fc_zero_except_first_block(tsf):
-    blocks = tsf.encoder.blocks
-    assert blocks[0].temporal_fc.weight.abs().sum() > 0
-    for blk in blocks[1:]:
-        assert blk.temporal_fc.weight.abs().sum() == 0 and blk.temporal_fc.bias.abs().sum() == 0
-
-
-def test_timesformer_shapes_padding_and_one_frame_image(tsf):
-    tsf.eval()
-    batch = toy_batch(3, 3)
-    with torch.no_grad():
-        torch.nn.init.normal_(tsf.encoder.time_embed, std=0.5)  # make the time embedding matter
-        q = tsf.encode_query(batch).embedding
-        g = tsf.encode_gallery(batch).embedding
-        assert q.shape == (3, 128) and g.shape == (3, 128)
-        assert torch.allclose(q.norm(dim=-1), torch.ones(3), atol=1e-5)
-        # a padded frame's pixels never reach the embedding
-        other = dict(batch, frames=batch["frames"].clone())
-        other["frames"][0, 2] = torch.randn(3, SIZE, SIZE) * 5
-        assert torch.allclose(tsf.encode_query(other).embedding, q, atol=1e-5)
-        assert not torch.allclose(q[0], q[1])
-        # an image is the same network on a 1-frame clip: equal to a clip whose only real frame is it
-        frames = torch.stack([batch["image"], batch["frames"][:, 0], batch["frames"][:, 1]], dim=1)
-        clip = {"frames": frames, "frame_mask": torch.tensor([[True, False, False]]).repeat(3, 1)}
-        assert torch.allclose(tsf.encode_query(clip).embedding, g, atol=1e-4)
-        # a clip with no frame at all (a missing query) gets a zero embedding, not NaN
-        empty = dict(batch, frame_mask=torch.zeros(3, 3, dtype=torch.bool))
-        assert torch.equal(tsf.encode_query(empty).embedding, torch.zeros(3, 128))
-
-
-def test_timesformer_loss_falls():
-    torch.manual_seed(0)
-    model = build_method(TimeSformer, "tiny", DataInfo(8, 2, 3, SIZE), {"depth": "2"})
-    losses = train_steps(model, toy_batch(4, 3), steps=8)  # the conv stem's BatchNorm: slower on one toy batch
-    assert set(model.training_losses(toy_batch(4, 3))) == {"infonce"}
-    assert losses[-1] < 0.5 * losses[0], losses
-
-
-def test_timesformer_loads_a_vit_state_dict_like_the_official_loader(tmp_path):
-    from timm.models.vision_transformer import VisionTransformer
-
-    torch.manual_seed(1)
-    vit = VisionTransformer(img_size=SIZE, patch_size=16, embed_dim=192, depth=4, num_heads=4, qkv_bias=True, num_classes=7)
-    path = tmp_path / "vit.pt"
-    torch.save(vit.state_dict(), path)
-    model = build_method(TimeSformer, "tiny", DataInfo(8, 2, 3, SIZE), {"pretrained": str(path), "stem": "patchify"})
-    enc = model.encoder
-    assert model.weights_source == str(path)
-    for i in range(4):
-        assert torch.equal(enc.blocks[i].attn.qkv.weight, vit.blocks[i].attn.qkv.weight)
-        # temporal attention and its norm start as copies of the spatial ones
-        assert torch.equal(enc.blocks[i].temporal_attn.qkv.weight, vit.blocks[i].attn.qkv.weight)
-        assert torch.equal(enc.blocks[i].temporal_norm1.weight, vit.blocks[i].norm1.weight)
-    assert torch.equal(enc.pos_embed, vit.pos_embed) and torch.equal(enc.cls_token, vit.cls_token)
-    # an official checkpoint's 8-frame time embedding is resized to the clip length (nearest)
-    te = torch.arange(8.0).view(1, 8, 1).expand(1, 8, 4)
-    out = vit_to_timesformer({"model.time_embed": te, "model.head.weight": torch.zeros(2)}, 4)
-    assert "head.weight" not in out and out["time_embed"][0, :, 0].tolist() == [0.0, 2.0, 4.0, 6.0]
-
-
-def test_timesformer_tiny_has_a_conv_stem_with_the_patchify_grid(tsf):
-    from methods.encoders import ConvStem
-
-    stem = tsf.encoder.patch_embed.proj
-    assert isinstance(stem, ConvStem)
-    patchify = build_method(TimeSformer, "tiny", DataInfo(8, 2, 3, SIZE), {"stem": "patchify"}).encoder.patch_embed
-    assert isinstance(patchify.proj, torch.nn.Conv2d) and patchify.proj.stride == (16, 16)
-    x = torch.randn(2, 3, SIZE, SIZE)
-    assert tsf.encoder.patch_embed(x).shape == patchify(x).shape == (2, 49, 192)  # same 7x7 token grid
-    with torch.device("meta"):
-        assert build_method(TimeSformer, "paper", DataInfo(10, 2, 8, 224), {"pretrained": "none"}).cfg.stem == "patchify"
-    with pytest.raises(EncoderLoadError, match="patchify"):  # ImageNet ViT weights fit the patchify conv only
-        build_method(TimeSformer, "tiny", DataInfo(8, 2, 3, SIZE), {"pretrained": "vit_tiny_patch16_224"})
-    with pytest.raises(ValueError, match="stem 'nope'"):
-        build_method(TimeSformer, "tiny", DataInfo(8, 2, 3, SIZE), {"stem": "nope"})
-
-
-def test_timesformer_weight_errors_name_the_file(tmp_path):
-    with pytest.raises(EncoderLoadError, match="no such file"):
-        build_method(TimeSformer, "tiny", DataInfo(8, 2, 3, SIZE), {"pretrained": str(tmp_path / "none.pt")})
-    bad = tmp_path / "bad.pt"
-    bad.write_bytes(b"not a checkpoint")
-    with pytest.raises(EncoderLoadError, match="bad.pt"):
-        build_method(TimeSformer, "tiny", DataInfo(8, 2, 3, SIZE), {"pretrained": str(bad)})
-    with pytest.raises(ValueError, match="224 px"):
-        build_method(TimeSformer, "paper", DataInfo(8, 2, 3, SIZE), {"pretrained": "none"})
-
-
-# --- Video Swin ------------------------------------------------------------------------------
-
-
-def test_video_swin_paper_is_torchvision_swin3d_b():
-    from torchvision.models.video import swin3d_b
-
-    with torch.device("meta"):
-        model = build_method(VideoSwin, "paper", DataInfo(10, 2, 10, 224), {"pretrained": "none"})
-        ref = swin3d_b(weights=None)
-    ref_state = {k: v.shape for k, v in ref.state_dict().items() if not k.startswith("head.")}
-    assert {k: v.shape for k, v in model.encoder.state_dict().items()} == ref_state
-    assert 87e6 < n_params(model.encoder) < 88.1e6  # swin3d_b: 88.0M with its 400-way head
-    assert model.proj.in_features == 1024 and model.proj.out_features == 512
-    depth_probs = lambda m: [b.stochastic_depth.p for b in m.encoder.modules() if hasattr(b, "stochastic_depth")]
-    assert max(depth_probs(model)) == pytest.approx(0.1)  # the paper's stochastic depth; tiny turns it off
-    assert set(depth_probs(build_method(VideoSwin, "tiny", DataInfo(10, 2, 4, SIZE)))) == {0.0}
-
-
-def test_fill_padding_repeats_real_frames_cyclically():
-    frames = torch.arange(2 * 5, dtype=torch.float).view(2, 5, 1)
-    mask = torch.tensor([[True, True, False, False, False], [True] * 5])
-    out = fill_padding(frames, mask)
-    assert out[0, :, 0].tolist() == [0.0, 1.0, 0.0, 1.0, 0.0]
-    assert torch.equal(out[1], frames[1])
-
-
-@pytest.fixture(scope="module")
-def swin():
-    torch.manual_seed(0)
-    return build_method(VideoSwin, "tiny", DataInfo(8, 2, 4, SIZE))
-
-
-def test_video_swin_shapes_padding_and_static_image(swin):
-    swin.eval()
-    batch = toy_batch(2, 4)
-    with torch.no_grad():
-        q = swin.encode_query(batch).embedding
-        g = swin.encode_gallery(batch).embedding
-        assert q.shape == (2, 128) and g.shape == (2, 128)
-        assert torch.allclose(q.norm(dim=-1), torch.ones(2), atol=1e-5)
-        other = dict(batch, frames=batch["frames"].clone())
-        other["frames"][0, 3] = 100.0  # the padded frame is replaced, so its content is irrelevant
-        assert torch.allclose(swin.encode_query(other).embedding, q, atol=1e-5)
-        static = {"frames": batch["image"][:, None].repeat(1, 2, 1, 1, 1), "frame_mask": torch.ones(2, 2, dtype=torch.bool)}
-        assert torch.allclose(swin.encode_query(static).embedding, g, atol=1e-5)
-        empty = dict(batch, frame_mask=torch.zeros(2, 4, dtype=torch.bool))
-        assert torch.equal(swin.encode_query(empty).embedding, torch.zeros(2, 128))
-
-
-def test_video_swin_conv_stem_keeps_the_tubelet_grid(swin):
-    from methods.encoders import ConvStem
-    from methods.video_swin import TubeletConvStem
-
-    patchify = swin.encoder.patch_embed.proj  # tiny keeps the paper's tubelet conv
-    assert isinstance(patchify, torch.nn.Conv3d) and patchify.stride == (2, 4, 4)
-    stem = build_method(VideoSwin, "tiny", DataInfo(8, 2, 4, SIZE), {"stem": "conv"}).encoder.patch_embed.proj
-    assert isinstance(stem, TubeletConvStem) and isinstance(stem.spatial, ConvStem)
-    x = torch.randn(2, 3, 4, SIZE, SIZE)
-    assert stem(x).shape == patchify(x).shape == (2, 48, 2, 28, 28)
-    # frames are embedded independently before the temporal conv: frame pairs do not mix
-    y = x.clone()
-    y[:, :, 2:] = torch.randn(2, 3, 2, SIZE, SIZE)
-    stem.eval()
-    with torch.no_grad():
-        assert torch.allclose(stem(x)[:, :, 0], stem(y)[:, :, 0], atol=1e-5)
-        assert not torch.allclose(stem(x)[:, :, 1], stem(y)[:, :, 1])
-    with pytest.raises(ValueError, match="stem 'nope'"):
-        build_method(VideoSwin, "tiny", DataInfo(8, 2, 4, SIZE), {"stem": "nope"})
-
-
-def test_video_swin_loss_falls():
-    torch.manual_seed(0)
-    model = build_method(VideoSwin, "tiny", DataInfo(8, 2, 4, SIZE))
-    losses = train_steps(model, toy_batch(4, 4), steps=3)
-    assert losses[-1] < 0.5 * losses[0], losses
-
-
-def test_video_swin_weights_roundtrip_and_errors(tmp_path, swin):
-    path = tmp_path / "swin.pt"
-    torch.save(swin.state_dict(), path)  # this method's own state dict
-    again = build_method(VideoSwin, "tiny", DataInfo(8, 2, 4, SIZE), {"pretrained": str(path)})
-    for (k, a), (_, b) in zip(swin.encoder.state_dict().items(), again.encoder.state_dict().items()):
-        assert torch.equal(a, b), k
-    with pytest.raises(EncoderLoadError, match="Swin-B sizes with the patchify stem only"):
-        build_method(VideoSwin, "tiny", DataInfo(8, 2, 4, SIZE), {"pretrained": "KINETICS400_V1"})
-    with pytest.raises(EncoderLoadError, match="unknown Swin3D_B_Weights 'NOPE'"):
-        with torch.device("meta"):
-            build_method(VideoSwin, "paper", DataInfo(8, 2, 4, 224), {"pretrained": "NOPE"})
-    with pytest.raises(EncoderLoadError, match="missing.pt: no such file"):
-        build_method(VideoSwin, "tiny", DataInfo(8, 2, 4, SIZE), {"pretrained": str(tmp_path / "missing.pt")})
-
-
-# --- SEAM Match-RCNN -------------------------------------------------------------------------
+from tests.baseline_fixtures import aggregated_clips, n_params, seam_batch, seam_tiny, train_steps
 
 
 def test_seam_paper_detector_is_torchvision_maskrcnn_resnet50_fpn():
-    from torchvision.models.detection import maskrcnn_resnet50_fpn
-    from torchvision.ops.misc import FrozenBatchNorm2d
-
     cfg = SeamMatchRCNN.default_config("paper")
     with torch.device("meta"):
         # random init follows torchvision's builder: BatchNorm, all 5 stages trainable ...
         model = build_method(SeamMatchRCNN, "paper", DataInfo(10, 2, 10, 224), {"pretrained": "none"})
         ref = maskrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=2)
         # ... and with weights: FrozenBatchNorm, 3 trainable stages (built here without loading any)
-        frozen = build_detector(dataclasses.replace(cfg, pretrained=None, norm="frozen_bn", trainable_backbone_layers=3))
+        frozen = build_detector(
+            dataclasses.replace(cfg, pretrained=None, norm="frozen_bn", trainable_backbone_layers=3)
+        )
     named = lambda m: {k: v.shape for k, v in m.state_dict().items()}  # noqa: E731
     assert named(model.encoder) == named(ref)  # the same modules and shapes as torchvision's R50-FPN
     assert n_params(model.encoder) == n_params(ref)
@@ -363,10 +100,12 @@ def test_aggregator_attention_pools_real_frames_only():
 def test_weak_match_targets_mark_the_best_box_of_each_frame():
     inf = float("-inf")
     # 2 frames (clip products 0 and 1), up to 3 boxes, 2 shops (products 0 and 1)
-    scores = torch.tensor([
-        [[0.1, 0.9], [2.0, -1.0], [0.5, 3.0]],  # frame 0: box 1 is best for shop 0
-        [[1.0, 0.2], [0.0, 0.7], [inf, inf]],  # frame 1 has 2 boxes: box 1 is best for shop 1
-    ])
+    scores = torch.tensor(
+        [
+            [[0.1, 0.9], [2.0, -1.0], [0.5, 3.0]],  # frame 0: box 1 is best for shop 0
+            [[1.0, 0.2], [0.0, 0.7], [inf, inf]],  # frame 1 has 2 boxes: box 1 is best for shop 1
+        ]
+    )
     same = torch.tensor([[True, False], [False, True]])
     target, best = weak_match_targets(scores, same, threshold=-10.0)
     assert best.tolist() == [[1, 2], [0, 1]]
@@ -376,19 +115,6 @@ def test_weak_match_targets_mark_the_best_box_of_each_frame():
     assert torch.equal(target, expected)
     target, _ = weak_match_targets(scores, same, threshold=1.0)  # frame 1's best (0.7) is below it
     assert int(target.sum()) == 1 and target[0, 1, 0] == 1
-
-
-SEAM_SIZE = 64  # the detector resizes to min_size; 64 px and narrower heads keep these tests fast
-
-
-def seam_tiny(**overrides) -> SeamMatchRCNN:
-    ov = {"fpn_channels": "32", "head_hidden": "64", "embed": "32", "min_size": SEAM_SIZE, "max_size": SEAM_SIZE,
-          **overrides}
-    return build_method(SeamMatchRCNN, "tiny", DataInfo(8, 2, 3, SEAM_SIZE), {k: str(v) for k, v in ov.items()})
-
-
-def seam_batch(b: int = 2, t: int = 3, short: bool = True) -> dict:
-    return toy_batch(b, t, short=short, size=SEAM_SIZE)
 
 
 def test_seam_tracker_follows_seam_greedy_rule():
@@ -517,8 +243,10 @@ def test_seam_freeze_detector_trains_the_heads_only(tmp_path, seam):
     path = tmp_path / "seam.pt"
     torch.save(seam.state_dict(), path)
     frozen = seam_tiny(freeze_detector=True, pretrained=path)
-    for (k, a), (_, b) in zip(seam.encoder.state_dict().items(), frozen.encoder.state_dict().items()):
-        assert torch.equal(a, b), k
+    want, got = seam.encoder.state_dict(), frozen.encoder.state_dict()
+    assert got.keys() == want.keys()  # paired by name: every tensor, none missing or extra
+    for k, a in want.items():
+        assert torch.equal(a, got[k]), k
     frozen.set_epoch(1)
     frozen.train()
     assert not frozen.encoder.training  # the detector stays in inference mode
@@ -550,7 +278,7 @@ def test_seam_detection_loss_uses_the_boxed_frames_drawn_per_clip():
         seen = []
         rpn_forward = model.encoder.rpn.forward
 
-        def record(images, features, targets=None):
+        def record(images, features, targets=None, seen=seen, rpn_forward=rpn_forward):
             if targets is not None:
                 seen.append(len(targets))
             return rpn_forward(images, features, targets)
@@ -564,41 +292,31 @@ def test_seam_profiles_follow_seams_code_in_paper_and_tiny():
     paper, tiny = SeamMatchRCNN.default_config("paper"), SeamMatchRCNN.default_config("tiny")
     # SEAM: candidates need a best logit > -10, any clip with a candidate (the aggregator's
     # n_frames stays -1), every detection at test (evaluate_movingfashion.py score_threshold=0.0)
-    assert (paper.aggregation_candidates_above_threshold, paper.min_frames_aggregation, paper.test_score_thresh) == (True, 1, 0.0)
-    assert (tiny.aggregation_candidates_above_threshold, tiny.min_frames_aggregation, tiny.test_score_thresh) == (True, 1, 0.0)
+    assert (paper.aggregation_candidates_above_threshold, paper.min_frames_aggregation, paper.test_score_thresh) == (
+        True,
+        1,
+        0.0,
+    )
+    assert (tiny.aggregation_candidates_above_threshold, tiny.min_frames_aggregation, tiny.test_score_thresh) == (
+        True,
+        1,
+        0.0,
+    )
     assert paper.score_thresh == tiny.score_thresh == 0.1 and paper.match_threshold == -10.0
-
-
-def _aggregated_clips(model, batch) -> list[list[bool]]:
-    """The frame masks of the clips the aggregation loss scores, in one training step."""
-    seen = []
-    real = model.aggregator.aggregate
-
-    def record(feats, mask):
-        seen.append(mask.tolist())
-        return real(feats, mask)
-
-    model.aggregator.aggregate = record
-    try:
-        model.set_epoch(1)
-        model.train().training_losses(batch)
-    finally:
-        model.aggregator.aggregate = real
-    return seen[0] if seen else []
 
 
 def test_seam_aggregation_candidates_and_minimum_frame_count():
     batch = seam_batch(3, 3)  # clip 0 has 2 real frames, clips 1-2 have 3
     torch.manual_seed(0)
     tiny_rules = seam_tiny(aggregation_candidates_above_threshold=False, min_frames_aggregation=3)
-    assert _aggregated_clips(tiny_rules, batch) == [[True] * 3, [True] * 3]  # clip 0 too short
+    assert aggregated_clips(tiny_rules, batch) == [[True] * 3, [True] * 3]  # clip 0 too short
     torch.manual_seed(0)
     every = seam_tiny(aggregation_candidates_above_threshold=True, min_frames_aggregation=1, match_threshold=-1e9)
-    assert _aggregated_clips(every, batch) == [[True, True, False], [True] * 3, [True] * 3]
+    assert aggregated_clips(every, batch) == [[True, True, False], [True] * 3, [True] * 3]
     # a threshold no logit passes: no candidate frame, no clip, a zero loss that keeps the graph
     torch.manual_seed(0)
     none = seam_tiny(aggregation_candidates_above_threshold=True, min_frames_aggregation=1, match_threshold=1e9)
-    assert _aggregated_clips(none, batch) == []
+    assert aggregated_clips(none, batch) == []
     none.set_epoch(1)
     loss = none.training_losses(batch)["aggregation"]
     assert float(loss.detach()) == 0.0 and loss.requires_grad
@@ -621,7 +339,7 @@ def test_seam_aggregation_candidates_and_minimum_frame_count():
     expected = torch.zeros(3, 3, dtype=torch.bool)
     expected[batch["frame_mask"]] = best > cut
     kept = [row.tolist() for row in expected if row.any()]
-    assert 0 < sum(map(sum, kept)) < 8 and _aggregated_clips(model, batch) == kept
+    assert 0 < sum(map(sum, kept)) < 8 and aggregated_clips(model, batch) == kept
 
 
 def test_seam_test_time_detections_use_their_own_threshold():
@@ -675,7 +393,10 @@ def test_seam_aggregator_nonlocal_block_learns_and_changes_the_clip_descriptor()
 def test_seam_encoding_in_detector_chunks_equals_one_call():
     """``detect_chunk`` bounds the images per detector call at test time (the paper profile's 11,
     SEAM's evaluation step) without changing what is encoded."""
-    assert SeamMatchRCNN.default_config("paper").detect_chunk == 11 and SeamMatchRCNN.default_config("tiny").detect_chunk == 0
+    assert (
+        SeamMatchRCNN.default_config("paper").detect_chunk == 11
+        and SeamMatchRCNN.default_config("tiny").detect_chunk == 0
+    )
     torch.manual_seed(0)
     whole = seam_tiny().eval()
     chunked = seam_tiny(detect_chunk=3).eval()
@@ -710,4 +431,6 @@ def test_seam_frozen_detector_runs_its_backbone_in_chunks_with_the_same_losses()
         torch.manual_seed(1)
         out.append({k: float(v.detach()) for k, v in model.train().training_losses(batch).items()})
     assert calls == [4, 4, 3]
-    assert out[0].keys() == out[1].keys() and all(out[0][k] == pytest.approx(out[1][k], rel=1e-4, abs=1e-5) for k in out[0])
+    assert out[0].keys() == out[1].keys() and all(
+        out[0][k] == pytest.approx(out[1][k], rel=1e-4, abs=1e-5) for k in out[0]
+    )

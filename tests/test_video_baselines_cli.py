@@ -1,4 +1,4 @@
-"""Video baselines part B through the command line: tiny train (2 steps) + evaluate + submit.
+"""The video baselines through the command line: tiny train (2 steps) + evaluate + submit.
 
 timesformer and video-swin on ``lpr4m-synth``; seam-match-rcnn on ``lpr4m-synth`` and
 ``movingfashion-synth`` with its second stage (``--rerank all``), as its leaderboard rows use it.
