@@ -158,7 +158,7 @@ def test_legacy_partial_is_read_from_max_steps_and_epochs():
 
 def test_v2_writes_identity_and_diff_and_v1_still_loads(tmp_path, toy):
     sub = make_submission(toy, method="m", noise=0.3)
-    assert sub["schema_version"] == 2
+    assert sub["schema_version"] == 3
     v1 = copy.deepcopy(sub)
     v1["schema_version"] = 1
     v1["dataset"].pop("num_queries_without_frames")  # a field v2 added (v1 files predate it)

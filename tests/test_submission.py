@@ -58,7 +58,7 @@ def test_round_trip_json_and_gzip_rescore_exactly(tmp_path, splits, sub):
 
 
 def test_submission_content(splits, sub):
-    assert sub["schema_version"] == 2 and sub["source"] == "reproduced"
+    assert sub["schema_version"] == 3 and sub["source"] == "reproduced"
     assert sub["dataset"]["annotation_checksum"] == splits.annotation_checksum
     assert sub["protocol"]["tie_break"] == "gallery-order" and sub["protocol"]["topk_saved"] == 10
     assert len(sub["rankings"]) == len(splits.queries)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
+from benchmark.cli import external
 from benchmark.cli.args import (
     UsageError, add_run_arguments, check_data_roots, load_registries, message, parse_knobs, parse_overrides, resolve_run_config,
 )
@@ -306,6 +307,13 @@ def cmd_visualize(args: argparse.Namespace) -> int:
     return int(mod.main(args) or 0)
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    try:
+        return external.evaluate_command(args)
+    except external.ArgumentProblem as exc:
+        raise UsageError(str(exc)) from None
+
+
 COMMANDS: tuple[Command, ...] = (
     Command("run", "train + evaluate + submit (the default)", add_run_arguments, cmd_run),
     Command("list", "registered methods, datasets and profiles", _list_arguments, cmd_list),
@@ -322,4 +330,8 @@ COMMANDS: tuple[Command, ...] = (
             "and compare the metrics", _reproduce_arguments, cmd_reproduce),
     Command("browse", "per-query pages of a submission: frames, ground truth, top-5 with hits marked",
             _browse_arguments, cmd_browse),
+    Command("evaluate", "score a model's embeddings or TREC run file made outside the harness: an external submission "
+            "(docs/external.md)", external.add_evaluate_arguments, cmd_evaluate),
+    Command("export", "write submissions' rankings and their dataset's qrels as TREC files (ranx, trec_eval)",
+            external.add_export_arguments, external.export_command),
 )

@@ -46,9 +46,11 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from benchmark.cli.runner import MethodBuildError
     from benchmark.core.atomic import WriteError
     from benchmark.evaluation.evaluate import EvaluationError
+    from benchmark.evaluation.external_inputs import ExternalInputError
     from benchmark.record.reproduce import ReproduceError
     from benchmark.record.run_identity import IdentityError
     from benchmark.record.submission import SubmissionError
+    from benchmark.record.trec import TrecExportError
     from benchmark.training.checkpoint import CheckpointError
     from benchmark.training.distributed import DeviceError
     from benchmark.training.engine import TrainingError
@@ -57,7 +59,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
     return (
         WriteError, CheckpointError, DeviceError, TrainingError, EvaluationError, DataError, EncoderLoadError,
-        SubmissionError, MethodBuildError, IdentityError, ReproduceError,
+        SubmissionError, MethodBuildError, IdentityError, ReproduceError, ExternalInputError, TrecExportError,
     )
 
 

@@ -294,7 +294,8 @@ def _run(cfg: RunConfig, env: D.DistEnv, num_workers: Optional[int], show_progre
     variant = run_variant(cfg, method)
     label = method_label(cfg.method, variant)
     method_cfg = to_jsonable(dataclasses.asdict(method.cfg)) if dataclasses.is_dataclass(method.cfg) else None
-    start = starting_point(trains(cfg), initial_weights is not None, method_cfg)
+    weights_files = provenance.config_files(method_cfg)  # e.g. --pretrained FILE or a plugin's --set ckpt=FILE
+    start = starting_point(trains(cfg), initial_weights is not None, method_cfg, files=bool(weights_files))
     run_dir = run_dir_for(cfg, label, initial_weights["sha256"] if initial_weights else None, start)
     workers = num_workers_for(cfg, num_workers)
     con.print(
@@ -309,7 +310,8 @@ def _run(cfg: RunConfig, env: D.DistEnv, num_workers: Optional[int], show_progre
     train_splits, validation = rerank_fusion.carve_if_needed(method, splits)
     record = identity_for(cfg, train_splits, method, env.world_size)
     preview = publish.preview_submission(cfg, splits, method, variant, record, trains=trains(cfg),
-                                         initial_weights=initial_weights, synthetic_seed=SYNTH_DATA_SEED)
+                                         initial_weights=initial_weights, synthetic_seed=SYNTH_DATA_SEED,
+                                         weights_files=weights_files)
     check_before_training(cfg, env, run_dir, publish.target_path(preview, cfg.results_dir),
                           ident.comparable(preview), overwrite)
     resolved = {
@@ -365,7 +367,7 @@ def _run(cfg: RunConfig, env: D.DistEnv, num_workers: Optional[int], show_progre
         result.timings["total_s"] = time.perf_counter() - t_all
         published = publish.publish(
             cfg, splits, method, variant, out, train_result=train_result, provenance=prov, seeds=seeds,
-            initial_weights=initial_weights, identity=record, overwrite=overwrite,
+            initial_weights=initial_weights, identity=record, overwrite=overwrite, weights_files=weights_files,
             timings=result.timings, run_dir=run_dir, synthetic_seed=SYNTH_DATA_SEED, write_leaderboard=write_leaderboard,
         )
         result.metrics = published.metrics

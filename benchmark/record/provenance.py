@@ -149,3 +149,29 @@ def command_line(argv: Optional[list[str]] = None, home: Optional[str] = None) -
     # "~/x" stays unquoted so that a shell expands it when the line is pasted back
     return " ".join(["run_benchmark.py", *("~/" + shlex.quote(a[2:]) if a.startswith("~/") else shlex.quote(a)
                                            for a in args)])
+
+
+def config_files(method_config: Any, prefix: str = "") -> dict[str, dict[str, Any]]:
+    """Files a method config names, whatever the field is called (``pretrained``, a plugin's
+    ``ckpt``, at any depth): ``{dotted field: {"path", "sha256", "bytes"}}`` for every string
+    value that is an existing regular file when the run starts. Weights a run loads from a file
+    were made outside the harness; their digest says which ones (the path alone does not)."""
+    out: dict[str, dict[str, Any]] = {}
+    if isinstance(method_config, dict):
+        for key, value in method_config.items():
+            out.update(config_files(value, f"{prefix}{key}."))
+    elif isinstance(method_config, str) and method_config and len(method_config) < 4096:
+        path = Path(method_config).expanduser()
+        try:
+            is_file = path.is_file()
+        except OSError:  # a name too long for the file system, a value that is no path at all
+            is_file = False
+        if is_file:
+            h = hashlib.sha256()
+            with open(path, "rb") as fh:  # in chunks: weights can be large
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(chunk)
+            home = str(Path.home())
+            shown = method_config.replace(home, "~", 1) if home not in ("", "/") else method_config  # no user name
+            out[prefix.rstrip(".")] = {"path": shown, "sha256": h.hexdigest(), "bytes": path.stat().st_size}
+    return out

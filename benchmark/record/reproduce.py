@@ -263,6 +263,9 @@ def reproduce(path: Path, *, data_root: Optional[Path] = None, python: str = sys
               timeout: Optional[float] = None, apply_diff: bool = False, log=print) -> Reproduction:
     """Re-run submission ``path`` at its commit in a temporary worktree; compare (see above)."""
     sub = load_vetted(path)
+    if sub.get("source") == "external":
+        raise ReproduceError(f"{path}: an external submission (its model ran outside the harness): there is no run of "
+                             f"this repository to reproduce; `score` re-scores its rankings")
     git = sub["provenance"].get("git") or {}
     commit = git.get("commit")
     if not commit:

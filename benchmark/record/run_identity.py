@@ -100,6 +100,8 @@ def comparable(sub: Mapping[str, Any]) -> dict[str, Any]:
         "method config": sub["method"].get("config"),
         "seed": prov.get("seed"), "partial": is_partial(sub),
         "method code": code.get("sha256"),
+        "weights files": {k: v.get("sha256") for k, v in prov["weights_files"].items()}
+        if isinstance(prov.get("weights_files"), Mapping) and prov["weights_files"] else None,
     }
 
 

@@ -1,8 +1,9 @@
-"""Submissions: build, validate (JSON schema v2; v1 still read), write atomically, load safely, re-score.
+"""Submissions: build, validate (JSON schema v3; v1 and v2 still read), write atomically, load safely, re-score.
 
-A submission (``benchmark/record/schemas/submission-v2.json``; v2 adds the optional
+A submission (``benchmark/record/schemas/submission-v3.json``; v2 adds the optional
 ``provenance.identity`` of :mod:`benchmark.record.run_identity` and the diff of a dirty tree,
-``provenance.git.diff*``, to v1) records one evaluated run: the
+``provenance.git.diff*``, to v1; v3 adds ``source: "external"``, a model's outputs made outside
+the harness (:mod:`benchmark.record.external`), and ``provenance.weights_files``) records one evaluated run: the
 method (name, variant, config, parameter count), the dataset (name, split, annotation
 checksum, layout), the profile and protocol, the claimed metrics (with CIs and per-attribute
 breakdowns), the per-query top-k ranked gallery ids (``EvalConfig.topk_saved`` of them) and
@@ -44,8 +45,8 @@ from benchmark.evaluation.scoring import SplitIndex
 from datasets.records import DatasetSplits
 from benchmark.core.jsonable import to_jsonable
 
-SCHEMA_VERSION = 2  # written; v2 = v1 + optional provenance.identity and provenance.git's diff record
-READABLE_VERSIONS = (1, 2)  # v1 submissions (written before 2) still load, against their own schema
+SCHEMA_VERSION = 3  # written; v2 = v1 + provenance.identity and git's diff record; v3 = v2 + source "external"
+READABLE_VERSIONS = (1, 2, 3)  # older submissions still load, each against its own schema
 SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
 METRIC_TOLERANCE = 1e-4  # percentage points
 GZIP_OVER_BYTES = 1 << 20  # written gzip-compressed above this size
@@ -150,7 +151,7 @@ def build_submission(
     dataset_seed: Optional[int] = None,
     date: Optional[str] = None,
 ) -> dict[str, Any]:
-    """Assemble a schema-v1 submission dict (validated; raises :class:`SubmissionError`).
+    """Assemble a submission dict (schema :data:`SCHEMA_VERSION`) (validated; raises :class:`SubmissionError`).
 
     ``dataset`` is the registry name the run used (e.g. ``lpr4m-synth``), ``metrics`` the
     output of :func:`benchmark.evaluation.scoring.metrics_for_ranking`, ``rankings`` the output of
@@ -221,25 +222,32 @@ def uses_pretrained(method_config: Any) -> bool:
     return False
 
 
-def starting_point(trained: bool, weights: bool, method_config: Any) -> Optional[str]:
-    """What an evaluation-only run evaluated: ``"untrained"`` (randomly initialised weights:
-    the control a trained row must beat) or ``"zero-shot"`` (pretrained weights, no training);
-    None for a run that trained, or that loaded another run's weights (``--weights``)."""
+def starting_point(trained: bool, weights: bool, method_config: Any, files: bool = False) -> Optional[str]:
+    """What an evaluation-only run evaluated: ``"external-weights"`` (weights read from files its
+    config names, ``files``: trained outside the harness, whatever the field is called),
+    ``"zero-shot"`` (published pretrained weights named by a hub tag, no training) or
+    ``"untrained"`` (randomly initialised weights: the control a trained row must beat); None for
+    a run that trained, or that loaded another run's weights (``--weights``)."""
     if trained or weights:
         return None
+    if files:
+        return "external-weights"
     return "zero-shot" if uses_pretrained(method_config) else "untrained"
 
 
 def submission_start(sub: Mapping[str, Any]) -> Optional[str]:
-    """:func:`starting_point` of a submission (no ``provenance.training`` = it trained nothing)."""
+    """:func:`starting_point` of a submission (no ``provenance.training`` = it trained nothing);
+    None for an external submission (its training happened outside, see ``provenance.external``)."""
+    if sub.get("source") == "external":
+        return None
     prov = sub["provenance"]
     return starting_point(prov.get("training") is not None, bool(prov.get("initial_weights")),
-                          sub["method"].get("config"))
+                          sub["method"].get("config"), files=bool(prov.get("weights_files")))
 
 
 def submission_filename(sub: Mapping[str, Any]) -> str:
-    """``<dataset>__<profile>__<method>[-<variant>][__rerank-<mode>][__weights-<sha8>][__untrained|__zero-shot]__seed<N>.json``
-    (``.gz`` when large).
+    """``<dataset>__<profile>__<method>[-<variant>][__rerank-<mode>][__weights-<sha8>][__untrained|__zero-shot|__external-weights][__external]__seed<N>.json``
+    (``.gz`` when large; ``__external``: a model's outputs made outside the harness).
 
     A re-ranked evaluation (``--rerank all|topk``) gets its own file, so that it stands beside
     the same checkpoint's first-stage submission instead of replacing it.
@@ -256,6 +264,8 @@ def submission_filename(sub: Mapping[str, Any]) -> str:
     start = submission_start(sub)
     if start:  # an evaluation of initial weights (--epochs 0) never replaces the trained row
         parts.append(start)
+    if sub.get("source") == "external":  # never in the place of a harness run of the same name
+        parts.append("external")
     parts.append(f"seed{sub['provenance']['seed']}")
     return "__".join(_safe_name(p) for p in parts) + ".json"
 

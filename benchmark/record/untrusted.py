@@ -168,6 +168,9 @@ def vet_submission(sub: Mapping[str, Any]) -> None:
     if prov.get("initial_weights"):
         raise SubmissionRefused("the run started from a checkpoint (provenance.initial_weights); reproduce loads "
                                 "no file a submission names")
+    if prov.get("weights_files"):
+        raise SubmissionRefused("the run read weights from files its config names (provenance.weights_files); "
+                                "reproduce loads no file a submission names")
     check_plugins(prov)
 
 

@@ -15,6 +15,9 @@ rendering lives in ``leaderboard_tables`` / ``leaderboard_render`` / ``leaderboa
   regenerated; duplicates are listed once.
 * Reported rows (published numbers, ``results/reported.json``) are shown as such, with
   their source and protocol in a note.
+* External rows (``source: "external"``: embeddings or a run file made outside the harness,
+  docs/external.md) are re-scored and ranked like reproduced rows, marked "(external)" with a
+  note; a plugin evaluated from weights files without training is labelled "external-weights".
 
 Output is deterministic (no regeneration timestamp; dates are the runs' own), so the
 committed ``leaderboard.md`` can be checked for drift. Every file is written atomically.
@@ -57,7 +60,7 @@ class Row:
     profile: str
     method: str
     variant: str
-    source: str  # "reproduced" | "reported"
+    source: str  # "reproduced" | "external" (outputs made outside the harness) | "reported"
     status: str  # "verified" | "unverified" | "reported"
     values: dict[str, float] = field(default_factory=dict)  # R1, R5, R10, ... and "mAP"
     cis: dict[str, Optional[tuple[float, float]]] = field(default_factory=dict)
@@ -184,9 +187,9 @@ def _common(sub: Mapping[str, Any], path: Path, results_dir: Path) -> dict[str, 
     protocol, start = sub.get("protocol", {}), submission_start(sub)
     return dict(
         dataset=sub["dataset"]["name"], profile=sub["profile"]["name"], method=sub["method"]["name"],
-        variant=sub["method"]["variant"], source="reproduced", num_parameters=sub["method"]["num_parameters"],
+        variant=sub["method"]["variant"], source=sub.get("source", "reproduced"), num_parameters=sub["method"]["num_parameters"],
         train_s=_train_seconds(prov, rerank_stage(protocol) is None), date=prov["date"][:10], seed=prov["seed"], path=rel,
-        note=_rerank_note(protocol), stage=_stage(protocol, prov, start),
+        note="; ".join(n for n in (_external_note(sub), _rerank_note(protocol)) if n), stage=_stage(protocol, prov, start),
         analysis=is_analysis(sub), start=start, rerank=rerank_stage(protocol),
         recipe={} if start else recipe_changes(sub["profile"]["name"], sub["profile"].get("train") or {},
                                                     sub["profile"].get("method_recipe")),
@@ -236,6 +239,20 @@ def _stage(protocol: Mapping[str, Any], prov: Mapping[str, Any], start: Optional
     if isinstance(weights, Mapping):
         parts.append(f"weights of {weights.get('source') or str(weights.get('sha256', ''))[:8]}")
     return ", ".join(parts)
+
+
+def _external_note(sub: Mapping[str, Any]) -> str:
+    """Why a row's training was not run by the harness: an external submission (its declared
+    paper and input kind) or a plugin evaluated from weights files (``external-weights``)."""
+    ext = sub["provenance"].get("external")
+    if sub.get("source") == "external" and isinstance(ext, Mapping):
+        return (f"external: {ext.get('kind')} made outside the harness ({ext.get('paper')}); its rankings are re-scored "
+                f"here, its training was not run by the harness")
+    files = sub["provenance"].get("weights_files")
+    if submission_start(sub) == "external-weights" and isinstance(files, Mapping):
+        shown = ", ".join(f"{k} sha256 {str(v.get('sha256', ''))[:12]}" for k, v in sorted(files.items()))
+        return f"external weights: evaluated without training from files trained outside the harness ({shown})"
+    return ""
 
 
 def _rerank_note(protocol: Mapping[str, Any]) -> str:

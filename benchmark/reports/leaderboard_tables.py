@@ -100,6 +100,11 @@ def seeds_text(row: Any, dash: str = DASH) -> str:
     return dash if n == 0 else f"{n} seed{'s' if n != 1 else ''}"
 
 
+def origin_mark(row: Any) -> str:
+    """" (external)" for a row whose training the harness did not run (``source: "external"``),
+    beside " (unverified)"; a plugin evaluated from outside weights says so in its label instead
+    ("external-weights")."""
+    return " (external)" if getattr(row, "source", "") == "external" else ""
 
 
 def fmt_value(row: Any, name: str, *, with_ci: bool = True, dash: str = DASH) -> str:
@@ -195,7 +200,7 @@ def ranked_cells(rows: Sequence[Any], names: dict[int, str], pairs: Sequence[dic
     body = []
     for i, r in enumerate(rows):
         test = pairs[i] if i < len(pairs) else {}
-        label = names[id(r)] + (" (unverified)" if r.status == "unverified" else "")
+        label = names[id(r)] + origin_mark(r) + (" (unverified)" if r.status == "unverified" else "")
         body.append([str(i + 1), label, seeds_text(r, dash), _marked(fmt_value(r, "R1", dash=dash), test.get("R1"), mark),
                      fmt_value(r, "R5", with_ci=False, dash=dash), fmt_value(r, "R10", with_ci=False, dash=dash),
                      _marked(_map_cell(r, mh == "mAP@K", dash), test.get("mAP"), mark),
@@ -311,7 +316,8 @@ def table_cells(rows: Sequence[Any], *, dash: str = DASH, note_refs: Optional[Se
     body, rank = [], 0
     for i, r in enumerate(rows):
         rank += 0 if r.analysis else 1
-        source = {"verified": "reproduced, verified", "unverified": "reproduced, unverified"}.get(r.status, "reported")
+        origin = "external" if r.source == "external" else "reproduced"
+        source = {"verified": f"{origin}, verified", "unverified": f"{origin}, unverified"}.get(r.status, "reported")
         if note_refs is not None and note_refs[i]:
             source += f" {note_refs[i]}"
         body.append([dash if r.analysis else str(rank), names[id(r)], *(fmt_value(r, f"R{k}", dash=dash) for k in SHOWN_KS),

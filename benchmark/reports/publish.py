@@ -63,12 +63,14 @@ def publish(
     initial_weights: Optional[dict[str, Any]] = None,
     identity: Optional[dict[str, Any]] = None,
     overwrite: bool = False,
+    weights_files: Optional[dict[str, Any]] = None,
 ) -> Published:
     """Write the run's submission (and refresh the leaderboard); return what was written.
 
     ``identity`` (:func:`benchmark.cli.runner.identity_for`) is recorded in the provenance; an
     existing submission of another identity under the same name is not replaced unless
-    ``overwrite`` (:func:`benchmark.record.run_identity.check_target`)."""
+    ``overwrite`` (:func:`benchmark.record.run_identity.check_target`). ``weights_files``: the files
+    the method config names, hashed (:func:`benchmark.record.provenance.config_files`)."""
     from benchmark.record import run_identity
     ev = cfg.profile.eval
     metrics = scoring.metrics_for_ranking(out.ranking, out.index, ev, seed=cfg.seed)
@@ -81,6 +83,8 @@ def publish(
         prov["training"] = train_result.to_dict()
     if initial_weights is not None:
         prov["initial_weights"] = dict(initial_weights)
+    if weights_files:
+        prov["weights_files"] = dict(weights_files)
     if identity is not None:
         prov["identity"] = dict(identity)
     if out.inference:
@@ -159,7 +163,7 @@ def committed_comparison(sub: dict[str, Any], results_dir: Path, committed_dir: 
 
 def preview_submission(cfg: RunConfig, splits: DatasetSplits, method: Method, variant: str,
                        identity: dict[str, Any], *, trains: bool, initial_weights: Optional[dict[str, Any]],
-                       synthetic_seed: Optional[int]) -> dict[str, Any]:
+                       synthetic_seed: Optional[int], weights_files: Optional[dict[str, Any]] = None) -> dict[str, Any]:
     """The fields of the run's future submission that name its file and make its identity
     (:func:`benchmark.record.run_identity.comparable`), known before training."""
     synthetic = cfg.data_root is None and synthetic_seed is not None
@@ -167,6 +171,8 @@ def preview_submission(cfg: RunConfig, splits: DatasetSplits, method: Method, va
     prov: dict[str, Any] = {"seed": int(cfg.seed), "identity": identity, "training": {} if trains else None}
     if initial_weights is not None:
         prov["initial_weights"] = dict(initial_weights)
+    if weights_files:
+        prov["weights_files"] = dict(weights_files)
     return {
         "method": {"name": cfg.method, "variant": variant or "",
                    "config": to_jsonable(method.cfg if dataclasses.is_dataclass(method.cfg) else None)},

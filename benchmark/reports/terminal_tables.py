@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any, Mapping, Optional
 
 from benchmark.reports.leaderboard_tables import (
-    DASH, MARK, fmt_value, labels, map_header, seeds_text, split_rows, variant_groups,
+    DASH, MARK, fmt_value, labels, map_header, origin_mark, seeds_text, split_rows, variant_groups,
 )
 
 
@@ -68,7 +68,7 @@ def rich_tables(board: Any, only: Optional[tuple[str, str]] = None, where: str =
         for i, r in enumerate(ranked):
             test = pairs[i] if i < len(pairs) else {}
             mark = lambda m: MARK if m in test and not test[m].significant else ""  # noqa: E731
-            table.add_row(str(i + 1), names[id(r)], seeds_text(r), fmt_value(r, "R1") + mark("R1"),
+            table.add_row(str(i + 1), names[id(r)] + origin_mark(r), seeds_text(r), fmt_value(r, "R1") + mark("R1"),
                           fmt_value(r, "R10", with_ci=False), fmt_value(r, "mAP", with_ci=False) + mark("mAP"))
         out.append(table)
     return out
