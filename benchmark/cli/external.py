@@ -121,7 +121,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
     if out.notice:
         print(f"notice: {out.notice}", file=sys.stderr)
     print_run_table(metrics, con, title=f"{args.method_name} (external {kind}), {args.dataset} test split")
-    con.print(f"submission: {path}" + ("" if written else " (already there, made from the same input files: left as it was)"))
+    print(f"submission: {path}" + ("" if written else " (already there, made from the same input files: left as it was)"))
     if not args.no_leaderboard:
         _refresh_board(publish, args, splits, con)
     return 0
