@@ -79,7 +79,7 @@ def test_the_paired_test_agrees_with_ranx_fisher_randomization(exported):
     pairs = [("lpr4m-synth__tiny__rice-icl+pmd+pfr-ln+ipd+text__seed0.json.gz", "lpr4m-synth__tiny__nvan__seed0.json.gz"),
              ("lpr4m-synth__tiny__mgh__seed0.json.gz", "lpr4m-synth__tiny__mgh-windows-1_2_3__seed0.json.gz")]
     for a, b in pairs:
-        (oa, ta, ra), (ob, tb, rb) = by_name[a], by_name[b]
+        (oa, ta, ra), (ob, tb, _) = by_name[a], by_name[b]
         m = f"map@{ra.topk}"
         ours = paired_tests({"R1": 100 * oa["hit_rate@1"], "mAP": 100 * oa[m]}, {"R1": 100 * ob["hit_rate@1"], "mAP": 100 * ob[m]},
                             resamples=10_000, seed=0)

@@ -4,7 +4,9 @@
 (:mod:`benchmark.evaluation.external`), writes an external submission
 (:mod:`benchmark.record.external`) and regenerates the leaderboard; ``export`` writes a
 dataset's qrels and submissions' rankings as TREC files (:mod:`benchmark.record.trec`).
-docs/external.md describes the formats, the rules and a worked example.
+docs/external.md describes the formats, the rules and a worked example. The handlers import
+what they use when they run (torch, rich, the datasets: heavy), so that ``--help`` and a
+mistake in the command line answer at once; those imports are marked ``noqa: PLC0415``.
 """
 
 from __future__ import annotations
@@ -72,8 +74,8 @@ def _check_arguments(args: argparse.Namespace) -> str:
 
 
 def _load_splits(dataset: str, data_root: Optional[Path], size: str):
-    from benchmark.cli.runner import SYNTH_DATA_SEED
-    from benchmark.core.registry import DATASETS, load_builtin_datasets
+    from benchmark.cli.runner import SYNTH_DATA_SEED  # noqa: PLC0415
+    from benchmark.core.registry import DATASETS, load_builtin_datasets  # noqa: PLC0415
 
     load_builtin_datasets()
     loader = DATASETS.get(dataset)
@@ -84,13 +86,14 @@ def _load_splits(dataset: str, data_root: Optional[Path], size: str):
 
 def evaluate_command(args: argparse.Namespace) -> int:
     """``evaluate``: outside outputs -> an external submission -> the leaderboard."""
-    from rich.console import Console
+    from rich.console import Console  # noqa: PLC0415
 
-    from benchmark.core.config import get_profile
-    from benchmark.evaluation import external, external_inputs as xin, scoring
-    from benchmark.record.external import build_external_submission, write_external
-    from benchmark.reports import publish
-    from benchmark.reports.terminal_tables import print_run_table
+    from benchmark.core.config import get_profile  # noqa: PLC0415
+    from benchmark.evaluation import external, scoring  # noqa: PLC0415
+    from benchmark.evaluation import external_inputs as xin  # noqa: PLC0415
+    from benchmark.record.external import build_external_submission, write_external  # noqa: PLC0415
+    from benchmark.reports import publish  # noqa: PLC0415
+    from benchmark.reports.terminal_tables import print_run_table  # noqa: PLC0415
 
     kind = _check_arguments(args)
     try:
@@ -128,7 +131,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
 
 
 def _refresh_board(publish: Any, args: argparse.Namespace, splits: Any, con: Any) -> None:
-    from benchmark.reports.leaderboard import LeaderboardError
+    from benchmark.reports.leaderboard import LeaderboardError  # noqa: PLC0415
 
     roots = {args.dataset: Path(args.data_root)} if args.data_root is not None else None
     try:
@@ -145,9 +148,9 @@ def _refresh_board(publish: Any, args: argparse.Namespace, splits: Any, con: Any
 def export_command(args: argparse.Namespace) -> int:
     """``export``: each submission re-scored (its rankings checked), then its run and its
     dataset's qrels written as TREC files."""
-    from benchmark.evaluation.scoring import SplitIndex
-    from benchmark.record import submission, trec
-    from benchmark.reports import publish
+    from benchmark.evaluation.scoring import SplitIndex  # noqa: PLC0415
+    from benchmark.record import submission, trec  # noqa: PLC0415
+    from benchmark.reports import publish  # noqa: PLC0415
 
     cache: dict[tuple, Any] = {}
     for path in args.submissions:

@@ -117,8 +117,9 @@ def _read_npy(path: Path) -> np.ndarray:
 
 
 def _read_safetensors(path: Path) -> np.ndarray:
-    from safetensors import SafetensorError  # optional reader: imported only for .safetensors inputs
-    from safetensors.numpy import load_file
+    # an optional reader, imported only for .safetensors inputs
+    from safetensors import SafetensorError  # noqa: PLC0415
+    from safetensors.numpy import load_file  # noqa: PLC0415
 
     try:
         tensors = load_file(str(path))

@@ -26,8 +26,15 @@ from benchmark.evaluation.external_inputs import sha256_file
 from benchmark.record import provenance as prov_mod
 from benchmark.record.run_identity import IdentityError
 from benchmark.record.submission import (
-    SCHEMA_VERSION, SUBMISSIONS_SUBDIR, SubmissionError, _all_faults, _jsonable, _raise, load_submission,
-    submission_filename, write_submission,
+    SCHEMA_VERSION,
+    SUBMISSIONS_SUBDIR,
+    SubmissionError,
+    _all_faults,
+    _jsonable,
+    _raise,
+    load_submission,
+    submission_filename,
+    write_submission,
 )
 from datasets.records import DatasetSplits
 
