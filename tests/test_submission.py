@@ -176,8 +176,8 @@ def test_size_limits_before_parsing(tmp_path, splits, sub):
 
 
 def test_unsupported_schema_version(tmp_path, sub):
-    path = write_raw(tmp_path / "v3.json", tampered(sub, lambda o: o.update(schema_version=3)))
-    with pytest.raises(SubmissionError, match="schema_version 3 is not supported"):
+    path = write_raw(tmp_path / "v4.json", tampered(sub, lambda o: o.update(schema_version=4)))
+    with pytest.raises(SubmissionError, match="schema_version 4 is not supported"):
         load_submission(path)
 
 

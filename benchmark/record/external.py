@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Mapping, Optional
 
 from benchmark.core.config import EvalConfig
+from benchmark.core.jsonable import to_jsonable
 from benchmark.evaluation.external_inputs import sha256_file
 from benchmark.record import provenance as prov_mod
 from benchmark.record.run_identity import IdentityError
@@ -30,7 +31,6 @@ from benchmark.record.submission import (
     SUBMISSIONS_SUBDIR,
     SubmissionError,
     _all_faults,
-    _jsonable,
     _raise,
     load_submission,
     submission_filename,
@@ -72,11 +72,11 @@ def build_external_submission(
             "num_queries_without_frames": sum(1 for q in splits.queries if q.missing),
             "size": dataset_size, "seed": dataset_seed,
         },
-        "profile": {"name": profile, "eval": _jsonable(eval_cfg)},
+        "profile": {"name": profile, "eval": to_jsonable(eval_cfg)},
         "protocol": {"score": KINDS[kind], "tie_break": "gallery-order", "ks": [int(k) for k in eval_cfg.ks],
                      "topk_saved": int(eval_cfg.topk_saved), "rerank": "none", "rerank_topk": int(eval_cfg.rerank_topk),
                      "pairs_scored": 0},
-        "metrics": _jsonable(metrics),
+        "metrics": to_jsonable(metrics),
         "rankings": [[str(q), [str(g) for g in ids]] for q, ids in rankings],
         "provenance": {
             "external": {"kind": kind, "method": method, "paper": paper, "recipe": recipe,
