@@ -171,7 +171,7 @@ def _check_matrix(path: Path, ids: list[str], matrix: np.ndarray) -> None:
     if bad.any():
         row = int(np.argmax(bad))
         raise ExternalInputError(f"{path}: non-finite value (NaN or infinity) in the embedding of id {ids[row]!r} "
-                                 f"({int(bad.sum())} rows affected)")
+                                 f"(rows affected: {int(bad.sum())})")
 
 
 def read_run(path: Path | str) -> list[RunEntry]:
