@@ -225,3 +225,20 @@ def test_the_v3_schema_says_external_submissions_claim_no_commit():
     assert schema["properties"]["source"]["enum"] == ["reproduced", "external"]
     rules = json.dumps(schema["allOf"])
     assert '"not": {"required": ["git"]}' in rules and '"required": ["external"]' in rules
+
+
+def test_v2_submissions_still_load_and_ids_with_spaces_are_not_exported(toy, tmp_path):
+    from benchmark.record import trec
+    from benchmark.record.submission import dumps_submission, load_submission
+    from tests.evalkit import make_submission
+
+    sub = make_submission(toy, method="m", noise=0.3)
+    assert sub["schema_version"] == 3
+    v2 = {**sub, "schema_version": 2}
+    (tmp_path / "v2.json").write_text(dumps_submission(v2))
+    assert load_submission(tmp_path / "v2.json")["schema_version"] == 2
+    lines = list(trec.run_lines(sub, "m"))
+    assert lines[0].split()[1:5:3] == ["Q0", str(sub["protocol"]["topk_saved"])] and len(lines) == sum(len(r[1]) for r in sub["rankings"])
+    sub["rankings"][1][1][0] = "an image"
+    with pytest.raises(trec.TrecExportError, match="image id 'an image' cannot be a TREC field"):
+        list(trec.run_lines(sub, "m"))

@@ -71,6 +71,9 @@ def test_the_example_scores_into_an_external_row_that_is_never_overwritten(examp
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "not written over, it was made from other input files" in err
     assert path.read_bytes() == before
+    assert main(["score", str(path)]) == 0 and "OK - tiny-cnn" in capsys.readouterr().out
+    assert main(["reproduce", str(path)]) == 1
+    assert "an external submission (its model ran outside the harness)" in capsys.readouterr().err
 
 
 def test_a_bad_file_is_one_line_and_nothing_is_written(example, tmp_path, capsys):
