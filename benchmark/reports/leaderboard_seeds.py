@@ -100,7 +100,9 @@ def mark_main(rows: Sequence[Any], main_of: Callable[[str], Mapping[str, Any]] =
     by_method: dict[str, list[Any]] = {}
     for r in rows:
         r.main = False
-        if r.source == "reproduced" and not flags(r) and r.start is None:
+        # an external row (outputs, or weights evaluated untrained, from outside the harness) can be its method's
+        # main row too; a row the harness trained is preferred to one from outside weights
+        if r.source in ("reproduced", "external") and not flags(r) and r.start in (None, "external-weights"):
             by_method.setdefault(r.method, []).append(r)
     for method, candidates in by_method.items():
         cfg = main_of(method)
@@ -108,5 +110,6 @@ def mark_main(rows: Sequence[Any], main_of: Callable[[str], Mapping[str, Any]] =
         rerank = None if cfg.get("rerank", "none") == "none" else cfg["rerank"]
         fits = [r for r in candidates if r.variant in variants and r.rerank == rerank]
         if fits:
-            best = min(fits, key=lambda r: (variants.index(r.variant), r.status != "verified", -len(seeds_of(r))))
+            best = min(fits, key=lambda r: (variants.index(r.variant), r.start is not None, r.status != "verified",
+                                            -len(seeds_of(r))))
             best.main = True
