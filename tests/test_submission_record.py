@@ -27,6 +27,7 @@ CASES = [
     (R.IdentityRecord, PROV["identity"]),
     (R.InferenceRecord, PROV["inference"]),
     (R.LockRecord, PROV["lock"]),
+    (R.ExternalRecord, PROV["external"]),
 ]
 
 

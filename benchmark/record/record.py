@@ -117,8 +117,18 @@ class LockRecord(TypedDict):
     sha256: str
 
 
+class ExternalRecord(TypedDict):
+    """What was submitted from outside the harness (source \"external\"): as declared, and its input files."""
+
+    kind: str
+    method: str
+    paper: str
+    recipe: str
+    inputs: dict[str, Any]
+
+
 class ProvenanceRecord(TypedDict):
-    git: GitRecord
+    git: NotRequired[GitRecord]
     packages: dict[str, Any]
     lock: NotRequired[Optional[LockRecord]]
     python: NotRequired[str]
@@ -132,10 +142,12 @@ class ProvenanceRecord(TypedDict):
     identity: NotRequired[IdentityRecord]
     inference: NotRequired[InferenceRecord]
     command: NotRequired[Optional[str]]
+    external: NotRequired[ExternalRecord]
+    weights_files: NotRequired[dict[str, Any]]
 
 
 class Submission(TypedDict):
-    """One submission file's content (schema v2): what ran, on what, how it scored, and its
+    """One submission file's content (schema v3): what ran, on what, how it scored, and its
     per-query rankings (``[query_id, [gallery ids, best first]]``)."""
 
     schema_version: int
