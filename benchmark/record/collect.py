@@ -31,9 +31,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
+from benchmark.record.record import Submission
 from benchmark.record.run_identity import comparable, is_partial
 from benchmark.record.submission import (
-    SUBMISSIONS_SUBDIR, SubmissionError, load_submission, rerank_stage, submission_filename, submission_start,
+    SUBMISSIONS_SUBDIR,
+    SubmissionError,
+    load_submission,
+    rerank_stage,
+    submission_filename,
+    submission_start,
 )
 
 SUFFIXES = (".json", ".json.gz")
@@ -44,7 +50,7 @@ class Collected:
     """A readable submission and the notes its row carries (duplicates listed once)."""
 
     path: Path
-    submission: dict[str, Any]
+    submission: Submission
     duplicates: list[str] = field(default_factory=list)  # file names of the same submission, not listed
 
 
@@ -70,7 +76,7 @@ def _refusal(path: Path) -> Optional[str]:
     return None
 
 
-def row_key(sub: Mapping[str, Any]) -> str:
+def row_key(sub: Submission) -> str:
     """The row a submission fills: dataset instance, profile, method and variant, stage, seed."""
     ds, prov = sub["dataset"], sub["provenance"]
     weights = prov.get("initial_weights") or {}
@@ -80,15 +86,15 @@ def row_key(sub: Mapping[str, Any]) -> str:
     return json.dumps(key, sort_keys=True, default=str)
 
 
-def rankings_digest(sub: Mapping[str, Any]) -> str:
+def rankings_digest(sub: Submission) -> str:
     return hashlib.sha256(json.dumps(sub["rankings"], separators=(",", ":")).encode("utf-8")).hexdigest()
 
 
-def identity_digest(sub: Mapping[str, Any]) -> str:
+def identity_digest(sub: Submission) -> str:
     return hashlib.sha256(json.dumps(comparable(sub), sort_keys=True, default=str).encode("utf-8")).hexdigest()
 
 
-def _canonical(path: Path, sub: Mapping[str, Any]) -> bool:
+def _canonical(path: Path, sub: Submission) -> bool:
     name = submission_filename(sub)
     return path.name in (name, name + ".gz")
 
@@ -146,7 +152,7 @@ def duplicate_note(item: Collected) -> str:
     return f"duplicate submission: {', '.join(item.duplicates)} holds the same run; listed once"
 
 
-def flags(sub: Mapping[str, Any]) -> dict[str, Any]:
+def flags(sub: Submission) -> dict[str, Any]:
     """``{"dirty": True | False | None, "partial": bool}`` of a submission (see the module docstring)."""
     git = sub.get("provenance", {}).get("git") or {}
     dirty = git.get("dirty") if isinstance(git, Mapping) else None

@@ -11,7 +11,6 @@ schema's properties and its required keys the schema's ``required``.
 from typing import Any, NotRequired, Optional, TypedDict
 
 
-
 class MethodRecord(TypedDict):
     name: str
     variant: str

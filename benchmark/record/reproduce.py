@@ -42,9 +42,15 @@ from typing import Any, Mapping, Optional
 
 from benchmark.core import safe_json
 from benchmark.core.paths import REPO_ROOT
+from benchmark.record.record import Submission
 from benchmark.record.submission import SUBMISSIONS_SUBDIR, SubmissionError, load_submission
 from benchmark.record.untrusted import (
-    DiffSummary, SubmissionRefused, check_override, check_tree_paths, read_diff, vet_submission,
+    DiffSummary,
+    SubmissionRefused,
+    check_override,
+    check_tree_paths,
+    read_diff,
+    vet_submission,
 )
 
 EXACT = 1e-9  # percentage points
@@ -126,7 +132,7 @@ def default_config(worktree: Path, python: str, method: str, profile: str,
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def command_for(sub: Mapping[str, Any], overrides: Mapping[str, str], *, output: Path,
+def command_for(sub: Submission, overrides: Mapping[str, str], *, output: Path,
                 data_root: Optional[Path] = None) -> list[str]:
     """``run_benchmark.py`` arguments that redo ``sub`` (outputs under ``output``)."""
     ds, prof, prov = sub["dataset"], sub["profile"], sub["provenance"]

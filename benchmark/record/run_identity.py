@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Mapping, Optional
 
 from benchmark.core.code_hash import code_files, code_hash  # noqa: F401  (re-exported: the record's API)
+from benchmark.record.record import Submission
 
 # profile fields that change how a run executes, not what it measures
 OPERATIONAL = {("data", "num_workers"), ("train", "grad_accum"), ("train", "checkpoint_every"), ("train", "amp")}
@@ -60,7 +61,7 @@ def build_identity(*, dataset: str, annotation_checksum: str, custom_root: bool,
     }
 
 
-def is_partial(sub: Mapping[str, Any]) -> bool:
+def is_partial(sub: Submission) -> bool:
     """Whether a submission's training stopped before its recipe's end (``--max-steps``): the
     recorded identity says so, else (legacy) it had a ``max_steps`` and completed fewer epochs
     than its profile's."""
@@ -86,7 +87,7 @@ def _profile_measure(profile: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def comparable(sub: Mapping[str, Any]) -> dict[str, Any]:
+def comparable(sub: Submission) -> dict[str, Any]:
     """The parts of a submission's identity that can be compared, legacy or not; the code is
     None when the submission did not record it."""
     ds, prov = sub["dataset"], sub["provenance"]

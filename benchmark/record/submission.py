@@ -40,10 +40,11 @@ import numpy as np
 from benchmark.core import safe_json
 from benchmark.core.atomic import atomic_write_bytes
 from benchmark.core.config import Profile
+from benchmark.core.jsonable import to_jsonable
 from benchmark.evaluation.metrics import as_rank_array, compute_metrics, map_upper_bound, ranks_from_lists, recall_curve
 from benchmark.evaluation.scoring import SplitIndex
+from benchmark.record.record import Submission
 from datasets.records import DatasetSplits
-from benchmark.core.jsonable import to_jsonable
 
 SCHEMA_VERSION = 3  # written; v2 = v1 + provenance.identity and git's diff record; v3 = v2 + source "external"
 READABLE_VERSIONS = (1, 2, 3)  # older submissions still load, each against its own schema
@@ -195,7 +196,7 @@ def build_submission(
     return sub
 
 
-def _all_faults(sub: Mapping[str, Any]) -> list[str]:
+def _all_faults(sub: Submission) -> list[str]:
     return schema_errors(sub) or consistency_faults(sub)
 
 
@@ -235,7 +236,7 @@ def starting_point(trained: bool, weights: bool, method_config: Any, files: bool
     return "zero-shot" if uses_pretrained(method_config) else "untrained"
 
 
-def submission_start(sub: Mapping[str, Any]) -> Optional[str]:
+def submission_start(sub: Submission) -> Optional[str]:
     """:func:`starting_point` of a submission (no ``provenance.training`` = it trained nothing);
     None for an external submission (its training happened outside, see ``provenance.external``)."""
     if sub.get("source") == "external":
@@ -245,7 +246,7 @@ def submission_start(sub: Mapping[str, Any]) -> Optional[str]:
                           sub["method"].get("config"), files=bool(prov.get("weights_files")))
 
 
-def submission_filename(sub: Mapping[str, Any]) -> str:
+def submission_filename(sub: Submission) -> str:
     """``<dataset>__<profile>__<method>[-<variant>][__rerank-<mode>][__weights-<sha8>][__untrained|__zero-shot|__external-weights][__external]__seed<N>.json``
     (``.gz`` when large; ``__external``: a model's outputs made outside the harness).
 
@@ -270,7 +271,7 @@ def submission_filename(sub: Mapping[str, Any]) -> str:
     return "__".join(_safe_name(p) for p in parts) + ".json"
 
 
-def dumps_submission(sub: Mapping[str, Any]) -> str:
+def dumps_submission(sub: Submission) -> str:
     """Deterministic text: the header indented, then one ranking per line (diff-friendly)."""
     head = {k: v for k, v in sub.items() if k != "rankings"}
     text = json.dumps(head, indent=1, ensure_ascii=False, allow_nan=False)
@@ -278,7 +279,7 @@ def dumps_submission(sub: Mapping[str, Any]) -> str:
     return text[:-2] + ',\n "rankings": [\n' + rows + "\n ]\n}\n"
 
 
-def write_submission(sub: Mapping[str, Any], results_dir: Path | str = "results",
+def write_submission(sub: Submission, results_dir: Path | str = "results",
                      *, gzip_over: int = GZIP_OVER_BYTES) -> Path:
     """Validate and atomically write ``sub`` to ``<results_dir>/submissions/``; return the path.
 
@@ -301,7 +302,7 @@ def write_submission(sub: Mapping[str, Any], results_dir: Path | str = "results"
 # --- loading --------------------------------------------------------------------------------
 
 
-def consistency_faults(sub: Mapping[str, Any]) -> list[str]:
+def consistency_faults(sub: Submission) -> list[str]:
     """Checks that need no dataset: duplicate ids, list lengths, metric sanity. Assumes the schema holds."""
     faults: list[str] = []
     topk = sub["protocol"]["topk_saved"]
@@ -342,7 +343,7 @@ def _metric_entries(metrics: Mapping[str, Any]):
 
 
 def load_submission(path: Path | str, *, max_bytes: int = safe_json.MAX_BYTES,
-                    max_depth: int = safe_json.MAX_DEPTH) -> dict[str, Any]:
+                    max_depth: int = safe_json.MAX_DEPTH) -> Submission:
     """Read a submission under size/depth limits, validate schema and internal consistency."""
     try:
         obj = safe_json.load(path, max_bytes=max_bytes, max_depth=max_depth)
@@ -367,7 +368,7 @@ class RescoreReport:
     """Outcome of a successful :func:`rescore`: the re-scored numbers and what was checked."""
 
     path: Path
-    submission: dict[str, Any]  # the parsed submission, rankings included
+    submission: Submission  # the parsed submission, rankings included
     metrics: dict[str, Any]  # re-scored: R@k (k <= topk_saved), mAP@topk_saved, CIs, breakdowns
     topk: int
     curve: list[float]  # re-scored R@k for k = 1..topk
@@ -458,7 +459,7 @@ def _claims_breakdown_ci(claimed: Mapping[str, Any]) -> bool:
     return True
 
 
-def _dataset_faults(sub: Mapping[str, Any], splits: DatasetSplits) -> list[str]:
+def _dataset_faults(sub: Submission, splits: DatasetSplits) -> list[str]:
     ds = sub["dataset"]
     faults = []
     if ds["annotation_checksum"] != splits.annotation_checksum:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
 from benchmark.core.atomic import atomic_write_bytes
+from benchmark.record.record import Submission
 from benchmark.record.submission import SubmissionError, load_submission, rescore
 from datasets.decoding import read_bytes
 from datasets.errors import DataError
@@ -106,7 +107,7 @@ def outcomes(sub_path: Path, splits: DatasetSplits) -> tuple[dict[str, Any], dic
     return report.submission, top, hit1
 
 
-def browse_data(splits: DatasetSplits, sub: Mapping[str, Any], top: Mapping[str, list[str]], hit1: Mapping[str, bool],
+def browse_data(splits: DatasetSplits, sub: Submission, top: Mapping[str, list[str]], hit1: Mapping[str, bool],
                 thumbs: Optional[_Thumbs], *,
                 against: Optional[tuple[Mapping[str, Any], Mapping[str, list[str]], Mapping[str, bool]]] = None,
                 limit: Optional[int] = None, frames: int = FRAMES_SHOWN) -> dict[str, Any]:

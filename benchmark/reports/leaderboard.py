@@ -34,17 +34,30 @@ import numpy as np
 from benchmark.core import safe_json
 from benchmark.core.atomic import atomic_write_bytes
 from benchmark.record.config_diff import recipe_changes, strip_recipe
+from benchmark.record.record import Submission
+from benchmark.record.submission import (
+    SUBMISSIONS_SUBDIR,
+    SubmissionError,
+    rerank_stage,
+    schema_errors,
+    submission_start,
+)
+from benchmark.reports.leaderboard_loader import registry_loader  # noqa: F401  (re-exported)
 from benchmark.reports.leaderboard_plots import render_plots
 from benchmark.reports.leaderboard_render import plot_filename, render_latex, render_markdown  # noqa: F401
 from benchmark.reports.leaderboard_tables import (  # noqa: F401  (re-exported: the tables' cells and formats)
-    CONTROL_METRICS, DASH, SHOWN_KS, fmt_control, fmt_controls, fmt_duration, fmt_params, fmt_value, table_cells,
+    CONTROL_METRICS,
+    DASH,
+    SHOWN_KS,
+    fmt_control,
+    fmt_controls,
+    fmt_duration,
+    fmt_params,
+    fmt_value,
+    table_cells,
 )
-from benchmark.reports.leaderboard_loader import registry_loader  # noqa: F401  (re-exported)
 from benchmark.reports.site import SITE_SUBDIR, render_site
 from benchmark.reports.terminal_tables import print_run_table  # noqa: F401  (re-exported)
-from benchmark.record.submission import (
-    SUBMISSIONS_SUBDIR, SubmissionError, rerank_stage, schema_errors, submission_start,
-)
 from datasets.records import DatasetSplits
 
 LoadSplits = Callable[[Mapping[str, Any]], Optional[DatasetSplits]]
@@ -178,7 +191,7 @@ def collect_rows(results_dir: Path, load_splits: Optional[LoadSplits] = None,
     return rows
 
 
-def _common(sub: Mapping[str, Any], path: Path, results_dir: Path) -> dict[str, Any]:
+def _common(sub: Submission, path: Path, results_dir: Path) -> dict[str, Any]:
     prov = sub["provenance"]
     try:
         rel = path.relative_to(results_dir).as_posix()
@@ -198,7 +211,7 @@ def _common(sub: Mapping[str, Any], path: Path, results_dir: Path) -> dict[str, 
     )
 
 
-def is_analysis(sub: Mapping[str, Any]) -> bool:
+def is_analysis(sub: Submission) -> bool:
     """A row listed below the ranked ones, unranked: an evaluation of another run's weights
     under changed settings (``--weights``), a variant named ``...oracle...``, which sees
     ground truth at test time (e.g. RICE ``ipd=oracle``: the true boxes in place of the detector),
@@ -241,7 +254,7 @@ def _stage(protocol: Mapping[str, Any], prov: Mapping[str, Any], start: Optional
     return ", ".join(parts)
 
 
-def _external_note(sub: Mapping[str, Any]) -> str:
+def _external_note(sub: Submission) -> str:
     """Why a row's training was not run by the harness: an external submission (its declared
     paper and input kind) or a plugin evaluated from weights files (``external-weights``)."""
     ext = sub["provenance"].get("external")
@@ -265,7 +278,7 @@ def _rerank_note(protocol: Mapping[str, Any]) -> str:
     return f"re-ranked: second stage scored the first-stage {stage.replace('top', 'top-')}"
 
 
-def _row_verified(sub: Mapping[str, Any], metrics: Mapping[str, Any], curve: list[float], topk: int,
+def _row_verified(sub: Submission, metrics: Mapping[str, Any], curve: list[float], topk: int,
                   path: Path, results_dir: Path) -> Row:
     ov = metrics["overall"]
     values = {n: e["value"] for n, e in ov.items() if n.startswith("R")}
@@ -276,7 +289,7 @@ def _row_verified(sub: Mapping[str, Any], metrics: Mapping[str, Any], curve: lis
                breakdowns=metrics.get("breakdowns", {}), **_common(sub, path, results_dir))
 
 
-def _row_unverified(sub: Mapping[str, Any], path: Path, results_dir: Path) -> Row:
+def _row_unverified(sub: Submission, path: Path, results_dir: Path) -> Row:
     m = sub["metrics"]
     ov = m["overall"]
     values = {n: e["value"] for n, e in ov.items() if n.startswith("R")}

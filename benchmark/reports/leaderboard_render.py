@@ -14,8 +14,9 @@ from typing import Any, Optional, Sequence
 
 from tabulate import tabulate
 
+from benchmark.evaluation.significance import ALPHA
+from benchmark.evaluation.significance import METHOD as TEST_METHOD
 from benchmark.reports import leaderboard_tables as T
-from benchmark.evaluation.significance import ALPHA, METHOD as TEST_METHOD
 
 HEADER = f"""# LPR-Bench leaderboard
 

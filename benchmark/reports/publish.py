@@ -16,15 +16,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from benchmark.evaluation import scoring
-from benchmark.record import submission
 from benchmark.core.config import RunConfig
+from benchmark.core.jsonable import to_jsonable
 from benchmark.core.paths import REPO_ROOT
+from benchmark.evaluation import scoring
 from benchmark.evaluation.evaluate import EvalOutput
+from benchmark.record import submission
+from benchmark.record.record import Submission
 from datasets.records import DatasetSplits
 from methods.base import Method
-from benchmark.core.jsonable import to_jsonable
-
 
 COMMITTED_RESULTS = REPO_ROOT / "results"  # the committed record (its submissions, leaderboard and site)
 
@@ -130,7 +130,7 @@ def publish(
                      committed=committed_comparison(sub, cfg.results_dir))
 
 
-def committed_comparison(sub: dict[str, Any], results_dir: Path, committed_dir: Path = COMMITTED_RESULTS) -> Optional[str]:
+def committed_comparison(sub: Submission, results_dir: Path, committed_dir: Path = COMMITTED_RESULTS) -> Optional[str]:
     """One line on how a run (``sub``, written under ``results_dir``) compares with the committed
     submission of the same name in ``committed_dir``: "exact" (the same rankings), "within" or
     "outside" the committed row's 95% R1 interval, and whether the committed run records another
@@ -185,7 +185,7 @@ def preview_submission(cfg: RunConfig, splits: DatasetSplits, method: Method, va
     }
 
 
-def target_path(sub: dict[str, Any], results_dir: Path) -> Path:
+def target_path(sub: Submission, results_dir: Path) -> Path:
     """Where :func:`benchmark.record.submission.write_submission` puts ``sub`` (``.json``; a ``.gz``
     beside it is the same submission, compressed)."""
     return Path(results_dir) / submission.SUBMISSIONS_SUBDIR / submission.submission_filename(sub)
@@ -232,9 +232,9 @@ def rich_tables(board: Any, only: Optional[tuple[str, str]] = None, where: str =
 def leaderboard_command(results_dir: Path, data_roots: Optional[dict[str, Path]] = None,
                         compare: Optional[Sequence[str]] = None, dataset: Optional[str] = None) -> int:
     """Regenerate and print the leaderboard; with ``compare`` only test two rows (nothing written)."""
-    from rich.console import Console
-
     import sys
+
+    from rich.console import Console
 
     con = Console(highlight=False)
     if compare:
@@ -281,7 +281,7 @@ def compare_only(results_dir: Path, a: str, b: str, dataset: Optional[str] = Non
 # --- re-scoring --------------------------------------------------------------------------
 
 
-def splits_for_submission(sub: dict[str, Any], data_root: Optional[Path]) -> DatasetSplits:
+def splits_for_submission(sub: Submission, data_root: Optional[Path]) -> DatasetSplits:
     """The dataset a submission was made on: ``data_root``, or a regenerated synthetic set."""
     from benchmark.core.registry import DATASETS, load_builtin_datasets
 

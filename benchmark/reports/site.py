@@ -21,8 +21,16 @@ import json
 from pathlib import Path
 from typing import Any
 
-from benchmark.reports.leaderboard_tables import flags, labels, main_rows, map_header, seeds_of, split_rows, variant_groups
 from benchmark.evaluation.significance import METHOD as TEST_METHOD
+from benchmark.reports.leaderboard_tables import (
+    flags,
+    labels,
+    main_rows,
+    map_header,
+    seeds_of,
+    split_rows,
+    variant_groups,
+)
 
 SITE_SUBDIR = "site"
 ASSETS = Path(__file__).resolve().parent / "site_assets"

@@ -10,7 +10,15 @@ from __future__ import annotations
 from typing import Any, Mapping, Optional
 
 from benchmark.reports.leaderboard_tables import (
-    DASH, MARK, fmt_value, labels, map_header, origin_mark, seeds_text, split_rows, variant_groups,
+    DASH,
+    MARK,
+    fmt_value,
+    labels,
+    map_header,
+    origin_mark,
+    seeds_text,
+    split_rows,
+    variant_groups,
 )
 
 
