@@ -347,17 +347,20 @@ class Rice(RiceAnalysisMixin, Method):
         if keep is not None:
             tok_keep = tok_keep & keep
         tokens, tok_keep = tokens.flatten(1, 2), tok_keep.flatten(1, 2)
-        emb, tokens, tok_keep = self._with_text(visual, tokens, tok_keep, batch.get("asr"), b)
+        emb, tokens, tok_keep = self._with_text(visual, tokens, tok_keep, batch.get("asr"), b,
+                                               batch.get("clip_id"), "asr")
         return _Side(emb, tokens, tok_keep, extra)
 
     def _image_side(self, batch: dict[str, Any]) -> _Side:
         emb, tokens = self.encoder.encode_images(batch["image"])
         keep = torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
-        emb, tokens, keep = self._with_text(emb, tokens, keep, batch.get("title"), tokens.shape[0])
+        emb, tokens, keep = self._with_text(emb, tokens, keep, batch.get("title"), tokens.shape[0],
+                                           batch.get("image_id"), "title")
         return _Side(emb, tokens, keep, {})
 
     def _with_text(
-        self, visual: Tensor, tokens: Tensor, keep: Tensor, texts: Optional[Sequence[str]], n: int
+        self, visual: Tensor, tokens: Tensor, keep: Tensor, texts: Optional[Sequence[str]], n: int,
+        ids: Optional[Sequence[str]] = None, kind: str = "asr",
     ) -> tuple[Tensor, Tensor, Tensor]:
         """Fuse the text embedding into the global one and append its token (``text=true``)."""
         v = F.normalize(visual.float(), dim=-1)
@@ -365,7 +368,7 @@ class Rice(RiceAnalysisMixin, Method):
             return v, tokens, keep
         texts = list(texts) if texts is not None else [""] * n
         has = torch.tensor([bool(s and s.strip()) for s in texts], dtype=torch.bool, device=v.device)
-        text = self.encoder.encode_text(texts)
+        text = self.encoder.encode_text(texts, ids, kind)
         t = F.normalize(text.float(), dim=-1) * has[:, None] * self.cfg.text_weight
         emb = F.normalize(torch.cat([v, t], dim=-1), dim=-1)
         if self.text_token is not None:

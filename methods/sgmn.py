@@ -256,7 +256,7 @@ class Sgmn(Method):
     def __init__(self, cfg: SgmnConfig, info: DataInfo) -> None:
         super().__init__(cfg, info)
         self._check(cfg, info)
-        self.encoder = ClipEncoder(cfg.encoder, with_text=cfg.text or cfg.mining)
+        self.encoder = ClipEncoder(cfg.encoder, with_text=cfg.text, clip_text=cfg.mining)
         self.encoder.logit_scale.requires_grad_(False)  # SGMN's scale is a fixed 100
         dim = self.encoder.embed_dim
         self.temporal = TemporalDifferenceBlock(dim, info.num_frames, cfg.tdb_layers, cfg.tdb_heads or max(1, dim // 64))
@@ -280,14 +280,21 @@ class Sgmn(Method):
         if self.matcher is not None:  # its self block keeps CLIP's text weights
             for m in (self.matcher.cross_block, self.matcher.pool_norm, self.matcher.pool_dense, self.matcher.head):
                 m.apply(_init_new)
-        if cfg.text or cfg.mining:
-            self._text_tower_grad(cfg.text and cfg.train_text_tower)
+        self._text_tower_grad(cfg.text and cfg.train_text_tower)
 
     def _text_tower_grad(self, trainable: bool) -> None:
+        """The text tower trains only in the tiny profile; CLIP's own text transformer, when it is
+        not the tower (the cross model's source), never does."""
+        enc = self.encoder
+        if enc.text_tower is not None:
+            enc.text_tower.requires_grad_(trainable)
+        own = trainable and enc.cfg.text_tower == "openai-clip"
         for name in ("token_embedding", "transformer", "ln_final"):
-            getattr(self.encoder, name).requires_grad_(trainable)
-        self.encoder.positional_embedding.requires_grad_(trainable)
-        self.encoder.text_projection.requires_grad_(trainable)
+            if hasattr(enc, name):
+                getattr(enc, name).requires_grad_(own)
+        for name in ("positional_embedding", "text_projection"):
+            if hasattr(enc, name):
+                getattr(enc, name).requires_grad_(own)
 
     @staticmethod
     def _check(cfg: SgmnConfig, info: DataInfo) -> None:
@@ -306,11 +313,13 @@ class Sgmn(Method):
     # --- the contract ---------------------------------------------------------------
     def encode_query(self, batch: dict[str, Any]) -> Encoded:
         video, _, _ = self._video(batch["frames"], batch["frame_mask"].bool(), tokens=False)
-        return Encoded(self._fused(video, self._text(batch.get("asr"), video.shape[0], self.fc_asr)))
+        return Encoded(self._fused(video, self._text(batch.get("asr"), video.shape[0], self.fc_asr,
+                                                        batch.get("clip_id"), "asr")))
 
     def encode_gallery(self, batch: dict[str, Any]) -> Encoded:
         image, _ = self._image(batch["image"])
-        return Encoded(self._fused(image, self._text(batch.get("title"), image.shape[0], self.fc_title)))
+        return Encoded(self._fused(image, self._text(batch.get("title"), image.shape[0], self.fc_title,
+                                                        batch.get("image_id"), "title")))
 
     def training_losses(self, batch: dict[str, Any]) -> dict[str, Tensor]:
         cfg = self.cfg
@@ -325,8 +334,8 @@ class Sgmn(Method):
                                                     cfg.triplet_margin, video.shape[1])}
         asr = title = None
         if cfg.text:
-            asr = self._text(batch.get("asr"), b, self.fc_asr)
-            title = self._text(batch.get("title"), b, self.fc_title)
+            asr = self._text(batch.get("asr"), b, self.fc_asr, batch.get("clip_id"), "asr")
+            title = self._text(batch.get("title"), b, self.fc_title, batch.get("image_id"), "title")
             target = torch.arange(b, device=video.device) + local_offset(b)
             losses["txt"] = F.cross_entropy(cfg.logit_scale * asr.float() @ gather_with_grad(title).float().t(), target)
         if self.graph is not None:
@@ -353,7 +362,8 @@ class Sgmn(Method):
         tok = self._tokens(images)
         return F.normalize(tok[:, 0].float(), dim=-1), tok
 
-    def _text(self, texts: Optional[Sequence[str]], n: int, fc: Optional[nn.Linear]) -> Optional[Tensor]:
+    def _text(self, texts: Optional[Sequence[str]], n: int, fc: Optional[nn.Linear],
+              ids: Optional[Sequence[str]] = None, kind: str = "asr") -> Optional[Tensor]:
         """L2-normalised ``fc(text embedding)`` [N, D] (None without text guidance)."""
         if fc is None:
             return None
@@ -361,7 +371,7 @@ class Sgmn(Method):
         if len(texts) != n:
             raise ValueError(f"sgmn: {len(texts)} texts for a batch of {n}")
         with torch.set_grad_enabled(torch.is_grad_enabled() and self.cfg.train_text_tower):
-            emb = self.encoder.encode_text(texts)
+            emb = self.encoder.encode_text(texts, ids, kind)
         return F.normalize(fc(emb.to(fc.weight.dtype)).float(), dim=-1)
 
     def _fused(self, visual: Tensor, text: Optional[Tensor]) -> Tensor:
