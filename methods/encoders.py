@@ -272,6 +272,15 @@ def build_text_tower(cfg: EncoderConfig) -> Optional[nn.Module]:
     return None
 
 
+def refuse_random_text(cfg: EncoderConfig, owner: str) -> None:
+    """A paper profile's Chinese-CLIP text tower needs its weights: one clear error when unset."""
+    if cfg.text_tower == "cn-clip" and not cfg.text_pretrained:
+        raise ValueError(
+            f"{owner} (paper profile): the Chinese-CLIP text tower needs weights; set encoder.text_pretrained to a "
+            f"cn-clip hub name (ViT-B-16) or a local cn-clip checkpoint, or encoder.text_tower=file with "
+            f"encoder.asr_embeddings / encoder.title_embeddings")
+
+
 class ClipEncoder(nn.Module):
     """One open_clip model shared by shop images and frames (and, optionally, text).
 

@@ -113,7 +113,7 @@ from torch import Tensor, nn
 
 from benchmark.core.registry import METHODS
 from methods.base import DataInfo, Encoded, Method, check_image_size
-from methods.encoders import PAPER_ENCODER, TINY_ENCODER, ClipEncoder, EncoderConfig, masked_mean
+from methods.encoders import PAPER_ENCODER, TINY_ENCODER, ClipEncoder, EncoderConfig, masked_mean, refuse_random_text
 from methods.ipd import SetDetector, boxes_to_patch_keep, predict_boxes
 from methods.losses import info_nce
 from methods.pmd import PFR_TARGETS, PairwiseMatchingDecoder, PatchFeatureReconstruction, consecutive_runs
@@ -257,6 +257,8 @@ class Rice(RiceAnalysisMixin, Method):
                 "rice (paper profile): the encoder needs pretrained CLIP weights; set encoder.pretrained "
                 "to a hub tag (openai) or pass --pretrained PATH (a local open_clip checkpoint)"
             )
+        if cfg.require_pretrained and cfg.text:
+            refuse_random_text(cfg.encoder, "rice")
 
     def variant(self) -> str:
         parts = ["icl"]

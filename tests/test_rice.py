@@ -278,7 +278,7 @@ def test_parameter_groups_split_encoder_and_new_modules() -> None:
     by_id = {id(p): gr for gr in groups for p in gr["params"]}
     assert by_id[id(m.logit_scale)]["lr"] == 1e-6 and by_id[id(m.logit_scale)]["weight_decay"] == 0.0
     assert by_id[id(next(m.encoder.visual.conv1.parameters()))]["lr"] == 1e-6
-    assert by_id[id(m.encoder.token_embedding.weight)]["lr"] == 1e-6  # the text tower is pretrained
+    assert by_id[id(m.encoder.text_tower.text_projection)]["lr"] == 1e-6  # the text tower is pretrained
     for mod in (m.pmd.cross_layer.in_proj_weight, m.pmd.match.weight, m.pfr.convs[0].weight,
                 m.detector.class_head.weight, m.text_token.weight):
         assert by_id[id(mod)]["lr"] == 1e-4

@@ -216,7 +216,8 @@ def test_paper_profile_step_on_cpu() -> None:
     """The paper profile's shapes (ViT-B/32, 224 px, 10 frames), random init, batch 2: one step."""
     info = DataInfo(num_products=10, num_categories=2, num_frames=10, image_size=224)
     torch.manual_seed(0)
-    model = build_method(Sgmn, "paper", info, {"encoder.pretrained": "none", "require_pretrained": False})
+    model = build_method(Sgmn, "paper", info, {"encoder.pretrained": "none", "encoder.text_pretrained": None,
+                                                       "require_pretrained": False})
     cfg = model.cfg
     assert cfg.tdb_layers == 2 and not hasattr(cfg, "lr_encoder")  # its rates are in TRAIN_RECIPE (command line wins)
     assert model.encoder.grid == 7 and model.encoder.embed_dim == 512
