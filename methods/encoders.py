@@ -17,6 +17,11 @@ convolutional stem (:class:`ConvStem`, Xiao et al. NeurIPS 2021) in place of the
 from random weights a patchify ViT barely learns in the tiny budget (the runs:
 ``docs/baselines.md``, CLIP mean-pool), while the token grid RICE's IPD and PMD work on is
 unchanged.
+
+Text (``with_text``): the tower ``EncoderConfig.text_tower`` names (:mod:`methods.text_towers`):
+``cn-clip`` (Chinese-CLIP's BERT; the paper and tiny profiles, LPR4M's text being Chinese),
+``file`` (precomputed embeddings by clip / image id) or ``openai-clip`` (this CLIP's own,
+EOT token -> ``ln_final`` -> proj; its BPE cuts Chinese into bytes: docs/text.md).
 """
 
 from __future__ import annotations
