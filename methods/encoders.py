@@ -29,7 +29,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Literal, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -60,8 +60,8 @@ class EncoderConfig:
     # the text tower (methods.text_towers): "openai-clip" (this CLIP's own, BPE), "cn-clip"
     # (Chinese-CLIP's BERT, config text_config, weights text_pretrained: a cn-clip hub name or a
     # local checkpoint, None = random init) or "file" (precomputed embeddings per clip / image id)
-    text_tower: str = "openai-clip"
-    text_config: str = "RoBERTa-wwm-ext-base-chinese"  # cn-clip: a shipped config or "custom"
+    text_tower: Literal["openai-clip", "cn-clip", "file"] = "openai-clip"
+    text_config: Literal["RoBERTa-wwm-ext-base-chinese", "RBT3-chinese", "custom"] = "RoBERTa-wwm-ext-base-chinese"  # cn-clip: a shipped config or "custom"
     text_pretrained: Optional[str] = "ViT-B-16"
     text_context_length: int = 52  # cn-clip's tokenize default
     asr_embeddings: Optional[str] = None  # "file": {clip id: [embed_dim floats]}

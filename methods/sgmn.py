@@ -92,7 +92,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import Any, Literal, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -104,7 +104,6 @@ from methods.encoders import PAPER_ENCODER, TINY_ENCODER, ClipEncoder, EncoderCo
 from methods.losses import gather_nograd, gather_with_grad, hardest_negatives, local_offset
 from methods.sgmn_blocks import HardExampleMatcher, TemporalDifferenceBlock, TextGuidedAttention
 from methods.sgmn_graph import GraphInteraction, distance_weighted_triplet
-
 
 SMF_TARGETS = ("positive", "official")
 OFFICIAL_NO_DECAY = ("bias", "LayerNorm.bias", "LayerNorm.weight")  # train.py's no_decay names
@@ -133,11 +132,11 @@ class SgmnConfig:
     w_reg: float = 10.0
     # SMF's target: "positive" = column 0 (the pair's own clip) for every row; "official" = the
     # official CrossEn (torch.diag of the [B, 4] log-softmax: row j's target is candidate j, j < 4)
-    smf_target: str = "positive"
+    smf_target: Literal["positive", "official"] = "positive"
     # weight-decay groups: "official" = every parameter decays but those named bias /
     # LayerNorm.weight / LayerNorm.bias (train.py); "benchmark" = methods.base's (1-D params,
     # positional embeddings and logit scales exempt), kept by the tiny profile's rows
-    decay_groups: str = "official"
+    decay_groups: Literal["official", "benchmark"] = "official"
 
 
 @METHODS.register("sgmn", description="SGMN (ACM MM 2024): text-guided, spatiotemporal graph, hard example mining; one stage")

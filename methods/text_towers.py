@@ -50,7 +50,7 @@ def cn_clip_config(name: str, width: int = 128, layers: int = 2, heads: int = 4)
                 "text_num_attention_heads": heads, "text_num_hidden_layers": layers, "text_type_vocab_size": 2}
     if name not in CN_CLIP_CONFIGS:
         raise ValueError(f"cn-clip text config {name!r} is not one of {', '.join(CN_CLIP_CONFIGS)}")
-    import cn_clip.clip  # heavy (torchvision transforms); only a cn-clip tower needs it
+    import cn_clip.clip  # noqa: PLC0415 (heavy: torchvision transforms, its vocabulary; cn-clip towers only)
 
     path = Path(cn_clip.clip.__file__).parent / "model_configs" / f"{name}.json"
     return json.loads(path.read_text(encoding="utf-8"))
@@ -58,7 +58,7 @@ def cn_clip_config(name: str, width: int = 128, layers: int = 2, heads: int = 4)
 
 def hub_weights_path(name: str, text_config: str) -> Path:
     """Where cn-clip keeps hub model ``name``'s checkpoint; its text config must be ``text_config``."""
-    from cn_clip.clip import utils
+    from cn_clip.clip import utils  # noqa: PLC0415 (heavy, cn-clip towers only)
 
     if name not in utils._MODELS:
         raise TextTowerError(f"cn-clip has no model {name!r}; its models are {', '.join(utils._MODELS)} (or give a local checkpoint file)")
@@ -73,8 +73,8 @@ class CnClipText(nn.Module):
 
     def __init__(self, config: dict, embed_dim: int, context_length: int = 52) -> None:
         super().__init__()
-        from cn_clip.clip.configuration_bert import BertConfig
-        from cn_clip.clip.modeling_bert import BertModel
+        from cn_clip.clip.configuration_bert import BertConfig  # noqa: PLC0415 (heavy, cn-clip towers only)
+        from cn_clip.clip.modeling_bert import BertModel  # noqa: PLC0415
 
         if context_length > config["text_max_position_embeddings"]:
             raise ValueError(f"cn-clip text: context {context_length} > {config['text_max_position_embeddings']} positions")
@@ -93,7 +93,7 @@ class CnClipText(nn.Module):
 
     def tokenize(self, texts: Sequence[str]) -> Tensor:
         """[N, context_length] ids: [CLS] word pieces [SEP], zero ([PAD]) filled (cn_clip.tokenize)."""
-        from cn_clip.clip import tokenize
+        from cn_clip.clip import tokenize  # noqa: PLC0415 (heavy, cn-clip towers only)
 
         return tokenize(list(texts), context_length=self.context_length)
 

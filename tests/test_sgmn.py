@@ -320,9 +320,9 @@ def test_official_smf_target_is_crossen_on_the_first_four_rows() -> None:
         model = small_sgmn(smf_target=target).eval()
         original = model.matcher.forward
 
-        def spy(*args, _orig=original):  # type: ignore[no-untyped-def]
+        def spy(*args, _orig=original, _target=target):  # type: ignore[no-untyped-def]
             out = _orig(*args)
-            captured[target] = out.detach()
+            captured[_target] = out.detach()
             return out
 
         model.matcher.forward = spy  # type: ignore[method-assign]
@@ -333,5 +333,5 @@ def test_official_smf_target_is_crossen_on_the_first_four_rows() -> None:
         logp = logits.log_softmax(-1)
         expected = -logp.diagonal().mean() if target == "official" else -logp[:, 0].mean()
         torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-5)
-    with pytest.raises(ValueError, match="smf_target must be one of"):
+    with pytest.raises(ValueError, match="smf_target='diag': expected one of positive, official"):
         small_sgmn(smf_target="diag")
