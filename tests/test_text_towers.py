@@ -16,6 +16,7 @@ import torch
 from methods import text_towers
 from methods.encoders import PAPER_ENCODER, TINY_ENCODER, ClipEncoder
 from methods.text_towers import CnClipText, FileTextEmbeddings, TextTowerError, cn_clip_config
+from tests.rice_fixtures import small_rice, toy_batch
 
 ASR = (
     "家人们看过来，这款白色T恤纯棉的，三号链接，点一下小黄车",
@@ -167,3 +168,23 @@ def test_tiny_and_openai_towers_are_both_available() -> None:
     assert openai.text_tower is None and openai.encode_text(list(ASR)).shape == (3, TINY_ENCODER.embed_dim)
     with pytest.raises(ValueError, match="text_tower 'bert' is not one of"):
         ClipEncoder(dataclasses.replace(TINY_ENCODER, text_tower="bert"), with_text=True)
+
+
+@torch.no_grad()
+def test_rice_reads_its_text_from_the_embedding_files_by_id(tmp_path) -> None:
+    """With ``encoder.text_tower=file`` the batch's ids, not its strings, pick the text."""
+    g = torch.Generator().manual_seed(0)
+    asr = _write(tmp_path / "seg2emb.json", {f"clip{i}": torch.randn(32, generator=g).tolist() for i in range(4)})
+    title = _write(tmp_path / "item2emb.json", {f"img{i}": torch.randn(32, generator=g).tolist() for i in range(4)})
+    m = small_rice(ipd="none", **{"encoder.text_tower": "file", "encoder.asr_embeddings": asr,
+                                  "encoder.title_embeddings": title}).eval()
+    batch = toy_batch(b=4)
+    batch["clip_id"], batch["image_id"] = [f"clip{i}" for i in range(4)], [f"img{i}" for i in range(4)]
+    batch["asr"], batch["title"] = ["有字"] * 4, ["标题"] * 4  # non-empty: the text part is on
+    q = m.encode_query(batch).embedding
+    other_words = dict(batch, asr=["别的话"] * 4)
+    torch.testing.assert_close(m.encode_query(other_words).embedding, q)
+    swapped = dict(batch, clip_id=["clip1", "clip0", "clip2", "clip3"])
+    q2 = m.encode_query(swapped).embedding
+    assert not torch.allclose(q2[0], q[0]) and torch.allclose(q2[2], q[2])
+    assert m.encode_gallery(batch).embedding.shape[0] == 4
