@@ -70,6 +70,8 @@ def one_thread() -> Iterator[None]:
 PAPER_SMALL = {
     **SMALL, "encoder.model_name": "custom", "encoder.pretrained": None, "require_pretrained": False,
     "encoder.image_size": 112, "encoder.patch_size": 16, "encoder.quick_gelu": True, "pmd_heads": 8,
+    # the paper's Chinese-CLIP text tower, small and random (the SMALL text sizes)
+    "encoder.text_config": "custom", "encoder.text_pretrained": None,
 }
 
 
