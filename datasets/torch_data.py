@@ -16,6 +16,7 @@ item carries ``index`` (its position in the split). Unreadable files raise ``Dat
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import functools
 import json
 from typing import Any, Mapping, Optional, Sequence
@@ -78,6 +79,8 @@ def load_clip(clip: ClipSource, cfg: DataConfig, *, train: bool = False, cache: 
     come from ``cache`` (a :class:`datasets.frame_cache.FrameCache`) when one is given."""
     n_t, size = cfg.num_frames, cfg.image_size
     jitter = train and cfg.train_jitter
+    spatial = jitter and cfg.train_spatial
+    pick = cfg.eval_frame_pick if (not train and cfg.eval_frame_pick) else clip.frame_pick
     frames: list[torch.Tensor] = []
     stored: list[tuple[int, int]] = []
     decoded: list[tuple[int, int]] = []  # (W, H) as decoded, before a frame cache's resize
@@ -85,7 +88,7 @@ def load_clip(clip: ClipSource, cfg: DataConfig, *, train: bool = False, cache: 
     if clip.video_path is not None:
         video = VideoFile(clip.video_path)
         cands = video_candidates(video.num_frames, video.fps, clip.sample_fps)
-        picked = [cands[p] for p in sample_clip(len(cands), n_t, train_cut=jitter, pick=clip.frame_pick)]
+        picked = [cands[p] for p in sample_clip(len(cands), n_t, train_cut=jitter, pick=pick)]
         batch = video.get(picked)
         frames = list(batch.unbind(0))
         stored = [(int(batch.shape[3]), int(batch.shape[2]))] * len(frames)
@@ -93,7 +96,8 @@ def load_clip(clip: ClipSource, cfg: DataConfig, *, train: bool = False, cache: 
         tol = int(round(video.fps / (2 * clip.sample_fps))) if clip.sample_fps and video.fps else 0
         boxes = [_nearest_box(clip.boxes, i, tol) for i in picked]
     elif clip.frame_paths:
-        positions = clip_positions(clip, n_t, train_cut=jitter)
+        source = clip if pick == clip.frame_pick else dataclasses.replace(clip, frame_pick=pick)
+        positions = clip_positions(source, n_t, train_cut=jitter)
         paths = [clip.frame_paths[p] for p in positions]
         if cache is not None:
             frames, stored, decoded = cache.decode_frames(paths, min_side=cfg.resize_size)
@@ -109,19 +113,20 @@ def load_clip(clip: ClipSource, cfg: DataConfig, *, train: bool = False, cache: 
     k = len(frames)
     if k:
         norm_boxes, valid = T.normalise_boxes(boxes, stored)
-        if jitter:
+        if spatial:
             crop = T.sample_train_crop(*_train_canvas(decoded[0], cfg))
             pixels = T.train_geometry(frames, crop, size)
             norm_boxes, valid = T.train_boxes(norm_boxes, valid, crop)
         else:
-            pixels = T.eval_geometry(frames, cfg.resize_size, size, cfg.resize_mode)
+            pixels = T.eval_geometry(frames, cfg.resize_size, size, cfg.resize_mode, cfg.interpolation)
             resized = [(int(f.shape[-1]), int(f.shape[-2])) for f in frames]
             norm_boxes, valid = T.eval_boxes(norm_boxes, valid, resized, cfg.resize_size, size, cfg.resize_mode)
         T.to_float(pixels, cfg.mean, cfg.std, out=out_frames[:k])
         out_boxes[:k] = norm_boxes
         box_mask[:k] = valid
     out_frames[k:].zero_()
-    return {"frames": out_frames, "frame_mask": temporal_mask(k, n_t), "boxes": out_boxes, "box_mask": box_mask, "asr": clip.asr}
+    return {"frames": out_frames, "frame_mask": temporal_mask(k, n_t), "boxes": out_boxes, "box_mask": box_mask, "asr": clip.asr,
+            "clip_id": clip.clip_id}
 
 
 def load_image(path, cfg: DataConfig, *, train: bool = False, cache: Any = None) -> torch.Tensor:
@@ -131,11 +136,11 @@ def load_image(path, cfg: DataConfig, *, train: bool = False, cache: Any = None)
     else:
         img, _ = decode_image(path, min_side=cfg.resize_size)
         canvas = (int(img.shape[-1]), int(img.shape[-2]))
-    if train and cfg.train_jitter:
+    if train and cfg.train_jitter and cfg.train_spatial:
         crop = T.sample_train_crop(*_train_canvas(canvas, cfg))
         pixels = T.train_geometry([img], crop, cfg.image_size)
     else:
-        pixels = T.eval_geometry([img], cfg.resize_size, cfg.image_size, cfg.resize_mode)
+        pixels = T.eval_geometry([img], cfg.resize_size, cfg.image_size, cfg.resize_mode, cfg.interpolation)
     return T.to_float(pixels[0], cfg.mean, cfg.std)
 
 
@@ -199,6 +204,7 @@ class PairDataset(Dataset):
         item = load_clip(pair.clip, self.cfg, train=self.train, cache=self.frame_cache)
         item["image"] = load_image(pair.image_path, self.cfg, train=self.train, cache=self.frame_cache)
         item["title"] = pair.title
+        item["image_id"] = pair.image_id
         item["product"] = self.product_index[pair.product_id]
         item["category"] = self.category_index.get(pair.category, -1) if pair.category else -1
         item["index"] = i
@@ -243,7 +249,8 @@ class GalleryDataset(Dataset):
     @one_line_errors
     def __getitem__(self, i: int) -> dict[str, Any]:
         g = self.items[i]
-        return {"image": load_image(g.image_path, self.cfg, train=False, cache=self.frame_cache), "title": g.title, "index": i}
+        return {"image": load_image(g.image_path, self.cfg, train=False, cache=self.frame_cache), "title": g.title,
+                "image_id": g.image_id, "index": i}
 
 
 def collate_batch(items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:

@@ -103,8 +103,15 @@ def _groups_by_size(frames: Sequence[torch.Tensor]) -> dict[tuple[int, int], lis
     return groups
 
 
-def eval_geometry(frames: Sequence[torch.Tensor], resize: int, crop: int, mode: str = "shorter") -> torch.Tensor:
-    """uint8 ``[k, 3, crop, crop]``: resize (``mode``, see :func:`resized_size`), center crop ``crop``."""
+INTERPOLATIONS = {"bilinear": InterpolationMode.BILINEAR, "bicubic": InterpolationMode.BICUBIC}
+
+
+def eval_geometry(frames: Sequence[torch.Tensor], resize: int, crop: int, mode: str = "shorter",
+                  interpolation: str = "bilinear") -> torch.Tensor:
+    """uint8 ``[k, 3, crop, crop]``: resize (``mode``, see :func:`resized_size`; ``interpolation``
+    bilinear or bicubic, antialiased), center crop ``crop``."""
+    if interpolation not in INTERPOLATIONS:
+        raise ValueError(f"interpolation {interpolation!r} is not one of {', '.join(INTERPOLATIONS)}")
     if resize < crop:
         raise ValueError(f"resize_size {resize} is smaller than image_size {crop}")
     groups = _groups_by_size(frames)
@@ -112,7 +119,7 @@ def eval_geometry(frames: Sequence[torch.Tensor], resize: int, crop: int, mode: 
     for (w, h), idx in groups.items():
         batch = _stack(frames, idx)
         nw, nh = resized_size(w, h, resize, mode)
-        batch = TF.resize(batch, [nh, nw], interpolation=InterpolationMode.BILINEAR, antialias=True)
+        batch = TF.resize(batch, [nh, nw], interpolation=INTERPOLATIONS[interpolation], antialias=True)
         left, top = center_offsets(nw, nh, crop)
         batch = batch[..., top : top + crop, left : left + crop]
         if out is None:

@@ -17,6 +17,11 @@ convolutional stem (:class:`ConvStem`, Xiao et al. NeurIPS 2021) in place of the
 from random weights a patchify ViT barely learns in the tiny budget (the runs:
 ``docs/baselines.md``, CLIP mean-pool), while the token grid RICE's IPD and PMD work on is
 unchanged.
+
+Text (``with_text``): the tower ``EncoderConfig.text_tower`` names (:mod:`methods.text_towers`):
+``cn-clip`` (Chinese-CLIP's BERT; the paper and tiny profiles, LPR4M's text being Chinese),
+``file`` (precomputed embeddings by clip / image id) or ``openai-clip`` (this CLIP's own,
+EOT token -> ``ln_final`` -> proj; its BPE cuts Chinese into bytes: docs/text.md).
 """
 
 from __future__ import annotations
@@ -24,13 +29,14 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Literal, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from methods.hub import EncoderLoadError, is_local_weights, require_hub_files
+from methods.text_towers import TEXT_TOWERS, CnClipText, FileTextEmbeddings, cn_clip_config
 
 
 @dataclass(frozen=True)
@@ -51,16 +57,28 @@ class EncoderConfig:
     # QuickGELU (x * sigmoid(1.702 x)) in every MLP, as OpenAI's CLIP weights were trained with;
     # open_clip's plain "ViT-B-32" config builds nn.GELU and only warns on a mismatch
     quick_gelu: bool = False
+    # the text tower (methods.text_towers): "openai-clip" (this CLIP's own, BPE), "cn-clip"
+    # (Chinese-CLIP's BERT, config text_config, weights text_pretrained: a cn-clip hub name or a
+    # local checkpoint, None = random init) or "file" (precomputed embeddings per clip / image id)
+    text_tower: Literal["openai-clip", "cn-clip", "file"] = "openai-clip"
+    text_config: Literal["RoBERTa-wwm-ext-base-chinese", "RBT3-chinese", "custom"] = "RoBERTa-wwm-ext-base-chinese"  # cn-clip: a shipped config or "custom"
+    text_pretrained: Optional[str] = "ViT-B-16"
+    text_context_length: int = 52  # cn-clip's tokenize default
+    asr_embeddings: Optional[str] = None  # "file": {clip id: [embed_dim floats]}
+    title_embeddings: Optional[str] = None  # "file": {image id: [embed_dim floats]}
 
 
 STEMS = ("patchify", "conv")
 
+# text: the Chinese-CLIP tokenizer and a small random BERT of the text_* sizes (the OpenAI tower,
+# text_tower="openai-clip", has these sizes and a 32-token context)
 TINY_ENCODER = EncoderConfig(
     model_name="custom", pretrained=None, image_size=112, patch_size=16, width=192, layers=4,
     heads=4, embed_dim=128, text_width=128, text_layers=2, text_heads=4, context_length=32,
-    stem="conv",
+    stem="conv", text_tower="cn-clip", text_config="custom", text_pretrained=None,
 )
-PAPER_ENCODER = EncoderConfig(quick_gelu=True)  # OpenAI's weights (hub tag or the official ViT-B-32.pt)
+# OpenAI's ViT-B/32 (hub tag or the official ViT-B-32.pt); text: Chinese-CLIP ViT-B-16's RoBERTa tower
+PAPER_ENCODER = EncoderConfig(quick_gelu=True, text_tower="cn-clip")
 
 
 class ConvStem(nn.Module):
@@ -244,17 +262,47 @@ def load_local_weights(model: nn.Module, path: Path) -> None:
         raise EncoderLoadError(f"encoder weights {path}: missing keys {missing[:5]}...")
 
 
-class ClipEncoder(nn.Module):
-    """One open_clip model shared by shop images and frames (and, optionally, text)."""
+def build_text_tower(cfg: EncoderConfig) -> Optional[nn.Module]:
+    """The profile's text tower when it is not this CLIP's own (``cn-clip`` or ``file``)."""
+    if cfg.text_tower not in TEXT_TOWERS:
+        raise ValueError(f"encoder text_tower {cfg.text_tower!r} is not one of {', '.join(TEXT_TOWERS)}")
+    if cfg.text_tower == "file":
+        return FileTextEmbeddings(cfg.asr_embeddings, cfg.title_embeddings, cfg.embed_dim)
+    if cfg.text_tower == "cn-clip":
+        config = cn_clip_config(cfg.text_config, cfg.text_width, cfg.text_layers, cfg.text_heads)
+        tower = CnClipText(config, cfg.embed_dim, cfg.text_context_length)
+        if cfg.text_pretrained:
+            tower.load(cfg.text_pretrained, cfg.text_config)
+        return tower
+    return None
 
-    def __init__(self, cfg: EncoderConfig, with_text: bool = False) -> None:
+
+def refuse_random_text(cfg: EncoderConfig, owner: str) -> None:
+    """A paper profile's Chinese-CLIP text tower needs its weights: one clear error when unset."""
+    if cfg.text_tower == "cn-clip" and not cfg.text_pretrained:
+        raise ValueError(
+            f"{owner} (paper profile): the Chinese-CLIP text tower needs weights; set encoder.text_pretrained to a "
+            f"cn-clip hub name (ViT-B-16) or a local cn-clip checkpoint, or encoder.text_tower=file with "
+            f"encoder.asr_embeddings / encoder.title_embeddings")
+
+
+class ClipEncoder(nn.Module):
+    """One open_clip model shared by shop images and frames (and, optionally, text).
+
+    ``with_text`` builds the profile's text tower (``cfg.text_tower``); ``clip_text`` keeps this
+    CLIP's own text transformer whatever the tower (SGMN's cross model starts from its first
+    block and positions).
+    """
+
+    def __init__(self, cfg: EncoderConfig, with_text: bool = False, clip_text: bool = False) -> None:
         super().__init__()
         self.cfg = cfg
         clip = build_clip(cfg)
         self.visual = clip.visual
         self.logit_scale = clip.logit_scale  # learnable temperature, init log(1/0.07)
         self.with_text = with_text
-        if with_text:
+        self.text_tower = build_text_tower(cfg) if with_text else None
+        if clip_text or (with_text and cfg.text_tower == "openai-clip"):
             self.token_embedding = clip.token_embedding
             self.positional_embedding = clip.positional_embedding
             self.transformer = clip.transformer
@@ -306,10 +354,18 @@ class ClipEncoder(nn.Module):
             self._tokenizer = open_clip.SimpleTokenizer(context_length=self.cfg.context_length)
         return self._tokenizer(list(texts))
 
-    def encode_text(self, texts: Sequence[str]) -> Tensor:
-        """Text embeddings [N, E] from the text tower (EOT token -> ``ln_final`` -> proj)."""
+    def encode_text(self, texts: Sequence[str], ids: Optional[Sequence[str]] = None, kind: str = "asr") -> Tensor:
+        """Text embeddings [N, E] from the profile's tower: OpenAI CLIP's (EOT token ->
+        ``ln_final`` -> proj), Chinese-CLIP's ([CLS] -> proj) or the ``kind`` ("asr" | "title")
+        embedding file, read by ``ids`` (clip ids for ASR, image ids for titles)."""
         if not self.with_text:
             raise RuntimeError("encoder was built without its text tower")
+        if isinstance(self.text_tower, FileTextEmbeddings):
+            if ids is None:
+                raise ValueError(f"text tower 'file': the batch carries no ids for its {kind} embeddings")
+            return self.text_tower(ids, kind)
+        if self.text_tower is not None:
+            return self.text_tower(texts)
         tokens = self.tokenize(texts).to(self.token_embedding.weight.device)
         x = self.token_embedding(tokens) + self.positional_embedding
         x = self.transformer(x, attn_mask=self.attn_mask)

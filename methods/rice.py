@@ -113,7 +113,7 @@ from torch import Tensor, nn
 
 from benchmark.core.registry import METHODS
 from methods.base import DataInfo, Encoded, Method, check_image_size
-from methods.encoders import PAPER_ENCODER, TINY_ENCODER, ClipEncoder, EncoderConfig, masked_mean
+from methods.encoders import PAPER_ENCODER, TINY_ENCODER, ClipEncoder, EncoderConfig, masked_mean, refuse_random_text
 from methods.ipd import SetDetector, boxes_to_patch_keep, predict_boxes
 from methods.losses import info_nce
 from methods.pmd import PFR_TARGETS, PairwiseMatchingDecoder, PatchFeatureReconstruction, consecutive_runs
@@ -257,6 +257,8 @@ class Rice(RiceAnalysisMixin, Method):
                 "rice (paper profile): the encoder needs pretrained CLIP weights; set encoder.pretrained "
                 "to a hub tag (openai) or pass --pretrained PATH (a local open_clip checkpoint)"
             )
+        if cfg.require_pretrained and cfg.text:
+            refuse_random_text(cfg.encoder, "rice")
 
     def variant(self) -> str:
         parts = ["icl"]
@@ -347,17 +349,20 @@ class Rice(RiceAnalysisMixin, Method):
         if keep is not None:
             tok_keep = tok_keep & keep
         tokens, tok_keep = tokens.flatten(1, 2), tok_keep.flatten(1, 2)
-        emb, tokens, tok_keep = self._with_text(visual, tokens, tok_keep, batch.get("asr"), b)
+        emb, tokens, tok_keep = self._with_text(visual, tokens, tok_keep, batch.get("asr"), b,
+                                               batch.get("clip_id"), "asr")
         return _Side(emb, tokens, tok_keep, extra)
 
     def _image_side(self, batch: dict[str, Any]) -> _Side:
         emb, tokens = self.encoder.encode_images(batch["image"])
         keep = torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
-        emb, tokens, keep = self._with_text(emb, tokens, keep, batch.get("title"), tokens.shape[0])
+        emb, tokens, keep = self._with_text(emb, tokens, keep, batch.get("title"), tokens.shape[0],
+                                           batch.get("image_id"), "title")
         return _Side(emb, tokens, keep, {})
 
     def _with_text(
-        self, visual: Tensor, tokens: Tensor, keep: Tensor, texts: Optional[Sequence[str]], n: int
+        self, visual: Tensor, tokens: Tensor, keep: Tensor, texts: Optional[Sequence[str]], n: int,
+        ids: Optional[Sequence[str]] = None, kind: str = "asr",
     ) -> tuple[Tensor, Tensor, Tensor]:
         """Fuse the text embedding into the global one and append its token (``text=true``)."""
         v = F.normalize(visual.float(), dim=-1)
@@ -365,7 +370,7 @@ class Rice(RiceAnalysisMixin, Method):
             return v, tokens, keep
         texts = list(texts) if texts is not None else [""] * n
         has = torch.tensor([bool(s and s.strip()) for s in texts], dtype=torch.bool, device=v.device)
-        text = self.encoder.encode_text(texts)
+        text = self.encoder.encode_text(texts, ids, kind)
         t = F.normalize(text.float(), dim=-1) * has[:, None] * self.cfg.text_weight
         emb = F.normalize(torch.cat([v, t], dim=-1), dim=-1)
         if self.text_token is not None:

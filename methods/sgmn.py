@@ -40,41 +40,59 @@ Kept from the official code
     tokens, one self-attention block initialised from CLIP's first text block, one randomly
     initialised cross-attention block over all tokens of all frames (padding frames masked),
     pooler LN -> token 0 -> Linear -> QuickGELU, ``Linear(D, 1)``; 4-way CE on 100 x score;
-  * the official training command (README, ``train.py``), as the paper profile's recipe
-    (``TRAIN_RECIPE``, applied over the shared paper profile, which is RICE's run): CLIP
-    parameters at lr x ``coef_lr`` (3e-4 x 1e-3), the rest at 3e-4, weight decay 0.2, warmup 0.1
-    + cosine, gradient clip 1.0, eps 1e-6, 10 epochs, global batch 256; 10 frames, fp16.
+  * the official training command and optimiser (README, ``train.py``, ``optimization.py``) as
+    the paper profile's ``TRAIN_RECIPE``: CLIP parameters at lr x ``coef_lr`` (3e-4 x 1e-3), the
+    rest at 3e-4, weight decay 0.2 on every parameter but those named ``bias`` /
+    ``LayerNorm.*`` (``decay_groups="official"``: CLIP's ``ln_*`` weights and embeddings decay),
+    betas 0.9/0.98, eps 1e-6, BertAdam's schedule (warmup over 0.1 of the run, then a cosine
+    over the whole run's progress), gradient clip 1.0, 10 epochs, global batch 256, fp32 (the
+    official model runs ``.float()`` and never uses ``--fp16``);
+  * the official preprocessing (``rawframe_util.py``: ``Resize((224, 224))`` bicubic, a no-op
+    ``CenterCrop(224)``; no spatial augmentation, the LPR4M loader's random tail cut kept) and
+    evaluation's frame pick ``linspace(0, n, 10, endpoint=False)`` (``eval_lpr4m.py``), as the
+    recipe's ``data`` entry.
 
 Departures, and why
   * Text embeddings: the official code reads 512-d ASR/title embeddings precomputed by a text
-    model it does not name (``training_seg2emb_65w.json``; not released). Here the encoder's own
-    CLIP text tower computes them: frozen in the paper profile (fixed features, as there),
-    trained in the tiny profile (a frozen random tower would carry no text).
+    model it does not name (``training_seg2emb_65w.json``, ``training_item2emb_155100.json``; not
+    released); 512 is Chinese-CLIP ViT-B/16's width and LPR4M's text is Chinese. The paper
+    profile embeds with Chinese-CLIP's text tower (``methods.text_towers``), frozen (fixed
+    features, as there); ``--set encoder.text_tower=file`` reads such files instead. The tiny
+    profile trains a small random BERT on the Chinese-CLIP tokenizer (a frozen random tower
+    would carry no text).
   * The official pairwise loss applies ``CrossEn`` (``torch.diag`` of log-softmax) to the
     [B, 4] candidate logits, whose diagonal is only its first 4 rows, with candidate j as the
     "positive" of row j; here every row's positive (column 0) is the target.
+    ``--set smf_target=official`` restores the official target (variant ``smf-official``).
   * A difference token takes part only between two real frames; the official mask keeps the one
     from the last real frame into the (zero) padding, so a clip's embedding depended on padding.
   * Same-product clips are neither hard negatives nor triplet negatives (the official code only
-    excludes the pair itself); the official optimiser is BertAdam (betas 0.9/0.98, eps 1e-6),
-    here the benchmark's AdamW with the same groups.
+    excludes the pair itself).
+  * Optimiser: torch's AdamW with BertAdam's betas, eps, decay groups and schedule, but with
+    Adam's bias correction. BertAdam has none, so its step t is this one's times
+    ``(1 - 0.9**t) / sqrt(1 - 0.98**t)`` (0.71 at t=1, 1.52 at t=10, 1.07 at t=100, 1.01 at
+    t=200): a difference inside the first few hundred updates, which the warmup (10% of the run,
+    from lr 0) covers. BertAdam also clips each parameter's gradient to norm 1.0 on top of the
+    global clip; not done here. Neither is measured.
+  * MovingFashion: the official MF training loader does not cut the clip's tail; here the
+    benchmark's data pipeline cuts it on every dataset.
 
 Scaled down (tiny profile, 2-core CPU): RICE's tiny encoder (``TINY_ENCODER``: 112 px, patch 16,
 width 192, 4 layers, embedding 128, a conv stem, random init), 4 frames, the benchmark's tiny
 optimiser (one lr 5e-4, batch 32, 4 epochs), GCI's top-K = the number of frames; everything
-else as above, so its rows compare with RICE's tiny rows. From random weights SGMN's margin
+else as above (decay groups: the benchmark's, ``decay_groups="benchmark"``, as its committed
+rows), so its rows compare with RICE's tiny rows. From random weights SGMN's margin
 triplets start on collapsed embeddings and learn slowly in that budget (movingfashion-synth
-numbers and the side-by-side inference cost: ``docs/sgmn.md``). With ``text=false`` the text tower is
-still built, frozen, as the source of the cross model's first block (CLIP's, as officially).
+numbers and the side-by-side inference cost: ``docs/sgmn.md``). Whenever SMF is on, CLIP's own text
+transformer is built too, frozen, as the source of the cross model's first block and positions
+(CLIP's, as officially), whatever the text tower.
 """
 
 from __future__ import annotations
 
-import copy
 import math
-from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import Any, Literal, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -82,9 +100,13 @@ from torch import Tensor, nn
 
 from benchmark.core.registry import METHODS
 from methods.base import DataInfo, Encoded, Method, check_image_size
-from methods.encoders import PAPER_ENCODER, TINY_ENCODER, ClipEncoder, EncoderConfig, masked_mean
+from methods.encoders import PAPER_ENCODER, TINY_ENCODER, ClipEncoder, EncoderConfig, masked_mean, refuse_random_text
 from methods.losses import gather_nograd, gather_with_grad, hardest_negatives, local_offset
+from methods.sgmn_blocks import HardExampleMatcher, TemporalDifferenceBlock, TextGuidedAttention
 from methods.sgmn_graph import GraphInteraction, distance_weighted_triplet
+
+SMF_TARGETS = ("positive", "official")
+OFFICIAL_NO_DECAY = ("bias", "LayerNorm.bias", "LayerNorm.weight")  # train.py's no_decay names
 
 
 @dataclass(frozen=True)
@@ -108,132 +130,13 @@ class SgmnConfig:
     graph_topk: int = 10  # capped at the number of frames
     triplet_margin: float = 0.2
     w_reg: float = 10.0
-
-
-class QuickGELU(nn.Module):
-    def forward(self, x: Tensor) -> Tensor:
-        return x * torch.sigmoid(1.702 * x)
-
-
-class Block(nn.Module):
-    """A pre-LN transformer block (CLIP's): self- or cross-attention, then an MLP.
-
-    Built fresh (QuickGELU MLP) or copied from an open_clip block (``source``). For
-    cross-attention the keys go through the same ``ln_1`` as the queries (the official
-    ``ResidualCrossAttention``). ``key_pad`` [N, S] is True where a key is padding.
-    """
-
-    def __init__(self, width: int, heads: int, source: Optional[nn.Module] = None, attn_dropout: float = 0.0) -> None:
-        super().__init__()
-        if source is not None:
-            self.ln_1, self.attn = copy.deepcopy(source.ln_1), copy.deepcopy(source.attn)
-            self.ln_2, self.mlp = copy.deepcopy(source.ln_2), copy.deepcopy(source.mlp)
-            self.ls_1 = copy.deepcopy(getattr(source, "ls_1", nn.Identity()))
-            self.ls_2 = copy.deepcopy(getattr(source, "ls_2", nn.Identity()))
-        else:
-            self.ln_1, self.ln_2 = nn.LayerNorm(width), nn.LayerNorm(width)
-            self.attn = nn.MultiheadAttention(width, heads, dropout=attn_dropout, batch_first=True)
-            self.mlp = nn.Sequential(OrderedDict(
-                c_fc=nn.Linear(width, 4 * width), gelu=QuickGELU(), c_proj=nn.Linear(4 * width, width)))
-            self.ls_1, self.ls_2 = nn.Identity(), nn.Identity()
-
-    def forward(self, x: Tensor, kv: Optional[Tensor] = None, key_pad: Optional[Tensor] = None) -> Tensor:
-        q = self.ln_1(x)
-        k = self.ln_1(kv) if kv is not None else q
-        if not self.attn.batch_first:
-            q, k = q.transpose(0, 1), k.transpose(0, 1)
-        out = self.attn(q, k, k, key_padding_mask=_never_all(key_pad), need_weights=False)[0]
-        if not self.attn.batch_first:
-            out = out.transpose(0, 1)
-        x = x + self.ls_1(out)
-        return x + self.ls_2(self.mlp(self.ln_2(x)))
-
-
-def _never_all(key_pad: Optional[Tensor]) -> Optional[Tensor]:
-    """A padding mask that leaves every row at least its first key (no all-masked softmax)."""
-    if key_pad is None:
-        return None
-    full = key_pad.all(dim=1)
-    if bool(full.any()):
-        key_pad = key_pad.clone()
-        key_pad[full, 0] = False
-    return key_pad
-
-
-class TemporalDifferenceBlock(nn.Module):
-    """Frames and their differences, interleaved, through a small transformer (official TDB)."""
-
-    def __init__(self, dim: int, num_frames: int, layers: int, heads: int) -> None:
-        super().__init__()
-        self.frame_position = nn.Embedding(max(num_frames, 1), dim)
-        self.type_embedding = nn.Embedding(2, dim)  # 1: frame token, 0: difference token
-        self.difference_attention = Block(dim, heads)
-        self.difference_norm = nn.LayerNorm(dim)
-        self.blocks = nn.ModuleList(Block(dim, heads) for _ in range(layers))
-
-    def forward(self, frames: Tensor, mask: Tensor) -> Tensor:
-        """``frames`` [B, T, D], ``mask`` [B, T] (True = real frame) -> [B, T, D]."""
-        b, t, d = frames.shape
-        pos = self.frame_position.weight[:t].to(frames.dtype)
-        typ = self.type_embedding.weight.to(frames.dtype)
-        if t == 1:
-            z, keep = frames + pos + typ[1], mask
-        else:
-            diff = frames[:, 1:] - frames[:, :-1] + pos[1:]
-            diff = self.difference_attention(diff, key_pad=~mask[:, 1:])
-            diff = 2 * torch.sigmoid(self.difference_norm(diff)) - 1
-            z = frames.new_empty(b, 2 * t - 1, d)
-            z[:, 0::2] = frames + pos + typ[1]
-            z[:, 1::2] = diff + pos[:-1] + typ[0]  # the difference of frames i, i+1 sits at i
-            keep = mask.new_empty(b, 2 * t - 1)
-            keep[:, 0::2], keep[:, 1::2] = mask, mask[:, :-1] & mask[:, 1:]  # official: mask[:, :-1]
-        for block in self.blocks:
-            z = block(z, key_pad=~keep)
-        return z[:, 0::2] + frames
-
-
-class TextGuidedAttention(nn.Module):
-    """Tokens attend to the text token (official ``CrossAttentionLayer``, post-LN)."""
-
-    def __init__(self, dim: int, heads: int, dropout: float = 0.1) -> None:
-        super().__init__()
-        self.attn = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
-        self.norm_1, self.norm_2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
-        self.ffn = nn.Sequential(nn.Linear(dim, 2 * dim), nn.ReLU(), nn.Dropout(dropout), nn.Linear(2 * dim, dim))
-        self.dropout = nn.Dropout(dropout)
-
-    def forward(self, tokens: Tensor, text: Tensor) -> Tensor:
-        """``tokens`` [N, L, D], ``text`` [N, D] -> [N, L, D]."""
-        text = text[:, None].to(tokens.dtype)
-        x = self.norm_1(tokens + self.dropout(self.attn(tokens, text, text, need_weights=False)[0]))
-        return self.norm_2(x + self.dropout(self.ffn(x)))
-
-
-class HardExampleMatcher(nn.Module):
-    """SMF's cross model: scores (image, clip) pairs from their tokens (training only)."""
-
-    def __init__(self, dim: int, heads: int, num_positions: int, first_text_block: nn.Module,
-                 text_positions: Tensor, dropout: float = 0.1) -> None:
-        super().__init__()
-        self.position = nn.Embedding(num_positions, dim)
-        nn.init.normal_(self.position.weight, std=0.01)
-        n = min(num_positions, text_positions.shape[0])
-        with torch.no_grad():
-            self.position.weight[:n] = text_positions[:n].detach()
-        self.dropout = nn.Dropout(dropout)
-        self.self_block = Block(dim, heads, source=first_text_block)
-        self.cross_block = Block(dim, heads, attn_dropout=dropout)
-        self.pool_norm = nn.LayerNorm(dim)
-        self.pool_dense = nn.Linear(dim, dim)
-        self.head = nn.Linear(dim, 1)
-
-    def forward(self, queries: Tensor, keys: Tensor, key_keep: Tensor, key_index: Tensor, query_index: Tensor) -> Tensor:
-        """Scores [P] of pairs (``queries[query_index[p]]``, ``keys[key_index[p]]``)."""
-        x = self.dropout(queries + self.position.weight[: queries.shape[1]].to(queries.dtype))
-        x = self.self_block(x)[query_index]
-        x = self.cross_block(x, kv=keys[key_index], key_pad=~key_keep[key_index])
-        pooled = QuickGELU()(self.pool_dense(self.pool_norm(x)[:, 0]))
-        return self.head(pooled).squeeze(-1)
+    # SMF's target: "positive" = column 0 (the pair's own clip) for every row; "official" = the
+    # official CrossEn (torch.diag of the [B, 4] log-softmax: row j's target is candidate j, j < 4)
+    smf_target: Literal["positive", "official"] = "positive"
+    # weight-decay groups: "official" = every parameter decays but those named bias /
+    # LayerNorm.weight / LayerNorm.bias (train.py); "benchmark" = methods.base's (1-D params,
+    # positional embeddings and logit scales exempt), kept by the tiny profile's rows
+    decay_groups: Literal["official", "benchmark"] = "official"
 
 
 @METHODS.register("sgmn", description="SGMN (ACM MM 2024): text-guided, spatiotemporal graph, hard example mining; one stage")
@@ -242,13 +145,20 @@ class Sgmn(Method):
     MAIN_VARIANT = ("gra+text+gci+smf",)  # the full model: text, graph interaction, self-supervised mining
 
     Config = SgmnConfig
+    # the official command and BertAdam (train.py, modules/optimization.py): fp32, betas 0.9/0.98,
+    # eps 1e-6, warmup 0.1 then a cosine over the whole run; the official preprocessing
+    # (rawframe_util.py: Resize((224, 224)) bicubic + CenterCrop 224, no spatial augmentation; the
+    # LPR4M training loader's random tail cut kept) and eval_lpr4m.py's linspace(0, n, 10, endpoint=False)
     TRAIN_RECIPE = {"paper": {"batch_size": 256, "epochs": 10, "updates": None, "warmup_ratio": 0.1,
                               "lr_encoder": 3e-7, "lr_new": 3e-4, "weight_decay": 0.2, "grad_clip": 1.0,
-                              "adam_eps": 1e-6}}
+                              "adam_eps": 1e-6, "adam_beta2": 0.98, "schedule": "bert_warmup_cosine",
+                              "amp": False,
+                              "data": {"resize_size": 224, "resize_mode": "square", "interpolation": "bicubic",
+                                       "train_spatial": False, "eval_frame_pick": "rice-mf"}}}
     PROFILES = {
         "paper": SgmnConfig(encoder=PAPER_ENCODER),
         "tiny": SgmnConfig(
-            encoder=TINY_ENCODER, require_pretrained=False, train_text_tower=True,
+            encoder=TINY_ENCODER, require_pretrained=False, train_text_tower=True, decay_groups="benchmark",
         ),
     }
     encoder_prefixes = ("encoder.",)
@@ -256,7 +166,7 @@ class Sgmn(Method):
     def __init__(self, cfg: SgmnConfig, info: DataInfo) -> None:
         super().__init__(cfg, info)
         self._check(cfg, info)
-        self.encoder = ClipEncoder(cfg.encoder, with_text=cfg.text or cfg.mining)
+        self.encoder = ClipEncoder(cfg.encoder, with_text=cfg.text, clip_text=cfg.mining)
         self.encoder.logit_scale.requires_grad_(False)  # SGMN's scale is a fixed 100
         dim = self.encoder.embed_dim
         self.temporal = TemporalDifferenceBlock(dim, info.num_frames, cfg.tdb_layers, cfg.tdb_heads or max(1, dim // 64))
@@ -280,14 +190,39 @@ class Sgmn(Method):
         if self.matcher is not None:  # its self block keeps CLIP's text weights
             for m in (self.matcher.cross_block, self.matcher.pool_norm, self.matcher.pool_dense, self.matcher.head):
                 m.apply(_init_new)
-        if cfg.text or cfg.mining:
-            self._text_tower_grad(cfg.text and cfg.train_text_tower)
+        self._text_tower_grad(cfg.text and cfg.train_text_tower)
+
+    def parameter_groups(self, lr_encoder: float, lr_new: float, weight_decay: float) -> list[dict]:
+        """``decay_groups="official"``: the official split (train.py ``prep_optimizer``): a name
+        containing ``bias``, ``LayerNorm.bias`` or ``LayerNorm.weight`` does not decay, every other
+        parameter does (CLIP's ``ln_*`` weights and embeddings included); CLIP at ``lr_encoder``."""
+        groups = super().parameter_groups(lr_encoder, lr_new, weight_decay)  # methods.base's split
+        if self.cfg.decay_groups == "benchmark":
+            return groups
+        rate = {g["name"].split("-")[0]: g["lr"] for g in groups}
+        decay = max((g["weight_decay"] for g in groups), default=weight_decay)
+        out: dict[tuple[str, bool], list[nn.Parameter]] = {}
+        for name, p in self.named_parameters():
+            if p.requires_grad:
+                side = "encoder" if name.startswith(self.encoder_prefixes) else "new"
+                out.setdefault((side, any(k in name for k in OFFICIAL_NO_DECAY)), []).append(p)
+        return [{"params": ps, "lr": rate.get(side, lr_encoder if side == "encoder" else lr_new),
+                 "weight_decay": 0.0 if nd else decay, "name": f"{side}{'-nodecay' if nd else ''}"}
+                for (side, nd), ps in sorted(out.items())]
 
     def _text_tower_grad(self, trainable: bool) -> None:
+        """The text tower trains only in the tiny profile; CLIP's own text transformer, when it is
+        not the tower (the cross model's source), never does."""
+        enc = self.encoder
+        if enc.text_tower is not None:
+            enc.text_tower.requires_grad_(trainable)
+        own = trainable and enc.cfg.text_tower == "openai-clip"
         for name in ("token_embedding", "transformer", "ln_final"):
-            getattr(self.encoder, name).requires_grad_(trainable)
-        self.encoder.positional_embedding.requires_grad_(trainable)
-        self.encoder.text_projection.requires_grad_(trainable)
+            if hasattr(enc, name):
+                getattr(enc, name).requires_grad_(own)
+        for name in ("positional_embedding", "text_projection"):
+            if hasattr(enc, name):
+                getattr(enc, name).requires_grad_(own)
 
     @staticmethod
     def _check(cfg: SgmnConfig, info: DataInfo) -> None:
@@ -295,22 +230,31 @@ class Sgmn(Method):
         if cfg.require_pretrained and not cfg.encoder.pretrained:
             raise ValueError("sgmn (paper profile): the encoder needs pretrained CLIP weights; set encoder.pretrained "
                              "to a hub tag (openai) or pass --pretrained PATH (a local open_clip checkpoint)")
+        if cfg.require_pretrained and cfg.text:
+            refuse_random_text(cfg.encoder, "sgmn")
+        if cfg.smf_target not in SMF_TARGETS:
+            raise ValueError(f"sgmn: smf_target must be one of {SMF_TARGETS}, got {cfg.smf_target!r}")
+        if cfg.decay_groups not in ("official", "benchmark"):
+            raise ValueError(f"sgmn: decay_groups must be official or benchmark, got {cfg.decay_groups!r}")
         if cfg.text_weight < 0:
             raise ValueError(f"sgmn: text_weight must be >= 0, got {cfg.text_weight}")
 
     def variant(self) -> str:
+        smf = "smf-official" if self.cfg.smf_target == "official" else "smf"
         parts = ["gra"] + [name for name, on in (("text", self.cfg.text), ("gci", self.cfg.graph),
-                                                 ("smf", self.cfg.mining)) if on]
+                                                 (smf, self.cfg.mining)) if on]
         return "+".join(parts)
 
     # --- the contract ---------------------------------------------------------------
     def encode_query(self, batch: dict[str, Any]) -> Encoded:
         video, _, _ = self._video(batch["frames"], batch["frame_mask"].bool(), tokens=False)
-        return Encoded(self._fused(video, self._text(batch.get("asr"), video.shape[0], self.fc_asr)))
+        return Encoded(self._fused(video, self._text(batch.get("asr"), video.shape[0], self.fc_asr,
+                                                        batch.get("clip_id"), "asr")))
 
     def encode_gallery(self, batch: dict[str, Any]) -> Encoded:
         image, _ = self._image(batch["image"])
-        return Encoded(self._fused(image, self._text(batch.get("title"), image.shape[0], self.fc_title)))
+        return Encoded(self._fused(image, self._text(batch.get("title"), image.shape[0], self.fc_title,
+                                                        batch.get("image_id"), "title")))
 
     def training_losses(self, batch: dict[str, Any]) -> dict[str, Tensor]:
         cfg = self.cfg
@@ -325,8 +269,8 @@ class Sgmn(Method):
                                                     cfg.triplet_margin, video.shape[1])}
         asr = title = None
         if cfg.text:
-            asr = self._text(batch.get("asr"), b, self.fc_asr)
-            title = self._text(batch.get("title"), b, self.fc_title)
+            asr = self._text(batch.get("asr"), b, self.fc_asr, batch.get("clip_id"), "asr")
+            title = self._text(batch.get("title"), b, self.fc_title, batch.get("image_id"), "title")
             target = torch.arange(b, device=video.device) + local_offset(b)
             losses["txt"] = F.cross_entropy(cfg.logit_scale * asr.float() @ gather_with_grad(title).float().t(), target)
         if self.graph is not None:
@@ -353,7 +297,8 @@ class Sgmn(Method):
         tok = self._tokens(images)
         return F.normalize(tok[:, 0].float(), dim=-1), tok
 
-    def _text(self, texts: Optional[Sequence[str]], n: int, fc: Optional[nn.Linear]) -> Optional[Tensor]:
+    def _text(self, texts: Optional[Sequence[str]], n: int, fc: Optional[nn.Linear],
+              ids: Optional[Sequence[str]] = None, kind: str = "asr") -> Optional[Tensor]:
         """L2-normalised ``fc(text embedding)`` [N, D] (None without text guidance)."""
         if fc is None:
             return None
@@ -361,7 +306,7 @@ class Sgmn(Method):
         if len(texts) != n:
             raise ValueError(f"sgmn: {len(texts)} texts for a batch of {n}")
         with torch.set_grad_enabled(torch.is_grad_enabled() and self.cfg.train_text_tower):
-            emb = self.encoder.encode_text(texts)
+            emb = self.encoder.encode_text(texts, ids, kind)
         return F.normalize(fc(emb.to(fc.weight.dtype)).float(), dim=-1)
 
     def _fused(self, visual: Tensor, text: Optional[Tensor]) -> Tensor:
@@ -393,6 +338,10 @@ class Sgmn(Method):
         pairs_of = torch.arange(b, device=image.device).repeat_interleave(cand.shape[1])
         scores = self.matcher(i_tok, all_tok, all_keep, cand.flatten(), pairs_of).view(b, -1)
         logits = (cfg.logit_scale * scores.float()).masked_fill(~valid, float("-inf"))
+        if cfg.smf_target == "official":  # CrossEn's diagonal: rows 0..3, row j against candidate j
+            rows = torch.arange(min(b, logits.shape[1]), device=logits.device)
+            rows = rows[valid[rows, rows]]
+            return -F.log_softmax(logits, dim=-1)[rows, rows].mean()
         return F.cross_entropy(logits, torch.zeros(b, dtype=torch.long, device=logits.device))
 
 

@@ -33,7 +33,8 @@ def test_paper_clip_activation_and_sizes_are_the_openai_weights_own():
     arch = open_clip.get_model_config(PAPER_ENCODER.model_name)
     assert tag["quick_gelu"] is True  # open_clip 3.3.0: the openai weights were trained with QuickGELU
     assert PAPER_ENCODER.quick_gelu is tag["quick_gelu"]
-    encoder = ClipEncoder(dataclasses.replace(PAPER_ENCODER, pretrained=None), with_text=True)
+    # every block of both OpenAI towers (the paper profile's text tower is Chinese-CLIP's BERT)
+    encoder = ClipEncoder(dataclasses.replace(PAPER_ENCODER, pretrained=None, text_tower="openai-clip"), with_text=True)
     assert _activations(encoder) == {QuickGELU}  # vision and text towers, every block
     assert tuple(PAPER_DATA.mean) == pytest.approx(tag["mean"], abs=1e-8)
     assert tuple(PAPER_DATA.std) == pytest.approx(tag["std"], abs=1e-8)
@@ -57,7 +58,7 @@ def test_paper_methods_build_their_clip_with_quickgelu(method):
     import methods.rice  # noqa: F401
 
     info = DataInfo(num_products=10, num_categories=2, num_frames=2, image_size=224)
-    overrides = {"encoder.pretrained": None}
+    overrides = {"encoder.pretrained": None, "encoder.text_pretrained": None}
     if method == "rice":
         overrides.update({"require_pretrained": False, "ipd": "none"})
     model = build_method(METHODS.get(method), "paper", info, overrides)

@@ -36,16 +36,18 @@ def registered_methods() -> list[str]:
 
 def random_init_overrides(cfg: Any, prefix: str = "") -> dict[str, str]:
     """``--set`` overrides that start ``cfg`` (a method's paper config) from random weights:
-    every truthy ``pretrained`` field -> none, every ``require_pretrained`` -> false."""
+    every truthy ``pretrained`` / ``*_pretrained`` field (``encoder.text_pretrained``: the
+    Chinese-CLIP text tower) -> none, every ``require_pretrained`` -> false."""
     out: dict[str, str] = {}
     for f in dataclasses.fields(cfg):
         value = getattr(cfg, f.name)
         if dataclasses.is_dataclass(value):
             out.update(random_init_overrides(value, f"{prefix}{f.name}."))
-        elif f.name == "pretrained" and value:
+        elif f.name == "require_pretrained":
+            if value:
+                out[f"{prefix}{f.name}"] = "false"
+        elif (f.name == "pretrained" or f.name.endswith("_pretrained")) and value:
             out[f"{prefix}{f.name}"] = "none"
-        elif f.name == "require_pretrained" and value:
-            out[f"{prefix}{f.name}"] = "false"
     return out
 
 
@@ -60,8 +62,10 @@ def test_random_init_finds_nested_weights():
         detector: Inner = Inner(pretrained="")
         require_pretrained: bool = True
         pretrained: Any = None
+        text_pretrained: str = "ViT-B-16"
 
-    assert random_init_overrides(Outer()) == {"encoder.pretrained": "none", "require_pretrained": "false"}
+    assert random_init_overrides(Outer()) == {"encoder.pretrained": "none", "require_pretrained": "false",
+                                              "text_pretrained": "none"}
 
 
 @pytest.fixture(scope="module")

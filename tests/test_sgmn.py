@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 import pytest
@@ -43,22 +44,6 @@ def test_registered_shapes_and_losses() -> None:
     losses = model.training_losses(batch)
     assert set(losses) == set(LOSSES)
     assert all(v.ndim == 0 and torch.isfinite(v) for v in losses.values())
-
-
-def test_score_is_the_official_one_stage_score() -> None:
-    """cos(query, gallery) x (1 + w) = cos(video, image) + w cos(ASR, title) (eval_*.py's score)."""
-    model = small_sgmn().eval()
-    batch = toy_batch(b=4, t=3)
-    with torch.no_grad():
-        q, g = model.encode_query(batch).embedding, model.encode_gallery(batch).embedding
-        video, _, _ = model._video(batch["frames"], batch["frame_mask"].bool(), tokens=False)
-        image, _ = model._image(batch["image"])
-        asr = model._text(batch["asr"], 4, model.fc_asr)
-        title = model._text(batch["title"], 4, model.fc_title)
-    w = model.cfg.text_weight
-    ours = F.normalize(q, dim=-1) @ F.normalize(g, dim=-1).t() * (1 + w)
-    official = video @ image.t() + w * asr @ title.t()
-    torch.testing.assert_close(ours, official, atol=1e-5, rtol=1e-5)
 
 
 def test_padding_frames_do_not_change_the_video_embedding() -> None:
@@ -216,7 +201,8 @@ def test_paper_profile_step_on_cpu() -> None:
     """The paper profile's shapes (ViT-B/32, 224 px, 10 frames), random init, batch 2: one step."""
     info = DataInfo(num_products=10, num_categories=2, num_frames=10, image_size=224)
     torch.manual_seed(0)
-    model = build_method(Sgmn, "paper", info, {"encoder.pretrained": "none", "require_pretrained": False})
+    model = build_method(Sgmn, "paper", info, {"encoder.pretrained": "none", "encoder.text_pretrained": None,
+                                                       "require_pretrained": False})
     cfg = model.cfg
     assert cfg.tdb_layers == 2 and not hasattr(cfg, "lr_encoder")  # its rates are in TRAIN_RECIPE (command line wins)
     assert model.encoder.grid == 7 and model.encoder.embed_dim == 512
@@ -225,6 +211,16 @@ def test_paper_profile_step_on_cpu() -> None:
     groups = model.parameter_groups(recipe["lr_encoder"], recipe["lr_new"], recipe["weight_decay"])
     lrs = {g["name"]: (g["lr"], g["weight_decay"]) for g in groups}
     assert lrs["encoder"] == (3e-7, 0.2) and lrs["new"] == (3e-4, 0.2) and lrs["new-nodecay"] == (3e-4, 0.0)
+    # train.py's no_decay = ['bias', 'LayerNorm.bias', 'LayerNorm.weight'], matched as substrings
+    decay = {id(p): g["weight_decay"] for g in groups for p in g["params"]}
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            official = 0.0 if any(k in name for k in ("bias", "LayerNorm.bias", "LayerNorm.weight")) else 0.2
+            assert decay[id(p)] == official, name
+    named = dict(model.named_parameters())
+    assert decay[id(named["encoder.visual.transformer.resblocks.0.ln_1.weight"])] == 0.2  # CLIP's LNs decay
+    assert decay[id(named["encoder.visual.positional_embedding"])] == 0.2
+    assert decay[id(named["temporal.frame_position.weight"])] == 0.2
     batch = toy_batch(b=2, t=10)
     batch["frames"] = torch.randn(2, 10, 3, 224, 224)
     batch["image"] = torch.randn(2, 3, 224, 224)
@@ -248,7 +244,7 @@ def test_paper_profile_refuses_random_weights() -> None:
 
 
 def test_training_step_under_autocast() -> None:
-    """The paper profile trains in fp16 on the GPU; the same code path under CPU bf16 autocast."""
+    """The paper profile trains in fp32 (official); ``--set``-able autocast still runs (CPU bf16)."""
     model = small_sgmn()
     batch = toy_batch(b=6, t=3)
     with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -275,6 +271,13 @@ def test_paper_profile_trains_with_the_official_command_and_options_still_overri
     t = cfg.profile.train
     assert (t.batch_size, t.epochs, t.updates, t.grad_clip, t.adam_eps) == (256, 10, None, 1.0, 1e-6)
     assert (t.lr_encoder, t.lr_new, t.weight_decay, t.warmup_ratio) == (3e-7, 3e-4, 0.2, 0.1)
+    # BertAdam(b2=0.98, schedule='warmup_cosine'), the model in .float(), no --fp16
+    assert (t.adam_beta2, t.schedule, t.amp) == (0.98, "bert_warmup_cosine", False)
+    # rawframe_util.py: Resize((224, 224)) bicubic (a square), CenterCrop(224); no spatial augmentation
+    d = cfg.profile.data
+    assert (d.resize_size, d.image_size, d.resize_mode, d.interpolation) == (224, 224, "square", "bicubic")
+    assert d.train_jitter and not d.train_spatial and d.eval_frame_pick == "rice-mf"
+    assert get_profile("paper").data.resize_size == 256  # RICE's run keeps its 256 squash
     assert get_profile("paper").train.batch_size == 128  # RICE's run keeps the shared profile
     assert recipe_changes("paper", t, cfg.profile.method_recipe) == {}  # no train.* suffix on its label
     assert recipe_changes("paper", t) != {}
@@ -292,3 +295,43 @@ def test_paper_profile_trains_with_the_official_command_and_options_still_overri
     assert recipe_changes("paper", small.profile.train, small.profile.method_recipe) == {"train.batch_size": 64}
     tiny = resolve_run_config(parser.parse_args(["run", "--method", "sgmn", "--dataset", "lpr4m-synth", "--profile", "tiny"]))
     assert tiny.profile == get_profile("tiny") and not tiny.profile.method_recipe
+
+
+def test_bert_warmup_cosine_is_bertadams_schedule() -> None:
+    """optimization.py: x < warmup: x / warmup, else 0.5 (1 + cos(pi x)), x = step / t_total."""
+    from benchmark.core.config import TrainConfig
+    from benchmark.training.engine import lr_schedule
+
+    total, warmup = 200, 0.1
+    factor = lr_schedule(TrainConfig(schedule="bert_warmup_cosine", warmup_ratio=warmup), 20, total)
+    for step in (0, 1, 19, 20, 21, 100, 199):
+        x = step / total
+        official = x / warmup if x < warmup else 0.5 * (1.0 + math.cos(math.pi * x))
+        assert factor(step) == pytest.approx(official, abs=1e-12), step
+    assert factor(0) == 0.0 and factor(20) < 1.0  # from 0, and no plateau at 1: the cosine spans the run
+
+
+def test_official_smf_target_is_crossen_on_the_first_four_rows() -> None:
+    """--set smf_target=official: CrossEn = -mean(diag(log_softmax(logits))) on [B, 4] logits."""
+    batch = toy_batch(b=6, t=3)
+    losses = {}
+    captured: dict[str, torch.Tensor] = {}
+    for target in ("positive", "official"):
+        model = small_sgmn(smf_target=target).eval()
+        original = model.matcher.forward
+
+        def spy(*args, _orig=original, _target=target):  # type: ignore[no-untyped-def]
+            out = _orig(*args)
+            captured[_target] = out.detach()
+            return out
+
+        model.matcher.forward = spy  # type: ignore[method-assign]
+        losses[target] = model.training_losses(batch)["smf"].detach()
+        assert model.variant().endswith("smf-official" if target == "official" else "+smf")
+    for target, loss in losses.items():
+        logits = 100.0 * captured[target].view(6, 4)
+        logp = logits.log_softmax(-1)
+        expected = -logp.diagonal().mean() if target == "official" else -logp[:, 0].mean()
+        torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="smf_target='diag': expected one of positive, official"):
+        small_sgmn(smf_target="diag")

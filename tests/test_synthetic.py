@@ -26,6 +26,7 @@ from datasets.synthetic.plan import plan_lpr4m, plan_movingfashion, sample_spec
 from datasets.synthetic.products import ProductSpec
 from datasets.synthetic.scale import plan_scale
 from datasets.synthetic.scene import ALPHA_MIN, ClipAttrs, make_stage, render_clip
+from datasets.synthetic.text import CATEGORY_WORDS_ZH, FILLER
 from datasets.records import ClipSource, DatasetSplits, GalleryItem, Query
 
 TINY = SIZES["tiny"]
@@ -233,7 +234,8 @@ def test_attributes_are_present_and_valid(roots):
     # ASR mentions the product's attributes most of the time; some transcripts are empty
     asr = [q.clip.asr for q in splits.queries] + [p.clip.asr for p in splits.train]
     assert any(a == "" for a in asr) and sum(bool(a) for a in asr) > len(asr) // 2
-    hits = sum(t["products"][p.image_id]["category"] in p.clip.asr for p in splits.train if p.clip.asr)
+    zh = {c.name: CATEGORY_WORDS_ZH[c.cid] for c in CATEGORIES}  # the text is Chinese by default
+    hits = sum(zh[t["products"][p.image_id]["category"]] in p.clip.asr for p in splits.train if p.clip.asr)
     assert hits >= 0.4 * sum(bool(p.clip.asr) for p in splits.train)
 
 
@@ -437,3 +439,43 @@ def test_color_histogram_is_near_chance_on_whole_frames_and_better_with_boxes(ro
     boxed = color_histogram_r1(splits, use_boxes=True)
     assert whole["num_queries"] == 20 and set(whole["per_attribute"]) == {"category", "scale", "duration", "num_products"}
     assert boxed["r1"] > whole["r1"]
+
+
+# ----------------------------------------------------------------------------- text language
+def _cjk(text: str) -> int:
+    return sum("\u4e00" <= ch <= "\u9fff" for ch in text)
+
+
+def test_chinese_and_english_worlds_differ_only_in_their_text():
+    """The same draws whatever the language: every planned field but the ASR and titles agrees
+    (so frames, images, boxes and splits are the same files), and the image's printed title is
+    the English one in both worlds."""
+    zh = plan_lpr4m(0, TINY, Knobs())
+    en = plan_lpr4m(0, TINY, Knobs(text_language="en"))
+
+    def no_text(lives):
+        return [(lv.live_id, lv.split, lv.stage_seed,
+                 [(p.image_id, p.spec, p.title_on_image, p.shop_seed, p.extra_image_id, p.image_title) for p in lv.products],
+                 [dataclasses.replace(c, asr="") for c in lv.clips]) for lv in lives]
+
+    assert no_text(zh) == no_text(en)
+    products = [(a, b) for lz, le in zip(zh, en) for a, b in zip(lz.products, le.products)]
+    clips = [(a, b) for lz, le in zip(zh, en) for a, b in zip(lz.clips, le.clips)]
+    assert all(b.image_title == b.title for _, b in products)  # English: printed = listed
+    assert all(bool(a.title) == bool(b.title) for a, b in products)  # the same titled listings
+    assert all(bool(a.asr) == bool(b.asr) for a, b in clips)  # the same empty transcripts
+    spoken = [a.asr for a, _ in clips if a.asr]
+    assert spoken and all(_cjk(s) >= 4 and " " not in s for s in spoken)
+    assert all(_cjk(a.title) >= 2 for a, _ in products if a.title)
+    assert not any(_cjk(b.asr) for _, b in clips)
+    # the same phrases in other words: every transcript has its 2-5 filler phrases
+    for a, b in clips[:50]:
+        assert 2 <= sum(f in a.asr for f in FILLER["zh"]) <= 5 and 2 <= sum(f in b.asr for f in FILLER["en"]) if a.asr else not b.asr
+
+
+def test_text_language_is_a_checked_knob():
+    assert Knobs().text_language == "zh"
+    assert knobs_from_dict({"text_language": "en"}).text_language == "en"
+    with pytest.raises(ValueError, match="text_language must be 'zh' or 'en'"):
+        Knobs(text_language="fr")
+    assert params_hash("lpr4m-release", TINY, Knobs(), 0) != params_hash("lpr4m-release", TINY, Knobs(text_language="en"), 0)

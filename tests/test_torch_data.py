@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from torch.utils.data import DataLoader
 
 from benchmark.core.config import DataConfig
 from datasets import faults as F
+from datasets import transforms as T
 from datasets.errors import DataError
 from datasets.lpr4m import load_lpr4m
 from datasets.faults import Faults
@@ -45,7 +48,8 @@ def test_pair_batch_format(lpr):
     loader = DataLoader(ds, batch_size=3, collate_fn=collate_batch, shuffle=False)
     batch = next(iter(loader))
     assert set(batch) == {"frames", "frame_mask", "boxes", "box_mask", "asr", "image", "title", "product", "category",
-                          "index", "frame_index", "boxed_index", "boxed_clips"}
+                          "index", "frame_index", "boxed_index", "boxed_clips",
+                          "clip_id", "image_id"}  # the ids: a text tower reading embedding files
     # the flat indices of real / boxed frames and of clips with a box, built by the collate
     real, boxed = batch["frame_mask"].flatten(), (batch["frame_mask"] & batch["box_mask"]).flatten()
     assert batch["frame_index"].tolist() == [i for i in range(30) if real[i]]
@@ -91,7 +95,7 @@ def test_query_items_eval_is_deterministic_with_boxes(lpr):
 def test_gallery_items(lpr):
     _, s = lpr
     batch = collate_batch([GalleryDataset(s.gallery, CFG)[i] for i in range(2)])
-    assert set(batch) == {"image", "title", "index"}
+    assert set(batch) == {"image", "title", "image_id", "index"}
     assert batch["image"].shape == (2, 3, 32, 32) and batch["title"] == [g.title for g in s.gallery[:2]]
 
 
@@ -175,3 +179,20 @@ def test_dataloader_workers_give_the_same_eval_batches(lpr):
     for a, b in zip(main, loader, strict=True):
         assert torch.equal(a["frames"], b["frames"]) and torch.equal(a["boxes"], b["boxes"])
         assert a["index"].tolist() == b["index"].tolist() and a["asr"] == b["asr"]
+
+
+def test_method_data_recipe_knobs(lpr):
+    """SGMN's paper data recipe: evaluation's frame pick, no spatial jitter, bicubic resize."""
+    _, s = lpr
+    sgmn_pick = dataclasses.replace(CFG, eval_frame_pick="rice-mf")
+    c = QueryDataset(s.queries, sgmn_pick)[0]  # 12 frames, boxes skip k % 3 == 2
+    assert c["box_mask"].tolist() == [k % 3 != 2 for k in [0, 1, 2, 3, 4, 6, 7, 8, 9, 10]]  # endpoint=False
+    products, cats = _indices(s)
+    still = dataclasses.replace(CFG, train_spatial=False)
+    trained = PairDataset(s.train[:1], still, products, cats, train=True)[0]["image"]
+    assert torch.equal(trained, PairDataset(s.train[:1], CFG, products, cats, train=False)[0]["image"])
+    frame = torch.randint(0, 256, (3, 60, 80), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    a, b = (T.eval_geometry([frame], 36, 32, "square", mode) for mode in ("bilinear", "bicubic"))
+    assert a.shape == b.shape == (1, 3, 32, 32) and not torch.equal(a, b)
+    with pytest.raises(ValueError, match="interpolation 'nearest' is not one of bilinear, bicubic"):
+        T.eval_geometry([frame], 36, 32, "square", "nearest")

@@ -32,6 +32,9 @@ class DataConfig:
     resize_size: int = 256  # size before the crop at evaluation (see resize_mode)
     resize_mode: str = "square"  # "square": whole frame to resize x resize, as the official configs; "shorter": aspect kept
     train_jitter: bool = True  # random tail cut, random resized crop, flip
+    train_spatial: bool = True  # with train_jitter: the random resized crop and flip (False: eval geometry)
+    interpolation: str = "bilinear"  # the evaluation geometry's resize: "bilinear" | "bicubic"
+    eval_frame_pick: Optional[str] = None  # evaluation's at-most-T pick (datasets.sampling); None: the loader's
     num_workers: int = 4
     mean: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)  # CLIP
     std: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
@@ -48,6 +51,10 @@ class TrainConfig:
     warmup_ratio: float = 0.1
     grad_clip: float = 1.0  # global-norm clip; 0 = off (the official RICE run does not clip)
     adam_eps: float = 1e-8  # torch's default; the official RICE run uses 1e-6
+    adam_beta2: float = 0.999  # torch's default; BertAdam (SGMN) uses 0.98
+    # "warmup_cosine": linear warmup, then cosine over the rest; "bert_warmup_cosine": BertAdam's
+    # (warmup from 0, then a cosine over the whole run's progress; benchmark.training.engine)
+    schedule: str = "warmup_cosine"
     # the schedule's length in optimizer updates (the official code's max_updates); None = epochs
     updates: Optional[int] = None
     amp: bool = True  # bf16/fp16 autocast on CUDA only; ignored on the CPU
@@ -153,14 +160,19 @@ class RunConfig:
 
 def for_method(profile: Profile, train_recipe: Any) -> Profile:
     """``profile`` with a method's own training recipe for it (``Method.TRAIN_RECIPE``, keyed
-    by profile name) applied over the profile's; unchanged when the method has none."""
+    by profile name) applied over the profile's; unchanged when the method has none. A ``"data"``
+    entry holds :class:`DataConfig` fields (the method's official preprocessing)."""
     recipe = dict((train_recipe or {}).get(profile.name) or {})
     if not recipe:
         return profile
+    data = dict(recipe.pop("data", None) or {})  # the method's own preprocessing (DataConfig fields)
     unknown = sorted(set(recipe) - {f.name for f in dataclasses.fields(TrainConfig)})
+    unknown += sorted(f"data.{k}" for k in set(data) - {f.name for f in dataclasses.fields(DataConfig)})
     if unknown:
         raise ValueError(f"TRAIN_RECIPE[{profile.name!r}] names unknown training fields {unknown}")
-    return dataclasses.replace(profile, train=dataclasses.replace(profile.train, **recipe), method_recipe=recipe)
+    return dataclasses.replace(profile, train=dataclasses.replace(profile.train, **recipe),
+                               data=dataclasses.replace(profile.data, **data),
+                               method_recipe=recipe | ({"data": data} if data else {}))
 
 
 def get_profile(name: str) -> Profile:

@@ -9,7 +9,10 @@
   Data parallelism is exact (negatives are gathered across ranks); accumulation is exact
   for per-sample losses only: an in-batch-negative loss (InfoNCE) then sees one
   micro-batch's negatives. The logged loss is the global batch's (averaged over ranks).
-* AdamW's ``eps`` is ``TrainConfig.adam_eps``; ``TrainConfig.updates``, when set, fixes the
+* AdamW's ``eps`` and ``beta2`` are ``TrainConfig.adam_eps`` / ``adam_beta2``; ``schedule``
+  ``"bert_warmup_cosine"`` is BertAdam's (CLIP4Clip/SGMN ``optimization.py``): linear warmup
+  from 0 over the first ``warmup_ratio`` of the run, and a cosine over the *whole* run's progress
+  (``0.5 (1 + cos(pi x))``, x = step / total) after it; ``TrainConfig.updates``, when set, fixes the
   schedule's length in optimizer updates (the official RICE code's ``max_updates``), the number
   of epochs then following from the data size.
 * Gradient clipping by global norm when ``grad_clip`` > 0; mixed precision on CUDA only (bf16 autocast where the
@@ -141,6 +144,27 @@ def warmup_cosine(warmup_steps: int, total_steps: int) -> Callable[[int], float]
     return factor
 
 
+def bert_warmup_cosine(warmup_ratio: float, total_steps: int) -> Callable[[int], float]:
+    """BertAdam's ``warmup_cosine`` at progress ``step / total_steps`` (0 at the first update)."""
+
+    def factor(step: int) -> float:
+        x = step / max(1, total_steps)
+        if x < warmup_ratio:
+            return x / warmup_ratio
+        return 0.5 * (1.0 + math.cos(math.pi * x))
+
+    return factor
+
+
+def lr_schedule(cfg: TrainConfig, warmup_steps: int, total_steps: int) -> Callable[[int], float]:
+    """The ``LambdaLR`` factor ``cfg.schedule`` names."""
+    if cfg.schedule == "bert_warmup_cosine":
+        return bert_warmup_cosine(cfg.warmup_ratio, total_steps)
+    if cfg.schedule != "warmup_cosine":
+        raise TrainingError(f"TrainConfig.schedule {cfg.schedule!r} is not warmup_cosine or bert_warmup_cosine")
+    return warmup_cosine(warmup_steps, total_steps)
+
+
 def build_optimizer(method: Method, cfg: TrainConfig, device: Optional[torch.device] = None) -> torch.optim.AdamW:
     """AdamW over the method's parameter groups; the fused kernel on CUDA (one launch for all
     parameters, no host sync), torch's default (foreach) implementation elsewhere."""
@@ -149,7 +173,8 @@ def build_optimizer(method: Method, cfg: TrainConfig, device: Optional[torch.dev
     if not groups:
         raise TrainingError(f"{type(method).__name__} has no trainable parameters")
     fused = {"fused": True} if device is not None and device.type == "cuda" else {}
-    return torch.optim.AdamW(groups, lr=cfg.lr_new, weight_decay=cfg.weight_decay, eps=cfg.adam_eps, **fused)
+    return torch.optim.AdamW(groups, lr=cfg.lr_new, weight_decay=cfg.weight_decay, eps=cfg.adam_eps,
+                             betas=(0.9, cfg.adam_beta2), **fused)
 
 
 def amp_dtype_for(device: torch.device, enabled: bool) -> Optional[torch.dtype]:
@@ -270,7 +295,7 @@ def _build_trainer(method: Method, n: int, cfg: TrainConfig, env: DistEnv, run_d
     warmup = int(round(cfg.warmup_ratio * total_steps))
     method.to(device)
     optimizer = build_optimizer(method, cfg, device)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(warmup, total_steps))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_schedule(cfg, warmup, total_steps))
     amp = amp_dtype_for(device, cfg.amp)
     scaler = torch.amp.GradScaler("cuda", enabled=amp == torch.float16)
     module: nn.Module = _LossForward(method)

@@ -15,7 +15,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Optional
 
-GENERATOR_VERSION = "7"
+GENERATOR_VERSION = "8"
 
 Range = tuple[float, float]
 Triple = tuple[float, float, float]
@@ -55,7 +55,8 @@ class Knobs:
     asr_error_rate: float = 0.2  # the transcript names a wrong colour or pattern
     asr_distractor_rate: float = 0.3  # the transcript also talks about another product of the live
     title_rate: float = 0.85  # a shop image has a title text
-    title_on_image_rate: float = 0.4  # ... that is also printed on the image
+    title_on_image_rate: float = 0.4  # ... that is also printed on the image (in English, whatever the language)
+    text_language: str = "zh"  # ASR and titles: "zh" (Chinese, as LPR4M's) or "en"; nothing else changes
     # shop images
     shop_fill: Range = (0.6, 0.85)  # product's longer side / image side
     multi_gt_rate: float = 0.05  # a test product with a second shop image (query with two ground truths)
@@ -71,6 +72,8 @@ class Knobs:
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
                 raise ValueError(f"Knobs.{name} must be in [0, 1], got {v}")
+        if self.text_language not in ("zh", "en"):
+            raise ValueError(f"Knobs.text_language must be 'zh' or 'en', got {self.text_language!r}")
         lo, hi = self.jpeg_quality
         if not 1 <= lo <= hi <= 100:
             raise ValueError(f"Knobs.jpeg_quality must satisfy 1 <= lo <= hi <= 100, got {self.jpeg_quality}")

@@ -27,7 +27,7 @@ from datasets.synthetic.catalog import CATEGORIES, COLOUR_NAMES, COLOURS, LOGOS,
 from datasets.synthetic.knobs import Knobs, SizeSpec
 from datasets.synthetic.products import ProductSpec
 from datasets.synthetic.scene import DURATIONS, NUMBERS, SCALES, ClipAttrs
-from datasets.synthetic.text import asr_text, title_text
+from datasets.synthetic.text import asr_text, title_phrases, write_title
 
 LOGO_RGBS = ((250, 250, 250), (20, 20, 20), (212, 175, 55), (200, 30, 40), (40, 90, 200))
 TRIM_RGBS = ((35, 35, 38), (70, 70, 74), (235, 235, 230), (150, 110, 70))
@@ -48,10 +48,13 @@ def sub_seed(*parts: int) -> int:
 class Product:
     image_id: str
     spec: ProductSpec
-    title: str  # the title text ("" when the listing has none)
+    title: str  # the title text in ``Knobs.text_language`` ("" when the listing has none)
     title_on_image: bool
     shop_seed: int
     extra_image_id: Optional[str] = None  # a second shop image (test products only)
+    # the title as printed on the shop image: always English (the bitmap font has no CJK glyphs,
+    # and the pixels stay the same whatever the text language)
+    image_title: str = ""
 
     @property
     def image_ids(self) -> tuple[str, ...]:
@@ -132,10 +135,11 @@ def _new_product(rng: np.random.Generator, category: int, knobs: Knobs, same_cat
         if spec.signature() not in taken:
             break
     taken.add(spec.signature())
-    title = title_text(rng, spec) if rng.random() < knobs.title_rate else ""
+    phrases = title_phrases(rng, spec) if rng.random() < knobs.title_rate else []
+    title = write_title(phrases, knobs.text_language)
     return Product(image_id=uuid_from(rng), spec=spec, title=title,
                    title_on_image=bool(title) and rng.random() < knobs.title_on_image_rate,
-                   shop_seed=int(rng.integers(2**62)))
+                   shop_seed=int(rng.integers(2**62)), image_title=write_title(phrases, "en"))
 
 
 def _clip_attrs(rng: np.random.Generator, knobs: Knobs, worn: bool = False, hard: Optional[bool] = None) -> ClipAttrs:

@@ -42,7 +42,7 @@ def shop_jpeg(spec: ProductSpec, shop_seed: int, size: int, knobs: Knobs, *, tit
 
 def product_jpegs(product: Product, size: int, knobs: Knobs) -> dict[str, bytes]:
     """image id -> JPEG bytes for a product's shop image(s)."""
-    title = product.title if product.title_on_image else None
+    title = product.image_title if product.title_on_image else None
     out = {product.image_id: shop_jpeg(product.spec, product.shop_seed, size, knobs, title=title)}
     if product.extra_image_id:
         out[product.extra_image_id] = shop_jpeg(product.spec, product.shop_seed, size, knobs, title=None, variant=1)
