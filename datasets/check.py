@@ -70,9 +70,14 @@ class CheckReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "dataset": self.dataset, "root": str(self.root), "layout": self.layout, "ok": self.ok,
-            "counts": dict(self.counts), "examples": {k: list(v) for k, v in self.examples.items()},
-            "error_kinds": sorted(self.error_kinds), "stats": dict(self.stats),
+            "dataset": self.dataset,
+            "root": str(self.root),
+            "layout": self.layout,
+            "ok": self.ok,
+            "counts": dict(self.counts),
+            "examples": {k: list(v) for k, v in self.examples.items()},
+            "error_kinds": sorted(self.error_kinds),
+            "stats": dict(self.stats),
         }
 
 
@@ -101,8 +106,12 @@ def check_dataset(name: str, root: Path, *, deep: bool = False) -> CheckReport:
         images = _image_files(splits)
         videos = _video_files(splits)
         report.stats = {
-            "train_pairs": len(splits.train), "queries": len(splits.queries), "gallery": len(splits.gallery),
-            "image_files": len(images), "video_files": len(videos), "missing_videos": len(splits.missing),
+            "train_pairs": len(splits.train),
+            "queries": len(splits.queries),
+            "gallery": len(splits.gallery),
+            "image_files": len(images),
+            "video_files": len(videos),
+            "missing_videos": len(splits.missing),
         }
         report.stats.update(_prepare_stats(root, splits))
         if not splits.train and "training_not_prepared" not in report.stats:
@@ -137,8 +146,11 @@ def _prepare_stats(root: Path, splits: DatasetSplits) -> dict[str, int]:
         return {}
     if prep is None:
         return {}
-    out = {"failed_downloads": prep.num_failed, "queries_without_frames": sum(q.missing for q in splits.queries),
-           "gallery_images_missing": len(prep.gallery_missing)}
+    out = {
+        "failed_downloads": prep.num_failed,
+        "queries_without_frames": sum(q.missing for q in splits.queries),
+        "gallery_images_missing": len(prep.gallery_missing),
+    }
     if prep.lists and "training_frame_url" not in prep.lists:  # prepare --lists test: evaluation only
         out["training_not_prepared"] = 1
     return out
@@ -146,10 +158,13 @@ def _prepare_stats(root: Path, splits: DatasetSplits) -> dict[str, int]:
 
 def _report_empty_training(root: Path, faults: Faults) -> None:
     """An error naming the training annotation file(s) that yielded no training pair."""
-    found = sorted({p for pattern in TRAINING_FILES for folder in (root, root / "annotations") for p in folder.glob(pattern)})
+    found = sorted(
+        {p for pattern in TRAINING_FILES for folder in (root, root / "annotations") for p in folder.glob(pattern)}
+    )
     where = ", ".join(str(p) for p in found) if found else str(root)
-    faults.error(EMPTY_SPLIT, where, "the training split is empty: no training pair could be read from its "
-                                     "annotation file(s)")
+    faults.error(
+        EMPTY_SPLIT, where, "the training split is empty: no training pair could be read from its annotation file(s)"
+    )
 
 
 class _InsideRoot:

@@ -141,7 +141,9 @@ def has_jpeg_end(data: bytes) -> bool:
     return b"\xff\xd9" in data[-64:]
 
 
-def decode_image(path: Path, min_side: Optional[int] = None, backend: Optional[str] = None) -> tuple[torch.Tensor, tuple[int, int]]:
+def decode_image(
+    path: Path, min_side: Optional[int] = None, backend: Optional[str] = None
+) -> tuple[torch.Tensor, tuple[int, int]]:
     """Decode ``path`` to RGB uint8 ``[3, h, w]``; ``min_side`` lets a JPEG decode at reduced scale
     as long as its shorter side stays >= ``min_side``. Returns the tensor and the stored ``(W, H)``."""
     data = read_bytes(path)
@@ -207,11 +209,17 @@ def decode_jpeg_batch(datas: Sequence[bytes], paths: Sequence[Path], device: tor
             try:
                 decode_jpeg(t, mode=ImageReadMode.RGB, device=device)
             except RuntimeError as e:
-                raise DataError(f"{path}: cannot decode JPEG ({_first_line(e)})", path=path, kind=F.UNREADABLE_FILE) from None
-    raise DataError(f"{paths[0]}: batched JPEG decoding of {len(paths)} files failed", path=paths[0], kind=F.UNREADABLE_FILE)
+                raise DataError(
+                    f"{path}: cannot decode JPEG ({_first_line(e)})", path=path, kind=F.UNREADABLE_FILE
+                ) from None
+    raise DataError(
+        f"{paths[0]}: batched JPEG decoding of {len(paths)} files failed", path=paths[0], kind=F.UNREADABLE_FILE
+    )
 
 
-def decode_frames(paths: Sequence[Path], min_side: Optional[int] = None) -> tuple[list[torch.Tensor], list[tuple[int, int]]]:
+def decode_frames(
+    paths: Sequence[Path], min_side: Optional[int] = None
+) -> tuple[list[torch.Tensor], list[tuple[int, int]]]:
     """Decode a list of JPEG frames; returns per-frame tensors and stored sizes (on the
     ``LPR_BENCH_JPEG_DEVICE`` device, in one batched call, when that is set)."""
     device = jpeg_device()
@@ -242,7 +250,9 @@ class VideoFile:
             self.num_frames = len(self._vr)
             self.fps = float(self._vr.get_avg_fps())
         except (decord.DECORDError, RuntimeError, ValueError) as e:
-            raise DataError(f"{path}: cannot open video ({_first_line(e)})", path=path, kind=F.UNREADABLE_FILE) from None
+            raise DataError(
+                f"{path}: cannot open video ({_first_line(e)})", path=path, kind=F.UNREADABLE_FILE
+            ) from None
         if self.num_frames <= 0:
             raise DataError(f"{path}: video has no frames", path=path, kind=F.UNREADABLE_FILE)
 
@@ -255,7 +265,11 @@ class VideoFile:
         try:
             arr = self._vr.get_batch(list(indices)).asnumpy()
         except (decord.DECORDError, RuntimeError, IndexError) as e:
-            raise DataError(f"{self.path}: cannot decode frames {list(indices)} ({_first_line(e)})", path=self.path, kind=F.UNREADABLE_FILE) from None
+            raise DataError(
+                f"{self.path}: cannot decode frames {list(indices)} ({_first_line(e)})",
+                path=self.path,
+                kind=F.UNREADABLE_FILE,
+            ) from None
         return torch.from_numpy(arr).permute(0, 3, 1, 2)
 
 

@@ -86,8 +86,16 @@ def cache_key(tag: str, paths: Sequence[Path], spec: CacheSpec) -> str:
             files.append((str(p), st.st_size, st.st_mtime_ns))
         except OSError:
             files.append((str(p), -1, -1))
-    blob = json.dumps({"version": FORMAT_VERSION, "tag": tag, "spec": [spec.resize_size, spec.resize_mode],
-                       "backend": decoding.jpeg_backend(), "versions": _versions(), "files": files})
+    blob = json.dumps(
+        {
+            "version": FORMAT_VERSION,
+            "tag": tag,
+            "spec": [spec.resize_size, spec.resize_mode],
+            "backend": decoding.jpeg_backend(),
+            "versions": _versions(),
+            "files": files,
+        }
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
 
@@ -211,8 +219,13 @@ class FrameCache:
             np.save(tmp / "index.npy", index, allow_pickle=False)
             (tmp / "paths.json").write_text(json.dumps([str(p) for p in paths]))
             names = ("pixels.u8", "index.npy", "paths.json")
-            meta = {"version": FORMAT_VERSION, "key": folder.name, "spec": [spec.resize_size, spec.resize_mode],
-                    "sizes": {n: (tmp / n).stat().st_size for n in names}, "sha256": {n: _sha256_file(tmp / n) for n in names}}
+            meta = {
+                "version": FORMAT_VERSION,
+                "key": folder.name,
+                "spec": [spec.resize_size, spec.resize_mode],
+                "sizes": {n: (tmp / n).stat().st_size for n in names},
+                "sha256": {n: _sha256_file(tmp / n) for n in names},
+            }
             (tmp / "meta.json").write_text(json.dumps(meta))  # written last: the folder is complete
             _discard(folder)  # a stale or corrupt cache under the same key
             try:
@@ -255,9 +268,17 @@ def estimate_bytes(paths: Sequence[Path], spec: CacheSpec, sample: int = 64) -> 
     return int(len(paths) * sum(sizes) / len(sizes))
 
 
-def prepare(tag: str, paths: Iterable[Path], spec: CacheSpec, *, num_workers: int = 0,
-            root: Optional[Path] = None, max_bytes: Optional[int] = None,
-            log: Callable[[str], None] = lambda s: None, label: Optional[str] = None) -> Optional[FrameCache]:
+def prepare(
+    tag: str,
+    paths: Iterable[Path],
+    spec: CacheSpec,
+    *,
+    num_workers: int = 0,
+    root: Optional[Path] = None,
+    max_bytes: Optional[int] = None,
+    log: Callable[[str], None] = lambda s: None,
+    label: Optional[str] = None,
+) -> Optional[FrameCache]:
     """Open the cache of these images, building it if needed; None where it would not fit.
 
     It must fit in half the free disk space and in ``max_bytes`` (default: the environment
@@ -280,14 +301,18 @@ def prepare(tag: str, paths: Iterable[Path], spec: CacheSpec, *, num_workers: in
     root.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(root).free
     if need > max_bytes or 2 * need > free:
-        log(f"frame cache: {name}: off (about {need / 2**30:.1f} GiB needed; limit {max_bytes / 2**30:.1f} GiB, "
-            f"{free / 2**30:.1f} GiB free)")
+        log(
+            f"frame cache: {name}: off (about {need / 2**30:.1f} GiB needed; limit {max_bytes / 2**30:.1f} GiB, "
+            f"{free / 2**30:.1f} GiB free)"
+        )
         return None
     if folder.exists():
         log(f"frame cache: {name}: {folder} is incomplete or corrupt; rebuilding it")
     cache = FrameCache.build(folder, plist, spec, num_workers=num_workers)
-    log(f"frame cache: {name}: {len(cache)} images, {cache.nbytes / 2**20:.0f} MiB built in "
-        f"{time.perf_counter() - t0:.1f} s at {folder}")
+    log(
+        f"frame cache: {name}: {len(cache)} images, {cache.nbytes / 2**20:.0f} MiB built in "
+        f"{time.perf_counter() - t0:.1f} s at {folder}"
+    )
     return cache
 
 
@@ -321,12 +346,25 @@ def dataset_paths(dataset: Any) -> list[Path]:
     return [Path(p) for p in out]
 
 
-def attach(dataset: Any, tag: str, *, num_workers: int = 0, root: Optional[Path] = None,
-           log: Callable[[str], None] = lambda s: None) -> Any:
+def attach(
+    dataset: Any,
+    tag: str,
+    *,
+    num_workers: int = 0,
+    root: Optional[Path] = None,
+    log: Callable[[str], None] = lambda s: None,
+) -> Any:
     """Give ``dataset`` the frame cache of the images it reads (built if needed); returns it.
     ``tag`` names the data (dataset name, annotation checksum, side) for the key."""
     spec = CacheSpec(dataset.cfg.resize_size, getattr(dataset.cfg, "resize_mode", "shorter"))
     parts = tag.split("/")
-    dataset.frame_cache = prepare(tag, dataset_paths(dataset), spec, num_workers=num_workers, root=root, log=log,
-                                  label=f"{parts[0]} {parts[-1]}" if len(parts) > 1 else tag)
+    dataset.frame_cache = prepare(
+        tag,
+        dataset_paths(dataset),
+        spec,
+        num_workers=num_workers,
+        root=root,
+        log=log,
+        label=f"{parts[0]} {parts[-1]}" if len(parts) > 1 else tag,
+    )
     return dataset

@@ -34,8 +34,16 @@ from datasets.lpr4m_test import lpr750k_test, release_test
 from datasets.lpr4m_train import lpr750k_train, release_train, release_train_files
 from datasets.records import DatasetSplits
 
-__all__ = ["ATTRIBUTE_VALUES", "LAYOUT_750K", "LAYOUT_RELEASE", "detect_layout", "live_id_of", "load_lpr4m",
-           "normalise_attribute", "read_lpr4m"]
+__all__ = [
+    "ATTRIBUTE_VALUES",
+    "LAYOUT_750K",
+    "LAYOUT_RELEASE",
+    "detect_layout",
+    "live_id_of",
+    "load_lpr4m",
+    "normalise_attribute",
+    "read_lpr4m",
+]
 
 log = logging.getLogger(__name__)
 
@@ -54,11 +62,14 @@ def detect_layout(root: Path) -> str:
     raise DataError(
         f"{root}: not an LPR4M data root (expected annotations/query_tenframes.json for LPR750K or "
         f"annotations/test_videoid_to_gtimage_*.json for the LPR4M release; see datasets/LAYOUT.md)",
-        path=root, kind=F.MISSING_ANNOTATION,
+        path=root,
+        kind=F.MISSING_ANNOTATION,
     )
 
 
-@DATASETS.register("lpr4m", description="LPR4M (full release or the official LPR750K layout), JPEG frames, per-livestream galleries")
+@DATASETS.register(
+    "lpr4m", description="LPR4M (full release or the official LPR750K layout), JPEG frames, per-livestream galleries"
+)
 def load_lpr4m(
     data_root: Optional[Path], *, size: str = "default", seed: int = 0, cache_dir: Optional[Path] = None
 ) -> DatasetSplits:
@@ -78,11 +89,18 @@ def read_lpr4m(root: Path, faults: Faults) -> DatasetSplits:
         raise DataError(f"{root}: data root does not exist or is not a folder", path=root, kind=F.MISSING_FILE)
     layout = detect_layout(root)
     reader = LprReader(root, faults)
-    if layout == LAYOUT_RELEASE and reader.report is not None and reader.report.lists \
-            and "training_frame_url" not in reader.report.lists:  # prepare --lists test: evaluation only
+    if (
+        layout == LAYOUT_RELEASE
+        and reader.report is not None
+        and reader.report.lists
+        and "training_frame_url" not in reader.report.lists
+    ):  # prepare --lists test: evaluation only
         release_train_files(reader)  # still hashed: the checksum is the release's
-        faults.warn(F.FAILED_DOWNLOAD, root / "prepare_report.json",
-                    "the training lists were not prepared (prepare --lists test): no training pairs")
+        faults.warn(
+            F.FAILED_DOWNLOAD,
+            root / "prepare_report.json",
+            "the training lists were not prepared (prepare --lists test): no training pairs",
+        )
         train: list = []
         queries, gallery = release_test(reader)
     elif layout == LAYOUT_RELEASE:
@@ -92,8 +110,14 @@ def read_lpr4m(root: Path, faults: Faults) -> DatasetSplits:
         train = lpr750k_train(reader)
         queries, gallery = lpr750k_test(reader)
     n_missing = sum(q.missing for q in queries)
-    log.info("lpr4m (%s): %d train pairs, %d queries (%d without frames, scored as misses), %d gallery images",
-             layout, len(train), len(queries), n_missing, len(gallery))
+    log.info(
+        "lpr4m (%s): %d train pairs, %d queries (%d without frames, scored as misses), %d gallery images",
+        layout,
+        len(train),
+        len(queries),
+        n_missing,
+        len(gallery),
+    )
     return DatasetSplits(
         name="lpr4m",
         root=root,

@@ -80,7 +80,9 @@ class LprReader:
             return self.paths.join(frame_id, where, line=line_no)
         parts = split_frame_id(frame_id)
         if parts is None:
-            self.faults.error(F.MALFORMED_ROW, where, f"frame id {frame_id!r} is not <clip_id>-<frame_idx>", line=line_no)
+            self.faults.error(
+                F.MALFORMED_ROW, where, f"frame id {frame_id!r} is not <clip_id>-<frame_idx>", line=line_no
+            )
             return None
         if self.shards is not None and frame_id in self.shards:
             return member_path(self.root, *self.shards[frame_id])
@@ -127,7 +129,9 @@ class LprReader:
             if isinstance(gts, str):
                 gts = [gts]
             if not isinstance(gts, list) or not gts or not all(isinstance(g, str) and g for g in gts):
-                self.faults.error(F.BAD_JSON, path, f"ground truth of {clip_id!r} must be a non-empty list of image ids, got {gts!r}")
+                self.faults.error(
+                    F.BAD_JSON, path, f"ground truth of {clip_id!r} must be a non-empty list of image ids, got {gts!r}"
+                )
                 continue
             out[clip_id] = tuple(dict.fromkeys(gts))
         return out
@@ -141,7 +145,12 @@ class LprReader:
         for line_no, line in read_lines(path, self.faults):
             cols = line.split("\t")
             if not cols[0] or len(cols) > ncols:
-                self.faults.error(F.MALFORMED_ROW, path, f"expected id and at most {ncols - 1} fields, got {len(cols)} columns", line=line_no)
+                self.faults.error(
+                    F.MALFORMED_ROW,
+                    path,
+                    f"expected id and at most {ncols - 1} fields, got {len(cols)} columns",
+                    line=line_no,
+                )
                 continue
             if cols[0] in out:
                 self.faults.warn(F.DUPLICATE_ID, path, f"duplicate id {cols[0]!r} (kept the first)", line=line_no)
@@ -165,24 +174,39 @@ class LprReader:
             out[clip_id] = attrs
         return out
 
-    def gallery(self, groups: dict[str, list[tuple[str, Path]]], titles: dict[str, list[str]], where: Path) -> list[GalleryItem]:
+    def gallery(
+        self, groups: dict[str, list[tuple[str, Path]]], titles: dict[str, list[str]], where: Path
+    ) -> list[GalleryItem]:
         """One item per (group, image id), in file order; a repeated id is kept once (warned)."""
         items = []
         for live_id, members in groups.items():
             seen: set[str] = set()
             for image_id, image_path in members:
                 if image_id in seen:
-                    self.faults.warn(F.DUPLICATE_ID, where, f"image {image_id} listed twice in group {live_id} (kept the first)")
+                    self.faults.warn(
+                        F.DUPLICATE_ID, where, f"image {image_id} listed twice in group {live_id} (kept the first)"
+                    )
                     continue
                 seen.add(image_id)
                 title, category = (titles.get(image_id) or ["", ""])[:2]
-                items.append(GalleryItem(image_id=image_id, image_path=image_path, group=live_id, title=title, category=category))
+                items.append(
+                    GalleryItem(image_id=image_id, image_path=image_path, group=live_id, title=title, category=category)
+                )
         return items
 
-    def check_gt(self, gt_of: dict[str, tuple[str, ...]], group_of: dict[str, str],
-                 groups: dict[str, list[tuple[str, Path]]], where: Path) -> None:
+    def check_gt(
+        self,
+        gt_of: dict[str, tuple[str, ...]],
+        group_of: dict[str, str],
+        groups: dict[str, list[tuple[str, Path]]],
+        where: Path,
+    ) -> None:
         members = {live: {i for i, _ in m} for live, m in groups.items()}
         for qid, gts in gt_of.items():
             for g in gts:
                 if g not in members.get(group_of.get(qid, ""), ()):
-                    self.faults.warn(F.GT_NOT_IN_GROUP, where, f"query {qid}: ground truth {g} is not in gallery group {group_of.get(qid)}")
+                    self.faults.warn(
+                        F.GT_NOT_IN_GROUP,
+                        where,
+                        f"query {qid}: ground truth {g} is not in gallery group {group_of.get(qid)}",
+                    )

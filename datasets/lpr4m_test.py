@@ -40,7 +40,9 @@ def url_frame_lists(reader: LprReader, path: Path) -> dict[str, FrameList]:
         stem = name[:-4] if name.lower().endswith(".jpg") else name
         parts = split_frame_id(stem)
         if parts is None:
-            reader.faults.error(F.MALFORMED_ROW, path, f"URL {line.strip()!r} does not end in <clip_id>-<frame_idx>.jpg", line=line_no)
+            reader.faults.error(
+                F.MALFORMED_ROW, path, f"URL {line.strip()!r} does not end in <clip_id>-<frame_idx>.jpg", line=line_no
+            )
             continue
         out.setdefault(parts[0], []).append((parts[1], stem))
     for frames in out.values():
@@ -80,7 +82,9 @@ def release_test(reader: LprReader) -> tuple[list[Query], list[GalleryItem]]:
     groups: dict[str, list[tuple[str, Path]]] = {}
     dropped_images = 0
     if gal_path is not None:
-        for live_id, ids in expect_object(read_json(gal_path, reader.faults), gal_path, reader.faults, "{live_id: [image_id, ...]}").items():
+        for live_id, ids in expect_object(
+            read_json(gal_path, reader.faults), gal_path, reader.faults, "{live_id: [image_id, ...]}"
+        ).items():
             if not isinstance(ids, list) or not all(isinstance(i, str) and i for i in ids):
                 reader.faults.error(F.BAD_JSON, gal_path, f"gallery of {live_id!r} must be a list of image ids")
                 continue
@@ -94,7 +98,11 @@ def release_test(reader: LprReader) -> tuple[list[Query], list[GalleryItem]]:
                     members.append((i, p))
             groups[live_id] = members
     if dropped_images:
-        reader.faults.warn(F.FAILED_DOWNLOAD, gal_path or reader.ann, f"{dropped_images} gallery image(s) failed to download; left out of their gallery")
+        reader.faults.warn(
+            F.FAILED_DOWNLOAD,
+            gal_path or reader.ann,
+            f"{dropped_images} gallery image(s) failed to download; left out of their gallery",
+        )
     box_values = _boxes_by_frame(reader, box_path)
     listed = url_frame_lists(reader, url_path) if url_path is not None else None
     asr = reader.text_map("test_videoid_asr_*.txt", 2)
@@ -106,7 +114,9 @@ def release_test(reader: LprReader) -> tuple[list[Query], list[GalleryItem]]:
     for clip_id, gt_ids in gt.items():
         live_id = live_id_of(clip_id)
         if live_id not in groups:
-            reader.faults.error(F.MISSING_GROUP, gal_path or reader.ann, f"query {clip_id}: live id {live_id} has no gallery group")
+            reader.faults.error(
+                F.MISSING_GROUP, gal_path or reader.ann, f"query {clip_id}: live id {live_id} has no gallery group"
+            )
             continue
         frames = listed.get(clip_id, []) if listed is not None else disk_frame_list(reader, clip_id)
         annotated = len(frames)
@@ -127,20 +137,40 @@ def release_test(reader: LprReader) -> tuple[list[Query], list[GalleryItem]]:
         text = (asr.get(clip_id) or [""])[0]
         if not paths:
             without_frames += 1
-            queries.append(Query(query_id=clip_id, clip=ClipSource(clip_id=clip_id, asr=text), gt_ids=gt_ids,
-                                 group=live_id, attributes=attrs.get(clip_id, {}), missing=True))
+            queries.append(
+                Query(
+                    query_id=clip_id,
+                    clip=ClipSource(clip_id=clip_id, asr=text),
+                    gt_ids=gt_ids,
+                    group=live_id,
+                    attributes=attrs.get(clip_id, {}),
+                    missing=True,
+                )
+            )
             continue
-        clip = ClipSource(clip_id=clip_id, frame_paths=tuple(paths), boxes=boxes, asr=text, box_space="original",
-                          **reader.prepared_fields(annotated, positions))
-        queries.append(Query(query_id=clip_id, clip=clip, gt_ids=gt_ids, group=live_id, attributes=attrs.get(clip_id, {})))
+        clip = ClipSource(
+            clip_id=clip_id,
+            frame_paths=tuple(paths),
+            boxes=boxes,
+            asr=text,
+            box_space="original",
+            **reader.prepared_fields(annotated, positions),
+        )
+        queries.append(
+            Query(query_id=clip_id, clip=clip, gt_ids=gt_ids, group=live_id, attributes=attrs.get(clip_id, {}))
+        )
     if without_frames:
         kind = F.FAILED_DOWNLOAD if reader.report is not None else F.EMPTY_CLIP
-        reader.faults.warn(kind, where, f"{without_frames} of {len(gt)} queries have no frame; kept and scored as misses")
+        reader.faults.warn(
+            kind, where, f"{without_frames} of {len(gt)} queries have no frame; kept and scored as misses"
+        )
     reader.check_gt(gt, {q.query_id: q.group or "" for q in queries}, groups, gt_path or reader.ann)
     return queries, reader.gallery(groups, titles, gal_path or reader.ann)
 
 
-def _gallery_main(reader: LprReader, g_path: Path) -> tuple[dict[str, list[tuple[str, Path]]], dict[str, dict[str, list[str]]]]:
+def _gallery_main(
+    reader: LprReader, g_path: Path
+) -> tuple[dict[str, list[tuple[str, Path]]], dict[str, dict[str, list[str]]]]:
     """Every line of ``gallery_main.txt`` -> groups of (item id, path), and per group the item ids
     of each image id (several when one product has several images)."""
     lines: dict[str, list[tuple[str, str, Path]]] = {}
@@ -217,8 +247,16 @@ def lpr750k_test(reader: LprReader) -> tuple[list[Query], list[GalleryItem]]:
             continue
         if not paths:
             without_frames += 1
-            queries.append(Query(query_id=clip_id, clip=ClipSource(clip_id=clip_id, asr=text), gt_ids=items,
-                                 group=live_id, attributes=attrs.get(clip_id, {}), missing=True))
+            queries.append(
+                Query(
+                    query_id=clip_id,
+                    clip=ClipSource(clip_id=clip_id, asr=text),
+                    gt_ids=items,
+                    group=live_id,
+                    attributes=attrs.get(clip_id, {}),
+                    missing=True,
+                )
+            )
             continue
         boxes: dict[int, Box] = {}
         for pos, p in enumerate(paths):
@@ -228,9 +266,15 @@ def lpr750k_test(reader: LprReader) -> tuple[list[Query], list[GalleryItem]]:
                 if box is not None:
                     boxes[pos] = box
         clip = ClipSource(clip_id=clip_id, frame_paths=tuple(paths), boxes=boxes, asr=text)  # type: ignore[arg-type]
-        queries.append(Query(query_id=clip_id, clip=clip, gt_ids=items, group=live_id, attributes=attrs.get(clip_id, {})))
+        queries.append(
+            Query(query_id=clip_id, clip=clip, gt_ids=items, group=live_id, attributes=attrs.get(clip_id, {}))
+        )
     if without_frames:
-        reader.faults.warn(F.EMPTY_CLIP, q_path, f"{without_frames} of {len(order)} queries have no frame entry; kept and scored as misses")
+        reader.faults.warn(
+            F.EMPTY_CLIP,
+            q_path,
+            f"{without_frames} of {len(order)} queries have no frame entry; kept and scored as misses",
+        )
     by_image_id = {live: [(image_id, Path()) for image_id in alias] for live, alias in aliases.items()}
     reader.check_gt(gt_of, {c: live_id_of(c) for c in gt_of}, by_image_id, gt_path or q_path)
     item_titles = dict(titles)  # an item named by its file stem takes its image id's title

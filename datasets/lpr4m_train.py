@@ -30,8 +30,10 @@ NO_BOXES = ("", "-", "[]", "None", "null")
 def _matching(reader: LprReader, pattern: re.Pattern) -> list[Path]:
     if not reader.ann.is_dir():
         return []
-    return sorted((p for p in reader.ann.iterdir() if pattern.match(p.name) and p.is_file()),
-                  key=lambda p: (int(re.sub(r"\D", "", pattern.match(p.name).group(1)) or 0), p.name))  # type: ignore[union-attr]
+    return sorted(
+        (p for p in reader.ann.iterdir() if pattern.match(p.name) and p.is_file()),
+        key=lambda p: (int(re.sub(r"\D", "", pattern.match(p.name).group(1)) or 0), p.name),
+    )  # type: ignore[union-attr]
 
 
 def release_train_files(reader: LprReader) -> list[Path]:
@@ -39,11 +41,16 @@ def release_train_files(reader: LprReader) -> list[Path]:
     parts, single = _matching(reader, PART_FILE), _matching(reader, SINGLE_FILE)
     if parts and single or len(single) > 1:
         names = ", ".join(p.name for p in parts + single)
-        reader.faults.error(F.MALFORMED_ROW, reader.ann, f"ambiguous training lists: {names}; keep the ten part files or one list")
+        reader.faults.error(
+            F.MALFORMED_ROW, reader.ann, f"ambiguous training lists: {names}; keep the ten part files or one list"
+        )
     files = parts or single[:1]
     if not files:
-        reader.faults.error(F.MISSING_ANNOTATION, reader.ann / "training_videoinfo_full_part_0*.txt",
-                            "required annotation file is missing")
+        reader.faults.error(
+            F.MISSING_ANNOTATION,
+            reader.ann / "training_videoinfo_full_part_0*.txt",
+            "required annotation file is missing",
+        )
     reader.used.extend(files)
     return files
 
@@ -58,7 +65,9 @@ def release_train(reader: LprReader) -> list[TrainPair]:
                 continue
             key = (pair.clip.clip_id, pair.image_id)
             if key in seen:
-                reader.faults.warn(F.DUPLICATE_ID, path, f"duplicate pair {key[0]} / {key[1]} (kept the first)", line=line_no)
+                reader.faults.warn(
+                    F.DUPLICATE_ID, path, f"duplicate pair {key[0]} / {key[1]} (kept the first)", line=line_no
+                )
                 continue
             seen.add(key)
             pairs.append(pair)
@@ -77,7 +86,9 @@ def _row_boxes(reader: LprReader, path: Path, line_no: int, text: str, frame_ids
     if not values:
         return {}
     if len(values) != len(frame_ids):
-        reader.faults.warn(F.BAD_BOX, path, f"{len(values)} boxes for {len(frame_ids)} frames; row kept without boxes", line=line_no)
+        reader.faults.warn(
+            F.BAD_BOX, path, f"{len(values)} boxes for {len(frame_ids)} frames; row kept without boxes", line=line_no
+        )
         return {}
     boxes: dict[int, Box] = {}
     for i, value in enumerate(values):
@@ -133,23 +144,41 @@ def _release_row(reader: LprReader, path: Path, line_no: int, cols: list[str]) -
         positions.append(i)
     if not frame_paths or reader.failed_image(image_id):
         what = "every frame" if not frame_paths else f"shop image {image_id}"
-        reader.faults.warn(F.FAILED_DOWNLOAD, path, f"pair {clip_id} / {image_id}: {what} failed to download; pair dropped", line=line_no)
+        reader.faults.warn(
+            F.FAILED_DOWNLOAD,
+            path,
+            f"pair {clip_id} / {image_id}: {what} failed to download; pair dropped",
+            line=line_no,
+        )
         return None
     image_path = reader.image_path(image_id, path, line_no)
     if image_path is None:
         return None
-    clip = ClipSource(clip_id=clip_id, frame_paths=tuple(frame_paths), boxes=kept_boxes, asr=asr, box_space="original",
-                      **reader.prepared_fields(len(frame_ids), positions))
+    clip = ClipSource(
+        clip_id=clip_id,
+        frame_paths=tuple(frame_paths),
+        boxes=kept_boxes,
+        asr=asr,
+        box_space="original",
+        **reader.prepared_fields(len(frame_ids), positions),
+    )
     return TrainPair(
-        clip=clip, image_id=image_id, image_path=image_path, product_id=image_id,
-        title=title, category=cat_name, attributes=attributes,
+        clip=clip,
+        image_id=image_id,
+        image_path=image_path,
+        product_id=image_id,
+        title=title,
+        category=cat_name,
+        attributes=attributes,
     )
 
 
 def lpr750k_train(reader: LprReader) -> list[TrainPair]:
     files = _matching(reader, L750K_FILE)
     if len(files) > 1:
-        reader.faults.error(F.MALFORMED_ROW, reader.ann, f"several LPR750K training lists: {', '.join(p.name for p in files)}; keep one")
+        reader.faults.error(
+            F.MALFORMED_ROW, reader.ann, f"several LPR750K training lists: {', '.join(p.name for p in files)}; keep one"
+        )
     if not files:
         return []
     path = files[0]
@@ -179,12 +208,21 @@ def lpr750k_train(reader: LprReader) -> list[TrainPair]:
         if image_path is None or any(p is None for p in frame_paths):
             continue
         if (clip_id, image_id) in seen:
-            reader.faults.warn(F.DUPLICATE_ID, path, f"duplicate pair {clip_id} / {image_id} (kept the first)", line=line_no)
+            reader.faults.warn(
+                F.DUPLICATE_ID, path, f"duplicate pair {clip_id} / {image_id} (kept the first)", line=line_no
+            )
             continue
         seen.add((clip_id, image_id))
         clip = ClipSource(clip_id=clip_id, frame_paths=tuple(frame_paths), asr=asr)  # type: ignore[arg-type]
-        pairs.append(TrainPair(
-            clip=clip, image_id=image_id, image_path=image_path, product_id=image_id, title=title,
-            category=cat_name, attributes={"category": cat_name} if cat_name else {},
-        ))
+        pairs.append(
+            TrainPair(
+                clip=clip,
+                image_id=image_id,
+                image_path=image_path,
+                product_id=image_id,
+                title=title,
+                category=cat_name,
+                attributes={"category": cat_name} if cat_name else {},
+            )
+        )
     return pairs

@@ -53,7 +53,9 @@ def policy(env: str, default: str, allowed: tuple[str, ...]) -> str:
     return value
 
 
-@DATASETS.register("movingfashion", description="MovingFashion (videos + shop images), one global gallery, hard/regular split")
+@DATASETS.register(
+    "movingfashion", description="MovingFashion (videos + shop images), one global gallery, hard/regular split"
+)
 def load_movingfashion(
     data_root: Optional[Path], *, size: str = "default", seed: int = 0, cache_dir: Optional[Path] = None
 ) -> DatasetSplits:
@@ -62,7 +64,8 @@ def load_movingfashion(
         raise DataError("dataset movingfashion needs --data-root pointing at the MovingFashion archive")
     faults = Faults(strict=True)
     splits = read_movingfashion(
-        Path(data_root), faults,
+        Path(data_root),
+        faults,
         frame_pick=policy("LPR_BENCH_MF_FRAME_PICK", RICE_PICK, FRAME_PICKS),
         missing_test=policy("LPR_BENCH_MF_MISSING_TEST", RICE_MISSING_TEST, MISSING_TEST_POLICIES),
     )
@@ -70,7 +73,9 @@ def load_movingfashion(
     return splits
 
 
-def read_movingfashion(root: Path, faults: Faults, *, frame_pick: str = RICE_PICK, missing_test: str = RICE_MISSING_TEST) -> DatasetSplits:
+def read_movingfashion(
+    root: Path, faults: Faults, *, frame_pick: str = RICE_PICK, missing_test: str = RICE_MISSING_TEST
+) -> DatasetSplits:
     """Parse ``train.json`` and ``test.json`` of ``root`` into records, reporting to ``faults``.
     ``frame_pick`` / ``missing_test``: see the module docstring."""
     root = Path(os.path.abspath(root))
@@ -90,9 +95,14 @@ def read_movingfashion(root: Path, faults: Faults, *, frame_pick: str = RICE_PIC
                 faults.warn(F.MISSING_VIDEO, video, f"train product {pid}: video is missing; pair dropped")
                 dropped += 1
                 continue
-            clip = ClipSource(clip_id=video.stem, video_path=video, boxes=boxes, sample_fps=SAMPLE_FPS, frame_pick=frame_pick)
-            train.append(TrainPair(clip=clip, image_id=pid, image_path=e["image"], product_id=pid,
-                                   attributes={"source": e["source"]}))
+            clip = ClipSource(
+                clip_id=video.stem, video_path=video, boxes=boxes, sample_fps=SAMPLE_FPS, frame_pick=frame_pick
+            )
+            train.append(
+                TrainPair(
+                    clip=clip, image_id=pid, image_path=e["image"], product_id=pid, attributes={"source": e["source"]}
+                )
+            )
     if dropped:
         log.warning("movingfashion: dropped %d training pair(s) whose video is missing", dropped)
 
@@ -111,16 +121,32 @@ def read_movingfashion(root: Path, faults: Faults, *, frame_pick: str = RICE_PIC
             if _rel(root, video) not in present:
                 missing.append(_rel(root, video))
                 if missing_test == "drop":
-                    faults.warn(F.MISSING_VIDEO, video, f"test product {pid}: video is missing; query left out, as RICE's evaluation does")
+                    faults.warn(
+                        F.MISSING_VIDEO,
+                        video,
+                        f"test product {pid}: video is missing; query left out, as RICE's evaluation does",
+                    )
                     continue
-                faults.warn(F.MISSING_VIDEO, video, f"test product {pid}: video is missing; query kept, scored as a miss")
-                queries.append(Query(query_id=qid, clip=ClipSource(clip_id=qid), gt_ids=(pid,), group=None,
-                                     attributes=attrs, missing=True))
+                faults.warn(
+                    F.MISSING_VIDEO, video, f"test product {pid}: video is missing; query kept, scored as a miss"
+                )
+                queries.append(
+                    Query(
+                        query_id=qid,
+                        clip=ClipSource(clip_id=qid),
+                        gt_ids=(pid,),
+                        group=None,
+                        attributes=attrs,
+                        missing=True,
+                    )
+                )
                 continue
             clip = ClipSource(clip_id=qid, video_path=video, boxes=boxes, sample_fps=SAMPLE_FPS, frame_pick=frame_pick)
             queries.append(Query(query_id=qid, clip=clip, gt_ids=(pid,), group=None, attributes=attrs))
     if missing:
-        log.warning("movingfashion: %d video(s) missing from %s/videos: %s", len(missing), root, ", ".join(missing[:10]))
+        log.warning(
+            "movingfashion: %d video(s) missing from %s/videos: %s", len(missing), root, ", ".join(missing[:10])
+        )
     log.info("movingfashion: %d train pairs, %d queries, %d gallery images", len(train), len(queries), len(gallery))
     return DatasetSplits(
         name="movingfashion",

@@ -43,9 +43,18 @@ def resize_one(resizer, www: Path, url: str, stem: str) -> Optional[tuple[bytes,
     img, width, height, ow, oh, err = resizer(io.BytesIO(src.read_bytes()))
     if err is not None or img is None:
         return None
-    meta = {"url": url, "key": stem, "status": "success", "error_message": None, "width": width,
-            "height": height, "original_width": ow, "original_height": oh, "exif": None,
-            "sha256": hashlib.sha256(img).hexdigest()}
+    meta = {
+        "url": url,
+        "key": stem,
+        "status": "success",
+        "error_message": None,
+        "width": width,
+        "height": height,
+        "original_width": ow,
+        "original_height": oh,
+        "exif": None,
+        "sha256": hashlib.sha256(img).hexdigest(),
+    }
     return img, meta
 
 
@@ -69,8 +78,9 @@ def _resize_chunk(task: tuple[list[tuple[str, str]], str, str, str]) -> list[str
     return done
 
 
-def resize_from_disk(lists: dict[str, tuple[dict[str, str], str]], www: Path, root: Path, *,
-                     workers: int = 2) -> dict[str, set[str]]:
+def resize_from_disk(
+    lists: dict[str, tuple[dict[str, str], str]], www: Path, root: Path, *, workers: int = 2
+) -> dict[str, set[str]]:
     """Resize every URL's file of every list (``{prefix: ({stem: url}, kind)}``) from ``www`` into
     the layout of ``root``; returns the stems written per list. img2dataset is imported once,
     before the worker processes fork (its import costs seconds)."""

@@ -59,9 +59,24 @@ from datasets.release_files import (
 
 log = logging.getLogger(__name__)
 
-README_SETTINGS = ["--input_format", "txt", "--output_format", "files", "--image_size", "256",
-                   "--resize_mode", "keep_ratio", "--timeout", "10", "--retries", "0",
-                   "--incremental_mode", "incremental", "--distributor", "multiprocessing"]
+README_SETTINGS = [
+    "--input_format",
+    "txt",
+    "--output_format",
+    "files",
+    "--image_size",
+    "256",
+    "--resize_mode",
+    "keep_ratio",
+    "--timeout",
+    "10",
+    "--retries",
+    "0",
+    "--incremental_mode",
+    "incremental",
+    "--distributor",
+    "multiprocessing",
+]
 PLAN_NAME = "prepare_plan.json"
 FORMATS = ("files", "webdataset")
 
@@ -111,17 +126,24 @@ def img2dataset_command() -> list[str]:
     raise PrepareError("img2dataset is not installed: pip install -e '.[prepare]' (it pins img2dataset)")
 
 
-def run_img2dataset(url_list: Path, out_dir: Path, *, processes: int, threads: int, shard_size: int,
-                    fmt: str = "files") -> None:
+def run_img2dataset(
+    url_list: Path, out_dir: Path, *, processes: int, threads: int, shard_size: int, fmt: str = "files"
+) -> None:
     """One img2dataset run over ``url_list`` (a file or a folder of lists; resumable: incremental
     mode skips finished shards); ``fmt`` replaces the README's ``--output_format files``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     settings = list(README_SETTINGS)
     settings[settings.index("--output_format") + 1] = fmt
     cmd = img2dataset_command() + [
-        f"--url_list={url_list}", f"--output_folder={out_dir}", *settings,
-        "--number_sample_per_shard", str(shard_size), "--processes_count", str(processes),
-        "--thread_count", str(threads),
+        f"--url_list={url_list}",
+        f"--output_folder={out_dir}",
+        *settings,
+        "--number_sample_per_shard",
+        str(shard_size),
+        "--processes_count",
+        str(processes),
+        "--thread_count",
+        str(threads),
     ]
     env = dict(os.environ, NO_ALBUMENTATIONS_UPDATE="1", WANDB_MODE="disabled")
     log_path = out_dir.parent / "img2dataset.log"
@@ -207,8 +229,9 @@ def _json_keys(ann: Path, pattern: str) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def build_report(root: Path, urls: dict[str, dict[str, str]], got: dict[str, set[str]],
-                 seconds: dict[str, float]) -> dict[str, Any]:
+def build_report(
+    root: Path, urls: dict[str, dict[str, str]], got: dict[str, set[str]], seconds: dict[str, float]
+) -> dict[str, Any]:
     """The ``prepare_report.json`` contents (see :mod:`datasets.prepare_report`)."""
     failed_urls, failed_frames, failed_images = [], [], []
     lists: dict[str, Any] = {}
@@ -228,11 +251,23 @@ def build_report(root: Path, urls: dict[str, dict[str, str]], got: dict[str, set
     failed_set = set(failed_images)
     gallery = _json_keys(ann, "test_liveid_to_gallery_*.json")
     test_images = set(urls.get("test_image_url", {}))
-    missing = sorted({i for ids in gallery.values() if isinstance(ids, list) for i in ids
-                      if isinstance(i, str) and (i in failed_set or (test_images and i not in test_images))})
+    missing = sorted(
+        {
+            i
+            for ids in gallery.values()
+            if isinstance(ids, list)
+            for i in ids
+            if isinstance(i, str) and (i in failed_set or (test_images and i not in test_images))
+        }
+    )
     return {
-        "version": 1, "lists": lists, "seconds": {k: round(v, 3) for k, v in seconds.items()}, "failed_urls": failed_urls, "failed_frame_ids": sorted(failed_frames),
-        "failed_image_ids": sorted(failed_images), "test_clips_without_frames": without,
+        "version": 1,
+        "lists": lists,
+        "seconds": {k: round(v, 3) for k, v in seconds.items()},
+        "failed_urls": failed_urls,
+        "failed_frame_ids": sorted(failed_frames),
+        "failed_image_ids": sorted(failed_images),
+        "test_clips_without_frames": without,
         "gallery_images_missing": missing,
     }
 
@@ -246,14 +281,26 @@ def _check_plan(out: Path, plan: dict[str, Any]) -> None:
         except ValueError:
             old = None
         if old != plan:
-            raise PrepareError(f"{path}: this root was started with {old}, not {plan}; rerun with those settings "
-                               "or prepare into another --out")
+            raise PrepareError(
+                f"{path}: this root was started with {old}, not {plan}; rerun with those settings "
+                "or prepare into another --out"
+            )
     else:
         atomic_write_text(path, json.dumps(plan) + "\n")
 
 
-def _download(lists: dict[str, Path], urls: dict[str, dict[str, str]], out: Path, *, fmt: str, processes: int,
-              threads: int, shard_size: int, link: bool, seconds: dict[str, float]) -> dict[str, set[str]]:
+def _download(
+    lists: dict[str, Path],
+    urls: dict[str, dict[str, str]],
+    out: Path,
+    *,
+    fmt: str,
+    processes: int,
+    threads: int,
+    shard_size: int,
+    link: bool,
+    seconds: dict[str, float],
+) -> dict[str, set[str]]:
     """img2dataset over every list (one run over a folder of links to the lists: its start-up is
     paid once, shards are numbered across the lists), then the files layout or the shard index."""
     feed = out / "download" / "lists"
@@ -276,9 +323,19 @@ def _download(lists: dict[str, Path], urls: dict[str, dict[str, str]], out: Path
     return {p: {s for s in urls[p] if s in placed} for p in lists}
 
 
-def prepare(urls_dir: Path, out: Path, *, which: str = "all", processes: int = 4, threads: int = 64,
-            shard_size: int = 50000, link: bool = False, fast: bool = False, frames_per_clip: int = 10,
-            fmt: str = "files") -> PrepareResult:
+def prepare(
+    urls_dir: Path,
+    out: Path,
+    *,
+    which: str = "all",
+    processes: int = 4,
+    threads: int = 64,
+    shard_size: int = 50000,
+    link: bool = False,
+    fast: bool = False,
+    frames_per_clip: int = 10,
+    fmt: str = "files",
+) -> PrepareResult:
     """Validate, reduce to the frames read at ``frames_per_clip`` (0: every frame), download (or,
     ``fast``, resize from ``<urls_dir>/../www``) and lay out (``fmt`` "files") or index (``fmt``
     "webdataset") the release; see the module doc."""
@@ -308,19 +365,35 @@ def prepare(urls_dir: Path, out: Path, *, which: str = "all", processes: int = 4
         t0 = time.perf_counter()
         todo = {p: (urls[p], list_kind(p)) for p in used}
         if fmt == "webdataset":
-            got = shards_from_disk(todo, urls_dir.parent / "www", out / "shards", shard_size=shard_size, workers=processes)
+            got = shards_from_disk(
+                todo, urls_dir.parent / "www", out / "shards", shard_size=shard_size, workers=processes
+            )
         else:
             got = resize_from_disk(todo, urls_dir.parent / "www", out, workers=processes)
         seconds["resize"] = time.perf_counter() - t0
     else:
-        got = _download(used, urls, out, fmt=fmt, processes=processes, threads=threads, shard_size=shard_size,
-                        link=link, seconds=seconds)
+        got = _download(
+            used,
+            urls,
+            out,
+            fmt=fmt,
+            processes=processes,
+            threads=threads,
+            shard_size=shard_size,
+            link=link,
+            seconds=seconds,
+        )
     copy_annotations(urls_dir, lists, out)
     report = build_report(out, urls, got, seconds)
     for prefix, n in listed.items():
         report["lists"][prefix]["listed"] = n
-    report.update({"frames_per_clip": frames_per_clip, "frame_rule": FRAME_RULE if frames_per_clip > 0 else "every frame",
-                   "format": fmt})
+    report.update(
+        {
+            "frames_per_clip": frames_per_clip,
+            "frame_rule": FRAME_RULE if frames_per_clip > 0 else "every frame",
+            "format": fmt,
+        }
+    )
     atomic_write_text(out / REPORT_NAME, json.dumps(report, indent=1) + "\n")
     log.info("prepare: %s", {k: v for k, v in report["lists"].items()})
     return PrepareResult(out=out, report=report, seconds=seconds)

@@ -105,8 +105,9 @@ def original_to_stored(box: Box, original: tuple[float, float], stored: tuple[in
     return (box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy)
 
 
-def boxes_in_stored_pixels(boxes: Sequence[Optional[Box]], frame_paths: Sequence[Path],
-                           stored: Sequence[tuple[int, int]]) -> list[Optional[Box]]:
+def boxes_in_stored_pixels(
+    boxes: Sequence[Optional[Box]], frame_paths: Sequence[Path], stored: Sequence[tuple[int, int]]
+) -> list[Optional[Box]]:
     """Original-pixel boxes of sampled frames -> stored-frame pixels; a sidecar is read only for a
     frame that has a box (at most T small reads a clip), so this costs nothing on unboxed clips."""
     out: list[Optional[Box]] = []

@@ -81,14 +81,20 @@ def video_candidates(num_video_frames: int, fps: float, sample_fps: Optional[flo
         return []
     if sample_fps is None or not fps or fps <= 0 or fps <= sample_fps:
         return list(range(num_video_frames))
-    ratio = Fraction(fps).limit_denominator(1001) / Fraction(sample_fps).limit_denominator(1001)  # input frames per slot
+    ratio = Fraction(fps).limit_denominator(1001) / Fraction(sample_fps).limit_denominator(
+        1001
+    )  # input frames per slot
     slots = max(1, int(math.floor(num_video_frames / ratio + Fraction(1, 2))))
     out = [min(int(math.ceil((k + Fraction(1, 2)) * ratio)) - 1, num_video_frames - 1) for k in range(slots)]
     return sorted(set(out))
 
 
 def sample_clip(
-    n: int, num_frames: int, *, train_cut: bool = False, generator: Optional[torch.Generator] = None,
+    n: int,
+    num_frames: int,
+    *,
+    train_cut: bool = False,
+    generator: Optional[torch.Generator] = None,
     pick: str = "linspace",
 ) -> list[int]:
     """Positions (into a list of ``n`` candidate frames) of the frames a clip item loads."""

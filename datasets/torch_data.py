@@ -125,8 +125,14 @@ def load_clip(clip: ClipSource, cfg: DataConfig, *, train: bool = False, cache: 
         out_boxes[:k] = norm_boxes
         box_mask[:k] = valid
     out_frames[k:].zero_()
-    return {"frames": out_frames, "frame_mask": temporal_mask(k, n_t), "boxes": out_boxes, "box_mask": box_mask, "asr": clip.asr,
-            "clip_id": clip.clip_id}
+    return {
+        "frames": out_frames,
+        "frame_mask": temporal_mask(k, n_t),
+        "boxes": out_boxes,
+        "box_mask": box_mask,
+        "asr": clip.asr,
+        "clip_id": clip.clip_id,
+    }
 
 
 def load_image(path, cfg: DataConfig, *, train: bool = False, cache: Any = None) -> torch.Tensor:
@@ -249,8 +255,12 @@ class GalleryDataset(Dataset):
     @one_line_errors
     def __getitem__(self, i: int) -> dict[str, Any]:
         g = self.items[i]
-        return {"image": load_image(g.image_path, self.cfg, train=False, cache=self.frame_cache), "title": g.title,
-                "image_id": g.image_id, "index": i}
+        return {
+            "image": load_image(g.image_path, self.cfg, train=False, cache=self.frame_cache),
+            "title": g.title,
+            "image_id": g.image_id,
+            "index": i,
+        }
 
 
 def collate_batch(items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:

@@ -106,8 +106,9 @@ def _groups_by_size(frames: Sequence[torch.Tensor]) -> dict[tuple[int, int], lis
 INTERPOLATIONS = {"bilinear": InterpolationMode.BILINEAR, "bicubic": InterpolationMode.BICUBIC}
 
 
-def eval_geometry(frames: Sequence[torch.Tensor], resize: int, crop: int, mode: str = "shorter",
-                  interpolation: str = "bilinear") -> torch.Tensor:
+def eval_geometry(
+    frames: Sequence[torch.Tensor], resize: int, crop: int, mode: str = "shorter", interpolation: str = "bilinear"
+) -> torch.Tensor:
     """uint8 ``[k, 3, crop, crop]``: resize (``mode``, see :func:`resized_size`; ``interpolation``
     bilinear or bicubic, antialiased), center crop ``crop``."""
     if interpolation not in INTERPOLATIONS:
@@ -137,7 +138,9 @@ def train_geometry(frames: Sequence[torch.Tensor], crop: TrainCrop, size: int) -
         left, top = int(round(crop.x0 * w)), int(round(crop.y0 * h))
         cw, ch = max(1, int(round(crop.w * w))), max(1, int(round(crop.h * h)))
         cw, ch = min(cw, w - left), min(ch, h - top)
-        batch = TF.resized_crop(batch, top, left, ch, cw, [size, size], interpolation=InterpolationMode.BILINEAR, antialias=True)
+        batch = TF.resized_crop(
+            batch, top, left, ch, cw, [size, size], interpolation=InterpolationMode.BILINEAR, antialias=True
+        )
         if crop.flip:
             batch = batch.flip(-1)
         if out is None:
@@ -146,9 +149,14 @@ def train_geometry(frames: Sequence[torch.Tensor], crop: TrainCrop, size: int) -
     return out
 
 
-def normalise_boxes(boxes: Sequence[Optional[Box]], sizes: Sequence[tuple[int, int]]) -> tuple[torch.Tensor, torch.Tensor]:
+def normalise_boxes(
+    boxes: Sequence[Optional[Box]], sizes: Sequence[tuple[int, int]]
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Stored-pixel boxes -> ``[k, 4]`` in [0, 1] of the stored frame, and a validity mask."""
-    rows = [(b[0] / w, b[1] / h, b[2] / w, b[3] / h) if b is not None else (0.0, 0.0, 0.0, 0.0) for b, (w, h) in zip(boxes, sizes)]
+    rows = [
+        (b[0] / w, b[1] / h, b[2] / w, b[3] / h) if b is not None else (0.0, 0.0, 0.0, 0.0)
+        for b, (w, h) in zip(boxes, sizes)
+    ]
     out = torch.tensor(rows, dtype=torch.float32).reshape(len(rows), 4)
     valid = torch.tensor([b is not None for b in boxes], dtype=torch.bool)
     return out.clamp_(0.0, 1.0), valid
@@ -160,8 +168,14 @@ def _finish(boxes: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, tor
     return boxes * valid.unsqueeze(1), valid
 
 
-def eval_boxes(boxes: torch.Tensor, valid: torch.Tensor, decoded_sizes: Sequence[tuple[int, int]], resize: int, crop: int,
-               mode: str = "shorter") -> tuple[torch.Tensor, torch.Tensor]:
+def eval_boxes(
+    boxes: torch.Tensor,
+    valid: torch.Tensor,
+    decoded_sizes: Sequence[tuple[int, int]],
+    resize: int,
+    crop: int,
+    mode: str = "shorter",
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Normalised boxes of the stored frame -> normalised boxes of the resized, center-cropped frame."""
     if not bool(valid.any()):
         return torch.zeros_like(boxes), valid.clone()
@@ -186,7 +200,9 @@ def train_boxes(boxes: torch.Tensor, valid: torch.Tensor, crop: TrainCrop) -> tu
     return _finish(out, valid)
 
 
-def to_float(x: torch.Tensor, mean: Sequence[float], std: Sequence[float], out: Optional[torch.Tensor] = None) -> torch.Tensor:
+def to_float(
+    x: torch.Tensor, mean: Sequence[float], std: Sequence[float], out: Optional[torch.Tensor] = None
+) -> torch.Tensor:
     """uint8 ``[..., 3, H, W]`` -> float ``(x / 255 - mean) / std``, contiguous.
 
     With ``out`` (float, same shape) the result is written there in one converting copy plus two

@@ -56,9 +56,17 @@ def one_frame(clip, gen: torch.Generator) -> Path:
 class TinyCNN(nn.Module):
     def __init__(self, dim: int = 64) -> None:
         super().__init__()
-        self.net = nn.Sequential(nn.Conv2d(3, 16, 5, 2, 2), nn.ReLU(), nn.Conv2d(16, 32, 3, 2, 1), nn.ReLU(),
-                                 nn.Conv2d(32, 64, 3, 2, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                                 nn.Linear(64, dim))
+        self.net = nn.Sequential(
+            nn.Conv2d(3, 16, 5, 2, 2),
+            nn.ReLU(),
+            nn.Conv2d(16, 32, 3, 2, 1),
+            nn.ReLU(),
+            nn.Conv2d(32, 64, 3, 2, 1),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Linear(64, dim),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.net(x), dim=-1)
@@ -86,7 +94,9 @@ def encode(model: TinyCNN, splits) -> tuple[tuple[list[str], np.ndarray], tuple[
     queries = [q for q in splits.queries if not q.missing]  # a clip without frames is a miss: not given
     q_emb = torch.stack([model(torch.stack([load(p) for p in clip_frames(q.clip)])).mean(0) for q in queries])
     images = list({g.image_id: g for g in splits.gallery}.values())  # one embedding per image id
-    g_emb = torch.cat([model(torch.stack([load(g.image_path) for g in images[i:i + 64]])) for i in range(0, len(images), 64)])
+    g_emb = torch.cat(
+        [model(torch.stack([load(g.image_path) for g in images[i : i + 64]])) for i in range(0, len(images), 64)]
+    )
     return ([q.query_id for q in queries], q_emb.numpy()), ([g.image_id for g in images], g_emb.numpy())
 
 

@@ -79,7 +79,14 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from benchmark.core.registry import METHODS
-from methods.backbones import IMAGENET_MEAN, IMAGENET_STD, TINY_VGG_LAYERS, BackboneConfig, create_backbone, vgg_out_channels
+from methods.backbones import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    TINY_VGG_LAYERS,
+    BackboneConfig,
+    create_backbone,
+    vgg_out_channels,
+)
 from methods.base import DataInfo, Encoded, Method
 from methods.domain_norm import FRAME, SHOP, SIDES, convert_domain_batchnorm, domain_forward
 from methods.encoders import masked_mean
@@ -92,8 +99,11 @@ _NEG = -1.0e4  # "minus infinity" that stays finite in fp16
 
 @dataclass(frozen=True)
 class AsymNetConfig:
-    encoder: BackboneConfig = field(default_factory=lambda: BackboneConfig(
-        name="vgg16", pretrained="tv_in1k", input_mean=IMAGENET_MEAN, input_std=IMAGENET_STD))
+    encoder: BackboneConfig = field(
+        default_factory=lambda: BackboneConfig(
+            name="vgg16", pretrained="tv_in1k", input_mean=IMAGENET_MEAN, input_std=IMAGENET_STD
+        )
+    )
     spp_levels: tuple[int, ...] = (1, 2, 4)
     fc_hidden: tuple[int, ...] = (4096,)
     feat_dim: int = 1024  # image feature = LSTM hidden size
@@ -193,7 +203,9 @@ def bce_from_log_prob(logp: Tensor, target: Tensor) -> Tensor:
     return -(target * logp + (1 - target) * torch.log(-torch.expm1(logp)))
 
 
-@METHODS.register("asymnet", description="AsymNet (Video2Shop, CVPR 2017): VGG-16+SPP, 2 LSTMs, tree-fused pairwise similarity")
+@METHODS.register(
+    "asymnet", description="AsymNet (Video2Shop, CVPR 2017): VGG-16+SPP, 2 LSTMs, tree-fused pairwise similarity"
+)
 class AsymNet(Method):
     """Image network + LSTM video network + mixture-of-experts tree similarity (re-ranker)."""
 

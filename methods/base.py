@@ -62,8 +62,10 @@ class Encoded:
     extras: dict[str, Tensor] = field(default_factory=dict)
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> "Encoded":
-        return Encoded(self.embedding.to(device, non_blocking=non_blocking),
-                       {k: v.to(device, non_blocking=non_blocking) for k, v in self.extras.items()})
+        return Encoded(
+            self.embedding.to(device, non_blocking=non_blocking),
+            {k: v.to(device, non_blocking=non_blocking) for k, v in self.extras.items()},
+        )
 
     def select(self, index: Tensor) -> "Encoded":
         return Encoded(self.embedding[index], {k: v[index] for k, v in self.extras.items()})
@@ -113,9 +115,7 @@ class Method(nn.Module):
         try:
             return dataclasses.replace(cls.PROFILES[profile])
         except KeyError:
-            raise KeyError(
-                f"method {cls.__name__} has no profile {profile!r}; it has {sorted(cls.PROFILES)}"
-            ) from None
+            raise KeyError(f"method {cls.__name__} has no profile {profile!r}; it has {sorted(cls.PROFILES)}") from None
 
     @classmethod
     def main_config(cls) -> dict[str, Any]:
@@ -186,7 +186,6 @@ class Method(nn.Module):
         product being presented, drawn by ``visualize``; None when it predicts none."""
         return None
 
-
     def parameter_groups(self, lr_encoder: float, lr_new: float, weight_decay: float) -> list[dict]:
         """AdamW groups: pretrained encoder vs new modules; no decay on norms, biases, scales."""
         groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
@@ -221,11 +220,15 @@ def overrides_hook(cls: type[Method], name: str) -> bool:
 def check_image_size(method: str, built_for: int, info: DataInfo) -> None:
     """Refuse an encoder built for another input size than the data profile crops."""
     if built_for != info.image_size:
-        raise ValueError(f"{method}: the encoder is built for {built_for} px but the data profile crops "
-                         f"{info.image_size} px; use the matching --profile")
+        raise ValueError(
+            f"{method}: the encoder is built for {built_for} px but the data profile crops "
+            f"{info.image_size} px; use the matching --profile"
+        )
 
 
-def build_method(cls: type[Method], profile: str, info: DataInfo, overrides: Optional[Mapping[str, Any]] = None) -> Method:
+def build_method(
+    cls: type[Method], profile: str, info: DataInfo, overrides: Optional[Mapping[str, Any]] = None
+) -> Method:
     """Instantiate ``cls`` with its profile config, applying ``key=value`` overrides."""
     cfg = cls.default_config(profile)
     if overrides:

@@ -51,15 +51,14 @@ class ClipMeanPoolConfig:
     max_logit_scale: float = 100.0  # CLIP clamps exp(logit_scale) at 100
 
 
-@METHODS.register("clip-meanpool", description="CLIP ViT, frames mean-pooled, symmetric InfoNCE (CLIP4Clip meanP = RICE's ICL alone)")
+@METHODS.register(
+    "clip-meanpool", description="CLIP ViT, frames mean-pooled, symmetric InfoNCE (CLIP4Clip meanP = RICE's ICL alone)"
+)
 class ClipMeanPool(Method):
     """CLIP4Clip meanP / RICE ICL: shared ViT, mean-pooled frames, symmetric InfoNCE."""
 
     Config = ClipMeanPoolConfig
-    PROFILES = {
-        "paper": ClipMeanPoolConfig(encoder=PAPER_ENCODER),
-        "tiny": ClipMeanPoolConfig(encoder=TINY_ENCODER),
-    }
+    PROFILES = {"paper": ClipMeanPoolConfig(encoder=PAPER_ENCODER), "tiny": ClipMeanPoolConfig(encoder=TINY_ENCODER)}
 
     def __init__(self, cfg: ClipMeanPoolConfig, info: DataInfo) -> None:
         super().__init__(cfg, info)

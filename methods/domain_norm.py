@@ -57,7 +57,9 @@ class DomainBatchNorm(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() not in self.input_dims:
-            raise ValueError(f"domain batchnorm: expected a {' or '.join(map(str, self.input_dims))}-d input, got {x.dim()}-d")
+            raise ValueError(
+                f"domain batchnorm: expected a {' or '.join(map(str, self.input_dims))}-d input, got {x.dim()}-d"
+            )
         i = self.domains.index(self.active)
         momentum = 0.0 if self.momentum is None else self.momentum
         if self.training:
@@ -65,8 +67,9 @@ class DomainBatchNorm(nn.Module):
             if self.momentum is None:  # cumulative moving average, as nn.BatchNorm2d
                 momentum = 1.0 / float(self.num_batches_tracked[i])
         # the [i] rows are views: F.batch_norm updates this domain's statistics in place
-        return F.batch_norm(x, self.running_mean[i], self.running_var[i], self.weight, self.bias,
-                            self.training, momentum, self.eps)
+        return F.batch_norm(
+            x, self.running_mean[i], self.running_var[i], self.weight, self.bias, self.training, momentum, self.eps
+        )
 
     def extra_repr(self) -> str:
         return f"{self.running_mean.shape[1]}, domains={self.domains}, eps={self.eps}, momentum={self.momentum}"

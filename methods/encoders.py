@@ -61,7 +61,9 @@ class EncoderConfig:
     # (Chinese-CLIP's BERT, config text_config, weights text_pretrained: a cn-clip hub name or a
     # local checkpoint, None = random init) or "file" (precomputed embeddings per clip / image id)
     text_tower: Literal["openai-clip", "cn-clip", "file"] = "openai-clip"
-    text_config: Literal["RoBERTa-wwm-ext-base-chinese", "RBT3-chinese", "custom"] = "RoBERTa-wwm-ext-base-chinese"  # cn-clip: a shipped config or "custom"
+    text_config: Literal["RoBERTa-wwm-ext-base-chinese", "RBT3-chinese", "custom"] = (
+        "RoBERTa-wwm-ext-base-chinese"  # cn-clip: a shipped config or "custom"
+    )
     text_pretrained: Optional[str] = "ViT-B-16"
     text_context_length: int = 52  # cn-clip's tokenize default
     asr_embeddings: Optional[str] = None  # "file": {clip id: [embed_dim floats]}
@@ -73,9 +75,22 @@ STEMS = ("patchify", "conv")
 # text: the Chinese-CLIP tokenizer and a small random BERT of the text_* sizes (the OpenAI tower,
 # text_tower="openai-clip", has these sizes and a 32-token context)
 TINY_ENCODER = EncoderConfig(
-    model_name="custom", pretrained=None, image_size=112, patch_size=16, width=192, layers=4,
-    heads=4, embed_dim=128, text_width=128, text_layers=2, text_heads=4, context_length=32,
-    stem="conv", text_tower="cn-clip", text_config="custom", text_pretrained=None,
+    model_name="custom",
+    pretrained=None,
+    image_size=112,
+    patch_size=16,
+    width=192,
+    layers=4,
+    heads=4,
+    embed_dim=128,
+    text_width=128,
+    text_layers=2,
+    text_heads=4,
+    context_length=32,
+    stem="conv",
+    text_tower="cn-clip",
+    text_config="custom",
+    text_pretrained=None,
 )
 # OpenAI's ViT-B/32 (hub tag or the official ViT-B-32.pt); text: Chinese-CLIP ViT-B-16's RoBERTa tower
 PAPER_ENCODER = EncoderConfig(quick_gelu=True, text_tower="cn-clip")
@@ -166,7 +181,11 @@ def _check_weights_source(model_name: str, pretrained: str) -> None:
     tags = open_clip.list_pretrained_tags_by_model(model_name)
     if pretrained not in tags:
         if not Path(pretrained).is_file():
-            known = f"; open_clip tags of {model_name}: {', '.join(tags[:4])}..." if not is_local_weights(pretrained) else ""
+            known = (
+                f"; open_clip tags of {model_name}: {', '.join(tags[:4])}..."
+                if not is_local_weights(pretrained)
+                else ""
+            )
             raise EncoderLoadError(f"encoder weights {pretrained}: no such file{known}")
         return
     hub = (open_clip.get_pretrained_cfg(model_name, pretrained) or {}).get("hf_hub", "")
@@ -174,7 +193,9 @@ def _check_weights_source(model_name: str, pretrained: str) -> None:
     if repo_id:
         names = [filename] if filename else [HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME]  # the order it tries
         require_hub_files(
-            repo_id, names, f"open_clip {model_name} weights {pretrained!r}",
+            repo_id,
+            names,
+            f"open_clip {model_name} weights {pretrained!r}",
             f"download {names[-1]} from huggingface.co/{repo_id} and pass --pretrained PATH",
         )
 
@@ -215,12 +236,14 @@ def _custom_kwargs(cfg: EncoderConfig, vision_cls, text_cls) -> dict:
         **extra,
         embed_dim=cfg.embed_dim,
         vision_cfg=vision_cls(
-            layers=cfg.layers, width=cfg.width, head_width=cfg.width // cfg.heads,
-            patch_size=cfg.patch_size, image_size=cfg.image_size,
+            layers=cfg.layers,
+            width=cfg.width,
+            head_width=cfg.width // cfg.heads,
+            patch_size=cfg.patch_size,
+            image_size=cfg.image_size,
         ),
         text_cfg=text_cls(
-            context_length=cfg.context_length, width=cfg.text_width, heads=cfg.text_heads,
-            layers=cfg.text_layers,
+            context_length=cfg.context_length, width=cfg.text_width, heads=cfg.text_heads, layers=cfg.text_layers
         ),
     )
 
@@ -250,7 +273,7 @@ def read_state_dict(
     if not isinstance(state, dict):
         raise EncoderLoadError(f"{owner} weights {path}: not a state dict")
     if strip_prefix and any(k.startswith(strip_prefix) for k in state):
-        state = {k[len(strip_prefix):]: v for k, v in state.items() if k.startswith(strip_prefix)}
+        state = {k[len(strip_prefix) :]: v for k, v in state.items() if k.startswith(strip_prefix)}
     return state
 
 
@@ -283,7 +306,8 @@ def refuse_random_text(cfg: EncoderConfig, owner: str) -> None:
         raise ValueError(
             f"{owner} (paper profile): the Chinese-CLIP text tower needs weights; set encoder.text_pretrained to a "
             f"cn-clip hub name (ViT-B-16) or a local cn-clip checkpoint, or encoder.text_tower=file with "
-            f"encoder.asr_embeddings / encoder.title_embeddings")
+            f"encoder.asr_embeddings / encoder.title_embeddings"
+        )
 
 
 class ClipEncoder(nn.Module):

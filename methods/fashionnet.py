@@ -61,7 +61,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from benchmark.core.registry import METHODS
-from methods.backbones import IMAGENET_MEAN, IMAGENET_STD, TINY_VGG_LAYERS, BackboneConfig, create_backbone, vgg_out_channels
+from methods.backbones import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    TINY_VGG_LAYERS,
+    BackboneConfig,
+    create_backbone,
+    vgg_out_channels,
+)
 from methods.base import DataInfo, Encoded, Method
 from methods.encoders import masked_mean
 from methods.frames import frames_and_images, select_frames
@@ -69,8 +76,11 @@ from methods.frames import frames_and_images, select_frames
 
 @dataclass(frozen=True)
 class FashionNetConfig:
-    encoder: BackboneConfig = field(default_factory=lambda: BackboneConfig(
-        name="vgg16", pretrained="tv_in1k", input_mean=IMAGENET_MEAN, input_std=IMAGENET_STD))
+    encoder: BackboneConfig = field(
+        default_factory=lambda: BackboneConfig(
+            name="vgg16", pretrained="tv_in1k", input_mean=IMAGENET_MEAN, input_std=IMAGENET_STD
+        )
+    )
     fc_dim: int = 4096  # fc6 / fc7 width (VGG-16's: then fc6/fc7 keep their ImageNet weights)
     fc_kernel: int = 7  # fc6 as a convolution over the pool5 map (7x7 at 224 px)
     dropout: float = 0.5
@@ -122,9 +132,13 @@ def cross_domain_triplet(
     return F.relu(d_ap - d_an + margin)[valid].mean()
 
 
-@METHODS.register("fashionnet", description="FashionNet (DeepFashion, CVPR 2016), global branch only (no landmark or attribute branch): VGG-16, category + ID heads, triplet")
+@METHODS.register(
+    "fashionnet",
+    description="FashionNet (DeepFashion, CVPR 2016), global branch only (no landmark or attribute branch): VGG-16, category + ID heads, triplet",
+)
 class FashionNet(Method):
     """VGG-16 global branch (conv5 -> fc6 -> fc7 embedding), category/ID heads, triplet loss."""
+
     MAIN_VARIANT = ("global-branch",)  # every run is the global branch (see variant())
 
     Config = FashionNetConfig
@@ -136,7 +150,7 @@ class FashionNet(Method):
         """Every run is FashionNet's global branch only (no landmark-pooled local branch, no
         attribute head): the label says so, e.g. ``fashionnet (global-branch)``."""
         return "global-branch"
-    
+
     def __init__(self, cfg: FashionNetConfig, info: DataInfo) -> None:
         super().__init__(cfg, info)
         self.encoder = create_backbone(cfg.encoder, drop_rate=cfg.dropout)

@@ -100,4 +100,4 @@ def frames_and_images(net: Callable[[Tensor], Tensor], frames: Tensor, images: T
         out_frames = domain_forward(net, FRAME, frames.flatten(0, 1))
         return out_frames.unflatten(0, (b, t)), domain_forward(net, SHOP, images)
     out = net(torch.cat([frames.flatten(0, 1), images]))
-    return out[: b * t].unflatten(0, (b, t)), out[b * t:]
+    return out[: b * t].unflatten(0, (b, t)), out[b * t :]

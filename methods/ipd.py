@@ -50,7 +50,7 @@ def cell_box_iou(boxes: Tensor, grid: int) -> Tensor:
     iw = (torch.minimum(b[..., 2], cells[:, 2]) - torch.maximum(b[..., 0], cells[:, 0])).clamp_min(0)
     ih = (torch.minimum(b[..., 3], cells[:, 3]) - torch.maximum(b[..., 1], cells[:, 1])).clamp_min(0)
     inter = iw * ih
-    area_b = ((b[..., 2] - b[..., 0]).clamp_min(0) * (b[..., 3] - b[..., 1]).clamp_min(0))
+    area_b = (b[..., 2] - b[..., 0]).clamp_min(0) * (b[..., 3] - b[..., 1]).clamp_min(0)
     area_c = (cells[:, 2] - cells[:, 0]) * (cells[:, 3] - cells[:, 1])
     return inter / (area_b + area_c - inter).clamp_min(1e-12)
 
@@ -92,8 +92,16 @@ class SetDetector(nn.Module):
     """
 
     def __init__(
-        self, width: int, num_tokens: int, max_frames: int, dim: int = 256, queries: int = 4,
-        layers: int = 2, heads: int = 8, temporal_layers: int = 0, dropout: float = 0.1,
+        self,
+        width: int,
+        num_tokens: int,
+        max_frames: int,
+        dim: int = 256,
+        queries: int = 4,
+        layers: int = 2,
+        heads: int = 8,
+        temporal_layers: int = 0,
+        dropout: float = 0.1,
     ) -> None:
         super().__init__()
         self.input_proj = nn.Linear(width, dim)
@@ -115,7 +123,9 @@ class SetDetector(nn.Module):
     def multi_frame(self) -> bool:
         return self.temporal is not None
 
-    def forward(self, tokens: Tensor, frame_mask: Tensor, first_frame: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
+    def forward(
+        self, tokens: Tensor, frame_mask: Tensor, first_frame: Optional[Tensor] = None
+    ) -> tuple[Tensor, Tensor]:
         """``first_frame`` [B]: where a window of the clip starts (temporal positions); default 0."""
         b, t, length, _ = tokens.shape
         x = self.input_proj(tokens) + self.token_pos[:length]
@@ -124,7 +134,9 @@ class SetDetector(nn.Module):
             pos = start[:, None] + torch.arange(t, device=x.device)
             limit = self.time_pos.shape[0]
             if t > limit or (pos.device.type == "cpu" and int(pos.max()) >= limit):  # a read is free on the CPU
-                raise ValueError(f"multi-frame detector built for {limit} frames, got frame {max(t - 1, int(pos.max()))}")
+                raise ValueError(
+                    f"multi-frame detector built for {limit} frames, got frame {max(t - 1, int(pos.max()))}"
+                )
             if pos.device.type != "cpu":  # checked on the device, without making the host wait
                 torch._assert_async(pos.max() < limit, "multi-frame detector: a frame position beyond num_frames")
             x = x + self.time_pos[pos][:, :, None, :]
@@ -145,8 +157,12 @@ class SetDetector(nn.Module):
 # --- matching and losses ------------------------------------------------------------------
 @torch.no_grad()
 def hungarian_match(
-    logits: Tensor, boxes: Tensor, targets: list[Tensor],
-    cost_class: float = 1.0, cost_l1: float = 5.0, cost_giou: float = 2.0,
+    logits: Tensor,
+    boxes: Tensor,
+    targets: list[Tensor],
+    cost_class: float = 1.0,
+    cost_l1: float = 5.0,
+    cost_giou: float = 2.0,
 ) -> list[tuple[Tensor, Tensor]]:
     """DETR's matcher: per image, (query indices, target indices) minimising the cost.
 
@@ -187,8 +203,7 @@ def paired_giou(a: Tensor, b: Tensor) -> Tensor:
 
 @torch.no_grad()
 def match_single_target(
-    logits: Tensor, boxes: Tensor, target: Tensor,
-    cost_class: float = 1.0, cost_l1: float = 5.0, cost_giou: float = 2.0,
+    logits: Tensor, boxes: Tensor, target: Tensor, cost_class: float = 1.0, cost_l1: float = 5.0, cost_giou: float = 2.0
 ) -> Tensor:
     """DETR's matcher when every frame has one target: the query of least cost, ``[N]``.
 
@@ -205,8 +220,14 @@ def match_single_target(
 
 
 def detection_loss(
-    logits: Tensor, boxes: Tensor, gt_boxes: Tensor, gt_valid: Tensor,
-    w_class: float = 1.0, w_l1: float = 5.0, w_giou: float = 2.0, eos_coef: float = 0.1,
+    logits: Tensor,
+    boxes: Tensor,
+    gt_boxes: Tensor,
+    gt_valid: Tensor,
+    w_class: float = 1.0,
+    w_l1: float = 5.0,
+    w_giou: float = 2.0,
+    eos_coef: float = 0.1,
 ) -> dict[str, Tensor]:
     """DETR set loss on the frames that carry a ground-truth box (one intent product each).
 

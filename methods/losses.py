@@ -53,9 +53,7 @@ def gather_with_grad(x: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def hardest_negatives(
-    sim: Tensor, positive: Tensor, k: int, exclude: Optional[Tensor] = None
-) -> tuple[Tensor, Tensor]:
+def hardest_negatives(sim: Tensor, positive: Tensor, k: int, exclude: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
     """The ``k`` most similar non-positive columns of ``sim`` [B, G] per row.
 
     ``positive`` [B] is each row's own column; ``exclude`` [B, G] (e.g. same product) marks

@@ -89,7 +89,16 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from benchmark.core.registry import METHODS
-from methods.backbones import IMAGENET_MEAN, IMAGENET_STD, BackboneConfig, create_backbone, resnet_out_channels, resnet_stages, resnet_stem, set_last_stride
+from methods.backbones import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    BackboneConfig,
+    create_backbone,
+    resnet_out_channels,
+    resnet_stages,
+    resnet_stem,
+    set_last_stride,
+)
 from methods.base import DataInfo, Encoded, Method
 from methods.domain_norm import FRAME, SHOP, SIDES, batchnorm_domain, convert_domain_batchnorm
 from methods.frames import select_frames
@@ -124,7 +133,7 @@ class MGHConfig:
 
 
 PAPER = MGHConfig(
-    encoder=BackboneConfig(name="resnet50", pretrained="tv_in1k", input_mean=IMAGENET_MEAN, input_std=IMAGENET_STD),
+    encoder=BackboneConfig(name="resnet50", pretrained="tv_in1k", input_mean=IMAGENET_MEAN, input_std=IMAGENET_STD)
 )
 TINY = MGHConfig(
     encoder=BackboneConfig(name="resnet18", pretrained=None, channels=(32, 64, 128, 256)),
@@ -188,11 +197,15 @@ class HypergraphLayer(nn.Module):
         xn = F.normalize(x, dim=-1)
         sim = (xn @ xn.transpose(1, 2)).masked_fill(~allowed, float("-inf"))
         idx = sim.topk(k, dim=-1).indices  # [B, N, k]
-        neigh = torch.gather(x.unsqueeze(1).expand(b, n, n, x.shape[-1]), 2, idx.unsqueeze(-1).expand(-1, -1, -1, x.shape[-1]))
+        neigh = torch.gather(
+            x.unsqueeze(1).expand(b, n, n, x.shape[-1]), 2, idx.unsqueeze(-1).expand(-1, -1, -1, x.shape[-1])
+        )
         return neigh.mean(2)
 
     def forward(self, x: Tensor, frames: int, parts: int) -> Tensor:
-        h = torch.cat([self.W_x(x)] + [self.W_n(self.neighbour_mean(x, frames, parts, w)) for w in self.windows], dim=-1)
+        h = torch.cat(
+            [self.W_x(x)] + [self.W_n(self.neighbour_mean(x, frames, parts, w)) for w in self.windows], dim=-1
+        )
         h = F.relu(F.normalize(h, dim=-1))
         return self.bn(h.transpose(1, 2)).transpose(1, 2)
 
@@ -205,7 +218,9 @@ class PartBranch(nn.Module):
         self.parts = parts
         width = (1 + len(cfg.windows)) * cfg.hidden
         dims = [in_dim] + [width] * cfg.layers
-        self.layers = nn.ModuleList(HypergraphLayer(dims[i], cfg.hidden, cfg.knn, cfg.windows) for i in range(cfg.layers))
+        self.layers = nn.ModuleList(
+            HypergraphLayer(dims[i], cfg.hidden, cfg.knn, cfg.windows) for i in range(cfg.layers)
+        )
         self.pooling = cfg.pooling
         if cfg.pooling == "attention":
             self.attn = nn.Linear(width, 1)
@@ -248,7 +263,9 @@ def jsd_mutual_information(scores: Tensor) -> Tensor:
     return pos - neg + math.log(4.0)
 
 
-@METHODS.register("mgh", description="MGH (CVPR 2020): ResNet-50 + multi-granular hypergraphs, attention pooling, MI minimisation")
+@METHODS.register(
+    "mgh", description="MGH (CVPR 2020): ResNet-50 + multi-granular hypergraphs, attention pooling, MI minimisation"
+)
 class MGH(Method):
     """Global + part-hypergraph branches over frame stripes; BNNeck; per-branch ID heads."""
 
@@ -256,7 +273,7 @@ class MGH(Method):
     # the paper profile's optimiser settings from the paper (see above); --lr-encoder etc. override them
     TRAIN_RECIPE = {"paper": {"lr_encoder": 3e-4, "lr_new": 3e-4, "weight_decay": 5e-4}}
     PROFILES = {"paper": PAPER, "tiny": TINY}
-    
+
     def __init__(self, cfg: MGHConfig, info: DataInfo) -> None:
         super().__init__(cfg, info)
         self.encoder = create_backbone(cfg.encoder)
@@ -267,7 +284,9 @@ class MGH(Method):
             for s in (1, 2):
                 stage = resnet_stages(self.encoder)[s]
                 at = [i for i in range(len(stage)) if i % 2 == 1]
-                width = [m for n_, m in stage[-1].named_modules() if isinstance(m, nn.Conv2d) and "downsample" not in n_][-1].out_channels
+                width = [
+                    m for n_, m in stage[-1].named_modules() if isinstance(m, nn.Conv2d) and "downsample" not in n_
+                ][-1].out_channels
                 self.nl_at[s] = at
                 blocks[str(s)] = nn.ModuleList(NonLocalBlock(int(width), sub_sample=True) for _ in at)
         self.nonlocal_blocks = nn.ModuleDict(blocks)
@@ -280,7 +299,9 @@ class MGH(Method):
         self.classifiers = nn.ModuleList(id_classifier(d, info.num_products, bias=True) for d in self.dims)
         pairs = [(i, j) for i in range(len(self.branches)) for j in range(i + 1, len(self.branches))]
         self.mi_pairs = pairs
-        self.critics = nn.ModuleList(BilinearCritic(self.branches[i].out_dim, self.branches[j].out_dim) for i, j in pairs)
+        self.critics = nn.ModuleList(
+            BilinearCritic(self.branches[i].out_dim, self.branches[j].out_dim) for i, j in pairs
+        )
         if cfg.domain_batchnorm:
             convert_domain_batchnorm(self, SIDES, exclude=(self.bnneck,))
 
@@ -328,11 +349,16 @@ class MGH(Method):
         labels = torch.cat([batch["product"], batch["product"]])
         feat = torch.cat(branches, dim=1)
         slices = torch.split(self.bnneck(feat), self.dims, dim=1)
-        xent = sum(label_smoothed_ce(fc(s), labels, self.cfg.label_smoothing) for fc, s in zip(self.classifiers, slices))
+        xent = sum(
+            label_smoothed_ce(fc(s), labels, self.cfg.label_smoothing) for fc, s in zip(self.classifiers, slices)
+        )
         losses = {"id": xent, "triplet": batch_hard_triplet(feat, labels, margin=self.cfg.triplet_margin)}
         if self.cfg.mi_weight > 0 and self.mi_pairs:
             parts = [grad_reverse(f) for f in branches[1:]]
-            mi = sum(jsd_mutual_information(critic(parts[i], parts[j])) for critic, (i, j) in zip(self.critics, self.mi_pairs))
+            mi = sum(
+                jsd_mutual_information(critic(parts[i], parts[j]))
+                for critic, (i, j) in zip(self.critics, self.mi_pairs)
+            )
             # the critic ascends the MI bound, the network (through the reversal) descends it
             losses["mi"] = -self.cfg.mi_weight * mi
         return losses

@@ -70,7 +70,16 @@ import torch
 from torch import Tensor, nn
 
 from benchmark.core.registry import METHODS
-from methods.backbones import IMAGENET_MEAN, IMAGENET_STD, BackboneConfig, create_backbone, resnet_out_channels, resnet_stages, resnet_stem, set_last_stride
+from methods.backbones import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    BackboneConfig,
+    create_backbone,
+    resnet_out_channels,
+    resnet_stages,
+    resnet_stem,
+    set_last_stride,
+)
 from methods.base import DataInfo, Encoded, Method
 from methods.domain_norm import FRAME, SHOP, SIDES, batchnorm_domain, convert_domain_batchnorm
 from methods.frames import select_frames
@@ -106,7 +115,7 @@ class NVANConfig:
 
 
 PAPER = NVANConfig(
-    encoder=BackboneConfig(name="resnet50", pretrained="tv_in1k", input_mean=IMAGENET_MEAN, input_std=IMAGENET_STD),
+    encoder=BackboneConfig(name="resnet50", pretrained="tv_in1k", input_mean=IMAGENET_MEAN, input_std=IMAGENET_STD)
 )
 TINY = NVANConfig(
     encoder=BackboneConfig(name="resnet18", pretrained=None, channels=(32, 64, 128, 256)),
@@ -130,7 +139,9 @@ def temporal_pair_maxpool(x: Tensor, t: int) -> tuple[Tensor, int]:
     return v.reshape(-1, c, h, w), v.shape[1]
 
 
-@METHODS.register("nvan", description="NVAN / STE-NVAN (BMVC 2019): ResNet-50 + non-local video attention, BNNeck, triplet + ID")
+@METHODS.register(
+    "nvan", description="NVAN / STE-NVAN (BMVC 2019): ResNet-50 + non-local video attention, BNNeck, triplet + ID"
+)
 class NVAN(Method):
     """ResNet-50 with non-local blocks over T x H x W, 3D average pool, BNNeck."""
 
@@ -138,11 +149,13 @@ class NVAN(Method):
     # the paper profile's optimiser settings from the paper (see above); --lr-encoder etc. override them
     TRAIN_RECIPE = {"paper": {"lr_encoder": 1e-4, "lr_new": 1e-4, "weight_decay": 5e-5}}
     PROFILES = {"paper": PAPER, "tiny": TINY}
-    
+
     def __init__(self, cfg: NVANConfig, info: DataInfo) -> None:
         super().__init__(cfg, info)
         if cfg.ste and cfg.num_frames % 4:
-            raise ValueError(f"nvan: STE pools frame pairs twice; num_frames must be a multiple of 4, got {cfg.num_frames}")
+            raise ValueError(
+                f"nvan: STE pools frame pairs twice; num_frames must be a multiple of 4, got {cfg.num_frames}"
+            )
         self.encoder = create_backbone(cfg.encoder)
         set_last_stride(self.encoder, cfg.last_stride)
         stages = resnet_stages(self.encoder)

@@ -61,7 +61,11 @@ class AttentionLayer(nn.Module):
         return self.in_proj_weight.shape[1] // self.heads
 
     def forward(
-        self, x: Tensor, key_keep: Tensor, kv: Optional[Tensor] = None, need_weights: bool = False,
+        self,
+        x: Tensor,
+        key_keep: Tensor,
+        kv: Optional[Tensor] = None,
+        need_weights: bool = False,
         kv_index: Optional[Tensor] = None,
     ) -> tuple[Tensor, Optional[Tensor]]:
         """``x`` [P, Lq, W]; ``kv`` [P, S, W] (cross); ``key_keep`` [P, S] bool.
@@ -104,8 +108,12 @@ class PairwiseMatchingDecoder(nn.Module):
     """Scores (image, video) pairs from their tokens: self-attn, cross-attn, pooler, head."""
 
     def __init__(
-        self, self_block: nn.Module, cross_block: nn.Module, heads: int,
-        attn_dropout: float = 0.1, match_scale: float = 10.0,
+        self,
+        self_block: nn.Module,
+        cross_block: nn.Module,
+        heads: int,
+        attn_dropout: float = 0.1,
+        match_scale: float = 10.0,
     ) -> None:
         super().__init__()
         width = self_block.attn.embed_dim
@@ -122,8 +130,14 @@ class PairwiseMatchingDecoder(nn.Module):
         return self.cross_layer.heads
 
     def forward(
-        self, queries: Tensor, query_keep: Tensor, keys: Tensor, key_keep: Tensor, need_weights: bool = False,
-        key_index: Optional[Tensor] = None, query_index: Optional[Tensor] = None,
+        self,
+        queries: Tensor,
+        query_keep: Tensor,
+        keys: Tensor,
+        key_keep: Tensor,
+        need_weights: bool = False,
+        key_index: Optional[Tensor] = None,
+        query_index: Optional[Tensor] = None,
     ) -> tuple[Tensor, Optional[Tensor]]:
         """Scores [P] of P aligned pairs and (optionally) cross-attention [P, heads, Lq, S].
 

@@ -102,7 +102,6 @@ pretrained weights (hub tag ``openai`` or ``--pretrained PATH``) and fails rathe
 from __future__ import annotations
 
 import dataclasses
-
 import math
 from dataclasses import dataclass
 from typing import Any, Literal, Optional, Sequence
@@ -188,7 +187,9 @@ class _Side:
     extra_losses: dict[str, Tensor]
 
 
-@METHODS.register("rice", description="RICE (ICCV 2023): ICL + pairwise matching decoder + PFR + intent-product masks + text")
+@METHODS.register(
+    "rice", description="RICE (ICCV 2023): ICL + pairwise matching decoder + PFR + intent-product masks + text"
+)
 class Rice(RiceAnalysisMixin, Method):
     """RICE: shared CLIP ViT, ICL, PMD re-ranking, PFR, IPD masks, ASR/title tokens."""
 
@@ -196,8 +197,13 @@ class Rice(RiceAnalysisMixin, Method):
     PROFILES = {
         "paper": RiceConfig(encoder=PAPER_ENCODER),
         "tiny": RiceConfig(
-            encoder=TINY_ENCODER, require_pretrained=False, pmd_heads=0, det_dim=64, det_heads=4,
-            det_train_frames=3, pfr_target="layernorm",
+            encoder=TINY_ENCODER,
+            require_pretrained=False,
+            pmd_heads=0,
+            det_dim=64,
+            det_heads=4,
+            det_train_frames=3,
+            pfr_target="layernorm",
         ),
     }
     encoder_prefixes = ("encoder.", "logit_scale")
@@ -235,8 +241,14 @@ class Rice(RiceAnalysisMixin, Method):
                 self.text_token = nn.Linear(self.encoder.embed_dim, width)
         if cfg.ipd in ("single", "multi"):
             self.detector = SetDetector(
-                width, 1 + grid * grid, info.num_frames, cfg.det_dim, cfg.det_queries, cfg.det_layers,
-                cfg.det_heads, cfg.det_temporal_layers if cfg.ipd == "multi" else 0,
+                width,
+                1 + grid * grid,
+                info.num_frames,
+                cfg.det_dim,
+                cfg.det_queries,
+                cfg.det_layers,
+                cfg.det_heads,
+                cfg.det_temporal_layers if cfg.ipd == "multi" else 0,
             )
 
     @staticmethod
@@ -308,8 +320,10 @@ class Rice(RiceAnalysisMixin, Method):
         if self.cfg.rerank_score == "pmd":
             return pmd
         if self.cfg.rerank_fuse_weight is None:
-            raise RuntimeError("rice: rerank_score=fused needs rerank_fuse_weight (chosen on validation pairs "
-                               "by benchmark.evaluation.rerank_fusion, or set with --set rerank_fuse_weight=W)")
+            raise RuntimeError(
+                "rice: rerank_score=fused needs rerank_fuse_weight (chosen on validation pairs "
+                "by benchmark.evaluation.rerank_fusion, or set with --set rerank_fuse_weight=W)"
+            )
         return cos + self.cfg.rerank_fuse_weight * pmd.float() / self.cfg.match_scale
 
     def pmd_scores(self, query: Encoded, gallery: Encoded) -> Tensor:
@@ -322,8 +336,11 @@ class Rice(RiceAnalysisMixin, Method):
             q_tok, q_keep = query.extras["pmd_tokens"][s:e], query.extras["pmd_keep"][s:e].bool()
             first, run = consecutive_runs(q_tok, q_keep)  # a query's pairs arrive together
             scores, _ = self.pmd(
-                self._cast(gallery.extras["pmd_tokens"][s:e]), gallery.extras["pmd_keep"][s:e].bool(),
-                self._cast(q_tok[first]), q_keep[first], key_index=run,
+                self._cast(gallery.extras["pmd_tokens"][s:e]),
+                gallery.extras["pmd_keep"][s:e].bool(),
+                self._cast(q_tok[first]),
+                q_keep[first],
+                key_index=run,
             )
             out.append(scores)
         return torch.cat(out) if out else query.embedding.new_zeros(0)
@@ -349,20 +366,28 @@ class Rice(RiceAnalysisMixin, Method):
         if keep is not None:
             tok_keep = tok_keep & keep
         tokens, tok_keep = tokens.flatten(1, 2), tok_keep.flatten(1, 2)
-        emb, tokens, tok_keep = self._with_text(visual, tokens, tok_keep, batch.get("asr"), b,
-                                               batch.get("clip_id"), "asr")
+        emb, tokens, tok_keep = self._with_text(
+            visual, tokens, tok_keep, batch.get("asr"), b, batch.get("clip_id"), "asr"
+        )
         return _Side(emb, tokens, tok_keep, extra)
 
     def _image_side(self, batch: dict[str, Any]) -> _Side:
         emb, tokens = self.encoder.encode_images(batch["image"])
         keep = torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
-        emb, tokens, keep = self._with_text(emb, tokens, keep, batch.get("title"), tokens.shape[0],
-                                           batch.get("image_id"), "title")
+        emb, tokens, keep = self._with_text(
+            emb, tokens, keep, batch.get("title"), tokens.shape[0], batch.get("image_id"), "title"
+        )
         return _Side(emb, tokens, keep, {})
 
     def _with_text(
-        self, visual: Tensor, tokens: Tensor, keep: Tensor, texts: Optional[Sequence[str]], n: int,
-        ids: Optional[Sequence[str]] = None, kind: str = "asr",
+        self,
+        visual: Tensor,
+        tokens: Tensor,
+        keep: Tensor,
+        texts: Optional[Sequence[str]],
+        n: int,
+        ids: Optional[Sequence[str]] = None,
+        kind: str = "asr",
     ) -> tuple[Tensor, Tensor, Tensor]:
         """Fuse the text embedding into the global one and append its token (``text=true``)."""
         v = F.normalize(visual.float(), dim=-1)
@@ -415,4 +440,3 @@ class Rice(RiceAnalysisMixin, Method):
         if torch.is_autocast_enabled(x.device.type):
             return x
         return x.to(self.pmd.pool_dense.weight.dtype)
-

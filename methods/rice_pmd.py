@@ -39,7 +39,9 @@ PMD_ANCHORS = ("image", "clip", "both")
 SAME_LIVE_BONUS = 4.0  # added to a same-livestream candidate's similarity (cosines lie in [-1, 1])
 
 
-def pmd_losses(model: Any, video: Any, image: Any, product: Optional[Tensor], live: Optional[Tensor]) -> dict[str, Tensor]:
+def pmd_losses(
+    model: Any, video: Any, image: Any, product: Optional[Tensor], live: Optional[Tensor]
+) -> dict[str, Tensor]:
     """PMD's (and PFR's) losses for one batch of ``video`` / ``image`` sides (``methods.rice._Side``)."""
     cfg = model.cfg
     if cfg.pmd_anchor not in PMD_ANCHORS:
@@ -56,21 +58,42 @@ def pmd_losses(model: Any, video: Any, image: Any, product: Optional[Tensor], li
     losses: dict[str, Tensor] = {}
     attn = None
     if cfg.pmd_anchor in ("clip", "both"):
-        loss, attn_clip = _anchored(model, anchor=video, others=image, anchor_is_clip=True, positive=positive,
-                                    exclude=exclude, same_live=same_live)
+        loss, attn_clip = _anchored(
+            model,
+            anchor=video,
+            others=image,
+            anchor_is_clip=True,
+            positive=positive,
+            exclude=exclude,
+            same_live=same_live,
+        )
         losses["pmd_clip"] = cfg.w_pmd * loss
         attn = attn_clip
     if cfg.pmd_anchor in ("image", "both"):
-        loss, attn = _anchored(model, anchor=image, others=video, anchor_is_clip=False, positive=positive,
-                               exclude=exclude, same_live=same_live)
+        loss, attn = _anchored(
+            model,
+            anchor=image,
+            others=video,
+            anchor_is_clip=False,
+            positive=positive,
+            exclude=exclude,
+            same_live=same_live,
+        )
         losses["pmd"] = cfg.w_pmd * loss
     if model.pfr is not None:
         losses["pfr"] = cfg.w_pfr * _pfr(model, video, image, attn)
     return losses
 
 
-def _anchored(model: Any, anchor: Any, others: Any, anchor_is_clip: bool, positive: Tensor,
-              exclude: Optional[Tensor], same_live: Optional[Tensor]) -> tuple[Tensor, Optional[Tensor]]:
+def _anchored(
+    model: Any,
+    anchor: Any,
+    others: Any,
+    anchor_is_clip: bool,
+    positive: Tensor,
+    exclude: Optional[Tensor],
+    same_live: Optional[Tensor],
+) -> tuple[Tensor, Optional[Tensor]]:
     """Cross-entropy of each local anchor's own partner against its hardest gathered others.
 
     Returns the loss and, when PFR needs it, the cross-attention of the positive pairs [B, ...]."""
@@ -88,11 +111,25 @@ def _anchored(model: Any, anchor: Any, others: Any, anchor_is_clip: bool, positi
     all_tokens, all_keep = gather_with_grad(others.tokens), gather_nograd(others.keep)
     need = model.pfr is not None
     if anchor_is_clip:  # queries: the candidate images; keys: the anchor clip
-        scores, attn = model.pmd(all_tokens, all_keep, anchor.tokens, anchor.keep, need_weights=need,
-                                 key_index=anchor_of_pair, query_index=cand.flatten())
+        scores, attn = model.pmd(
+            all_tokens,
+            all_keep,
+            anchor.tokens,
+            anchor.keep,
+            need_weights=need,
+            key_index=anchor_of_pair,
+            query_index=cand.flatten(),
+        )
     else:  # queries: the anchor image; keys: the candidate clips
-        scores, attn = model.pmd(anchor.tokens, anchor.keep, all_tokens, all_keep, need_weights=need,
-                                 key_index=cand.flatten(), query_index=anchor_of_pair)
+        scores, attn = model.pmd(
+            anchor.tokens,
+            anchor.keep,
+            all_tokens,
+            all_keep,
+            need_weights=need,
+            key_index=cand.flatten(),
+            query_index=anchor_of_pair,
+        )
     logits = scores.view(b, k1).masked_fill(~valid, float("-inf"))
     target = torch.zeros(b, dtype=torch.long, device=logits.device)
     positive_attn = attn[torch.arange(b, device=cand.device) * k1] if attn is not None else None
@@ -102,7 +139,7 @@ def _anchored(model: Any, anchor: Any, others: Any, anchor_is_clip: bool, positi
 def _pfr(model: Any, video: Any, image: Any, attn: Tensor) -> Tensor:
     """PFR on the positive pairs' cross-attention [B, heads, Lq, S] (each image with its own clip)."""
     cfg = model.cfg
-    n_img = 1 + model.encoder.grid ** 2
+    n_img = 1 + model.encoder.grid**2
     n_vid = video.tokens.shape[1] - (1 if cfg.text else 0)
     maps = attn[:, :, :n_img, :n_vid]
     weights = model.pfr(maps, video.keep[:, :n_vid], model.pmd.cross_layer.head_dim)

@@ -76,7 +76,10 @@ class _Detections:
     losses: dict[str, Tensor]
 
 
-@METHODS.register("seam-match-rcnn", description="SEAM Match-RCNN: Mask R-CNN + weakly supervised match head + non-local temporal aggregation (MovingFashion, WACV 2022)")
+@METHODS.register(
+    "seam-match-rcnn",
+    description="SEAM Match-RCNN: Mask R-CNN + weakly supervised match head + non-local temporal aggregation (MovingFashion, WACV 2022)",
+)
 class SeamMatchRCNN(Method):
     """Mask R-CNN detector, SEAM match head on mask-RoI features, temporal aggregation, pair scoring."""
 
@@ -110,9 +113,7 @@ class SeamMatchRCNN(Method):
         return self
 
     # --- detection ----------------------------------------------------------------------
-    def _detect(
-        self, images: Tensor, n_frames: int, gt: Optional[tuple[Tensor, Tensor, Tensor]] = None
-    ) -> _Detections:
+    def _detect(self, images: Tensor, n_frames: int, gt: Optional[tuple[Tensor, Tensor, Tensor]] = None) -> _Detections:
         """Run the detector on ``images`` [N, 3, H, W] (batch normalisation): the first
         ``n_frames`` are frames (their detections kept, at most ``max_boxes_per_frame``), the
         rest shop images (largest detection, or the whole image). ``gt`` = (boxes [n_frames, 4]
@@ -182,7 +183,9 @@ class SeamMatchRCNN(Method):
             proposals, _ = det.rpn(sub, feats)
             x = rh.box_head(rh.box_roi_pool(feats, proposals, sub_sizes))
             class_logits, box_regression = rh.box_predictor(x)
-            boxes, scores, _ = rh.postprocess_detections(class_logits.float(), box_regression.float(), proposals, sub_sizes)
+            boxes, scores, _ = rh.postprocess_detections(
+                class_logits.float(), box_regression.float(), proposals, sub_sizes
+            )
         return {i: (b, s) for i, b, s in zip(index, boxes, scores)}
 
     def _detection_losses(
@@ -245,7 +248,9 @@ class SeamMatchRCNN(Method):
             if not self._warned_epoch:
                 warnings.warn(
                     "seam-match-rcnn: set_epoch() was never called; the aggregation loss stays off "
-                    "(SEAM turns it on after epoch 0)", RuntimeWarning, stacklevel=3,
+                    "(SEAM turns it on after epoch 0)",
+                    RuntimeWarning,
+                    stacklevel=3,
                 )
                 self._warned_epoch = True
             return 0.0
@@ -263,8 +268,17 @@ class SeamMatchRCNN(Method):
         """Whether this epoch's match loss uses the ground-truth boxes (``strong_pair_epochs``)."""
         return self.epoch is not None and self.epoch < self.cfg.strong_pair_epochs
 
-    def _strong_match_loss(self, d: _Detections, boxes01: Tensor, valid: Tensor, shop: Tensor, same: Tensor,
-                           weak_logits: Tensor, weak_target: Tensor, frame_of: Tensor) -> Tensor:
+    def _strong_match_loss(
+        self,
+        d: _Detections,
+        boxes01: Tensor,
+        valid: Tensor,
+        shop: Tensor,
+        same: Tensor,
+        weak_logits: Tensor,
+        weak_target: Tensor,
+        frame_of: Tensor,
+    ) -> Tensor:
         """Match-RCNN's strong pairs: the RoI at a frame's intent-product box against every shop
         of the batch (positive: its own product); frames without a box keep SEAM's weak pairs.
         One cross-entropy over all these pairs."""
@@ -312,8 +326,9 @@ class SeamMatchRCNN(Method):
         same = product[clip_of_frame][:, None] == product[None, :]  # [F, B]
         target, best = weak_match_targets(pos, same, cfg.match_threshold)
         if self.strong_pairs():
-            match = self._strong_match_loss(d, batch["boxes"][fmask], batch["box_mask"][fmask], shop, same,
-                                            logits, target[frame_of, k_of], frame_of)
+            match = self._strong_match_loss(
+                d, batch["boxes"][fmask], batch["box_mask"][fmask], shop, same, logits, target[frame_of, k_of], frame_of
+            )
         else:
             match = F.cross_entropy(logits.reshape(-1, 2), target[frame_of, k_of].reshape(-1))
 

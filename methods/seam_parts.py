@@ -36,10 +36,14 @@ class MatchHead(nn.Module):
     def __init__(self, channels: int, hidden: int, embed: int) -> None:
         super().__init__()
         self.convs = nn.Sequential(
-            nn.Conv2d(channels, channels, 3), nn.ReLU(),
-            nn.Conv2d(channels, channels, 3), nn.ReLU(),
-            nn.Conv2d(channels, channels, 3), nn.ReLU(),
-            nn.Conv2d(channels, hidden, 3), nn.ReLU(),
+            nn.Conv2d(channels, channels, 3),
+            nn.ReLU(),
+            nn.Conv2d(channels, channels, 3),
+            nn.ReLU(),
+            nn.Conv2d(channels, channels, 3),
+            nn.ReLU(),
+            nn.Conv2d(channels, hidden, 3),
+            nn.ReLU(),
         )
         self.pool = nn.Sequential(nn.AvgPool2d(6), nn.ReLU())
         self.fc = nn.Linear(hidden, embed)

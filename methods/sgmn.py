@@ -139,9 +139,12 @@ class SgmnConfig:
     decay_groups: Literal["official", "benchmark"] = "official"
 
 
-@METHODS.register("sgmn", description="SGMN (ACM MM 2024): text-guided, spatiotemporal graph, hard example mining; one stage")
+@METHODS.register(
+    "sgmn", description="SGMN (ACM MM 2024): text-guided, spatiotemporal graph, hard example mining; one stage"
+)
 class Sgmn(Method):
     """SGMN: GRA embeddings (TDB video, ASR/title), GCI graph losses, SMF hard mining."""
+
     MAIN_VARIANT = ("gra+text+gci+smf",)  # the full model: text, graph interaction, self-supervised mining
 
     Config = SgmnConfig
@@ -149,16 +152,33 @@ class Sgmn(Method):
     # eps 1e-6, warmup 0.1 then a cosine over the whole run; the official preprocessing
     # (rawframe_util.py: Resize((224, 224)) bicubic + CenterCrop 224, no spatial augmentation; the
     # LPR4M training loader's random tail cut kept) and eval_lpr4m.py's linspace(0, n, 10, endpoint=False)
-    TRAIN_RECIPE = {"paper": {"batch_size": 256, "epochs": 10, "updates": None, "warmup_ratio": 0.1,
-                              "lr_encoder": 3e-7, "lr_new": 3e-4, "weight_decay": 0.2, "grad_clip": 1.0,
-                              "adam_eps": 1e-6, "adam_beta2": 0.98, "schedule": "bert_warmup_cosine",
-                              "amp": False,
-                              "data": {"resize_size": 224, "resize_mode": "square", "interpolation": "bicubic",
-                                       "train_spatial": False, "eval_frame_pick": "rice-mf"}}}
+    TRAIN_RECIPE = {
+        "paper": {
+            "batch_size": 256,
+            "epochs": 10,
+            "updates": None,
+            "warmup_ratio": 0.1,
+            "lr_encoder": 3e-7,
+            "lr_new": 3e-4,
+            "weight_decay": 0.2,
+            "grad_clip": 1.0,
+            "adam_eps": 1e-6,
+            "adam_beta2": 0.98,
+            "schedule": "bert_warmup_cosine",
+            "amp": False,
+            "data": {
+                "resize_size": 224,
+                "resize_mode": "square",
+                "interpolation": "bicubic",
+                "train_spatial": False,
+                "eval_frame_pick": "rice-mf",
+            },
+        }
+    }
     PROFILES = {
         "paper": SgmnConfig(encoder=PAPER_ENCODER),
         "tiny": SgmnConfig(
-            encoder=TINY_ENCODER, require_pretrained=False, train_text_tower=True, decay_groups="benchmark",
+            encoder=TINY_ENCODER, require_pretrained=False, train_text_tower=True, decay_groups="benchmark"
         ),
     }
     encoder_prefixes = ("encoder.",)
@@ -169,21 +189,27 @@ class Sgmn(Method):
         self.encoder = ClipEncoder(cfg.encoder, with_text=cfg.text, clip_text=cfg.mining)
         self.encoder.logit_scale.requires_grad_(False)  # SGMN's scale is a fixed 100
         dim = self.encoder.embed_dim
-        self.temporal = TemporalDifferenceBlock(dim, info.num_frames, cfg.tdb_layers, cfg.tdb_heads or max(1, dim // 64))
+        self.temporal = TemporalDifferenceBlock(
+            dim, info.num_frames, cfg.tdb_layers, cfg.tdb_heads or max(1, dim // 64)
+        )
         self.fc_asr = self.fc_title = self.fusion = self.matcher = self.graph = None
         if cfg.text:
             self.fc_asr, self.fc_title = nn.Linear(dim, dim), nn.Linear(dim, dim)
             self.fusion = TextGuidedAttention(dim, cfg.fusion_heads)
         if cfg.graph:
-            self.graph = GraphInteraction(dim, min(cfg.graph_topk, info.num_frames), cfg.graph_heads,
-                                          margin=cfg.triplet_margin, w_reg=cfg.w_reg)
+            self.graph = GraphInteraction(
+                dim, min(cfg.graph_topk, info.num_frames), cfg.graph_heads, margin=cfg.triplet_margin, w_reg=cfg.w_reg
+            )
         if cfg.mining:
             text_blocks = self.encoder.transformer.resblocks
             if text_blocks[0].attn.embed_dim != dim:
-                raise ValueError(f"sgmn: the cross model copies a text block of width {text_blocks[0].attn.embed_dim}, "
-                                 f"but the embedding width is {dim}")
-            self.matcher = HardExampleMatcher(dim, cfg.smf_heads, max(self.encoder.num_tokens, 1),
-                                              text_blocks[0], self.encoder.positional_embedding)
+                raise ValueError(
+                    f"sgmn: the cross model copies a text block of width {text_blocks[0].attn.embed_dim}, "
+                    f"but the embedding width is {dim}"
+                )
+            self.matcher = HardExampleMatcher(
+                dim, cfg.smf_heads, max(self.encoder.num_tokens, 1), text_blocks[0], self.encoder.positional_embedding
+            )
         for module in (self.temporal, self.fc_asr, self.fc_title, self.fusion, self.graph):
             if module is not None:
                 module.apply(_init_new)
@@ -206,9 +232,15 @@ class Sgmn(Method):
             if p.requires_grad:
                 side = "encoder" if name.startswith(self.encoder_prefixes) else "new"
                 out.setdefault((side, any(k in name for k in OFFICIAL_NO_DECAY)), []).append(p)
-        return [{"params": ps, "lr": rate.get(side, lr_encoder if side == "encoder" else lr_new),
-                 "weight_decay": 0.0 if nd else decay, "name": f"{side}{'-nodecay' if nd else ''}"}
-                for (side, nd), ps in sorted(out.items())]
+        return [
+            {
+                "params": ps,
+                "lr": rate.get(side, lr_encoder if side == "encoder" else lr_new),
+                "weight_decay": 0.0 if nd else decay,
+                "name": f"{side}{'-nodecay' if nd else ''}",
+            }
+            for (side, nd), ps in sorted(out.items())
+        ]
 
     def _text_tower_grad(self, trainable: bool) -> None:
         """The text tower trains only in the tiny profile; CLIP's own text transformer, when it is
@@ -228,8 +260,10 @@ class Sgmn(Method):
     def _check(cfg: SgmnConfig, info: DataInfo) -> None:
         check_image_size("sgmn", cfg.encoder.image_size, info)
         if cfg.require_pretrained and not cfg.encoder.pretrained:
-            raise ValueError("sgmn (paper profile): the encoder needs pretrained CLIP weights; set encoder.pretrained "
-                             "to a hub tag (openai) or pass --pretrained PATH (a local open_clip checkpoint)")
+            raise ValueError(
+                "sgmn (paper profile): the encoder needs pretrained CLIP weights; set encoder.pretrained "
+                "to a hub tag (openai) or pass --pretrained PATH (a local open_clip checkpoint)"
+            )
         if cfg.require_pretrained and cfg.text:
             refuse_random_text(cfg.encoder, "sgmn")
         if cfg.smf_target not in SMF_TARGETS:
@@ -241,20 +275,25 @@ class Sgmn(Method):
 
     def variant(self) -> str:
         smf = "smf-official" if self.cfg.smf_target == "official" else "smf"
-        parts = ["gra"] + [name for name, on in (("text", self.cfg.text), ("gci", self.cfg.graph),
-                                                 (smf, self.cfg.mining)) if on]
+        parts = ["gra"] + [
+            name for name, on in (("text", self.cfg.text), ("gci", self.cfg.graph), (smf, self.cfg.mining)) if on
+        ]
         return "+".join(parts)
 
     # --- the contract ---------------------------------------------------------------
     def encode_query(self, batch: dict[str, Any]) -> Encoded:
         video, _, _ = self._video(batch["frames"], batch["frame_mask"].bool(), tokens=False)
-        return Encoded(self._fused(video, self._text(batch.get("asr"), video.shape[0], self.fc_asr,
-                                                        batch.get("clip_id"), "asr")))
+        return Encoded(
+            self._fused(video, self._text(batch.get("asr"), video.shape[0], self.fc_asr, batch.get("clip_id"), "asr"))
+        )
 
     def encode_gallery(self, batch: dict[str, Any]) -> Encoded:
         image, _ = self._image(batch["image"])
-        return Encoded(self._fused(image, self._text(batch.get("title"), image.shape[0], self.fc_title,
-                                                        batch.get("image_id"), "title")))
+        return Encoded(
+            self._fused(
+                image, self._text(batch.get("title"), image.shape[0], self.fc_title, batch.get("image_id"), "title")
+            )
+        )
 
     def training_losses(self, batch: dict[str, Any]) -> dict[str, Tensor]:
         cfg = self.cfg
@@ -265,8 +304,11 @@ class Sgmn(Method):
         product = batch.get("product")
         labels = product if product is not None else torch.arange(b, device=video.device) + local_offset(b)
         all_video, all_image, all_labels = gather_with_grad(video), gather_with_grad(image), gather_nograd(labels)
-        losses = {"base": distance_weighted_triplet(all_video @ all_image.t(), all_labels, all_labels,
-                                                    cfg.triplet_margin, video.shape[1])}
+        losses = {
+            "base": distance_weighted_triplet(
+                all_video @ all_image.t(), all_labels, all_labels, cfg.triplet_margin, video.shape[1]
+            )
+        }
         asr = title = None
         if cfg.text:
             asr = self._text(batch.get("asr"), b, self.fc_asr, batch.get("clip_id"), "asr")
@@ -297,8 +339,14 @@ class Sgmn(Method):
         tok = self._tokens(images)
         return F.normalize(tok[:, 0].float(), dim=-1), tok
 
-    def _text(self, texts: Optional[Sequence[str]], n: int, fc: Optional[nn.Linear],
-              ids: Optional[Sequence[str]] = None, kind: str = "asr") -> Optional[Tensor]:
+    def _text(
+        self,
+        texts: Optional[Sequence[str]],
+        n: int,
+        fc: Optional[nn.Linear],
+        ids: Optional[Sequence[str]] = None,
+        kind: str = "asr",
+    ) -> Optional[Tensor]:
         """L2-normalised ``fc(text embedding)`` [N, D] (None without text guidance)."""
         if fc is None:
             return None
@@ -316,8 +364,18 @@ class Sgmn(Method):
         return torch.cat([visual, math.sqrt(self.cfg.text_weight) * text], dim=-1)
 
     # --- SMF: multi-modal hard example mining -----------------------------------------
-    def _mining_loss(self, video: Tensor, image: Tensor, asr: Optional[Tensor], title: Optional[Tensor],
-                     v_tok: Tensor, i_tok: Tensor, frame_mask: Tensor, labels: Tensor, all_labels: Tensor) -> Tensor:
+    def _mining_loss(
+        self,
+        video: Tensor,
+        image: Tensor,
+        asr: Optional[Tensor],
+        title: Optional[Tensor],
+        v_tok: Tensor,
+        i_tok: Tensor,
+        frame_mask: Tensor,
+        labels: Tensor,
+        all_labels: Tensor,
+    ) -> Tensor:
         cfg, b = self.cfg, image.shape[0]
         assert self.matcher is not None
         if self.fusion is not None:  # text-guided attention on the L2-normalised tokens

@@ -36,8 +36,9 @@ class Block(nn.Module):
         else:
             self.ln_1, self.ln_2 = nn.LayerNorm(width), nn.LayerNorm(width)
             self.attn = nn.MultiheadAttention(width, heads, dropout=attn_dropout, batch_first=True)
-            self.mlp = nn.Sequential(OrderedDict(
-                c_fc=nn.Linear(width, 4 * width), gelu=QuickGELU(), c_proj=nn.Linear(4 * width, width)))
+            self.mlp = nn.Sequential(
+                OrderedDict(c_fc=nn.Linear(width, 4 * width), gelu=QuickGELU(), c_proj=nn.Linear(4 * width, width))
+            )
             self.ls_1, self.ls_2 = nn.Identity(), nn.Identity()
 
     def forward(self, x: Tensor, kv: Optional[Tensor] = None, key_pad: Optional[Tensor] = None) -> Tensor:
@@ -115,8 +116,15 @@ class TextGuidedAttention(nn.Module):
 class HardExampleMatcher(nn.Module):
     """SMF's cross model: scores (image, clip) pairs from their tokens (training only)."""
 
-    def __init__(self, dim: int, heads: int, num_positions: int, first_text_block: nn.Module,
-                 text_positions: Tensor, dropout: float = 0.1) -> None:
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        num_positions: int,
+        first_text_block: nn.Module,
+        text_positions: Tensor,
+        dropout: float = 0.1,
+    ) -> None:
         super().__init__()
         self.position = nn.Embedding(num_positions, dim)
         nn.init.normal_(self.position.weight, std=0.01)
@@ -130,7 +138,9 @@ class HardExampleMatcher(nn.Module):
         self.pool_dense = nn.Linear(dim, dim)
         self.head = nn.Linear(dim, 1)
 
-    def forward(self, queries: Tensor, keys: Tensor, key_keep: Tensor, key_index: Tensor, query_index: Tensor) -> Tensor:
+    def forward(
+        self, queries: Tensor, keys: Tensor, key_keep: Tensor, key_index: Tensor, query_index: Tensor
+    ) -> Tensor:
         """Scores [P] of pairs (``queries[query_index[p]]``, ``keys[key_index[p]]``)."""
         x = self.dropout(queries + self.position.weight[: queries.shape[1]].to(queries.dtype))
         x = self.self_block(x)[query_index]

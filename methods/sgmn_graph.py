@@ -40,8 +40,13 @@ from torch import Tensor, nn
 
 
 def distance_weighted_triplet(
-    sim: Tensor, labels_row: Tensor, labels_col: Tensor, margin: float = 0.2, dim: int = 512,
-    cut_off: float = 0.5, nonzero_cutoff: float = 1.7,
+    sim: Tensor,
+    labels_row: Tensor,
+    labels_col: Tensor,
+    margin: float = 0.2,
+    dim: int = 512,
+    cut_off: float = 0.5,
+    nonzero_cutoff: float = 1.7,
 ) -> Tensor:
     """Triplet loss on a similarity matrix [R, C] of L2-normalised embeddings, both directions.
 
@@ -114,16 +119,25 @@ def _top_fraction(x: Tensor, fraction: float) -> Tensor:
 
 def _kl(target: Tensor, learnt: Tensor, temperature: float = 1.0) -> Tensor:
     """The official ``kl_div(log_softmax(target), softmax(learnt))``: KL(learnt || target)."""
-    return F.kl_div(F.log_softmax(target / temperature, -1), F.softmax(learnt / temperature, -1),
-                    reduction="batchmean") * temperature**2
+    return (
+        F.kl_div(F.log_softmax(target / temperature, -1), F.softmax(learnt / temperature, -1), reduction="batchmean")
+        * temperature**2
+    )
 
 
 class GraphInteraction(nn.Module):
     """GCI: video/image/video-image graph over the batch, a graph transformer layer, its losses."""
 
     def __init__(
-        self, dim: int, topk: int, heads: int = 16, threshold: float = 0.5, sigma: float = 1.0,
-        dropout: float = 0.1, margin: float = 0.2, w_reg: float = 10.0,
+        self,
+        dim: int,
+        topk: int,
+        heads: int = 16,
+        threshold: float = 0.5,
+        sigma: float = 1.0,
+        dropout: float = 0.1,
+        margin: float = 0.2,
+        w_reg: float = 10.0,
     ) -> None:
         super().__init__()
         self.dim, self.threshold, self.sigma, self.margin, self.w_reg = dim, threshold, sigma, margin, w_reg
@@ -162,7 +176,4 @@ class GraphInteraction(nn.Module):
         def trip(v: Tensor, i: Tensor) -> Tensor:
             return distance_weighted_triplet(v @ i.t(), labels, labels, self.margin, self.dim)
 
-        return {
-            "gnn": trip(video, image_g) + trip(video_g, image) + trip(video_g, image_g),
-            "reg": self.w_reg * reg,
-        }
+        return {"gnn": trip(video, image_g) + trip(video_g, image) + trip(video_g, image_g), "reg": self.w_reg * reg}

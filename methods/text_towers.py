@@ -44,10 +44,19 @@ class TextTowerError(RuntimeError):
 def cn_clip_config(name: str, width: int = 128, layers: int = 2, heads: int = 4) -> dict:
     """A cn-clip text config: a shipped JSON (``model_configs/<name>.json``) or ``custom``."""
     if name == "custom":
-        return {"vocab_size": 21128, "text_attention_probs_dropout_prob": 0.1, "text_hidden_act": "gelu",
-                "text_hidden_dropout_prob": 0.1, "text_hidden_size": width, "text_initializer_range": 0.02,
-                "text_intermediate_size": 4 * width, "text_max_position_embeddings": 512,
-                "text_num_attention_heads": heads, "text_num_hidden_layers": layers, "text_type_vocab_size": 2}
+        return {
+            "vocab_size": 21128,
+            "text_attention_probs_dropout_prob": 0.1,
+            "text_hidden_act": "gelu",
+            "text_hidden_dropout_prob": 0.1,
+            "text_hidden_size": width,
+            "text_initializer_range": 0.02,
+            "text_intermediate_size": 4 * width,
+            "text_max_position_embeddings": 512,
+            "text_num_attention_heads": heads,
+            "text_num_hidden_layers": layers,
+            "text_type_vocab_size": 2,
+        }
     if name not in CN_CLIP_CONFIGS:
         raise ValueError(f"cn-clip text config {name!r} is not one of {', '.join(CN_CLIP_CONFIGS)}")
     import cn_clip.clip  # noqa: PLC0415 (heavy: torchvision transforms, its vocabulary; cn-clip towers only)
@@ -61,7 +70,9 @@ def hub_weights_path(name: str, text_config: str) -> Path:
     from cn_clip.clip import utils  # noqa: PLC0415 (heavy, cn-clip towers only)
 
     if name not in utils._MODELS:
-        raise TextTowerError(f"cn-clip has no model {name!r}; its models are {', '.join(utils._MODELS)} (or give a local checkpoint file)")
+        raise TextTowerError(
+            f"cn-clip has no model {name!r}; its models are {', '.join(utils._MODELS)} (or give a local checkpoint file)"
+        )
     struct_text = utils._MODEL_INFO[name]["struct"].split("@")[1]
     if struct_text != text_config:
         raise TextTowerError(f"cn-clip {name}'s text tower is {struct_text}, but encoder.text_config is {text_config}")
@@ -77,18 +88,27 @@ class CnClipText(nn.Module):
         from cn_clip.clip.modeling_bert import BertModel  # noqa: PLC0415
 
         if context_length > config["text_max_position_embeddings"]:
-            raise ValueError(f"cn-clip text: context {context_length} > {config['text_max_position_embeddings']} positions")
-        self.bert = BertModel(BertConfig(
-            vocab_size_or_config_json_file=config["vocab_size"], hidden_size=config["text_hidden_size"],
-            num_hidden_layers=config["text_num_hidden_layers"], num_attention_heads=config["text_num_attention_heads"],
-            intermediate_size=config["text_intermediate_size"], hidden_act=config["text_hidden_act"],
-            hidden_dropout_prob=config["text_hidden_dropout_prob"],
-            attention_probs_dropout_prob=config["text_attention_probs_dropout_prob"],
-            max_position_embeddings=config["text_max_position_embeddings"], type_vocab_size=config["text_type_vocab_size"],
-            initializer_range=config["text_initializer_range"], layer_norm_eps=1e-12,
-        ))
+            raise ValueError(
+                f"cn-clip text: context {context_length} > {config['text_max_position_embeddings']} positions"
+            )
+        self.bert = BertModel(
+            BertConfig(
+                vocab_size_or_config_json_file=config["vocab_size"],
+                hidden_size=config["text_hidden_size"],
+                num_hidden_layers=config["text_num_hidden_layers"],
+                num_attention_heads=config["text_num_attention_heads"],
+                intermediate_size=config["text_intermediate_size"],
+                hidden_act=config["text_hidden_act"],
+                hidden_dropout_prob=config["text_hidden_dropout_prob"],
+                attention_probs_dropout_prob=config["text_attention_probs_dropout_prob"],
+                max_position_embeddings=config["text_max_position_embeddings"],
+                type_vocab_size=config["text_type_vocab_size"],
+                initializer_range=config["text_initializer_range"],
+                layer_norm_eps=1e-12,
+            )
+        )
         hidden = config["text_hidden_size"]
-        self.text_projection = nn.Parameter(torch.randn(hidden, embed_dim) * hidden ** -0.5)  # cn-clip's init
+        self.text_projection = nn.Parameter(torch.randn(hidden, embed_dim) * hidden**-0.5)  # cn-clip's init
         self.context_length = context_length
 
     def tokenize(self, texts: Sequence[str]) -> Tensor:
@@ -111,11 +131,15 @@ class CnClipText(nn.Module):
         if not path.is_file():
             raise TextTowerError(
                 f"Chinese-CLIP text weights {source!r}: {path} is absent (nothing is downloaded here); put cn-clip's "
-                f"checkpoint there or set encoder.text_pretrained to a local cn-clip checkpoint file")
+                f"checkpoint there or set encoder.text_pretrained to a local cn-clip checkpoint file"
+            )
         state = _read_checkpoint(path)
-        state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
-        mine = {k: v for k, v in state.items()
-                if (k.startswith("bert.") and not k.startswith("bert.pooler")) or k == "text_projection"}
+        state = {k[len("module.") :] if k.startswith("module.") else k: v for k, v in state.items()}
+        mine = {
+            k: v
+            for k, v in state.items()
+            if (k.startswith("bert.") and not k.startswith("bert.pooler")) or k == "text_projection"
+        }
         missing, _ = self.load_state_dict(mine, strict=False)
         missing = [k for k in missing if not k.startswith("bert.pooler")]
         if missing:
@@ -142,7 +166,10 @@ class FileTextEmbeddings(nn.Module):
     def __init__(self, asr_path: Optional[str], title_path: Optional[str], embed_dim: int) -> None:
         super().__init__()
         self.embed_dim = embed_dim
-        self.tables = {"asr": _read_table(asr_path, embed_dim, "ASR"), "title": _read_table(title_path, embed_dim, "title")}
+        self.tables = {
+            "asr": _read_table(asr_path, embed_dim, "ASR"),
+            "title": _read_table(title_path, embed_dim, "title"),
+        }
         self.paths = {"asr": asr_path, "title": title_path}
         self.register_buffer("_device", torch.zeros(0), persistent=False)
 
@@ -167,16 +194,23 @@ def _read_table(path: Optional[str], dim: int, what: str) -> dict[str, Tensor]:
     try:
         data = json.loads(p.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise TextTowerError(f"text embeddings {p}: cannot read a JSON object ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+        raise TextTowerError(
+            f"text embeddings {p}: cannot read a JSON object ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+        ) from None
     if not isinstance(data, dict):
-        raise TextTowerError(f"text embeddings {p}: expected a JSON object {{id: [{dim} floats]}}, got {type(data).__name__}")
+        raise TextTowerError(
+            f"text embeddings {p}: expected a JSON object {{id: [{dim} floats]}}, got {type(data).__name__}"
+        )
     out: dict[str, Tensor] = {}
     for key, vec in data.items():
-        if not isinstance(vec, list) or len(vec) != dim or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in vec):
+        if (
+            not isinstance(vec, list)
+            or len(vec) != dim
+            or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in vec)
+        ):
             raise TextTowerError(f"text embeddings {p}: id {key!r} is not a list of {dim} numbers")
         t = torch.tensor(vec, dtype=torch.float32)
         if not torch.isfinite(t).all():
             raise TextTowerError(f"text embeddings {p}: id {key!r} has a non-finite value")
         out[str(key)] = t
     return out
-

@@ -22,7 +22,7 @@ import torch
 
 from benchmark.cli.main import main
 from benchmark.core.registry import METHODS, load_builtin_methods
-from benchmark.record import submission
+from benchmark.record.rescore import rescore
 from methods.base import DataInfo, Method, build_method
 from methods.domain_norm import DomainBatchNorm
 from methods.nonlocal_blocks import NonLocalBlock, StripeNonLocalBlock
@@ -251,7 +251,7 @@ def check_tiny_cli_run(name: str, extra: list[str], label: str, tmp_path: Path, 
     sub = json.loads(path.read_text())
     assert sub["method"]["name"] == name and sub["method"]["config"]["num_frames"] == 4
     assert sub["metrics"]["num_queries"] == len(sub["rankings"]) == 20
-    assert {"R1", "R5", "R10"} <= set(submission.rescore(path, synth_lpr4m).verified)
+    assert {"R1", "R5", "R10"} <= set(rescore(path, synth_lpr4m).verified)
     gt = {q.query_id: set(q.gt_ids) for q in synth_lpr4m.queries}
     hits = sum(bool(ids) and ids[0] in gt[qid] for qid, ids in sub["rankings"])
     assert sub["metrics"]["overall"]["R1"]["value"] == pytest.approx(100.0 * hits / 20)

@@ -27,7 +27,14 @@ def uuid_like(rng: random.Random) -> str:
     return str(uuid.UUID(int=rng.getrandbits(128)))
 
 
-def write_jpeg(path: Path, size: tuple[int, int], color: Sequence[int], *, quality: int = 90, mark: Optional[tuple[int, int, int, int]] = None) -> None:
+def write_jpeg(
+    path: Path,
+    size: tuple[int, int],
+    color: Sequence[int],
+    *,
+    quality: int = 90,
+    mark: Optional[tuple[int, int, int, int]] = None,
+) -> None:
     """A solid-colour JPEG of ``size`` = (W, H), with an optional white rectangle ``mark`` (xyxy)."""
     w, h = size
     arr = np.empty((h, w, 3), dtype=np.uint8)
@@ -66,7 +73,9 @@ def _color(rng: random.Random) -> tuple[int, int, int]:
 @dataclass
 class LPR4MManifest:
     root: Path
-    train: list[dict] = field(default_factory=list)  # {clip_id, frame_ids, boxes, image_id, category, attrs, asr, title}
+    train: list[dict] = field(
+        default_factory=list
+    )  # {clip_id, frame_ids, boxes, image_id, category, attrs, asr, title}
     queries: list[dict] = field(default_factory=list)  # {clip_id, live_id, frame_ids, boxes, gt, asr, attrs}
     gallery: dict[str, list[str]] = field(default_factory=dict)  # live_id -> image ids
     titles: dict[str, str] = field(default_factory=dict)
@@ -112,30 +121,69 @@ def make_lpr4m_release(
                 for k, fid in enumerate(frame_ids):
                     box = [8 + k, 6, 40 + k, 30] if k % 3 != 2 else []
                     boxes.append(box)
-                    write_jpeg(root / "frames" / clip / f"{fid}.jpg", frame_size, colors[gt],
-                               mark=tuple(box) if box else None)  # type: ignore[arg-type]
+                    write_jpeg(
+                        root / "frames" / clip / f"{fid}.jpg", frame_size, colors[gt], mark=tuple(box) if box else None
+                    )  # type: ignore[arg-type]
                 cat_id = clip_no % 3
                 cat = ["女装", "beauty", "shoes"][cat_id]
-                attrs = {"scale": SCALES[clip_no % 3], "duration": DURATIONS[(clip_no + 1) % 3], "num_products": NUMBERS[(clip_no + 2) % 3]}
+                attrs = {
+                    "scale": SCALES[clip_no % 3],
+                    "duration": DURATIONS[(clip_no + 1) % 3],
+                    "num_products": NUMBERS[(clip_no + 2) % 3],
+                }
                 asr = f"主播讲解 product {clip_no} 😀"
                 title = f"title of {gt} 标题"
                 man.titles[gt] = title
                 if split == "train":
-                    train_rows.append("\t".join([
-                        clip, repr(frame_ids), repr(boxes), gt, title, str(cat_id), cat, asr,
-                        attrs["scale"], attrs["duration"], attrs["num_products"],
-                    ]))
-                    man.train.append(dict(clip_id=clip, frame_ids=frame_ids, boxes=boxes, image_id=gt, category=cat,
-                                          attrs=dict(attrs, category=cat), asr=asr, title=title))
+                    train_rows.append(
+                        "\t".join(
+                            [
+                                clip,
+                                repr(frame_ids),
+                                repr(boxes),
+                                gt,
+                                title,
+                                str(cat_id),
+                                cat,
+                                asr,
+                                attrs["scale"],
+                                attrs["duration"],
+                                attrs["num_products"],
+                            ]
+                        )
+                    )
+                    man.train.append(
+                        dict(
+                            clip_id=clip,
+                            frame_ids=frame_ids,
+                            boxes=boxes,
+                            image_id=gt,
+                            category=cat,
+                            attrs=dict(attrs, category=cat),
+                            asr=asr,
+                            title=title,
+                        )
+                    )
                 else:
                     gts = [gt] if c % 2 == 0 else [gt, images[(c + 1) % len(images)]]
                     gt_map[clip] = gts
                     for fid, box in reversed(list(zip(frame_ids, boxes))):  # key order != frame order
                         f2box[fid] = box
                     asr_rows.append(f"{clip}\t{asr}")
-                    attr_rows.append("\t".join([clip, str(cat_id), cat, attrs["scale"], attrs["duration"], attrs["num_products"]]))
-                    man.queries.append(dict(clip_id=clip, live_id=live, frame_ids=frame_ids, boxes=boxes, gt=gts, asr=asr,
-                                            attrs=dict(attrs, category=cat)))
+                    attr_rows.append(
+                        "\t".join([clip, str(cat_id), cat, attrs["scale"], attrs["duration"], attrs["num_products"]])
+                    )
+                    man.queries.append(
+                        dict(
+                            clip_id=clip,
+                            live_id=live,
+                            frame_ids=frame_ids,
+                            boxes=boxes,
+                            gt=gts,
+                            asr=asr,
+                            attrs=dict(attrs, category=cat),
+                        )
+                    )
                 clip_no += 1
             if split == "test":
                 for img in images:
@@ -152,8 +200,15 @@ def make_lpr4m_release(
     return man
 
 
-def make_lpr750k(root: Path, *, num_lives: int = 2, clips_per_live: int = 2, images_per_live: int = 3,
-                 frames_per_clip: int = 6, seed: int = 1) -> LPR4MManifest:
+def make_lpr750k(
+    root: Path,
+    *,
+    num_lives: int = 2,
+    clips_per_live: int = 2,
+    images_per_live: int = 3,
+    frames_per_clip: int = 6,
+    seed: int = 1,
+) -> LPR4MManifest:
     """A small valid LPR750K data root (layout (b) of ``datasets/LAYOUT.md``)."""
     rng = random.Random(seed)
     root = Path(root)
@@ -182,8 +237,25 @@ def make_lpr750k(root: Path, *, num_lives: int = 2, clips_per_live: int = 2, ima
                     rels = [f"training_video_0{n % 8}/{clip}/{fid}.jpg" for fid in frame_ids]
                     for rel in rels:
                         write_jpeg(root / rel, (96, 64), colors[gt])
-                    rows.append("\t".join([clip, repr(rels), "-", gt, img_rel, f"t {gt}", str(n % 2), f"cat{n % 2}", f"spu{n}", f"asr {n}"]))
-                    man.train.append(dict(clip_id=clip, frame_ids=frame_ids, image_id=gt, category=f"cat{n % 2}", asr=f"asr {n}"))
+                    rows.append(
+                        "\t".join(
+                            [
+                                clip,
+                                repr(rels),
+                                "-",
+                                gt,
+                                img_rel,
+                                f"t {gt}",
+                                str(n % 2),
+                                f"cat{n % 2}",
+                                f"spu{n}",
+                                f"asr {n}",
+                            ]
+                        )
+                    )
+                    man.train.append(
+                        dict(clip_id=clip, frame_ids=frame_ids, image_id=gt, category=f"cat{n % 2}", asr=f"asr {n}")
+                    )
                 else:
                     rels = [f"{clip}/{fid}.jpg" for fid in frame_ids]
                     for rel in rels:

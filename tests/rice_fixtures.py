@@ -12,9 +12,17 @@ from methods.rice import Rice
 
 # the tiny profile's 112 px / patch 16 (7x7 grid), narrowed so that a step takes milliseconds
 SMALL = {
-    "encoder.width": 64, "encoder.layers": 2, "encoder.heads": 2, "encoder.embed_dim": 32,
-    "encoder.text_width": 32, "encoder.text_layers": 1, "encoder.text_heads": 2,
-    "encoder.context_length": 16, "det_dim": 32, "det_heads": 2, "det_layers": 1,
+    "encoder.width": 64,
+    "encoder.layers": 2,
+    "encoder.heads": 2,
+    "encoder.embed_dim": 32,
+    "encoder.text_width": 32,
+    "encoder.text_layers": 1,
+    "encoder.text_heads": 2,
+    "encoder.context_length": 16,
+    "det_dim": 32,
+    "det_heads": 2,
+    "det_layers": 1,
 }
 
 
@@ -68,10 +76,17 @@ def one_thread() -> Iterator[None]:
 # the paper profile's architecture (patchify stem, no BatchNorm, 8 PMD heads, all frames to the
 # detector) at the same small shapes, from random weights
 PAPER_SMALL = {
-    **SMALL, "encoder.model_name": "custom", "encoder.pretrained": None, "require_pretrained": False,
-    "encoder.image_size": 112, "encoder.patch_size": 16, "encoder.quick_gelu": True, "pmd_heads": 8,
+    **SMALL,
+    "encoder.model_name": "custom",
+    "encoder.pretrained": None,
+    "require_pretrained": False,
+    "encoder.image_size": 112,
+    "encoder.patch_size": 16,
+    "encoder.quick_gelu": True,
+    "pmd_heads": 8,
     # the paper's Chinese-CLIP text tower, small and random (the SMALL text sizes)
-    "encoder.text_config": "custom", "encoder.text_pretrained": None,
+    "encoder.text_config": "custom",
+    "encoder.text_pretrained": None,
 }
 
 

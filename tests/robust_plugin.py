@@ -61,7 +61,8 @@ class ClipMeanPoolFaults(ClipMeanPool):
             video = self.encode_query(batch).embedding
             image = self.encode_gallery(batch).embedding
             ce = F.cross_entropy(self.classifier(video), batch["product"]) + F.cross_entropy(
-                self.classifier(image), batch["product"])
+                self.classifier(image), batch["product"]
+            )
             # "id" does not use the logit scale; 0 * it keeps every parameter in the graph
             losses = {"id": ce + 0.0 * self.encoder.logit_scale}
         if self.calls == self.cfg.nan_at_call:

@@ -22,23 +22,58 @@ FAULTS = "clip-meanpool-faults"
 # a global batch is split (processes, accumulation steps), so "2 processes == 1 process" holds
 # for the harness only with a model without batch-dependent layers (as for any BN network).
 SMALL_ENCODER = [
-    "--set", "encoder.layers=1", "--set", "encoder.width=32", "--set", "encoder.heads=2",
-    "--set", "encoder.patch_size=28", "--set", "encoder.embed_dim=32", "--set", "encoder.stem=patchify",
+    "--set",
+    "encoder.layers=1",
+    "--set",
+    "encoder.width=32",
+    "--set",
+    "encoder.heads=2",
+    "--set",
+    "encoder.patch_size=28",
+    "--set",
+    "encoder.embed_dim=32",
+    "--set",
+    "encoder.stem=patchify",
 ]
 
 SUB_NAME = "lpr4m-synth__tiny__{label}{start}__seed{seed}.json"
 BATCH = 8  # the runs' global batch: not the tiny profile's, so it is part of their label
 
 
-def run_args(out: Path, res: Path, *extra: str, method: str = FAULTS, steps: int = 4, batch: int = BATCH,
-             seed: int = 0) -> list[str]:
+def run_args(
+    out: Path, res: Path, *extra: str, method: str = FAULTS, steps: int = 4, batch: int = BATCH, seed: int = 0
+) -> list[str]:
     """``run_benchmark.py`` arguments: lpr4m-synth (tiny), the small encoder, ``steps`` steps."""
     plugin = ["--plugin", str(PLUGIN)] if method == FAULTS else []
     return [
-        *plugin, "--method", method, "--dataset", "lpr4m-synth", "--synth-size", "tiny", "--profile", "tiny",
-        "--seed", str(seed), "--max-steps", str(steps), "--batch-size", str(batch), "--num-workers", "0",
-        "--bootstrap", "20", "--device", "cpu", "--output-dir", str(out), "--results-dir", str(res),
-        "--no-leaderboard", *SMALL_ENCODER, *extra,
+        *plugin,
+        "--method",
+        method,
+        "--dataset",
+        "lpr4m-synth",
+        "--synth-size",
+        "tiny",
+        "--profile",
+        "tiny",
+        "--seed",
+        str(seed),
+        "--max-steps",
+        str(steps),
+        "--batch-size",
+        str(batch),
+        "--num-workers",
+        "0",
+        "--bootstrap",
+        "20",
+        "--device",
+        "cpu",
+        "--output-dir",
+        str(out),
+        "--results-dir",
+        str(res),
+        "--no-leaderboard",
+        *SMALL_ENCODER,
+        *extra,
     ]
 
 
@@ -49,10 +84,10 @@ def run_label(method: str = FAULTS, sets: tuple[str, ...] = (), trained: bool = 
     and, for a run that trains (``trained``), its recipe change (batch ``BATCH``)."""
     import dataclasses
 
-    from benchmark.core.config import get_profile
-    from benchmark.record.config_diff import recipe_changes, variant_with_settings
-    from benchmark.core.registry import METHODS, load_builtin_methods, load_plugin
     from benchmark.cli.runner import method_label
+    from benchmark.core.config import get_profile
+    from benchmark.core.registry import METHODS, load_builtin_methods, load_plugin
+    from benchmark.record.config_diff import recipe_changes, variant_with_settings
     from methods.base import DataInfo, build_method
 
     load_builtin_methods()
@@ -60,16 +95,21 @@ def run_label(method: str = FAULTS, sets: tuple[str, ...] = (), trained: bool = 
         load_plugin(str(PLUGIN))
     overrides = dict(kv.split("=", 1) for kv in [*SMALL_ENCODER[1::2], *sets])
     cls = METHODS.get(method)
-    built = build_method(cls, "tiny", DataInfo(num_products=8, num_categories=2, num_frames=4, image_size=112), overrides)
+    built = build_method(
+        cls, "tiny", DataInfo(num_products=8, num_categories=2, num_frames=4, image_size=112), overrides
+    )
     train = dataclasses.replace(get_profile("tiny").train, batch_size=BATCH)
     recipe = recipe_changes("tiny", train) if trained else {}
     return method_label(method, variant_with_settings(built, cls.default_config("tiny"), recipe=recipe))
 
 
-def submission_path(res: Path, method: str = FAULTS, seed: int = 0, sets: tuple[str, ...] = (),
-                    start: str = "") -> Path:
+def submission_path(
+    res: Path, method: str = FAULTS, seed: int = 0, sets: tuple[str, ...] = (), start: str = ""
+) -> Path:
     """The submission of that run (``start``: ``"untrained"`` for an ``--epochs 0`` one)."""
-    name = SUB_NAME.format(label=run_label(method, sets, trained=not start), start=f"__{start}" if start else "", seed=seed)
+    name = SUB_NAME.format(
+        label=run_label(method, sets, trained=not start), start=f"__{start}" if start else "", seed=seed
+    )
     return Path(res) / "submissions" / name
 
 

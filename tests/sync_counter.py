@@ -19,8 +19,20 @@ from typing import Iterator
 
 import torch
 
-_TENSOR_METHODS = ("item", "tolist", "cpu", "numpy", "__float__", "__int__", "__bool__", "__index__",
-                   "nonzero", "masked_select", "unique", "argwhere")
+_TENSOR_METHODS = (
+    "item",
+    "tolist",
+    "cpu",
+    "numpy",
+    "__float__",
+    "__int__",
+    "__bool__",
+    "__index__",
+    "nonzero",
+    "masked_select",
+    "unique",
+    "argwhere",
+)
 _TORCH_FUNCS = ("nonzero", "masked_select", "unique", "argwhere")
 
 
@@ -85,8 +97,11 @@ def count_syncs() -> Iterator[SyncLog]:
     for name in _TORCH_FUNCS:
         wrap(torch, name)
     wrap(torch.Tensor, "__getitem__", lambda self, idx: _is_bool_index(idx))
-    wrap(torch.Tensor, "repeat_interleave",
-         lambda self, repeats=None, *a, **k: isinstance(repeats, torch.Tensor) and k.get("output_size") is None)
+    wrap(
+        torch.Tensor,
+        "repeat_interleave",
+        lambda self, repeats=None, *a, **k: isinstance(repeats, torch.Tensor) and k.get("output_size") is None,
+    )
     try:
         yield log
     finally:

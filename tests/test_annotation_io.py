@@ -16,15 +16,18 @@ from datasets.errors import DataError
 from datasets.faults import Faults
 
 
-@pytest.mark.parametrize("text, value", [
-    ("['a-1', 'a-2']", ["a-1", "a-2"]),
-    ('["a", "b"]', ["a", "b"]),
-    ("[\"it's\", 'x']", ["it's", "x"]),
-    ("['it\\'s']", ["it's"]),
-    ("[[1, 2, 3, 4], [], [0, 0, 0, 0]]", [[1, 2, 3, 4], [], [0, 0, 0, 0]]),
-    ("[1.5, -2]", [1.5, -2]),
-    ("[]", []),
-])
+@pytest.mark.parametrize(
+    "text, value",
+    [
+        ("['a-1', 'a-2']", ["a-1", "a-2"]),
+        ('["a", "b"]', ["a", "b"]),
+        ("[\"it's\", 'x']", ["it's", "x"]),
+        ("['it\\'s']", ["it's"]),
+        ("[[1, 2, 3, 4], [], [0, 0, 0, 0]]", [[1, 2, 3, 4], [], [0, 0, 0, 0]]),
+        ("[1.5, -2]", [1.5, -2]),
+        ("[]", []),
+    ],
+)
 def test_parse_literal_list(text, value):
     assert parse_literal_list(text) == value
 

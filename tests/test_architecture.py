@@ -16,8 +16,13 @@ REPO = Path(__file__).resolve().parent.parent
 
 def test_import_linter_contracts_are_kept():
     lint_imports = Path(sys.executable).with_name("lint-imports")  # import-linter's command, in this venv
-    out = subprocess.run([str(lint_imports), "--no-cache"], cwd=REPO, capture_output=True, text=True,
-                         env={"PYTHONPATH": str(REPO), "PATH": ""})
+    out = subprocess.run(
+        [str(lint_imports), "--no-cache"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(REPO), "PATH": ""},
+    )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
     assert "0 broken" in out.stdout
 

@@ -16,14 +16,7 @@ import torch.nn.functional as F
 from benchmark.core.registry import METHODS, load_builtin_methods
 from methods.backbones import BackboneConfig, create_backbone, set_last_stride
 from methods.base import build_method
-from methods.domain_norm import (
-    FRAME,
-    SHOP,
-    SIDES,
-    DomainBatchNorm,
-    convert_domain_batchnorm,
-    domain_forward,
-)
+from methods.domain_norm import FRAME, SHOP, SIDES, DomainBatchNorm, convert_domain_batchnorm, domain_forward
 from methods.encoders import EncoderLoadError
 from methods.frames import chunk_indices, frames_and_images, select_frames
 from methods.nonlocal_blocks import NonLocalBlock, StripeNonLocalBlock, stripe_operators

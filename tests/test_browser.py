@@ -25,9 +25,21 @@ websocket = pytest.importorskip("websocket", reason="websocket-client (the dev e
 
 REPO = Path(__file__).resolve().parent.parent
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium not installed (apt-get install chromium; .ci/run does it)")
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--remote-debugging-port=0", "--window-size=1400,1000"]
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None, reason="headless Chromium not installed (apt-get install chromium; .ci/run does it)"
+)
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--remote-debugging-port=0",
+    "--window-size=1400,1000",
+]
 
 
 class Page:
@@ -89,8 +101,10 @@ class Page:
 
     def click(self, selector: str) -> None:
         """A real left click (mouse pressed + released) at the centre of the element."""
-        box = self.js(f"(() => {{ const e = document.querySelector({json.dumps(selector)}); e.scrollIntoView({{block: 'center'}});"
-                      " const r = e.getBoundingClientRect(); return [r.x + r.width / 2, r.y + r.height / 2]; })()")
+        box = self.js(
+            f"(() => {{ const e = document.querySelector({json.dumps(selector)}); e.scrollIntoView({{block: 'center'}});"
+            " const r = e.getBoundingClientRect(); return [r.x + r.width / 2, r.y + r.height / 2]; })()"
+        )
         for kind in ("mousePressed", "mouseReleased"):
             self.call("Input.dispatchMouseEvent", type=kind, x=box[0], y=box[1], button="left", clickCount=1)
         self.pump(0.3)
@@ -98,8 +112,12 @@ class Page:
     def screenshot(self, path: Path, full: bool = True) -> Path:
         params = {"format": "png"}
         if full:
-            size = self.js("[document.documentElement.scrollWidth, Math.min(document.documentElement.scrollHeight, 6000)]")
-            params.update(captureBeyondViewport=True, clip={"x": 0, "y": 0, "width": size[0], "height": size[1], "scale": 1})
+            size = self.js(
+                "[document.documentElement.scrollWidth, Math.min(document.documentElement.scrollHeight, 6000)]"
+            )
+            params.update(
+                captureBeyondViewport=True, clip={"x": 0, "y": 0, "width": size[0], "height": size[1], "scale": 1}
+            )
         path.write_bytes(base64.b64decode(self.call("Page.captureScreenshot", **params)["data"]))
         return path
 
@@ -107,8 +125,11 @@ class Page:
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
     profile = tmp_path_factory.mktemp("chromium-profile")
-    proc = subprocess.Popen([CHROMIUM, *FLAGS, f"--user-data-dir={profile}", "about:blank"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [CHROMIUM, *FLAGS, f"--user-data-dir={profile}", "about:blank"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         port_file = profile / "DevToolsActivePort"
         end = time.time() + 60
@@ -137,7 +158,9 @@ def shots(tmp_path_factory) -> Path:
 
 
 def _column(page: Page, table: str, col: int) -> list[str]:
-    return page.js(f"Array.from(document.querySelectorAll('#{table} tbody tr')).map(r => r.cells[{col}].textContent.trim())")
+    return page.js(
+        f"Array.from(document.querySelectorAll('#{table} tbody tr')).map(r => r.cells[{col}].textContent.trim())"
+    )
 
 
 def test_site_renders_and_sorting_by_a_click_reorders_rows(browser, shots):
@@ -149,7 +172,9 @@ def test_site_renders_and_sorting_by_a_click_reorders_rows(browser, shots):
     browser.screenshot(shots / "site-lpr4m-synth.png")
     ranks = _column(browser, "ranked", 0)
     assert ranks == [str(i + 1) for i in range(len(ranks))]
-    r1 = lambda: browser.js("Array.from(document.querySelectorAll('#ranked tbody tr')).map(r => +r.cells[3].dataset.sort)")  # noqa: E731
+    r1 = lambda: browser.js(
+        "Array.from(document.querySelectorAll('#ranked tbody tr')).map(r => +r.cells[3].dataset.sort)"
+    )  # noqa: E731
     before = r1()
     browser.click("#ranked th[data-key='R1']")  # first click on a number: descending (the rank order)
     assert r1() == sorted(before, reverse=True)
@@ -175,25 +200,30 @@ def test_site_renders_and_sorting_by_a_click_reorders_rows(browser, shots):
 
 
 def test_browse_page_renders_filters_and_loads_its_thumbnails(browser, shots, tmp_path, synth_lpr4m):
-    from benchmark.reports.browse import filter_counts, write_browser
     from benchmark.record.submission import write_submission
+    from benchmark.reports.browse import filter_counts, write_browser
     from tests.evalkit import make_submission
 
     paths = []
     for method, noise in (("a-run", 0.5), ("b-run", 2.0)):
-        sub = make_submission(synth_lpr4m, method=method, noise=noise, dataset="lpr4m-synth", dataset_size="tiny",
-                              dataset_seed=0, topk=5)
+        sub = make_submission(
+            synth_lpr4m, method=method, noise=noise, dataset="lpr4m-synth", dataset_size="tiny", dataset_seed=0, topk=5
+        )
         paths.append(write_submission(sub, tmp_path / "results"))
     index = write_browser(paths[0], tmp_path / "browse", against=paths[1], splits=synth_lpr4m)
-    data = json.loads((index.parent / "data.js").read_text()[len("window.LPR_BROWSE = "):-2])
+    data = json.loads((index.parent / "data.js").read_text()[len("window.LPR_BROWSE = ") : -2])
     counts = filter_counts(data)
     browser.open(index.as_uri())
     assert browser.js("document.querySelectorAll('article.query').length") == len(synth_lpr4m.queries)
-    first = "Array.from(document.querySelectorAll('article.query')[0].querySelectorAll('img'))"  # lazy: the visible ones
+    first = (
+        "Array.from(document.querySelectorAll('article.query')[0].querySelectorAll('img'))"  # lazy: the visible ones
+    )
     assert browser.js(f"{first}.length") >= 3 and browser.js(f"{first}.every(i => i.complete && i.naturalWidth > 0)")
     browser.screenshot(shots / "browse.png")
-    browser.js("(() => { const s = document.getElementById('outcome'); s.value = 'a-right-b-wrong';"
-               " s.dispatchEvent(new Event('change')); })()")
+    browser.js(
+        "(() => { const s = document.getElementById('outcome'); s.value = 'a-right-b-wrong';"
+        " s.dispatchEvent(new Event('change')); })()"
+    )
     assert browser.js("document.querySelectorAll('article.query').length") == counts["a-right-b-wrong"]
     assert browser.js("document.getElementById('count').textContent").startswith(f"{counts['a-right-b-wrong']} of ")
     browser.click("article.query h3 a") if counts["a-right-b-wrong"] else None

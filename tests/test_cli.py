@@ -10,8 +10,7 @@ import torch
 
 from benchmark.cli import args as cli
 from benchmark.cli import commands as cli_commands
-from benchmark.cli.main import build_parser
-from benchmark.cli.main import main
+from benchmark.cli.main import build_parser, main
 from benchmark.core.registry import load_all
 
 
@@ -25,12 +24,38 @@ def _run_args(*extra: str) -> argparse.Namespace:
 
 
 def test_run_options_resolve_into_the_run_config(tmp_path):
-    cfg = cli.resolve_run_config(_run_args(
-        "--profile", "tiny", "--seed", "3", "--epochs", "2", "--max-steps", "7", "--batch-size", "16",
-        "--grad-accum", "2", "--bootstrap", "10", "--set", "encoder.layers=2", "--pretrained", str(tmp_path / "w.pt"),
-        "--output-dir", str(tmp_path / "o"), "--results-dir", str(tmp_path / "r"), "--synth-size", "tiny",
-        "--resume", "--deterministic", "--device", "cpu",
-    ))
+    cfg = cli.resolve_run_config(
+        _run_args(
+            "--profile",
+            "tiny",
+            "--seed",
+            "3",
+            "--epochs",
+            "2",
+            "--max-steps",
+            "7",
+            "--batch-size",
+            "16",
+            "--grad-accum",
+            "2",
+            "--bootstrap",
+            "10",
+            "--set",
+            "encoder.layers=2",
+            "--pretrained",
+            str(tmp_path / "w.pt"),
+            "--output-dir",
+            str(tmp_path / "o"),
+            "--results-dir",
+            str(tmp_path / "r"),
+            "--synth-size",
+            "tiny",
+            "--resume",
+            "--deterministic",
+            "--device",
+            "cpu",
+        )
+    )
     assert cfg.method == "clip-meanpool" and cfg.dataset == "lpr4m-synth" and cfg.seed == 3
     t = cfg.profile.train
     assert (t.epochs, t.max_steps, t.batch_size, t.grad_accum) == (2, 7, 16, 2)
@@ -42,8 +67,9 @@ def test_run_options_resolve_into_the_run_config(tmp_path):
 
 
 def test_optimiser_options_override_the_profile():
-    t = cli.resolve_run_config(_run_args("--lr-encoder", "2.5e-4", "--lr-new", "1e-3", "--weight-decay", "0",
-                                         "--grad-clip", "0")).profile.train
+    t = cli.resolve_run_config(
+        _run_args("--lr-encoder", "2.5e-4", "--lr-new", "1e-3", "--weight-decay", "0", "--grad-clip", "0")
+    ).profile.train
     assert (t.lr_encoder, t.lr_new, t.weight_decay, t.grad_clip) == (2.5e-4, 1e-3, 0.0, 0.0)
     assert cli.resolve_run_config(_run_args()).profile.train.grad_clip == 1.0  # the tiny profile's clip
     assert t.epochs == 4  # the rest stays the tiny profile's
@@ -87,15 +113,37 @@ def test_bad_run_options_are_usage_errors(extra, message, capsys):
 
 
 def test_real_dataset_without_data_root_is_one_line(tmp_path, capsys):
-    rc = main(["--method", "clip-meanpool", "--dataset", "lpr4m", "--output-dir", str(tmp_path),
-               "--results-dir", str(tmp_path)])
+    rc = main(
+        [
+            "--method",
+            "clip-meanpool",
+            "--dataset",
+            "lpr4m",
+            "--output-dir",
+            str(tmp_path),
+            "--results-dir",
+            str(tmp_path),
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 1 and err.strip() == "error: dataset lpr4m needs --data-root pointing at an LPR4M or LPR750K download"
 
 
 def test_missing_data_root_folder_names_it(tmp_path, capsys):
-    rc = main(["--method", "clip-meanpool", "--dataset", "movingfashion", "--data-root", str(tmp_path / "absent"),
-               "--output-dir", str(tmp_path), "--results-dir", str(tmp_path)])
+    rc = main(
+        [
+            "--method",
+            "clip-meanpool",
+            "--dataset",
+            "movingfashion",
+            "--data-root",
+            str(tmp_path / "absent"),
+            "--output-dir",
+            str(tmp_path),
+            "--results-dir",
+            str(tmp_path),
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 1 and str(tmp_path / "absent") in err and len(err.strip().splitlines()) == 1
 
@@ -107,25 +155,64 @@ def test_cuda_without_a_gpu_is_one_line(tmp_path, capsys):
 
 
 def test_missing_pretrained_weights_is_one_line(tmp_path, synth_lpr4m, capsys):
-    rc = main(["--method", "clip-meanpool", "--dataset", "lpr4m-synth", "--synth-size", "tiny",
-               "--pretrained", str(tmp_path / "missing.pt"), "--output-dir", str(tmp_path), "--results-dir", str(tmp_path)])
+    rc = main(
+        [
+            "--method",
+            "clip-meanpool",
+            "--dataset",
+            "lpr4m-synth",
+            "--synth-size",
+            "tiny",
+            "--pretrained",
+            str(tmp_path / "missing.pt"),
+            "--output-dir",
+            str(tmp_path),
+            "--results-dir",
+            str(tmp_path),
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 1 and f"encoder weights {tmp_path / 'missing.pt'}: no such file" in err
 
 
 def test_method_refusing_its_config_is_one_line(tmp_path, synth_lpr4m, capsys):
-    rc = main(["--method", "clip-meanpool", "--dataset", "lpr4m-synth", "--synth-size", "tiny",
-               "--set", "encoder.image_size=224", "--output-dir", str(tmp_path), "--results-dir", str(tmp_path)])
+    rc = main(
+        [
+            "--method",
+            "clip-meanpool",
+            "--dataset",
+            "lpr4m-synth",
+            "--synth-size",
+            "tiny",
+            "--set",
+            "encoder.image_size=224",
+            "--output-dir",
+            str(tmp_path),
+            "--results-dir",
+            str(tmp_path),
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 1 and "Traceback" not in err
-    assert err.strip() == ("error: cannot build method 'clip-meanpool' (profile tiny): clip-meanpool: the encoder is "
-                           "built for 224 px but the data profile crops 112 px; use the matching --profile")
+    assert err.strip() == (
+        "error: cannot build method 'clip-meanpool' (profile tiny): clip-meanpool: the encoder is "
+        "built for 224 px but the data profile crops 112 px; use the matching --profile"
+    )
 
 
 def test_list_shows_methods_datasets_profiles(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
-    for word in ("Methods:", "Datasets:", "Profiles:", "clip-meanpool", "lpr4m-synth", "movingfashion", "tiny", "paper"):
+    for word in (
+        "Methods:",
+        "Datasets:",
+        "Profiles:",
+        "clip-meanpool",
+        "lpr4m-synth",
+        "movingfashion",
+        "tiny",
+        "paper",
+    ):
         assert word in out
     assert "CLIP4Clip meanP" in out
 
@@ -152,8 +239,24 @@ def test_synth_rejects_unknown_knobs_and_sizes(tmp_path, capsys):
 @pytest.mark.slow
 def test_synth_writes_a_dataset_that_checks_clean(tmp_path, capsys):
     out = tmp_path / "mf"
-    assert main(["synth", "--layout", "movingfashion", "--out", str(out), "--size", "tiny", "--seed", "1",
-                 "--set", "occlusion_rate=0.5"]) == 0
+    assert (
+        main(
+            [
+                "synth",
+                "--layout",
+                "movingfashion",
+                "--out",
+                str(out),
+                "--size",
+                "tiny",
+                "--seed",
+                "1",
+                "--set",
+                "occlusion_rate=0.5",
+            ]
+        )
+        == 0
+    )
     assert (out / "train.json").is_file() and (out / "test.json").is_file()
     capsys.readouterr()
     assert main(["check-data", "--dataset", "movingfashion", "--data-root", str(out)]) == 0

@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from benchmark.core.registry import METHODS, load_builtin_methods
 from benchmark.cli.args import pretrained_override
+from benchmark.core.registry import METHODS, load_builtin_methods
 from methods.base import DataInfo, apply_overrides, build_method
 from methods.clip_meanpool import ClipMeanPool
 from methods.encoders import ConvStem, EncoderConfig, build_clip
@@ -27,8 +27,11 @@ def _batch(b: int = 3, t: int = 3) -> dict:
     g = torch.Generator().manual_seed(1)
     mask = torch.ones(b, t, dtype=torch.bool)
     mask[0, 2:] = False
-    return {"frames": torch.randn(b, t, 3, 112, 112, generator=g), "frame_mask": mask,
-            "image": torch.randn(b, 3, 112, 112, generator=g)}
+    return {
+        "frames": torch.randn(b, t, 3, 112, 112, generator=g),
+        "frame_mask": mask,
+        "image": torch.randn(b, 3, 112, 112, generator=g),
+    }
 
 
 def test_registered_with_both_profiles():

@@ -8,8 +8,14 @@ from typing import Optional
 import pytest
 import torch
 
-from benchmark.record.config_diff import changed_fields, recipe_changes, settings_label, strip_recipe, variant_with_settings
 from benchmark.core.registry import METHODS, load_builtin_methods
+from benchmark.record.config_diff import (
+    changed_fields,
+    recipe_changes,
+    settings_label,
+    strip_recipe,
+    variant_with_settings,
+)
 from methods.base import DataInfo, Method, apply_overrides, build_method
 
 load_builtin_methods()
@@ -72,9 +78,16 @@ def test_unnamed_settings_join_the_variant_named_ones_do_not():
     assert variant_with_settings(build_method(_Toy, "tiny", INFO, {"inner.pretrained": "/w.pt"}), default) == ""
     # ... and a --weights run ignores the loader's own pretrained change
     weights_default = apply_overrides(default, {"inner.pretrained": "hub"})
-    assert variant_with_settings(build_method(_Toy, "tiny", INFO, {"inner.pretrained": "none"}), weights_default) == "inner.pretrained-none"
-    assert variant_with_settings(build_method(_Toy, "tiny", INFO, {"inner.pretrained": "none"}), weights_default,
-                                 ignore_weights=True) == ""
+    assert (
+        variant_with_settings(build_method(_Toy, "tiny", INFO, {"inner.pretrained": "none"}), weights_default)
+        == "inner.pretrained-none"
+    )
+    assert (
+        variant_with_settings(
+            build_method(_Toy, "tiny", INFO, {"inner.pretrained": "none"}), weights_default, ignore_weights=True
+        )
+        == ""
+    )
 
 
 def test_long_settings_are_named_by_a_stable_hash():

@@ -16,10 +16,10 @@ import os
 import pytest
 import torch
 
-from benchmark.record import provenance
-from benchmark.core import registry
 from benchmark.cli.main import main
+from benchmark.core import registry
 from benchmark.core.registry import METHODS
+from benchmark.record import provenance
 from benchmark.training.seeding import seed_everything
 from tests.scaleout_helpers import load_json, run_args, strip_volatile, submission_path
 
@@ -35,9 +35,13 @@ def isolated_registry(monkeypatch):
 @pytest.fixture
 def restore_determinism_flags():
     """``--deterministic`` changes process-wide torch settings: put them back afterwards."""
-    saved = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
-             torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic,
-             os.environ.get("CUBLAS_WORKSPACE_CONFIG"))
+    saved = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+        torch.backends.cudnn.benchmark,
+        torch.backends.cudnn.deterministic,
+        os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
+    )
     yield
     torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
     torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = saved[2], saved[3]
@@ -54,8 +58,10 @@ def test_same_seed_same_submission_apart_from_timings(tmp_path, synth_lpr4m, mon
     out = tmp_path / "runs"  # same run directory: provenance.run_dir is equal too
 
     def run(res: str, *extra: str, seed: int = 0) -> dict:
-        assert main(run_args(out, tmp_path / res, "--deterministic", "--no-feature-cache", *extra,
-                             steps=STEPS, seed=seed)) == 0
+        assert (
+            main(run_args(out, tmp_path / res, "--deterministic", "--no-feature-cache", *extra, steps=STEPS, seed=seed))
+            == 0
+        )
         return load_json(submission_path(tmp_path / res, seed=seed))
 
     a = run("a")
@@ -66,7 +72,8 @@ def test_same_seed_same_submission_apart_from_timings(tmp_path, synth_lpr4m, mon
     c = run("c", seed=1)
     assert c["metrics"] != a["metrics"] or c["rankings"] != a["rankings"]
     assert strip_volatile(c["provenance"]["training"]["history"]) != strip_volatile(
-        a["provenance"]["training"]["history"])
+        a["provenance"]["training"]["history"]
+    )
 
 
 def test_deterministic_flag_sets_torch_and_cublas_settings(restore_determinism_flags, monkeypatch):

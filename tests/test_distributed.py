@@ -96,8 +96,16 @@ def assert_histories_match(a: dict, b: dict) -> None:
 @pytest.mark.slow
 def test_torchrun_two_processes_match_one_process(tmp_path, synth_lpr4m, one_thread):
     two, one = tmp_path / "two", tmp_path / "one"
-    cmd = [PYTHON, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           str(REPO / "run_benchmark.py"), *run_args(two / "runs", two / "res", steps=STEPS, batch=BATCH)]
+    cmd = [
+        PYTHON,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(REPO / "run_benchmark.py"),
+        *run_args(two / "runs", two / "res", steps=STEPS, batch=BATCH),
+    ]
     proc = subprocess.run(cmd, cwd=tmp_path, env=subprocess_env(), capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert main(run_args(one / "runs", one / "res", steps=STEPS, batch=BATCH)) == 0
@@ -123,8 +131,9 @@ def test_torchrun_two_processes_match_one_process(tmp_path, synth_lpr4m, one_thr
     # features rank 0 cached; the other rank gets a placeholder and the result is the same
     cache = sorted((two / "runs" / "feature-cache").glob("*.pt"))
     stamps = [p.stat().st_mtime_ns for p in cache]
-    cmd[-len(run_args(two / "runs", two / "res", steps=STEPS, batch=BATCH)):] = run_args(
-        two / "runs", two / "res2", "--resume", steps=STEPS, batch=BATCH)
+    cmd[-len(run_args(two / "runs", two / "res", steps=STEPS, batch=BATCH)) :] = run_args(
+        two / "runs", two / "res2", "--resume", steps=STEPS, batch=BATCH
+    )
     proc = subprocess.run(cmd, cwd=tmp_path, env=subprocess_env(), capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     again = load_json(submission_path(two / "res2"))
@@ -139,8 +148,16 @@ def test_torchrun_evaluation_only_matches_one_process(tmp_path, synth_lpr4m, one
     """``--epochs 0`` (no DDP wrapper to broadcast weights): every rank must build the same model."""
     two, one = tmp_path / "two", tmp_path / "one"
     args = ("--epochs", "0")
-    cmd = [PYTHON, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           str(REPO / "run_benchmark.py"), *run_args(two / "runs", two / "res", *args, method="clip-meanpool")]
+    cmd = [
+        PYTHON,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(REPO / "run_benchmark.py"),
+        *run_args(two / "runs", two / "res", *args, method="clip-meanpool"),
+    ]
     proc = subprocess.run(cmd, cwd=tmp_path, env=subprocess_env(), capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert main(run_args(one / "runs", one / "res", *args, method="clip-meanpool")) == 0
@@ -194,8 +211,8 @@ def _embeddings(rank: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(0)
     video = torch.nn.functional.normalize(torch.randn(8, 5, generator=g), dim=-1)
     image = torch.nn.functional.normalize(torch.randn(8, 5, generator=g), dim=-1)
-    v = video[rank * 4:(rank + 1) * 4].clone().requires_grad_(True)
-    i = image[rank * 4:(rank + 1) * 4].clone().requires_grad_(True)
+    v = video[rank * 4 : (rank + 1) * 4].clone().requires_grad_(True)
+    i = image[rank * 4 : (rank + 1) * 4].clone().requires_grad_(True)
     return v, i, torch.tensor(2.0, requires_grad=True)
 
 

@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from benchmark.record import submission
-from benchmark.training.checkpoint import load_checkpoint
 from benchmark.cli.main import main
+from benchmark.record import submission
+from benchmark.record.rescore import rescore
+from benchmark.training.checkpoint import load_checkpoint
 from tests.evalkit import recall_at
 
 pytestmark = pytest.mark.slow
@@ -28,9 +29,27 @@ SUB_NAME = f"lpr4m-synth__tiny__{LABEL}__seed0.json"
 
 def _args(out: Path, res: Path, *extra: str) -> list[str]:
     return [
-        "--method", "clip-meanpool", "--dataset", "lpr4m-synth", "--synth-size", "tiny", "--profile", "tiny",
-        "--max-steps", "2", "--batch-size", "8", "--num-workers", "0", "--bootstrap", "50",
-        "--output-dir", str(out), "--results-dir", str(res), *extra,
+        "--method",
+        "clip-meanpool",
+        "--dataset",
+        "lpr4m-synth",
+        "--synth-size",
+        "tiny",
+        "--profile",
+        "tiny",
+        "--max-steps",
+        "2",
+        "--batch-size",
+        "8",
+        "--num-workers",
+        "0",
+        "--bootstrap",
+        "50",
+        "--output-dir",
+        str(out),
+        "--results-dir",
+        str(res),
+        *extra,
     ]
 
 
@@ -71,7 +90,7 @@ def test_submission_validates_and_metrics_are_real_percentages(e2e, synth_lpr4m)
 
 def test_rescoring_the_submission_verifies_every_claim(e2e, synth_lpr4m):
     _, res = e2e
-    report = submission.rescore(res / "submissions" / SUB_NAME, synth_lpr4m)
+    report = rescore(res / "submissions" / SUB_NAME, synth_lpr4m)
     assert {"R1", "R3", "R5", "R10"} <= set(report.verified)
 
 
@@ -120,8 +139,12 @@ def test_leaderboard_was_regenerated(e2e):
 def test_cli_as_a_subprocess_exits_cleanly(tmp_path):
     """The real entry point (``run_benchmark.py``) in a fresh interpreter, from another folder."""
     repo = Path(__file__).resolve().parents[1]
-    bad = subprocess.run([sys.executable, str(repo / "run_benchmark.py"), "--method", "clip-meenpool",
-                          "--dataset", "lpr4m-synth"], capture_output=True, text=True, cwd=tmp_path)
+    bad = subprocess.run(
+        [sys.executable, str(repo / "run_benchmark.py"), "--method", "clip-meenpool", "--dataset", "lpr4m-synth"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert bad.returncode == 2
     assert "Did you mean 'clip-meanpool'" in bad.stderr and "Traceback" not in bad.stderr
 
@@ -132,9 +155,15 @@ def test_epochs_zero_evaluates_the_untrained_network_beside_the_trained_run(tmp_
     res, out = tmp_path / "results", tmp_path / "runs"
     assert main(_args(out, res, "--no-leaderboard")) == 0
     trained_dir = out / "lpr4m-synth" / LABEL / "tiny-seed0"
-    before = {p.name: p.read_bytes() for p in (trained_dir / "last.pt", trained_dir / "config.json", res / "submissions" / SUB_NAME)}
+    before = {
+        p.name: p.read_bytes()
+        for p in (trained_dir / "last.pt", trained_dir / "config.json", res / "submissions" / SUB_NAME)
+    }
     assert main(_args(out, res, "--epochs", "0", "--no-leaderboard")) == 0
-    assert {p.name: p.read_bytes() for p in (trained_dir / "last.pt", trained_dir / "config.json", res / "submissions" / SUB_NAME)} == before
+    assert {
+        p.name: p.read_bytes()
+        for p in (trained_dir / "last.pt", trained_dir / "config.json", res / "submissions" / SUB_NAME)
+    } == before
     sub = submission.load_submission(res / "submissions" / "lpr4m-synth__tiny__clip-meanpool__untrained__seed0.json")
     assert "training" not in sub["provenance"] and submission.submission_start(sub) == "untrained"
     untrained_dir = out / "lpr4m-synth" / "clip-meanpool" / "tiny-seed0-untrained"

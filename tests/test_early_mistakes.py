@@ -27,18 +27,22 @@ def _error(capsys) -> str:
     return err[0]
 
 
-@pytest.mark.parametrize("argv, expected", [
-    (["--method", "rice", "--dataset", "lpr4m-synth", "--set", "ipd=orcale"],
-     "override ipd='orcale': expected one of none, single, multi, oracle; did you mean 'oracle'?"),
-    (["--method", "rice", "--dataset", "lpr4m-synth", "--set", "pfr_target=layernrm"],
-     "did you mean 'layernorm'?"),
-    (["--method", "rice", "--dataset", "lpr4m-synth", "--set", "ipdd=none"],
-     "override 'ipdd': unknown field 'ipdd'; did you mean 'ipd'?"),
-    (["--method", "clip-meanpool", "--dataset", "LPR4M"],
-     "unknown dataset 'LPR4M'. Did you mean 'lpr4m'?"),
-    (["--method", "RICE", "--dataset", "lpr4m-synth"],
-     "unknown method 'RICE'. Did you mean 'rice'?"),
-])
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (
+            ["--method", "rice", "--dataset", "lpr4m-synth", "--set", "ipd=orcale"],
+            "override ipd='orcale': expected one of none, single, multi, oracle; did you mean 'oracle'?",
+        ),
+        (["--method", "rice", "--dataset", "lpr4m-synth", "--set", "pfr_target=layernrm"], "did you mean 'layernorm'?"),
+        (
+            ["--method", "rice", "--dataset", "lpr4m-synth", "--set", "ipdd=none"],
+            "override 'ipdd': unknown field 'ipdd'; did you mean 'ipd'?",
+        ),
+        (["--method", "clip-meanpool", "--dataset", "LPR4M"], "unknown dataset 'LPR4M'. Did you mean 'lpr4m'?"),
+        (["--method", "RICE", "--dataset", "lpr4m-synth"], "unknown method 'RICE'. Did you mean 'rice'?"),
+    ],
+)
 def test_a_run_mistake_is_one_line_with_a_suggestion_before_any_data(argv, expected, empty_cache, tmp_path, capsys):
     code = main([*argv, *RUN, "--output-dir", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "res")])
     assert code == 2
@@ -53,10 +57,13 @@ def test_an_unknown_field_far_from_every_name_lists_the_fields(empty_cache, caps
     assert "unknown field 'zzzz'; fields are [" in line and "'encoder'" in line
 
 
-@pytest.mark.parametrize("pair, expected", [
-    ("lpr4=/nonexistent", "unknown dataset 'lpr4'. Did you mean 'lpr4m'"),
-    ("lpr4m=/nonexistent", "--data-root lpr4m=/nonexistent: no such folder"),
-])
+@pytest.mark.parametrize(
+    "pair, expected",
+    [
+        ("lpr4=/nonexistent", "unknown dataset 'lpr4'. Did you mean 'lpr4m'"),
+        ("lpr4m=/nonexistent", "--data-root lpr4m=/nonexistent: no such folder"),
+    ],
+)
 def test_leaderboard_data_root_mistakes_are_refused(pair, expected, empty_cache, tmp_path, capsys):
     code = main(["leaderboard", "--results-dir", str(tmp_path / "res"), "--data-root", pair])
     assert code == 2

@@ -13,22 +13,40 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
+from benchmark.core.config import TrainConfig
 from benchmark.training import checkpoint as ckpt
 from benchmark.training import engine
-from benchmark.core.config import TrainConfig
 from benchmark.training.distributed import DistEnv
 from tests.toy_methods import RegressionData, SimulatedCrash, ToyConfig, ToyRegression, params_of
 
-CFG = TrainConfig(epochs=2, batch_size=8, lr_encoder=1e-2, lr_new=5e-2, weight_decay=0.01, warmup_ratio=0.25,
-                  grad_clip=100.0, amp=False)
+CFG = TrainConfig(
+    epochs=2,
+    batch_size=8,
+    lr_encoder=1e-2,
+    lr_new=5e-2,
+    weight_decay=0.01,
+    warmup_ratio=0.25,
+    grad_clip=100.0,
+    amp=False,
+)
 
 
-def _train(tmp: Path, cfg: TrainConfig = CFG, *, seed: int = 0, resume: bool = False, toy: ToyConfig = ToyConfig(),
-           n: int = 32, method: ToyRegression | None = None, **kw):
+def _train(
+    tmp: Path,
+    cfg: TrainConfig = CFG,
+    *,
+    seed: int = 0,
+    resume: bool = False,
+    toy: ToyConfig = ToyConfig(),
+    n: int = 32,
+    method: ToyRegression | None = None,
+    **kw,
+):
     torch.manual_seed(123)
     m = method or ToyRegression(toy)
-    res = engine.train(m, RegressionData(n), cfg, env=DistEnv(), run_dir=tmp, seed=seed, resume=resume,
-                       show_progress=False, **kw)
+    res = engine.train(
+        m, RegressionData(n), cfg, env=DistEnv(), run_dir=tmp, seed=seed, resume=resume, show_progress=False, **kw
+    )
     return m, res
 
 
@@ -144,11 +162,19 @@ def test_resume_accepts_an_identity_that_recorded_an_unused_key_as_none(tmp_path
 def test_run_identity_keeps_its_keys_for_old_checkpoints():
     """Checkpoints of earlier versions carry exactly these keys; a key added for every run
     would make each of them 'another run' to --resume."""
-    from benchmark.core.config import RunConfig, get_profile
     from benchmark.cli.runner import run_identity
+    from benchmark.core.config import RunConfig, get_profile
 
     cfg = RunConfig(method="mgh", dataset="movingfashion-synth", profile=get_profile("tiny"))
-    assert set(run_identity(cfg)) == {"method", "dataset", "profile", "seed", "method_overrides", "data_root", "synth_size"}
+    assert set(run_identity(cfg)) == {
+        "method",
+        "dataset",
+        "profile",
+        "seed",
+        "method_overrides",
+        "data_root",
+        "synth_size",
+    }
     assert run_identity(cfg, {"sha256": "ab" * 32})["initial_weights"] == "ab" * 32
 
 
@@ -178,21 +204,31 @@ def _free_port() -> int:
 
 
 def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
-                      LOCAL_RANK=str(rank))
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank)
+    )
     torch.set_num_threads(1)
-    from benchmark.training.distributed import cleanup, init_distributed
     from benchmark.evaluation.evaluate import extract
+    from benchmark.training.distributed import cleanup, init_distributed
 
     env = init_distributed("cpu")
     try:
         torch.manual_seed(123)
         m = ToyRegression()
-        res = engine.train(m, RegressionData(32), dataclasses.replace(CFG, epochs=1), env=env, run_dir=Path(out),
-                           seed=0, show_progress=False)
+        res = engine.train(
+            m,
+            RegressionData(32),
+            dataclasses.replace(CFG, epochs=1),
+            env=env,
+            run_dir=Path(out),
+            seed=0,
+            show_progress=False,
+        )
         enc = extract(m, RegressionData(13), "query", env=env, batch_size=4)  # 13: the sampler pads
-        torch.save({"params": params_of(m), "steps": res.steps, "emb": enc.embedding, "pb": res.per_process_batch},
-                   Path(out) / f"rank{rank}.pt")
+        torch.save(
+            {"params": params_of(m), "steps": res.steps, "emb": enc.embedding, "pb": res.per_process_batch},
+            Path(out) / f"rank{rank}.pt",
+        )
     finally:
         cleanup(env)
 

@@ -9,10 +9,10 @@ import pytest
 import torch
 from torch import Tensor
 
-from benchmark.evaluation import scoring
 from benchmark.core.config import DataConfig, EvalConfig
-from benchmark.training.distributed import DistEnv
+from benchmark.evaluation import scoring
 from benchmark.evaluation.evaluate import EvaluationError, evaluate, extract
+from benchmark.training.distributed import DistEnv
 from datasets.lpr4m import load_lpr4m
 from methods.base import DataInfo, Encoded, Method
 from tests.data_fixtures import make_lpr4m_release
@@ -117,19 +117,36 @@ def test_missing_query_is_a_miss_and_is_not_encoded(lpr):
 
 
 def _submission_dataset(splits, out) -> dict:
-    from benchmark.record import submission
     from benchmark.core.config import get_profile
+    from benchmark.record import submission
 
     profile = get_profile("tiny")
     metrics = scoring.metrics_for_ranking(out.ranking, out.index, profile.eval)
     sub = submission.build_submission(
-        method="oracle", variant="", method_config=None, num_parameters=1, dataset="lpr4m", splits=splits,
-        profile=profile, metrics=metrics, rankings=scoring.ranked_ids(out.ranking, out.index, profile.eval.topk_saved),
-        provenance={"git": {"commit": None, "dirty": None}, "packages": {}, "device": "cpu",
-                    "inference": out.inference}, seed=0, wall_time_s={"eval": 1.0})
+        method="oracle",
+        variant="",
+        method_config=None,
+        num_parameters=1,
+        dataset="lpr4m",
+        splits=splits,
+        profile=profile,
+        metrics=metrics,
+        rankings=scoring.ranked_ids(out.ranking, out.index, profile.eval.topk_saved),
+        provenance={
+            "git": {"commit": None, "dirty": None},
+            "packages": {},
+            "device": "cpu",
+            "inference": out.inference,
+        },
+        seed=0,
+        wall_time_s={"eval": 1.0},
+    )
     assert sub["provenance"]["inference"] == out.inference  # the schema takes it
     assert not submission._dataset_faults(sub, splits)
-    wrong = {**sub, "dataset": {**sub["dataset"], "num_queries_without_frames": sub["dataset"]["num_queries_without_frames"] + 1}}
+    wrong = {
+        **sub,
+        "dataset": {**sub["dataset"], "num_queries_without_frames": sub["dataset"]["num_queries_without_frames"] + 1},
+    }
     assert any("num_queries_without_frames" in f for f in submission._dataset_faults(wrong, splits))
     return sub["dataset"]
 
@@ -146,8 +163,12 @@ def test_inference_cost_counts_query_encoding_and_ranking(lpr):
 
     cached = inference_cost({"encode_query_s": 0.0, "encode_gallery_s": 0.0, "rank_s": 0.5}, 6, 8, 0, "hit")
     assert cached["queries_per_s"] is None and cached["feature_cache"] == "hit"
-    assert inference_cost({"encode_query_s": 1.5, "encode_gallery_s": 9.0, "rank_s": 0.5}, 6, 8, 0,
-                          "miss")["queries_per_s"] == 3.0  # gallery encoding is not a query's cost
+    assert (
+        inference_cost({"encode_query_s": 1.5, "encode_gallery_s": 9.0, "rank_s": 0.5}, 6, 8, 0, "miss")[
+            "queries_per_s"
+        ]
+        == 3.0
+    )  # gallery encoding is not a query's cost
 
 
 def test_rerank_uses_the_method_second_stage_and_extras(lpr):

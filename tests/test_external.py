@@ -25,8 +25,12 @@ EV = PROFILES["tiny"].eval
 @pytest.fixture(scope="module")
 def toy():
     s = make_splits(seed=3, missing=1)
-    train = TrainPair(clip=ClipSource(clip_id="train-clip-0"), image_id="train-img-0",
-                      image_path=Path("/nonexistent/t.jpg"), product_id="p0")
+    train = TrainPair(
+        clip=ClipSource(clip_id="train-clip-0"),
+        image_id="train-img-0",
+        image_path=Path("/nonexistent/t.jpg"),
+        product_id="p0",
+    )
     return dataclasses.replace(s, train=[train])
 
 
@@ -37,8 +41,15 @@ def emb(toy):
 
 def harness_ranking(toy, q, g):
     idx = SplitIndex.from_splits(toy)
-    return rank(q, g, idx.query_groups, idx.gallery_groups, k=X.ranking_depth(EV), gt_index=idx.gt_index(),
-                query_valid=idx.valid)
+    return rank(
+        q,
+        g,
+        idx.query_groups,
+        idx.gallery_groups,
+        k=X.ranking_depth(EV),
+        gt_index=idx.gt_index(),
+        query_valid=idx.valid,
+    )
 
 
 def present(toy):
@@ -53,10 +64,16 @@ def write_npz(path, ids, matrix):
 def files(toy, emb, tmp_path, *, q_ids=None, q_mat=None, g_ids=None, g_mat=None):
     q, g = emb
     rows = present(toy)
-    qf = write_npz(tmp_path / "q.npz", q_ids if q_ids is not None else [toy.queries[i].query_id for i in rows],
-                   q_mat if q_mat is not None else q.numpy()[rows])
-    gf = write_npz(tmp_path / "g.npz", g_ids if g_ids is not None else [x.image_id for x in toy.gallery],
-                   g_mat if g_mat is not None else g.numpy())
+    qf = write_npz(
+        tmp_path / "q.npz",
+        q_ids if q_ids is not None else [toy.queries[i].query_id for i in rows],
+        q_mat if q_mat is not None else q.numpy()[rows],
+    )
+    gf = write_npz(
+        tmp_path / "g.npz",
+        g_ids if g_ids is not None else [x.image_id for x in toy.gallery],
+        g_mat if g_mat is not None else g.numpy(),
+    )
     return qf, gf
 
 
@@ -100,20 +117,48 @@ def _bad_embedding_cases(toy, emb):
     return {
         "missing query": (dict(q_ids=qids[1:], q_mat=qm[1:]), "q.npz", f"no embedding for query {qids[0]!r}"),
         "duplicate id": (dict(g_ids=gids[:2] + [gids[0]] + gids[3:]), "g.npz", f"duplicate id {gids[0]!r}"),
-        "wrong dimension": (dict(g_mat=gm[:, :-1]), "g.npz", f"are 15-dimensional but the query file's are 16 (first gallery id {gids[0]!r}"),
+        "wrong dimension": (
+            dict(g_mat=gm[:, :-1]),
+            "g.npz",
+            f"are 15-dimensional but the query file's are 16 (first gallery id {gids[0]!r}",
+        ),
         "1-d array": (dict(q_mat=qm[:, 0]), "q.npz", "2-D array"),
         "rows and ids": (dict(q_mat=qm[:-1]), "q.npz", f"{len(qids) - 1} rows of embeddings but {len(qids)} ids"),
         "nan": (dict(q_mat=nan), "q.npz", f"NaN or infinity) in the embedding of id {qids[3]!r}"),
         "inf": (dict(g_mat=inf), "g.npz", f"NaN or infinity) in the embedding of id {gids[5]!r}"),
-        "training split": (dict(g_ids=gids[:-1] + ["train-img-0"]), "g.npz", "'train-img-0' is an id of the training split"),
-        "unknown id": (dict(q_ids=qids[:-1] + ["nowhere"]), "q.npz", "query id 'nowhere' is not a query of the test split"),
-        "missing clip": (dict(q_ids=[toy.queries[0].query_id] + qids[1:]), "q.npz",
-                         f"query {toy.queries[0].query_id!r} has no frames in the release"),
+        "training split": (
+            dict(g_ids=gids[:-1] + ["train-img-0"]),
+            "g.npz",
+            "'train-img-0' is an id of the training split",
+        ),
+        "unknown id": (
+            dict(q_ids=qids[:-1] + ["nowhere"]),
+            "q.npz",
+            "query id 'nowhere' is not a query of the test split",
+        ),
+        "missing clip": (
+            dict(q_ids=[toy.queries[0].query_id] + qids[1:]),
+            "q.npz",
+            f"query {toy.queries[0].query_id!r} has no frames in the release",
+        ),
     }
 
 
-@pytest.mark.parametrize("case", ["missing query", "duplicate id", "wrong dimension", "1-d array", "rows and ids", "nan",
-                                  "inf", "training split", "unknown id", "missing clip"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "missing query",
+        "duplicate id",
+        "wrong dimension",
+        "1-d array",
+        "rows and ids",
+        "nan",
+        "inf",
+        "training split",
+        "unknown id",
+        "missing clip",
+    ],
+)
 def test_each_bad_embedding_file_is_one_line_naming_the_file_and_the_first_bad_id(toy, emb, tmp_path, case):
     kwargs, name, needle = _bad_embedding_cases(toy, emb)[case]
     qf, gf = files(toy, emb, tmp_path, **kwargs)
@@ -130,12 +175,20 @@ def test_unreadable_embedding_files_are_one_line(tmp_path):
     np.save(tmp_path / "blank.npy", np.zeros((2, 3)))
     (tmp_path / "blank.ids.txt").write_text("a\n\nb\n")
     (tmp_path / "x.pt").write_bytes(b"")
-    cases = {"obj.npz": "cannot be read as .npz", "noids.npz": "no array named 'ids'", "lonely.npy": "lonely.ids.txt does not exist",
-             "blank.npy": "blank.ids.txt:2: blank id", "x.pt": "unknown embedding format", "absent.npz": "no such file"}
+    cases = {
+        "obj.npz": "cannot be read as .npz",
+        "noids.npz": "no array named 'ids'",
+        "lonely.npy": "lonely.ids.txt does not exist",
+        "blank.npy": "blank.ids.txt:2: blank id",
+        "x.pt": "unknown embedding format",
+        "absent.npz": "no such file",
+    }
     for name, needle in cases.items():
         with pytest.raises(ExternalInputError) as err:
             read_embeddings(tmp_path / name)
-        assert "\n" not in str(err.value) and str(tmp_path) in str(err.value) and needle in str(err.value), str(err.value)
+        assert "\n" not in str(err.value) and str(tmp_path) in str(err.value) and needle in str(err.value), str(
+            err.value
+        )
 
 
 # --- run files ---------------------------------------------------------------------------------
@@ -178,7 +231,9 @@ def test_omitted_queries_are_misses_and_unlisted_images_are_not_retrieved(toy, e
     scores = (q @ g.T).numpy()
     keep = set(present(toy)[:5])
     path = tmp_path / "part.run"
-    path.write_text(run_text(toy, scores, keep=keep, order=lambda items: sorted(items, key=lambda j: -scores[0, j])[:3]))
+    path.write_text(
+        run_text(toy, scores, keep=keep, order=lambda items: sorted(items, key=lambda j: -scores[0, j])[:3])
+    )
     out = X.rank_run(toy, read_run(path), path, EV)
     omitted = len(present(toy)) - 5
     assert out.notice.startswith(str(path)) and f"{omitted} of the {len(present(toy))} queries" in out.notice
@@ -190,18 +245,21 @@ def test_omitted_queries_are_misses_and_unlisted_images_are_not_retrieved(toy, e
     assert out.ranking.gt_rank[omitted_rows].le(0).all()
 
 
-@pytest.mark.parametrize("line,needle", [
-    ("live00-001 Q0 img-01-000 1 0.5 t", "ranks image 'img-01-000', which is outside its gallery group 'live00'"),
-    ("live00-001 Q0 img-99-000 1 0.5 t", "gallery image id 'img-99-000' is not a gallery image of the test split"),
-    ("live00-001 Q0 train-img-0 1 0.5 t", "'train-img-0' is an id of the training split"),
-    ("train-clip-0 Q0 img-00-000 1 0.5 t", "query id 'train-clip-0' is an id of the training split"),
-    ("live00-000 Q0 img-00-000 1 0.5 t", "query 'live00-000' has no frames in the release"),
-    ("live00-001 Q0 img-00-000 1 nan t", "score 'nan' is not finite"),
-    ("live00-001 Q0 img-00-000 1 high t", "score 'high' is not a number"),
-    ("live00-001 Q0 img-00-000 0 0.5 t", "rank '0' is not a positive integer"),
-    ("live00-001 Q0 img-00-000 1 0.5", "expected 6 fields"),
-    ("live00-001 Q0 img-00-001 2 0.4 t", "ranks 'img-00-001' twice"),
-])
+@pytest.mark.parametrize(
+    "line,needle",
+    [
+        ("live00-001 Q0 img-01-000 1 0.5 t", "ranks image 'img-01-000', which is outside its gallery group 'live00'"),
+        ("live00-001 Q0 img-99-000 1 0.5 t", "gallery image id 'img-99-000' is not a gallery image of the test split"),
+        ("live00-001 Q0 train-img-0 1 0.5 t", "'train-img-0' is an id of the training split"),
+        ("train-clip-0 Q0 img-00-000 1 0.5 t", "query id 'train-clip-0' is an id of the training split"),
+        ("live00-000 Q0 img-00-000 1 0.5 t", "query 'live00-000' has no frames in the release"),
+        ("live00-001 Q0 img-00-000 1 nan t", "score 'nan' is not finite"),
+        ("live00-001 Q0 img-00-000 1 high t", "score 'high' is not a number"),
+        ("live00-001 Q0 img-00-000 0 0.5 t", "rank '0' is not a positive integer"),
+        ("live00-001 Q0 img-00-000 1 0.5", "expected 6 fields"),
+        ("live00-001 Q0 img-00-001 2 0.4 t", "ranks 'img-00-001' twice"),
+    ],
+)
 def test_each_bad_run_line_is_one_line_naming_the_file_and_line(toy, tmp_path, line, needle):
     path = tmp_path / "bad.run"
     path.write_text(f"live00-001 Q0 img-00-001 1 0.9 t\n{line}\n")
@@ -238,7 +296,9 @@ def test_v2_submissions_still_load_and_ids_with_spaces_are_not_exported(toy, tmp
     (tmp_path / "v2.json").write_text(dumps_submission(v2))
     assert load_submission(tmp_path / "v2.json")["schema_version"] == 2
     lines = list(trec.run_lines(sub, "m"))
-    assert lines[0].split()[1:5:3] == ["Q0", str(sub["protocol"]["topk_saved"])] and len(lines) == sum(len(r[1]) for r in sub["rankings"])
+    assert lines[0].split()[1:5:3] == ["Q0", str(sub["protocol"]["topk_saved"])] and len(lines) == sum(
+        len(r[1]) for r in sub["rankings"]
+    )
     sub["rankings"][1][1][0] = "an image"
     with pytest.raises(trec.TrecExportError, match="image id 'an image' cannot be a TREC field"):
         list(trec.run_lines(sub, "m"))

@@ -15,15 +15,30 @@ import pytest
 
 from benchmark.cli.main import main
 from benchmark.record import submission
+from benchmark.record.rescore import rescore
 
 REPO = Path(__file__).resolve().parents[1]
 NAME = "lpr4m-synth__tiny__tiny-cnn__external__seed0.json"
 
 
 def _evaluate(res: Path, *inputs: str, name: str = "tiny-cnn", extra: tuple = ()) -> list[str]:
-    return ["evaluate", "--dataset", "lpr4m-synth", "--synth-size", "tiny", *inputs, "--method-name", name,
-            "--paper", "https://example.org/tiny-cnn", "--recipe", "a tiny CNN, 2 Adam steps (tests)",
-            "--results-dir", str(res), *extra]
+    return [
+        "evaluate",
+        "--dataset",
+        "lpr4m-synth",
+        "--synth-size",
+        "tiny",
+        *inputs,
+        "--method-name",
+        name,
+        "--paper",
+        "https://example.org/tiny-cnn",
+        "--recipe",
+        "a tiny CNN, 2 Adam steps (tests)",
+        "--results-dir",
+        str(res),
+        *extra,
+    ]
 
 
 def _sha(path: Path) -> str:
@@ -34,9 +49,25 @@ def _sha(path: Path) -> str:
 def example(tmp_path_factory, synth_lpr4m):
     """The worked example's script, run as docs/external.md runs it (tiny set, 2 steps)."""
     out = tmp_path_factory.mktemp("example")
-    done = subprocess.run([sys.executable, str(REPO / "examples" / "external_embeddings.py"), "--dataset", "lpr4m-synth",
-                           "--synth-size", "tiny", "--steps", "2", "--batch", "4", "--out", str(out)],
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "examples" / "external_embeddings.py"),
+            "--dataset",
+            "lpr4m-synth",
+            "--synth-size",
+            "tiny",
+            "--steps",
+            "2",
+            "--batch",
+            "4",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "wrote" in done.stdout
     return out / "query.npz", out / "gallery.npz"
@@ -52,9 +83,11 @@ def test_the_example_scores_into_an_external_row_that_is_never_overwritten(examp
     ext = sub["provenance"]["external"]
     assert sub["source"] == "external" and sub["schema_version"] == 3 and "git" not in sub["provenance"]
     assert ext["kind"] == "embeddings" and ext["paper"] == "https://example.org/tiny-cnn"
-    assert ext["inputs"] == {"query_embeddings": {"file": "query.npz", "sha256": _sha(q), "bytes": q.stat().st_size},
-                             "gallery_embeddings": {"file": "gallery.npz", "sha256": _sha(g), "bytes": g.stat().st_size}}
-    report = submission.rescore(path, synth_lpr4m)  # re-scored like every row: the claims hold
+    assert ext["inputs"] == {
+        "query_embeddings": {"file": "query.npz", "sha256": _sha(q), "bytes": q.stat().st_size},
+        "gallery_embeddings": {"file": "gallery.npz", "sha256": _sha(g), "bytes": g.stat().st_size},
+    }
+    report = rescore(path, synth_lpr4m)  # re-scored like every row: the claims hold
     assert "R1" in report.verified and submission.submission_start(sub) is None
     board = (res / "leaderboard.md").read_text()
     ranked = board.split("## lpr4m-synth")[1].split("**Ranked (one row per method")[1].split("**")[1]
@@ -86,15 +119,20 @@ def test_a_bad_file_is_one_line_and_nothing_is_written(example, tmp_path, capsys
     res = tmp_path / "results"
     assert main(_evaluate(res, "--query-embeddings", str(bad), "--gallery-embeddings", str(g))) == 1
     err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and err.startswith(f"error: {bad}: non-finite value") and repr(str(data["ids"][2])) in err
+    assert (
+        err.count("\n") == 0 and err.startswith(f"error: {bad}: non-finite value") and repr(str(data["ids"][2])) in err
+    )
     assert not res.exists()
 
 
-@pytest.mark.parametrize("change,needle", [
-    (("--run", "x.run"), "give either --query-embeddings and --gallery-embeddings, or --run"),
-    (("--method-name", "my model"), "--method-name 'my model'"),
-    (("--paper", "my thesis"), "give a link to the paper or code"),
-])
+@pytest.mark.parametrize(
+    "change,needle",
+    [
+        (("--run", "x.run"), "give either --query-embeddings and --gallery-embeddings, or --run"),
+        (("--method-name", "my model"), "--method-name 'my model'"),
+        (("--paper", "my thesis"), "give a link to the paper or code"),
+    ],
+)
 def test_usage_mistakes_are_one_line_with_status_2(example, tmp_path, capsys, change, needle):
     q, g = example
     args = _evaluate(tmp_path, "--query-embeddings", str(q), "--gallery-embeddings", str(g))
@@ -114,8 +152,12 @@ def test_a_run_file_scores_exports_and_reads_back_in_ranx(example, tmp_path, cap
     group = {x.image_id: x.group for x in synth_lpr4m.gallery}
     qgroup = {x.query_id: x.group for x in synth_lpr4m.queries}
     scores = qd["embeddings"] @ gd["embeddings"].T
-    lines = [f"{qid} Q0 {gid} 1 {float(scores[i, j])!r} mine" for i, qid in enumerate(qd["ids"][1:], 1)
-             for j, gid in enumerate(gd["ids"]) if group[str(gid)] == qgroup[str(qid)]]
+    lines = [
+        f"{qid} Q0 {gid} 1 {float(scores[i, j])!r} mine"
+        for i, qid in enumerate(qd["ids"][1:], 1)
+        for j, gid in enumerate(gd["ids"])
+        if group[str(gid)] == qgroup[str(qid)]
+    ]
     run = tmp_path / "mine.run"
     run.write_text("\n".join(lines) + "\n")
     res = tmp_path / "results"
@@ -132,15 +174,25 @@ def test_a_run_file_scores_exports_and_reads_back_in_ranx(example, tmp_path, cap
     run_file = out / "lpr4m-synth__tiny__tiny-cnn-run__external__seed0.run"
     first = run_file.read_text().splitlines()[0].split()
     assert first[1] == "Q0" and first[3] == "1" and first[4] == str(sub["protocol"]["topk_saved"])
-    assert all(len(ln.split()) == 4 and ln.split()[1] == "0" and ln.split()[3] == "1" for ln in qrels_file.read_text().splitlines())
-    got = ranx.evaluate(ranx.Qrels.from_file(str(qrels_file), kind="trec"), ranx.Run.from_file(str(run_file), kind="trec"),
-                        ["hit_rate@1", "hit_rate@10", "map@50"], make_comparable=True)
+    assert all(
+        len(ln.split()) == 4 and ln.split()[1] == "0" and ln.split()[3] == "1"
+        for ln in qrels_file.read_text().splitlines()
+    )
+    got = ranx.evaluate(
+        ranx.Qrels.from_file(str(qrels_file), kind="trec"),
+        ranx.Run.from_file(str(run_file), kind="trec"),
+        ["hit_rate@1", "hit_rate@10", "map@50"],
+        make_comparable=True,
+    )
     ov = sub["metrics"]["overall"]
-    assert abs(100 * got["hit_rate@1"] - ov["R1"]["value"]) < 1e-9 and abs(100 * got["hit_rate@10"] - ov["R10"]["value"]) < 1e-9
+    assert (
+        abs(100 * got["hit_rate@1"] - ov["R1"]["value"]) < 1e-9
+        and abs(100 * got["hit_rate@10"] - ov["R10"]["value"]) < 1e-9
+    )
     assert abs(100 * got["map@50"] - ov["mAP@50"]["value"]) < 1e-9
 
 
-PLUGIN = '''
+PLUGIN = """
 from dataclasses import dataclass
 from typing import Optional
 
@@ -164,7 +216,7 @@ class CkptConvPool(ConvPool):
         super().__init__(cfg, info)
         if cfg.ckpt:
             self.load_state_dict(torch.load(cfg.ckpt, weights_only=True), strict=False)
-'''
+"""
 
 
 def test_weights_from_outside_make_an_external_weights_row_whatever_the_field(tmp_path, synth_lpr4m):
@@ -179,9 +231,29 @@ def test_weights_from_outside_make_an_external_weights_row_whatever_the_field(tm
     torch.manual_seed(1)
     torch.save({"proj.weight": torch.randn(8, 16), "proj.bias": torch.zeros(8)}, ckpt)
     res = tmp_path / "results"
-    args = ["--plugin", str(plugin), "--method", "ckpt-convpool", "--dataset", "lpr4m-synth", "--synth-size", "tiny",
-            "--epochs", "0", "--num-workers", "0", "--bootstrap", "20", "--no-feature-cache", "--output-dir",
-            str(tmp_path / "runs"), "--results-dir", str(res), "--set", f"ckpt={ckpt}"]
+    args = [
+        "--plugin",
+        str(plugin),
+        "--method",
+        "ckpt-convpool",
+        "--dataset",
+        "lpr4m-synth",
+        "--synth-size",
+        "tiny",
+        "--epochs",
+        "0",
+        "--num-workers",
+        "0",
+        "--bootstrap",
+        "20",
+        "--no-feature-cache",
+        "--output-dir",
+        str(tmp_path / "runs"),
+        "--results-dir",
+        str(res),
+        "--set",
+        f"ckpt={ckpt}",
+    ]
     assert main(args) == 0
     [path] = (res / "submissions").glob("*.json*")
     assert path.name.endswith("__external-weights__seed0.json")

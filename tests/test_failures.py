@@ -29,13 +29,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmark.core import atomic
-from benchmark.core import registry
-from benchmark.core import safe_json
-from benchmark.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from benchmark.cli.main import main
+from benchmark.core import atomic, registry, safe_json
 from benchmark.core.registry import METHODS
 from benchmark.record.submission import SubmissionError, load_submission, write_submission
+from benchmark.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from tests.evalkit import make_submission
 from tests.scaleout_helpers import PYTHON, REPO, run_args, run_dir, submission_path, subprocess_env
 
@@ -257,7 +255,12 @@ def test_real_full_and_read_only_file_systems(tmp_path):
     mnt.mkdir()
     proc = subprocess.run(
         ["unshare", "--mount", "--propagation", "private", PYTHON, "-c", _REAL_FS_SCRIPT, str(mnt)],
-        cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=600)
+        cwd=REPO,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     if proc.returncode and "unshare failed" in proc.stderr:
         pytest.skip(f"no private mount namespace here: {proc.stderr.strip()[:200]}")
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -297,19 +300,29 @@ def _present(obj) -> int:
 
 
 FAULTS = {
-    "NaN metric": (lambda o: o["metrics"]["overall"]["R1"].update(value=float("nan")),
-                   "NaN is not allowed (metrics must be finite numbers)"),
+    "NaN metric": (
+        lambda o: o["metrics"]["overall"]["R1"].update(value=float("nan")),
+        "NaN is not allowed (metrics must be finite numbers)",
+    ),
     "infinite metric": (lambda o: o["metrics"]["overall"]["R5"].update(value=float("inf")), "Infinity is not allowed"),
-    "negative metric": (lambda o: o["metrics"]["overall"]["R5"].update(value=-3.0),
-                        "metrics/overall/R5/value: -3.0 is less than the minimum of 0"),
-    "metric over 100": (lambda o: o["metrics"]["overall"]["R10"].update(value=100.01),
-                        "metrics/overall/R10/value: 100.01 is greater than the maximum of 100"),
+    "negative metric": (
+        lambda o: o["metrics"]["overall"]["R5"].update(value=-3.0),
+        "metrics/overall/R5/value: -3.0 is less than the minimum of 0",
+    ),
+    "metric over 100": (
+        lambda o: o["metrics"]["overall"]["R10"].update(value=100.01),
+        "metrics/overall/R10/value: 100.01 is greater than the maximum of 100",
+    ),
     "duplicate query id": (lambda o: o["rankings"].__setitem__(1, list(o["rankings"][0])), "duplicate query id"),
     "unknown query id": (lambda o: o["rankings"][0].__setitem__(0, "no-such-clip"), "unknown query id 'no-such-clip'"),
-    "unknown gallery id": (lambda o: o["rankings"][_present(o)][1].__setitem__(0, "no-such-image"),
-                           "unknown gallery id 'no-such-image'"),
-    "duplicate gallery id": (lambda o: o["rankings"][_present(o)][1].__setitem__(1, o["rankings"][_present(o)][1][0]),
-                             "listed twice"),
+    "unknown gallery id": (
+        lambda o: o["rankings"][_present(o)][1].__setitem__(0, "no-such-image"),
+        "unknown gallery id 'no-such-image'",
+    ),
+    "duplicate gallery id": (
+        lambda o: o["rankings"][_present(o)][1].__setitem__(1, o["rankings"][_present(o)][1][0]),
+        "listed twice",
+    ),
 }
 
 
@@ -429,8 +442,14 @@ def test_crash_mid_leaderboard_write_leaves_the_old_leaderboard_whole(tmp_path, 
     second = json.loads(good_submission.read_text())
     second["method"]["name"] = "toy-method-two"
     write_submission(second, res)
-    proc = subprocess.run([PYTHON, "-c", _CRASH_SCRIPT, str(res)], cwd=REPO, env=subprocess_env(),
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [PYTHON, "-c", _CRASH_SCRIPT, str(res)],
+        cwd=REPO,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     assert (res / "leaderboard.md").read_bytes() == old  # whole, and the old one
     stale = [p for p in res.iterdir() if p.name.startswith(".leaderboard.md.") and p.name.endswith(".tmp")]

@@ -8,20 +8,25 @@ from pathlib import Path
 import pytest
 import torch
 
+from benchmark.cli.main import main
+from benchmark.core import registry
+from benchmark.core.config import PROFILES
+from benchmark.core.registry import METHODS
 from benchmark.evaluation import evaluate as E
 from benchmark.evaluation import feature_cache as fc
-from benchmark.core import registry
-from benchmark.cli.main import main
-from benchmark.core.config import PROFILES
 from benchmark.training.distributed import DistEnv
-from benchmark.core.registry import METHODS
 from methods.base import DataInfo, Encoded, build_method
 from tests.scaleout_helpers import run_args, run_dir
 
 TINY = PROFILES["tiny"]
 EVAL = dataclasses.replace(TINY.eval, bootstrap=0)
-SMALL = {"encoder.layers": "1", "encoder.width": "32", "encoder.heads": "2", "encoder.patch_size": "28",
-         "encoder.embed_dim": "32"}
+SMALL = {
+    "encoder.layers": "1",
+    "encoder.width": "32",
+    "encoder.heads": "2",
+    "encoder.patch_size": "28",
+    "encoder.embed_dim": "32",
+}
 
 
 @pytest.fixture(autouse=True)
@@ -31,8 +36,7 @@ def isolated_registry(monkeypatch):
 
 
 def _method(**overrides: str):
-    info = DataInfo(num_products=5, num_categories=3, num_frames=TINY.data.num_frames,
-                    image_size=TINY.data.image_size)
+    info = DataInfo(num_products=5, num_categories=3, num_frames=TINY.data.num_frames, image_size=TINY.data.image_size)
     registry.load_builtin_methods()
     torch.manual_seed(0)
     return build_method(METHODS.get("clip-meanpool"), "tiny", info, {**SMALL, **overrides})
@@ -199,7 +203,8 @@ def test_an_entry_altered_after_writing_is_recomputed(tmp_path, capsys):
     assert len(calls) == 2 and torch.equal(again.embedding, first.embedding)
     assert capsys.readouterr().err.splitlines() == [
         f"warning: feature cache entry {path} ignored: its tensors do not match their content hash "
-        "(altered after writing); re-encoding"]
+        "(altered after writing); re-encoding"
+    ]
     assert ctx.cache.load(ctx.key("query", ids), num_items=4, need_extras=False) is not None  # rewritten
 
 

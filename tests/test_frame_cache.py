@@ -47,7 +47,9 @@ SIZES = {"synth": (128, 128), "portrait": (200, 356), "draft": (270, 480), "smal
 @pytest.fixture()
 def data(tmp_path):
     clips = {name: _clip(tmp_path, name, w, h, 6, i) for i, (name, (w, h)) in enumerate(SIZES.items())}
-    images = {name: _jpeg(tmp_path / f"{name}-shop.jpg", w, h, 50 + i) for i, (name, (w, h)) in enumerate(SIZES.items())}
+    images = {
+        name: _jpeg(tmp_path / f"{name}-shop.jpg", w, h, 50 + i) for i, (name, (w, h)) in enumerate(SIZES.items())
+    }
     queries = [Query(query_id=n, clip=c, gt_ids=("g",)) for n, c in clips.items()]
     gallery = [GalleryItem(image_id=n, image_path=p) for n, p in images.items()]
     pairs = [TrainPair(clip=clips[n], image_id=n, image_path=images[n], product_id=n) for n in SIZES]
@@ -75,12 +77,16 @@ def test_evaluation_inputs_are_byte_identical(data, cfg):
 
 def test_cache_stores_resized_pixels(data):
     ds = FC.attach(GalleryDataset(data["gallery"], TINY), "g", root=data["root"])
-    sizes = {Path(p).name.split("-")[0]: tuple(int(v) for v in ds.frame_cache.index[r, 1:3])
-             for p, r in ds.frame_cache.rows.items()}
+    sizes = {
+        Path(p).name.split("-")[0]: tuple(int(v) for v in ds.frame_cache.index[r, 1:3])
+        for p, r in ds.frame_cache.rows.items()
+    }
     # (h, w): the shorter side resized to 128 when larger; smaller images are kept as decoded
     assert sizes == {"synth": (128, 128), "portrait": (227, 128), "draft": (227, 128), "small": (120, 96)}
-    decoded = {Path(p).name.split("-")[0]: tuple(int(v) for v in ds.frame_cache.index[r, 5:7])
-               for p, r in ds.frame_cache.rows.items()}
+    decoded = {
+        Path(p).name.split("-")[0]: tuple(int(v) for v in ds.frame_cache.index[r, 5:7])
+        for p, r in ds.frame_cache.rows.items()
+    }
     assert decoded["draft"] == (135, 240) and decoded["portrait"] == (200, 356)
 
 
@@ -112,7 +118,9 @@ def test_training_inputs_identical_where_no_resize_and_same_random_numbers_every
 def test_training_draws_unchanged_by_cache_without_item_seeding(data):
     """Global-generator consumption is the same item by item (the RNG stream stays aligned)."""
     plain = PairDataset(data["pairs"], TINY, {n: i for i, n in enumerate(SIZES)}, {})
-    cached = FC.attach(PairDataset(data["pairs"], TINY, {n: i for i, n in enumerate(SIZES)}, {}), "t", root=data["root"])
+    cached = FC.attach(
+        PairDataset(data["pairs"], TINY, {n: i for i, n in enumerate(SIZES)}, {}), "t", root=data["root"]
+    )
     torch.manual_seed(0)
     a = [plain[i]["boxes"] for i in range(3)]
     state_a = torch.get_rng_state()

@@ -49,7 +49,9 @@ def test_cpu_batch_equals_the_per_file_torchvision_decoder(frames):
 def test_option_routes_decode_frames_through_the_batch(frames, monkeypatch):
     calls = []
     real = decoding.decode_jpeg_batch
-    monkeypatch.setattr(decoding, "decode_jpeg_batch", lambda d, p, dev: calls.append((len(d), str(dev))) or real(d, p, dev))
+    monkeypatch.setattr(
+        decoding, "decode_jpeg_batch", lambda d, p, dev: calls.append((len(d), str(dev))) or real(d, p, dev)
+    )
     monkeypatch.setenv("LPR_BENCH_JPEG_DEVICE", "cpu")
     imgs, sizes = decoding.decode_frames(frames, min_side=256)
     assert calls == [(len(frames), "cpu")]  # one call for the whole clip

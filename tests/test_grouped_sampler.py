@@ -11,17 +11,20 @@ from typing import Any
 import pytest
 import torch
 
+from benchmark.core.config import PROFILES, TrainConfig
 from benchmark.record import config_diff
 from benchmark.training import engine
-from benchmark.core.config import PROFILES, TrainConfig
 from benchmark.training.distributed import DistEnv
 from benchmark.training.grouped_sampler import GroupedSampler
 from datasets.records import livestream_of
 from tests.toy_methods import RegressionData, ToyRegression
 
 # 5 livestreams of 13, 9, 6, 4 and 1 pairs, interleaved
-KEYS = [f"L{i % 5}" for i in range(40) if not (i % 5 == 4 and i > 4) and not (i % 5 == 3 and i > 18)
-        and not (i % 5 == 2 and i > 28)]
+KEYS = [
+    f"L{i % 5}"
+    for i in range(40)
+    if not (i % 5 == 4 and i > 4) and not (i % 5 == 3 and i > 18) and not (i % 5 == 2 and i > 28)
+]
 
 
 def _chunks(order: list[int], size: int) -> list[list[int]]:
@@ -74,8 +77,16 @@ class _Recorder(ToyRegression):
 
 
 def test_the_engine_trains_on_grouped_batches(tmp_path: Path) -> None:
-    cfg = TrainConfig(epochs=2, batch_size=8, lr_encoder=1e-2, lr_new=1e-2, warmup_ratio=0.0, amp=False,
-                      group_batches="livestream", group_size=4)
+    cfg = TrainConfig(
+        epochs=2,
+        batch_size=8,
+        lr_encoder=1e-2,
+        lr_new=1e-2,
+        warmup_ratio=0.0,
+        amp=False,
+        group_batches="livestream",
+        group_size=4,
+    )
     groups = [f"L{i // 8}" for i in range(32)]
     m = _Recorder()
     engine.train(m, RegressionData(32), cfg, env=DistEnv(), run_dir=tmp_path / "g", groups=groups, show_progress=False)
@@ -83,19 +94,26 @@ def test_the_engine_trains_on_grouped_batches(tmp_path: Path) -> None:
     for b in m.batches:
         assert [len({groups[i] for i in c}) for c in _chunks(b, 4)] == [1, 1]
     plain = _Recorder()
-    engine.train(plain, RegressionData(32), dataclasses.replace(cfg, group_batches="none"), env=DistEnv(),
-                 run_dir=tmp_path / "p", show_progress=False)
+    engine.train(
+        plain,
+        RegressionData(32),
+        dataclasses.replace(cfg, group_batches="none"),
+        env=DistEnv(),
+        run_dir=tmp_path / "p",
+        show_progress=False,
+    )
     assert any(len({groups[i] for i in c}) > 1 for b in plain.batches for c in _chunks(b, 4))
     with pytest.raises(engine.TrainingError, match="one group key per training pair"):
         engine.train(_Recorder(), RegressionData(32), cfg, env=DistEnv(), run_dir=tmp_path / "x", show_progress=False)
 
 
 def test_runner_keys_pairs_by_livestream_and_refuses_a_global_gallery(synth_lpr4m, synth_movingfashion) -> None:
-    from benchmark.core.config import RunConfig
     from benchmark.cli.runner import batch_groups
+    from benchmark.core.config import RunConfig
 
-    profile = dataclasses.replace(PROFILES["tiny"], train=dataclasses.replace(PROFILES["tiny"].train,
-                                                                              group_batches="livestream"))
+    profile = dataclasses.replace(
+        PROFILES["tiny"], train=dataclasses.replace(PROFILES["tiny"].train, group_batches="livestream")
+    )
     cfg = RunConfig(method="rice", dataset="lpr4m-synth", profile=profile)
     keys = batch_groups(cfg, synth_lpr4m)
     assert keys == [p.clip.clip_id.rsplit("-", 2)[0] for p in synth_lpr4m.train]

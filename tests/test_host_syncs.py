@@ -17,15 +17,31 @@ from benchmark.training.state import TrainState
 from tests.sync_counter import count_syncs, paused
 from tests.toy_methods import RegressionData, ToyConfig, ToyRegression, params_of
 
-CFG = TrainConfig(epochs=2, batch_size=8, lr_encoder=1e-2, lr_new=5e-2, weight_decay=0.01, warmup_ratio=0.25,
-                  grad_clip=100.0, amp=False)  # 32 pairs: 4 optimizer steps an epoch
+CFG = TrainConfig(
+    epochs=2,
+    batch_size=8,
+    lr_encoder=1e-2,
+    lr_new=5e-2,
+    weight_decay=0.01,
+    warmup_ratio=0.25,
+    grad_clip=100.0,
+    amp=False,
+)  # 32 pairs: 4 optimizer steps an epoch
 
 
 def _train(tmp, log_every, toy=None, **kw):
     torch.manual_seed(123)
     m = ToyRegression(toy or ToyConfig())
-    return m, engine.train(m, RegressionData(32), dataclasses.replace(CFG, **kw), env=DistEnv(), run_dir=tmp,
-                           seed=0, show_progress=False, log_every=log_every)
+    return m, engine.train(
+        m,
+        RegressionData(32),
+        dataclasses.replace(CFG, **kw),
+        env=DistEnv(),
+        run_dir=tmp,
+        seed=0,
+        show_progress=False,
+        log_every=log_every,
+    )
 
 
 @pytest.mark.parametrize("log_every, reads", [(1, 2 * (4 + 1)), (2, 2 * (2 + 1)), (4, 2 * (1 + 1)), (50, 2 * 1)])
@@ -52,8 +68,9 @@ def test_log_interval_changes_no_value(tmp_path):
     b, rb = _train(tmp_path / "b", 50)
     assert all(torch.equal(v, params_of(b)[k]) for k, v in params_of(a).items())
     strip = [{k: v for k, v in h.items() if k not in ("wall_s", "samples_per_s", "data_wait_s")} for h in ra.history]
-    assert strip == [{k: v for k, v in h.items() if k not in ("wall_s", "samples_per_s", "data_wait_s")}
-                     for h in rb.history]
+    assert strip == [
+        {k: v for k, v in h.items() if k not in ("wall_s", "samples_per_s", "data_wait_s")} for h in rb.history
+    ]
 
 
 def test_a_non_finite_loss_between_reads_is_caught_at_the_next_read(tmp_path):
@@ -130,8 +147,17 @@ def test_mid_epoch_resume_is_bit_identical_with_sparse_reads(tmp_path):
         _train(tmp_path / "b", 3, toy=ToyConfig(crash_at_call=6), checkpoint_every=1)
     torch.manual_seed(123)
     resumed = ToyRegression()
-    res = engine.train(resumed, RegressionData(32), dataclasses.replace(CFG, checkpoint_every=1), env=DistEnv(),
-                       run_dir=tmp_path / "b", seed=0, show_progress=False, log_every=3, resume=True)
+    res = engine.train(
+        resumed,
+        RegressionData(32),
+        dataclasses.replace(CFG, checkpoint_every=1),
+        env=DistEnv(),
+        run_dir=tmp_path / "b",
+        seed=0,
+        show_progress=False,
+        log_every=3,
+        resume=True,
+    )
     assert res.resumed_from_step == 6
     assert all(torch.equal(v, params_of(straight)[k]) for k, v in params_of(resumed).items())
     assert [h["loss"] for h in res.history] == [h["loss"] for h in ref.history]

@@ -11,15 +11,19 @@ from pathlib import Path
 
 import pytest
 
-from benchmark.record import collect
-from benchmark.reports import publish
-from benchmark.record import run_identity
 from benchmark.core import safe_json
-from benchmark.reports import leaderboard as lb
+from benchmark.record import collect, run_identity
 from benchmark.record.provenance import diff_record, git_info
 from benchmark.record.submission import (
-    SubmissionError, dumps_submission, load_submission, schema_errors, submission_filename, write_submission,
+    SubmissionError,
+    dumps_submission,
+    load_submission,
+    schema_errors,
+    submission_filename,
+    write_submission,
 )
+from benchmark.reports import leaderboard as lb
+from benchmark.reports import publish
 from tests.evalkit import make_splits, make_submission
 
 
@@ -67,7 +71,8 @@ def test_a_submission_of_the_same_identity_with_other_rankings_is_a_duplicate(bo
     (board_dir / "submissions" / "again.json").write_text(dumps_submission(other))
     items, skipped = collect.gather(board_dir)
     assert [(i.path.name, i.duplicates) for i in items if i.submission["method"]["name"] == "good"] == [
-        ("toy__tiny__good__seed0.json", ["again.json"])]
+        ("toy__tiny__good__seed0.json", ["again.json"])
+    ]
 
 
 def test_untrained_controls_that_rank_alike_stay_separate_rows(tmp_path, toy):
@@ -130,12 +135,26 @@ def test_an_honest_gzip_bomb_is_still_refused_from_its_trailer(tmp_path):
 def test_rows_carry_the_dirty_and_partial_flags(tmp_path, toy):
     clean = make_submission(toy, method="clean", noise=0.3)
     dirty = make_submission(toy, method="dirty", noise=0.3)
-    dirty["provenance"]["git"] = {"commit": "1" * 40, "dirty": True, "diff_sha256": "2" * 64, "diff_bytes": 10,
-                                  "diff": "x", "diff_truncated": False}
+    dirty["provenance"]["git"] = {
+        "commit": "1" * 40,
+        "dirty": True,
+        "diff_sha256": "2" * 64,
+        "diff_bytes": 10,
+        "diff": "x",
+        "diff_truncated": False,
+    }
     partial = make_submission(toy, method="cut", noise=0.3)
     partial["provenance"]["identity"] = {
-        "dataset": "toy", "annotation_checksum": toy.annotation_checksum, "profile": "tiny", "method": "cut",
-        "code": {"sha256": "3" * 64}, "seed": 0, "max_steps": 2, "planned_steps": 40, "partial": True}
+        "dataset": "toy",
+        "annotation_checksum": toy.annotation_checksum,
+        "profile": "tiny",
+        "method": "cut",
+        "code": {"sha256": "3" * 64},
+        "seed": 0,
+        "max_steps": 2,
+        "planned_steps": 40,
+        "partial": True,
+    }
     for s in (clean, dirty, partial):
         write_submission(s, tmp_path)
     board = lb.regenerate(tmp_path, load_splits=loader_for(toy), plots=False, site=False)
@@ -146,8 +165,7 @@ def test_rows_carry_the_dirty_and_partial_flags(tmp_path, toy):
 
 
 def test_legacy_partial_is_read_from_max_steps_and_epochs():
-    sub = {"profile": {"train": {"epochs": 4, "max_steps": 2}},
-           "provenance": {"training": {"epochs_completed": 0}}}
+    sub = {"profile": {"train": {"epochs": 4, "max_steps": 2}}, "provenance": {"training": {"epochs_completed": 0}}}
     assert run_identity.is_partial(sub)
     sub["profile"]["train"]["max_steps"] = None  # no truncation asked: a full run
     assert not run_identity.is_partial(sub)
@@ -166,8 +184,15 @@ def test_v2_writes_identity_and_diff_and_v1_still_loads(tmp_path, toy):
     path.write_text(dumps_submission(v1))
     assert load_submission(path)["schema_version"] == 1  # committed v1 submissions keep loading
     bad = copy.deepcopy(sub)
-    bad["provenance"]["identity"] = {"dataset": "toy", "annotation_checksum": "x", "profile": "tiny", "method": "m",
-                                     "code": {"sha256": "not-a-hash"}, "seed": 0, "partial": False}
+    bad["provenance"]["identity"] = {
+        "dataset": "toy",
+        "annotation_checksum": "x",
+        "profile": "tiny",
+        "method": "m",
+        "code": {"sha256": "not-a-hash"},
+        "seed": 0,
+        "partial": False,
+    }
     assert any("identity/code/sha256" in e for e in schema_errors(bad))
 
 
@@ -284,8 +309,10 @@ def test_a_run_writes_to_the_untracked_user_results_by_default():
     args = build_parser().parse_args(["run", "--method", "m", "--dataset", "d"])
     assert args.results_dir == USER_RESULTS_DIR == RunConfig("m", "d", get_profile("tiny")).results_dir
     assert USER_RESULTS_DIR.parts[0] == "runs"
-    ignored = subprocess.run(["git", "check-ignore", "-q", str(USER_RESULTS_DIR / "submissions" / "x.json")],
-                             cwd=Path(__file__).resolve().parent.parent)
+    ignored = subprocess.run(
+        ["git", "check-ignore", "-q", str(USER_RESULTS_DIR / "submissions" / "x.json")],
+        cwd=Path(__file__).resolve().parent.parent,
+    )
     assert ignored.returncode == 0  # git ignores it: a run never modifies a tracked file
 
 

@@ -9,7 +9,13 @@ import torch
 from torchvision.ops import box_convert, box_iou
 
 from methods.ipd import (
-    SetDetector, boxes_to_patch_keep, cell_box_iou, detection_loss, hungarian_match, patch_cells, predict_boxes,
+    SetDetector,
+    boxes_to_patch_keep,
+    cell_box_iou,
+    detection_loss,
+    hungarian_match,
+    patch_cells,
+    predict_boxes,
 )
 
 G = 7
@@ -71,14 +77,16 @@ def test_hungarian_matches_the_optimal_assignment() -> None:
     targets = torch.tensor([[0.30, 0.5, 0.2, 0.2], [0.50, 0.5, 0.2, 0.2]])
     preds = torch.tensor([[0.42, 0.5, 0.2, 0.2], [0.29, 0.5, 0.2, 0.2], [0.9, 0.9, 0.1, 0.1]])
     logits = torch.zeros(1, 3, 2)
-    (rows, cols), = hungarian_match(logits, preds[None], [targets])
+    ((rows, cols),) = hungarian_match(logits, preds[None], [targets])
     assert dict(zip(cols.tolist(), rows.tolist())) == {0: 1, 1: 0}
     # brute force over all injective assignments agrees on the total cost
     from torchvision.ops import generalized_box_iou
 
     def cost(q: int, t: int) -> float:
         l1 = (preds[q] - targets[t]).abs().sum()
-        giou = generalized_box_iou(box_convert(preds[q : q + 1], "cxcywh", "xyxy"), box_convert(targets[t : t + 1], "cxcywh", "xyxy"))
+        giou = generalized_box_iou(
+            box_convert(preds[q : q + 1], "cxcywh", "xyxy"), box_convert(targets[t : t + 1], "cxcywh", "xyxy")
+        )
         return float(5 * l1 - 2 * giou[0, 0] - 0.5)
 
     best = min(itertools.permutations(range(3), 2), key=lambda qs: sum(cost(q, t) for t, q in enumerate(qs)))
@@ -89,7 +97,7 @@ def test_hungarian_prefers_confident_query_when_boxes_tie() -> None:
     tgt = torch.tensor([[0.5, 0.5, 0.3, 0.3]])
     preds = tgt.repeat(2, 1)[None]
     logits = torch.tensor([[[0.0, 2.0], [2.0, 0.0]]])  # query 1 is confident
-    (rows, cols), = hungarian_match(logits, preds, [tgt])
+    ((rows, cols),) = hungarian_match(logits, preds, [tgt])
     assert rows.tolist() == [1] and cols.tolist() == [0]
 
 
@@ -120,7 +128,9 @@ def test_predict_boxes_takes_best_query_and_thresholds() -> None:
 @pytest.mark.parametrize("temporal", [0, 1])
 def test_detectors_shapes_and_padding_frames_do_not_leak(temporal: int) -> None:
     torch.manual_seed(0)
-    det = SetDetector(width=16, num_tokens=50, max_frames=4, dim=16, queries=3, layers=1, heads=2, temporal_layers=temporal).eval()
+    det = SetDetector(
+        width=16, num_tokens=50, max_frames=4, dim=16, queries=3, layers=1, heads=2, temporal_layers=temporal
+    ).eval()
     tokens = torch.randn(2, 4, 50, 16)
     mask = torch.tensor([[True, True, True, False], [True, False, False, False]])
     logits, boxes = det(tokens, mask)
@@ -139,7 +149,9 @@ def test_detectors_shapes_and_padding_frames_do_not_leak(temporal: int) -> None:
 
 def test_window_offset_moves_the_temporal_positions() -> None:
     torch.manual_seed(0)
-    multi = SetDetector(width=16, num_tokens=50, max_frames=6, dim=16, queries=2, layers=1, heads=2, temporal_layers=1).eval()
+    multi = SetDetector(
+        width=16, num_tokens=50, max_frames=6, dim=16, queries=2, layers=1, heads=2, temporal_layers=1
+    ).eval()
     single = SetDetector(width=16, num_tokens=50, max_frames=6, dim=16, queries=2, layers=1, heads=2).eval()
     tokens, mask = torch.randn(1, 3, 50, 16), torch.ones(1, 3, dtype=torch.bool)
     with torch.no_grad():

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmark.reports import leaderboard as lb
 from benchmark.record.submission import dumps_submission, write_submission
+from benchmark.reports import leaderboard as lb
 from tests.evalkit import make_splits, make_submission
 
 REPO = Path(__file__).resolve().parent.parent
@@ -30,10 +30,21 @@ def results(tmp_path, toy):
     bad = make_submission(toy, method="weak", variant="small", noise=3.0, seed=0, train_s=59.0)
     write_submission(good, tmp_path)
     write_submission(bad, tmp_path)
-    reported = {"schema_version": 1, "rows": [{
-        "method": "paper-method", "variant": "", "dataset": "toy", "profile": "tiny",
-        "metrics": {"R1": 12.5, "R5": 40.0}, "protocol": "its own", "source": "a paper (2020)", "date": "2020",
-    }]}
+    reported = {
+        "schema_version": 1,
+        "rows": [
+            {
+                "method": "paper-method",
+                "variant": "",
+                "dataset": "toy",
+                "profile": "tiny",
+                "metrics": {"R1": 12.5, "R5": 40.0},
+                "protocol": "its own",
+                "source": "a paper (2020)",
+                "date": "2020",
+            }
+        ],
+    }
     (tmp_path / "reported.json").write_text(json.dumps(reported))
     return tmp_path, good, bad
 
@@ -50,7 +61,9 @@ def test_tables_show_rescored_numbers_ranked_by_r1(results, toy):
     assert rows[0].method == "good" and len(rows) == 3
     assert r1 == sorted(r1, reverse=True)
     good_row = next(r for r in rows if r.method == "good")
-    assert good_row.status == "verified" and good_row.values["R1"] == pytest.approx(good["metrics"]["overall"]["R1"]["value"])
+    assert good_row.status == "verified" and good_row.values["R1"] == pytest.approx(
+        good["metrics"]["overall"]["R1"]["value"]
+    )
     assert good_row.values["mAP"] == pytest.approx(good["metrics"]["overall"]["mAP@10"]["value"])
     md = (root / "leaderboard.md").read_text()
     g = good["metrics"]["overall"]
@@ -109,7 +122,8 @@ def test_interrupted_regeneration_leaves_old_file_whole(results, toy, monkeypatc
     lb.regenerate(root, load_splits=loader_for(toy))
     before = (root / "leaderboard.md").read_bytes()
     (root / "submissions" / "good__extra.json").write_text(
-        (root / "submissions" / "toy__tiny__good__seed0.json").read_text().replace('"good"', '"other"'))
+        (root / "submissions" / "toy__tiny__good__seed0.json").read_text().replace('"good"', '"other"')
+    )
     import os
 
     def interrupted(*a, **k):
@@ -175,8 +189,11 @@ def test_a_reranked_row_is_labelled_by_its_stage_and_trained_nothing(tmp_path, t
 
 def test_a_run_resumed_part_way_counts_the_epochs_before_the_resume(tmp_path, toy):
     sub = make_submission(toy, method="m", train_s=60.0)  # this process: the last 2 epochs only
-    sub["provenance"]["training"] = {"steps": 40, "resumed_from_step": 20,
-                                     "history": [{"epoch": e, "wall_s": 30.0 + e} for e in range(1, 5)]}
+    sub["provenance"]["training"] = {
+        "steps": 40,
+        "resumed_from_step": 20,
+        "history": [{"epoch": e, "wall_s": 30.0 + e} for e in range(1, 5)],
+    }
     write_submission(sub, tmp_path)
     (row,) = lb.regenerate(tmp_path, load_splits=loader_for(toy)).tables[("toy", "tiny")]
     assert row.train_s == 31.0 + 32.0 + 33.0 + 34.0
@@ -186,8 +203,11 @@ def test_a_first_stage_evaluation_of_a_finished_checkpoint_shows_its_training_ti
     """Resumed at its last step (e.g. to score the same weights on a regenerated test split):
     the row's weights took the epochs' time to train, though this process trained nothing."""
     sub = make_submission(toy, method="m", train_s=0.0)
-    sub["provenance"]["training"] = {"steps": 40, "resumed_from_step": 40,
-                                     "history": [{"epoch": e, "wall_s": 60.0} for e in range(1, 5)]}
+    sub["provenance"]["training"] = {
+        "steps": 40,
+        "resumed_from_step": 40,
+        "history": [{"epoch": e, "wall_s": 60.0} for e in range(1, 5)],
+    }
     write_submission(sub, tmp_path)
     (row,) = lb.regenerate(tmp_path, load_splits=loader_for(toy)).tables[("toy", "tiny")]
     assert row.train_s == 240.0
@@ -202,7 +222,10 @@ def test_analysis_rows_come_after_the_ranked_ones_unnumbered(tmp_path, toy):
     for sub in (weak, oracle, reused):
         write_submission(sub, tmp_path)
     rows = lb.regenerate(tmp_path, load_splits=loader_for(toy)).tables[("toy", "tiny")]
-    assert [r.label for r in rows][0] == "m" and {r.label for r in rows[1:]} == {"m (ipd-oracle)", "m (x), weights of m-full"}
+    assert [r.label for r in rows][0] == "m" and {r.label for r in rows[1:]} == {
+        "m (ipd-oracle)",
+        "m (x), weights of m-full",
+    }
     assert rows[1].values["R1"] > rows[0].values["R1"] and all(r.analysis for r in rows[1:])
     md = (tmp_path / "leaderboard.md").read_text()
     assert "| 1   | m " in md and "| –   | m (x), weights of m-full" in md and "| 2 " not in md
@@ -218,7 +241,11 @@ def test_an_untrained_control_is_analysis_and_a_zero_shot_row_is_ranked(tmp_path
         sub["provenance"].pop("training", None)
     zero_shot["method"]["config"] = {"encoder": {"pretrained": "openai", "width": 8}}
     paths = {write_submission(sub, tmp_path).name for sub in (trained, untrained, zero_shot)}
-    assert paths == {"toy__tiny__m__seed0.json", "toy__tiny__m__untrained__seed0.json", "toy__tiny__z__zero-shot__seed0.json"}
+    assert paths == {
+        "toy__tiny__m__seed0.json",
+        "toy__tiny__m__untrained__seed0.json",
+        "toy__tiny__z__zero-shot__seed0.json",
+    }
     rows = lb.regenerate(tmp_path, load_splits=loader_for(toy)).tables[("toy", "tiny")]
     assert [(r.label, r.analysis) for r in rows] == [("m", False), ("z, zero-shot", False), ("m, untrained", True)]
     assert rows[2].values["R1"] > rows[0].values["R1"]  # the better untrained score still takes no rank
@@ -232,7 +259,10 @@ def test_trained_rows_show_their_gain_over_the_untrained_control(tmp_path, toy):
     lb.regenerate(tmp_path, load_splits=loader_for(toy))
     assert "vs untrained R1 / R10" not in (tmp_path / "leaderboard.md").read_text()
     good, good0 = make_submission(toy, method="good", noise=0.3), make_submission(toy, method="good", noise=4.0, seed=1)
-    flat, flat0 = make_submission(toy, method="flat", noise=4.0, seed=2), make_submission(toy, method="flat", noise=4.0, seed=3)
+    flat, flat0 = (
+        make_submission(toy, method="flat", noise=4.0, seed=2),
+        make_submission(toy, method="flat", noise=4.0, seed=3),
+    )
     for sub in (good0, flat0):
         sub["provenance"].pop("training")
     for sub in (good0, flat, flat0):  # different noise draws, all of seed 0
@@ -310,7 +340,14 @@ def test_committed_leaderboard_has_no_drift(tmp_path):
         shutil.copytree(RESULTS / "submissions", work / "submissions")
     shutil.copy(RESULTS / "reported.json", work / "reported.json")
     lb.regenerate(work, load_splits=lb.registry_loader(), plots=False)
-    for name in ("leaderboard.md", "leaderboard.tex", "site/index.html", "site/data.js", "site/app.js", "site/style.css"):
+    for name in (
+        "leaderboard.md",
+        "leaderboard.tex",
+        "site/index.html",
+        "site/data.js",
+        "site/app.js",
+        "site/style.css",
+    ):
         assert (work / name).read_text() == (RESULTS / name).read_text(), (
             f"results/{name} drifted from the submissions: run `run_benchmark.py leaderboard`"
         )
@@ -318,10 +355,23 @@ def test_committed_leaderboard_has_no_drift(tmp_path):
 
 def test_registry_loader_verifies_synthetic_rows_and_not_real_ones(tmp_path, synth_lpr4m, synth_movingfashion):
     """The default loader regenerates a synthetic set from the submission's size/seed."""
-    write_submission(make_submission(synth_lpr4m, method="synth-run", dataset="lpr4m-synth",
-                                     dataset_size="tiny", dataset_seed=0, topk=5), tmp_path)
-    write_submission(make_submission(synth_movingfashion, method="mf-run", dataset="movingfashion-synth",
-                                     dataset_size="tiny", dataset_seed=0, topk=5), tmp_path)
+    write_submission(
+        make_submission(
+            synth_lpr4m, method="synth-run", dataset="lpr4m-synth", dataset_size="tiny", dataset_seed=0, topk=5
+        ),
+        tmp_path,
+    )
+    write_submission(
+        make_submission(
+            synth_movingfashion,
+            method="mf-run",
+            dataset="movingfashion-synth",
+            dataset_size="tiny",
+            dataset_seed=0,
+            topk=5,
+        ),
+        tmp_path,
+    )
     real = make_submission(synth_lpr4m, method="real-run", dataset="lpr4m", topk=5)  # real dataset name, no data root
     write_submission(real, tmp_path)
     board = lb.regenerate(tmp_path, load_splits=lb.registry_loader(), plots=False)
@@ -353,7 +403,7 @@ def test_one_ranked_row_per_method_its_variants_against_its_main_row(tmp_path, t
     assert abl_test["R1"].diff == pytest.approx(r_abl - r_m)
     assert board.vs_best[key][1]["R1"].diff == pytest.approx(r_n - r_m) and board.vs_best[key][0] == {}
     md = (tmp_path / "leaderboard.md").read_text()
-    ranked_md = md[md.index("**Ranked"):md.index("**Paired")]
+    ranked_md = md[md.index("**Ranked") : md.index("**Paired")]
     assert "m (abl)" not in ranked_md and "**m: configurations against its main row**" in md
     assert "**Each method against the best (m)**" in md
 
@@ -365,7 +415,9 @@ def test_the_declared_main_configuration_is_the_ranked_row(tmp_path, toy):
     rows = lb.collect_rows(tmp_path, loader_for(toy))
     board = lb.build(rows, main_of=lambda m: {"variants": ("c", "b", "a"), "rerank": "none"})
     assert [r.variant for r in board.tables[("toy", "tiny")] if r.main] == ["b"]
-    board = lb.build(lb.collect_rows(tmp_path, loader_for(toy)), main_of=lambda m: {"variants": ("b",), "rerank": "all"})
+    board = lb.build(
+        lb.collect_rows(tmp_path, loader_for(toy)), main_of=lambda m: {"variants": ("b",), "rerank": "all"}
+    )
     assert not any(r.main for r in board.tables[("toy", "tiny")])  # no row of its main stage: nothing ranked
 
 

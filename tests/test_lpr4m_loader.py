@@ -63,7 +63,9 @@ def test_release_test_records(release):
         assert sorted(q.clip.boxes) == [i for i, b in enumerate(exp["boxes"]) if b]
         assert not q.missing
     assert any(len(q.gt_ids) == 2 for q in s.queries)
-    assert [(g.group, g.image_id) for g in s.gallery] == [(live, i) for live, ids in release.gallery.items() for i in ids]
+    assert [(g.group, g.image_id) for g in s.gallery] == [
+        (live, i) for live, ids in release.gallery.items() for i in ids
+    ]
     assert all(g.title == release.titles[g.image_id] for g in s.gallery)
     assert len(s.annotation_checksum) == 64
 
@@ -87,7 +89,9 @@ def test_lpr750k_records(l750k):
     assert all(p.exists() for p in p0.clip.frame_paths) and p0.image_path.exists()
     assert p0.image_path == l750k.root / "training_image" / f"{e0['image_id']}.jpg"
     assert p0.category == e0["category"] and p0.clip.asr == e0["asr"] and p0.clip.boxes == {}
-    assert [(q.query_id, q.group, list(q.gt_ids)) for q in s.queries] == [(q["clip_id"], q["live_id"], q["gt"]) for q in l750k.queries]
+    assert [(q.query_id, q.group, list(q.gt_ids)) for q in s.queries] == [
+        (q["clip_id"], q["live_id"], q["gt"]) for q in l750k.queries
+    ]
     assert all(p.exists() for q in s.queries for p in q.clip.frame_paths)
     # gallery image id = first 5 dash fields of "<uuid>-0.jpg"
     assert [(g.group, g.image_id) for g in s.gallery] == [(live, i) for live, ids in l750k.gallery.items() for i in ids]

@@ -60,10 +60,18 @@ def test_query_frames_come_from_the_frame_url_list_not_the_box_file(release):
     assert [p.name for p in q1.clip.frame_paths] == [f"{C1}-{i}.jpg" for i in ("0000", "0001", "0002", "0010")]
     assert q1.clip.frame_paths[0] == release / "frames" / C1 / f"{C1}-0000.jpg"
     # boxes from the box file where present: a list of boxes gives its first, a bare box is one box
-    assert dict(q1.clip.boxes) == {1: (120.0, 300.0, 420.0, 700.0), 2: (10.0, 20.0, 200.0, 300.0), 3: (100.0, 200.0, 300.0, 500.0)}
+    assert dict(q1.clip.boxes) == {
+        1: (120.0, 300.0, 420.0, 700.0),
+        2: (10.0, 20.0, 200.0, 300.0),
+        3: (100.0, 200.0, 300.0, 500.0),
+    }
     assert q1.clip.box_space == "original" and q1.clip.asr.startswith("宝宝们")
     # a clip with no box at all still has its frames
-    assert len(q2.clip.frame_paths) == 3 and dict(q2.clip.boxes) == {} and q2.gt_ids == ("0a1b2c3d-2eeb-11ee-b7bb-77cb20e634dc", "5e6f7a8b-2eeb-11ee-b7bb-77cb20e634dc")
+    assert (
+        len(q2.clip.frame_paths) == 3
+        and dict(q2.clip.boxes) == {}
+        and q2.gt_ids == ("0a1b2c3d-2eeb-11ee-b7bb-77cb20e634dc", "5e6f7a8b-2eeb-11ee-b7bb-77cb20e634dc")
+    )
     # a query with no frame is kept and scored as a miss, not dropped from the denominator
     assert q3.missing and q3.clip.frame_paths == () and q3.gt_ids == (COAT,)
     assert [g.image_id for g in s.gallery][:2] == [COAT, "0a1b2c3d-2eeb-11ee-b7bb-77cb20e634dc"]
@@ -74,7 +82,9 @@ def test_query_without_frames_is_counted(release):
     faults = Faults(strict=False)
     s = read_lpr4m(release, faults)
     assert sum(q.missing for q in s.queries) == 1
-    assert faults.counts[F.EMPTY_CLIP] == 1 and "1 of 3 queries have no frame" in faults.examples[F.EMPTY_CLIP][0].message
+    assert (
+        faults.counts[F.EMPTY_CLIP] == 1 and "1 of 3 queries have no frame" in faults.examples[F.EMPTY_CLIP][0].message
+    )
 
 
 def test_without_a_url_list_the_frames_on_disk_are_the_clip(release):
@@ -94,13 +104,29 @@ def test_without_a_url_list_the_frames_on_disk_are_the_clip(release):
 def test_ten_training_part_files_are_one_list_and_rows_without_boxes_are_valid(release):
     s = load_lpr4m(release)
     assert len(s.train) == 11
-    assert [p.image_id for p in s.train][:3] == ["1a2b3c4d-2eeb-11ee-b7bb-77cb20e63400", COAT, "1a2b3c4d-2eeb-11ee-b7bb-77cb20e63401"]
+    assert [p.image_id for p in s.train][:3] == [
+        "1a2b3c4d-2eeb-11ee-b7bb-77cb20e63400",
+        COAT,
+        "1a2b3c4d-2eeb-11ee-b7bb-77cb20e63401",
+    ]
     assert s.train[-1].image_id == "1a2b3c4d-2eeb-11ee-b7bb-77cb20e63409"  # part 09 last
     assert all(p.clip.boxes == {} for i, p in enumerate(s.train) if i != 1)  # "[]": no boxes, not malformed
     boxed = s.train[1]
-    assert len(boxed.clip.frame_paths) == 4 and dict(boxed.clip.boxes) == {1: (60.0, 480.0, 300.0, 900.0)}  # [0,0,0,0] = none
-    assert dict(boxed.attributes) == {"category": "女装", "scale": "small", "duration": "long", "num_products": "single"}
-    assert dict(s.train[0].attributes) == {"category": "category 0", "scale": "small", "duration": "medium", "num_products": "many"}
+    assert len(boxed.clip.frame_paths) == 4 and dict(boxed.clip.boxes) == {
+        1: (60.0, 480.0, 300.0, 900.0)
+    }  # [0,0,0,0] = none
+    assert dict(boxed.attributes) == {
+        "category": "女装",
+        "scale": "small",
+        "duration": "long",
+        "num_products": "single",
+    }
+    assert dict(s.train[0].attributes) == {
+        "category": "category 0",
+        "scale": "small",
+        "duration": "medium",
+        "num_products": "many",
+    }
     assert s.train[0].image_path == release / "images" / "1a2b3c4d-2eeb-11ee-b7bb-77cb20e63400.jpg"
 
 
@@ -146,8 +172,11 @@ def test_prepare_report_leaves_failed_files_out(release):
     import json
 
     full = load_lpr4m(release)
-    report = {"lists": {"test_frame_url": {}, "test_image_url": {}},
-              "failed_frame_ids": [f"{C2}-0001"], "failed_image_ids": ["9c8d7e6f-2eeb-11ee-b7bb-77cb20e634dc"]}
+    report = {
+        "lists": {"test_frame_url": {}, "test_image_url": {}},
+        "failed_frame_ids": [f"{C2}-0001"],
+        "failed_image_ids": ["9c8d7e6f-2eeb-11ee-b7bb-77cb20e634dc"],
+    }
     (release / "prepare_report.json").write_text(json.dumps(report))
     faults = Faults(strict=False)
     s = read_lpr4m(release, faults)
@@ -168,8 +197,12 @@ def test_check_data_on_a_test_only_preparation_is_clean(release):
         _jpeg(release / "frames" / C2 / f"{C2}-{i}.jpg", (256, 455))
     for image in (COAT, "0a1b2c3d-2eeb-11ee-b7bb-77cb20e634dc", "5e6f7a8b-2eeb-11ee-b7bb-77cb20e634dc"):
         _jpeg(release / "images" / f"{image}.jpg", (256, 256))
-    report = {"lists": {"test_frame_url": {}, "test_image_url": {}}, "failed_frame_ids": [],
-              "failed_image_ids": ["9c8d7e6f-2eeb-11ee-b7bb-77cb20e634dc"], "gallery_images_missing": ["9c8d7e6f-2eeb-11ee-b7bb-77cb20e634dc"]}
+    report = {
+        "lists": {"test_frame_url": {}, "test_image_url": {}},
+        "failed_frame_ids": [],
+        "failed_image_ids": ["9c8d7e6f-2eeb-11ee-b7bb-77cb20e634dc"],
+        "gallery_images_missing": ["9c8d7e6f-2eeb-11ee-b7bb-77cb20e634dc"],
+    }
     (release / "prepare_report.json").write_text(json.dumps(report))
     rep = check_dataset("lpr4m", release)
     assert rep.ok, rep.format()

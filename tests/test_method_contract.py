@@ -16,9 +16,21 @@ from methods.base import Method, overrides_hook
 
 BENCHMARK = Path(__file__).resolve().parent.parent / "benchmark"
 HOOKS = (
-    "default_config", "set_epoch", "variant", "encode_query", "encode_gallery", "training_losses", "on_epoch_start",
-    "rerank", "needs_rerank_validation", "second_stage_scores", "set_rerank_fuse_weight", "cross_attention_maps", "intent_boxes",
-    "parameter_groups", "num_parameters",
+    "default_config",
+    "set_epoch",
+    "variant",
+    "encode_query",
+    "encode_gallery",
+    "training_losses",
+    "on_epoch_start",
+    "rerank",
+    "needs_rerank_validation",
+    "second_stage_scores",
+    "set_rerank_fuse_weight",
+    "cross_attention_maps",
+    "intent_boxes",
+    "parameter_groups",
+    "num_parameters",
 )
 
 
@@ -39,7 +51,11 @@ def _method_calls(tree: ast.AST) -> set[str]:
     """Attributes read from names the harness gives a method: ``method.X`` / ``model.X``."""
     out = set()
     for node in ast.walk(tree):
-        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in ("method", "model"):
+        if (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and node.value.id in ("method", "model")
+        ):
             out.add(node.attr)
     return out
 
@@ -50,8 +66,14 @@ def test_the_harness_calls_only_declared_members_and_never_probes():
     for path in sorted(BENCHMARK.rglob("*.py")):
         tree = ast.parse(path.read_text(encoding="utf-8"))
         for node in ast.walk(tree):
-            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("getattr", "hasattr")
-                    and node.args and isinstance(node.args[0], ast.Name) and node.args[0].id in ("method", "model", "cls")):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Name)
+                and node.func.id in ("getattr", "hasattr")
+                and node.args
+                and isinstance(node.args[0], ast.Name)
+                and node.args[0].id in ("method", "model", "cls")
+            ):
                 probes.append(f"{path.relative_to(BENCHMARK.parent)}:{node.lineno}")
         undeclared |= {a for a in _method_calls(tree) if a not in declared}
     assert not probes, f"getattr/hasattr probing of a method: {probes}"
@@ -66,8 +88,9 @@ def test_per_method_optimiser_settings_have_one_mechanism():
             assert set(recipe) <= fields, f"{entry.name} TRAIN_RECIPE[{profile}] has non-TrainConfig keys"
         for profile in cls.PROFILES:
             cfg_fields = {f.name for f in dataclasses.fields(cls.default_config(profile))}
-            assert not cfg_fields & {"lr_encoder", "lr_new", "weight_decay"}, \
+            assert not cfg_fields & {"lr_encoder", "lr_new", "weight_decay"}, (
                 f"{entry.name}: optimiser settings in the method config (use TRAIN_RECIPE)"
+            )
         assert cls.parameter_groups is Method.parameter_groups or "parameter_groups" in cls.__dict__
 
 

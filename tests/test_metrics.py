@@ -10,14 +10,22 @@ from hypothesis import strategies as st
 from sklearn.metrics import average_precision_score, top_k_accuracy_score
 
 from benchmark.evaluation.metrics import (
-    average_precision, bootstrap_ci, compute_metrics, map_upper_bound, ranks_from_lists, recall_curve,
+    average_precision,
+    bootstrap_ci,
+    compute_metrics,
+    map_upper_bound,
+    ranks_from_lists,
+    recall_curve,
 )
 from benchmark.evaluation.retrieval import GT_ABSENT, pack_ground_truth, rank
 
 
 @settings(max_examples=120, deadline=None)
 @given(
-    nq=st.integers(1, 15), ng=st.integers(3, 12), k=st.integers(1, 12), seed=st.integers(0, 2**31 - 1),
+    nq=st.integers(1, 15),
+    ng=st.integers(3, 12),
+    k=st.integers(1, 12),
+    seed=st.integers(0, 2**31 - 1),
     levels=st.integers(2, 6),
 )
 def test_recall_matches_sklearn_top_k_accuracy(nq, ng, k, seed, levels):
@@ -77,8 +85,10 @@ def grouped_problems(draw):
     qg = draw(st.lists(st.integers(0, n_groups - 1), min_size=nq, max_size=nq))
     gg = draw(st.lists(st.integers(0, n_groups - 1), min_size=ng, max_size=ng))
     # several ground truths: gallery positions (maybe in another group) or absent ids
-    gts = [draw(st.lists(st.one_of(st.integers(0, ng - 1), st.integers(1000, 1003)), min_size=1, max_size=4, unique=True))
-           for _ in range(nq)]
+    gts = [
+        draw(st.lists(st.one_of(st.integers(0, ng - 1), st.integers(1000, 1003)), min_size=1, max_size=4, unique=True))
+        for _ in range(nq)
+    ]
     valid = draw(st.lists(st.booleans(), min_size=nq, max_size=nq))
     cutoff = draw(st.integers(1, 6))
     return q, g, qg, gg, gts, valid, cutoff
@@ -157,8 +167,13 @@ def test_bootstrap_is_seeded_contains_the_mean_and_has_binomial_width():
 
 def test_breakdowns_cover_every_query_with_unknown_bucket():
     gt_rank = np.array([[1], [2], [0], [1], [5]])
-    attrs = [{"scale": "small", "category": "shoe"}, {"scale": "small"}, {"scale": "large", "category": "shoe"},
-             {"scale": "large", "category": ""}, {"scale": "small", "category": "dress"}]
+    attrs = [
+        {"scale": "small", "category": "shoe"},
+        {"scale": "small"},
+        {"scale": "large", "category": "shoe"},
+        {"scale": "large", "category": ""},
+        {"scale": "small", "category": "dress"},
+    ]
     m = compute_metrics(gt_rank, ks=(1, 5), attributes=attrs, bootstrap=50, seed=0)
     b = m["breakdowns"]
     assert set(b) == {"scale", "category"}

@@ -14,12 +14,7 @@ import torch.nn.functional as F
 
 from methods.backbones import count_parameters
 from methods.base import build_method
-from methods.mgh import (
-    MGH,
-    HypergraphLayer,
-    jsd_mutual_information,
-    temporal_neighbour_mask,
-)
+from methods.mgh import MGH, HypergraphLayer, jsd_mutual_information, temporal_neighbour_mask
 from tests.baseline_fixtures import (
     check_embedding_shapes,
     check_nonlocal_blocks_learn,

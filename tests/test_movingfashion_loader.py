@@ -27,7 +27,10 @@ def test_records(mf):
     assert s.layout == "movingfashion" and not s.grouped
     # train000 has 2 videos, train001's only video is missing, train002 has 1 -> 3 pairs
     assert [(p.product_id, p.clip.video_path.name) for p in s.train] == [
-        ("train000", "train000_0.mp4"), ("train000", "train000_1.mp4"), ("train002", "train002_0.mp4")]
+        ("train000", "train000_0.mp4"),
+        ("train000", "train000_1.mp4"),
+        ("train002", "train002_0.mp4"),
+    ]
     assert all(p.clip.sample_fps == 1.0 and p.clip.frame_paths == () for p in s.train)
     assert [p.attributes["source"] for p in s.train] == ["hard", "hard", "hard"]
     assert s.train[0].image_path == mf.root / "imgs" / "train000.jpg"
@@ -48,7 +51,11 @@ def test_missing_test_video_as_a_miss_and_linspace_pick_on_request(mf, monkeypat
     monkeypatch.setenv("LPR_BENCH_MF_MISSING_TEST", "miss")
     monkeypatch.setenv("LPR_BENCH_MF_FRAME_PICK", "linspace")
     s = load_movingfashion(mf.root)
-    assert [(q.query_id, q.missing) for q in s.queries] == [("test000_0", False), ("test001_0", False), ("test002_0", True)]
+    assert [(q.query_id, q.missing) for q in s.queries] == [
+        ("test000_0", False),
+        ("test001_0", False),
+        ("test002_0", True),
+    ]
     assert s.queries[2].clip.video_path is None and s.queries[2].clip.frame_paths == ()
     assert all(q.clip.frame_pick == "linspace" for q in s.queries)
     monkeypatch.setenv("LPR_BENCH_MF_MISSING_TEST", "ignore")
@@ -82,7 +89,9 @@ def test_bad_source_value(tmp_path):
     data = json.loads((man.root / "test.json").read_text())
     data["test000"]["source"] = 2
     (man.root / "test.json").write_text(json.dumps(data))
-    with pytest.raises(DataError, match=r"test\.json: product 'test000': 'source' must be 0 \(hard\) or 1 \(regular\), got 2") as ei:
+    with pytest.raises(
+        DataError, match=r"test\.json: product 'test000': 'source' must be 0 \(hard\) or 1 \(regular\), got 2"
+    ) as ei:
         load_movingfashion(man.root)
     assert ei.value.kind == F.BAD_JSON
 

@@ -53,9 +53,9 @@ def test_paper_resize_is_the_official_ricecode_not_clips_own():
 
 @pytest.mark.parametrize("method", ["rice", "clip-meanpool"])
 def test_paper_methods_build_their_clip_with_quickgelu(method):
-    from benchmark.core.registry import METHODS
     import methods.clip_meanpool  # noqa: F401
     import methods.rice  # noqa: F401
+    from benchmark.core.registry import METHODS
 
     info = DataInfo(num_products=10, num_categories=2, num_frames=2, image_size=224)
     overrides = {"encoder.pretrained": None, "encoder.text_pretrained": None}
@@ -87,10 +87,15 @@ def _paper_backbone(module_name: str) -> BackboneConfig:
     return importlib.import_module(f"methods.{module_name}").PAPER.encoder
 
 
-@pytest.mark.parametrize("module_name, weights_enum", [
-    ("nvan", "ResNet50_Weights"), ("mgh", "ResNet50_Weights"),
-    ("asymnet", "VGG16_Weights"), ("fashionnet", "VGG16_Weights"),
-])
+@pytest.mark.parametrize(
+    "module_name, weights_enum",
+    [
+        ("nvan", "ResNet50_Weights"),
+        ("mgh", "ResNet50_Weights"),
+        ("asymnet", "VGG16_Weights"),
+        ("fashionnet", "VGG16_Weights"),
+    ],
+)
 def test_cnn_baselines_normalise_as_their_imagenet_weights(module_name, weights_enum):
     import timm
     import torchvision.models as tvm
@@ -127,8 +132,13 @@ def test_seam_normalises_as_torchvisions_mask_rcnn():
 
 def test_backbone_renormalises_the_clip_batch_to_its_weights_mean_std():
     """The first convolution sees (pixels - mean) / std of the weights, not CLIP's batch."""
-    cfg = BackboneConfig(name="resnet18", pretrained=None, channels=(8, 16, 32, 64),
-                         input_mean=(0.485, 0.456, 0.406), input_std=(0.229, 0.224, 0.225))
+    cfg = BackboneConfig(
+        name="resnet18",
+        pretrained=None,
+        channels=(8, 16, 32, 64),
+        input_mean=(0.485, 0.456, 0.406),
+        input_std=(0.229, 0.224, 0.225),
+    )
     torch.manual_seed(0)
     model = create_backbone(cfg)
     seen = {}
@@ -167,13 +177,23 @@ def test_tiny_recipe_is_unchanged():
 
 
 def test_engine_uses_adam_eps_and_a_schedule_in_updates(tmp_path):
-    from benchmark.training import engine
     from benchmark.core.config import TrainConfig
+    from benchmark.training import engine
     from benchmark.training.distributed import DistEnv
     from tests.toy_methods import RegressionData, ToyRegression
 
-    cfg = TrainConfig(epochs=1, updates=7, batch_size=8, lr_encoder=1e-2, lr_new=1e-2, weight_decay=0.0,
-                      warmup_ratio=0.0, grad_clip=0.0, adam_eps=1e-6, amp=False)
+    cfg = TrainConfig(
+        epochs=1,
+        updates=7,
+        batch_size=8,
+        lr_encoder=1e-2,
+        lr_new=1e-2,
+        weight_decay=0.0,
+        warmup_ratio=0.0,
+        grad_clip=0.0,
+        adam_eps=1e-6,
+        amp=False,
+    )
     torch.manual_seed(0)
     model = ToyRegression()
     assert {g["eps"] for g in engine.build_optimizer(model, cfg).param_groups} == {1e-6}

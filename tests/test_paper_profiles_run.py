@@ -64,8 +64,11 @@ def test_random_init_finds_nested_weights():
         pretrained: Any = None
         text_pretrained: str = "ViT-B-16"
 
-    assert random_init_overrides(Outer()) == {"encoder.pretrained": "none", "require_pretrained": "false",
-                                              "text_pretrained": "none"}
+    assert random_init_overrides(Outer()) == {
+        "encoder.pretrained": "none",
+        "require_pretrained": "false",
+        "text_pretrained": "none",
+    }
 
 
 @pytest.fixture(scope="module")
@@ -74,8 +77,15 @@ def micro_lpr4m(tmp_path_factory) -> Path:
     from datasets.synthetic import SIZES, generate
 
     spec = dataclasses.replace(
-        SIZES["tiny"], name="paper-profile-check", train_lives=1, test_lives=1, products_per_live=(2, 2),
-        test_products_per_live=(2, 2), clips_per_product=(1, 1), queries_per_live=(2, 2), frames_per_clip=(10, 10),
+        SIZES["tiny"],
+        name="paper-profile-check",
+        train_lives=1,
+        test_lives=1,
+        products_per_live=(2, 2),
+        test_products_per_live=(2, 2),
+        clips_per_product=(1, 1),
+        queries_per_live=(2, 2),
+        frames_per_clip=(10, 10),
     )
     return generate("lpr4m", tmp_path_factory.mktemp("paper-profile") / "lpr4m", seed=0, size=spec)
 
@@ -93,15 +103,36 @@ ALL = registered_methods()
 def test_paper_profile_trains_a_step_and_evaluates(name, micro_lpr4m, tmp_path, capsys):
     import torch
 
-    from benchmark.record import submission
     from benchmark.cli.main import main
+    from benchmark.record import submission
 
     cls = METHODS.get(name)
     sets = {**random_init_overrides(cls.default_config("paper")), **CPU_SETTINGS.get(name, {})}
     args = [
-        "--method", name, "--dataset", "lpr4m-synth", "--data-root", str(micro_lpr4m), "--profile", "paper",
-        "--max-steps", "1", "--batch-size", "2", "--num-workers", "0", "--device", "cpu", "--bootstrap", "10",
-        "--no-feature-cache", "--no-leaderboard", "--output-dir", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "results"),
+        "--method",
+        name,
+        "--dataset",
+        "lpr4m-synth",
+        "--data-root",
+        str(micro_lpr4m),
+        "--profile",
+        "paper",
+        "--max-steps",
+        "1",
+        "--batch-size",
+        "2",
+        "--num-workers",
+        "0",
+        "--device",
+        "cpu",
+        "--bootstrap",
+        "10",
+        "--no-feature-cache",
+        "--no-leaderboard",
+        "--output-dir",
+        str(tmp_path / "runs"),
+        "--results-dir",
+        str(tmp_path / "results"),
     ]
     for key, value in sets.items():
         args += ["--set", f"{key}={value}"]
@@ -121,7 +152,11 @@ def test_paper_profile_trains_a_step_and_evaluates(name, micro_lpr4m, tmp_path, 
     training = sub["provenance"]["training"]
     assert training["steps"] == 1 and training["per_process_batch"] == 2
     [step] = training["history"]
-    losses = {k: v for k, v in step.items() if k not in ("epoch", "step", "lr", "samples_per_s", "data_wait_s", "wall_s", "partial")}
+    losses = {
+        k: v
+        for k, v in step.items()
+        if k not in ("epoch", "step", "lr", "samples_per_s", "data_wait_s", "wall_s", "partial")
+    }
     assert losses and all(isinstance(v, float) and math.isfinite(v) for v in losses.values()), losses
     assert sub["protocol"]["rerank"] == ("all" if cls.supports_rerank else "none")
     for entry in sub["metrics"]["overall"].values():

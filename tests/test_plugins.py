@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from benchmark.core import registry
-from benchmark.record import submission
 from benchmark.cli.main import main
+from benchmark.core import registry
 from benchmark.core.registry import METHODS, RegistryError
+from benchmark.record import submission
+from benchmark.record.rescore import rescore
 
 REPO = Path(__file__).resolve().parents[1]
 TEMPLATE = REPO / "examples" / "plugin_template.py"
@@ -38,11 +39,34 @@ def test_plugin_outside_the_repo_runs_the_whole_protocol(outside, tmp_path, synt
     plugin = outside / "my_method.py"
     shutil.copy(TEMPLATE, plugin)
     res = tmp_path / "results"
-    rc = main([
-        "--plugin", str(plugin), "--method", "example-convpool", "--dataset", "lpr4m-synth", "--synth-size", "tiny",
-        "--profile", "tiny", "--max-steps", "2", "--batch-size", "8", "--num-workers", "0", "--bootstrap", "20",
-        "--set", "width=8", "--output-dir", str(tmp_path / "runs"), "--results-dir", str(res),
-    ])
+    rc = main(
+        [
+            "--plugin",
+            str(plugin),
+            "--method",
+            "example-convpool",
+            "--dataset",
+            "lpr4m-synth",
+            "--synth-size",
+            "tiny",
+            "--profile",
+            "tiny",
+            "--max-steps",
+            "2",
+            "--batch-size",
+            "8",
+            "--num-workers",
+            "0",
+            "--bootstrap",
+            "20",
+            "--set",
+            "width=8",
+            "--output-dir",
+            str(tmp_path / "runs"),
+            "--results-dir",
+            str(res),
+        ]
+    )
     assert rc == 0
     # --set width=8 is not the template's default, nor batch 8 the profile's: the run is labelled
     # by both, beside the default's
@@ -50,9 +74,11 @@ def test_plugin_outside_the_repo_runs_the_whole_protocol(outside, tmp_path, synt
     sub = submission.load_submission(path)
     assert sub["method"]["config"]["width"] == 8 and sub["method"]["variant"] == "width-8+train.batch_size-8"
     assert sub["provenance"]["training"]["steps"] == 2
-    assert submission.rescore(path, synth_lpr4m).verified
+    assert rescore(path, synth_lpr4m).verified
     assert "example-convpool (width-8+train.batch_size-8)" in (res / "leaderboard.md").read_text()
-    assert (tmp_path / "runs" / "lpr4m-synth" / "example-convpool-width-8+train.batch_size-8" / "tiny-seed0" / "last.pt").is_file()
+    assert (
+        tmp_path / "runs" / "lpr4m-synth" / "example-convpool-width-8+train.batch_size-8" / "tiny-seed0" / "last.pt"
+    ).is_file()
 
 
 def test_plugin_is_listed(outside, capsys):
@@ -64,14 +90,16 @@ def test_plugin_is_listed(outside, capsys):
 
 
 def test_entry_point_methods_are_loaded(outside, monkeypatch):
-    (outside / "lpr_ep_fake_pkg.py").write_text(textwrap.dedent('''
+    (outside / "lpr_ep_fake_pkg.py").write_text(
+        textwrap.dedent("""
         from benchmark.core.registry import METHODS
         from methods.base import Method
 
         @METHODS.register("ep-fake-method", description="advertised by an installed distribution")
         class EpFake(Method):
             pass
-    '''))
+    """)
+    )
     monkeypatch.syspath_prepend(str(outside))
     eps = [metadata.EntryPoint(name="ep-fake-method", value="lpr_ep_fake_pkg", group=registry.ENTRY_POINT_GROUP)]
     seen_groups = []
@@ -89,14 +117,16 @@ def test_entry_point_methods_are_loaded(outside, monkeypatch):
 
 def test_entry_point_of_an_installed_distribution(outside, monkeypatch):
     """No monkeypatching of importlib: a real ``*.dist-info`` with ``entry_points.txt`` on sys.path."""
-    (outside / "lpr_ep_real_pkg.py").write_text(textwrap.dedent('''
+    (outside / "lpr_ep_real_pkg.py").write_text(
+        textwrap.dedent('''
         from benchmark.core.registry import METHODS
         from methods.base import Method
 
         @METHODS.register("ep-real-method")
         class EpReal(Method):
             """Registered through a distribution's entry point."""
-    '''))
+    ''')
+    )
     info = outside / "lpr_ep_real_pkg-0.1.dist-info"
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: lpr-ep-real-pkg\nVersion: 0.1\n")
@@ -108,14 +138,16 @@ def test_entry_point_of_an_installed_distribution(outside, monkeypatch):
 
 def test_duplicate_method_name_is_rejected(outside, capsys):
     clash = outside / "clash.py"
-    clash.write_text(textwrap.dedent('''
+    clash.write_text(
+        textwrap.dedent('''
         from benchmark.core.registry import METHODS
         from methods.base import Method
 
         @METHODS.register("clip-meanpool")
         class Impostor(Method):
             """Another clip-meanpool."""
-    '''))
+    ''')
+    )
     rc = main(["list", "--plugin", str(clash)])
     err = capsys.readouterr().err
     assert rc == 2

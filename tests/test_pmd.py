@@ -7,10 +7,7 @@ import torch
 from open_clip.transformer import ResidualAttentionBlock
 
 from methods.losses import hardest_negatives
-from methods.pmd import (
-    AttentionLayer, PairwiseMatchingDecoder, PatchFeatureReconstruction, consecutive_runs,
-    pfr_loss,
-)
+from methods.pmd import AttentionLayer, PairwiseMatchingDecoder, PatchFeatureReconstruction, consecutive_runs, pfr_loss
 from tests.rice_fixtures import one_thread  # noqa: F401 (autouse fixture)
 
 
@@ -23,13 +20,7 @@ def _block(width: int = 32, heads: int = 4, seed: int = 0) -> ResidualAttentionB
 
 
 def test_hardest_negatives_picks_top_similar_non_positive() -> None:
-    sim = torch.tensor(
-        [
-            [0.9, 0.1, 0.8, 0.3, 0.7],
-            [0.2, 0.5, 0.1, 0.6, 0.4],
-            [0.3, 0.9, 0.2, 0.1, 0.0],
-        ]
-    )
+    sim = torch.tensor([[0.9, 0.1, 0.8, 0.3, 0.7], [0.2, 0.5, 0.1, 0.6, 0.4], [0.3, 0.9, 0.2, 0.1, 0.0]])
     idx, valid = hardest_negatives(sim, torch.tensor([0, 1, 2]), 3)
     assert idx.tolist() == [[2, 4, 3], [3, 4, 0], [1, 0, 3]]
     assert bool(valid.all())

@@ -38,7 +38,9 @@ def served(tmp_path_factory):
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     root = generate("lpr4m", base / "gen", seed=0, size="tiny", workers=1)
-    write_release(root, base / "rel", base_url=f"http://127.0.0.1:{server.server_address[1]}/", original_size=(144, 256))
+    write_release(
+        root, base / "rel", base_url=f"http://127.0.0.1:{server.server_address[1]}/", original_size=(144, 256)
+    )
     yield base
     server.shutdown()
 
@@ -50,9 +52,32 @@ def _submission(results: Path) -> dict:
 
 
 def _evaluate(root: Path, work: Path) -> dict:
-    rc = main(["--method", "clip-meanpool", "--dataset", "lpr4m", "--data-root", str(root), "--profile", "tiny",
-               "--epochs", "0", "--seed", "0", "--device", "cpu", "--num-workers", "0", "--no-feature-cache",
-               "--output-dir", str(work / "runs"), "--results-dir", str(work / "results"), "--no-leaderboard"])
+    rc = main(
+        [
+            "--method",
+            "clip-meanpool",
+            "--dataset",
+            "lpr4m",
+            "--data-root",
+            str(root),
+            "--profile",
+            "tiny",
+            "--epochs",
+            "0",
+            "--seed",
+            "0",
+            "--device",
+            "cpu",
+            "--num-workers",
+            "0",
+            "--no-feature-cache",
+            "--output-dir",
+            str(work / "runs"),
+            "--results-dir",
+            str(work / "results"),
+            "--no-leaderboard",
+        ]
+    )
     assert rc == 0
     return _submission(work / "results")
 
@@ -61,8 +86,25 @@ def _evaluate(root: Path, work: Path) -> dict:
 def test_prepare_over_http_matches_the_direct_copy_except_failed_items(served, tmp_path, capsys):
     urls, www = served / "rel" / "urls", served / "rel" / "www"
     direct = tmp_path / "direct"
-    assert main(["prepare", "--dataset", "lpr4m", "--urls", str(urls), "--out", str(direct), "--fast", "--processes", "2",
-                 "--frames-per-clip", "0"]) == 0
+    assert (
+        main(
+            [
+                "prepare",
+                "--dataset",
+                "lpr4m",
+                "--urls",
+                str(urls),
+                "--out",
+                str(direct),
+                "--fast",
+                "--processes",
+                "2",
+                "--frames-per-clip",
+                "0",
+            ]
+        )
+        == 0
+    )
     # make some URLs fail: every frame of one test clip, one training frame, one training shop image
     gt = json.loads(next(urls.glob("test_videoid_to_gtimage_*.json")).read_text())
     lost_clip = sorted(gt)[3]
@@ -72,8 +114,28 @@ def test_prepare_over_http_matches_the_direct_copy_except_failed_items(served, t
     for p in lost + [www / train_frame, www / train_image]:
         p.unlink()
     viahttp = tmp_path / "viahttp"
-    assert main(["prepare", "--dataset", "lpr4m", "--urls", str(urls), "--out", str(viahttp), "--processes", "1",
-                 "--threads", "4", "--shard-size", "64", "--frames-per-clip", "0"]) == 0
+    assert (
+        main(
+            [
+                "prepare",
+                "--dataset",
+                "lpr4m",
+                "--urls",
+                str(urls),
+                "--out",
+                str(viahttp),
+                "--processes",
+                "1",
+                "--threads",
+                "4",
+                "--shard-size",
+                "64",
+                "--frames-per-clip",
+                "0",
+            ]
+        )
+        == 0
+    )
     report = json.loads((viahttp / "prepare_report.json").read_text())
     assert report["test_clips_without_frames"] == [lost_clip]
     assert len(report["failed_urls"]) == len(lost) + 2 and report["gallery_images_missing"] == []
@@ -113,9 +175,20 @@ def test_layout_pass_moves_a_shard_once_and_resumes_from_its_marker(tmp_path):
     shard.mkdir(parents=True)
     frame = "7b601b02-2c63-11ee-bb6d-b8cef60c2fd0-1667916122888-1667916252390-0081"
     image = "fff8b484-2eeb-11ee-b7bb-77cb20e634dc"
-    for key, stem, status in (("000000000", frame, "success"), ("000000001", image, "success"), ("000000002", "x-1", "failed_to_download")):
-        meta = {"url": f"https://js-ad.a.yximgs.com/bs2/ad-material-video/{stem}.jpg", "key": key, "status": status,
-                "width": 256, "height": 455, "original_width": 540, "original_height": 960}
+    for key, stem, status in (
+        ("000000000", frame, "success"),
+        ("000000001", image, "success"),
+        ("000000002", "x-1", "failed_to_download"),
+    ):
+        meta = {
+            "url": f"https://js-ad.a.yximgs.com/bs2/ad-material-video/{stem}.jpg",
+            "key": key,
+            "status": status,
+            "width": 256,
+            "height": 455,
+            "original_width": 540,
+            "original_height": 960,
+        }
         (shard / f"{key}.json").write_text(json.dumps(meta))
         if status == "success":
             (shard / f"{key}.jpg").write_bytes(b"\xff\xd8\xff" + stem.encode() + b"\xff\xd9")
@@ -132,11 +205,30 @@ def test_synth_release_writes_what_the_authors_ship(tmp_path, capsys):
     from datasets.decoding import jpeg_size
 
     out = tmp_path / "syn"
-    assert main(["synth", "--layout", "lpr4m", "--size", "tiny", "--out", str(out), "--release",
-                 "--original-size", "144x256", "--base-url", "https://cdn.invalid/bs2/"]) == 0
+    assert (
+        main(
+            [
+                "synth",
+                "--layout",
+                "lpr4m",
+                "--size",
+                "tiny",
+                "--out",
+                str(out),
+                "--release",
+                "--original-size",
+                "144x256",
+                "--base-url",
+                "https://cdn.invalid/bs2/",
+            ]
+        )
+        == 0
+    )
     urls, www = tmp_path / "syn-release" / "urls", tmp_path / "syn-release" / "www"
     names = sorted(p.name for p in urls.iterdir())
-    assert [n for n in names if n.startswith("training_videoinfo_")] == [f"training_videoinfo_full_part_0{i}.txt" for i in range(10)]
+    assert [n for n in names if n.startswith("training_videoinfo_")] == [
+        f"training_videoinfo_full_part_0{i}.txt" for i in range(10)
+    ]
     lists = {n.rsplit("_", 1)[0]: n for n in names if "_url_" in n}
     assert set(lists) == {"training_frame_url", "training_image_url", "test_frame_url", "test_image_url"}
     for prefix, name in lists.items():
@@ -161,10 +253,43 @@ def test_reduced_shards_over_http_equal_the_direct_shards(served, tmp_path):
     urls = served / "rel" / "urls"
     direct, viahttp = tmp_path / "direct", tmp_path / "viahttp"
     common = ["--frames-per-clip", "4", "--format", "webdataset", "--shard-size", "32"]
-    assert main(["prepare", "--dataset", "lpr4m", "--urls", str(urls), "--out", str(direct), "--fast",
-                 "--processes", "2", *common]) == 0
-    assert main(["prepare", "--dataset", "lpr4m", "--urls", str(urls), "--out", str(viahttp), "--processes", "1",
-                 "--threads", "8", *common]) == 0
+    assert (
+        main(
+            [
+                "prepare",
+                "--dataset",
+                "lpr4m",
+                "--urls",
+                str(urls),
+                "--out",
+                str(direct),
+                "--fast",
+                "--processes",
+                "2",
+                *common,
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "prepare",
+                "--dataset",
+                "lpr4m",
+                "--urls",
+                str(urls),
+                "--out",
+                str(viahttp),
+                "--processes",
+                "1",
+                "--threads",
+                "8",
+                *common,
+            ]
+        )
+        == 0
+    )
     report = json.loads((viahttp / "prepare_report.json").read_text())
     assert (report["format"], report["frames_per_clip"]) == ("webdataset", 4)
     assert not (viahttp / "frames").exists() and list((viahttp / "shards").glob("*.tar"))

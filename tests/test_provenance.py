@@ -63,8 +63,9 @@ def test_command_line_is_the_run_benchmark_invocation_quoted():
     argv = ["/x/run_benchmark.py", "--method", "sgmn", "--set", "text=false", "--data-root", "/d/my data"]
     assert command_line(argv) == "run_benchmark.py --method sgmn --set text=false --data-root '/d/my data'"
     assert command_line(["/venv/bin/pytest", "-q"]) is None  # a run started from Python records none
-    private = command_line(["lpr-bench", "--data-root", "/home/alice/LPR4M", "--weights=/home/alice/r/last.pt"],
-                           home="/home/alice")
+    private = command_line(
+        ["lpr-bench", "--data-root", "/home/alice/LPR4M", "--weights=/home/alice/r/last.pt"], home="/home/alice"
+    )
     assert private == "run_benchmark.py --data-root ~/LPR4M '--weights=~/r/last.pt'" and "alice" not in private
 
 

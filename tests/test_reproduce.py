@@ -37,11 +37,37 @@ def original(tmp_path_factory, synth_lpr4m):
     try:
         env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(tree)}
         proc = subprocess.run(
-            [sys.executable, "run_benchmark.py", "--method", "clip-meanpool", "--dataset", "lpr4m-synth",
-             "--synth-size", "tiny", "--profile", "tiny", "--max-steps", "2", "--batch-size", "8", "--bootstrap", "50",
-             "--num-workers", "0", "--no-leaderboard", "--output-dir", str(base / "runs"),
-             "--results-dir", str(base / "results")],
-            cwd=tree, env=env, capture_output=True, text=True, timeout=1200)
+            [
+                sys.executable,
+                "run_benchmark.py",
+                "--method",
+                "clip-meanpool",
+                "--dataset",
+                "lpr4m-synth",
+                "--synth-size",
+                "tiny",
+                "--profile",
+                "tiny",
+                "--max-steps",
+                "2",
+                "--batch-size",
+                "8",
+                "--bootstrap",
+                "50",
+                "--num-workers",
+                "0",
+                "--no-leaderboard",
+                "--output-dir",
+                str(base / "runs"),
+                "--results-dir",
+                str(base / "results"),
+            ],
+            cwd=tree,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=1200,
+        )
         assert proc.returncode == 0, proc.stderr[-3000:]
     finally:
         _git("worktree", "remove", "--force", str(tree))
@@ -64,7 +90,9 @@ def test_a_tiny_run_is_reproduced_exactly_at_its_commit(original, synth_cache):
     assert result.comparison.rankings_identical and result.comparison.verdict == "exact", result.comparison.lines
     assert result.comparison.max_abs_diff == 0.0
     assert "--max-steps" in result.command and "--seed" in result.command
-    assert {line.split()[0] for line in _git("worktree", "list").stdout.splitlines()} == worktrees_before  # its worktree is gone
+    assert {
+        line.split()[0] for line in _git("worktree", "list").stdout.splitlines()
+    } == worktrees_before  # its worktree is gone
 
 
 def test_compare_reports_differences_against_the_intervals(original):
@@ -95,4 +123,6 @@ def test_the_command_carries_the_recorded_settings(original, tmp_path):
     assert "--synth-size tiny" in joined and "--max-steps 2" in joined and "--batch-size 8" in joined
     assert "--bootstrap 50" in joined and "--set encoder.layers=2" in joined and "--no-feature-cache" in joined
     assert legacy_overrides({"a": 1, "b": {"c": [1, 2]}, "d": None}, {"a": 1, "b": {"c": [1, 3]}, "d": 0.5}) == {
-        "b.c": "1,2", "d": "none"}
+        "b.c": "1,2",
+        "d": "none",
+    }

@@ -19,12 +19,20 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmark.core import registry
-from benchmark.training.checkpoint import CheckpointError, load_checkpoint
 from benchmark.cli.main import main
+from benchmark.core import registry
 from benchmark.core.registry import METHODS
+from benchmark.training.checkpoint import CheckpointError, load_checkpoint
 from tests.scaleout_helpers import (
-    PYTHON, REPO, load_json, max_metric_diff, run_args, run_dir, strip_volatile, submission_path, subprocess_env,
+    PYTHON,
+    REPO,
+    load_json,
+    max_metric_diff,
+    run_args,
+    run_dir,
+    strip_volatile,
+    submission_path,
+    subprocess_env,
     weights,
 )
 
@@ -51,8 +59,10 @@ def _wait_for_checkpoint(path: Path, step: int, proc: subprocess.Popen, timeout:
     t0 = time.monotonic()
     while time.monotonic() - t0 < timeout:
         if proc.poll() is not None:
-            raise AssertionError(f"the run ended (status {proc.returncode}) before it could be killed:\n"
-                                 f"{proc.stderr.read()[-3000:] if proc.stderr else ''}")
+            raise AssertionError(
+                f"the run ended (status {proc.returncode}) before it could be killed:\n"
+                f"{proc.stderr.read()[-3000:] if proc.stderr else ''}"
+            )
         if path.is_file():
             try:
                 state = load_checkpoint(path)
@@ -69,10 +79,19 @@ def test_sigkill_mid_epoch_then_resume_is_bit_identical(tmp_path, synth_lpr4m, o
     ref, cut = tmp_path / "ref", tmp_path / "cut"
     assert main(run_args(ref / "runs", ref / "res", steps=STEPS)) == 0
 
-    cmd = [PYTHON, str(REPO / "run_benchmark.py"),
-           *run_args(cut / "runs", cut / "res1", "--checkpoint-every", str(EVERY), steps=STEPS)]
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env=subprocess_env(LPR_TEST_STALL_AT_CALL=str(STALL_AT_CALL)),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    cmd = [
+        PYTHON,
+        str(REPO / "run_benchmark.py"),
+        *run_args(cut / "runs", cut / "res1", "--checkpoint-every", str(EVERY), steps=STEPS),
+    ]
+    proc = subprocess.Popen(
+        cmd,
+        cwd=tmp_path,
+        env=subprocess_env(LPR_TEST_STALL_AT_CALL=str(STALL_AT_CALL)),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         state = _wait_for_checkpoint(run_dir(cut / "runs") / "last.pt", EVERY, proc)
     finally:
@@ -86,8 +105,7 @@ def test_sigkill_mid_epoch_then_resume_is_bit_identical(tmp_path, synth_lpr4m, o
     assert state["epoch_partial"][0]["counted"] == EVERY and state["epoch_partial"][0]["sums"]["icl"] > 0
     assert not [p for p in (cut / "runs").rglob("*.tmp")]
 
-    assert main(run_args(cut / "runs", cut / "res2", "--checkpoint-every", str(EVERY), "--resume",
-                         steps=STEPS)) == 0
+    assert main(run_args(cut / "runs", cut / "res2", "--checkpoint-every", str(EVERY), "--resume", steps=STEPS)) == 0
     s_ref, s_cut = load_json(submission_path(ref / "res")), load_json(submission_path(cut / "res2"))
     assert s_cut["provenance"]["training"]["resumed_from_step"] == EVERY
     assert s_cut["provenance"]["training"]["steps"] == s_ref["provenance"]["training"]["steps"] == STEPS
@@ -101,7 +119,8 @@ def test_sigkill_mid_epoch_then_resume_is_bit_identical(tmp_path, synth_lpr4m, o
     assert s_cut["rankings"] == s_ref["rankings"]
     assert s_cut["metrics"] == s_ref["metrics"]
     assert strip_volatile(s_cut["provenance"]["training"]["history"]) == strip_volatile(
-        s_ref["provenance"]["training"]["history"])
+        s_ref["provenance"]["training"]["history"]
+    )
     # the optimizer and scheduler ended in the same state as well
     o_ref = load_checkpoint(run_dir(ref / "runs") / "last.pt")
     o_cut = load_checkpoint(run_dir(cut / "runs") / "last.pt")
@@ -123,16 +142,17 @@ def test_checkpoint_every_must_be_positive(capsys, tmp_path):
 def _toy_train(run: Path, toy=None, **changes):
     import dataclasses
 
-    from benchmark.training import engine
     from benchmark.core.config import TrainConfig
+    from benchmark.training import engine
     from benchmark.training.distributed import DistEnv
     from tests.toy_methods import RegressionData, ToyConfig, ToyRegression
 
     cfg = dataclasses.replace(TrainConfig(epochs=2, batch_size=8, lr_encoder=1e-2, lr_new=1e-2, amp=False), **changes)
     torch.manual_seed(0)
     m = ToyRegression(toy or ToyConfig())
-    return m, engine.train(m, RegressionData(32), cfg, env=DistEnv(), run_dir=run, seed=0, show_progress=False,
-                           resume=True)
+    return m, engine.train(
+        m, RegressionData(32), cfg, env=DistEnv(), run_dir=run, seed=0, show_progress=False, resume=True
+    )
 
 
 def test_checkpoint_every_resume_restores_the_running_loss_sums(tmp_path):

@@ -35,12 +35,18 @@ def problems(draw):
     d = draw(st.integers(1, 3))
     n_groups = draw(st.integers(1, 4))
     vals = st.integers(-2, 2)
-    q = torch.tensor(draw(st.lists(st.lists(vals, min_size=d, max_size=d), min_size=nq, max_size=nq)), dtype=torch.float32)
-    g = torch.tensor(draw(st.lists(st.lists(vals, min_size=d, max_size=d), min_size=ng, max_size=ng)), dtype=torch.float32)
+    q = torch.tensor(
+        draw(st.lists(st.lists(vals, min_size=d, max_size=d), min_size=nq, max_size=nq)), dtype=torch.float32
+    )
+    g = torch.tensor(
+        draw(st.lists(st.lists(vals, min_size=d, max_size=d), min_size=ng, max_size=ng)), dtype=torch.float32
+    )
     qg = draw(st.lists(st.integers(0, n_groups - 1), min_size=nq, max_size=nq))
     gg = draw(st.lists(st.integers(0, n_groups - 1), min_size=ng, max_size=ng))
-    gts = [draw(st.lists(st.one_of(st.integers(0, ng - 1), st.just(GT_ABSENT)), min_size=1, max_size=3, unique=True))
-           for _ in range(nq)]
+    gts = [
+        draw(st.lists(st.one_of(st.integers(0, ng - 1), st.just(GT_ABSENT)), min_size=1, max_size=3, unique=True))
+        for _ in range(nq)
+    ]
     valid = draw(st.lists(st.booleans(), min_size=nq, max_size=nq))
     k = draw(st.integers(1, 8))
     chunk = draw(st.sampled_from([1, 5, 1 << 20]))
@@ -56,7 +62,7 @@ def test_rank_matches_per_query_reference(p):
     assert r.index.tolist() == tops
     for i, gi in enumerate(gts):
         assert r.gt_rank[i, : len(gi)].tolist() == ranks[i]
-        assert (r.gt_rank[i, len(gi):] == -1).all()
+        assert (r.gt_rank[i, len(gi) :] == -1).all()
     assert r.group_size.tolist() == [sum(1 for x in gg if x == c) for c in qg]
     # returned scores are the dot products of the returned items, -inf padding
     for i in range(len(qg)):
@@ -116,8 +122,19 @@ def test_rerank_all_uses_the_pair_scores_for_every_pair(p, salt):
         calls.append(len(qi))
         return torch.tensor([pair_score(a, b) for a, b in zip(qi.tolist(), gi.tolist())])
 
-    r = rank(q, g, qg, gg, k=k, gt_index=pack_ground_truth(gts), query_valid=torch.tensor(valid),
-             score_pairs=score_pairs, mode="all", pair_batch=7, max_elements=chunk)
+    r = rank(
+        q,
+        g,
+        qg,
+        gg,
+        k=k,
+        gt_index=pack_ground_truth(gts),
+        query_valid=torch.tensor(valid),
+        score_pairs=score_pairs,
+        mode="all",
+        pair_batch=7,
+        max_elements=chunk,
+    )
     tops, ranks = reference(q, g, qg, gg, k, gts, valid, score=pair_score)
     assert r.index.tolist() == tops
     for i, gi in enumerate(gts):
@@ -138,8 +155,19 @@ def test_rerank_topk_reorders_the_head_and_keeps_the_tail(p, rtop, salt):
     def score_pairs(qi, gi):
         return torch.tensor([pair_score(a, b) for a, b in zip(qi.tolist(), gi.tolist())])
 
-    r = rank(q, g, qg, gg, k=k, gt_index=pack_ground_truth(gts), query_valid=torch.tensor(valid),
-             score_pairs=score_pairs, mode="topk", rerank_topk=rtop, max_elements=chunk)
+    r = rank(
+        q,
+        g,
+        qg,
+        gg,
+        k=k,
+        gt_index=pack_ground_truth(gts),
+        query_valid=torch.tensor(valid),
+        score_pairs=score_pairs,
+        mode="topk",
+        rerank_topk=rtop,
+        max_elements=chunk,
+    )
     # reference: full first-stage order; head re-sorted by (-pair score, gallery index)
     full, _ = reference(q, g, qg, gg, len(gg), gts, valid)
     pairs = 0
@@ -163,8 +191,7 @@ def test_rerank_all_with_dot_product_equals_first_stage():
     gg = [i % 3 for i in range(50)]
     gt = pack_ground_truth([[i % 50] for i in range(30)])
     base = rank(q, g, qg, gg, k=10, gt_index=gt)
-    again = rank(q, g, qg, gg, k=10, gt_index=gt, mode="all",
-                 score_pairs=lambda a, b: (q[a] * g[b]).sum(1))
+    again = rank(q, g, qg, gg, k=10, gt_index=gt, mode="all", score_pairs=lambda a, b: (q[a] * g[b]).sum(1))
     assert torch.equal(base.index, again.index)
     assert torch.equal(base.gt_rank, again.gt_rank)
 

@@ -111,7 +111,11 @@ def test_pmd_loss_uses_the_hardest_in_batch_negatives() -> None:
             if valid[i, j]:
                 assert torch.allclose(keys[4 * i + 1 + j], video.tokens[neg[i, j]], atol=1e-5)
     assert 5 not in neg[1][valid[1]].tolist() and 1 not in neg[5][valid[5]].tolist()
-    logits = scores.detach().view(6, 4).masked_fill(~torch.cat([torch.ones(6, 1, dtype=torch.bool), valid], 1), float("-inf"))
+    logits = (
+        scores.detach()
+        .view(6, 4)
+        .masked_fill(~torch.cat([torch.ones(6, 1, dtype=torch.bool), valid], 1), float("-inf"))
+    )
     expected = torch.nn.functional.cross_entropy(logits, torch.zeros(6, dtype=torch.long))
     assert float(losses["pmd"].detach()) == pytest.approx(float(expected), rel=1e-5)
 
@@ -159,10 +163,13 @@ def test_loss_falls_on_a_toy_batch() -> None:
     assert sum(totals[-3:]) / 3 < 0.6 * totals[0], totals
 
 
-@pytest.mark.parametrize("anchor, names", [
-    ("image", {"icl", "pmd", "pfr", "det_class", "det_l1", "det_giou"}),
-    ("both", {"icl", "pmd", "pmd_clip", "pfr", "det_class", "det_l1", "det_giou"}),
-])
+@pytest.mark.parametrize(
+    "anchor, names",
+    [
+        ("image", {"icl", "pmd", "pfr", "det_class", "det_l1", "det_giou"}),
+        ("both", {"icl", "pmd", "pmd_clip", "pfr", "det_class", "det_l1", "det_giou"}),
+    ],
+)
 def test_every_named_loss_falls_on_a_toy_batch(anchor: str, names: set) -> None:
     """Not only the sum: ICL alone could carry it while PMD or the detector learn nothing.
 
@@ -202,8 +209,11 @@ VARIANTS = [
     ({"ipd": "oracle", "pfr": False}, "icl+pmd+ipd-oracle+text", {"icl", "pmd"}),
     ({"pmd": False, "pfr": False, "ipd": "none"}, "icl+text", {"icl"}),
     ({"pmd_anchor": "clip", "ipd": "none", "text": False}, "icl+pmd-clip+pfr-ln", {"icl", "pmd_clip", "pfr"}),
-    ({"pmd_anchor": "both", "pfr": False}, "icl+pmd-both+ipd+text",
-     {"icl", "pmd", "pmd_clip", "det_class", "det_l1", "det_giou"}),
+    (
+        {"pmd_anchor": "both", "pfr": False},
+        "icl+pmd-both+ipd+text",
+        {"icl", "pmd", "pmd_clip", "det_class", "det_l1", "det_giou"},
+    ),
 ]
 
 
@@ -281,8 +291,13 @@ def test_parameter_groups_split_encoder_and_new_modules() -> None:
     assert by_id[id(m.logit_scale)]["lr"] == 1e-6 and by_id[id(m.logit_scale)]["weight_decay"] == 0.0
     assert by_id[id(next(m.encoder.visual.conv1.parameters()))]["lr"] == 1e-6
     assert by_id[id(m.encoder.text_tower.text_projection)]["lr"] == 1e-6  # the text tower is pretrained
-    for mod in (m.pmd.cross_layer.in_proj_weight, m.pmd.match.weight, m.pfr.convs[0].weight,
-                m.detector.class_head.weight, m.text_token.weight):
+    for mod in (
+        m.pmd.cross_layer.in_proj_weight,
+        m.pmd.match.weight,
+        m.pfr.convs[0].weight,
+        m.detector.class_head.weight,
+        m.text_token.weight,
+    ):
         assert by_id[id(mod)]["lr"] == 1e-4
     assert id(m.encoder.logit_scale) not in by_id  # frozen: RICE's own scale is used
     assert float(m.logit_scale.detach().exp()) == pytest.approx(16.0)

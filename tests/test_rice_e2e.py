@@ -4,12 +4,12 @@ attention overlays from the run's checkpoint with ``visualize``."""
 
 from __future__ import annotations
 
-
 import pytest
 from PIL import Image
 
-from benchmark.record import submission
 from benchmark.cli.main import main
+from benchmark.record import submission
+from benchmark.record.rescore import rescore
 from tests.evalkit import recall_at
 
 pytestmark = pytest.mark.slow
@@ -21,11 +21,33 @@ LABEL = "rice-icl+pmd+pfr-ln+ipd+text+train.batch_size-8"  # --batch-size 8: not
 def rice_run(tmp_path_factory, synth_lpr4m):
     base = tmp_path_factory.mktemp("rice-e2e")
     out, res = base / "runs", base / "results"
-    rc = main([
-        "--method", "rice", "--dataset", "lpr4m-synth", "--profile", "tiny", "--synth-size", "tiny",
-        "--max-steps", "3", "--batch-size", "8", "--num-workers", "0", "--bootstrap", "20", "--rerank", "all",
-        "--output-dir", str(out), "--results-dir", str(res), "--no-leaderboard",
-    ])
+    rc = main(
+        [
+            "--method",
+            "rice",
+            "--dataset",
+            "lpr4m-synth",
+            "--profile",
+            "tiny",
+            "--synth-size",
+            "tiny",
+            "--max-steps",
+            "3",
+            "--batch-size",
+            "8",
+            "--num-workers",
+            "0",
+            "--bootstrap",
+            "20",
+            "--rerank",
+            "all",
+            "--output-dir",
+            str(out),
+            "--results-dir",
+            str(res),
+            "--no-leaderboard",
+        ]
+    )
     assert rc == 0
     return out / "lpr4m-synth" / LABEL / "tiny-seed0", res
 
@@ -39,15 +61,28 @@ def test_cli_trains_reranks_and_submits(rice_run, synth_lpr4m):
     for k in (1, 5, 10):  # the claimed values are the saved (re-ranked) rankings' own
         assert sub["metrics"]["overall"][f"R{k}"]["value"] == pytest.approx(recall_at(sub, synth_lpr4m, k), abs=1e-9)
     assert sub["protocol"]["pairs_scored"] > 0  # the second stage ran
-    assert {"R1", "R5", "R10"} <= set(submission.rescore(path, synth_lpr4m).verified)
+    assert {"R1", "R5", "R10"} <= set(rescore(path, synth_lpr4m).verified)
 
 
 def test_visualize_writes_overlays_from_the_checkpoint(rice_run, synth_lpr4m, tmp_path, capsys):
     run_dir, _ = rice_run
     query = next(q for q in synth_lpr4m.queries if not q.missing)
     out = tmp_path / "vis"
-    rc = main(["visualize", "--method", "rice", "--dataset", "lpr4m-synth", "--checkpoint", str(run_dir / "last.pt"),
-               "--query", query.query_id, "--out", str(out)])
+    rc = main(
+        [
+            "visualize",
+            "--method",
+            "rice",
+            "--dataset",
+            "lpr4m-synth",
+            "--checkpoint",
+            str(run_dir / "last.pt"),
+            "--query",
+            query.query_id,
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0
     pngs = sorted(out.glob("*.png"))
     assert any(p.name.endswith("_attention.png") for p in pngs)
@@ -55,12 +90,44 @@ def test_visualize_writes_overlays_from_the_checkpoint(rice_run, synth_lpr4m, tm
     with Image.open(next(p for p in pngs if p.name.endswith("_attention.png"))) as img:
         assert img.format == "PNG" and img.width > img.height
     # a query that is not in the test split is one error line, not a trace
-    assert main(["visualize", "--method", "rice", "--dataset", "lpr4m-synth", "--checkpoint", str(run_dir / "last.pt"),
-                 "--query", "nope", "--out", str(out)]) == 1
+    assert (
+        main(
+            [
+                "visualize",
+                "--method",
+                "rice",
+                "--dataset",
+                "lpr4m-synth",
+                "--checkpoint",
+                str(run_dir / "last.pt"),
+                "--query",
+                "nope",
+                "--out",
+                str(out),
+            ]
+        )
+        == 1
+    )
     assert "not in" in capsys.readouterr().err
     # a method without attention maps is refused
-    assert main(["visualize", "--method", "clip-meanpool", "--dataset", "lpr4m-synth", "--checkpoint",
-                 str(run_dir / "last.pt"), "--query", query.query_id, "--out", str(out)]) == 1
+    assert (
+        main(
+            [
+                "visualize",
+                "--method",
+                "clip-meanpool",
+                "--dataset",
+                "lpr4m-synth",
+                "--checkpoint",
+                str(run_dir / "last.pt"),
+                "--query",
+                query.query_id,
+                "--out",
+                str(out),
+            ]
+        )
+        == 1
+    )
 
 
 def test_weights_reevaluate_a_checkpoint_under_another_config(rice_run, synth_lpr4m, tmp_path, capsys):
@@ -69,9 +136,27 @@ def test_weights_reevaluate_a_checkpoint_under_another_config(rice_run, synth_lp
     boxes, leaving the detector unused, in a submission of its own that names its source."""
     run_dir, res = rice_run
     ckpt = run_dir / "last.pt"
-    common = ["--method", "rice", "--dataset", "lpr4m-synth", "--profile", "tiny", "--synth-size", "tiny",
-              "--weights", str(ckpt), "--epochs", "0", "--num-workers", "0", "--bootstrap", "20",
-              "--results-dir", str(tmp_path / "res"), "--no-leaderboard"]
+    common = [
+        "--method",
+        "rice",
+        "--dataset",
+        "lpr4m-synth",
+        "--profile",
+        "tiny",
+        "--synth-size",
+        "tiny",
+        "--weights",
+        str(ckpt),
+        "--epochs",
+        "0",
+        "--num-workers",
+        "0",
+        "--bootstrap",
+        "20",
+        "--results-dir",
+        str(tmp_path / "res"),
+        "--no-leaderboard",
+    ]
     assert main(common + ["--rerank", "all", "--output-dir", str(tmp_path / "a")]) == 0
     (same,) = (tmp_path / "res" / "submissions").glob("*__rerank-all__weights-*__seed0.json")
     original = submission.load_submission(res / "submissions" / f"lpr4m-synth__tiny__{LABEL}__rerank-all__seed0.json")
@@ -97,9 +182,25 @@ def test_weights_reevaluate_a_checkpoint_under_another_config(rice_run, synth_lp
 
 def test_weights_that_do_not_fit_are_one_line(rice_run, tmp_path, capsys):
     run_dir, _ = rice_run
-    base = ["--dataset", "lpr4m-synth", "--profile", "tiny", "--synth-size", "tiny", "--epochs", "0",
-            "--num-workers", "0", "--output-dir", str(tmp_path / "o"), "--results-dir", str(tmp_path / "r"),
-            "--no-leaderboard", "--weights", str(run_dir / "last.pt")]
+    base = [
+        "--dataset",
+        "lpr4m-synth",
+        "--profile",
+        "tiny",
+        "--synth-size",
+        "tiny",
+        "--epochs",
+        "0",
+        "--num-workers",
+        "0",
+        "--output-dir",
+        str(tmp_path / "o"),
+        "--results-dir",
+        str(tmp_path / "r"),
+        "--no-leaderboard",
+        "--weights",
+        str(run_dir / "last.pt"),
+    ]
     assert main(["--method", "mgh"] + base) != 0  # clip-meanpool would fit: RICE holds its encoder
     err = capsys.readouterr().err
     assert "last.pt: its weights do not fit this model: missing" in err and "Traceback" not in err

@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from open_clip.transformer import ResidualAttentionBlock
 
-from benchmark.evaluation import rerank_fusion as rf
 from benchmark.core.config import EvalConfig
+from benchmark.evaluation import rerank_fusion as rf
 from datasets.records import ClipSource, DatasetSplits, TrainPair
 from methods.losses import hardest_negatives
 from methods.pmd import PairwiseMatchingDecoder
@@ -47,8 +47,14 @@ def test_clip_anchored_pmd_ranks_each_clip_against_its_hardest_images() -> None:
     assert cand[:, 0].tolist() == list(range(6))  # column 0: the clip's own image
     assert torch.equal(cand[:, 1:][valid], neg[valid])
     assert 5 not in cand[1, 1:][valid[1]].tolist()  # same product is no negative
-    logits = scores.detach().view(6, 4).masked_fill(~torch.cat([torch.ones(6, 1, dtype=torch.bool), valid], 1), float("-inf"))
-    assert float(losses["pmd_clip"].detach()) == pytest.approx(float(F.cross_entropy(logits, torch.zeros(6, dtype=torch.long))), rel=1e-5)
+    logits = (
+        scores.detach()
+        .view(6, 4)
+        .masked_fill(~torch.cat([torch.ones(6, 1, dtype=torch.bool), valid], 1), float("-inf"))
+    )
+    assert float(losses["pmd_clip"].detach()) == pytest.approx(
+        float(F.cross_entropy(logits, torch.zeros(6, dtype=torch.long))), rel=1e-5
+    )
 
 
 def test_negatives_from_the_clips_own_livestream_come_first() -> None:
@@ -75,14 +81,17 @@ def _toy_pmd_trained(anchor: str, steps: int = 100):
     images = lambda: sig + 0.5 * torch.randn(PRODUCTS, TOKENS, W)  # noqa: E731
     clips = lambda: sig.repeat(1, FRAMES, 1) + 0.5 * torch.randn(PRODUCTS, FRAMES * TOKENS, W)  # noqa: E731
     pmd = PairwiseMatchingDecoder(ResidualAttentionBlock(W, 4), ResidualAttentionBlock(W, 4), heads=4, attn_dropout=0.0)
-    model = types.SimpleNamespace(cfg=RiceConfig(pmd_anchor=anchor, num_negatives=PRODUCTS - 1, pfr=False), pmd=pmd, pfr=None)
+    model = types.SimpleNamespace(
+        cfg=RiceConfig(pmd_anchor=anchor, num_negatives=PRODUCTS - 1, pfr=False), pmd=pmd, pfr=None
+    )
     opt = torch.optim.Adam(pmd.parameters(), lr=1e-3)
     keep_i = torch.ones(PRODUCTS, TOKENS, dtype=torch.bool)
     keep_c = torch.ones(PRODUCTS, FRAMES * TOKENS, dtype=torch.bool)
     for _ in range(steps):
         emb = F.normalize(torch.randn(PRODUCTS, 8), dim=-1)
-        losses = pmd_losses(model, _Side(emb, clips(), keep_c, {}), _Side(emb, images(), keep_i, {}),
-                            torch.arange(PRODUCTS), None)
+        losses = pmd_losses(
+            model, _Side(emb, clips(), keep_c, {}), _Side(emb, images(), keep_i, {}), torch.arange(PRODUCTS), None
+        )
         opt.zero_grad()
         sum(losses.values()).backward()
         opt.step()
@@ -94,7 +103,9 @@ def test_a_clip_anchored_pmd_ranks_a_fixed_clips_positive_image_first() -> None:
     with torch.no_grad():
         for c in range(PRODUCTS):  # each clip, fresh noise, against every image at once
             img, clp = images(), clips()
-            scores, _ = pmd(img, keep_i, clp[c : c + 1], keep_c[c : c + 1], key_index=torch.zeros(PRODUCTS, dtype=torch.long))
+            scores, _ = pmd(
+                img, keep_i, clp[c : c + 1], keep_c[c : c + 1], key_index=torch.zeros(PRODUCTS, dtype=torch.long)
+            )
             assert int(scores.argmax()) == c, (c, scores)
 
 
@@ -128,8 +139,9 @@ def _pair(live: str, k: int, product: str) -> TrainPair:
 def _splits(grouped: bool = True) -> DatasetSplits:
     lives = [f"aaaaaaaa-bbbb-cccc-dddd-{i:012d}" for i in range(10)]
     train = [_pair(lv, k, f"{i}-{k % 3}") for i, lv in enumerate(lives) for k in range(4)]
-    return DatasetSplits(name="toy", root=Path("/"), train=train, queries=[], gallery=[], annotation_checksum="x",
-                         grouped=grouped)
+    return DatasetSplits(
+        name="toy", root=Path("/"), train=train, queries=[], gallery=[], annotation_checksum="x", grouped=grouped
+    )
 
 
 def test_validation_holds_out_whole_livestreams_and_trains_on_none_of_them() -> None:
@@ -167,7 +179,10 @@ def test_choose_fuse_weight_picks_a_weight_on_the_validation_split(monkeypatch) 
     gpos = {g.image_id: j for j, g in enumerate(val.gallery)}
     truth = torch.tensor([gpos[q.gt_ids[0]] for q in val.queries])
     torch.manual_seed(0)
-    q_emb, g_emb = F.normalize(torch.randn(len(val.queries), 8), dim=-1), F.normalize(torch.randn(len(val.gallery), 8), dim=-1)
+    q_emb, g_emb = (
+        F.normalize(torch.randn(len(val.queries), 8), dim=-1),
+        F.normalize(torch.randn(len(val.gallery), 8), dim=-1),
+    )
 
     def fake_extract(method, dataset, side, **kw):
         n = len(dataset)
@@ -175,13 +190,23 @@ def test_choose_fuse_weight_picks_a_weight_on_the_validation_split(monkeypatch) 
         return Encoded(emb[:n], {"row": torch.arange(n).float()[:, None]})
 
     monkeypatch.setattr(evaluate, "extract", fake_extract)
-    method = types.SimpleNamespace(cfg=RiceConfig(rerank_score="fused"), eval=lambda: None,
-                                   second_stage_scores=lambda q, g: (truth[q.extras["row"][:, 0].long()] == g.extras["row"][:, 0].long()).float())
+    method = types.SimpleNamespace(
+        cfg=RiceConfig(rerank_score="fused"),
+        eval=lambda: None,
+        second_stage_scores=lambda q, g: (truth[q.extras["row"][:, 0].long()] == g.extras["row"][:, 0].long()).float(),
+    )
     choice = rf.choose_fuse_weight(method, val, None, EvalConfig(rerank_topk=3, batch_size=5), env=DistEnv())
     assert choice.queries == len(val.queries) and choice.r1_by_weight[0.0] == choice.r1_first_stage
     # a perfect second stage: any weight > 2 (twice the cosine's range) finds every ground truth in the top 3
-    in_top3 = sum(int(truth[i] in sorted([j for j, g in enumerate(val.gallery) if g.group == q.group],
-                                           key=lambda j: -float(q_emb[i] @ g_emb[j]))[:3]) for i, q in enumerate(val.queries))
+    in_top3 = sum(
+        int(
+            truth[i]
+            in sorted(
+                [j for j, g in enumerate(val.gallery) if g.group == q.group], key=lambda j: -float(q_emb[i] @ g_emb[j])
+            )[:3]
+        )
+        for i, q in enumerate(val.queries)
+    )
     assert choice.r1_by_weight[3.0] == pytest.approx(100.0 * in_top3 / len(val.queries))
     assert choice.r1_second_stage == pytest.approx(choice.r1_by_weight[3.0])
     assert choice.r1_by_weight[choice.weight] == max(choice.r1_by_weight.values())

@@ -17,8 +17,14 @@ from methods.sgmn_graph import GraphInteraction, distance_weighted_triplet
 from tests.rice_fixtures import one_thread, toy_batch  # noqa: F401 (autouse fixture)
 
 SMALL = {
-    "encoder.width": 64, "encoder.layers": 2, "encoder.heads": 2, "encoder.embed_dim": 32,
-    "encoder.text_width": 32, "encoder.text_layers": 1, "encoder.text_heads": 2, "encoder.context_length": 16,
+    "encoder.width": 64,
+    "encoder.layers": 2,
+    "encoder.heads": 2,
+    "encoder.embed_dim": 32,
+    "encoder.text_width": 32,
+    "encoder.text_layers": 1,
+    "encoder.text_heads": 2,
+    "encoder.context_length": 16,
 }
 LOSSES = ("base", "txt", "gnn", "reg", "smf")
 
@@ -188,8 +194,10 @@ def test_hard_negatives_are_the_highest_scored_other_products() -> None:
     with torch.no_grad():
         video, _, _ = model._video(batch["frames"], batch["frame_mask"].bool(), tokens=False)
         image, _ = model._image(batch["image"])
-        score = image @ video.t() + 0.5 * model._text(batch["title"], 6, model.fc_title) @ model._text(
-            batch["asr"], 6, model.fc_asr).t()
+        score = (
+            image @ video.t()
+            + 0.5 * model._text(batch["title"], 6, model.fc_title) @ model._text(batch["asr"], 6, model.fc_asr).t()
+        )
     for i in range(6):
         allowed = [j for j in range(6) if batch["product"][j] != batch["product"][i]]
         expected = sorted(allowed, key=lambda j: -float(score[i, j]))[:3]
@@ -201,8 +209,12 @@ def test_paper_profile_step_on_cpu() -> None:
     """The paper profile's shapes (ViT-B/32, 224 px, 10 frames), random init, batch 2: one step."""
     info = DataInfo(num_products=10, num_categories=2, num_frames=10, image_size=224)
     torch.manual_seed(0)
-    model = build_method(Sgmn, "paper", info, {"encoder.pretrained": "none", "encoder.text_pretrained": None,
-                                                       "require_pretrained": False})
+    model = build_method(
+        Sgmn,
+        "paper",
+        info,
+        {"encoder.pretrained": "none", "encoder.text_pretrained": None, "require_pretrained": False},
+    )
     cfg = model.cfg
     assert cfg.tdb_layers == 2 and not hasattr(cfg, "lr_encoder")  # its rates are in TRAIN_RECIPE (command line wins)
     assert model.encoder.grid == 7 and model.encoder.embed_dim == 512
@@ -281,11 +293,15 @@ def test_paper_profile_trains_with_the_official_command_and_options_still_overri
     assert get_profile("paper").train.batch_size == 128  # RICE's run keeps the shared profile
     assert recipe_changes("paper", t, cfg.profile.method_recipe) == {}  # no train.* suffix on its label
     assert recipe_changes("paper", t) != {}
-    small = resolve_run_config(parser.parse_args(["run", "--method", "sgmn", "--dataset", "lpr4m", "--profile", "paper",
-                                                  "--batch-size", "64"]))
+    small = resolve_run_config(
+        parser.parse_args(["run", "--method", "sgmn", "--dataset", "lpr4m", "--profile", "paper", "--batch-size", "64"])
+    )
     assert small.profile.train.batch_size == 64
-    lr = resolve_run_config(parser.parse_args(["run", "--method", "sgmn", "--dataset", "lpr4m", "--profile", "paper",
-                                               "--lr-encoder", "1e-6"]))
+    lr = resolve_run_config(
+        parser.parse_args(
+            ["run", "--method", "sgmn", "--dataset", "lpr4m", "--profile", "paper", "--lr-encoder", "1e-6"]
+        )
+    )
     assert lr.profile.train.lr_encoder == 1e-6  # and the method no longer replaces it in its parameter groups:
     info = DataInfo(num_products=10, num_categories=2, num_frames=4, image_size=112)
     model = build_method(Sgmn, "tiny", info)
@@ -293,7 +309,9 @@ def test_paper_profile_trains_with_the_official_command_and_options_still_overri
     rates = {g["name"]: g["lr"] for g in model.parameter_groups(t.lr_encoder, t.lr_new, t.weight_decay)}
     assert rates["encoder"] == 1e-6 and rates["new"] == 3e-4
     assert recipe_changes("paper", small.profile.train, small.profile.method_recipe) == {"train.batch_size": 64}
-    tiny = resolve_run_config(parser.parse_args(["run", "--method", "sgmn", "--dataset", "lpr4m-synth", "--profile", "tiny"]))
+    tiny = resolve_run_config(
+        parser.parse_args(["run", "--method", "sgmn", "--dataset", "lpr4m-synth", "--profile", "tiny"])
+    )
     assert tiny.profile == get_profile("tiny") and not tiny.profile.method_recipe
 
 

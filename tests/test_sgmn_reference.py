@@ -23,8 +23,14 @@ from methods.sgmn_graph import FrameLevelMatching
 from tests.rice_fixtures import one_thread, toy_batch  # noqa: F401 (autouse fixture)
 
 SMALL = {
-    "encoder.width": 64, "encoder.layers": 2, "encoder.heads": 2, "encoder.embed_dim": 32,
-    "encoder.text_width": 32, "encoder.text_layers": 1, "encoder.text_heads": 2, "encoder.context_length": 16,
+    "encoder.width": 64,
+    "encoder.layers": 2,
+    "encoder.heads": 2,
+    "encoder.embed_dim": 32,
+    "encoder.text_width": 32,
+    "encoder.text_layers": 1,
+    "encoder.text_heads": 2,
+    "encoder.context_length": 16,
 }
 
 
@@ -77,7 +83,9 @@ def test_temporal_difference_block_is_the_official_construction() -> None:
     torch.manual_seed(1)
     frames = torch.randn(3, 4, 32)
     mask = torch.ones(3, 4, dtype=torch.bool)
-    torch.testing.assert_close(model.temporal(frames, mask), ref_tdb(model.temporal, frames, mask), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        model.temporal(frames, mask), ref_tdb(model.temporal, frames, mask), rtol=1e-5, atol=1e-5
+    )
 
 
 def ref_sides(model: Sgmn, batch: dict[str, Any]) -> tuple[Tensor, Tensor, Tensor, Tensor]:

@@ -18,8 +18,9 @@ def test_p_value_matches_scipys_exact_paired_permutation_test():
     rng = np.random.default_rng(3)
     a = rng.normal(0.6, 1.0, 12)
     b = rng.normal(0.0, 1.0, 12)
-    exact = stats.permutation_test((a, b), _mean_diff, permutation_type="samples", vectorized=True,
-                                   n_resamples=np.inf, alternative="two-sided").pvalue
+    exact = stats.permutation_test(
+        (a, b), _mean_diff, permutation_type="samples", vectorized=True, n_resamples=np.inf, alternative="two-sided"
+    ).pvalue
     ours = sig.paired_test(a, b, resamples=40_000, seed=1)
     assert 0.01 < exact < 0.5  # a case where the value matters
     assert ours.p_value == pytest.approx(exact, abs=0.01)
@@ -33,8 +34,9 @@ def test_p_value_on_hits_matches_scipy_monte_carlo_and_the_t_test(shift):
     base = rng.random(600)
     a = 100.0 * (base < 0.40 + shift / 100)
     b = 100.0 * (rng.random(600) * 0.5 + base * 0.5 < 0.40)
-    scipy_p = stats.permutation_test((a, b), _mean_diff, permutation_type="samples", vectorized=True,
-                                     n_resamples=20_000, random_state=7).pvalue
+    scipy_p = stats.permutation_test(
+        (a, b), _mean_diff, permutation_type="samples", vectorized=True, n_resamples=20_000, random_state=7
+    ).pvalue
     ours = sig.paired_test(a, b, resamples=20_000, seed=0)
     assert ours.p_value == pytest.approx(scipy_p, abs=0.015)
     t_p = stats.ttest_rel(a, b).pvalue  # large n: the t approximation is close
@@ -57,7 +59,9 @@ def test_interval_matches_scipys_percentile_bootstrap_of_the_paired_difference()
     a = 100.0 * rng.random(400)
     b = a - rng.normal(2.0, 15.0, 400)
     ours = sig.paired_test(a, b, resamples=20_000, seed=3)
-    ref = stats.bootstrap((a - b,), np.mean, n_resamples=20_000, method="percentile", random_state=11).confidence_interval
+    ref = stats.bootstrap(
+        (a - b,), np.mean, n_resamples=20_000, method="percentile", random_state=11
+    ).confidence_interval
     assert ours.ci[0] == pytest.approx(ref.low, abs=0.25) and ours.ci[1] == pytest.approx(ref.high, abs=0.25)
     assert ours.ci[0] < ours.diff < ours.ci[1]
 
@@ -188,7 +192,7 @@ def test_seed_aware_test_values_are_welchs_with_the_query_term():
     dq = a.mean(0) - b.mean(0)
     vq = np.var(dq, ddof=1) / N_QUERIES
     se = np.sqrt(va + vb + vq)
-    df = se ** 4 / (va ** 2 / 2 + vb ** 2 / 3 + vq ** 2 / (N_QUERIES - 1))
+    df = se**4 / (va**2 / 2 + vb**2 / 3 + vq**2 / (N_QUERIES - 1))
     assert res.diff == pytest.approx(a.mean() - b.mean())
     assert res.p_value == pytest.approx(2 * stats.t.sf(abs(res.diff) / se, df))
     assert res.ci[1] - res.diff == pytest.approx(stats.t.ppf(0.975, df) * se)

@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmark.reports import leaderboard as lb
 from benchmark.evaluation import significance as sig
-from benchmark.reports.browse import filter_counts, write_browser
 from benchmark.record.submission import write_submission
+from benchmark.reports import leaderboard as lb
+from benchmark.reports.browse import filter_counts, write_browser
 from tests.evalkit import make_splits, make_submission
 
 REPO = Path(__file__).resolve().parent.parent
@@ -42,21 +42,45 @@ def board(tmp_path, toy):
     control = make_submission(toy, method="good", noise=4.0, seed=5)
     control["provenance"].pop("training")
     control["provenance"]["seed"] = 0
-    good["provenance"]["inference"] = {"queries": 120, "gallery": 30, "pairs_scored": 0, "encode_query_s": 0.5,
-                                       "encode_gallery_s": 0.2, "rank_s": 0.1, "queries_per_s": 200.0,
-                                       "feature_cache": "miss", "threads": 1}
+    good["provenance"]["inference"] = {
+        "queries": 120,
+        "gallery": 30,
+        "pairs_scored": 0,
+        "encode_query_s": 0.5,
+        "encode_gallery_s": 0.2,
+        "rank_s": 0.1,
+        "queries_per_s": 200.0,
+        "feature_cache": "miss",
+        "threads": 1,
+    }
     good["provenance"]["command"] = "run_benchmark.py --method good --dataset toy"
     for sub in (good, twin, weak, control):
         write_submission(sub, tmp_path)
-    (tmp_path / "reported.json").write_text(json.dumps({"schema_version": 1, "rows": [{
-        "method": "paper-method", "variant": "", "dataset": "toy", "profile": "tiny",
-        "metrics": {"R1": 12.5, "R20": 40.0}, "protocol": "its own", "source": "a paper (2020)", "date": "2020"}]}))
+    (tmp_path / "reported.json").write_text(
+        json.dumps(
+            {
+                "schema_version": 1,
+                "rows": [
+                    {
+                        "method": "paper-method",
+                        "variant": "",
+                        "dataset": "toy",
+                        "profile": "tiny",
+                        "metrics": {"R1": 12.5, "R20": 40.0},
+                        "protocol": "its own",
+                        "source": "a paper (2020)",
+                        "date": "2020",
+                    }
+                ],
+            }
+        )
+    )
     return tmp_path, lb.regenerate(tmp_path, load_splits=lambda ds: toy if ds["name"] == "toy" else None)
 
 
 def _section(md: str, title: str) -> str:
     start = md.index(f"\n**{title}")  # a table's title line (the header's bullets start with "- ")
-    rest = md[start + 3:]
+    rest = md[start + 3 :]
     end = rest.find("\n**")
     return rest if end < 0 else rest[:end]
 
@@ -83,7 +107,7 @@ def test_tables_are_split_by_purpose_and_marked_by_the_paired_test(board):
     assert "paper-method" in reported and "40.00" in reported and "R20" in reported and "reported [" in reported
     paired = _section(md, "Paired comparisons")
     t = pairs[1]["R1"]
-    assert f"| 2 vs 3 " in paired and f"{t.diff:+.2f} [{t.ci[0]:+.2f}, {t.ci[1]:+.2f}]" in paired
+    assert "| 2 vs 3 " in paired and f"{t.diff:+.2f} [{t.ci[0]:+.2f}, {t.ci[1]:+.2f}]" in paired
     assert sig.METHOD in md
     details = _section(md, "Run details")
     assert "Queries/s" in details
@@ -92,7 +116,9 @@ def test_tables_are_split_by_purpose_and_marked_by_the_paired_test(board):
     tex = (root / "leaderboard.tex").read_text()
     best = _section(md, "Each method against the best")
     t = b.vs_best[("toy", "tiny")][2]["R1"]
-    assert "| 3 " in best and f"{t.diff:+.2f} [{t.ci[0]:+.2f}, {t.ci[1]:+.2f}]" in best and "queries only (1 seed)" in best
+    assert (
+        "| 3 " in best and f"{t.diff:+.2f} [{t.ci[0]:+.2f}, {t.ci[1]:+.2f}]" in best and "queries only (1 seed)" in best
+    )
     assert tex.count("\\begin{table}") == 6 and "\\textsuperscript{\\dag}" in tex and "$\\Delta$R1" in tex
 
 
@@ -139,7 +165,7 @@ def test_plots_put_analysis_rows_in_their_own_figure(board):
 def _site_data(root: Path) -> dict:
     text = (root / "site" / "data.js").read_text()
     assert text.startswith("window.LPR_DATA = ") and text.endswith(";\n")
-    return json.loads(text[len("window.LPR_DATA = "):-2])
+    return json.loads(text[len("window.LPR_DATA = ") : -2])
 
 
 def test_site_holds_the_rows_pairs_hits_and_provenance_and_loads_nothing_remote(board, toy):
@@ -150,7 +176,9 @@ def test_site_holds_the_rows_pairs_hits_and_provenance_and_loads_nothing_remote(
     assert kinds == ["ranked"] * 3 + ["analysis", "reported"]
     good = table["rows"][kinds.index("ranked")]
     row = next(r for r in b.tables[("toy", "tiny")] if r.label == good["label"])
-    assert len(good["hits"]) == len(toy.queries) and good["hits"].count("1") == round(row.values["R1"] * len(toy.queries) / 100)
+    assert len(good["hits"]) == len(toy.queries) and good["hits"].count("1") == round(
+        row.values["R1"] * len(toy.queries) / 100
+    )
     assert good["provenance"]["file"] == row.path and good["provenance"]["packages"]
     assert good["provenance"]["command"] == "run_benchmark.py --method good --dataset toy"
     assert good["provenance"]["reproduce"] == f"run_benchmark.py reproduce results/{row.path}"
@@ -163,7 +191,9 @@ def test_site_holds_the_rows_pairs_hits_and_provenance_and_loads_nothing_remote(
     assert shown["p"] == float(f"{test.p_value:.4g}")
     for name in ("index.html", "app.js", "style.css", "data.js"):
         text = (root / "site" / name).read_text()
-        assert not re.search(r"""(src|href)\s*=\s*["']?https?:|@import|url\(\s*["']?https?:|fetch\(|XMLHttpRequest""", text), name
+        assert not re.search(
+            r"""(src|href)\s*=\s*["']?https?:|@import|url\(\s*["']?https?:|fetch\(|XMLHttpRequest""", text
+        ), name
     assert sum(p.stat().st_size for p in (root / "site").iterdir()) < 200_000
 
 
@@ -177,13 +207,22 @@ def test_committed_site_is_small_and_complete():
 def test_browse_pages_show_rescored_hits_and_filter_counts(tmp_path, synth_lpr4m, against):
     subs = []
     for method, noise in (("a-run", 0.5), ("b-run", 2.0)):
-        sub = _full(make_submission(synth_lpr4m, method=method, noise=noise, dataset="lpr4m-synth",
-                                    dataset_size="tiny", dataset_seed=0, topk=5))
+        sub = _full(
+            make_submission(
+                synth_lpr4m,
+                method=method,
+                noise=noise,
+                dataset="lpr4m-synth",
+                dataset_size="tiny",
+                dataset_seed=0,
+                topk=5,
+            )
+        )
         subs.append(write_submission(sub, tmp_path / "results"))
     out = tmp_path / "browse"
     index = write_browser(subs[0], out, against=subs[1] if against else None, splits=synth_lpr4m)
     text = (out / "data.js").read_text()
-    data = json.loads(text[len("window.LPR_BROWSE = "):-2])
+    data = json.loads(text[len("window.LPR_BROWSE = ") : -2])
     a = json.loads(subs[0].read_text())
     assert index == out / "index.html" and data["shown"] == len(synth_lpr4m.queries)
     hits = [q["a"] for q in data["queries"]]
@@ -197,7 +236,9 @@ def test_browse_pages_show_rescored_hits_and_filter_counts(tmp_path, synth_lpr4m
     counts = filter_counts(data)
     if against:
         b = json.loads(subs[1].read_text())
-        b_hits = [qid_top[1][0] in q.gt_ids if qid_top[1] else False for qid_top, q in zip(b["rankings"], synth_lpr4m.queries)]
+        b_hits = [
+            qid_top[1][0] in q.gt_ids if qid_top[1] else False for qid_top, q in zip(b["rankings"], synth_lpr4m.queries)
+        ]
         assert counts["a-right-b-wrong"] == sum(x and not y for x, y in zip(hits, b_hits))
         assert [[t["id"] for t in q["top_b"]] for q in data["queries"]] == [ids[:5] for _, ids in b["rankings"]]
         assert data["b"] == "b-run"

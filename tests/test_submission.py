@@ -11,8 +11,15 @@ import pytest
 
 from benchmark.core import safe_json
 from benchmark.record.submission import (
-    METRIC_TOLERANCE, SubmissionError, build_submission, dumps_submission, load_submission, rescore,
-    schema_errors, submission_filename, write_submission,
+    METRIC_TOLERANCE,
+    SubmissionError,
+    build_submission,
+    dumps_submission,
+    load_submission,
+    rescore,
+    schema_errors,
+    submission_filename,
+    write_submission,
 )
 from tests.evalkit import make_splits, make_submission
 
@@ -39,8 +46,12 @@ def test_round_trip_json_and_gzip_rescore_exactly(tmp_path, splits, sub):
     report = rescore(path, splits)
     assert report.verified == ["R1", "R3", "R5", "R10", "mAP@10"]
     for name in report.verified:
-        assert report.metrics["overall"][name]["value"] == pytest.approx(sub["metrics"]["overall"][name]["value"], abs=1e-12)
-        assert report.metrics["overall"][name]["ci95"] == pytest.approx(sub["metrics"]["overall"][name]["ci95"], abs=1e-9)
+        assert report.metrics["overall"][name]["value"] == pytest.approx(
+            sub["metrics"]["overall"][name]["value"], abs=1e-12
+        )
+        assert report.metrics["overall"][name]["ci95"] == pytest.approx(
+            sub["metrics"]["overall"][name]["ci95"], abs=1e-9
+        )
     assert report.curve[0] == pytest.approx(sub["metrics"]["overall"]["R1"]["value"])
     assert report.curve[9] == pytest.approx(sub["metrics"]["overall"]["R10"]["value"])
     lo, hi = report.bounded["mAP"]
@@ -88,23 +99,62 @@ def _first_present(obj):
 
 CASES = {
     "schema: missing method": (lambda o: o.pop("method"), "schema violations"),
-    "schema: metric over 100": (lambda o: o["metrics"]["overall"]["R1"].update(value=100.5), "greater than the maximum of 100"),
-    "schema: negative metric": (lambda o: o["metrics"]["overall"]["R5"].update(value=-1.0), "less than the minimum of 0"),
+    "schema: metric over 100": (
+        lambda o: o["metrics"]["overall"]["R1"].update(value=100.5),
+        "greater than the maximum of 100",
+    ),
+    "schema: negative metric": (
+        lambda o: o["metrics"]["overall"]["R5"].update(value=-1.0),
+        "less than the minimum of 0",
+    ),
     "schema: bad checksum format": (lambda o: o["dataset"].update(annotation_checksum="xyz"), "annotation_checksum"),
-    "ranking not a pair": (lambda o: o["rankings"].__setitem__(3, ["only-id"]), "rankings/3: must be a [query_id, [gallery ids]] pair"),
-    "gallery id not a string": (lambda o: o["rankings"][_first_present(o)][1].__setitem__(0, 17), "gallery ids must be strings"),
+    "ranking not a pair": (
+        lambda o: o["rankings"].__setitem__(3, ["only-id"]),
+        "rankings/3: must be a [query_id, [gallery ids]] pair",
+    ),
+    "gallery id not a string": (
+        lambda o: o["rankings"][_first_present(o)][1].__setitem__(0, 17),
+        "gallery ids must be strings",
+    ),
     "unknown query": (lambda o: o["rankings"].__setitem__(0, ["nope-query", []]), "unknown query id 'nope-query'"),
     "duplicate query": (lambda o: o["rankings"].__setitem__(1, copy.deepcopy(o["rankings"][2])), "duplicate query id"),
-    "missing query": (lambda o: o["rankings"][-1].__setitem__(0, "ghost"), "1 queries of the split are missing, e.g. ['live03-009']"),
-    "query count": (lambda o: (o["rankings"].pop(), o["dataset"].update(num_queries=o["dataset"]["num_queries"] - 1),
-                               o["metrics"].update(num_queries=o["metrics"]["num_queries"] - 1)), "the data has 40 / 48"),
-    "unknown gallery id": (lambda o: o["rankings"][_first_present(o)][1].__setitem__(0, "img-99-999"), "unknown gallery id 'img-99-999'"),
-    "id outside group": (lambda o: o["rankings"][_first_present(o)][1].__setitem__(0, "img-03-000"), "outside the query's gallery group"),
-    "duplicate gallery id": (lambda o: o["rankings"][_first_present(o)][1].__setitem__(1, o["rankings"][_first_present(o)][1][0]), "listed twice"),
+    "missing query": (
+        lambda o: o["rankings"][-1].__setitem__(0, "ghost"),
+        "1 queries of the split are missing, e.g. ['live03-009']",
+    ),
+    "query count": (
+        lambda o: (
+            o["rankings"].pop(),
+            o["dataset"].update(num_queries=o["dataset"]["num_queries"] - 1),
+            o["metrics"].update(num_queries=o["metrics"]["num_queries"] - 1),
+        ),
+        "the data has 40 / 48",
+    ),
+    "unknown gallery id": (
+        lambda o: o["rankings"][_first_present(o)][1].__setitem__(0, "img-99-999"),
+        "unknown gallery id 'img-99-999'",
+    ),
+    "id outside group": (
+        lambda o: o["rankings"][_first_present(o)][1].__setitem__(0, "img-03-000"),
+        "outside the query's gallery group",
+    ),
+    "duplicate gallery id": (
+        lambda o: o["rankings"][_first_present(o)][1].__setitem__(1, o["rankings"][_first_present(o)][1][0]),
+        "listed twice",
+    ),
     "list longer than topk": (lambda o: o["protocol"].update(topk_saved=2), "more than topk_saved=2"),
-    "claimed R1 off": (lambda o: o["metrics"]["overall"]["R1"].update(value=o["metrics"]["overall"]["R1"]["value"] + 0.01), "metrics.overall.R1: claimed"),
-    "claimed CI off": (lambda o: o["metrics"]["overall"]["R5"]["ci95"].__setitem__(0, o["metrics"]["overall"]["R5"]["ci95"][0] - 1), "R5.ci95"),
-    "claimed breakdown off": (lambda o: o["metrics"]["breakdowns"]["scale"]["small"]["R1"].update(value=0.0), "breakdowns.scale.small.R1"),
+    "claimed R1 off": (
+        lambda o: o["metrics"]["overall"]["R1"].update(value=o["metrics"]["overall"]["R1"]["value"] + 0.01),
+        "metrics.overall.R1: claimed",
+    ),
+    "claimed CI off": (
+        lambda o: o["metrics"]["overall"]["R5"]["ci95"].__setitem__(0, o["metrics"]["overall"]["R5"]["ci95"][0] - 1),
+        "R5.ci95",
+    ),
+    "claimed breakdown off": (
+        lambda o: o["metrics"]["breakdowns"]["scale"]["small"]["R1"].update(value=0.0),
+        "breakdowns.scale.small.R1",
+    ),
     "breakdown n off": (lambda o: o["metrics"]["breakdowns"]["scale"]["small"].update(n=1), "breakdowns.scale.small.n"),
     "full mAP outside bounds": (lambda o: o["metrics"]["overall"]["mAP"].update(value=99.0), "outside"),
     "missing clip ranked": (lambda o: o["rankings"][0][1].append("img-00-000"), "clip is missing"),
@@ -124,22 +174,30 @@ def test_rescore_rejects_with_clear_message(tmp_path, splits, sub, case):
 
 
 def test_tolerance_is_tight_but_absorbs_float_noise(tmp_path, splits, sub):
-    ok = tampered(sub, lambda o: o["metrics"]["overall"]["R1"].update(value=o["metrics"]["overall"]["R1"]["value"] + METRIC_TOLERANCE / 10))
+    ok = tampered(
+        sub,
+        lambda o: o["metrics"]["overall"]["R1"].update(
+            value=o["metrics"]["overall"]["R1"]["value"] + METRIC_TOLERANCE / 10
+        ),
+    )
     rescore(write_raw(tmp_path / "ok.json", ok), splits)
     one_query = 100.0 / len(splits.queries)
     assert one_query > 1000 * METRIC_TOLERANCE  # a one-query difference is always caught at LPR4M scale too
     assert 100.0 / 20079 > 10 * METRIC_TOLERANCE
 
 
-@pytest.mark.parametrize("text, message", [
-    ('{"a": NaN}', "NaN is not allowed"),
-    ('{"a": Infinity}', "Infinity is not allowed"),
-    ('{"a": 1e999}', "overflows"),
-    ('{"a": 1, "a": 2}', "duplicate key 'a'"),
-    ('{"a": [1, 2', "invalid JSON"),
-    ("[" * 40 + "]" * 40, "nested 40 deep"),
-    ('["' + "[" * 100 + '"]', None),  # brackets inside a string do not count
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ('{"a": NaN}', "NaN is not allowed"),
+        ('{"a": Infinity}', "Infinity is not allowed"),
+        ('{"a": 1e999}', "overflows"),
+        ('{"a": 1, "a": 2}', "duplicate key 'a'"),
+        ('{"a": [1, 2', "invalid JSON"),
+        ("[" * 40 + "]" * 40, "nested 40 deep"),
+        ('["' + "[" * 100 + '"]', None),  # brackets inside a string do not count
+    ],
+)
 def test_untrusted_json_limits(tmp_path, text, message):
     path = tmp_path / "x.json"
     path.write_text(text)
@@ -203,9 +261,17 @@ def test_global_gallery_dataset(tmp_path):
 def test_build_refuses_invalid_input(splits, sub):
     with pytest.raises(SubmissionError, match="method/name"):
         build_submission(
-            method="bad name!", variant="", method_config={}, num_parameters=1, dataset="toy", splits=splits,
+            method="bad name!",
+            variant="",
+            method_config={},
+            num_parameters=1,
+            dataset="toy",
+            splits=splits,
             profile=__import__("benchmark.core.config", fromlist=["PROFILES"]).PROFILES["tiny"],
-            metrics=sub["metrics"], rankings=sub["rankings"], provenance=sub["provenance"], seed=0,
+            metrics=sub["metrics"],
+            rankings=sub["rankings"],
+            provenance=sub["provenance"],
+            seed=0,
             wall_time_s={"train": 1.0},
         )
 

@@ -17,6 +17,7 @@ from PIL import Image
 from benchmark.core.registry import DATASETS
 from datasets.lpr4m import load_lpr4m
 from datasets.movingfashion import load_movingfashion
+from datasets.records import ClipSource, DatasetSplits, GalleryItem, Query
 from datasets.synthetic import generate
 from datasets.synthetic.calibration import color_histogram_r1
 from datasets.synthetic.catalog import CATEGORIES, COLOURS, category_prior
@@ -27,7 +28,6 @@ from datasets.synthetic.products import ProductSpec
 from datasets.synthetic.scale import plan_scale
 from datasets.synthetic.scene import ALPHA_MIN, ClipAttrs, make_stage, render_clip
 from datasets.synthetic.text import CATEGORY_WORDS_ZH, FILLER
-from datasets.records import ClipSource, DatasetSplits, GalleryItem, Query
 
 TINY = SIZES["tiny"]
 
@@ -35,7 +35,8 @@ TINY = SIZES["tiny"]
 def tree_hashes(root: Path) -> dict[str, str]:
     return {
         p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*")) if p.is_file()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
     }
 
 
@@ -109,11 +110,15 @@ def test_release_layout_loads_with_expected_counts(roots):
 def test_lpr750k_layout_loads_the_same_world(roots):
     rel, k750 = load_lpr4m(roots["release"]), load_lpr4m(roots["lpr750k"])
     assert k750.layout == "lpr750k"
-    assert [(p.clip.clip_id, p.image_id, p.title, p.category, p.clip.asr) for p in rel.train] == \
-           [(p.clip.clip_id, p.image_id, p.title, p.category, p.clip.asr) for p in k750.train]
-    assert [(q.query_id, q.gt_ids, q.group, dict(q.attributes), dict(q.clip.boxes), q.clip.asr) for q in rel.queries] == \
-           [(q.query_id, q.gt_ids, q.group, dict(q.attributes), dict(q.clip.boxes), q.clip.asr) for q in k750.queries]
-    assert sorted((g.group, g.image_id, g.title) for g in rel.gallery) == sorted((g.group, g.image_id, g.title) for g in k750.gallery)
+    assert [(p.clip.clip_id, p.image_id, p.title, p.category, p.clip.asr) for p in rel.train] == [
+        (p.clip.clip_id, p.image_id, p.title, p.category, p.clip.asr) for p in k750.train
+    ]
+    assert [
+        (q.query_id, q.gt_ids, q.group, dict(q.attributes), dict(q.clip.boxes), q.clip.asr) for q in rel.queries
+    ] == [(q.query_id, q.gt_ids, q.group, dict(q.attributes), dict(q.clip.boxes), q.clip.asr) for q in k750.queries]
+    assert sorted((g.group, g.image_id, g.title) for g in rel.gallery) == sorted(
+        (g.group, g.image_id, g.title) for g in k750.gallery
+    )
     assert all(f.is_file() for q in k750.queries for f in q.clip.frame_paths)
     assert all(g.image_path.is_file() and g.image_path.parent.name == g.group for g in k750.gallery)
     assert all("training_video_0" in str(p.clip.frame_paths[0]) and p.image_path.is_file() for p in k750.train)
@@ -176,8 +181,22 @@ def test_boxes_lie_inside_the_stored_frames(roots):
 
 
 def _plain(category: int, colour: str) -> ProductSpec:
-    return ProductSpec(category, colour, COLOURS[colour], colour, COLOURS[colour], "plain", 10.0, 0, "none",
-                       COLOURS[colour], COLOURS[colour], 1.0, 1.0, 0.5)
+    return ProductSpec(
+        category,
+        colour,
+        COLOURS[colour],
+        colour,
+        COLOURS[colour],
+        "plain",
+        10.0,
+        0,
+        "none",
+        COLOURS[colour],
+        COLOURS[colour],
+        1.0,
+        1.0,
+        0.5,
+    )
 
 
 def test_box_is_the_tight_box_of_the_rendered_intent_product():
@@ -186,7 +205,9 @@ def test_box_is_the_tight_box_of_the_rendered_intent_product():
     others = [_plain(1, "blue"), _plain(0, "green"), _plain(7, "yellow")]
     stage = make_stage(3, (128, 128), [], knobs, clean=True)
     seen = 0
-    for seed, attrs in enumerate([ClipAttrs("small", "long", "many"), ClipAttrs("large", "short", "few"), ClipAttrs("medium", "medium", "many")]):
+    for seed, attrs in enumerate(
+        [ClipAttrs("small", "long", "many"), ClipAttrs("large", "short", "few"), ClipAttrs("medium", "medium", "many")]
+    ):
         r = render_clip(stage, intent, others, attrs, 10, knobs, seed, return_masks=True)
         for frame, box, mask in zip(r.frames, r.boxes, r.masks, strict=True):
             if box is None:
@@ -213,13 +234,18 @@ def test_visible_duration_and_distractor_count_follow_the_attributes():
     lo_s, hi_s = knobs.duration_frac[0]
     lo_l, _ = knobs.duration_frac[2]
     assert round(lo_s * 20) - 1 <= n_short <= round(hi_s * 20) + 1 and n_long >= round(lo_l * 20) - 1
-    assert all(lo_n <= len(d) <= hi_n for d in short.distractor_boxes) and all(len(d) == 0 for d in long.distractor_boxes)
+    assert all(lo_n <= len(d) <= hi_n for d in short.distractor_boxes) and all(
+        len(d) == 0 for d in long.distractor_boxes
+    )
 
 
 def test_attributes_are_present_and_valid(roots):
     splits = load_lpr4m(roots["release"])
-    allowed = {"scale": {"small", "medium", "large"}, "duration": {"short", "medium", "long"},
-               "num_products": {"single", "few", "many"}}
+    allowed = {
+        "scale": {"small", "medium", "large"},
+        "duration": {"short", "medium", "long"},
+        "num_products": {"single", "few", "many"},
+    }
     names = {c.name for c in CATEGORIES}
     for item in list(splits.queries) + list(splits.train):
         a = item.attributes
@@ -229,7 +255,11 @@ def test_attributes_are_present_and_valid(roots):
     t = truth(roots["release"])
     for q in splits.queries:  # attributes in the files are the ones rendered
         c = t["clips"][q.query_id]
-        assert (q.attributes["scale"], q.attributes["duration"], q.attributes["num_products"]) == (c["scale"], c["duration"], c["num_products"])
+        assert (q.attributes["scale"], q.attributes["duration"], q.attributes["num_products"]) == (
+            c["scale"],
+            c["duration"],
+            c["num_products"],
+        )
         assert len(c["distractors"]) == {"single": 0}.get(c["num_products"], len(c["distractors"]))
     # ASR mentions the product's attributes most of the time; some transcripts are empty
     asr = [q.clip.asr for q in splits.queries] + [p.clip.asr for p in splits.train]
@@ -276,7 +306,11 @@ def test_movingfashion_regular_videos_are_larger_longer_and_less_crowded_than_ha
         vids = [v for p in products if p.hard == hard for v in p.videos]
         return sum(getattr(v.attrs, field) == value for v in vids) / len(vids)
 
-    for field, easy, difficult in (("scale", "large", "small"), ("duration", "long", "short"), ("number", "single", "many")):
+    for field, easy, difficult in (
+        ("scale", "large", "small"),
+        ("duration", "long", "short"),
+        ("number", "single", "many"),
+    ):
         assert share(False, field, easy) > share(True, field, easy) + 0.15, field
         assert share(True, field, difficult) > share(False, field, difficult) + 0.15, field
 
@@ -299,8 +333,14 @@ def test_worn_garments_cover_the_torso():
 
 
 def test_scale_plan_has_exact_counts():
-    assert (SIZES["lpr4m-scale"].scale_queries, SIZES["lpr4m-scale"].scale_gallery, SIZES["lpr4m-scale"].scale_groups) == (20079, 66358, 110)
-    small = SizeSpec(name="scale-test", pixels=False, scale_queries=301, scale_gallery=1234, scale_groups=7, scale_train_pairs=50)
+    assert (
+        SIZES["lpr4m-scale"].scale_queries,
+        SIZES["lpr4m-scale"].scale_gallery,
+        SIZES["lpr4m-scale"].scale_groups,
+    ) == (20079, 66358, 110)
+    small = SizeSpec(
+        name="scale-test", pixels=False, scale_queries=301, scale_gallery=1234, scale_groups=7, scale_train_pairs=50
+    )
     lives = plan_scale(0, small, Knobs(multi_gt_rate=0.2))
     test = [lv for lv in lives if lv.split == "test"]
     assert len(test) == 7
@@ -311,7 +351,9 @@ def test_scale_plan_has_exact_counts():
 
 
 def test_scale_size_writes_annotations_only(tmp_path):
-    small = SizeSpec(name="scale-test", pixels=False, scale_queries=120, scale_gallery=400, scale_groups=5, scale_train_pairs=30)
+    small = SizeSpec(
+        name="scale-test", pixels=False, scale_queries=120, scale_gallery=400, scale_groups=5, scale_train_pairs=30
+    )
     root = generate("lpr4m", tmp_path / "scale", seed=0, size=small)
     splits = load_lpr4m(root)
     assert len(splits.queries) == 120 and len(splits.gallery) == 400 and len(splits.train) == 30
@@ -344,12 +386,24 @@ def test_knobs_validate_and_hash():
         knobs_from_dict({"preset": "medium"})
     base = params_hash("lpr4m-release", TINY, Knobs(), 0)
     assert base == params_hash("lpr4m-release", TINY, Knobs(), 0)
-    assert len({base, params_hash("lpr4m-release", TINY, Knobs(noise_std=1.0), 0), params_hash("lpr4m-release", TINY, Knobs(), 1),
-                params_hash("lpr750k", TINY, Knobs(), 0), params_hash("lpr4m-release", dataclasses.replace(TINY, train_lives=5), Knobs(), 0)}) == 5
+    assert (
+        len(
+            {
+                base,
+                params_hash("lpr4m-release", TINY, Knobs(noise_std=1.0), 0),
+                params_hash("lpr4m-release", TINY, Knobs(), 1),
+                params_hash("lpr750k", TINY, Knobs(), 0),
+                params_hash("lpr4m-release", dataclasses.replace(TINY, train_lives=5), Knobs(), 0),
+            }
+        )
+        == 5
+    )
 
 
 def test_generate_reuses_regenerates_and_refuses_foreign_folders(tmp_path):
-    small = dataclasses.replace(TINY, train_lives=1, test_lives=1, products_per_live=(3, 3), queries_per_live=(2, 2), frames_per_clip=(3, 3))
+    small = dataclasses.replace(
+        TINY, train_lives=1, test_lives=1, products_per_live=(3, 3), queries_per_live=(2, 2), frames_per_clip=(3, 3)
+    )
     root = generate("lpr4m", tmp_path / "d", seed=0, size=small)
     stamp = (root / MANIFEST).stat().st_mtime_ns
     assert generate("lpr4m", tmp_path / "d", seed=0, size=small) == root
@@ -368,7 +422,9 @@ def test_generate_reuses_regenerates_and_refuses_foreign_folders(tmp_path):
 def test_a_cached_root_is_verified_against_its_manifest_before_reuse(tmp_path, capsys):
     """A file changed, added or removed after generation (same size included) is not read as the
     set the key names: the root is regenerated, with one warning line, and ends byte-identical."""
-    small = dataclasses.replace(TINY, train_lives=1, test_lives=1, products_per_live=(3, 3), queries_per_live=(2, 2), frames_per_clip=(3, 3))
+    small = dataclasses.replace(
+        TINY, train_lives=1, test_lives=1, products_per_live=(3, 3), queries_per_live=(2, 2), frames_per_clip=(3, 3)
+    )
     root = generate("lpr4m", tmp_path / "d", seed=0, size=small)
     files = manifest(root)["files"]
     assert TRUTH in files and MANIFEST not in files and len(files) == len(tree_hashes(root)) - 1
@@ -380,11 +436,14 @@ def test_a_cached_root_is_verified_against_its_manifest_before_reuse(tmp_path, c
     victim.write_bytes(bytes(data))
     generate("lpr4m", tmp_path / "d", seed=0, size=small)
     assert capsys.readouterr().err.splitlines() == [
-        f"warning: cached synthetic set {root}: {rel} differs from the generated file (sha256); regenerating it"]
+        f"warning: cached synthetic set {root}: {rel} differs from the generated file (sha256); regenerating it"
+    ]
     assert tree_hashes(root) == clean
     (root / "extra.py").write_text("print('x')\n")
     generate("lpr4m", tmp_path / "d", seed=0, size=small)
-    assert capsys.readouterr().err.strip().endswith("0 file(s) missing, 1 not generated (e.g. extra.py); regenerating it")
+    assert (
+        capsys.readouterr().err.strip().endswith("0 file(s) missing, 1 not generated (e.g. extra.py); regenerating it")
+    )
     assert tree_hashes(root) == clean
     stamp = (root / MANIFEST).stat().st_mtime_ns
     generate("lpr4m", tmp_path / "d", seed=0, size=small)
@@ -417,27 +476,41 @@ def _solid(path: Path, rgb) -> Path:
 
 def test_color_histogram_r1_ranks_by_colour_within_groups(tmp_path):
     colours = {"r": (200, 30, 30), "g": (30, 180, 40), "b": (30, 40, 200), "y": (230, 210, 40)}
-    gallery = [GalleryItem(k, _solid(tmp_path / f"g/{k}.jpg", c), group="A" if k in "rg" else "B") for k, c in colours.items()]
+    gallery = [
+        GalleryItem(k, _solid(tmp_path / f"g/{k}.jpg", c), group="A" if k in "rg" else "B") for k, c in colours.items()
+    ]
 
     def query(qid, colour, gt, group, scale):
         frames = tuple(_solid(tmp_path / f"q/{qid}-{i}.jpg", colours[colour]) for i in range(3))
         return Query(qid, ClipSource(qid, frame_paths=frames), (gt,), group=group, attributes={"scale": scale})
 
-    queries = [query("q1", "r", "r", "A", "large"), query("q2", "g", "g", "A", "large"), query("q3", "b", "b", "B", "small"),
-               query("q4", "b", "y", "B", "small")]  # q4 shows blue but its ground truth is yellow: a miss
+    queries = [
+        query("q1", "r", "r", "A", "large"),
+        query("q2", "g", "g", "A", "large"),
+        query("q3", "b", "b", "B", "small"),
+        query("q4", "b", "y", "B", "small"),
+    ]  # q4 shows blue but its ground truth is yellow: a miss
     queries.append(Query("q5", ClipSource("q5"), ("r",), group="A", attributes={"scale": "small"}, missing=True))
     splits = DatasetSplits("toy", tmp_path, [], queries, gallery, "0")
     out = color_histogram_r1(splits, ks=(1, 2))
     assert out["r1"] == pytest.approx(60.0) and out["r2"] == pytest.approx(80.0)  # q5 is a miss even at k=2
     assert out["chance_r1"] == pytest.approx(50.0) and out["num_queries"] == 5
-    assert out["per_attribute"]["scale"] == {"large": {"r1": 100.0, "n": 2}, "small": {"r1": pytest.approx(100 / 3), "n": 3}}
+    assert out["per_attribute"]["scale"] == {
+        "large": {"r1": 100.0, "n": 2},
+        "small": {"r1": pytest.approx(100 / 3), "n": 3},
+    }
 
 
 def test_color_histogram_is_near_chance_on_whole_frames_and_better_with_boxes(roots):
     splits = load_lpr4m(roots["release"])
     whole = color_histogram_r1(splits)
     boxed = color_histogram_r1(splits, use_boxes=True)
-    assert whole["num_queries"] == 20 and set(whole["per_attribute"]) == {"category", "scale", "duration", "num_products"}
+    assert whole["num_queries"] == 20 and set(whole["per_attribute"]) == {
+        "category",
+        "scale",
+        "duration",
+        "num_products",
+    }
     assert boxed["r1"] > whole["r1"]
 
 
@@ -454,9 +527,19 @@ def test_chinese_and_english_worlds_differ_only_in_their_text():
     en = plan_lpr4m(0, TINY, Knobs(text_language="en"))
 
     def no_text(lives):
-        return [(lv.live_id, lv.split, lv.stage_seed,
-                 [(p.image_id, p.spec, p.title_on_image, p.shop_seed, p.extra_image_id, p.image_title) for p in lv.products],
-                 [dataclasses.replace(c, asr="") for c in lv.clips]) for lv in lives]
+        return [
+            (
+                lv.live_id,
+                lv.split,
+                lv.stage_seed,
+                [
+                    (p.image_id, p.spec, p.title_on_image, p.shop_seed, p.extra_image_id, p.image_title)
+                    for p in lv.products
+                ],
+                [dataclasses.replace(c, asr="") for c in lv.clips],
+            )
+            for lv in lives
+        ]
 
     assert no_text(zh) == no_text(en)
     products = [(a, b) for lz, le in zip(zh, en) for a, b in zip(lz.products, le.products)]
@@ -470,7 +553,11 @@ def test_chinese_and_english_worlds_differ_only_in_their_text():
     assert not any(_cjk(b.asr) for _, b in clips)
     # the same phrases in other words: every transcript has its 2-5 filler phrases
     for a, b in clips[:50]:
-        assert 2 <= sum(f in a.asr for f in FILLER["zh"]) <= 5 and 2 <= sum(f in b.asr for f in FILLER["en"]) if a.asr else not b.asr
+        assert (
+            2 <= sum(f in a.asr for f in FILLER["zh"]) <= 5 and 2 <= sum(f in b.asr for f in FILLER["en"])
+            if a.asr
+            else not b.asr
+        )
 
 
 def test_text_language_is_a_checked_knob():
@@ -478,4 +565,6 @@ def test_text_language_is_a_checked_knob():
     assert knobs_from_dict({"text_language": "en"}).text_language == "en"
     with pytest.raises(ValueError, match="text_language must be 'zh' or 'en'"):
         Knobs(text_language="fr")
-    assert params_hash("lpr4m-release", TINY, Knobs(), 0) != params_hash("lpr4m-release", TINY, Knobs(text_language="en"), 0)
+    assert params_hash("lpr4m-release", TINY, Knobs(), 0) != params_hash(
+        "lpr4m-release", TINY, Knobs(text_language="en"), 0
+    )

@@ -23,10 +23,7 @@ ASR = (
     "宝宝们这个口红颜色超级显白，今天直播间福利价，库存不多了",
     "好的我们来看下一款，黑色双肩包，容量特别大，上班上学都可以背",
 )
-TITLES = (
-    "2024新款韩版宽松条纹连衣裙女夏季显瘦",
-    "官方旗舰店正品保湿面霜补水滋润",
-)
+TITLES = ("2024新款韩版宽松条纹连衣裙女夏季显瘦", "官方旗舰店正品保湿面霜补水滋润")
 
 
 def tiny_tower(**kw) -> CnClipText:
@@ -130,7 +127,9 @@ def _write(path, obj) -> str:
 
 
 def test_embedding_files_are_read_by_clip_and_image_id(tmp_path) -> None:
-    asr = _write(tmp_path / "seg2emb.json", {"live1-100-200": [1.0, 0.0, 0.0, 0.0], "live1-300-400": [0.0, 2.0, 0.0, 0.0]})
+    asr = _write(
+        tmp_path / "seg2emb.json", {"live1-100-200": [1.0, 0.0, 0.0, 0.0], "live1-300-400": [0.0, 2.0, 0.0, 0.0]}
+    )
     title = _write(tmp_path / "item2emb.json", {"img-a": [0.0, 0.0, 3.0, 0.0]})
     cfg = dataclasses.replace(TINY_ENCODER, embed_dim=4, text_tower="file", asr_embeddings=asr, title_embeddings=title)
     enc = ClipEncoder(cfg, with_text=True)
@@ -144,13 +143,16 @@ def test_embedding_files_are_read_by_clip_and_image_id(tmp_path) -> None:
         enc.encode_text(["x"], kind="asr")
 
 
-@pytest.mark.parametrize("content, fault", [
-    ("{not json", "cannot read a JSON object"),
-    ("[1, 2]", "expected a JSON object"),
-    (json.dumps({"c1": [1.0, 2.0]}), "id 'c1' is not a list of 4 numbers"),
-    (json.dumps({"c1": [1.0, "x", 0, 0]}), "id 'c1' is not a list of 4 numbers"),
-    (json.dumps({"c1": [1.0, 0, 0, float("nan")]}), "id 'c1' has a non-finite value"),
-])
+@pytest.mark.parametrize(
+    "content, fault",
+    [
+        ("{not json", "cannot read a JSON object"),
+        ("[1, 2]", "expected a JSON object"),
+        (json.dumps({"c1": [1.0, 2.0]}), "id 'c1' is not a list of 4 numbers"),
+        (json.dumps({"c1": [1.0, "x", 0, 0]}), "id 'c1' is not a list of 4 numbers"),
+        (json.dumps({"c1": [1.0, 0, 0, float("nan")]}), "id 'c1' has a non-finite value"),
+    ],
+)
 def test_a_bad_embedding_file_is_one_line_naming_it(tmp_path, content, fault) -> None:
     bad = tmp_path / "seg2emb.json"
     bad.write_text(content, encoding="utf-8")
@@ -176,8 +178,9 @@ def test_rice_reads_its_text_from_the_embedding_files_by_id(tmp_path) -> None:
     g = torch.Generator().manual_seed(0)
     asr = _write(tmp_path / "seg2emb.json", {f"clip{i}": torch.randn(32, generator=g).tolist() for i in range(4)})
     title = _write(tmp_path / "item2emb.json", {f"img{i}": torch.randn(32, generator=g).tolist() for i in range(4)})
-    m = small_rice(ipd="none", **{"encoder.text_tower": "file", "encoder.asr_embeddings": asr,
-                                  "encoder.title_embeddings": title}).eval()
+    m = small_rice(
+        ipd="none", **{"encoder.text_tower": "file", "encoder.asr_embeddings": asr, "encoder.title_embeddings": title}
+    ).eval()
     batch = toy_batch(b=4)
     batch["clip_id"], batch["image_id"] = [f"clip{i}" for i in range(4)], [f"img{i}" for i in range(4)]
     batch["asr"], batch["title"] = ["有字"] * 4, ["标题"] * 4  # non-empty: the text part is on

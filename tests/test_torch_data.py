@@ -12,8 +12,8 @@ from benchmark.core.config import DataConfig
 from datasets import faults as F
 from datasets import transforms as T
 from datasets.errors import DataError
-from datasets.lpr4m import load_lpr4m
 from datasets.faults import Faults
+from datasets.lpr4m import load_lpr4m
 from datasets.movingfashion import load_movingfashion, read_movingfashion
 from datasets.records import ClipSource
 from datasets.torch_data import GalleryDataset, PairDataset, QueryDataset, collate_batch, load_clip
@@ -47,14 +47,28 @@ def test_pair_batch_format(lpr):
     ds = PairDataset(s.train, CFG, products, cats, train=True)
     loader = DataLoader(ds, batch_size=3, collate_fn=collate_batch, shuffle=False)
     batch = next(iter(loader))
-    assert set(batch) == {"frames", "frame_mask", "boxes", "box_mask", "asr", "image", "title", "product", "category",
-                          "index", "frame_index", "boxed_index", "boxed_clips",
-                          "clip_id", "image_id"}  # the ids: a text tower reading embedding files
+    assert set(batch) == {
+        "frames",
+        "frame_mask",
+        "boxes",
+        "box_mask",
+        "asr",
+        "image",
+        "title",
+        "product",
+        "category",
+        "index",
+        "frame_index",
+        "boxed_index",
+        "boxed_clips",
+        "clip_id",
+        "image_id",
+    }  # the ids: a text tower reading embedding files
     # the flat indices of real / boxed frames and of clips with a box, built by the collate
     real, boxed = batch["frame_mask"].flatten(), (batch["frame_mask"] & batch["box_mask"]).flatten()
     assert batch["frame_index"].tolist() == [i for i in range(30) if real[i]]
     assert batch["boxed_index"].tolist() == [i for i in range(30) if boxed[i]]
-    assert batch["boxed_clips"].tolist() == [c for c in range(3) if boxed[c * 10:(c + 1) * 10].any()]
+    assert batch["boxed_clips"].tolist() == [c for c in range(3) if boxed[c * 10 : (c + 1) * 10].any()]
     assert batch["frames"].shape == (3, 10, 3, 32, 32) and batch["frames"].dtype == torch.float32
     assert batch["frame_mask"].dtype == torch.bool and batch["frame_mask"].shape == (3, 10)
     assert batch["boxes"].shape == (3, 10, 4) and batch["box_mask"].dtype == torch.bool

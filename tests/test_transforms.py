@@ -43,7 +43,10 @@ def test_eval_geometry_pixels_follow_box():
 
 
 # sampled crops (the box is inside every one of these), and two crops beside the box
-OUTSIDE = {"left-of-box": T.TrainCrop(0.0, 0.0, 0.25, 0.5, flip=False), "below-box": T.TrainCrop(0.2, 0.75, 0.6, 0.25, flip=True)}
+OUTSIDE = {
+    "left-of-box": T.TrainCrop(0.0, 0.0, 0.25, 0.5, flip=False),
+    "below-box": T.TrainCrop(0.2, 0.75, 0.6, 0.25, flip=True),
+}
 
 
 @pytest.mark.parametrize("case", [*range(12), *OUTSIDE])

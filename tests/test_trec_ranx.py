@@ -20,7 +20,8 @@ from benchmark.evaluation.metrics import per_query_values
 from benchmark.evaluation.scoring import SplitIndex
 from benchmark.evaluation.significance import paired_tests
 from benchmark.record import trec
-from benchmark.record.submission import load_submission, rescore
+from benchmark.record.rescore import rescore
+from benchmark.record.submission import load_submission
 from benchmark.reports import leaderboard as lb
 
 ranx = pytest.importorskip("ranx")
@@ -56,7 +57,9 @@ def exported(tmp_path_factory):
         # ranx orders queries as the qrels do; the harness as the split does
         order = {q: i for i, q in enumerate(qrels.keys())}
         pos = [order[q] for q in index.query_ids]
-        ours = {f"hit_rate@{k}": harness[f"R{k}"] / 100.0 for k in KS} | {f"map@{depth}": harness[f"mAP@{depth}"] / 100.0}
+        ours = {f"hit_rate@{k}": harness[f"R{k}"] / 100.0 for k in KS} | {
+            f"map@{depth}": harness[f"mAP@{depth}"] / 100.0
+        }
         theirs = {m: np.asarray(per_query[m], dtype=np.float64)[pos] for m in metrics}
         result[path] = (ours, theirs, report)
     return result
@@ -66,7 +69,9 @@ def test_every_committed_submission_recomputes_with_ranx_to_1e_9(exported):
     for path, (ours, theirs, report) in exported.items():
         for metric, values in ours.items():
             assert np.abs(values - theirs[metric]).max() <= 1e-9, (path.name, metric)
-            shown = report.metrics["overall"]["R" + metric.split("@")[1] if metric.startswith("hit") else f"mAP@{report.topk}"]
+            shown = report.metrics["overall"][
+                "R" + metric.split("@")[1] if metric.startswith("hit") else f"mAP@{report.topk}"
+            ]
             assert abs(100.0 * theirs[metric].mean() - shown["value"]) <= 1e-9, (path.name, metric)
 
 
@@ -76,13 +81,19 @@ def test_the_paired_test_agrees_with_ranx_fisher_randomization(exported):
     from ranx.statistical_tests import fisher_randomization_test
 
     by_name = {p.name: v for p, v in exported.items()}
-    pairs = [("lpr4m-synth__tiny__rice-icl+pmd+pfr-ln+ipd+text__seed0.json.gz", "lpr4m-synth__tiny__nvan__seed0.json.gz"),
-             ("lpr4m-synth__tiny__mgh__seed0.json.gz", "lpr4m-synth__tiny__mgh-windows-1_2_3__seed0.json.gz")]
+    pairs = [
+        ("lpr4m-synth__tiny__rice-icl+pmd+pfr-ln+ipd+text__seed0.json.gz", "lpr4m-synth__tiny__nvan__seed0.json.gz"),
+        ("lpr4m-synth__tiny__mgh__seed0.json.gz", "lpr4m-synth__tiny__mgh-windows-1_2_3__seed0.json.gz"),
+    ]
     for a, b in pairs:
         (oa, ta, ra), (ob, tb, _) = by_name[a], by_name[b]
         m = f"map@{ra.topk}"
-        ours = paired_tests({"R1": 100 * oa["hit_rate@1"], "mAP": 100 * oa[m]}, {"R1": 100 * ob["hit_rate@1"], "mAP": 100 * ob[m]},
-                            resamples=10_000, seed=0)
+        ours = paired_tests(
+            {"R1": 100 * oa["hit_rate@1"], "mAP": 100 * oa[m]},
+            {"R1": 100 * ob["hit_rate@1"], "mAP": 100 * ob[m]},
+            resamples=10_000,
+            seed=0,
+        )
         for name, metric in (("R1", "hit_rate@1"), ("mAP", m)):
             p_ranx, _ = fisher_randomization_test(ta[metric], tb[metric], 10_000, 0.05, 42)
             p_ours = ours[name].p_value

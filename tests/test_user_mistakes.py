@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from benchmark.reports import leaderboard as lb
 from benchmark.cli.main import main
 from benchmark.record.submission import load_submission
+from benchmark.reports import leaderboard as lb
 from datasets.check import check_dataset
 
 pytestmark = pytest.mark.slow
@@ -28,7 +28,7 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parent.parent
 TINY = ["--dataset", "lpr4m-synth", "--synth-size", "tiny", "--profile", "tiny", "--bootstrap", "20"]
 
-PLUGIN = '''
+PLUGIN = """
 from dataclasses import dataclass
 
 import torch
@@ -60,19 +60,23 @@ class Probe(ClipMeanPool):
             emb = emb.clone()
             emb[0] = float("nan")
         return Encoded(emb)
-'''
+"""
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "run_benchmark.py", *args], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=900)
+    return subprocess.run(
+        [sys.executable, "run_benchmark.py", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=900
+    )
 
 
 def _error_lines(stderr: str) -> list[str]:
     """The error lines of stderr (progress output aside): ``error:`` lines and any traceback."""
-    return [ln for ln in stderr.splitlines()
-            if ln.startswith(("error", "Traceback", "  File ", "During handling")) or "Error:" in ln]
+    return [
+        ln
+        for ln in stderr.splitlines()
+        if ln.startswith(("error", "Traceback", "  File ", "During handling")) or "Error:" in ln
+    ]
 
 
 def _plugin(path: Path, name: str, flip: bool = False) -> Path:
@@ -96,8 +100,19 @@ def _copy_root(src: Path, dst: Path) -> Path:
 
 def test_a_run_on_another_data_root_does_not_replace_the_submission(tiny_root, tmp_path):
     out, res = tmp_path / "runs", tmp_path / "results"
-    common = ["--method", "clip-meanpool", *TINY, "--epochs", "0", "--num-workers", "0",
-              "--output-dir", str(out), "--results-dir", str(res)]
+    common = [
+        "--method",
+        "clip-meanpool",
+        *TINY,
+        "--epochs",
+        "0",
+        "--num-workers",
+        "0",
+        "--output-dir",
+        str(out),
+        "--results-dir",
+        str(res),
+    ]
     assert main(common) == 0
     (path,) = (res / "submissions").glob("*.json*")
     before = path.read_bytes()
@@ -113,13 +128,33 @@ def test_a_run_on_another_data_root_does_not_replace_the_submission(tiny_root, t
     assert path.read_bytes() == before  # the record is untouched
     proc = _cli(*common, "--data-root", str(other), "--overwrite")
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert load_submission(path)["dataset"]["annotation_checksum"] != json.loads(before)["dataset"]["annotation_checksum"]
+    assert (
+        load_submission(path)["dataset"]["annotation_checksum"] != json.loads(before)["dataset"]["annotation_checksum"]
+    )
 
 
 def test_a_truncated_run_is_labelled_partial_and_not_ranked(synth_lpr4m, tmp_path):
     res = tmp_path / "results"
-    assert main(["--method", "clip-meanpool", *TINY, "--max-steps", "1", "--batch-size", "8", "--num-workers", "0",
-                 "--output-dir", str(tmp_path / "runs"), "--results-dir", str(res)]) == 0
+    assert (
+        main(
+            [
+                "--method",
+                "clip-meanpool",
+                *TINY,
+                "--max-steps",
+                "1",
+                "--batch-size",
+                "8",
+                "--num-workers",
+                "0",
+                "--output-dir",
+                str(tmp_path / "runs"),
+                "--results-dir",
+                str(res),
+            ]
+        )
+        == 0
+    )
     (path,) = (res / "submissions").glob("*.json*")
     identity = load_submission(path)["provenance"]["identity"]
     assert identity["partial"] is True and identity["max_steps"] == 1 and identity["planned_steps"] > 1
@@ -137,8 +172,21 @@ def test_an_edited_plugin_misses_the_feature_cache(synth_lpr4m, tmp_path):
     out = tmp_path / "runs"  # one output dir: one feature cache for both runs
 
     def run(res: Path) -> list:
-        proc = _cli("--method", "cache-probe", "--plugin", str(plugin), *TINY, "--epochs", "0", "--num-workers", "0",
-                    "--output-dir", str(out), "--results-dir", str(res))
+        proc = _cli(
+            "--method",
+            "cache-probe",
+            "--plugin",
+            str(plugin),
+            *TINY,
+            "--epochs",
+            "0",
+            "--num-workers",
+            "0",
+            "--output-dir",
+            str(out),
+            "--results-dir",
+            str(res),
+        )
         assert proc.returncode == 0, proc.stderr[-2000:]
         (path,) = (res / "submissions").glob("*.json*")
         return load_submission(path)["rankings"]
@@ -162,23 +210,52 @@ def test_a_corrupt_frame_in_a_dataloader_worker_is_the_same_one_line(synth_lpr4m
         Path(frame).write_bytes(b"this is not a JPEG")
     lines = []
     for workers in ("2", "0"):
-        proc = _cli("--method", "clip-meanpool", "--dataset", "lpr4m-synth", "--data-root", str(root), "--epochs", "0",
-                    "--num-workers", workers, "--no-feature-cache", "--output-dir", str(tmp_path / f"runs{workers}"),
-                    "--results-dir", str(tmp_path / f"res{workers}"))
+        proc = _cli(
+            "--method",
+            "clip-meanpool",
+            "--dataset",
+            "lpr4m-synth",
+            "--data-root",
+            str(root),
+            "--epochs",
+            "0",
+            "--num-workers",
+            workers,
+            "--no-feature-cache",
+            "--output-dir",
+            str(tmp_path / f"runs{workers}"),
+            "--results-dir",
+            str(tmp_path / f"res{workers}"),
+        )
         errors = _error_lines(proc.stderr)
         assert proc.returncode == 1 and len(errors) == 1, proc.stderr[-3000:]
         lines.append(re.sub(r"0x[0-9a-f]+", "0x…", errors[0]))  # PIL's message names an object address
     assert lines[0] == lines[1] and lines[0].startswith("error: ") and str(root / "frames") in lines[0]
 
 
-@pytest.mark.parametrize("fault, expected", [
-    ("shape", "encode_query returned an embedding of shape"),
-    ("nan", "encode_query returned non-finite values"),
-])
+@pytest.mark.parametrize(
+    "fault, expected",
+    [("shape", "encode_query returned an embedding of shape"), ("nan", "encode_query returned non-finite values")],
+)
 def test_a_plugin_breaking_the_method_contract_is_one_line_naming_it(synth_lpr4m, tmp_path, fault, expected):
     plugin = _plugin(tmp_path / "contract_plugin.py", "contract-probe")
-    proc = _cli("--method", "contract-probe", "--plugin", str(plugin), *TINY, "--epochs", "0", "--num-workers", "0",
-                "--set", f"fault={fault}", "--output-dir", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "res"))
+    proc = _cli(
+        "--method",
+        "contract-probe",
+        "--plugin",
+        str(plugin),
+        *TINY,
+        "--epochs",
+        "0",
+        "--num-workers",
+        "0",
+        "--set",
+        f"fault={fault}",
+        "--output-dir",
+        str(tmp_path / "runs"),
+        "--results-dir",
+        str(tmp_path / "res"),
+    )
     errors = _error_lines(proc.stderr)
     assert proc.returncode == 1 and len(errors) == 1, proc.stderr[-3000:]
     assert errors[0].startswith("error: method contract-probe (contract_plugin.py): ") and expected in errors[0]
@@ -197,8 +274,24 @@ def test_synth_onto_a_foreign_folder_is_one_line(tmp_path, capsys):
 
 def test_resume_without_a_checkpoint_is_refused(synth_lpr4m, tmp_path, capsys):
     out = tmp_path / "runs"
-    rc = main(["--method", "clip-meanpool", *TINY, "--max-steps", "1", "--batch-size", "8", "--num-workers", "0",
-               "--resume", "--output-dir", str(out), "--results-dir", str(tmp_path / "res")])
+    rc = main(
+        [
+            "--method",
+            "clip-meanpool",
+            *TINY,
+            "--max-steps",
+            "1",
+            "--batch-size",
+            "8",
+            "--num-workers",
+            "0",
+            "--resume",
+            "--output-dir",
+            str(out),
+            "--results-dir",
+            str(tmp_path / "res"),
+        ]
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 1 and err[-1].startswith("error: --resume: no checkpoint to resume in ")
     assert not list(out.rglob("last.pt"))  # nothing was trained

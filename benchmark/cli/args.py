@@ -32,15 +32,33 @@ def message(exc: BaseException) -> str:
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", required=True, help="a registered method (see `list`)")
     p.add_argument("--dataset", required=True, help="a registered dataset (see `list`)")
-    p.add_argument("--data-root", type=Path, default=None, help="dataset folder (synthetic sets: generated when absent)")
+    p.add_argument(
+        "--data-root", type=Path, default=None, help="dataset folder (synthetic sets: generated when absent)"
+    )
     p.add_argument("--profile", default="tiny", choices=sorted(PROFILES), help="protocol profile (default: tiny)")
     p.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a field of the method's config, dotted (repeatable), e.g. --set encoder.layers=2")
-    p.add_argument("--plugin", dest="plugins", action="append", default=[], metavar="PATH_OR_MODULE",
-                   help="import a method plugin (.py file, package folder or module name) first (repeatable)")
-    p.add_argument("--pretrained", default=None, metavar="PATH",
-                   help="initial encoder weights: a local checkpoint file or an open_clip hub tag")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a field of the method's config, dotted (repeatable), e.g. --set encoder.layers=2",
+    )
+    p.add_argument(
+        "--plugin",
+        dest="plugins",
+        action="append",
+        default=[],
+        metavar="PATH_OR_MODULE",
+        help="import a method plugin (.py file, package folder or module name) first (repeatable)",
+    )
+    p.add_argument(
+        "--pretrained",
+        default=None,
+        metavar="PATH",
+        help="initial encoder weights: a local checkpoint file or an open_clip hub tag",
+    )
     p.add_argument("--epochs", type=int, default=None, help="override the profile's epochs (0: evaluate only)")
     p.add_argument("--max-steps", type=int, default=None, help="stop after this many optimizer steps")
     p.add_argument("--batch-size", type=int, default=None, help="override the profile's global training batch")
@@ -48,41 +66,89 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr-encoder", type=float, default=None, help="override the profile's encoder learning rate")
     p.add_argument("--lr-new", type=float, default=None, help="override the profile's new-module learning rate")
     p.add_argument("--weight-decay", type=float, default=None, help="override the profile's AdamW weight decay")
-    p.add_argument("--grad-clip", type=float, default=None, metavar="NORM",
-                   help="override the profile's global gradient-norm clip (0: no clipping, as the official RICE run)")
-    p.add_argument("--group-batches", choices=("none", "livestream"), default=None,
-                   help="livestream: build each training batch from chunks of one livestream's pairs (LPR4M)")
-    p.add_argument("--group-size", type=int, default=None, metavar="N",
-                   help="pairs per livestream chunk with --group-batches livestream (default 8)")
-    p.add_argument("--rerank", choices=("none", "all", "topk"), default=None,
-                   help="second stage for methods that have one (default: none)")
+    p.add_argument(
+        "--grad-clip",
+        type=float,
+        default=None,
+        metavar="NORM",
+        help="override the profile's global gradient-norm clip (0: no clipping, as the official RICE run)",
+    )
+    p.add_argument(
+        "--group-batches",
+        choices=("none", "livestream"),
+        default=None,
+        help="livestream: build each training batch from chunks of one livestream's pairs (LPR4M)",
+    )
+    p.add_argument(
+        "--group-size",
+        type=int,
+        default=None,
+        metavar="N",
+        help="pairs per livestream chunk with --group-batches livestream (default 8)",
+    )
+    p.add_argument(
+        "--rerank",
+        choices=("none", "all", "topk"),
+        default=None,
+        help="second stage for methods that have one (default: none)",
+    )
     p.add_argument("--rerank-topk", type=int, default=None, help="candidates re-scored with --rerank topk")
     p.add_argument("--bootstrap", type=int, default=None, help="bootstrap resamples for the 95%% CIs")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--num-workers", type=int, default=None, help="DataLoader workers (default: the profile's)")
     p.add_argument("--resume", action="store_true", help="continue from the run directory's last checkpoint")
-    p.add_argument("--weights", type=Path, default=None, metavar="CKPT",
-                   help="start from the model weights of a run checkpoint (RUN_DIR/last.pt); with --epochs 0 "
-                        "this evaluates them under this run's settings, e.g. --set ipd=oracle")
-    p.add_argument("--checkpoint-every", type=int, default=None, metavar="STEPS",
-                   help="also checkpoint every STEPS optimizer steps, mid-epoch (default: at epoch ends only)")
-    p.add_argument("--no-feature-cache", action="store_true",
-                   help="always re-encode the test set (default: reuse embeddings cached for these weights)")
-    p.add_argument("--no-frame-cache", action="store_true",
-                   help="decode every frame each time it is read (default: decode and resize once into "
-                        "<LPR_BENCH_CACHE or .cache>/frames, where it fits; the model sees the same inputs)")
+    p.add_argument(
+        "--weights",
+        type=Path,
+        default=None,
+        metavar="CKPT",
+        help="start from the model weights of a run checkpoint (RUN_DIR/last.pt); with --epochs 0 "
+        "this evaluates them under this run's settings, e.g. --set ipd=oracle",
+    )
+    p.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=None,
+        metavar="STEPS",
+        help="also checkpoint every STEPS optimizer steps, mid-epoch (default: at epoch ends only)",
+    )
+    p.add_argument(
+        "--no-feature-cache",
+        action="store_true",
+        help="always re-encode the test set (default: reuse embeddings cached for these weights)",
+    )
+    p.add_argument(
+        "--no-frame-cache",
+        action="store_true",
+        help="decode every frame each time it is read (default: decode and resize once into "
+        "<LPR_BENCH_CACHE or .cache>/frames, where it fits; the model sees the same inputs)",
+    )
     p.add_argument("--deterministic", action="store_true", help="ask torch for deterministic kernels")
-    p.add_argument("--synth-size", default="default", choices=("tiny", "default"),
-                   help="size of a generated synthetic dataset (default: default)")
+    p.add_argument(
+        "--synth-size",
+        default="default",
+        choices=("tiny", "default"),
+        help="size of a generated synthetic dataset (default: default)",
+    )
     p.add_argument("--output-dir", type=Path, default=Path("runs"), help="run directories go here (default runs/)")
-    p.add_argument("--results-dir", type=Path, default=USER_RESULTS_DIR,
-                   help=f"this run's submission and the user's leaderboard go here (default {USER_RESULTS_DIR}/, "
-                        "untracked; the committed record is results/, written only when named)")
+    p.add_argument(
+        "--results-dir",
+        type=Path,
+        default=USER_RESULTS_DIR,
+        help=f"this run's submission and the user's leaderboard go here (default {USER_RESULTS_DIR}/, "
+        "untracked; the committed record is results/, written only when named)",
+    )
     p.add_argument("--no-leaderboard", action="store_true", help="write the submission but leave the leaderboard alone")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace an existing submission of another run identity (data, truncation, code, settings)")
-    p.add_argument("--demo-fallback", action="store_true",
-                   help=f"if --method is {DEMO_METHOD!r} and it is not registered, run {DEMO_FALLBACK!r} and say so")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing submission of another run identity (data, truncation, code, settings)",
+    )
+    p.add_argument(
+        "--demo-fallback",
+        action="store_true",
+        help=f"if --method is {DEMO_METHOD!r} and it is not registered, run {DEMO_FALLBACK!r} and say so",
+    )
 
 
 def parse_overrides(items: Sequence[str], what: str = "--set") -> dict[str, str]:
@@ -145,15 +211,24 @@ def resolve_run_config(args: argparse.Namespace):
     except ValueError as exc:
         raise UsageError(f"method {method!r}: {exc}") from exc
     train_changes: dict[str, Any] = {}
-    for field, value in (("epochs", args.epochs), ("max_steps", args.max_steps),
-                         ("batch_size", args.batch_size), ("grad_accum", args.grad_accum),
-                         ("checkpoint_every", args.checkpoint_every), ("lr_encoder", args.lr_encoder),
-                         ("lr_new", args.lr_new), ("weight_decay", args.weight_decay),
-                         ("grad_clip", args.grad_clip), ("group_size", args.group_size)):
+    for field, value in (
+        ("epochs", args.epochs),
+        ("max_steps", args.max_steps),
+        ("batch_size", args.batch_size),
+        ("grad_accum", args.grad_accum),
+        ("checkpoint_every", args.checkpoint_every),
+        ("lr_encoder", args.lr_encoder),
+        ("lr_new", args.lr_new),
+        ("weight_decay", args.weight_decay),
+        ("grad_clip", args.grad_clip),
+        ("group_size", args.group_size),
+    ):
         if value is not None:
             positive = field in ("batch_size", "grad_accum", "checkpoint_every", "group_size")
             if not value >= 0 or (value == 0 and positive):  # `not >=` also refuses a NaN rate
-                raise UsageError(f"--{field.replace('_', '-')} must be {'positive' if positive else '>= 0'}, got {value}")
+                raise UsageError(
+                    f"--{field.replace('_', '-')} must be {'positive' if positive else '>= 0'}, got {value}"
+                )
             train_changes[field] = value
     if args.group_batches is not None:
         train_changes["group_batches"] = args.group_batches
@@ -190,10 +265,21 @@ def resolve_run_config(args: argparse.Namespace):
     if profile.eval.rerank != "none" and not cls.supports_rerank:
         raise UsageError(f"--rerank {profile.eval.rerank}: method {method!r} has no second stage")
     return RunConfig(
-        method=method, dataset=args.dataset, profile=profile, data_root=args.data_root, seed=args.seed,
-        output_dir=args.output_dir, results_dir=args.results_dir, method_overrides=overrides,
-        device=args.device, resume=args.resume, deterministic=args.deterministic, synth_size=args.synth_size,
-        feature_cache=not args.no_feature_cache, frame_cache=not args.no_frame_cache, weights=args.weights,
+        method=method,
+        dataset=args.dataset,
+        profile=profile,
+        data_root=args.data_root,
+        seed=args.seed,
+        output_dir=args.output_dir,
+        results_dir=args.results_dir,
+        method_overrides=overrides,
+        device=args.device,
+        resume=args.resume,
+        deterministic=args.deterministic,
+        synth_size=args.synth_size,
+        feature_cache=not args.no_feature_cache,
+        frame_cache=not args.no_frame_cache,
+        weights=args.weights,
     )
 
 
@@ -204,7 +290,7 @@ def pretrained_override(method_cls: type[Method], profile: str, path: str) -> di
     if "pretrained" in names:
         return {"pretrained": path}
     if "encoder" in names:
-        enc = getattr(cfg, "encoder")
+        enc = cfg.encoder
         if dataclasses.is_dataclass(enc) and "pretrained" in {f.name for f in dataclasses.fields(enc)}:
             return {"encoder.pretrained": path}
     raise ValueError(

@@ -16,7 +16,14 @@ from typing import Callable, Sequence
 
 from benchmark.cli import external
 from benchmark.cli.args import (
-    UsageError, add_run_arguments, check_data_roots, load_registries, message, parse_knobs, parse_overrides, resolve_run_config,
+    UsageError,
+    add_run_arguments,
+    check_data_roots,
+    load_registries,
+    message,
+    parse_knobs,
+    parse_overrides,
+    resolve_run_config,
 )
 
 
@@ -52,13 +59,21 @@ def _print_run_summary(result) -> None:
     print_run_table(result.metrics, con, title=f"{result.method_name}, test split")
     inf = result.evaluation.inference if result.evaluation is not None else {}
     if inf:
-        rate = f"{inf['queries_per_s']} queries/s" if inf["queries_per_s"] is not None else "queries/s not measured (cached features)"
-        con.print(f"inference: {rate} ({inf['queries']} queries, {inf['pairs_scored']} pairs re-scored, "
-                  f"{inf['threads']} threads)")
+        rate = (
+            f"{inf['queries_per_s']} queries/s"
+            if inf["queries_per_s"] is not None
+            else "queries/s not measured (cached features)"
+        )
+        con.print(
+            f"inference: {rate} ({inf['queries']} queries, {inf['pairs_scored']} pairs re-scored, "
+            f"{inf['threads']} threads)"
+        )
     missing = int((~result.evaluation.index.valid).sum()) if result.evaluation is not None else 0
     if missing:
-        con.print(f"{missing} queries have no frames in the release: counted as misses (submission: "
-                  "dataset.num_queries_without_frames)")
+        con.print(
+            f"{missing} queries have no frames in the release: counted as misses (submission: "
+            "dataset.num_queries_without_frames)"
+        )
     if result.leaderboard_table is not None:
         con.print(result.leaderboard_table)
     if result.submission_path is not None:
@@ -134,14 +149,27 @@ def _synth_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--size", default="default", help="tiny | default | lpr4m-scale (annotations only)")
-    p.add_argument("--set", dest="knobs", action="append", default=[], metavar="KNOB=VALUE",
-                   help="a difficulty knob of the generator (repeatable)")
-    p.add_argument("--release", action="store_true",
-                   help="lpr4m: also write the release as the authors ship it to OUT-release (urls/: four URL lists and "
-                        "annotation files; www/: the files the URLs name), for `prepare`")
+    p.add_argument(
+        "--set",
+        dest="knobs",
+        action="append",
+        default=[],
+        metavar="KNOB=VALUE",
+        help="a difficulty knob of the generator (repeatable)",
+    )
+    p.add_argument(
+        "--release",
+        action="store_true",
+        help="lpr4m: also write the release as the authors ship it to OUT-release (urls/: four URL lists and "
+        "annotation files; www/: the files the URLs name), for `prepare`",
+    )
     p.add_argument("--base-url", default="http://127.0.0.1:8000/", help="--release: the URLs' prefix")
-    p.add_argument("--original-size", default=None, metavar="WxH",
-                   help="--release: write frames at this original size, boxes in its pixels (e.g. 144x256)")
+    p.add_argument(
+        "--original-size",
+        default=None,
+        metavar="WxH",
+        help="--release: write frames at this original size, boxes in its pixels (e.g. 144x256)",
+    )
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
@@ -191,23 +219,45 @@ def _prepare_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=64, help="img2dataset threads per process")
     p.add_argument("--shard-size", type=int, default=50000, help="img2dataset samples per shard (README: 50000)")
     p.add_argument("--link", action="store_true", help="hard-link shard files into the layout (default: rename)")
-    p.add_argument("--fast", action="store_true",
-                   help="no HTTP: resize the release's own files (URLS/../www, a synthetic release) as img2dataset does")
-    p.add_argument("--frames-per-clip", type=int, default=10, metavar="T",
-                   help="download only the frames read at T frames a clip (linspace; datasets/frame_selection.py); "
-                        "0: every frame (default 10, the paper profile's)")
-    p.add_argument("--format", dest="storage", choices=("files", "webdataset"), default="files",
-                   help="files: frames/<clip>/<frame>.jpg (small roots); webdataset: keep img2dataset's tar shards "
-                        "+ shards/index.tsv (full scale)")
+    p.add_argument(
+        "--fast",
+        action="store_true",
+        help="no HTTP: resize the release's own files (URLS/../www, a synthetic release) as img2dataset does",
+    )
+    p.add_argument(
+        "--frames-per-clip",
+        type=int,
+        default=10,
+        metavar="T",
+        help="download only the frames read at T frames a clip (linspace; datasets/frame_selection.py); "
+        "0: every frame (default 10, the paper profile's)",
+    )
+    p.add_argument(
+        "--format",
+        dest="storage",
+        choices=("files", "webdataset"),
+        default="files",
+        help="files: frames/<clip>/<frame>.jpg (small roots); webdataset: keep img2dataset's tar shards "
+        "+ shards/index.tsv (full scale)",
+    )
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
     from datasets.prepare_lpr4m import PrepareError, prepare
 
     try:
-        result = prepare(args.urls, args.out, which=args.lists, processes=args.processes, threads=args.threads,
-                         shard_size=args.shard_size, link=args.link, fast=args.fast,
-                         frames_per_clip=args.frames_per_clip, fmt=args.storage)
+        result = prepare(
+            args.urls,
+            args.out,
+            which=args.lists,
+            processes=args.processes,
+            threads=args.threads,
+            shard_size=args.shard_size,
+            link=args.link,
+            fast=args.fast,
+            frames_per_clip=args.frames_per_clip,
+            fmt=args.storage,
+        )
     except PrepareError as exc:
         for line in str(exc).splitlines():  # the checks before any download: one line per fault
             print(f"error: {line}", file=sys.stderr)
@@ -216,16 +266,22 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     for name, c in rep["lists"].items():
         listed = f" (of {c['listed']} listed: --frames-per-clip {rep['frames_per_clip']})" if "listed" in c else ""
         print(f"{name}: {c['downloaded']}/{c['urls']} downloaded{listed}, {c['failed']} failed")
-    print(f"test clips without frames: {len(rep['test_clips_without_frames'])}, gallery images missing: "
-          f"{len(rep['gallery_images_missing'])}; report: {result.out / 'prepare_report.json'}")
+    print(
+        f"test clips without frames: {len(rep['test_clips_without_frames'])}, gallery images missing: "
+        f"{len(rep['gallery_images_missing'])}; report: {result.out / 'prepare_report.json'}"
+    )
     print("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in result.seconds.items()))
     return 0
 
 
 def _score_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("submission", type=Path)
-    p.add_argument("--data-root", type=Path, default=None,
-                   help="the dataset's folder (synthetic sets: regenerated into the cache when absent)")
+    p.add_argument(
+        "--data-root",
+        type=Path,
+        default=None,
+        help="the dataset's folder (synthetic sets: regenerated into the cache when absent)",
+    )
 
 
 def cmd_score(args: argparse.Namespace) -> int:
@@ -236,12 +292,21 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 def _leaderboard_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--results-dir", type=Path, default=Path("results"))
-    p.add_argument("--data-root", dest="data_roots", action="append", default=[], metavar="DATASET=DIR",
-                   help="where a real dataset lives, so that its rows are re-scored (repeatable); "
-                        "synthetic ones are regenerated")
-    p.add_argument("--compare", nargs=2, metavar=("A", "B"), default=None,
-                   help="only print the seed-aware test of two rows (submission file name or row label); "
-                        "writes nothing")
+    p.add_argument(
+        "--data-root",
+        dest="data_roots",
+        action="append",
+        default=[],
+        metavar="DATASET=DIR",
+        help="where a real dataset lives, so that its rows are re-scored (repeatable); synthetic ones are regenerated",
+    )
+    p.add_argument(
+        "--compare",
+        nargs=2,
+        metavar=("A", "B"),
+        default=None,
+        help="only print the seed-aware test of two rows (submission file name or row label); writes nothing",
+    )
     p.add_argument("--dataset", default=None, help="--compare: look the rows up in this dataset's tables")
 
 
@@ -256,10 +321,15 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 def _reproduce_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("submission", type=Path)
     p.add_argument("--data-root", type=Path, default=None, help="the dataset's folder (synthetic sets: regenerated)")
-    p.add_argument("--keep", action="store_true", help="keep the temporary folder (worktree removed) and its submission")
-    p.add_argument("--apply-recorded-diff", action="store_true",
-                   help="a dirty tree's row: apply its recorded diff (it is code: read it first) when its hash "
-                        "matches and its paths stay in the worktree; default: run nothing, exit 3")
+    p.add_argument(
+        "--keep", action="store_true", help="keep the temporary folder (worktree removed) and its submission"
+    )
+    p.add_argument(
+        "--apply-recorded-diff",
+        action="store_true",
+        help="a dirty tree's row: apply its recorded diff (it is code: read it first) when its hash "
+        "matches and its paths stay in the worktree; default: run nothing, exit 3",
+    )
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
@@ -271,9 +341,16 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 def _browse_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("submission", type=Path)
     p.add_argument("--data-root", type=Path, default=None, help="the dataset's folder (synthetic sets: regenerated)")
-    p.add_argument("--out", type=Path, default=None, help="output folder (default runs/browse/<submission>; never commit it)")
-    p.add_argument("--against", type=Path, default=None, metavar="SUBMISSION",
-                   help="a second submission on the same split: filter by 'A right, B wrong' at rank 1")
+    p.add_argument(
+        "--out", type=Path, default=None, help="output folder (default runs/browse/<submission>; never commit it)"
+    )
+    p.add_argument(
+        "--against",
+        type=Path,
+        default=None,
+        metavar="SUBMISSION",
+        help="a second submission on the same split: filter by 'A right, B wrong' at rank 1",
+    )
     p.add_argument("--limit", type=int, default=None, help="only the first N queries (thumbnails take time)")
 
 
@@ -302,7 +379,10 @@ def _visualize_arguments(p: argparse.ArgumentParser) -> None:
 def cmd_visualize(args: argparse.Namespace) -> int:
     mod = _visualize_module()
     if mod is None:
-        print("error: visualize is not available in this checkout (benchmark/cli/visualize.py is missing)", file=sys.stderr)
+        print(
+            "error: visualize is not available in this checkout (benchmark/cli/visualize.py is missing)",
+            file=sys.stderr,
+        )
         return 1
     return int(mod.main(args) or 0)
 
@@ -317,21 +397,49 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 COMMANDS: tuple[Command, ...] = (
     Command("run", "train + evaluate + submit (the default)", add_run_arguments, cmd_run),
     Command("list", "registered methods, datasets and profiles", _list_arguments, cmd_list),
-    Command("check-data", "integrity report of a data root (non-zero exit on faults)", _check_data_arguments,
-            cmd_check_data),
+    Command(
+        "check-data", "integrity report of a data root (non-zero exit on faults)", _check_data_arguments, cmd_check_data
+    ),
     Command("synth", "write a synthetic dataset in a real layout", _synth_arguments, cmd_synth),
-    Command("prepare", "LPR4M: download the release's URL lists with img2dataset into the loader's layout",
-            _prepare_arguments, cmd_prepare),
+    Command(
+        "prepare",
+        "LPR4M: download the release's URL lists with img2dataset into the loader's layout",
+        _prepare_arguments,
+        cmd_prepare,
+    ),
     Command("score", "re-score a submission from its rankings against the ground truth", _score_arguments, cmd_score),
     Command("leaderboard", "regenerate the leaderboard from the submissions", _leaderboard_arguments, cmd_leaderboard),
-    Command("visualize", "qualitative figures (benchmark/cli/visualize.py)", _visualize_arguments, cmd_visualize,
-            eager=False),
-    Command("reproduce", "re-run a submission's command at its recorded commit (temporary git worktree, one thread) "
-            "and compare the metrics", _reproduce_arguments, cmd_reproduce),
-    Command("browse", "per-query pages of a submission: frames, ground truth, top-5 with hits marked",
-            _browse_arguments, cmd_browse),
-    Command("evaluate", "score a model's embeddings or TREC run file made outside the harness: an external submission "
-            "(docs/external.md)", external.add_evaluate_arguments, cmd_evaluate),
-    Command("export", "write submissions' rankings and their dataset's qrels as TREC files (ranx, trec_eval)",
-            external.add_export_arguments, external.export_command),
+    Command(
+        "visualize",
+        "qualitative figures (benchmark/cli/visualize.py)",
+        _visualize_arguments,
+        cmd_visualize,
+        eager=False,
+    ),
+    Command(
+        "reproduce",
+        "re-run a submission's command at its recorded commit (temporary git worktree, one thread) "
+        "and compare the metrics",
+        _reproduce_arguments,
+        cmd_reproduce,
+    ),
+    Command(
+        "browse",
+        "per-query pages of a submission: frames, ground truth, top-5 with hits marked",
+        _browse_arguments,
+        cmd_browse,
+    ),
+    Command(
+        "evaluate",
+        "score a model's embeddings or TREC run file made outside the harness: an external submission "
+        "(docs/external.md)",
+        external.add_evaluate_arguments,
+        cmd_evaluate,
+    ),
+    Command(
+        "export",
+        "write submissions' rankings and their dataset's qrels as TREC files (ranx, trec_eval)",
+        external.add_export_arguments,
+        external.export_command,
+    ),
 )

@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
+from benchmark.record.rescore import rescore
+
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,99}$")  # the submission schema's method name
 LINK = re.compile(r"^(https?://\S+|doi:\S+)$")
 
@@ -28,22 +30,48 @@ class ArgumentProblem(ValueError):
 
 def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", required=True, help="a registered dataset (see `list`)")
-    p.add_argument("--data-root", type=Path, default=None, help="dataset folder (synthetic sets: generated when absent)")
-    p.add_argument("--synth-size", default="default", choices=("tiny", "default"), help="a generated synthetic set's size")
-    p.add_argument("--query-embeddings", type=Path, default=None, metavar="FILE", help=".npz (ids + embeddings), .npy or .safetensors")
+    p.add_argument(
+        "--data-root", type=Path, default=None, help="dataset folder (synthetic sets: generated when absent)"
+    )
+    p.add_argument(
+        "--synth-size", default="default", choices=("tiny", "default"), help="a generated synthetic set's size"
+    )
+    p.add_argument(
+        "--query-embeddings",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help=".npz (ids + embeddings), .npy or .safetensors",
+    )
     p.add_argument("--gallery-embeddings", type=Path, default=None, metavar="FILE", help="as --query-embeddings")
-    p.add_argument("--query-ids", type=Path, default=None, metavar="FILE", help="id list of a .npy/.safetensors file "
-                   "(default: beside it, query.npy -> query.ids.txt)")
+    p.add_argument(
+        "--query-ids",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="id list of a .npy/.safetensors file (default: beside it, query.npy -> query.ids.txt)",
+    )
     p.add_argument("--gallery-ids", type=Path, default=None, metavar="FILE", help="as --query-ids")
-    p.add_argument("--run", type=Path, default=None, metavar="FILE", help="a TREC run file (qid Q0 docid rank score tag) "
-                   "instead of embeddings")
+    p.add_argument(
+        "--run",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="a TREC run file (qid Q0 docid rank score tag) instead of embeddings",
+    )
     p.add_argument("--method-name", required=True, help="the method's name on the leaderboard")
     p.add_argument("--paper", required=True, metavar="URL", help="a link to its paper or code (http(s):// or doi:)")
-    p.add_argument("--recipe", required=True, metavar="TEXT", help="how it was trained and the outputs made (free text)")
+    p.add_argument(
+        "--recipe", required=True, metavar="TEXT", help="how it was trained and the outputs made (free text)"
+    )
     p.add_argument("--num-parameters", type=int, default=None, help="the model's parameter count, if you want it shown")
     p.add_argument("--profile", default="tiny", help="the leaderboard table to join; its evaluation settings apply")
-    p.add_argument("--seed", type=int, default=0, help="your run's seed: names the file, seeds the bootstrap (default 0)")
-    p.add_argument("--results-dir", type=Path, default=Path("results"), help="submissions and leaderboard (default results/)")
+    p.add_argument(
+        "--seed", type=int, default=0, help="your run's seed: names the file, seeds the bootstrap (default 0)"
+    )
+    p.add_argument(
+        "--results-dir", type=Path, default=Path("results"), help="submissions and leaderboard (default results/)"
+    )
     p.add_argument("--no-leaderboard", action="store_true", help="write the submission but leave the leaderboard alone")
 
 
@@ -104,27 +132,45 @@ def evaluate_command(args: argparse.Namespace) -> int:
     if kind == "embeddings":  # read (and check) the files before any dataset is loaded or generated
         q = xin.read_embeddings(args.query_embeddings, args.query_ids)
         g = xin.read_embeddings(args.gallery_embeddings, args.gallery_ids)
-        inputs = dict(zip(("query_embeddings", "query_ids"), q.files)) | dict(zip(("gallery_embeddings", "gallery_ids"), g.files))
+        inputs = dict(zip(("query_embeddings", "query_ids"), q.files)) | dict(
+            zip(("gallery_embeddings", "gallery_ids"), g.files)
+        )
     else:
         entries = xin.read_run(args.run)
         inputs = {"run": args.run}
     splits, size, data_seed = _load_splits(args.dataset, args.data_root, args.synth_size)
-    out = (external.rank_embeddings(splits, q, g, eval_cfg) if kind == "embeddings"
-           else external.rank_run(splits, entries, args.run, eval_cfg))
+    out = (
+        external.rank_embeddings(splits, q, g, eval_cfg)
+        if kind == "embeddings"
+        else external.rank_run(splits, entries, args.run, eval_cfg)
+    )
     metrics = scoring.metrics_for_ranking(out.ranking, out.index, eval_cfg, seed=args.seed)
     sub = build_external_submission(
-        method=args.method_name, paper=args.paper, recipe=args.recipe, kind=kind, inputs=inputs, dataset=args.dataset,
-        splits=splits, eval_cfg=eval_cfg, profile=args.profile, metrics=metrics,
-        rankings=scoring.ranked_ids(out.ranking, out.index, eval_cfg.topk_saved), seed=args.seed,
-        wall_time_s={"score": time.perf_counter() - t0}, num_parameters=args.num_parameters,
-        dataset_size=size, dataset_seed=data_seed,
+        method=args.method_name,
+        paper=args.paper,
+        recipe=args.recipe,
+        kind=kind,
+        inputs=inputs,
+        dataset=args.dataset,
+        splits=splits,
+        eval_cfg=eval_cfg,
+        profile=args.profile,
+        metrics=metrics,
+        rankings=scoring.ranked_ids(out.ranking, out.index, eval_cfg.topk_saved),
+        seed=args.seed,
+        wall_time_s={"score": time.perf_counter() - t0},
+        num_parameters=args.num_parameters,
+        dataset_size=size,
+        dataset_seed=data_seed,
     )
     path, written = write_external(sub, args.results_dir)
     con = Console(highlight=False)
     if out.notice:
         print(f"notice: {out.notice}", file=sys.stderr)
     print_run_table(metrics, con, title=f"{args.method_name} (external {kind}), {args.dataset} test split")
-    print(f"submission: {path}" + ("" if written else " (already there, made from the same input files: left as it was)"))
+    print(
+        f"submission: {path}" + ("" if written else " (already there, made from the same input files: left as it was)")
+    )
     if not args.no_leaderboard:
         _refresh_board(publish, args, splits, con)
     return 0
@@ -160,9 +206,11 @@ def export_command(args: argparse.Namespace) -> int:
             splits = publish.splits_for_submission(sub, args.data_root)
             cache[key] = (splits, SplitIndex.from_splits(splits))
         splits, index = cache[key]
-        submission.rescore(path, splits, loaded=sub)
+        rescore(path, splits, loaded=sub)
         qrels, run = trec.export(sub, path, index, args.out)
         print(f"{path}: wrote {run} ({sum(len(ids) for _, ids in sub['rankings'])} lines) and {qrels}")
-    print("recompute with ranx: Qrels.from_file(QRELS, kind='trec'), Run.from_file(RUN, kind='trec'), "
-          "evaluate(qrels, run, ['hit_rate@1', 'map@50'], make_comparable=True); see docs/external.md")
+    print(
+        "recompute with ranx: Qrels.from_file(QRELS, kind='trec'), Run.from_file(RUN, kind='trec'), "
+        "evaluate(qrels, run, ['hit_rate@1', 'map@50'], make_comparable=True); see docs/external.md"
+    )
     return 0

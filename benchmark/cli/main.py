@@ -29,7 +29,8 @@ def build_parser(selected: Optional[str] = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="run_benchmark.py",
         description="LPR-Bench: train and evaluate a livestream product recognition method under one protocol.",
-        epilog="subcommands: " + " | ".join(f"{n} (default)" if n == "run" else n for n in SUBCOMMANDS)
+        epilog="subcommands: "
+        + " | ".join(f"{n} (default)" if n == "run" else n for n in SUBCOMMANDS)
         + "; `run_benchmark.py SUBCOMMAND -h` for each",
     )
     sub = parser.add_subparsers(dest="command", metavar="SUBCOMMAND")
@@ -58,8 +59,19 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from methods.encoders import EncoderLoadError
 
     return (
-        WriteError, CheckpointError, DeviceError, TrainingError, EvaluationError, DataError, EncoderLoadError,
-        SubmissionError, MethodBuildError, IdentityError, ReproduceError, ExternalInputError, TrecExportError,
+        WriteError,
+        CheckpointError,
+        DeviceError,
+        TrainingError,
+        EvaluationError,
+        DataError,
+        EncoderLoadError,
+        SubmissionError,
+        MethodBuildError,
+        IdentityError,
+        ReproduceError,
+        ExternalInputError,
+        TrecExportError,
     )
 
 

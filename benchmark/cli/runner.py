@@ -66,15 +66,18 @@ class RunResult:
     evaluation: Optional[evaluate.EvalOutput] = None
     leaderboard_table: Optional[Any] = None
     leaderboard_error: Optional[str] = None  # the leaderboard could not be regenerated (why)
-    committed: Optional[str] = None  # how it compares with the committed row of the same name (publish.committed_comparison)
+    committed: Optional[str] = (
+        None  # how it compares with the committed row of the same name (publish.committed_comparison)
+    )
     timings: dict[str, float] = field(default_factory=dict)
 
 
 # --- pieces ------------------------------------------------------------------------------
 
 
-def run_dir_for(cfg: RunConfig, method_label: str, weights_sha256: Optional[str] = None,
-                start: Optional[str] = None) -> Path:
+def run_dir_for(
+    cfg: RunConfig, method_label: str, weights_sha256: Optional[str] = None, start: Optional[str] = None
+) -> Path:
     """``<output>/<dataset>/<label>/<profile>-seed<N>`` (``-weights-<sha8>`` for a ``--weights`` run,
     which must not overwrite the run that trained those weights, nor one trained with its config;
     ``-untrained`` / ``-zero-shot`` for an evaluation of the initial weights, ``start``)."""
@@ -138,9 +141,13 @@ def run_identity(cfg: RunConfig, initial_weights: Optional[dict[str, Any]] = Non
     """What a checkpoint must have been trained as for ``--resume`` to continue it. A new key
     only when its feature is used: checkpoints written before it keep their identity."""
     identity: dict[str, Any] = {
-        "method": cfg.method, "dataset": cfg.dataset, "profile": cfg.profile.name, "seed": cfg.seed,
+        "method": cfg.method,
+        "dataset": cfg.dataset,
+        "profile": cfg.profile.name,
+        "seed": cfg.seed,
         "method_overrides": {k: str(v) for k, v in cfg.method_overrides.items()},
-        "data_root": str(cfg.data_root) if cfg.data_root else None, "synth_size": cfg.synth_size,
+        "data_root": str(cfg.data_root) if cfg.data_root else None,
+        "synth_size": cfg.synth_size,
     }
     if initial_weights:
         identity["initial_weights"] = initial_weights["sha256"]
@@ -168,8 +175,10 @@ def load_initial_weights(method: Method, path: Path, con: Any) -> dict[str, Any]
         except (OSError, ValueError, AttributeError):  # unreadable or not an object: source unknown
             label = None
         source = label[:200] if isinstance(label, str) else None
-    con.print(f"weights from {path} ({source or 'source run unknown'}, sha256 {digest[:12]})"
-              + (f"; {len(unused)} checkpoint tensors unused by this config, e.g. {unused[0]}" if unused else ""))
+    con.print(
+        f"weights from {path} ({source or 'source run unknown'}, sha256 {digest[:12]})"
+        + (f"; {len(unused)} checkpoint tensors unused by this config, e.g. {unused[0]}" if unused else "")
+    )
     return {"path": str(path), "sha256": digest, "source": source, "unused_keys": len(unused)}
 
 
@@ -229,17 +238,28 @@ def run(
 def identity_for(cfg: RunConfig, splits: DatasetSplits, method: Method, world_size: int) -> dict[str, Any]:
     """The run's ``provenance.identity`` (:func:`benchmark.record.run_identity.build_identity`)."""
     t = cfg.profile.train
-    planned = (t.updates or ident.planned_steps(t.epochs, len(splits.train), t.batch_size, world_size, t.grad_accum)) \
-        if trains(cfg) else None  # a schedule in updates (the paper profile) plans exactly that many
+    planned = (
+        (t.updates or ident.planned_steps(t.epochs, len(splits.train), t.batch_size, world_size, t.grad_accum))
+        if trains(cfg)
+        else None
+    )  # a schedule in updates (the paper profile) plans exactly that many
     return ident.build_identity(
-        dataset=cfg.dataset, annotation_checksum=splits.annotation_checksum, custom_root=cfg.data_root is not None,
-        profile={"name": cfg.profile.name}, method=cfg.method, overrides=cfg.method_overrides,
-        code=ident.code_hash(method), seed=cfg.seed, max_steps=t.max_steps if trains(cfg) else None, planned=planned,
+        dataset=cfg.dataset,
+        annotation_checksum=splits.annotation_checksum,
+        custom_root=cfg.data_root is not None,
+        profile={"name": cfg.profile.name},
+        method=cfg.method,
+        overrides=cfg.method_overrides,
+        code=ident.code_hash(method),
+        seed=cfg.seed,
+        max_steps=t.max_steps if trains(cfg) else None,
+        planned=planned,
     )
 
 
-def check_before_training(cfg: RunConfig, env: D.DistEnv, run_dir: Path, target: Path, record: dict[str, Any],
-                          overwrite: bool) -> None:
+def check_before_training(
+    cfg: RunConfig, env: D.DistEnv, run_dir: Path, target: Path, record: dict[str, Any], overwrite: bool
+) -> None:
     """Refuse, before any work, a ``--resume`` with nothing to resume and a submission that would
     replace one of another identity (rank 0 decides; every rank raises the same error)."""
     from benchmark.training.checkpoint import CheckpointError, find_resumable
@@ -247,8 +267,11 @@ def check_before_training(cfg: RunConfig, env: D.DistEnv, run_dir: Path, target:
     problem: Optional[tuple[str, str]] = None
     if env.is_main:
         if cfg.resume and trains(cfg) and find_resumable(run_dir) is None:
-            problem = ("checkpoint", f"--resume: no checkpoint to resume in {run_dir} (nothing was trained there "
-                                     f"with these settings yet); drop --resume to start the run")
+            problem = (
+                "checkpoint",
+                f"--resume: no checkpoint to resume in {run_dir} (nothing was trained there "
+                f"with these settings yet); drop --resume to start the run",
+            )
         else:
             try:
                 ident.check_target(target, record, overwrite=overwrite)
@@ -271,8 +294,14 @@ def batch_groups(cfg: RunConfig, splits: DatasetSplits) -> Optional[list[str]]:
     return [livestream_of(p) for p in splits.train]
 
 
-def _run(cfg: RunConfig, env: D.DistEnv, num_workers: Optional[int], show_progress: bool, write_leaderboard: bool,
-         overwrite: bool = False) -> RunResult:
+def _run(
+    cfg: RunConfig,
+    env: D.DistEnv,
+    num_workers: Optional[int],
+    show_progress: bool,
+    write_leaderboard: bool,
+    overwrite: bool = False,
+) -> RunResult:
     from benchmark.core.progress import console
     from datasets.torch_data import PairDataset
 
@@ -309,11 +338,20 @@ def _run(cfg: RunConfig, env: D.DistEnv, num_workers: Optional[int], show_progre
     # a fused second stage's weight is chosen on held-out training pairs (benchmark.evaluation.rerank_fusion)
     train_splits, validation = rerank_fusion.carve_if_needed(method, splits)
     record = identity_for(cfg, train_splits, method, env.world_size)
-    preview = publish.preview_submission(cfg, splits, method, variant, record, trains=trains(cfg),
-                                         initial_weights=initial_weights, synthetic_seed=SYNTH_DATA_SEED,
-                                         weights_files=weights_files)
-    check_before_training(cfg, env, run_dir, publish.target_path(preview, cfg.results_dir),
-                          ident.comparable(preview), overwrite)
+    preview = publish.preview_submission(
+        cfg,
+        splits,
+        method,
+        variant,
+        record,
+        trains=trains(cfg),
+        initial_weights=initial_weights,
+        synthetic_seed=SYNTH_DATA_SEED,
+        weights_files=weights_files,
+    )
+    check_before_training(
+        cfg, env, run_dir, publish.target_path(preview, cfg.results_dir), ident.comparable(preview), overwrite
+    )
     resolved = {
         "run": cfg.to_dict(),
         "method_config": method_cfg,
@@ -332,9 +370,19 @@ def _run(cfg: RunConfig, env: D.DistEnv, num_workers: Optional[int], show_progre
         if cfg.frame_cache and stream is None:
             with_frame_cache(pairs, "train", splits, env, workers, con)
         train_result = engine.train(
-            method, pairs, cfg.profile.train, env=env, run_dir=run_dir, seed=cfg.seed, num_workers=workers,
-            resume=cfg.resume, config=resolved, identity=identity, show_progress=show_progress,
-            groups=groups, stream=stream,
+            method,
+            pairs,
+            cfg.profile.train,
+            env=env,
+            run_dir=run_dir,
+            seed=cfg.seed,
+            num_workers=workers,
+            resume=cfg.resume,
+            config=resolved,
+            identity=identity,
+            show_progress=show_progress,
+            groups=groups,
+            stream=stream,
         )
     else:
         method.to(env.device)
@@ -346,18 +394,29 @@ def _run(cfg: RunConfig, env: D.DistEnv, num_workers: Optional[int], show_progre
 
     amp = engine.amp_dtype_for(env.device, cfg.profile.train.amp)
     if validation is not None:
-        choice = rerank_fusion.choose_fuse_weight(method, validation, cfg.profile.data, cfg.profile.eval, env=env,
-                                                  num_workers=workers, amp_dtype=amp)
+        choice = rerank_fusion.choose_fuse_weight(
+            method, validation, cfg.profile.data, cfg.profile.eval, env=env, num_workers=workers, amp_dtype=amp
+        )
         rerank_fusion.apply_choice(method, choice, run_dir if env.is_main else None)
-        con.print(f"fused second stage: weight {choice.weight} chosen on {choice.queries} held-out training clips "
-                  f"(validation R1 {choice.r1_by_weight[choice.weight]:.2f}; cosine alone {choice.r1_first_stage:.2f}, "
-                  f"second stage alone {choice.r1_second_stage:.2f})")
+        con.print(
+            f"fused second stage: weight {choice.weight} chosen on {choice.queries} held-out training clips "
+            f"(validation R1 {choice.r1_by_weight[choice.weight]:.2f}; cosine alone {choice.r1_first_stage:.2f}, "
+            f"second stage alone {choice.r1_second_stage:.2f})"
+        )
     t1 = time.perf_counter()
     out = evaluate.evaluate(
-        method, splits, cfg.profile.data, cfg.profile.eval, env=env, num_workers=workers, amp_dtype=amp,
+        method,
+        splits,
+        cfg.profile.data,
+        cfg.profile.eval,
+        env=env,
+        num_workers=workers,
+        amp_dtype=amp,
         show_progress=show_progress,
         feature_cache=FeatureCache(Path(cfg.output_dir) / FEATURE_CACHE_DIR) if cfg.feature_cache else None,
-        dataset_hook=(lambda ds, side: with_frame_cache(ds, side, splits, env, workers, con)) if cfg.frame_cache else None,
+        dataset_hook=(lambda ds, side: with_frame_cache(ds, side, splits, env, workers, con))
+        if cfg.frame_cache
+        else None,
     )
     eval_s = time.perf_counter() - t1
     result = RunResult(run_dir=run_dir, method_name=label, train=train_result, evaluation=out)
@@ -366,9 +425,22 @@ def _run(cfg: RunConfig, env: D.DistEnv, num_workers: Optional[int], show_progre
         prov = provenance.collect(env.device, world_size=env.world_size)
         result.timings["total_s"] = time.perf_counter() - t_all
         published = publish.publish(
-            cfg, splits, method, variant, out, train_result=train_result, provenance=prov, seeds=seeds,
-            initial_weights=initial_weights, identity=record, overwrite=overwrite, weights_files=weights_files,
-            timings=result.timings, run_dir=run_dir, synthetic_seed=SYNTH_DATA_SEED, write_leaderboard=write_leaderboard,
+            cfg,
+            splits,
+            method,
+            variant,
+            out,
+            train_result=train_result,
+            provenance=prov,
+            seeds=seeds,
+            initial_weights=initial_weights,
+            identity=record,
+            overwrite=overwrite,
+            weights_files=weights_files,
+            timings=result.timings,
+            run_dir=run_dir,
+            synthetic_seed=SYNTH_DATA_SEED,
+            write_leaderboard=write_leaderboard,
         )
         result.metrics = published.metrics
         result.submission_path = published.submission_path

@@ -22,6 +22,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
+
 from benchmark.core.jsonable import to_jsonable
 
 
@@ -30,7 +31,9 @@ class DataConfig:
     num_frames: int = 10
     image_size: int = 224  # center-crop size
     resize_size: int = 256  # size before the crop at evaluation (see resize_mode)
-    resize_mode: str = "square"  # "square": whole frame to resize x resize, as the official configs; "shorter": aspect kept
+    resize_mode: str = (
+        "square"  # "square": whole frame to resize x resize, as the official configs; "shorter": aspect kept
+    )
     train_jitter: bool = True  # random tail cut, random resized crop, flip
     train_spatial: bool = True  # with train_jitter: the random resized crop and flip (False: eval geometry)
     interpolation: str = "bilinear"  # the evaluation geometry's resize: "bilinear" | "bicubic"
@@ -96,8 +99,16 @@ PROFILES: dict[str, Profile] = {
         description="the official RICE run behind the reported rows: 10 frames, 224 px, batch 128, 5k updates, GPU",
         data=DataConfig(num_frames=10, image_size=224, resize_size=256, num_workers=8),
         train=TrainConfig(
-            epochs=1, updates=5000, warmup_ratio=0.1, batch_size=128, lr_encoder=1e-6, lr_new=1e-4,
-            weight_decay=0.2, adam_eps=1e-6, grad_clip=0.0, amp=True,
+            epochs=1,
+            updates=5000,
+            warmup_ratio=0.1,
+            batch_size=128,
+            lr_encoder=1e-6,
+            lr_new=1e-4,
+            weight_decay=0.2,
+            adam_eps=1e-6,
+            grad_clip=0.0,
+            amp=True,
         ),
         eval=EvalConfig(batch_size=128, bootstrap=1000),
     ),
@@ -106,8 +117,7 @@ PROFILES: dict[str, Profile] = {
         description="CPU-sized: 4 frames, 112 px, small models from scratch, minutes on 2 cores",
         data=DataConfig(num_frames=4, image_size=112, resize_size=128, num_workers=2, resize_mode="shorter"),
         train=TrainConfig(
-            epochs=4, batch_size=32, lr_encoder=5e-4, lr_new=5e-4, weight_decay=0.05,
-            warmup_ratio=0.1, amp=False,
+            epochs=4, batch_size=32, lr_encoder=5e-4, lr_new=5e-4, weight_decay=0.05, warmup_ratio=0.1, amp=False
         ),
         eval=EvalConfig(batch_size=64, bootstrap=1000),
     ),
@@ -116,7 +126,9 @@ PROFILES: dict[str, Profile] = {
 # (RICE on lpr4m-synth) finishes in 10 minutes on the idle 2-core machine. Its own profile name, so
 # that its rows never share a table with v1's; docs/protocol-v2.md has the candidates measured.
 PROFILES["tiny-v2"] = dataclasses.replace(
-    PROFILES["tiny"], name="tiny-v2", method_profile="tiny",
+    PROFILES["tiny"],
+    name="tiny-v2",
+    method_profile="tiny",
     description="tiny protocol v2: tiny's models, 4 frames, 112 px, 2 epochs (half of tiny's training)",
     train=dataclasses.replace(PROFILES["tiny"].train, epochs=2),
 )
@@ -170,9 +182,12 @@ def for_method(profile: Profile, train_recipe: Any) -> Profile:
     unknown += sorted(f"data.{k}" for k in set(data) - {f.name for f in dataclasses.fields(DataConfig)})
     if unknown:
         raise ValueError(f"TRAIN_RECIPE[{profile.name!r}] names unknown training fields {unknown}")
-    return dataclasses.replace(profile, train=dataclasses.replace(profile.train, **recipe),
-                               data=dataclasses.replace(profile.data, **data),
-                               method_recipe=recipe | ({"data": data} if data else {}))
+    return dataclasses.replace(
+        profile,
+        train=dataclasses.replace(profile.train, **recipe),
+        data=dataclasses.replace(profile.data, **data),
+        method_recipe=recipe | ({"data": data} if data else {}),
+    )
 
 
 def get_profile(name: str) -> Profile:

@@ -58,8 +58,7 @@ class Registry:
             if prev is obj or _same_definition(prev, obj):
                 return  # the same module imported twice under one name
             raise RegistryError(
-                f"duplicate {self.kind} name {name!r}: already registered by "
-                f"{_where(prev)}, again by {_where(obj)}"
+                f"duplicate {self.kind} name {name!r}: already registered by {_where(prev)}, again by {_where(obj)}"
             )
         if not description:
             doc = (getattr(obj, "__doc__", None) or "").strip()

@@ -24,6 +24,7 @@ MAX_DEPTH = 32
 GZIP_MAGIC = b"\x1f\x8b"
 MAX_DEFLATE_RATIO = 1032  # deflate cannot expand more than this: a trailer claiming more lies (or was cut off)
 
+
 class UntrustedJSONError(ValueError):
     """The file cannot be read safely; ``str()`` names the file and the fault."""
 
@@ -43,16 +44,19 @@ def read_limited(path: Path | str, max_bytes: int = MAX_BYTES) -> bytes:
                 if max_bytes < claimed <= size * MAX_DEFLATE_RATIO:  # an honest trailer: a bomb
                     with gzip.open(path, "rb") as gz:  # a corrupt stream says so first
                         gz.read(1)
-                    raise UntrustedJSONError(f"{path}: decompresses to more than the limit of {max_bytes} bytes "
-                                             f"({claimed} bytes, says its gzip trailer)")
+                    raise UntrustedJSONError(
+                        f"{path}: decompresses to more than the limit of {max_bytes} bytes "
+                        f"({claimed} bytes, says its gzip trailer)"
+                    )
         if head != GZIP_MAGIC:
             return path.read_bytes()
         data = _gunzip_limited(path, max_bytes)
     except FileNotFoundError:
         raise UntrustedJSONError(f"{path}: no such file") from None
     except EOFError:
-        raise UntrustedJSONError(f"{path}: truncated gzip file (the compressed data ends before its "
-                                 f"end-of-stream marker)") from None
+        raise UntrustedJSONError(
+            f"{path}: truncated gzip file (the compressed data ends before its end-of-stream marker)"
+        ) from None
     except (gzip.BadGzipFile, zlib.error) as exc:
         raise UntrustedJSONError(f"{path}: corrupt gzip data ({exc})") from None
     except OSError as exc:

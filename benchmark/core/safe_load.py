@@ -38,8 +38,10 @@ def load_failure_reason(exc: BaseException) -> str:
     if isinstance(exc, pickle.UnpicklingError) or "Weights only load failed" in text:
         found = _REFUSED.search(text)
         what = found.group(1).rstrip(".") if found else "objects that are not tensors or plain containers"
-        return (f"refused: it holds pickled Python objects ({what}), not only tensors; it is read with "
-                "torch.load(weights_only=True) and nothing in it was executed")
+        return (
+            f"refused: it holds pickled Python objects ({what}), not only tensors; it is read with "
+            "torch.load(weights_only=True) and nothing in it was executed"
+        )
     first = text.splitlines()[0] if text else type(exc).__name__
     return f"not a readable torch file ({first})"
 

@@ -79,7 +79,11 @@ def extract(
     encode = method.encode_query if side == "query" else method.encode_gallery
     sampler = DistributedSampler(dataset, num_replicas=env.world_size, rank=env.rank, shuffle=False, drop_last=False)
     loader = DataLoader(
-        dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers, collate_fn=collate_batch,
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=num_workers,
+        collate_fn=collate_batch,
         pin_memory=env.device.type == "cuda",
     )
     embs: list[Tensor] = []
@@ -95,10 +99,13 @@ def extract(
                     enc = encode(to_device(batch, env.device))
                 # one device-to-host copy a batch; the contract is checked on the copy (a non-finite
                 # value stays non-finite through the normalisation)
-                emb = retrieval.l2_normalize(enc.embedding.detach()).cpu() if isinstance(enc.embedding, Tensor) else None
+                emb = (
+                    retrieval.l2_normalize(enc.embedding.detach()).cpu() if isinstance(enc.embedding, Tensor) else None
+                )
                 checked = Encoded(emb, enc.extras) if emb is not None else enc
-                problem = encoded_problem(method, f"encode_{side}", checked, len(batch["index"]),
-                                          embs[0].shape[1] if embs else None)
+                problem = encoded_problem(
+                    method, f"encode_{side}", checked, len(batch["index"]), embs[0].shape[1] if embs else None
+                )
                 if problem:
                     raise EvaluationError(problem)
                 embs.append(emb)
@@ -164,11 +171,20 @@ def evaluate(
     present = [q for q in splits.queries if not q.missing]
     timings: dict[str, float] = {}
     common: dict[str, Any] = dict(
-        env=env, batch_size=eval_cfg.batch_size, num_workers=num_workers, keep_extras=keep,
-        amp_dtype=amp_dtype, show_progress=show_progress,
+        env=env,
+        batch_size=eval_cfg.batch_size,
+        num_workers=num_workers,
+        keep_extras=keep,
+        amp_dtype=amp_dtype,
+        show_progress=show_progress,
     )
-    ctx = feature_cache.context(method, annotation_checksum=splits.annotation_checksum, profile="", data_cfg=data_cfg,
-                                amp_dtype=amp_dtype) if feature_cache is not None else None
+    ctx = (
+        feature_cache.context(
+            method, annotation_checksum=splits.annotation_checksum, profile="", data_cfg=data_cfg, amp_dtype=amp_dtype
+        )
+        if feature_cache is not None
+        else None
+    )
     hook = dataset_hook or (lambda ds, side: ds)
     spent: dict[str, float] = {}  # seconds in extract() per side: encoded here, not read from the feature cache
 
@@ -180,14 +196,26 @@ def evaluate(
         return enc
 
     t0 = time.perf_counter()
-    enc_present = fcache.cached(
-        ctx, "query", [q.query_id for q in present], need_extras=keep, env=env,
-        compute=lambda: encode("query", lambda: QueryDataset(present, data_cfg)),
-    ) if present else None
+    enc_present = (
+        fcache.cached(
+            ctx,
+            "query",
+            [q.query_id for q in present],
+            need_extras=keep,
+            env=env,
+            compute=lambda: encode("query", lambda: QueryDataset(present, data_cfg)),
+        )
+        if present
+        else None
+    )
     timings["encode_query_s"] = spent.get("query", time.perf_counter() - t0)
     t1 = time.perf_counter()
     g_enc = fcache.cached(
-        ctx, "gallery", [g.image_id for g in splits.gallery], need_extras=keep, env=env,
+        ctx,
+        "gallery",
+        [g.image_id for g in splits.gallery],
+        need_extras=keep,
+        env=env,
         compute=lambda: encode("gallery", lambda: GalleryDataset(splits.gallery, data_cfg)),
     )
     timings["encode_gallery_s"] = spent.get("gallery", time.perf_counter() - t1)
@@ -197,19 +225,33 @@ def evaluate(
     score_pairs = _rerank_callback(method, q_enc, g_enc, env, amp_dtype, eval_cfg.batch_size) if keep else None
     t2 = time.perf_counter()
     ranking = retrieval.rank(
-        q_enc.embedding, g_enc.embedding, index.query_groups, index.gallery_groups,
-        k=max(eval_cfg.topk_saved, max(eval_cfg.ks)), gt_index=index.gt_index(), query_valid=index.valid,
-        score_pairs=score_pairs, mode=mode, rerank_topk=eval_cfg.rerank_topk,  # type: ignore[arg-type]
+        q_enc.embedding,
+        g_enc.embedding,
+        index.query_groups,
+        index.gallery_groups,
+        k=max(eval_cfg.topk_saved, max(eval_cfg.ks)),
+        gt_index=index.gt_index(),
+        query_valid=index.valid,
+        score_pairs=score_pairs,
+        mode=mode,
+        rerank_topk=eval_cfg.rerank_topk,  # type: ignore[arg-type]
     )
     timings["rank_s"] = time.perf_counter() - t2
     cache_state = "off" if ctx is None else ("miss" if "query" in spent or not present else "hit")
-    return EvalOutput(ranking=ranking, index=index, rerank=mode, timings=timings,
-                      inference=inference_cost(timings, len(present), len(splits.gallery),
-                                               int(ranking.pairs_scored), cache_state, env.world_size))
+    return EvalOutput(
+        ranking=ranking,
+        index=index,
+        rerank=mode,
+        timings=timings,
+        inference=inference_cost(
+            timings, len(present), len(splits.gallery), int(ranking.pairs_scored), cache_state, env.world_size
+        ),
+    )
 
 
-def inference_cost(timings: dict[str, float], queries: int, gallery: int, pairs_scored: int,
-                   feature_cache: str, world_size: int = 1) -> dict[str, Any]:
+def inference_cost(
+    timings: dict[str, float], queries: int, gallery: int, pairs_scored: int, feature_cache: str, world_size: int = 1
+) -> dict[str, Any]:
     """The evaluation's cost for the submission's provenance (``provenance.inference``).
 
     Queries/s is what serving a query costs once the gallery is indexed: encoding the present
@@ -220,10 +262,14 @@ def inference_cost(timings: dict[str, float], queries: int, gallery: int, pairs_
     seconds = timings["encode_query_s"] + timings["rank_s"]
     measured = feature_cache != "hit" and queries > 0 and seconds > 0
     return {
-        "queries": queries, "gallery": gallery, "pairs_scored": pairs_scored,
+        "queries": queries,
+        "gallery": gallery,
+        "pairs_scored": pairs_scored,
         **{k: round(float(v), 4) for k, v in timings.items()},
         "queries_per_s": round(queries / seconds, 3) if measured else None,
-        "feature_cache": feature_cache, "threads": torch.get_num_threads(), "world_size": int(world_size),
+        "feature_cache": feature_cache,
+        "threads": torch.get_num_threads(),
+        "world_size": int(world_size),
     }
 
 

@@ -70,15 +70,19 @@ def _query_rows(emb: EmbeddingFile, index: SplitIndex, splits: DatasetSplits, tr
         if qi is None:
             raise _foreign(emb.path, "query", qid, splits, training)
         if not bool(index.valid[qi]):
-            raise ExternalInputError(f"{emb.path}: query {qid!r} has no frames in the release; it is scored as a miss "
-                                     "for every method, so leave it out")
+            raise ExternalInputError(
+                f"{emb.path}: query {qid!r} has no frames in the release; it is scored as a miss "
+                "for every method, so leave it out"
+            )
         rows[qi] = emb.matrix[r]
     given = set(emb.ids)
     needed = [q for q, ok in zip(index.query_ids, index.valid.tolist()) if ok]
     absent = [q for q in needed if q not in given]
     if absent:
-        raise ExternalInputError(f"{emb.path}: no embedding for query {absent[0]!r} ({len(absent)} of the "
-                                 f"{len(needed)} queries with frames are missing)")
+        raise ExternalInputError(
+            f"{emb.path}: no embedding for query {absent[0]!r} ({len(absent)} of the "
+            f"{len(needed)} queries with frames are missing)"
+        )
     return torch.from_numpy(rows)
 
 
@@ -91,25 +95,37 @@ def _gallery_rows(emb: EmbeddingFile, index: SplitIndex, splits: DatasetSplits, 
             raise _foreign(emb.path, "gallery image", gid, splits, training)
     absent = [g for g in dict.fromkeys(index.gallery_ids) if g not in row_of]
     if absent:
-        raise ExternalInputError(f"{emb.path}: no embedding for gallery image {absent[0]!r} ({len(absent)} of "
-                                 f"{len(wanted)} gallery images are missing)")
+        raise ExternalInputError(
+            f"{emb.path}: no embedding for gallery image {absent[0]!r} ({len(absent)} of "
+            f"{len(wanted)} gallery images are missing)"
+        )
     take = np.fromiter((row_of[g] for g in index.gallery_ids), dtype=np.int64, count=len(index.gallery_ids))
     return torch.from_numpy(np.ascontiguousarray(emb.matrix[take], dtype=np.float32))
 
 
-def rank_embeddings(splits: DatasetSplits, query: EmbeddingFile, gallery: EmbeddingFile,
-                    eval_cfg: EvalConfig) -> ExternalRanking:
+def rank_embeddings(
+    splits: DatasetSplits, query: EmbeddingFile, gallery: EmbeddingFile, eval_cfg: EvalConfig
+) -> ExternalRanking:
     """Check both files against the split and rank as the harness ranks a plugin's embeddings."""
     index = SplitIndex.from_splits(splits)
     training = _training_ids(splits) - set(index.query_ids) - set(index.gallery_ids)
     dq, dg = query.matrix.shape[1], gallery.matrix.shape[1]
     if dq != dg:
-        raise ExternalInputError(f"{gallery.path}: embeddings are {dg}-dimensional but the query file's are {dq} "
-                                 f"(first gallery id {gallery.ids[0]!r}; query file {query.path.name})")
+        raise ExternalInputError(
+            f"{gallery.path}: embeddings are {dg}-dimensional but the query file's are {dq} "
+            f"(first gallery id {gallery.ids[0]!r}; query file {query.path.name})"
+        )
     q = _query_rows(query, index, splits, training)
     g = _gallery_rows(gallery, index, splits, training)
-    ranking = rank(l2_normalize(q), l2_normalize(g), index.query_groups, index.gallery_groups,
-                   k=ranking_depth(eval_cfg), gt_index=index.gt_index(), query_valid=index.valid)
+    ranking = rank(
+        l2_normalize(q),
+        l2_normalize(g),
+        index.query_groups,
+        index.gallery_groups,
+        k=ranking_depth(eval_cfg),
+        gt_index=index.gt_index(),
+        query_valid=index.valid,
+    )
     return ExternalRanking(ranking, index)
 
 
@@ -142,20 +158,32 @@ def rank_run(splits: DatasetSplits, entries: list[RunEntry], path: Path, eval_cf
     omitted = [q for qi, q in enumerate(index.query_ids) if bool(valid[qi]) and int(listed[qi]) == 0]
     valid &= listed > 0
     dummy_q, dummy_g = torch.zeros(len(index.query_ids), 1), torch.zeros(ng, 1)
-    ranking = rank(dummy_q, dummy_g, index.query_groups, index.gallery_groups, k=ranking_depth(eval_cfg),
-                   gt_index=index.gt_index(), query_valid=valid, score_pairs=score_pairs, mode="all")
+    ranking = rank(
+        dummy_q,
+        dummy_g,
+        index.query_groups,
+        index.gallery_groups,
+        k=ranking_depth(eval_cfg),
+        gt_index=index.gt_index(),
+        query_valid=valid,
+        score_pairs=score_pairs,
+        mode="all",
+    )
     _cut_unlisted(ranking, listed)
     ranking.pairs_scored = 0  # no second stage ran: the run's own scores were looked up
     ranking.mode = "none"
     notice = None
     if omitted:
-        notice = (f"{path}: {len(omitted)} of the {int(index.valid.sum())} queries with frames have no line in the run "
-                  f"(first {omitted[0]!r}): each counted as a miss (rule: docs/external.md)")
+        notice = (
+            f"{path}: {len(omitted)} of the {int(index.valid.sum())} queries with frames have no line in the run "
+            f"(first {omitted[0]!r}): each counted as a miss (rule: docs/external.md)"
+        )
     return ExternalRanking(ranking, index, notice)
 
 
-def _run_by_query(entries: list[RunEntry], path: Path, index: SplitIndex, splits: DatasetSplits,
-                  training: set[str]) -> dict[int, list[tuple[int, float]]]:
+def _run_by_query(
+    entries: list[RunEntry], path: Path, index: SplitIndex, splits: DatasetSplits, training: set[str]
+) -> dict[int, list[tuple[int, float]]]:
     """Run lines as {query position: [(gallery index, score)]}, each id checked against the split."""
     pos = {q: i for i, q in enumerate(index.query_ids)}
     all_gallery = set(index.gallery_ids)
@@ -166,13 +194,17 @@ def _run_by_query(entries: list[RunEntry], path: Path, index: SplitIndex, splits
         if qi is None:
             raise _foreign(Path(where), "query", e.qid, splits, training)
         if not bool(index.valid[qi]):
-            raise ExternalInputError(f"{where}: query {e.qid!r} has no frames in the release; it is scored as a miss "
-                                     "for every method, so leave it out")
+            raise ExternalInputError(
+                f"{where}: query {e.qid!r} has no frames in the release; it is scored as a miss "
+                "for every method, so leave it out"
+            )
         gj = index.group_items(qi).get(e.docid)
         if gj is None:
             if e.docid in all_gallery:
-                raise ExternalInputError(f"{where}: query {e.qid!r} ranks image {e.docid!r}, which is outside its gallery "
-                                         f"group {index.query_group(qi)!r} (each query is ranked within its own group)")
+                raise ExternalInputError(
+                    f"{where}: query {e.qid!r} ranks image {e.docid!r}, which is outside its gallery "
+                    f"group {index.query_group(qi)!r} (each query is ranked within its own group)"
+                )
             raise _foreign(Path(where), "gallery image", e.docid, splits, training)
         out[qi].append((gj, e.score))
     return out

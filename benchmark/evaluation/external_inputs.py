@@ -81,7 +81,9 @@ def read_embeddings(path: Path | str, ids_path: Optional[Path | str] = None) -> 
     files = [path]
     if suffix == ".npz":
         if ids_path is not None:
-            raise ExternalInputError(f"{path}: an .npz file carries its own 'ids' array; drop the separate id list {ids_path}")
+            raise ExternalInputError(
+                f"{path}: an .npz file carries its own 'ids' array; drop the separate id list {ids_path}"
+            )
         ids, matrix = _read_npz(path)
     else:
         matrix = _read_npy(path) if suffix == ".npy" else _read_safetensors(path)
@@ -97,15 +99,19 @@ def _read_npz(path: Path) -> tuple[list[str], np.ndarray]:
         with np.load(path, allow_pickle=False) as data:
             missing = [k for k in ("ids", "embeddings") if k not in data.files]
             if missing:
-                raise ExternalInputError(f"{path}: no array named {missing[0]!r} (an .npz needs 'ids' and 'embeddings'; "
-                                         f"it has {sorted(data.files)})")
+                raise ExternalInputError(
+                    f"{path}: no array named {missing[0]!r} (an .npz needs 'ids' and 'embeddings'; "
+                    f"it has {sorted(data.files)})"
+                )
             ids, matrix = data["ids"], data["embeddings"]
     except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
         if isinstance(exc, ExternalInputError):
             raise
         raise ExternalInputError(f"{path}: cannot be read as .npz ({_first_line(exc)})") from None
     if ids.ndim != 1 or ids.dtype.kind not in "US":
-        raise ExternalInputError(f"{path}: 'ids' must be a 1-D array of strings, got dtype {ids.dtype} shape {ids.shape}")
+        raise ExternalInputError(
+            f"{path}: 'ids' must be a 1-D array of strings, got dtype {ids.dtype} shape {ids.shape}"
+        )
     return [str(i) for i in ids.tolist()], matrix
 
 
@@ -135,8 +141,9 @@ def _read_safetensors(path: Path) -> np.ndarray:
 def read_id_list(id_file: Path, owner: Path) -> list[str]:
     """Ids one a line (UTF-8; a trailing newline is fine, blank lines are not)."""
     if not id_file.is_file():
-        raise ExternalInputError(f"{owner}: its id list {id_file} does not exist (one id a line, for .npy and "
-                                 ".safetensors files)")
+        raise ExternalInputError(
+            f"{owner}: its id list {id_file} does not exist (one id a line, for .npy and .safetensors files)"
+        )
     try:
         text = id_file.read_text(encoding="utf-8")
     except (UnicodeDecodeError, OSError) as exc:
@@ -170,8 +177,10 @@ def _check_matrix(path: Path, ids: list[str], matrix: np.ndarray) -> None:
     bad = ~np.isfinite(matrix).all(axis=1) if matrix.dtype.kind == "f" else np.zeros(len(ids), dtype=bool)
     if bad.any():
         row = int(np.argmax(bad))
-        raise ExternalInputError(f"{path}: non-finite value (NaN or infinity) in the embedding of id {ids[row]!r} "
-                                 f"(rows affected: {int(bad.sum())})")
+        raise ExternalInputError(
+            f"{path}: non-finite value (NaN or infinity) in the embedding of id {ids[row]!r} "
+            f"(rows affected: {int(bad.sum())})"
+        )
 
 
 def read_run(path: Path | str) -> list[RunEntry]:

@@ -43,9 +43,9 @@ import torch
 from torch import Tensor, nn
 
 from benchmark.core.atomic import WriteError, atomic_torch_save
-from benchmark.training.distributed import DistEnv, broadcast_object
 from benchmark.core.code_hash import code_hash
 from benchmark.core.safe_load import UnsafeOrCorruptFile, safe_torch_load
+from benchmark.training.distributed import DistEnv, broadcast_object
 from methods.base import Encoded, Method
 
 CACHE_VERSION = 3  # 2: the method's code is in the key; 3: entries carry a content hash
@@ -131,8 +131,14 @@ class FeatureCache:
         return self.root / f"{key.side}-{key.digest()[:40]}.pt"
 
     def context(
-        self, method: Method, *, annotation_checksum: str, profile: str, data_cfg: Any,
-        amp_dtype: Optional[torch.dtype], split: str = "test",
+        self,
+        method: Method,
+        *,
+        annotation_checksum: str,
+        profile: str,
+        data_cfg: Any,
+        amp_dtype: Optional[torch.dtype],
+        split: str = "test",
     ) -> "CacheContext":
         """Bind the parts of the key shared by both sides (the weights are hashed once, here)."""
         cfg = {
@@ -143,8 +149,12 @@ class FeatureCache:
             "method_code": code_hash(method)["sha256"],
         }
         return CacheContext(
-            self, model=state_dict_hash(method), annotations=str(annotation_checksum), config=config_hash(cfg),
-            split=split, amp=str(amp_dtype).replace("torch.", "") if amp_dtype is not None else "fp32",
+            self,
+            model=state_dict_hash(method),
+            annotations=str(annotation_checksum),
+            config=config_hash(cfg),
+            split=split,
+            amp=str(amp_dtype).replace("torch.", "") if amp_dtype is not None else "fp32",
         )
 
     # --- entries -------------------------------------------------------------------------
@@ -173,8 +183,11 @@ class FeatureCache:
         nbytes = sum(t.numel() * t.element_size() for t in tensors)
         path = self.path(key)
         if nbytes > self.max_entry_bytes:
-            print(f"note: {key.side} features ({nbytes / 2**20:.0f} MiB) exceed the feature cache's "
-                  f"{self.max_entry_bytes / 2**20:.0f} MiB limit; not cached", file=sys.stderr)
+            print(
+                f"note: {key.side} features ({nbytes / 2**20:.0f} MiB) exceed the feature cache's "
+                f"{self.max_entry_bytes / 2**20:.0f} MiB limit; not cached",
+                file=sys.stderr,
+            )
             return None
         entry = {
             "key": key.as_dict(),
@@ -207,7 +220,7 @@ class CacheContext:
         return FeatureKey(self.model, self.annotations, self.config, self.split, side, ids_hash(ids), self.amp)
 
     def get_or_compute(
-        self, side: str, ids: Sequence[str], *, need_extras: bool, env: DistEnv, compute: Callable[[], Encoded],
+        self, side: str, ids: Sequence[str], *, need_extras: bool, env: DistEnv, compute: Callable[[], Encoded]
     ) -> Encoded:
         """The cached features of ``ids`` (``side``), else ``compute()`` them and cache them.
 
@@ -250,7 +263,12 @@ def _entry_problem(entry: Any, key: FeatureKey, num_items: int) -> Optional[str]
 
 
 def cached(
-    ctx: Optional[CacheContext], side: str, ids: Sequence[str], *, need_extras: bool, env: DistEnv,
+    ctx: Optional[CacheContext],
+    side: str,
+    ids: Sequence[str],
+    *,
+    need_extras: bool,
+    env: DistEnv,
     compute: Callable[[], Encoded],
 ) -> Encoded:
     """``ctx.get_or_compute(...)``, or plain ``compute()`` when caching is off (``ctx`` None)."""

@@ -83,13 +83,18 @@ def map_upper_bound(gt_rank_truncated: np.ndarray, cutoff: int) -> float:
 def recall_curve(gt_rank: Any, max_k: int) -> np.ndarray:
     """R@k in percent for k = 1..max_k (one pass over the best rank per query)."""
     arr = as_rank_array(gt_rank)
-    best = np.where(arr >= 1, arr, np.iinfo(np.int64).max).min(axis=1) if arr.shape[1] else np.full(len(arr), np.iinfo(np.int64).max)
+    best = (
+        np.where(arr >= 1, arr, np.iinfo(np.int64).max).min(axis=1)
+        if arr.shape[1]
+        else np.full(len(arr), np.iinfo(np.int64).max)
+    )
     counts = np.bincount(best[best <= max_k], minlength=max_k + 1)[1:]
     return 100.0 * np.cumsum(counts) / max(len(arr), 1)
 
 
-def per_query_values(gt_rank: np.ndarray, ks: Sequence[int], map_cutoff: Optional[int] = None,
-                     full_map: bool = True) -> dict[str, np.ndarray]:
+def per_query_values(
+    gt_rank: np.ndarray, ks: Sequence[int], map_cutoff: Optional[int] = None, full_map: bool = True
+) -> dict[str, np.ndarray]:
     """Per-query metric values (percent scale): ``R{k}``, ``mAP`` and/or ``mAP@{K}``."""
     vals = {f"R{k}": 100.0 * hits_at(gt_rank, k) for k in ks}
     if full_map:
@@ -99,7 +104,9 @@ def per_query_values(gt_rank: np.ndarray, ks: Sequence[int], map_cutoff: Optiona
     return vals
 
 
-def resample_counts(n: int, resamples: int, seed: int, chunk_elements: int = 1 << 22) -> Iterator[tuple[int, np.ndarray]]:
+def resample_counts(
+    n: int, resamples: int, seed: int, chunk_elements: int = 1 << 22
+) -> Iterator[tuple[int, np.ndarray]]:
     """Yield ``(b0, counts)``, ``counts`` [n, b] float: how often each query is drawn in
     resamples b0 .. b0+b-1 (one column per resample; rows of a query subset are contiguous).
 
@@ -134,8 +141,9 @@ def _percentiles(samples: np.ndarray, confidence: float) -> tuple[np.ndarray, np
     return lo, hi
 
 
-def bootstrap_ci(values: Mapping[str, np.ndarray], resamples: int, seed: int,
-                 confidence: float = 0.95) -> dict[str, tuple[float, float]]:
+def bootstrap_ci(
+    values: Mapping[str, np.ndarray], resamples: int, seed: int, confidence: float = 0.95
+) -> dict[str, tuple[float, float]]:
     """Percentile bootstrap intervals of the mean of each per-query vector (same draws)."""
     names = list(values)
     if not names:
@@ -262,4 +270,3 @@ def ranks_from_lists(ranked: Sequence[Sequence[Any]], gts: Sequence[Iterable[Any
         for j, item in enumerate(g):
             out[i, j] = pos.get(item, 0)
     return out
-

@@ -50,13 +50,23 @@ class FusionChoice:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"weight": self.weight, "r1_by_weight": {str(k): v for k, v in self.r1_by_weight.items()},
-                "r1_first_stage": self.r1_first_stage, "r1_second_stage": self.r1_second_stage,
-                "queries": self.queries, "pairs_scored": self.pairs_scored, **self.extra}
+        return {
+            "weight": self.weight,
+            "r1_by_weight": {str(k): v for k, v in self.r1_by_weight.items()},
+            "r1_first_stage": self.r1_first_stage,
+            "r1_second_stage": self.r1_second_stage,
+            "queries": self.queries,
+            "pairs_scored": self.pairs_scored,
+            **self.extra,
+        }
 
 
-def carve_validation(splits: DatasetSplits, fraction: float = VALIDATION_FRACTION, seed: int = VALIDATION_SEED,
-                     max_pairs: int = VALIDATION_MAX_PAIRS) -> tuple[DatasetSplits, DatasetSplits]:
+def carve_validation(
+    splits: DatasetSplits,
+    fraction: float = VALIDATION_FRACTION,
+    seed: int = VALIDATION_SEED,
+    max_pairs: int = VALIDATION_MAX_PAIRS,
+) -> tuple[DatasetSplits, DatasetSplits]:
     """(``splits`` training on the rest, a validation split of held-out training groups).
 
     Groups are livestreams where the data ranks within livestreams (``splits.grouped``), else
@@ -84,24 +94,39 @@ def carve_validation(splits: DatasetSplits, fraction: float = VALIDATION_FRACTIO
     for i, p in enumerate(p for p in splits.train if key(p) in held):
         group = key(p) if splits.grouped else None
         queries.append(Query(query_id=f"val-{i}-{p.clip.clip_id}", clip=p.clip, gt_ids=(p.image_id,), group=group))
-        gallery.setdefault(p.image_id, GalleryItem(p.image_id, p.image_path, group=group, title=p.title,
-                                                   category=p.category))
+        gallery.setdefault(
+            p.image_id, GalleryItem(p.image_id, p.image_path, group=group, title=p.title, category=p.category)
+        )
     train = [p for p in splits.train if key(p) not in held and p.image_id not in gallery]
     rest = dataclasses.replace(splits, train=train)
-    val = dataclasses.replace(splits, name=f"{splits.name}-validation", train=[], queries=queries,
-                              gallery=list(gallery.values()), missing=[])
+    val = dataclasses.replace(
+        splits, name=f"{splits.name}-validation", train=[], queries=queries, gallery=list(gallery.values()), missing=[]
+    )
     return rest, val
 
 
 @torch.no_grad()
 def choose_fuse_weight(
-    method: Any, val: DatasetSplits, data_cfg: DataConfig, eval_cfg: EvalConfig, *, env: DistEnv,
-    num_workers: int = 0, amp_dtype: Optional[torch.dtype] = None, grid: tuple[float, ...] = FUSE_GRID,
+    method: Any,
+    val: DatasetSplits,
+    data_cfg: DataConfig,
+    eval_cfg: EvalConfig,
+    *,
+    env: DistEnv,
+    num_workers: int = 0,
+    amp_dtype: Optional[torch.dtype] = None,
+    grid: tuple[float, ...] = FUSE_GRID,
 ) -> FusionChoice:
     """Scan ``grid`` on ``val`` (top ``eval_cfg.rerank_topk`` by cosine) and return the best weight."""
 
-    common = dict(env=env, batch_size=eval_cfg.batch_size, num_workers=num_workers, keep_extras=True,
-                  amp_dtype=amp_dtype, show_progress=False)
+    common = dict(
+        env=env,
+        batch_size=eval_cfg.batch_size,
+        num_workers=num_workers,
+        keep_extras=True,
+        amp_dtype=amp_dtype,
+        show_progress=False,
+    )
     q_enc = evaluate.extract(method, QueryDataset(val.queries, data_cfg), "query", **common)
     g_enc = evaluate.extract(method, GalleryDataset(val.gallery, data_cfg), "gallery", **common)
     cand, cos = top_candidates(q_enc.embedding, g_enc.embedding, val, eval_cfg.rerank_topk)
@@ -119,9 +144,14 @@ def choose_fuse_weight(
     second_all = torch.cat(second).split([len(c) for c in cand])
     r1 = {w: fused_r1(cos, second_all, gt, w) for w in grid}
     best = max(grid, key=lambda w: (r1[w], -w))
-    return FusionChoice(weight=best, r1_by_weight=r1, r1_first_stage=fused_r1(cos, second_all, gt, 0.0),
-                        r1_second_stage=fused_r1([torch.zeros_like(c) for c in cos], second_all, gt, 1.0),
-                        queries=len(val.queries), pairs_scored=int(q_idx.numel()))
+    return FusionChoice(
+        weight=best,
+        r1_by_weight=r1,
+        r1_first_stage=fused_r1(cos, second_all, gt, 0.0),
+        r1_second_stage=fused_r1([torch.zeros_like(c) for c in cos], second_all, gt, 1.0),
+        queries=len(val.queries),
+        pairs_scored=int(q_idx.numel()),
+    )
 
 
 def top_candidates(q_emb: Tensor, g_emb: Tensor, val: DatasetSplits, k: int) -> tuple[list[list[int]], list[Tensor]]:

@@ -204,14 +204,17 @@ def rank(
             ranks = _gt_ranks(scores, _rows(gt_dev, qc), gg_dev, pos_dev, code, top_pos)
             if mode == "topk":
                 r = min(rerank_topk, m)
-                top_val, top_pos, ranks, n = _rerank_head(score_pairs, qc, g_idx, top_val, top_pos, ranks, r, pair_batch)
+                top_val, top_pos, ranks, n = _rerank_head(
+                    score_pairs, qc, g_idx, top_val, top_pos, ranks, r, pair_batch
+                )
                 out.pairs_scored += n
             out.write(qc, g_idx, top_val, top_pos, ranks, min(k, m))
     return Ranking(out.index, out.score, out.gt_rank, out.group_size, out.pairs_scored, mode)
 
 
-def _check_arguments(query_emb: Tensor, gallery_emb: Tensor, k: int, score_pairs: Optional[ScorePairs],
-                     mode: str, rerank_topk: int) -> None:
+def _check_arguments(
+    query_emb: Tensor, gallery_emb: Tensor, k: int, score_pairs: Optional[ScorePairs], mode: str, rerank_topk: int
+) -> None:
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     if mode not in ("none", "all", "topk"):

@@ -9,7 +9,7 @@ calls::
     metrics = metrics_for_ranking(ranking, index, eval_cfg, seed)
     rankings = ranked_ids(ranking, index, eval_cfg.topk_saved)
 
-and :func:`benchmark.record.submission.rescore` uses the index to map submitted ids back.
+and :func:`benchmark.record.rescore.rescore` uses the index to map submitted ids back.
 """
 
 from __future__ import annotations
@@ -84,12 +84,19 @@ class SplitIndex:
         )
 
 
-def metrics_for_ranking(ranking: Ranking, index: SplitIndex, eval_cfg: EvalConfig, seed: int = 0,
-                        *, breakdown_ci: bool = True) -> dict[str, Any]:
+def metrics_for_ranking(
+    ranking: Ranking, index: SplitIndex, eval_cfg: EvalConfig, seed: int = 0, *, breakdown_ci: bool = True
+) -> dict[str, Any]:
     """The submission's ``metrics``: R@ks, exact mAP, mAP@topk_saved, CIs, breakdowns."""
     return compute_metrics(
-        ranking.gt_rank, ks=eval_cfg.ks, map_cutoff=eval_cfg.topk_saved, full_map=True,
-        attributes=index.attributes, bootstrap=eval_cfg.bootstrap, seed=seed, breakdown_ci=breakdown_ci,
+        ranking.gt_rank,
+        ks=eval_cfg.ks,
+        map_cutoff=eval_cfg.topk_saved,
+        full_map=True,
+        attributes=index.attributes,
+        bootstrap=eval_cfg.bootstrap,
+        seed=seed,
+        breakdown_ci=breakdown_ci,
     )
 
 
@@ -98,4 +105,3 @@ def ranked_ids(ranking: Ranking, index: SplitIndex, topk: int) -> list[list[Any]
     ids = index.gallery_ids
     rows = ranking.index[:, :topk].tolist()
     return [[qid, [ids[j] for j in row if j >= 0]] for qid, row in zip(index.query_ids, rows)]
-

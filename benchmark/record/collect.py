@@ -80,9 +80,20 @@ def row_key(sub: Submission) -> str:
     """The row a submission fills: dataset instance, profile, method and variant, stage, seed."""
     ds, prov = sub["dataset"], sub["provenance"]
     weights = prov.get("initial_weights") or {}
-    key = [ds["name"], ds.get("annotation_checksum"), ds.get("size"), ds.get("seed"), sub["profile"]["name"],
-           sub["method"]["name"], sub["method"].get("variant") or "", rerank_stage(sub.get("protocol", {})),
-           submission_start(sub), weights.get("sha256"), is_partial(sub), prov.get("seed")]
+    key = [
+        ds["name"],
+        ds.get("annotation_checksum"),
+        ds.get("size"),
+        ds.get("seed"),
+        sub["profile"]["name"],
+        sub["method"]["name"],
+        sub["method"].get("variant") or "",
+        rerank_stage(sub.get("protocol", {})),
+        submission_start(sub),
+        weights.get("sha256"),
+        is_partial(sub),
+        prov.get("seed"),
+    ]
     return json.dumps(key, sort_keys=True, default=str)
 
 

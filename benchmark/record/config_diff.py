@@ -27,8 +27,17 @@ from benchmark.core.config import PROFILES
 from methods.base import apply_overrides
 
 NO_WEIGHTS = ("", "none", "random")  # ``pretrained`` values that ask for a random start
-RECIPE_FIELDS = ("epochs", "batch_size", "lr_encoder", "lr_new", "weight_decay", "warmup_ratio", "grad_clip",
-                 "group_batches", "group_size")
+RECIPE_FIELDS = (
+    "epochs",
+    "batch_size",
+    "lr_encoder",
+    "lr_new",
+    "weight_decay",
+    "warmup_ratio",
+    "grad_clip",
+    "group_batches",
+    "group_size",
+)
 RECIPE_PREFIX = "train."  # recipe settings in a label: ``train.epochs-8``
 MAX_READABLE = 40  # longer settings are named by a hash (the submission keeps the whole config)
 READABLE = re.compile(r"^[A-Za-z0-9._+-]*$")  # the schema's variant characters
@@ -94,8 +103,7 @@ def recipe_changes(profile: str, train: Any, method_recipe: Optional[Mapping[str
         return {}
     expected = {f: getattr(base.train, f) for f in RECIPE_FIELDS} | dict(method_recipe or {})
     values = train if isinstance(train, Mapping) else {f: getattr(train, f) for f in RECIPE_FIELDS}
-    return {RECIPE_PREFIX + f: values[f] for f in RECIPE_FIELDS
-            if f in values and values[f] != expected[f]}
+    return {RECIPE_PREFIX + f: values[f] for f in RECIPE_FIELDS if f in values and values[f] != expected[f]}
 
 
 def settings_label(settings: dict[str, Any], hashed: str = "set") -> str:
@@ -114,8 +122,9 @@ def join_label(*parts: str) -> str:
     return "+".join(p for p in parts if p)
 
 
-def variant_with_settings(method: Any, default: Any, ignore_weights: bool = False,
-                          recipe: Optional[dict[str, Any]] = None) -> str:
+def variant_with_settings(
+    method: Any, default: Any, ignore_weights: bool = False, recipe: Optional[dict[str, Any]] = None
+) -> str:
     """The method's variant, followed by the settings it does not name and the training
     recipe's changes (``recipe``, from :func:`recipe_changes`); ``''`` for none."""
     settings = settings_label(unnamed_settings(method, default, ignore_weights))

@@ -38,8 +38,10 @@ from benchmark.record.submission import (
 )
 from datasets.records import DatasetSplits
 
-KINDS = {"embeddings": "external embeddings: cosine similarity of L2-normalised embeddings",
-         "run": "external run file: the run's scores, equal scores in gallery order"}
+KINDS = {
+    "embeddings": "external embeddings: cosine similarity of L2-normalised embeddings",
+    "run": "external run file: the run's scores, equal scores in gallery order",
+}
 
 
 def input_record(path: Path) -> dict[str, Any]:
@@ -48,10 +50,24 @@ def input_record(path: Path) -> dict[str, Any]:
 
 
 def build_external_submission(
-    *, method: str, paper: str, recipe: str, kind: str, inputs: Mapping[str, Path], dataset: str,
-    splits: DatasetSplits, eval_cfg: EvalConfig, profile: str, metrics: Mapping[str, Any],
-    rankings: list[list[Any]], seed: int, wall_time_s: Mapping[str, float], num_parameters: Optional[int] = None,
-    dataset_size: Optional[str] = None, dataset_seed: Optional[int] = None, date: Optional[str] = None,
+    *,
+    method: str,
+    paper: str,
+    recipe: str,
+    kind: str,
+    inputs: Mapping[str, Path],
+    dataset: str,
+    splits: DatasetSplits,
+    eval_cfg: EvalConfig,
+    profile: str,
+    metrics: Mapping[str, Any],
+    rankings: list[list[Any]],
+    seed: int,
+    wall_time_s: Mapping[str, float],
+    num_parameters: Optional[int] = None,
+    dataset_size: Optional[str] = None,
+    dataset_seed: Optional[int] = None,
+    date: Optional[str] = None,
 ) -> dict[str, Any]:
     """A validated external submission (raises :class:`SubmissionError` with every fault).
 
@@ -63,28 +79,51 @@ def build_external_submission(
     sub: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "source": "external",
-        "method": {"name": method, "variant": "", "config": None,
-                   "num_parameters": None if num_parameters is None else int(num_parameters)},
+        "method": {
+            "name": method,
+            "variant": "",
+            "config": None,
+            "num_parameters": None if num_parameters is None else int(num_parameters),
+        },
         "dataset": {
-            "name": dataset, "split": "test", "annotation_checksum": splits.annotation_checksum,
-            "layout": splits.layout, "grouped": bool(splits.grouped),
-            "num_queries": len(splits.queries), "num_gallery": len(splits.gallery),
+            "name": dataset,
+            "split": "test",
+            "annotation_checksum": splits.annotation_checksum,
+            "layout": splits.layout,
+            "grouped": bool(splits.grouped),
+            "num_queries": len(splits.queries),
+            "num_gallery": len(splits.gallery),
             "num_queries_without_frames": sum(1 for q in splits.queries if q.missing),
-            "size": dataset_size, "seed": dataset_seed,
+            "size": dataset_size,
+            "seed": dataset_seed,
         },
         "profile": {"name": profile, "eval": to_jsonable(eval_cfg)},
-        "protocol": {"score": KINDS[kind], "tie_break": "gallery-order", "ks": [int(k) for k in eval_cfg.ks],
-                     "topk_saved": int(eval_cfg.topk_saved), "rerank": "none", "rerank_topk": int(eval_cfg.rerank_topk),
-                     "pairs_scored": 0},
+        "protocol": {
+            "score": KINDS[kind],
+            "tie_break": "gallery-order",
+            "ks": [int(k) for k in eval_cfg.ks],
+            "topk_saved": int(eval_cfg.topk_saved),
+            "rerank": "none",
+            "rerank_topk": int(eval_cfg.rerank_topk),
+            "pairs_scored": 0,
+        },
         "metrics": to_jsonable(metrics),
         "rankings": [[str(q), [str(g) for g in ids]] for q, ids in rankings],
         "provenance": {
-            "external": {"kind": kind, "method": method, "paper": paper, "recipe": recipe,
-                         "inputs": {role: input_record(p) for role, p in inputs.items()}},
-            "packages": prov_mod.package_versions(), "python": platform.python_version(),
-            "device": "not recorded: the model ran outside the harness", "seed": int(seed),
+            "external": {
+                "kind": kind,
+                "method": method,
+                "paper": paper,
+                "recipe": recipe,
+                "inputs": {role: input_record(p) for role, p in inputs.items()},
+            },
+            "packages": prov_mod.package_versions(),
+            "python": platform.python_version(),
+            "device": "not recorded: the model ran outside the harness",
+            "seed": int(seed),
             "wall_time_s": {k: float(v) for k, v in wall_time_s.items()},
-            "date": date or _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z"),
+            "date": date
+            or _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z"),
             "command": prov_mod.command_line(),
         },
     }
@@ -110,12 +149,17 @@ def existing_same_inputs(sub: Mapping[str, Any], results_dir: Path) -> Optional[
         else:
             old_ext = old["provenance"].get("external") or {}
             new_ext = sub["provenance"]["external"]
-            if old.get("source") == "external" and old_ext.get("inputs") == new_ext["inputs"] \
-                    and old["dataset"]["annotation_checksum"] == sub["dataset"]["annotation_checksum"]:
+            if (
+                old.get("source") == "external"
+                and old_ext.get("inputs") == new_ext["inputs"]
+                and old["dataset"]["annotation_checksum"] == sub["dataset"]["annotation_checksum"]
+            ):
                 return candidate
             why = "it was made from other input files" if old.get("source") == "external" else "it is not external"
-        raise IdentityError(f"{candidate}: not written over, {why}; pick another --method-name or --seed, "
-                            "or --results-dir DIR to write elsewhere")
+        raise IdentityError(
+            f"{candidate}: not written over, {why}; pick another --method-name or --seed, "
+            "or --results-dir DIR to write elsewhere"
+        )
     return None
 
 

@@ -31,8 +31,20 @@ import torch
 from benchmark.core.paths import REPO_ROOT
 
 PACKAGES = (
-    "lpr-bench", "torch", "torchvision", "open_clip_torch", "timm", "numpy", "pillow",
-    "decord", "av", "scipy", "scikit-learn", "jsonschema", "rich", "tabulate",
+    "lpr-bench",
+    "torch",
+    "torchvision",
+    "open_clip_torch",
+    "timm",
+    "numpy",
+    "pillow",
+    "decord",
+    "av",
+    "scipy",
+    "scikit-learn",
+    "jsonschema",
+    "rich",
+    "tabulate",
 )
 
 
@@ -61,7 +73,10 @@ def git_info(repo: Path = REPO_ROOT, *, diff_cap: int = DIFF_CAP) -> dict[str, A
         return {"commit": None, "dirty": None}
     excluded = [f":(exclude){p}" for p in OUTPUT_PATHS]
     status = _git(repo, "status", "--porcelain", "--untracked-files=no", "--", ".", *excluded)
-    info: dict[str, Any] = {"commit": commit.decode().strip(), "dirty": None if status is None else bool(status.strip())}
+    info: dict[str, Any] = {
+        "commit": commit.decode().strip(),
+        "dirty": None if status is None else bool(status.strip()),
+    }
     if info["dirty"]:
         info.update(diff_record(repo, diff_cap=diff_cap))
     return info
@@ -79,8 +94,10 @@ def diff_record(repo: Path = REPO_ROOT, *, diff_cap: int = DIFF_CAP) -> dict[str
     if len(diff) > diff_cap:
         text = text[: text.rfind(b"\n") + 1]
     out: dict[str, Any] = {
-        "diff_sha256": hashlib.sha256(diff).hexdigest(), "diff_bytes": len(diff),
-        "diff": text.decode("utf-8", errors="replace"), "diff_truncated": len(diff) > diff_cap,
+        "diff_sha256": hashlib.sha256(diff).hexdigest(),
+        "diff_bytes": len(diff),
+        "diff": text.decode("utf-8", errors="replace"),
+        "diff_truncated": len(diff) > diff_cap,
     }
     listing = _git(repo, "ls-files", "--others", "--exclude-standard", "-z", "--", ".", *excluded)
     untracked: dict[str, str] = {}
@@ -147,8 +164,9 @@ def command_line(argv: Optional[list[str]] = None, home: Optional[str] = None) -
     home = str(Path.home()) if home is None else home
     args = [a.replace(home, "~") if home not in ("", "/") else a for a in argv[1:]]
     # "~/x" stays unquoted so that a shell expands it when the line is pasted back
-    return " ".join(["run_benchmark.py", *("~/" + shlex.quote(a[2:]) if a.startswith("~/") else shlex.quote(a)
-                                           for a in args)])
+    return " ".join(
+        ["run_benchmark.py", *("~/" + shlex.quote(a[2:]) if a.startswith("~/") else shlex.quote(a) for a in args)]
+    )
 
 
 def config_files(method_config: Any, prefix: str = "") -> dict[str, dict[str, Any]]:

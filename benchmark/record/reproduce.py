@@ -110,12 +110,18 @@ def _text(value: Any) -> str:
 def legacy_overrides(recorded: Mapping[str, Any], default: Mapping[str, Any]) -> dict[str, str]:
     """``--set`` overrides turning the method's ``default`` config into the ``recorded`` one."""
     rec, base = _flat(recorded), _flat(default)
-    return {k: _text(v) for k, v in sorted(rec.items()) if k in base and base[k] != v
-            and not (isinstance(v, list) and isinstance(base[k], (list, tuple)) and list(base[k]) == v)}
+    return {
+        k: _text(v)
+        for k, v in sorted(rec.items())
+        if k in base
+        and base[k] != v
+        and not (isinstance(v, list) and isinstance(base[k], (list, tuple)) and list(base[k]) == v)
+    }
 
 
-def default_config(worktree: Path, python: str, method: str, profile: str,
-                   env: Optional[Mapping[str, str]] = None) -> dict[str, Any]:
+def default_config(
+    worktree: Path, python: str, method: str, profile: str, env: Optional[Mapping[str, str]] = None
+) -> dict[str, Any]:
     """The method's default config at the worktree's commit (JSON form); ``env``: the child's."""
     code = (
         "import dataclasses, json, sys\n"
@@ -124,22 +130,37 @@ def default_config(worktree: Path, python: str, method: str, profile: str,
         f"cfg = METHODS.get({method!r}).default_config({profile!r})\n"
         "print(json.dumps(dataclasses.asdict(cfg), default=str))\n"
     )
-    proc = subprocess.run([python, "-c", code], cwd=worktree, capture_output=True, text=True, timeout=300,
-                          env=dict(env) if env is not None else {**os.environ, "PYTHONPATH": str(worktree)})
+    proc = subprocess.run(
+        [python, "-c", code],
+        cwd=worktree,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(env) if env is not None else {**os.environ, "PYTHONPATH": str(worktree)},
+    )
     if proc.returncode != 0:
         tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         raise ReproduceError(f"cannot read {method}'s default config at that commit: {tail}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def command_for(sub: Submission, overrides: Mapping[str, str], *, output: Path,
-                data_root: Optional[Path] = None) -> list[str]:
+def command_for(
+    sub: Submission, overrides: Mapping[str, str], *, output: Path, data_root: Optional[Path] = None
+) -> list[str]:
     """``run_benchmark.py`` arguments that redo ``sub`` (outputs under ``output``)."""
     ds, prof, prov = sub["dataset"], sub["profile"], sub["provenance"]
     if prov.get("initial_weights"):
         raise ReproduceError("a --weights run starts from another run's checkpoint, which a submission does not hold")
-    args = ["--method", sub["method"]["name"], "--dataset", ds["name"], "--profile", prof["name"],
-            "--seed", str(prov["seed"])]
+    args = [
+        "--method",
+        sub["method"]["name"],
+        "--dataset",
+        ds["name"],
+        "--profile",
+        prof["name"],
+        "--seed",
+        str(prov["seed"]),
+    ]
     if data_root is not None:
         args += ["--data-root", str(data_root)]
     elif ds.get("size") is not None:
@@ -164,8 +185,18 @@ def command_for(sub: Submission, overrides: Mapping[str, str], *, output: Path,
     for key, value in overrides.items():
         args += ["--set", f"{key}={value}"]
     device = "cpu" if str(prov.get("device", "cpu")).startswith("cpu") else "auto"
-    return args + ["--device", device, "--num-workers", "0", "--no-feature-cache", "--no-leaderboard",
-                   "--output-dir", str(output / "runs"), "--results-dir", str(output / "results")]
+    return args + [
+        "--device",
+        device,
+        "--num-workers",
+        "0",
+        "--no-feature-cache",
+        "--no-leaderboard",
+        "--output-dir",
+        str(output / "runs"),
+        "--results-dir",
+        str(output / "results"),
+    ]
 
 
 # --- comparing ---------------------------------------------------------------------------
@@ -191,10 +222,15 @@ def compare(recorded: Mapping[str, Any], again: Mapping[str, Any]) -> Comparison
         out.max_abs_diff = max(out.max_abs_diff, abs(diff))
         inside = abs(diff) <= EXACT or _inside(b, entry.get("ci95"))
         out.within &= inside
-        out.lines.append(f"{name}: recorded {a:.4f}, reproduced {b:.4f}, difference {diff:+.4f}"
-                         + ("" if abs(diff) <= EXACT else
-                            f" ({'inside' if inside else 'OUTSIDE'} the recorded 95% CI, recorded value "
-                            f"{'inside' if _inside(a, other.get('ci95')) else 'outside'} the reproduced CI)"))
+        out.lines.append(
+            f"{name}: recorded {a:.4f}, reproduced {b:.4f}, difference {diff:+.4f}"
+            + (
+                ""
+                if abs(diff) <= EXACT
+                else f" ({'inside' if inside else 'OUTSIDE'} the recorded 95% CI, recorded value "
+                f"{'inside' if _inside(a, other.get('ci95')) else 'outside'} the reproduced CI)"
+            )
+        )
     return out
 
 
@@ -229,17 +265,22 @@ def load_vetted(path: Path) -> dict[str, Any]:
 def child_env(tmp: Path, tree: Path) -> dict[str, str]:
     """The re-run's environment: one thread, the worktree's code, and a cache of its own (inside
     ``tmp``), so that nothing it writes is read by a run of the user's tree."""
-    return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": str(tree),
-            "LPR_BENCH_CACHE": str(tmp / "cache")}
+    return {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+        "PYTHONPATH": str(tree),
+        "LPR_BENCH_CACHE": str(tmp / "cache"),
+    }
 
 
-def run_child(argv: list[str], *, cwd: Path, env: Mapping[str, str], log_path: Path,
-              timeout: Optional[float]) -> int:
+def run_child(argv: list[str], *, cwd: Path, env: Mapping[str, str], log_path: Path, timeout: Optional[float]) -> int:
     """Run ``argv`` in ``cwd`` (output to ``log_path``); its exit status (the one boundary tests replace)."""
     with open(log_path, "wb") as fh:
         try:
-            return subprocess.run(argv, cwd=cwd, env=dict(env), stdout=fh, stderr=subprocess.STDOUT,
-                                  timeout=timeout, check=False).returncode
+            return subprocess.run(
+                argv, cwd=cwd, env=dict(env), stdout=fh, stderr=subprocess.STDOUT, timeout=timeout, check=False
+            ).returncode
         except subprocess.TimeoutExpired:
             raise ReproduceError(f"the run took longer than {timeout} s; stopped") from None
 
@@ -258,20 +299,34 @@ def recorded_diff(path: Path, git: Mapping[str, Any], *, apply: bool, log=print)
         raise NotFromCommit([f"{head}; {whole}"])
     summary = read_diff(git)  # hash and paths: refused in every case
     if not apply:
-        raise NotFromCommit([(f"{head}; the recorded diff was not applied (it is code: read it, then pass "
-                             f"--apply-recorded-diff)"), *summary.lines()])
+        raise NotFromCommit(
+            [
+                (f"{head}; the recorded diff was not applied (it is code: read it, then pass --apply-recorded-diff)"),
+                *summary.lines(),
+            ]
+        )
     for line in [f"{head}; applying its recorded diff (--apply-recorded-diff)", *summary.lines()]:
         log(line)
     return summary
 
 
-def reproduce(path: Path, *, data_root: Optional[Path] = None, python: str = sys.executable, keep: bool = False,
-              timeout: Optional[float] = None, apply_diff: bool = False, log=print) -> Reproduction:
+def reproduce(
+    path: Path,
+    *,
+    data_root: Optional[Path] = None,
+    python: str = sys.executable,
+    keep: bool = False,
+    timeout: Optional[float] = None,
+    apply_diff: bool = False,
+    log=print,
+) -> Reproduction:
     """Re-run submission ``path`` at its commit in a temporary worktree; compare (see above)."""
     sub = load_vetted(path)
     if sub.get("source") == "external":
-        raise ReproduceError(f"{path}: an external submission (its model ran outside the harness): there is no run of "
-                             f"this repository to reproduce; `score` re-scores its rankings")
+        raise ReproduceError(
+            f"{path}: an external submission (its model ran outside the harness): there is no run of "
+            f"this repository to reproduce; `score` re-scores its rankings"
+        )
     git = sub["provenance"].get("git") or {}
     commit = git.get("commit")
     if not commit:
@@ -302,8 +357,9 @@ def reproduce(path: Path, *, data_root: Optional[Path] = None, python: str = sys
         args = command_for(sub, overrides, output=tmp, data_root=data_root)
         log(f"reproducing {path} at {commit[:12]} in {tree}:\n  run_benchmark.py {' '.join(args)}")
         t0 = time.perf_counter()
-        status = run_child([python, "run_benchmark.py", *args], cwd=tree, env=env, log_path=tmp / "run.log",
-                           timeout=timeout)
+        status = run_child(
+            [python, "run_benchmark.py", *args], cwd=tree, env=env, log_path=tmp / "run.log", timeout=timeout
+        )
         seconds = time.perf_counter() - t0
         if status != 0:
             text = (tmp / "run.log").read_text(errors="replace") if (tmp / "run.log").is_file() else ""
@@ -317,8 +373,9 @@ def reproduce(path: Path, *, data_root: Optional[Path] = None, python: str = sys
         if again["method"].get("config") != sub["method"].get("config"):
             comparison.within = False
             comparison.lines.append("method config: the re-run's differs from the recorded one")
-        return Reproduction(comparison=comparison, command=args, seconds=seconds, notes=notes,
-                            submission=made[0] if keep else None)
+        return Reproduction(
+            comparison=comparison, command=args, seconds=seconds, notes=notes, submission=made[0] if keep else None
+        )
     finally:
         _git("worktree", "remove", "--force", str(tree))
         _git("worktree", "prune")
@@ -330,17 +387,18 @@ def _apply_recorded_diff(git: Mapping[str, Any], tree: Path) -> list[str]:
     """Apply a dirty run's verified diff in ``tree`` (git's own path checks on top of ours)."""
     applied = _git("apply", "--binary", "--whitespace=nowarn", "-", cwd=tree, stdin=git["diff"].encode("utf-8"))
     if applied.returncode != 0:
-        raise ReproduceError(f"the recorded diff does not apply at its commit: "
-                             f"{applied.stderr.decode(errors='replace').strip()[:300]}")
+        raise ReproduceError(
+            f"the recorded diff does not apply at its commit: {applied.stderr.decode(errors='replace').strip()[:300]}"
+        )
     notes = ["applied the recorded diff of the dirty tree (--apply-recorded-diff)"]
     if git.get("untracked"):
-        notes.append(f"{len(git['untracked'])} untracked file(s) of that tree are recorded by hash only, "
-                     f"not restored")
+        notes.append(f"{len(git['untracked'])} untracked file(s) of that tree are recorded by hash only, not restored")
     return notes
 
 
-def reproduce_command(path: Path, data_root: Optional[Path] = None, keep: bool = False,
-                      apply_diff: bool = False) -> int:
+def reproduce_command(
+    path: Path, data_root: Optional[Path] = None, keep: bool = False, apply_diff: bool = False
+) -> int:
     """The ``reproduce`` subcommand: 0 when exact or within the intervals, 1 otherwise,
     :data:`EXIT_MODIFIED_TREE` for a dirty tree's row not run, :data:`EXIT_REFUSED` for a refused submission."""
     try:

@@ -1,7 +1,7 @@
 """Re-scored numbers kept by content, so that regenerating the leaderboard re-scores a submission
 only when its file, its data or the scoring code changed.
 
-:func:`rescored` returns what the leaderboard needs from :func:`benchmark.record.submission.rescore`
+:func:`rescored` returns what the leaderboard needs from :func:`benchmark.record.rescore.rescore`
 (the re-scored metrics, the rank-k curve, the ranking depth and the per-query R1 and AP@K of the
 paired tests). The entry lives at ``<LPR_BENCH_CACHE or <repo>/.cache>/rescore/<key>.json``, where
 the key hashes
@@ -30,12 +30,15 @@ import numpy as np
 from benchmark.core.atomic import atomic_write_bytes
 from benchmark.core.paths import REPO_ROOT
 from benchmark.evaluation.metrics import per_query_values
-from benchmark.record.submission import rescore
+from benchmark.record.rescore import rescore
 from datasets.records import DatasetSplits
 
 VERSION = 1
 SUBDIR = "rescore"
-_SCORING_SOURCES = (REPO_ROOT / "benchmark" / "evaluation" / "metrics.py", REPO_ROOT / "benchmark" / "record" / "submission.py")
+_SCORING_SOURCES = (
+    REPO_ROOT / "benchmark" / "evaluation" / "metrics.py",
+    REPO_ROOT / "benchmark" / "record" / "submission.py",
+)
 
 
 def cache_root() -> Path:
@@ -103,8 +106,12 @@ def rescored(path: Path, splits: DatasetSplits, loaded: dict[str, Any], *, use_c
             return {**hit, "cached": True}
     report = rescore(path, splits, loaded=loaded)
     pq = per_query_values(report.gt_rank, [1], report.topk, full_map=False)
-    payload = {"metrics": report.metrics, "curve": [float(v) for v in report.curve], "topk": int(report.topk),
-               "per_query": {"R1": pq["R1"].tolist(), "mAP": pq[f"mAP@{report.topk}"].tolist()}}
+    payload = {
+        "metrics": report.metrics,
+        "curve": [float(v) for v in report.curve],
+        "topk": int(report.topk),
+        "per_query": {"R1": pq["R1"].tolist(), "mAP": pq[f"mAP@{report.topk}"].tolist()},
+    }
     payload = json.loads(json.dumps(payload, default=_plain))  # the same types a read returns
     if use_cache:
         write_entry(entry, key, payload)
@@ -112,8 +119,12 @@ def rescored(path: Path, splits: DatasetSplits, loaded: dict[str, Any], *, use_c
 
 
 def write_entry(entry: Path, key: str, payload: dict[str, Any]) -> None:
-    atomic_write_bytes(entry, json.dumps({"key": key, "digest": digest(payload), "payload": payload},
-                                         sort_keys=True, separators=(",", ":")).encode("utf-8"))
+    atomic_write_bytes(
+        entry,
+        json.dumps(
+            {"key": key, "digest": digest(payload), "payload": payload}, sort_keys=True, separators=(",", ":")
+        ).encode("utf-8"),
+    )
 
 
 def _plain(obj: Any) -> Any:

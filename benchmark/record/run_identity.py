@@ -47,17 +47,33 @@ def planned_steps(epochs: int, num_pairs: int, batch_size: int, world_size: int 
     return int(epochs) * (((num_pairs // world_size) // micro) // grad_accum)
 
 
-def build_identity(*, dataset: str, annotation_checksum: str, custom_root: bool, profile: Mapping[str, Any],
-                   method: str, overrides: Mapping[str, Any], code: Mapping[str, Any], seed: int,
-                   max_steps: Optional[int], planned: Optional[int]) -> dict[str, Any]:
+def build_identity(
+    *,
+    dataset: str,
+    annotation_checksum: str,
+    custom_root: bool,
+    profile: Mapping[str, Any],
+    method: str,
+    overrides: Mapping[str, Any],
+    code: Mapping[str, Any],
+    seed: int,
+    max_steps: Optional[int],
+    planned: Optional[int],
+) -> dict[str, Any]:
     """The ``provenance.identity`` block of a submission (JSON-ready)."""
     partial = bool(max_steps is not None and planned is not None and max_steps < planned)
     return {
-        "dataset": dataset, "annotation_checksum": annotation_checksum, "custom_data_root": bool(custom_root),
-        "profile": str(profile.get("name", "")), "method": method,
+        "dataset": dataset,
+        "annotation_checksum": annotation_checksum,
+        "custom_data_root": bool(custom_root),
+        "profile": str(profile.get("name", "")),
+        "method": method,
         "overrides": {str(k): str(v) for k, v in sorted(overrides.items())},
-        "code": dict(code), "seed": int(seed),
-        "max_steps": max_steps, "planned_steps": planned, "partial": partial,
+        "code": dict(code),
+        "seed": int(seed),
+        "max_steps": max_steps,
+        "planned_steps": planned,
+        "partial": partial,
     }
 
 
@@ -94,15 +110,20 @@ def comparable(sub: Submission) -> dict[str, Any]:
     identity = prov.get("identity") if isinstance(prov.get("identity"), Mapping) else {}
     code = identity.get("code") if isinstance(identity.get("code"), Mapping) else {}
     return {
-        "dataset": ds.get("name"), "annotation checksum": ds.get("annotation_checksum"),
-        "dataset size": ds.get("size"), "dataset seed": ds.get("seed"),
+        "dataset": ds.get("name"),
+        "annotation checksum": ds.get("annotation_checksum"),
+        "dataset size": ds.get("size"),
+        "dataset seed": ds.get("seed"),
         "profile": _profile_measure(sub.get("profile") or {}),
-        "method": sub["method"].get("name"), "variant": sub["method"].get("variant"),
+        "method": sub["method"].get("name"),
+        "variant": sub["method"].get("variant"),
         "method config": sub["method"].get("config"),
-        "seed": prov.get("seed"), "partial": is_partial(sub),
+        "seed": prov.get("seed"),
+        "partial": is_partial(sub),
         "method code": code.get("sha256"),
         "weights files": {k: v.get("sha256") for k, v in prov["weights_files"].items()}
-        if isinstance(prov.get("weights_files"), Mapping) and prov["weights_files"] else None,
+        if isinstance(prov.get("weights_files"), Mapping) and prov["weights_files"]
+        else None,
     }
 
 

@@ -70,8 +70,10 @@ def export(sub: Mapping[str, Any], submission_path: Path | str, index: SplitInde
     """Write ``<out_dir>/<qrels_name>`` and ``<out_dir>/<run_tag>.run`` (both made before either
     is written, each written atomically); return both paths."""
     tag = run_tag(submission_path)
-    files = [(Path(out_dir) / qrels_name(sub), _text(qrels_lines(index))),
-             (Path(out_dir) / f"{tag}.run", _text(run_lines(sub, tag)))]
+    files = [
+        (Path(out_dir) / qrels_name(sub), _text(qrels_lines(index))),
+        (Path(out_dir) / f"{tag}.run", _text(run_lines(sub, tag))),
+    ]
     for path, data in files:
         atomic_write_bytes(path, data)
     return files[0][0], files[1][0]

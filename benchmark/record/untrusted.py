@@ -31,8 +31,15 @@ TOKEN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,99}$")  # a registry name, a 
 CONFIG_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")  # --set KEY
 NUMBER = re.compile(r"^-?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?$")  # a negative number is a value, not an option
 RERANK_MODES = ("none", "all", "topk")
-TRAIN_NUMBERS = {"epochs": int, "batch_size": int, "grad_accum": int, "max_steps": int,
-                 "lr_encoder": float, "lr_new": float, "weight_decay": float}
+TRAIN_NUMBERS = {
+    "epochs": int,
+    "batch_size": int,
+    "grad_accum": int,
+    "max_steps": int,
+    "lr_encoder": float,
+    "lr_new": float,
+    "weight_decay": float,
+}
 EVAL_NUMBERS = {"rerank_topk": int, "bootstrap": int}
 SYMLINK_MODE = "120000"
 SHOWN = 120  # characters of a submitted value shown in a message
@@ -49,17 +56,17 @@ FIELDS: dict[str, str] = {
     "profile.eval.rerank": "--rerank argument: one of none, all, topk",
     "profile.eval.rerank_topk, profile.eval.bootstrap": "--rerank-topk/--bootstrap arguments: integers",
     "provenance.identity.overrides": "--set KEY=VALUE: KEY a dotted config path; VALUE printable, not an "
-                                     "option (negative numbers allowed), not a file path",
+    "option (negative numbers allowed), not a file path",
     "method.config (legacy, no identity)": "--set values derived from it: the same rules as the overrides",
     "provenance.git.commit": "git argument: hexadecimal only, and the commit must already be in your repository",
     "provenance.git.diff": "code: never applied unless --apply-recorded-diff; hash must match diff_sha256 "
-                           "(refused otherwise, always); paths inside the worktree, no symlinks (refused otherwise)",
+    "(refused otherwise, always); paths inside the worktree, no symlinks (refused otherwise)",
     "provenance.git.untracked": "never read or written: counted in a note only",
     "provenance.identity.code.files": "a 'plugin:' entry (the run imported a plugin file) is refused: never imported",
     "provenance.command": "never run; a '--plugin' in it is refused (never imported)",
     "provenance.initial_weights.path": "refused (reproduce starts from no checkpoint a submission names)",
     "method.variant, dataset/profile names in file names": "the re-run names its own output file inside its "
-                                                          "temporary folder (characters outside [A-Za-z0-9._+-] replaced)",
+    "temporary folder (characters outside [A-Za-z0-9._+-] replaced)",
     "data root": "never taken from a submission: only your --data-root",
 }
 
@@ -112,8 +119,10 @@ def check_override(key: Any, value: Any) -> None:
     if value.startswith("-") and not NUMBER.match(value):
         raise SubmissionRefused(f"{where}={shown(value)} looks like a command-line option")
     if value.startswith(("~", ".")) or "/" in value or "\\" in value:
-        raise SubmissionRefused(f"{where}={shown(value)} names a file path; reproduce passes no path a "
-                                "submission names (re-run it yourself with --set after reading it)")
+        raise SubmissionRefused(
+            f"{where}={shown(value)} names a file path; reproduce passes no path a "
+            "submission names (re-run it yourself with --set after reading it)"
+        )
 
 
 def check_commit(value: Any) -> None:
@@ -124,10 +133,14 @@ def check_commit(value: Any) -> None:
 def check_plugins(prov: Mapping[str, Any]) -> None:
     """A run that imported a plugin cannot be re-run without importing it: refused."""
     files = _get(prov, "identity.code.files")
-    plugins = sorted(k for k in files if isinstance(k, str) and k.startswith("plugin:")) if isinstance(files, Mapping) else []
+    plugins = (
+        sorted(k for k in files if isinstance(k, str) and k.startswith("plugin:")) if isinstance(files, Mapping) else []
+    )
     if plugins:
-        raise SubmissionRefused(f"the run imported plugin file {shown(plugins[0][len('plugin:'):])}; reproduce never "
-                                "imports code a submission names (read it, then run it yourself with --plugin)")
+        raise SubmissionRefused(
+            f"the run imported plugin file {shown(plugins[0][len('plugin:') :])}; reproduce never "
+            "imports code a submission names (read it, then run it yourself with --plugin)"
+        )
     command = prov.get("command")
     if isinstance(command, str):
         try:
@@ -138,8 +151,10 @@ def check_plugins(prov: Mapping[str, Any]) -> None:
         if named:
             i = argv.index(named[0])
             spec = named[0].partition("=")[2] or (argv[i + 1] if i + 1 < len(argv) else "")
-            raise SubmissionRefused(f"the run imported plugin {shown(spec)} (provenance.command); reproduce never "
-                                    "imports code a submission names (read it, then run it yourself with --plugin)")
+            raise SubmissionRefused(
+                f"the run imported plugin {shown(spec)} (provenance.command); reproduce never "
+                "imports code a submission names (read it, then run it yourself with --plugin)"
+            )
 
 
 def vet_submission(sub: Mapping[str, Any]) -> None:
@@ -166,11 +181,14 @@ def vet_submission(sub: Mapping[str, Any]) -> None:
     if _get(prov, "git.commit") is not None:
         check_commit(_get(prov, "git.commit"))
     if prov.get("initial_weights"):
-        raise SubmissionRefused("the run started from a checkpoint (provenance.initial_weights); reproduce loads "
-                                "no file a submission names")
+        raise SubmissionRefused(
+            "the run started from a checkpoint (provenance.initial_weights); reproduce loads no file a submission names"
+        )
     if prov.get("weights_files"):
-        raise SubmissionRefused("the run read weights from files its config names (provenance.weights_files); "
-                                "reproduce loads no file a submission names")
+        raise SubmissionRefused(
+            "the run read weights from files its config names (provenance.weights_files); "
+            "reproduce loads no file a submission names"
+        )
     check_plugins(prov)
 
 
@@ -202,10 +220,16 @@ class DiffSummary:
         added = sum(f.added for f in self.files.values())
         removed = sum(f.removed for f in self.files.values())
         match = "matches the recorded diff_sha256" if self.hash_matches else "does NOT match the recorded diff_sha256"
-        out = [(f"recorded diff: {len(self.files)} file(s), +{added} -{removed} lines, {self.size} bytes, "
-               f"sha256 {self.sha256[:16]} ({match})")]
-        out += [f"  {shown(f.path)[1:-1]}: " + ("binary" if f.binary else f"+{f.added} -{f.removed}")
-                for f in self.files.values()]
+        out = [
+            (
+                f"recorded diff: {len(self.files)} file(s), +{added} -{removed} lines, {self.size} bytes, "
+                f"sha256 {self.sha256[:16]} ({match})"
+            )
+        ]
+        out += [
+            f"  {shown(f.path)[1:-1]}: " + ("binary" if f.binary else f"+{f.added} -{f.removed}")
+            for f in self.files.values()
+        ]
         return out
 
 
@@ -272,13 +296,13 @@ def summarize_diff(text: str, recorded_sha256: str | None) -> DiffSummary:
                 raise SubmissionRefused(f"the recorded diff has a malformed hunk line {shown(line)}")
             continue
         if line.startswith("diff --git "):
-            rest = line[len("diff --git "):]
+            rest = line[len("diff --git ") :]
             for part in re.split(r"[ /]", rest.replace('"', "")):
                 if part in ("..", ".git"):
                     raise SubmissionRefused(f"the recorded diff writes a path outside the worktree: {shown(rest)}")
             current = None
             half = (len(rest) - 1) // 2  # "a/X b/X": a file whose change may have no ---/+++ lines
-            if rest[:2] == "a/" and rest[half + 1:half + 3] == "b/" and rest[2:half] == rest[half + 3:]:
+            if rest[:2] == "a/" and rest[half + 1 : half + 3] == "b/" and rest[2:half] == rest[half + 3 :]:
                 touch(rest[2:half])
         elif line.startswith(("--- ", "+++ ")):
             touch(_strip_prefix(line[4:]))
@@ -302,8 +326,10 @@ def read_diff(git: Mapping[str, Any]) -> DiffSummary:
         raise SubmissionRefused("provenance.git.diff is not text")
     summary = summarize_diff(text, git.get("diff_sha256"))
     if not summary.hash_matches:
-        raise SubmissionRefused(f"the recorded diff's sha256 {summary.sha256[:16]} does not match its recorded "
-                                f"diff_sha256 {shown(str(git.get('diff_sha256'))[:16])}")
+        raise SubmissionRefused(
+            f"the recorded diff's sha256 {summary.sha256[:16]} does not match its recorded "
+            f"diff_sha256 {shown(str(git.get('diff_sha256'))[:16])}"
+        )
     return summary
 
 
@@ -313,5 +339,6 @@ def check_tree_paths(summary: DiffSummary, tree: Path) -> None:
     for path in summary.files:
         target = (tree / path).resolve()
         if target != root and root not in target.parents:
-            raise SubmissionRefused(f"the recorded diff writes through a symbolic link outside the worktree: "
-                                    f"{shown(path)}")
+            raise SubmissionRefused(
+                f"the recorded diff writes through a symbolic link outside the worktree: {shown(path)}"
+            )

@@ -4,7 +4,7 @@ For each test query it shows a few of the clip's frames, its ground-truth image(
 submission's top-5 gallery images with the hits marked, filterable in the page by attribute
 and by outcome, and, given a second submission (``--against``), by "A right, B wrong" (and
 the converse) at rank 1. Hits are those of the re-scored rankings
-(:func:`benchmark.record.submission.rescore`), so a page never shows a claimed number.
+(:func:`benchmark.record.rescore.rescore`), so a page never shows a claimed number.
 
 Everything is generated locally from the data into ``--out`` (default
 ``runs/browse/<submission stem>``; ``runs/`` is git-ignored): ``index.html``, ``data.js``,
@@ -23,7 +23,8 @@ from typing import Any, Mapping, Optional, Sequence
 
 from benchmark.core.atomic import atomic_write_bytes
 from benchmark.record.record import Submission
-from benchmark.record.submission import SubmissionError, load_submission, rescore
+from benchmark.record.rescore import rescore
+from benchmark.record.submission import SubmissionError, load_submission
 from datasets.decoding import read_bytes
 from datasets.errors import DataError
 from datasets.records import ClipSource, DatasetSplits
@@ -62,7 +63,11 @@ def _clip_frames(clip: ClipSource, count: int) -> list[Any]:
         return [Image.fromarray(f.permute(1, 2, 0).numpy()) for f in batch]
     paths = list(clip.frame_paths)
     # read_bytes: a frame may be a member of a tar shard (prepare --format webdataset)
-    return [Image.open(io.BytesIO(read_bytes(paths[i]))) for i in uniform_indices(len(paths), min(count, len(paths)))] if paths else []
+    return (
+        [Image.open(io.BytesIO(read_bytes(paths[i]))) for i in uniform_indices(len(paths), min(count, len(paths)))]
+        if paths
+        else []
+    )
 
 
 class _Thumbs:
@@ -107,10 +112,17 @@ def outcomes(sub_path: Path, splits: DatasetSplits) -> tuple[dict[str, Any], dic
     return report.submission, top, hit1
 
 
-def browse_data(splits: DatasetSplits, sub: Submission, top: Mapping[str, list[str]], hit1: Mapping[str, bool],
-                thumbs: Optional[_Thumbs], *,
-                against: Optional[tuple[Mapping[str, Any], Mapping[str, list[str]], Mapping[str, bool]]] = None,
-                limit: Optional[int] = None, frames: int = FRAMES_SHOWN) -> dict[str, Any]:
+def browse_data(
+    splits: DatasetSplits,
+    sub: Submission,
+    top: Mapping[str, list[str]],
+    hit1: Mapping[str, bool],
+    thumbs: Optional[_Thumbs],
+    *,
+    against: Optional[tuple[Mapping[str, Any], Mapping[str, list[str]], Mapping[str, bool]]] = None,
+    limit: Optional[int] = None,
+    frames: int = FRAMES_SHOWN,
+) -> dict[str, Any]:
     """The page's data: one entry per query (split order), thumbnails written on the way."""
     gallery = {}
     for g in splits.gallery:
@@ -122,13 +134,24 @@ def browse_data(splits: DatasetSplits, sub: Submission, top: Mapping[str, list[s
         def item(image_id: str) -> dict[str, Any]:
             g = gallery.get((group, image_id))
             thumb = thumbs.image(g.image_path) if thumbs is not None and g is not None else None
-            return {"id": image_id, "thumb": thumb, "title": g.title if g is not None else "", "hit": image_id in q.gt_ids}
+            return {
+                "id": image_id,
+                "thumb": thumb,
+                "title": g.title if g is not None else "",
+                "hit": image_id in q.gt_ids,
+            }
 
-        entry = {"id": q.query_id, "group": group, "attributes": {k: str(v) for k, v in q.attributes.items()},
-                 "missing": q.missing, "asr": q.clip.asr[:300],
-                 "frames": [] if q.missing or thumbs is None else thumbs.frames(qi, q.clip, frames),
-                 "gt": [item(g) for g in q.gt_ids], "top": [item(g) for g in top.get(q.query_id, [])[:TOP]],
-                 "a": hit1[q.query_id]}
+        entry = {
+            "id": q.query_id,
+            "group": group,
+            "attributes": {k: str(v) for k, v in q.attributes.items()},
+            "missing": q.missing,
+            "asr": q.clip.asr[:300],
+            "frames": [] if q.missing or thumbs is None else thumbs.frames(qi, q.clip, frames),
+            "gt": [item(g) for g in q.gt_ids],
+            "top": [item(g) for g in top.get(q.query_id, [])[:TOP]],
+            "a": hit1[q.query_id],
+        }
         if against is not None:
             entry["b"] = against[2][q.query_id]
             entry["top_b"] = [item(g) for g in against[1].get(q.query_id, [])[:TOP]]
@@ -139,8 +162,17 @@ def browse_data(splits: DatasetSplits, sub: Submission, top: Mapping[str, list[s
         return f"{m['name']} ({m['variant']})" if m.get("variant") else m["name"]
 
     attrs = sorted({k for e in queries for k in e["attributes"]})
-    return {"schema": 1, "dataset": splits.name, "a": name(sub), "b": name(against[0]) if against else None,
-            "num_queries": len(splits.queries), "shown": len(queries), "top": TOP, "attributes": attrs, "queries": queries}
+    return {
+        "schema": 1,
+        "dataset": splits.name,
+        "a": name(sub),
+        "b": name(against[0]) if against else None,
+        "num_queries": len(splits.queries),
+        "shown": len(queries),
+        "top": TOP,
+        "attributes": attrs,
+        "queries": queries,
+    }
 
 
 INDEX = """<!doctype html>
@@ -158,9 +190,17 @@ INDEX = """<!doctype html>
 """
 
 
-def write_browser(sub_path: Path, out: Path, *, data_root: Optional[Path] = None, against: Optional[Path] = None,
-                  limit: Optional[int] = None, frames: int = FRAMES_SHOWN, px: int = THUMB_PX,
-                  splits: Optional[DatasetSplits] = None) -> Path:
+def write_browser(
+    sub_path: Path,
+    out: Path,
+    *,
+    data_root: Optional[Path] = None,
+    against: Optional[Path] = None,
+    limit: Optional[int] = None,
+    frames: int = FRAMES_SHOWN,
+    px: int = THUMB_PX,
+    splits: Optional[DatasetSplits] = None,
+) -> Path:
     """Write the browser for ``sub_path`` (and ``against``) into ``out``; return ``out/index.html``."""
     from benchmark.reports.publish import splits_for_submission
 
@@ -176,7 +216,9 @@ def write_browser(sub_path: Path, out: Path, *, data_root: Optional[Path] = None
     title = data["a"] + (f" vs {data['b']}" if data["b"] else "") + f" on {data['dataset']}"
     files = {
         "index.html": INDEX.replace("{title}", html.escape(title)).replace("{top}", str(TOP)).encode("utf-8"),
-        "data.js": ("window.LPR_BROWSE = " + json.dumps(data, sort_keys=True, separators=(",", ":")) + ";\n").encode("utf-8"),
+        "data.js": ("window.LPR_BROWSE = " + json.dumps(data, sort_keys=True, separators=(",", ":")) + ";\n").encode(
+            "utf-8"
+        ),
         "browse.js": (ASSETS / "browse.js").read_bytes(),
         "style.css": (ASSETS / "style.css").read_bytes() + (ASSETS / "browse.css").read_bytes(),
     }
@@ -185,8 +227,9 @@ def write_browser(sub_path: Path, out: Path, *, data_root: Optional[Path] = None
     return out / "index.html"
 
 
-def browse_command(sub_path: Path, data_root: Optional[Path], out: Optional[Path], against: Optional[Path],
-                   limit: Optional[int]) -> int:
+def browse_command(
+    sub_path: Path, data_root: Optional[Path], out: Optional[Path], against: Optional[Path], limit: Optional[int]
+) -> int:
     for p in (sub_path, against):
         if p is not None and not Path(p).is_file():
             raise SubmissionError(f"{p}: no such submission file")

@@ -30,7 +30,10 @@ class ComparisonCache:
         if payload is None:
             return None
         try:
-            out = {m: PairedResult(**{**d, "ci": tuple(d["ci"]), "seeds": tuple(d["seeds"])}) for m, d in payload["tests"].items()}
+            out = {
+                m: PairedResult(**{**d, "ci": tuple(d["ci"]), "seeds": tuple(d["seeds"])})
+                for m, d in payload["tests"].items()
+            }
         except (TypeError, KeyError):  # an entry of another layout: recompute
             return None
         self.hits += 1
@@ -39,6 +42,17 @@ class ComparisonCache:
     def put(self, key: str, results: dict[str, PairedResult]) -> None:
         tests = {}
         for m, t in results.items():
-            tests[m] = {"metric": t.metric, "a": t.a, "b": t.b, "diff": t.diff, "ci": list(t.ci), "p_value": t.p_value,
-                        "n": t.n, "resamples": t.resamples, "seed": t.seed, "seeds": list(t.seeds), "seed_term": t.seed_term}
+            tests[m] = {
+                "metric": t.metric,
+                "a": t.a,
+                "b": t.b,
+                "diff": t.diff,
+                "ci": list(t.ci),
+                "p_value": t.p_value,
+                "n": t.n,
+                "resamples": t.resamples,
+                "seed": t.seed,
+                "seeds": list(t.seeds),
+                "seed_term": t.seed_term,
+            }
         write_entry(self.folder / f"{key}.json", key, {"tests": tests})

@@ -6,7 +6,7 @@ and writes ``results/leaderboard.md``, ``results/leaderboard.tex``, rank-k curve
 rows (by R1) are compared with their neighbours by a paired test (:mod:`benchmark.evaluation.significance`);
 rendering lives in ``leaderboard_tables`` / ``leaderboard_render`` / ``leaderboard_plots`` / ``site``.
 
-* A reproduced submission is re-scored (:func:`benchmark.record.submission.rescore`) against its
+* A reproduced submission is re-scored (:func:`benchmark.record.rescore.rescore`) against its
   dataset's ground truth when ``load_splits`` can provide the dataset; the row then shows
   the re-scored R1/R5/R10 (95% bootstrap CIs) and mAP@K and is marked "verified". When the
   dataset is unavailable the row shows the claimed numbers and is marked "unverified".
@@ -89,17 +89,25 @@ class Row:
     analysis: bool = False  # not ranked: another run's weights (--weights) or a test-time oracle
     start: Optional[str] = None  # "untrained" | "zero-shot" for an evaluation of initial weights
     rerank: Optional[str] = None  # the second stage (submission.rerank_stage)
-    control: dict[str, float] = field(default_factory=dict)  # its untrained control's values (same method, variant, stage, seed)
+    control: dict[str, float] = field(
+        default_factory=dict
+    )  # its untrained control's values (same method, variant, stage, seed)
     recipe: dict[str, Any] = field(default_factory=dict)  # training-recipe changes from the profile (config_diff)
-    per_query: dict[str, Any] = field(default_factory=dict)  # "R1", "mAP": [Nq] per-query values (verified rows; paired tests)
+    per_query: dict[str, Any] = field(
+        default_factory=dict
+    )  # "R1", "mAP": [Nq] per-query values (verified rows; paired tests)
     split: str = ""  # the annotation checksum of the split the row was scored on (rows pair only on the same split)
     breakdowns: dict[str, Any] = field(default_factory=dict)  # per-attribute buckets of the (re-scored) metrics
     provenance: dict[str, Any] = field(default_factory=dict)  # the submission's provenance block (site)
     queries_per_s: Optional[float] = None  # evaluation cost: provenance.inference (evaluate.inference_cost)
     dirty: Optional[bool] = None  # made from a working tree with uncommitted changes (None: not recorded)
     partial: bool = False  # training stopped (--max-steps) before its recipe's end: analysis, never ranked
-    duplicates: list[str] = field(default_factory=list)  # other files holding the same submission (benchmark.record.collect)
-    runs: list["Row"] = field(default_factory=list)  # the per-seed rows this row pools (leaderboard_seeds); [] a single run
+    duplicates: list[str] = field(
+        default_factory=list
+    )  # other files holding the same submission (benchmark.record.collect)
+    runs: list["Row"] = field(
+        default_factory=list
+    )  # the per-seed rows this row pools (leaderboard_seeds); [] a single run
     main: bool = False  # its method's declared main configuration: the method's row in the ranked table
 
     @property
@@ -114,7 +122,9 @@ class Leaderboard:
     paths: list[Path] = field(default_factory=list)
     pairs: dict[tuple[str, str], list[dict[str, Any]]] = field(default_factory=dict)  # see attach_pairs
     vs_best: dict[tuple[str, str], list[dict[str, Any]]] = field(default_factory=dict)  # ranked rows against #1
-    vs_main: dict[tuple[str, str], dict[str, list[dict[str, Any]]]] = field(default_factory=dict)  # variants against their main row
+    vs_main: dict[tuple[str, str], dict[str, list[dict[str, Any]]]] = field(
+        default_factory=dict
+    )  # variants against their main row
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, why) left out (benchmark.record.collect)
 
 
@@ -125,16 +135,23 @@ def submission_paths(results_dir: Path) -> list[Path]:
     sub_dir = results_dir / SUBMISSIONS_SUBDIR
     if not sub_dir.is_dir():
         return []
-    return sorted(p for p in sub_dir.iterdir() if p.is_file() and (p.name.endswith(".json") or p.name.endswith(".json.gz")))
+    return sorted(
+        p for p in sub_dir.iterdir() if p.is_file() and (p.name.endswith(".json") or p.name.endswith(".json.gz"))
+    )
 
 
 def _dataset_key(ds: Mapping[str, Any]) -> tuple:
     return (ds["name"], ds.get("size"), ds.get("seed"), ds["annotation_checksum"])
 
 
-def collect_rows(results_dir: Path, load_splits: Optional[LoadSplits] = None,
-                 reported_path: Optional[Path] = None, skipped: Optional[list[tuple[str, str]]] = None,
-                 use_cache: bool = True, keep: Optional[Callable[[Mapping[str, Any]], bool]] = None) -> list[Row]:
+def collect_rows(
+    results_dir: Path,
+    load_splits: Optional[LoadSplits] = None,
+    reported_path: Optional[Path] = None,
+    skipped: Optional[list[tuple[str, str]]] = None,
+    use_cache: bool = True,
+    keep: Optional[Callable[[Mapping[str, Any]], bool]] = None,
+) -> list[Row]:
     """Rows of every submission (re-scored when possible, or read from the re-scoring cache when
     neither the file, its data nor the scoring code changed: :mod:`benchmark.record.rescore_cache`)
     and every reported result.
@@ -199,14 +216,28 @@ def _common(sub: Submission, path: Path, results_dir: Path) -> dict[str, Any]:
         rel = path.name
     protocol, start = sub.get("protocol", {}), submission_start(sub)
     return dict(
-        dataset=sub["dataset"]["name"], profile=sub["profile"]["name"], method=sub["method"]["name"],
-        variant=sub["method"]["variant"], source=sub.get("source", "reproduced"), num_parameters=sub["method"]["num_parameters"],
-        train_s=_train_seconds(prov, rerank_stage(protocol) is None), date=prov["date"][:10], seed=prov["seed"], path=rel,
-        note="; ".join(n for n in (_external_note(sub), _rerank_note(protocol)) if n), stage=_stage(protocol, prov, start),
-        analysis=is_analysis(sub), start=start, rerank=rerank_stage(protocol),
-        recipe={} if start else recipe_changes(sub["profile"]["name"], sub["profile"].get("train") or {},
-                                                    sub["profile"].get("method_recipe")),
-        split=str(sub["dataset"].get("annotation_checksum", "")), provenance=dict(prov),
+        dataset=sub["dataset"]["name"],
+        profile=sub["profile"]["name"],
+        method=sub["method"]["name"],
+        variant=sub["method"]["variant"],
+        source=sub.get("source", "reproduced"),
+        num_parameters=sub["method"]["num_parameters"],
+        train_s=_train_seconds(prov, rerank_stage(protocol) is None),
+        date=prov["date"][:10],
+        seed=prov["seed"],
+        path=rel,
+        note="; ".join(n for n in (_external_note(sub), _rerank_note(protocol)) if n),
+        stage=_stage(protocol, prov, start),
+        analysis=is_analysis(sub),
+        start=start,
+        rerank=rerank_stage(protocol),
+        recipe={}
+        if start
+        else recipe_changes(
+            sub["profile"]["name"], sub["profile"].get("train") or {}, sub["profile"].get("method_recipe")
+        ),
+        split=str(sub["dataset"].get("annotation_checksum", "")),
+        provenance=dict(prov),
         queries_per_s=(prov.get("inference") or {}).get("queries_per_s"),
     )
 
@@ -216,8 +247,11 @@ def is_analysis(sub: Submission) -> bool:
     under changed settings (``--weights``), a variant named ``...oracle...``, which sees
     ground truth at test time (e.g. RICE ``ipd=oracle``: the true boxes in place of the detector),
     or an untrained network (``--epochs 0`` from random weights: the control of its trained row)."""
-    return (bool(sub["provenance"].get("initial_weights")) or "oracle" in (sub["method"].get("variant") or "")
-            or submission_start(sub) == "untrained")
+    return (
+        bool(sub["provenance"].get("initial_weights"))
+        or "oracle" in (sub["method"].get("variant") or "")
+        or submission_start(sub) == "untrained"
+    )
 
 
 def _train_seconds(prov: Mapping[str, Any], first_stage: bool = True) -> Optional[float]:
@@ -259,8 +293,10 @@ def _external_note(sub: Submission) -> str:
     paper and input kind) or a plugin evaluated from weights files (``external-weights``)."""
     ext = sub["provenance"].get("external")
     if sub.get("source") == "external" and isinstance(ext, Mapping):
-        return (f"external: {ext.get('kind')} made outside the harness ({ext.get('paper')}); its rankings are re-scored "
-                f"here, its training was not run by the harness")
+        return (
+            f"external: {ext.get('kind')} made outside the harness ({ext.get('paper')}); its rankings are re-scored "
+            f"here, its training was not run by the harness"
+        )
     files = sub["provenance"].get("weights_files")
     if submission_start(sub) == "external-weights" and isinstance(files, Mapping):
         shown = ", ".join(f"{k} sha256 {str(v.get('sha256', ''))[:12]}" for k, v in sorted(files.items()))
@@ -278,15 +314,23 @@ def _rerank_note(protocol: Mapping[str, Any]) -> str:
     return f"re-ranked: second stage scored the first-stage {stage.replace('top', 'top-')}"
 
 
-def _row_verified(sub: Submission, metrics: Mapping[str, Any], curve: list[float], topk: int,
-                  path: Path, results_dir: Path) -> Row:
+def _row_verified(
+    sub: Submission, metrics: Mapping[str, Any], curve: list[float], topk: int, path: Path, results_dir: Path
+) -> Row:
     ov = metrics["overall"]
     values = {n: e["value"] for n, e in ov.items() if n.startswith("R")}
     cis = {n: _ci(e) for n, e in ov.items() if n.startswith("R")}
     values["mAP"] = ov[f"mAP@{topk}"]["value"]
     cis["mAP"] = _ci(ov[f"mAP@{topk}"])
-    return Row(status="verified", values=values, cis=cis, map_label=f"mAP@{topk}", curve=curve,
-               breakdowns=metrics.get("breakdowns", {}), **_common(sub, path, results_dir))
+    return Row(
+        status="verified",
+        values=values,
+        cis=cis,
+        map_label=f"mAP@{topk}",
+        curve=curve,
+        breakdowns=metrics.get("breakdowns", {}),
+        **_common(sub, path, results_dir),
+    )
 
 
 def _row_unverified(sub: Submission, path: Path, results_dir: Path) -> Row:
@@ -301,7 +345,14 @@ def _row_unverified(sub: Submission, path: Path, results_dir: Path) -> Row:
     common = _common(sub, path, results_dir)
     claimed = "claimed numbers: the dataset was not available to re-score them"
     common["note"] = f"{claimed}; {common['note']}" if common["note"] else claimed
-    return Row(status="unverified", values=values, cis=cis, map_label=name or "mAP", breakdowns=m.get("breakdowns", {}), **common)
+    return Row(
+        status="unverified",
+        values=values,
+        cis=cis,
+        map_label=name or "mAP",
+        breakdowns=m.get("breakdowns", {}),
+        **common,
+    )
 
 
 def _ci(entry: Mapping[str, Any]) -> Optional[tuple[float, float]]:
@@ -329,11 +380,22 @@ def load_reported(path: Path) -> list[Row]:
             note += f"; trained on {r['training_data']}"
         if r.get("note"):
             note += f"; {r['note']}"
-        rows.append(Row(
-            dataset=r["dataset"], profile=r["profile"], method=r["method"], variant=r["variant"],
-            source="reported", status="reported", values=values, cis={}, map_label=map_label,
-            num_parameters=r.get("num_parameters"), date=r.get("date", ""), note=note,
-        ))
+        rows.append(
+            Row(
+                dataset=r["dataset"],
+                profile=r["profile"],
+                method=r["method"],
+                variant=r["variant"],
+                source="reported",
+                status="reported",
+                values=values,
+                cis={},
+                map_label=map_label,
+                num_parameters=r.get("num_parameters"),
+                date=r.get("date", ""),
+                note=note,
+            )
+        )
     return rows
 
 
@@ -351,7 +413,16 @@ def build(rows: Sequence[Row], main_of: Optional[Callable[[str], Mapping[str, An
     for key in tables:
         tables[key].sort(key=lambda r: (r.label, r.status, r.seed if r.seed is not None else -1, r.path))
         tables[key] = pool_seeds(tables[key])
-        tables[key].sort(key=lambda r: (r.analysis, -r.values.get("R1", -1.0), r.label, r.status, r.seed if r.seed is not None else -1, r.path))
+        tables[key].sort(
+            key=lambda r: (
+                r.analysis,
+                -r.values.get("R1", -1.0),
+                r.label,
+                r.status,
+                r.seed if r.seed is not None else -1,
+                r.path,
+            )
+        )
         mark_main(tables[key], main_of or registry_main)
         _attach_controls(tables[key])
     ordered = {k: tables[k] for k in sorted(tables)}
@@ -364,6 +435,7 @@ def _attach_controls(rows: Sequence[Row]) -> None:
     trained row's are), when one is listed.
     A row trained under a changed recipe (``train.epochs-8``) is compared with the control of its
     model: an untrained network trains nothing, so its variant carries no recipe."""
+
     def key(r: Row) -> tuple:
         return (r.method, strip_recipe(r.variant, r.recipe), r.rerank)
 
@@ -376,9 +448,15 @@ def _attach_controls(rows: Sequence[Row]) -> None:
 # --- regeneration ------------------------------------------------------------------------------
 
 
-def regenerate(results_dir: Path | str = "results", *, load_splits: Optional[LoadSplits] = None,
-               reported_path: Optional[Path] = None, plots: bool = True, site: bool = True,
-               use_cache: bool = True) -> Leaderboard:
+def regenerate(
+    results_dir: Path | str = "results",
+    *,
+    load_splits: Optional[LoadSplits] = None,
+    reported_path: Optional[Path] = None,
+    plots: bool = True,
+    site: bool = True,
+    use_cache: bool = True,
+) -> Leaderboard:
     """Re-score and re-render everything. A submission (or ``reported.json``) that cannot be
     used is left out and listed in ``board.skipped`` (the rest is written); nothing is written
     before everything is rendered.
@@ -389,8 +467,9 @@ def regenerate(results_dir: Path | str = "results", *, load_splits: Optional[Loa
     """
     results_dir = Path(results_dir)
     skipped: list[tuple[str, str]] = []
-    board = attach_pairs(build(collect_rows(results_dir, load_splits, reported_path, skipped, use_cache=use_cache)),
-                         use_cache=use_cache)
+    board = attach_pairs(
+        build(collect_rows(results_dir, load_splits, reported_path, skipped, use_cache=use_cache)), use_cache=use_cache
+    )
     board.skipped = skipped
     outputs: list[tuple[Path, bytes]] = [
         (results_dir / "leaderboard.md", render_markdown(board).encode("utf-8")),
@@ -431,6 +510,8 @@ def attach_pairs(board: Leaderboard, use_cache: bool = True) -> Leaderboard:
         board.pairs[key] = adjacent(ranked, pool=pool, memo=memo)
         board.vs_best[key] = against(ranked, ranked[0], pool=pool, memo=memo) if ranked else []
         mains = main_rows(rows)
-        board.vs_main[key] = {m: against(members, mains[m], pool=pool, memo=memo) if m in mains else [{} for _ in members]
-                              for m, members in groups.items()}
+        board.vs_main[key] = {
+            m: against(members, mains[m], pool=pool, memo=memo) if m in mains else [{} for _ in members]
+            for m, members in groups.items()
+        }
     return board

@@ -59,8 +59,15 @@ def _progress(ds: Mapping[str, Any], root: Optional[Path]):
     from rich.console import Console
 
     con = Console(stderr=True, highlight=False)
-    where = f"from {root}" if root is not None else (f"size {ds.get('size')}, seed {ds.get('seed')}: generated into "
-                                                      "the cache on first use, 1-2 minutes" if ds.get("size") else "")
+    where = (
+        f"from {root}"
+        if root is not None
+        else (
+            f"size {ds.get('size')}, seed {ds.get('seed')}: generated into the cache on first use, 1-2 minutes"
+            if ds.get("size")
+            else ""
+        )
+    )
     con.print(f"leaderboard: loading {ds['name']}" + (f" ({where})" if where else "") + " ...")
     t0 = time.perf_counter()
     with con.status(f"loading {ds['name']} ..."):

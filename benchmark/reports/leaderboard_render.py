@@ -69,19 +69,29 @@ breakdowns, curves and each row's provenance: open `results/site/index.html`.
 """
 
 
-def sections(rows: Sequence[Any], pairs: Sequence[Any], vs_best: Sequence[Any] = (),
-             vs_main: Optional[dict[str, Any]] = None) -> list[tuple[str, list[str], list[list[str]]]]:
+def sections(
+    rows: Sequence[Any], pairs: Sequence[Any], vs_best: Sequence[Any] = (), vs_main: Optional[dict[str, Any]] = None
+) -> list[tuple[str, list[str], list[list[str]]]]:
     """(title, head, body) of each non-empty table of one (dataset, profile), Markdown cells."""
     return _sections(rows, pairs, T.DASH, T.MARK, vs_best, vs_main)[0]
 
 
 def _tests(board: Any, key: Any) -> tuple[Any, Any, Any]:
-    return (board.pairs.get(key, []), getattr(board, "vs_best", {}).get(key, []),
-            getattr(board, "vs_main", {}).get(key, {}))
+    return (
+        board.pairs.get(key, []),
+        getattr(board, "vs_best", {}).get(key, []),
+        getattr(board, "vs_main", {}).get(key, {}),
+    )
 
 
-def _sections(rows: Sequence[Any], pairs: Sequence[Any], dash: str, mark: str, vs_best: Sequence[Any] = (),
-              vs_main: Optional[dict[str, Any]] = None):
+def _sections(
+    rows: Sequence[Any],
+    pairs: Sequence[Any],
+    dash: str,
+    mark: str,
+    vs_best: Sequence[Any] = (),
+    vs_main: Optional[dict[str, Any]] = None,
+):
     ranked, analysis, reported = T.split_rows(rows)
     groups, mains = T.variant_groups(rows), T.main_rows(rows)
     variants = [r for members in groups.values() for r in members]
@@ -89,15 +99,29 @@ def _sections(rows: Sequence[Any], pairs: Sequence[Any], dash: str, mark: str, v
     refs, notes = T.note_refs([*ranked, *variants, *analysis, *reported])
     out = []
     if ranked:
-        out.append(("Ranked (one row per method: its main configuration)", *T.ranked_cells(ranked, names, pairs, dash=dash, mark=mark)))
+        out.append(
+            (
+                "Ranked (one row per method: its main configuration)",
+                *T.ranked_cells(ranked, names, pairs, dash=dash, mark=mark),
+            )
+        )
         if len(ranked) > 1:
-            out.append(("Paired comparisons (each ranked row against the next)", *T.pair_cells(ranked, pairs, dash=dash)))
-            out.append((f"Each method against the best ({names[id(ranked[0])]})",
-                        *T.best_cells(ranked, names, list(vs_best), dash=dash)))
+            out.append(
+                ("Paired comparisons (each ranked row against the next)", *T.pair_cells(ranked, pairs, dash=dash))
+            )
+            out.append(
+                (
+                    f"Each method against the best ({names[id(ranked[0])]})",
+                    *T.best_cells(ranked, names, list(vs_best), dash=dash),
+                )
+            )
     for method, members in groups.items():
         main = mains.get(method)
-        title = (f"{method}: configurations against its main row" if main is not None
-                 else f"{method}: configurations (no row of its main configuration in this table)")
+        title = (
+            f"{method}: configurations against its main row"
+            if main is not None
+            else f"{method}: configurations (no row of its main configuration in this table)"
+        )
         out.append((title, *T.variant_cells(main, members, names, (vs_main or {}).get(method, []), dash=dash)))
     if analysis:
         out.append(("Analysis (not ranked)", *T.analysis_cells(analysis, names, dash=dash)))
@@ -126,11 +150,19 @@ def render_markdown(board: Any) -> str:
             out.append(tabulate(body, headers=head, tablefmt="github", disable_numparse=True))
             out.append("")
             if title.startswith("Ranked") and any(T.MARK in c for cells in body for c in cells):
-                out.append(f"{T.MARK} not significantly different from the next ranked row on that metric "
-                           f"(seed-aware test, p >= {ALPHA}; see the paired comparisons).\n")
+                out.append(
+                    f"{T.MARK} not significantly different from the next ranked row on that metric "
+                    f"(seed-aware test, p >= {ALPHA}; see the paired comparisons).\n"
+                )
         ranked, analysis, reported = T.split_rows(rows)
-        links = [f"[{what}](plots/{plot_filename(dataset, profile, kind)})" for what, kind, present in
-                 (("ranked rows", "", ranked or reported), ("analysis rows", "analysis", analysis)) if present]
+        links = [
+            f"[{what}](plots/{plot_filename(dataset, profile, kind)})"
+            for what, kind, present in (
+                ("ranked rows", "", ranked or reported),
+                ("analysis rows", "analysis", analysis),
+            )
+            if present
+        ]
         if ranked or analysis:
             out.append(f"Rank-k curves: {', '.join(links)}\n")
         for ref, text in notes:
@@ -143,9 +175,22 @@ def render_markdown(board: Any) -> str:
 
 
 def _latex_escape(text: str) -> str:
-    repl = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-            "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "–": "--", "—": "---",
-            "Δ": r"$\Delta$", T.MARK: r"\textsuperscript{\dag}"}
+    repl = {
+        "\\": r"\textbackslash{}",
+        "&": r"\&",
+        "%": r"\%",
+        "$": r"\$",
+        "#": r"\#",
+        "_": r"\_",
+        "{": r"\{",
+        "}": r"\}",
+        "~": r"\textasciitilde{}",
+        "^": r"\textasciicircum{}",
+        "–": "--",
+        "—": "---",
+        "Δ": r"$\Delta$",
+        T.MARK: r"\textsuperscript{\dag}",
+    }
     return "".join(repl.get(c, c) for c in text)
 
 
@@ -159,14 +204,28 @@ def render_latex(board: Any) -> str:
         for title, head, body in tables:
             caption = f"LPR-Bench: {dataset}, profile {profile}: {title.lower()}."
             if title.startswith("Ranked"):
-                caption += (f" R@k in percent, R1 with its 95% bootstrap CI. {T.MARK}: not significantly different from the "
-                            f"next ranked row ({TEST_METHOD}).")
+                caption += (
+                    f" R@k in percent, R1 with its 95% bootstrap CI. {T.MARK}: not significantly different from the "
+                    f"next ranked row ({TEST_METHOD})."
+                )
             if title.startswith(("Reported", "Run details")):
                 caption += "".join(f" {ref} {text}." for ref, text in notes)
-            cols = " ".join("l" if h in ("Method", "Configuration", "Source", "Status", "Not ranked because", "Rows", "Variance") else "r" for h in head)
-            out += ["\\begin{table}[t]", "\\centering\\small", f"\\caption{{{_latex_escape(caption)}}}",
-                    f"\\label{{tab:lpr-bench-{_slug(dataset)}-{_slug(profile)}-{_slug(title.split(' (')[0])}}}",
-                    f"\\begin{{tabular}}{{{cols}}}", "\\toprule", " & ".join(_latex_escape(h) for h in head) + " \\\\", "\\midrule"]
+            cols = " ".join(
+                "l"
+                if h in ("Method", "Configuration", "Source", "Status", "Not ranked because", "Rows", "Variance")
+                else "r"
+                for h in head
+            )
+            out += [
+                "\\begin{table}[t]",
+                "\\centering\\small",
+                f"\\caption{{{_latex_escape(caption)}}}",
+                f"\\label{{tab:lpr-bench-{_slug(dataset)}-{_slug(profile)}-{_slug(title.split(' (')[0])}}}",
+                f"\\begin{{tabular}}{{{cols}}}",
+                "\\toprule",
+                " & ".join(_latex_escape(h) for h in head) + " \\\\",
+                "\\midrule",
+            ]
             out += [" & ".join(_latex_escape(c) for c in cells) + " \\\\" for cells in body]
             out += ["\\bottomrule", "\\end{tabular}", "\\end{table}", ""]
     return "\n".join(out).rstrip() + "\n"

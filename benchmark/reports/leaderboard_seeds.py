@@ -32,8 +32,16 @@ INTERVAL_RESAMPLES = 1000  # as the submissions' own query intervals (EvalConfig
 
 
 def _group_key(row: Any) -> tuple:
-    return (row.label, row.status, row.split, row.start, row.rerank, row.analysis, getattr(row, "partial", False),
-            row.map_label)
+    return (
+        row.label,
+        row.status,
+        row.split,
+        row.start,
+        row.rerank,
+        row.analysis,
+        getattr(row, "partial", False),
+        row.map_label,
+    )
 
 
 def pool_seeds(rows: Sequence[Any]) -> list[Any]:
@@ -70,16 +78,25 @@ def merge(members: Sequence[Any]) -> Any:
             per_query[m] = stack.mean(axis=0)
             cis[m] = seed_query_interval(stack, INTERVAL_RESAMPLES)
     curves = [r.curve for r in runs if r.curve]
-    curve = list(np.mean([c[:min(map(len, curves))] for c in curves], axis=0)) if len(curves) == len(runs) else None
+    curve = list(np.mean([c[: min(map(len, curves))] for c in curves], axis=0)) if len(curves) == len(runs) else None
     trained = [r.train_s for r in runs if r.train_s is not None]
     dirty = [r.dirty for r in runs]
     notes = list(dict.fromkeys(r.note for r in runs if r.note))
     return dataclasses.replace(
-        first, values=values, cis=cis, per_query=per_query, curve=curve, seed=None, runs=list(runs),
-        train_s=float(np.mean(trained)) if len(trained) == len(runs) else None, breakdowns={},
-        date=max(r.date for r in runs), note="; ".join(notes),
+        first,
+        values=values,
+        cis=cis,
+        per_query=per_query,
+        curve=curve,
+        seed=None,
+        runs=list(runs),
+        train_s=float(np.mean(trained)) if len(trained) == len(runs) else None,
+        breakdowns={},
+        date=max(r.date for r in runs),
+        note="; ".join(notes),
         dirty=True if any(d is True for d in dirty) else (False if all(d is False for d in dirty) else None),
-        duplicates=[d for r in runs for d in r.duplicates], control={},
+        duplicates=[d for r in runs for d in r.duplicates],
+        control={},
         queries_per_s=None,
     )
 
@@ -110,6 +127,13 @@ def mark_main(rows: Sequence[Any], main_of: Callable[[str], Mapping[str, Any]] =
         rerank = None if cfg.get("rerank", "none") == "none" else cfg["rerank"]
         fits = [r for r in candidates if r.variant in variants and r.rerank == rerank]
         if fits:
-            best = min(fits, key=lambda r: (variants.index(r.variant), r.start is not None, r.status != "verified",
-                                            -len(seeds_of(r))))
+            best = min(
+                fits,
+                key=lambda r: (
+                    variants.index(r.variant),
+                    r.start is not None,
+                    r.status != "verified",
+                    -len(seeds_of(r)),
+                ),
+            )
             best.main = True

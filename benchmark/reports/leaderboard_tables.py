@@ -53,7 +53,7 @@ def flags(row: Any) -> list[str]:
 
 
 def tree_state(row: Any, dash: str = DASH) -> str:
-    """"dirty" (uncommitted changes when the run was made), "clean", or a dash (not recorded)."""
+    """ "dirty" (uncommitted changes when the run was made), "clean", or a dash (not recorded)."""
     dirty = getattr(row, "dirty", None)
     return dash if dirty is None else ("dirty" if dirty else "clean")
 
@@ -95,13 +95,13 @@ def seeds_of(row: Any) -> list[int]:
 
 
 def seeds_text(row: Any, dash: str = DASH) -> str:
-    """"1 seed" / "3 seeds" (a dash for reported rows)."""
+    """ "1 seed" / "3 seeds" (a dash for reported rows)."""
     n = len(seeds_of(row))
     return dash if n == 0 else f"{n} seed{'s' if n != 1 else ''}"
 
 
 def origin_mark(row: Any) -> str:
-    """" (external)" for a row whose training the harness did not run (``source: "external"``),
+    """ " (external)" for a row whose training the harness did not run (``source: "external"``),
     beside " (unverified)"; a plugin evaluated from outside weights says so in its label instead
     ("external-weights")."""
     return " (external)" if getattr(row, "source", "") == "external" else ""
@@ -191,8 +191,14 @@ def note_refs(rows: Sequence[Any]) -> tuple[dict[int, str], list[tuple[str, str]
     return refs, notes
 
 
-def ranked_cells(rows: Sequence[Any], names: dict[int, str], pairs: Sequence[dict[str, PairedResult]], *,
-                 dash: str = DASH, mark: str = MARK) -> tuple[list[str], list[list[str]]]:
+def ranked_cells(
+    rows: Sequence[Any],
+    names: dict[int, str],
+    pairs: Sequence[dict[str, PairedResult]],
+    *,
+    dash: str = DASH,
+    mark: str = MARK,
+) -> tuple[list[str], list[list[str]]]:
     """The ranked table: seeds, R1 with its CI, R5, R10, mAP@K, gain over the untrained control."""
     controls = any(r.control for r in rows)
     mh = map_header(rows)
@@ -201,14 +207,24 @@ def ranked_cells(rows: Sequence[Any], names: dict[int, str], pairs: Sequence[dic
     for i, r in enumerate(rows):
         test = pairs[i] if i < len(pairs) else {}
         label = names[id(r)] + origin_mark(r) + (" (unverified)" if r.status == "unverified" else "")
-        body.append([str(i + 1), label, seeds_text(r, dash), _marked(fmt_value(r, "R1", dash=dash), test.get("R1"), mark),
-                     fmt_value(r, "R5", with_ci=False, dash=dash), fmt_value(r, "R10", with_ci=False, dash=dash),
-                     _marked(_map_cell(r, mh == "mAP@K", dash), test.get("mAP"), mark),
-                     *([fmt_controls(r, dash)] if controls else [])])
+        body.append(
+            [
+                str(i + 1),
+                label,
+                seeds_text(r, dash),
+                _marked(fmt_value(r, "R1", dash=dash), test.get("R1"), mark),
+                fmt_value(r, "R5", with_ci=False, dash=dash),
+                fmt_value(r, "R10", with_ci=False, dash=dash),
+                _marked(_map_cell(r, mh == "mAP@K", dash), test.get("mAP"), mark),
+                *([fmt_controls(r, dash)] if controls else []),
+            ]
+        )
     return head, body
 
 
-def pair_cells(rows: Sequence[Any], pairs: Sequence[dict[str, PairedResult]], *, dash: str = DASH) -> tuple[list[str], list[list[str]]]:
+def pair_cells(
+    rows: Sequence[Any], pairs: Sequence[dict[str, PairedResult]], *, dash: str = DASH
+) -> tuple[list[str], list[list[str]]]:
     """Each ranked row against the next: difference [95% CI] and p-value per metric."""
     mh = map_header(rows)
     head = ["Rows", "ΔR1 [95% CI]", "p (R1)", f"Δ{'AP' + mh[3:] if mh.startswith('mAP') else mh} [95% CI]", "p (AP)"]
@@ -238,48 +254,114 @@ def _diff_cells(tests: dict[str, PairedResult], dash: str) -> list[str]:
     return cells
 
 
-def best_cells(rows: Sequence[Any], names: dict[int, str], tests: Sequence[dict[str, PairedResult]], *,
-               dash: str = DASH) -> tuple[list[str], list[list[str]]]:
+def best_cells(
+    rows: Sequence[Any], names: dict[int, str], tests: Sequence[dict[str, PairedResult]], *, dash: str = DASH
+) -> tuple[list[str], list[list[str]]]:
     """Each ranked method (but the first) against the best: difference [95% CI], p, the test's basis."""
     mh = map_header(rows)
-    head = ["#", "Method", "ΔR1 to #1 [95% CI]", "p (R1)", f"Δ{'AP' + mh[3:] if mh.startswith('mAP') else mh} to #1", "p (AP)", "Variance"]
-    body = [[str(i + 1), names[id(r)], *_diff_cells(tests[i], dash), test_basis(tests[i], dash)]
-            for i, r in enumerate(rows) if i > 0 and i < len(tests)]
+    head = [
+        "#",
+        "Method",
+        "ΔR1 to #1 [95% CI]",
+        "p (R1)",
+        f"Δ{'AP' + mh[3:] if mh.startswith('mAP') else mh} to #1",
+        "p (AP)",
+        "Variance",
+    ]
+    body = [
+        [str(i + 1), names[id(r)], *_diff_cells(tests[i], dash), test_basis(tests[i], dash)]
+        for i, r in enumerate(rows)
+        if i > 0 and i < len(tests)
+    ]
     return head, body
 
 
-def variant_cells(main: Optional[Any], rows: Sequence[Any], names: dict[int, str], tests: Sequence[dict[str, PairedResult]], *,
-                  dash: str = DASH) -> tuple[list[str], list[list[str]]]:
+def variant_cells(
+    main: Optional[Any],
+    rows: Sequence[Any],
+    names: dict[int, str],
+    tests: Sequence[dict[str, PairedResult]],
+    *,
+    dash: str = DASH,
+) -> tuple[list[str], list[list[str]]]:
     """A method's other rows against its main row (``main`` None: it has none in this table)."""
     everything = [main, *rows] if main is not None else list(rows)
     mh = map_header(everything)
-    head = ["Configuration", "Seeds", "R1 [95% CI]", "R10", mh, "ΔR1 to main [95% CI]", "p (R1)", "ΔAP to main", "p (AP)"]
+    head = [
+        "Configuration",
+        "Seeds",
+        "R1 [95% CI]",
+        "R10",
+        mh,
+        "ΔR1 to main [95% CI]",
+        "p (R1)",
+        "ΔAP to main",
+        "p (AP)",
+    ]
     body = []
     if main is not None:
-        body.append([names[id(main)] + " (main)", seeds_text(main, dash), fmt_value(main, "R1", dash=dash),
-                     fmt_value(main, "R10", with_ci=False, dash=dash), _map_cell(main, mh == "mAP@K", dash), "", "", "", ""])
+        body.append(
+            [
+                names[id(main)] + " (main)",
+                seeds_text(main, dash),
+                fmt_value(main, "R1", dash=dash),
+                fmt_value(main, "R10", with_ci=False, dash=dash),
+                _map_cell(main, mh == "mAP@K", dash),
+                "",
+                "",
+                "",
+                "",
+            ]
+        )
     for i, r in enumerate(rows):
         test = tests[i] if i < len(tests) else {}
-        body.append([names[id(r)], seeds_text(r, dash), fmt_value(r, "R1", dash=dash), fmt_value(r, "R10", with_ci=False, dash=dash),
-                     _map_cell(r, mh == "mAP@K", dash), *_diff_cells(test, dash)])
+        body.append(
+            [
+                names[id(r)],
+                seeds_text(r, dash),
+                fmt_value(r, "R1", dash=dash),
+                fmt_value(r, "R10", with_ci=False, dash=dash),
+                _map_cell(r, mh == "mAP@K", dash),
+                *_diff_cells(test, dash),
+            ]
+        )
     return head, body
 
 
-def analysis_cells(rows: Sequence[Any], names: dict[int, str], *, dash: str = DASH) -> tuple[list[str], list[list[str]]]:
+def analysis_cells(
+    rows: Sequence[Any], names: dict[int, str], *, dash: str = DASH
+) -> tuple[list[str], list[list[str]]]:
     mh = map_header(rows)
     head = ["Method", "R1 [95% CI]", "R5", "R10", mh, "Not ranked because"]
-    body = [[names[id(r)], fmt_value(r, "R1", dash=dash), fmt_value(r, "R5", with_ci=False, dash=dash),
-             fmt_value(r, "R10", with_ci=False, dash=dash), _map_cell(r, mh == "mAP@K", dash), ", ".join(flags(r))]
-            for r in rows]
+    body = [
+        [
+            names[id(r)],
+            fmt_value(r, "R1", dash=dash),
+            fmt_value(r, "R5", with_ci=False, dash=dash),
+            fmt_value(r, "R10", with_ci=False, dash=dash),
+            _map_cell(r, mh == "mAP@K", dash),
+            ", ".join(flags(r)),
+        ]
+        for r in rows
+    ]
     return head, body
 
 
-def reported_cells(rows: Sequence[Any], names: dict[int, str], refs: dict[int, str], *, dash: str = DASH) -> tuple[list[str], list[list[str]]]:
+def reported_cells(
+    rows: Sequence[Any], names: dict[int, str], refs: dict[int, str], *, dash: str = DASH
+) -> tuple[list[str], list[list[str]]]:
     ks = sorted({int(n[1:]) for r in rows for n in r.values if re.fullmatch(r"R\d+", n)} | set(SHOWN_KS))
     head = ["Method", *(f"R{k}" for k in ks), map_header(rows), "Date", "Source"]
-    body = [[names[id(r)], *(fmt_value(r, f"R{k}", with_ci=False, dash=dash) for k in ks),
-             fmt_value(r, "mAP", with_ci=False, dash=dash), r.date or dash, f"reported {refs.get(id(r), '')}".strip()]
-            for r in rows]
+    body = [
+        [
+            names[id(r)],
+            *(fmt_value(r, f"R{k}", with_ci=False, dash=dash) for k in ks),
+            fmt_value(r, "mAP", with_ci=False, dash=dash),
+            r.date or dash,
+            f"reported {refs.get(id(r), '')}".strip(),
+        ]
+        for r in rows
+    ]
     return head, body
 
 
@@ -290,13 +372,25 @@ def fmt_rate(value: Optional[float], dash: str = DASH) -> str:
     return f"{value:.0f}" if value >= 100 else f"{value:.3g}"
 
 
-def details_cells(rows: Sequence[Any], names: dict[int, str], refs: dict[int, str], ranks: dict[int, int], *,
-                  dash: str = DASH) -> tuple[list[str], list[list[str]]]:
+def details_cells(
+    rows: Sequence[Any], names: dict[int, str], refs: dict[int, str], ranks: dict[int, int], *, dash: str = DASH
+) -> tuple[list[str], list[list[str]]]:
     head = ["#", "Method", "Params", "Train time", "Queries/s", "Seeds", "R1 per seed", "Date", "Tree", "Status"]
-    body = [[str(ranks[id(r)]) if id(r) in ranks else dash, names[id(r)], fmt_params(r.num_parameters, dash),
-             fmt_duration(r.train_s, dash), fmt_rate(r.queries_per_s, dash), ", ".join(map(str, seeds_of(r))) or dash,
-             per_seed_text(r, "R1", dash), r.date or dash, tree_state(r, dash),
-             f"{r.status} {refs.get(id(r), '')}".strip()] for r in rows]
+    body = [
+        [
+            str(ranks[id(r)]) if id(r) in ranks else dash,
+            names[id(r)],
+            fmt_params(r.num_parameters, dash),
+            fmt_duration(r.train_s, dash),
+            fmt_rate(r.queries_per_s, dash),
+            ", ".join(map(str, seeds_of(r))) or dash,
+            per_seed_text(r, "R1", dash),
+            r.date or dash,
+            tree_state(r, dash),
+            f"{r.status} {refs.get(id(r), '')}".strip(),
+        ]
+        for r in rows
+    ]
     return head, body
 
 
@@ -306,13 +400,24 @@ def per_seed_text(row: Any, metric: str = "R1", dash: str = DASH) -> str:
     return " / ".join(f"{r.values[metric]:.2f}" if metric in r.values else dash for r in runs)
 
 
-def table_cells(rows: Sequence[Any], *, dash: str = DASH, note_refs: Optional[Sequence[str]] = None) -> tuple[list[str], list[list[str]]]:
+def table_cells(
+    rows: Sequence[Any], *, dash: str = DASH, note_refs: Optional[Sequence[str]] = None
+) -> tuple[list[str], list[list[str]]]:
     """All rows in one table (the pre-split layout), kept for callers that want every column."""
     names = labels(rows)
     controls = any(r.start == "untrained" for r in rows)
     mh = map_header(rows)
-    head = ["#", "Method", *(f"R{k}" for k in SHOWN_KS), mh, *(["R1 / R10 vs untrained"] if controls else []),
-            "Params", "Train time", "Date", "Source"]
+    head = [
+        "#",
+        "Method",
+        *(f"R{k}" for k in SHOWN_KS),
+        mh,
+        *(["R1 / R10 vs untrained"] if controls else []),
+        "Params",
+        "Train time",
+        "Date",
+        "Source",
+    ]
     body, rank = [], 0
     for i, r in enumerate(rows):
         rank += 0 if r.analysis else 1
@@ -320,7 +425,17 @@ def table_cells(rows: Sequence[Any], *, dash: str = DASH, note_refs: Optional[Se
         source = {"verified": f"{origin}, verified", "unverified": f"{origin}, unverified"}.get(r.status, "reported")
         if note_refs is not None and note_refs[i]:
             source += f" {note_refs[i]}"
-        body.append([dash if r.analysis else str(rank), names[id(r)], *(fmt_value(r, f"R{k}", dash=dash) for k in SHOWN_KS),
-                     _map_cell(r, mh == "mAP@K", dash), *([fmt_controls(r, dash)] if controls else []),
-                     fmt_params(r.num_parameters, dash), fmt_duration(r.train_s, dash), r.date or dash, source])
+        body.append(
+            [
+                dash if r.analysis else str(rank),
+                names[id(r)],
+                *(fmt_value(r, f"R{k}", dash=dash) for k in SHOWN_KS),
+                _map_cell(r, mh == "mAP@K", dash),
+                *([fmt_controls(r, dash)] if controls else []),
+                fmt_params(r.num_parameters, dash),
+                fmt_duration(r.train_s, dash),
+                r.date or dash,
+                source,
+            ]
+        )
     return head, body

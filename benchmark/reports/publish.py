@@ -23,6 +23,7 @@ from benchmark.evaluation import scoring
 from benchmark.evaluation.evaluate import EvalOutput
 from benchmark.record import submission
 from benchmark.record.record import Submission
+from benchmark.record.rescore import rescore
 from datasets.records import DatasetSplits
 from methods.base import Method
 
@@ -72,6 +73,7 @@ def publish(
     ``overwrite`` (:func:`benchmark.record.run_identity.check_target`). ``weights_files``: the files
     the method config names, hashed (:func:`benchmark.record.provenance.config_files`)."""
     from benchmark.record import run_identity
+
     ev = cfg.profile.eval
     metrics = scoring.metrics_for_ranking(out.ranking, out.index, ev, seed=cfg.seed)
     rankings = scoring.ranked_ids(out.ranking, out.index, ev.topk_saved)
@@ -121,13 +123,19 @@ def publish(
         except LeaderboardError as exc:  # another submission is at fault; this run's stands
             board_error = f"left as it was: {exc}"
         else:
-            tables = rich_tables(board, only=(cfg.dataset, cfg.profile.name),
-                                 where=str(Path(cfg.results_dir) / "leaderboard.md"))
+            tables = rich_tables(
+                board, only=(cfg.dataset, cfg.profile.name), where=str(Path(cfg.results_dir) / "leaderboard.md")
+            )
             table = tables[0] if tables else None
             if board.skipped:
                 board_error = skipped_message(board.skipped)
-    return Published(metrics=metrics, submission_path=path, table=table, leaderboard_error=board_error,
-                     committed=committed_comparison(sub, cfg.results_dir))
+    return Published(
+        metrics=metrics,
+        submission_path=path,
+        table=table,
+        leaderboard_error=board_error,
+        committed=committed_comparison(sub, cfg.results_dir),
+    )
 
 
 def committed_comparison(sub: Submission, results_dir: Path, committed_dir: Path = COMMITTED_RESULTS) -> Optional[str]:
@@ -157,13 +165,24 @@ def committed_comparison(sub: Submission, results_dir: Path, committed_dir: Path
     interval = f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else ""
     diffs = run_identity.differences(run_identity.comparable(sub), run_identity.comparable(old))
     other = f"; the committed run records another identity: {'; '.join(diffs[:3])}" if diffs else "; same run identity"
-    return (f"committed row {found[0].relative_to(committed_dir.parent) if committed_dir.is_absolute() else found[0]}: "
-            f"R1 {old_e['value']:.2f}{interval}; this run {new_r1:.2f}: {verdict}{other}")
+    return (
+        f"committed row {found[0].relative_to(committed_dir.parent) if committed_dir.is_absolute() else found[0]}: "
+        f"R1 {old_e['value']:.2f}{interval}; this run {new_r1:.2f}: {verdict}{other}"
+    )
 
 
-def preview_submission(cfg: RunConfig, splits: DatasetSplits, method: Method, variant: str,
-                       identity: dict[str, Any], *, trains: bool, initial_weights: Optional[dict[str, Any]],
-                       synthetic_seed: Optional[int], weights_files: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+def preview_submission(
+    cfg: RunConfig,
+    splits: DatasetSplits,
+    method: Method,
+    variant: str,
+    identity: dict[str, Any],
+    *,
+    trains: bool,
+    initial_weights: Optional[dict[str, Any]],
+    synthetic_seed: Optional[int],
+    weights_files: Optional[dict[str, Any]] = None,
+) -> dict[str, Any]:
     """The fields of the run's future submission that name its file and make its identity
     (:func:`benchmark.record.run_identity.comparable`), known before training."""
     synthetic = cfg.data_root is None and synthetic_seed is not None
@@ -174,12 +193,21 @@ def preview_submission(cfg: RunConfig, splits: DatasetSplits, method: Method, va
     if weights_files:
         prov["weights_files"] = dict(weights_files)
     return {
-        "method": {"name": cfg.method, "variant": variant or "",
-                   "config": to_jsonable(method.cfg if dataclasses.is_dataclass(method.cfg) else None)},
-        "dataset": {"name": cfg.dataset, "annotation_checksum": splits.annotation_checksum,
-                    "size": cfg.synth_size if synthetic else None, "seed": synthetic_seed if synthetic else None},
-        "profile": {"name": cfg.profile.name,
-                    **to_jsonable({"data": cfg.profile.data, "train": cfg.profile.train, "eval": ev})},
+        "method": {
+            "name": cfg.method,
+            "variant": variant or "",
+            "config": to_jsonable(method.cfg if dataclasses.is_dataclass(method.cfg) else None),
+        },
+        "dataset": {
+            "name": cfg.dataset,
+            "annotation_checksum": splits.annotation_checksum,
+            "size": cfg.synth_size if synthetic else None,
+            "seed": synthetic_seed if synthetic else None,
+        },
+        "profile": {
+            "name": cfg.profile.name,
+            **to_jsonable({"data": cfg.profile.data, "train": cfg.profile.train, "eval": ev}),
+        },
         "protocol": {"rerank": ev.rerank, "rerank_topk": int(ev.rerank_topk)},
         "provenance": prov,
     }
@@ -229,8 +257,12 @@ def rich_tables(board: Any, only: Optional[tuple[str, str]] = None, where: str =
     return narrow(board, only, where)
 
 
-def leaderboard_command(results_dir: Path, data_roots: Optional[dict[str, Path]] = None,
-                        compare: Optional[Sequence[str]] = None, dataset: Optional[str] = None) -> int:
+def leaderboard_command(
+    results_dir: Path,
+    data_roots: Optional[dict[str, Path]] = None,
+    compare: Optional[Sequence[str]] = None,
+    dataset: Optional[str] = None,
+) -> int:
     """Regenerate and print the leaderboard; with ``compare`` only test two rows (nothing written)."""
     import sys
 
@@ -254,14 +286,22 @@ def leaderboard_command(results_dir: Path, data_roots: Optional[dict[str, Path]]
     for path, why in board.skipped:
         print(f"skipped: {path}: {why}", file=sys.stderr)
     if board.skipped:
-        print(f"error: {len(board.skipped)} file(s) skipped (listed above); the leaderboard was regenerated "
-              f"without them", file=sys.stderr)
+        print(
+            f"error: {len(board.skipped)} file(s) skipped (listed above); the leaderboard was regenerated without them",
+            file=sys.stderr,
+        )
         return 1
     return 0
 
 
-def compare_only(results_dir: Path, a: str, b: str, dataset: Optional[str] = None,
-                 data_roots: Optional[dict[str, Path]] = None, load_splits: Optional[Any] = None) -> list[str]:
+def compare_only(
+    results_dir: Path,
+    a: str,
+    b: str,
+    dataset: Optional[str] = None,
+    data_roots: Optional[dict[str, Path]] = None,
+    load_splits: Optional[Any] = None,
+) -> list[str]:
     """The ``--compare A B`` lines, writing no file: the two rows are first found among the claimed
     rows (no dataset loaded, so a bad or ambiguous name fails at once), then only their dataset's
     submissions are re-scored (``load_splits``: as :func:`benchmark.reports.leaderboard.regenerate`'s,
@@ -273,8 +313,12 @@ def compare_only(results_dir: Path, a: str, b: str, dataset: Optional[str] = Non
     (key, _), (other, _) = find_row(claimed, a, dataset), find_row(claimed, b, dataset)
     if key != other:
         raise submission.SubmissionError(f"--compare: {a!r} and {b!r} are in different tables ({key} vs {other})")
-    rows = leaderboard.collect_rows(Path(results_dir), load_splits or leaderboard.registry_loader(data_roots), skipped=[],
-                                    keep=lambda sub: sub["dataset"]["name"] == key[0])
+    rows = leaderboard.collect_rows(
+        Path(results_dir),
+        load_splits or leaderboard.registry_loader(data_roots),
+        skipped=[],
+        keep=lambda sub: sub["dataset"]["name"] == key[0],
+    )
     return compare_lines(leaderboard.build(rows), a, b, key[0])
 
 
@@ -301,6 +345,6 @@ def score_command(path: Path, data_root: Optional[Path]) -> int:
     """Re-score ``path`` against the ground truth; 0 when every claim checks out."""
     sub = submission.load_submission(path)
     splits = splits_for_submission(sub, data_root)
-    report = submission.rescore(path, splits)
+    report = rescore(path, splits)
     print(report.summary())
     return 0

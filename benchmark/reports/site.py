@@ -46,21 +46,37 @@ def _pair(test: Any) -> dict[str, Any]:
     """A paired test for the page, its floats rounded (to 4 decimals; p to 4 significant digits) so the
     file does not change with the last bits of a bootstrap that the thread count moves."""
     d = test.as_dict()
-    return {**d, "diff": _r(d["diff"], 4), "ci": [_r(c, 4) for c in d["ci"]],
-            "p": None if d["p"] is None else float(f"{d['p']:.4g}")}
+    return {
+        **d,
+        "diff": _r(d["diff"], 4),
+        "ci": [_r(c, 4) for c in d["ci"]],
+        "p": None if d["p"] is None else float(f"{d['p']:.4g}"),
+    }
 
 
 def _provenance(row: Any) -> dict[str, Any]:
     prov = row.provenance or {}
     git = prov.get("git") or {}
     return {
-        "file": row.path, "commit": git.get("commit"), "dirty": git.get("dirty"), "seed": row.seed,
-        "date": (prov.get("date") or row.date or None), "device": prov.get("device"), "python": prov.get("python"),
-        "world_size": prov.get("world_size"), "run_dir": prov.get("run_dir"), "command": prov.get("command"),
-        "train_s": _r(row.train_s, 1), "wall_time_s": {k: _r(v, 1) for k, v in (prov.get("wall_time_s") or {}).items()},
-        "packages": prov.get("packages") or {}, "initial_weights": prov.get("initial_weights"),
-        "reproduce": (f"run_benchmark.py reproduce results/{row.path}"
-                      if row.path and git.get("commit") and not prov.get("initial_weights") else None),
+        "file": row.path,
+        "commit": git.get("commit"),
+        "dirty": git.get("dirty"),
+        "seed": row.seed,
+        "date": (prov.get("date") or row.date or None),
+        "device": prov.get("device"),
+        "python": prov.get("python"),
+        "world_size": prov.get("world_size"),
+        "run_dir": prov.get("run_dir"),
+        "command": prov.get("command"),
+        "train_s": _r(row.train_s, 1),
+        "wall_time_s": {k: _r(v, 1) for k, v in (prov.get("wall_time_s") or {}).items()},
+        "packages": prov.get("packages") or {},
+        "initial_weights": prov.get("initial_weights"),
+        "reproduce": (
+            f"run_benchmark.py reproduce results/{row.path}"
+            if row.path and git.get("commit") and not prov.get("initial_weights")
+            else None
+        ),
         "inference": prov.get("inference"),
     }
 
@@ -82,17 +98,29 @@ def _row(row: Any, name: str, kind: str, rank: Any) -> dict[str, Any]:
     runs = getattr(row, "runs", None) or []
     hits = row.per_query.get("R1") if row.per_query and not runs else None  # one run's hits (the page's own test)
     return {
-        "seeds": seeds_of(row), "per_seed": [{"seed": r.seed, "R1": _r(r.values.get("R1")), "mAP": _r(r.values.get("mAP")),
-                                               "file": r.path} for r in runs],
-        "label": name, "kind": kind, "rank": rank, "flags": flags(row) if kind == "analysis" else [],
-        "status": row.status, "method": row.method, "variant": row.variant, "stage": row.stage,
+        "seeds": seeds_of(row),
+        "per_seed": [
+            {"seed": r.seed, "R1": _r(r.values.get("R1")), "mAP": _r(r.values.get("mAP")), "file": r.path} for r in runs
+        ],
+        "label": name,
+        "kind": kind,
+        "rank": rank,
+        "flags": flags(row) if kind == "analysis" else [],
+        "status": row.status,
+        "method": row.method,
+        "variant": row.variant,
+        "stage": row.stage,
         "values": {k: _r(v) for k, v in row.values.items()},
         "cis": {k: [_r(c[0]), _r(c[1])] for k, c in row.cis.items() if c is not None},
-        "map_label": row.map_label, "params": row.num_parameters, "note": row.note,
+        "map_label": row.map_label,
+        "params": row.num_parameters,
+        "note": row.note,
         "control": {k: _r(v) for k, v in (row.control or {}).items()},
         "curve": [_r(v) for v in (row.curve or [])[:CURVE_MAX_K]],
-        "breakdowns": _breakdowns(row), "provenance": _provenance(row) if row.source != "reported" else {},
-        "split": row.split[:12], "hits": "".join("1" if v > 0 else "0" for v in hits) if hits is not None else None,
+        "breakdowns": _breakdowns(row),
+        "provenance": _provenance(row) if row.source != "reported" else {},
+        "split": row.split[:12],
+        "hits": "".join("1" if v > 0 else "0" for v in hits) if hits is not None else None,
     }
 
 
@@ -111,18 +139,34 @@ def site_data(board: Any) -> dict[str, Any]:
         for method, members in groups.items():
             tests = vs_main.get(method, [])
             for i, r in enumerate(members):
-                data_rows.append({**_row(r, names[id(r)], "variant", None),
-                                  "main": names[id(mains[method])] if method in mains else None,
-                                  "vs_main": {m: _pair(t) for m, t in (tests[i] if i < len(tests) else {}).items()}})
-        data_rows += ([_row(r, names[id(r)], "analysis", None) for r in analysis]
-                      + [_row(r, names[id(r)], "reported", None) for r in reported])
+                data_rows.append(
+                    {
+                        **_row(r, names[id(r)], "variant", None),
+                        "main": names[id(mains[method])] if method in mains else None,
+                        "vs_main": {m: _pair(t) for m, t in (tests[i] if i < len(tests) else {}).items()},
+                    }
+                )
+        data_rows += [_row(r, names[id(r)], "analysis", None) for r in analysis] + [
+            _row(r, names[id(r)], "reported", None) for r in reported
+        ]
         for i, test in enumerate(best):
             if i < len(ranked) and test:
                 data_rows[i]["vs_best"] = {m: _pair(t) for m, t in test.items()}
-        adjacent = [{"a": i, "b": i + 1, **{m: _pair(t) for m, t in pairs[i].items()}}
-                    for i in range(max(len(ranked) - 1, 0)) if i < len(pairs)]
-        tables.append({"id": f"{key[0]}__{key[1]}", "dataset": key[0], "profile": key[1],
-                       "map_label": map_header(rows), "rows": data_rows, "pairs": adjacent})
+        adjacent = [
+            {"a": i, "b": i + 1, **{m: _pair(t) for m, t in pairs[i].items()}}
+            for i in range(max(len(ranked) - 1, 0))
+            if i < len(pairs)
+        ]
+        tables.append(
+            {
+                "id": f"{key[0]}__{key[1]}",
+                "dataset": key[0],
+                "profile": key[1],
+                "map_label": map_header(rows),
+                "rows": data_rows,
+                "pairs": adjacent,
+            }
+        )
     return {"schema": 2, "test": TEST_METHOD, "tables": tables}
 
 
@@ -154,7 +198,9 @@ provenance and breakdowns.</p>
 def render_site(board: Any) -> list[tuple[str, bytes]]:
     """(file name, bytes) of every site file, deterministic."""
     data = json.dumps(site_data(board), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-    out = [("index.html", INDEX.replace("{test}", html.escape(TEST_METHOD)).encode("utf-8")),
-           ("data.js", f"window.LPR_DATA = {data};\n".encode("utf-8"))]
+    out = [
+        ("index.html", INDEX.replace("{test}", html.escape(TEST_METHOD)).encode("utf-8")),
+        ("data.js", f"window.LPR_DATA = {data};\n".encode("utf-8")),
+    ]
     out += [(name, (ASSETS / name).read_bytes()) for name in ASSET_FILES]
     return out

@@ -62,13 +62,18 @@ def rich_tables(board: Any, only: Optional[tuple[str, str]] = None, where: str =
         names = labels(rows)
         pairs = getattr(board, "pairs", {}).get(key, [])
         variants = sum(len(v) for v in variant_groups(rows).values())
-        extra = [f"{len(x) if isinstance(x, list) else x} {what}" for x, what in
-                 ((variants, "variant"), (analysis, "analysis"), (reported, "reported")) if x]
-        caption = (f"One row per method (its main configuration). {MARK}: not significantly different from the next "
-                   f"row (seed-aware test). " + (f"Not shown: {', '.join(extra)} rows; " if extra else "")
-                   + f"all in {where}")
-        table = Table(title=f"{key[0]} - profile {key[1]}: ranked", title_justify="left", caption=caption,
-                      caption_justify="left")
+        extra = [
+            f"{len(x) if isinstance(x, list) else x} {what}"
+            for x, what in ((variants, "variant"), (analysis, "analysis"), (reported, "reported"))
+            if x
+        ]
+        caption = (
+            f"One row per method (its main configuration). {MARK}: not significantly different from the next "
+            f"row (seed-aware test). " + (f"Not shown: {', '.join(extra)} rows; " if extra else "") + f"all in {where}"
+        )
+        table = Table(
+            title=f"{key[0]} - profile {key[1]}: ranked", title_justify="left", caption=caption, caption_justify="left"
+        )
         table.add_column("#", justify="right")
         table.add_column("Method", overflow="fold", ratio=1)
         for name in ("Seeds", "R1 [95% CI]", "R10", map_header(ranked)):
@@ -76,8 +81,14 @@ def rich_tables(board: Any, only: Optional[tuple[str, str]] = None, where: str =
         for i, r in enumerate(ranked):
             test = pairs[i] if i < len(pairs) else {}
             mark = lambda m: MARK if m in test and not test[m].significant else ""  # noqa: E731
-            table.add_row(str(i + 1), names[id(r)] + origin_mark(r), seeds_text(r), fmt_value(r, "R1") + mark("R1"),
-                          fmt_value(r, "R10", with_ci=False), fmt_value(r, "mAP", with_ci=False) + mark("mAP"))
+            table.add_row(
+                str(i + 1),
+                names[id(r)] + origin_mark(r),
+                seeds_text(r),
+                fmt_value(r, "R1") + mark("R1"),
+                fmt_value(r, "R10", with_ci=False),
+                fmt_value(r, "mAP", with_ci=False) + mark("mAP"),
+            )
         out.append(table)
     return out
 
@@ -100,12 +111,17 @@ def find_row(board: Any, spec: str, dataset: Optional[str] = None) -> tuple[tupl
                 hits.append((key, r))
     tables = sorted({k for k, _ in hits})
     if len(hits) > 1 and len(tables) > 1:
-        raise SubmissionError(f"--compare {spec!r} names rows in {len(tables)} tables ("
-                              + ", ".join(f"{d} / {p}" for d, p in tables) + "): add --dataset NAME")
+        raise SubmissionError(
+            f"--compare {spec!r} names rows in {len(tables)} tables ("
+            + ", ".join(f"{d} / {p}" for d, p in tables)
+            + "): add --dataset NAME"
+        )
     if len(hits) != 1:
         where = f" in {dataset}" if dataset else ""
-        raise SubmissionError(f"--compare {spec!r}: {'no' if not hits else len(hits)} rows match{where} "
-                              "(give a submission file name or an exact row label)")
+        raise SubmissionError(
+            f"--compare {spec!r}: {'no' if not hits else len(hits)} rows match{where} "
+            "(give a submission file name or an exact row label)"
+        )
     return hits[0]
 
 

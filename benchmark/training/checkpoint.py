@@ -66,7 +66,6 @@ def find_resumable(run_dir: Path) -> Optional[Path]:
     return p if p.is_file() else None
 
 
-
 def load_model_weights(model: torch.nn.Module, path: Path, *, allow_unused: bool = False) -> list[str]:
     """Load the model weights of checkpoint ``path`` into ``model``; return the unused keys.
 
@@ -78,13 +77,18 @@ def load_model_weights(model: torch.nn.Module, path: Path, *, allow_unused: bool
     state = load_checkpoint(path)["model"]
     own = model.state_dict()
     missing = [k for k in own if k not in state]
-    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
-              if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    shapes = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
+        for k, v in own.items()
+        if k in state and tuple(state[k].shape) != tuple(v.shape)
+    ]
     unused = sorted(k for k in state if k not in own)
     if missing or shapes or (unused and not allow_unused):
-        faults = [f"missing {len(missing)} ({', '.join(missing[:3])})" if missing else "",
-                  f"shape mismatch {len(shapes)} ({'; '.join(shapes[:3])})" if shapes else "",
-                  f"unexpected {len(unused)} ({', '.join(unused[:3])})" if unused and not allow_unused else ""]
+        faults = [
+            f"missing {len(missing)} ({', '.join(missing[:3])})" if missing else "",
+            f"shape mismatch {len(shapes)} ({'; '.join(shapes[:3])})" if shapes else "",
+            f"unexpected {len(unused)} ({', '.join(unused[:3])})" if unused and not allow_unused else "",
+        ]
         raise CheckpointError(
             f"{path}: its weights do not fit this model: {', '.join(f for f in faults if f)}; "
             "pass the settings (--profile, --set) the checkpoint was trained with"

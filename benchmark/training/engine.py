@@ -66,14 +66,7 @@ from benchmark.training.distributed import DistEnv
 from benchmark.training.epoch_loader import StreamFactory, epoch_loader
 from benchmark.training.grouped_sampler import epoch_sampler
 from benchmark.training.item_seeding import ItemSeededDataset
-from benchmark.training.loop import (  # noqa: F401  (TrainingError, NonFiniteLossError, autocast: public here)
-    NonFiniteLossError,
-    RunClock,
-    Trainer,
-    TrainingError,
-    autocast,
-    train_one_epoch,
-)
+from benchmark.training.loop import NonFiniteLossError, RunClock, Trainer, TrainingError, autocast, train_one_epoch  # noqa: F401  (TrainingError, NonFiniteLossError, autocast: public here)
 from benchmark.training.loss_meter import LossMeter
 from benchmark.training.prefetch import DevicePrefetcher
 from benchmark.training.seeding import seed_everything, set_rng_state
@@ -173,8 +166,9 @@ def build_optimizer(method: Method, cfg: TrainConfig, device: Optional[torch.dev
     if not groups:
         raise TrainingError(f"{type(method).__name__} has no trainable parameters")
     fused = {"fused": True} if device is not None and device.type == "cuda" else {}
-    return torch.optim.AdamW(groups, lr=cfg.lr_new, weight_decay=cfg.weight_decay, eps=cfg.adam_eps,
-                             betas=(0.9, cfg.adam_beta2), **fused)
+    return torch.optim.AdamW(
+        groups, lr=cfg.lr_new, weight_decay=cfg.weight_decay, eps=cfg.adam_eps, betas=(0.9, cfg.adam_beta2), **fused
+    )
 
 
 def amp_dtype_for(device: torch.device, enabled: bool) -> Optional[torch.dtype]:
@@ -238,8 +232,10 @@ def train(
     run_dir = Path(run_dir)
     n = len(dataset)  # type: ignore[arg-type]
     if stream is not None and cfg.group_batches != "none":
-        raise TrainingError(f"group_batches={cfg.group_batches!r} needs the map-style sampler; a sharded root streams "
-                            "(prepare this root with --format files to group batches)")
+        raise TrainingError(
+            f"group_batches={cfg.group_batches!r} needs the map-style sampler; a sharded root streams "
+            "(prepare this root with --format files to group batches)"
+        )
     if cfg.group_batches != "none" and (groups is None or len(groups) != n):
         raise TrainingError(f"group_batches={cfg.group_batches!r} needs one group key per training pair")
     tr, epochs = _build_trainer(method, n, cfg, env, run_dir, identity, log_every)
@@ -267,16 +263,30 @@ def train(
     method.eval()
     wall = time.perf_counter() - clock.t_start
     return TrainResult(
-        steps=state.step, epochs_completed=state.epoch, total_steps=tr.total_steps, history=state.history,
-        samples_per_s=clock.samples / max(wall, 1e-9) if clock.samples else 0.0, wall_s=wall,
-        checkpoint=state.last_checkpoint, resumed_from_step=state.resumed_from, per_process_batch=tr.micro_bs,
-        grad_accum=tr.accum, world_size=env.world_size,
+        steps=state.step,
+        epochs_completed=state.epoch,
+        total_steps=tr.total_steps,
+        history=state.history,
+        samples_per_s=clock.samples / max(wall, 1e-9) if clock.samples else 0.0,
+        wall_s=wall,
+        checkpoint=state.last_checkpoint,
+        resumed_from_step=state.resumed_from,
+        per_process_batch=tr.micro_bs,
+        grad_accum=tr.accum,
+        world_size=env.world_size,
         amp_dtype=str(tr.amp).replace("torch.", "") if tr.amp is not None else None,
     )
 
 
-def _build_trainer(method: Method, n: int, cfg: TrainConfig, env: DistEnv, run_dir: Path,
-                   identity: Optional[dict[str, Any]], log_every: Optional[int]) -> tuple[Trainer, int]:
+def _build_trainer(
+    method: Method,
+    n: int,
+    cfg: TrainConfig,
+    env: DistEnv,
+    run_dir: Path,
+    identity: Optional[dict[str, Any]],
+    log_every: Optional[int],
+) -> tuple[Trainer, int]:
     """The schedule's length, the optimizer, scheduler, scaler and (DDP-)module; and the epochs."""
     device = env.device
     micro_bs = per_process_batch(cfg.batch_size, env.world_size, cfg.grad_accum)
@@ -302,8 +312,20 @@ def _build_trainer(method: Method, n: int, cfg: TrainConfig, env: DistEnv, run_d
     if env.distributed:
         module = wrap_ddp(module, method, device)
     every = log_every if log_every is not None else (1 if device.type == "cpu" else 50)
-    tr = Trainer(Stateful(method, optimizer, scheduler, scaler), module, cfg, env, amp, micro_bs, cfg.grad_accum,
-                 steps_per_epoch, total_steps, run_dir, identity, max(1, int(every)))
+    tr = Trainer(
+        Stateful(method, optimizer, scheduler, scaler),
+        module,
+        cfg,
+        env,
+        amp,
+        micro_bs,
+        cfg.grad_accum,
+        steps_per_epoch,
+        total_steps,
+        run_dir,
+        identity,
+        max(1, int(every)),
+    )
     return tr, epochs
 
 
@@ -311,20 +333,39 @@ def wrap_ddp(module: nn.Module, method: Method, device: torch.device) -> Distrib
     """DDP over ``module``; the unused-parameter search (a graph walk every step) only for
     methods that leave parameters out of some steps (``Method.every_parameter_used``)."""
     return DistributedDataParallel(
-        module, device_ids=[device.index] if device.type == "cuda" else None,
-        find_unused_parameters=not method.every_parameter_used, gradient_as_bucket_view=True,
+        module,
+        device_ids=[device.index] if device.type == "cuda" else None,
+        find_unused_parameters=not method.every_parameter_used,
+        gradient_as_bucket_view=True,
     )
 
 
-def _start_epoch(tr: Trainer, state: TrainState, method: Method, dataset: ItemSeededDataset, collate: Callable,
-                 seed: int, num_workers: int, groups: Optional[Sequence[str]], epochs: int,
-                 stream: Optional[StreamFactory]) -> tuple[Iterable[Any], LossMeter]:
+def _start_epoch(
+    tr: Trainer,
+    state: TrainState,
+    method: Method,
+    dataset: ItemSeededDataset,
+    collate: Callable,
+    seed: int,
+    num_workers: int,
+    groups: Optional[Sequence[str]],
+    epochs: int,
+    stream: Optional[StreamFactory],
+) -> tuple[Iterable[Any], LossMeter]:
     """Seed (or restore the RNG of a mid-epoch resume), call the epoch hooks, build the loader."""
     env, epoch, skip = tr.env, state.epoch, state.micro_in_epoch
     sampler = None
     if stream is None:
-        sampler = epoch_sampler(len(dataset), tr.cfg.group_batches, tr.cfg.group_size, tr.micro_bs,
-                                num_replicas=env.world_size, rank=env.rank, seed=seed, groups=groups)
+        sampler = epoch_sampler(
+            len(dataset),
+            tr.cfg.group_batches,
+            tr.cfg.group_size,
+            tr.micro_bs,
+            num_replicas=env.world_size,
+            rank=env.rank,
+            seed=seed,
+            groups=groups,
+        )
         sampler.set_epoch(epoch)
     if skip and state.rng is not None:
         set_rng_state(state.rng)
@@ -336,8 +377,17 @@ def _start_epoch(tr: Trainer, state: TrainState, method: Method, dataset: ItemSe
     dataset.set_epoch(epoch)
     method.on_epoch_start(epoch, epochs)
     # a new loader per epoch (no persistent workers): its sampler and worker seeds are the epoch's
-    loader = epoch_loader(dataset, epoch, sampler=sampler, stream=stream, skip_micro=skip, micro_bs=tr.micro_bs,
-                          num_workers=num_workers, collate=collate, pin_memory=env.device.type == "cuda",
-                          generator_seed=_epoch_seed(seed, epoch) + env.rank)
+    loader = epoch_loader(
+        dataset,
+        epoch,
+        sampler=sampler,
+        stream=stream,
+        skip_micro=skip,
+        micro_bs=tr.micro_bs,
+        num_workers=num_workers,
+        collate=collate,
+        pin_memory=env.device.type == "cuda",
+        generator_seed=_epoch_seed(seed, epoch) + env.rank,
+    )
     meter = LossMeter(env.device, partial["sums"] if partial else None, int(partial["counted"]) if partial else 0)
     return loader, meter

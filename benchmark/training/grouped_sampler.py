@@ -32,8 +32,16 @@ GROUPINGS = ("none", "livestream")
 class GroupedSampler(Sampler[int]):
     """Indices in chunks of ``group_size`` sharing a group key (``groups[i]`` for index ``i``)."""
 
-    def __init__(self, groups: Sequence[str], group_size: int, micro_batch: int, *, num_replicas: int = 1,
-                 rank: int = 0, seed: int = 0) -> None:
+    def __init__(
+        self,
+        groups: Sequence[str],
+        group_size: int,
+        micro_batch: int,
+        *,
+        num_replicas: int = 1,
+        rank: int = 0,
+        seed: int = 0,
+    ) -> None:
         if group_size < 1 or micro_batch < 1:
             raise ValueError(f"group_size and micro_batch must be >= 1, got {group_size} and {micro_batch}")
         if not 0 <= rank < num_replicas:
@@ -70,17 +78,28 @@ class GroupedSampler(Sampler[int]):
     def __iter__(self) -> Iterator[int]:
         order = self.global_order()[: len(self) * self.num_replicas]
         step = self.num_replicas * self.micro_batch
-        return iter([i for s in range(self.rank * self.micro_batch, len(order), step)
-                     for i in order[s : s + self.micro_batch]])
+        return iter(
+            [i for s in range(self.rank * self.micro_batch, len(order), step) for i in order[s : s + self.micro_batch]]
+        )
 
 
-def epoch_sampler(num_items: int, grouping: str, group_size: int, micro_batch: int, *, num_replicas: int, rank: int,
-                  seed: int, groups: Optional[Sequence[str]] = None) -> Union[DistributedSampler, GroupedSampler]:
+def epoch_sampler(
+    num_items: int,
+    grouping: str,
+    group_size: int,
+    micro_batch: int,
+    *,
+    num_replicas: int,
+    rank: int,
+    seed: int,
+    groups: Optional[Sequence[str]] = None,
+) -> Union[DistributedSampler, GroupedSampler]:
     """The training sampler ``grouping`` names: ``DistributedSampler(shuffle, drop_last)`` for "none",
     else a :class:`GroupedSampler` over ``groups`` (one key per item)."""
     if grouping == "none":
-        return DistributedSampler(range(num_items), num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed,
-                                  drop_last=True)
+        return DistributedSampler(
+            range(num_items), num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed, drop_last=True
+        )
     if grouping not in GROUPINGS or groups is None or len(groups) != num_items:
         raise ValueError(f"grouping {grouping!r} needs one group key per item ({num_items})")
     return GroupedSampler(groups, group_size, micro_batch, num_replicas=num_replicas, rank=rank, seed=seed)

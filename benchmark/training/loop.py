@@ -102,8 +102,14 @@ def checked_read(tr: Trainer, meter: LossMeter, state: TrainState, epoch_start_s
     return reading
 
 
-def train_one_epoch(tr: Trainer, state: TrainState, loader: Iterable[dict[str, Any]], meter: LossMeter,
-                    prog: StepProgress, clock: "RunClock") -> dict[str, Any]:
+def train_one_epoch(
+    tr: Trainer,
+    state: TrainState,
+    loader: Iterable[dict[str, Any]],
+    meter: LossMeter,
+    prog: StepProgress,
+    clock: "RunClock",
+) -> dict[str, Any]:
     """Run the rest of epoch ``state.epoch`` from micro-batch ``state.micro_in_epoch``; return its record.
 
     ``loader`` yields batches already on the device (:class:`~benchmark.training.prefetch.DevicePrefetcher`)."""
@@ -143,8 +149,9 @@ def train_one_epoch(tr: Trainer, state: TrainState, loader: Iterable[dict[str, A
     return _finish_epoch(tr, state, reading, timing, micro if stopped else None)
 
 
-def _finish_epoch(tr: Trainer, state: TrainState, reading: MeterReading, timing: dict[str, float],
-                  stopped_at: Optional[int]) -> dict[str, Any]:
+def _finish_epoch(
+    tr: Trainer, state: TrainState, reading: MeterReading, timing: dict[str, float], stopped_at: Optional[int]
+) -> dict[str, Any]:
     """The epoch's history record (the global batch's mean losses), then its checkpoint: at
     micro-batch ``stopped_at`` with the running sums when training stopped mid-epoch."""
     logged = mean_across_ranks(reading.sums, tr.env)  # the global batch's loss, not rank 0's share

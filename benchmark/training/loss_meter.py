@@ -66,5 +66,5 @@ class LossMeter:
         values = torch.stack(parts).tolist() if parts else []  # the one sync
         sums = dict(zip(keys, values[: len(keys)]))
         first_bad = int(values[-1])
-        bad = dict(zip(bad_keys, values[len(keys): len(keys) + len(bad_keys)])) if first_bad >= 0 else {}
+        bad = dict(zip(bad_keys, values[len(keys) : len(keys) + len(bad_keys)])) if first_bad >= 0 else {}
         return MeterReading(sums, self.counted, first_bad if first_bad >= 0 else None, bad)

@@ -20,8 +20,12 @@ from torch import Tensor
 class DevicePrefetcher:
     """Iterate ``loader``'s batches already on ``device`` (CUDA: copied one batch ahead)."""
 
-    def __init__(self, loader: Iterable[dict[str, Any]], device: torch.device,
-                 to_device: Callable[[dict[str, Any], torch.device], dict[str, Any]]) -> None:
+    def __init__(
+        self,
+        loader: Iterable[dict[str, Any]],
+        device: torch.device,
+        to_device: Callable[[dict[str, Any], torch.device], dict[str, Any]],
+    ) -> None:
         self.loader, self.device, self.to_device = loader, device, to_device
         self.cuda = device.type == "cuda"
 

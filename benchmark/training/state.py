@@ -24,8 +24,10 @@ from benchmark.training.seeding import rng_state
 def same_identity(a: dict[str, Any], b: dict[str, Any]) -> bool:
     """Two run identities are the same run; a key set to None counts as absent (checkpoints
     written while ``initial_weights`` was always recorded, as None when unused, still resume)."""
+
     def strip(d: dict[str, Any]) -> dict[str, Any]:
         return {k: v for k, v in d.items() if v is not None}
+
     return strip(a) == strip(b)
 
 
@@ -51,12 +53,17 @@ class TrainState:
     last_checkpoint: Optional[Path] = None
 
     @classmethod
-    def restore(cls, run_dir: Path, objs: Stateful, env: DistEnv, split: dict[str, int],
-                identity: Optional[dict[str, Any]]) -> "TrainState":
+    def restore(
+        cls, run_dir: Path, objs: Stateful, env: DistEnv, split: dict[str, int], identity: Optional[dict[str, Any]]
+    ) -> "TrainState":
         """The state of ``run_dir``'s checkpoint, with ``objs`` loaded from it."""
         path = ckpt.checkpoint_path(run_dir)
         state = ckpt.load_checkpoint(path)
-        if identity is not None and state.get("identity") is not None and not same_identity(state["identity"], identity):
+        if (
+            identity is not None
+            and state.get("identity") is not None
+            and not same_identity(state["identity"], identity)
+        ):
             raise ckpt.CheckpointError(
                 f"{path}: belongs to another run ({state.get('identity')}), "
                 f"not {identity}; drop --resume or pick another --output-dir"
@@ -78,30 +85,48 @@ class TrainState:
         rng = per_rank[env.rank] if per_rank and len(per_rank) == env.world_size else state.get("rng")
         parts = state.get("epoch_partial") if micro else None
         partial = parts[env.rank] if isinstance(parts, list) and len(parts) == env.world_size else None
-        return cls(epoch=int(state["epoch"]), step=int(state["step"]), micro_in_epoch=micro,
-                   history=list(state.get("history", [])), resumed_from=int(state["step"]),
-                   rng=rng if micro else None, partial=partial, last_checkpoint=path)
+        return cls(
+            epoch=int(state["epoch"]),
+            step=int(state["step"]),
+            micro_in_epoch=micro,
+            history=list(state.get("history", [])),
+            resumed_from=int(state["step"]),
+            rng=rng if micro else None,
+            partial=partial,
+            last_checkpoint=path,
+        )
 
-    def save(self, run_dir: Path, objs: Stateful, env: DistEnv, split: dict[str, int],
-             identity: Optional[dict[str, Any]], sums: Optional[dict[str, float]] = None, counted: int = 0) -> None:
+    def save(
+        self,
+        run_dir: Path,
+        objs: Stateful,
+        env: DistEnv,
+        split: dict[str, int],
+        identity: Optional[dict[str, Any]],
+        sums: Optional[dict[str, float]] = None,
+        counted: int = 0,
+    ) -> None:
         """Write the checkpoint (a collective: every rank calls it; rank 0 writes).
 
         ``sums``/``counted``: the unfinished epoch's running loss sums (mid-epoch saves)."""
         ranks = all_gather_object((rng_state(), {"sums": dict(sums or {}), "counted": counted}), env)
         if not env.is_main:
             return
-        self.last_checkpoint = ckpt.save_checkpoint(run_dir, {
-            "model": objs.model.state_dict(),
-            "optimizer": objs.optimizer.state_dict(),
-            "scheduler": objs.scheduler.state_dict(),
-            "scaler": objs.scaler.state_dict(),
-            "rng": ranks[0][0],
-            "rng_per_rank": [r[0] for r in ranks],
-            "epoch_partial": [r[1] for r in ranks] if self.micro_in_epoch else None,
-            "epoch": self.epoch,
-            "step": self.step,
-            "micro_in_epoch": self.micro_in_epoch,
-            "history": self.history,
-            "identity": identity,
-            "batch_split": split,
-        })
+        self.last_checkpoint = ckpt.save_checkpoint(
+            run_dir,
+            {
+                "model": objs.model.state_dict(),
+                "optimizer": objs.optimizer.state_dict(),
+                "scheduler": objs.scheduler.state_dict(),
+                "scaler": objs.scaler.state_dict(),
+                "rng": ranks[0][0],
+                "rng_per_rank": [r[0] for r in ranks],
+                "epoch_partial": [r[1] for r in ranks] if self.micro_in_epoch else None,
+                "epoch": self.epoch,
+                "step": self.step,
+                "micro_in_epoch": self.micro_in_epoch,
+                "history": self.history,
+                "identity": identity,
+                "batch_split": split,
+            },
+        )

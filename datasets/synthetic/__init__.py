@@ -9,8 +9,8 @@ Modules: ``catalog`` (34 shape families), ``products`` (instances, sprites, shop
 (files), ``generate`` (orchestration, cache), ``knobs`` (difficulty knobs and sizes).
 """
 
+from datasets.synthetic import loaders  # noqa: F401  (registers lpr4m-synth, movingfashion-synth)
 from datasets.synthetic.generate import generate
 from datasets.synthetic.knobs import SIZES, Knobs, SizeSpec
-from datasets.synthetic import loaders  # noqa: F401  (registers lpr4m-synth, movingfashion-synth)
 
 __all__ = ["generate", "Knobs", "SizeSpec", "SIZES"]

@@ -35,7 +35,7 @@ def rgb_histogram(pixels: np.ndarray, bins: int) -> np.ndarray:
     """Joint RGB histogram of ``pixels`` [N, 3] uint8, L1-normalised (zeros if N == 0)."""
     q = (pixels.astype(np.int64) * bins) // 256
     idx = (q[:, 0] * bins + q[:, 1]) * bins + q[:, 2]
-    hist = np.bincount(idx, minlength=bins ** 3).astype(np.float64)
+    hist = np.bincount(idx, minlength=bins**3).astype(np.float64)
     total = hist.sum()
     return hist / total if total > 0 else hist
 
@@ -64,11 +64,12 @@ def image_histogram(path: Path, bins: int, mask_background: bool = True, tol: in
     return rgb_histogram(px, bins)
 
 
-def _frames(clip: ClipSource, num_frames: int) -> list[tuple[np.ndarray, Optional[tuple[float, float, float, float]], float]]:
+def _frames(
+    clip: ClipSource, num_frames: int
+) -> list[tuple[np.ndarray, Optional[tuple[float, float, float, float]], float]]:
     """(pixels, box in stored pixels or None, scale stored->pixels) for the sampled frames."""
     out = []
     if clip.video_path is not None:
-
         video = VideoFile(clip.video_path)
         cands = video_candidates(video.num_frames, video.fps, clip.sample_fps)
         picked = [cands[p] for p in uniform_indices(len(cands), num_frames)]
@@ -98,7 +99,7 @@ def clip_histogram(clip: ClipSource, bins: int, num_frames: int, use_boxes: bool
             if box is None:
                 continue
             x1, y1, x2, y2 = (int(round(v * k)) for v in box)
-            crop = arr[max(0, y1):max(y1 + 1, y2), max(0, x1):max(x1 + 1, x2)]
+            crop = arr[max(0, y1) : max(y1 + 1, y2), max(0, x1) : max(x1 + 1, x2)]
             if crop.size:
                 crops.append(crop.reshape(-1, 3))
     if not crops:
@@ -106,15 +107,26 @@ def clip_histogram(clip: ClipSource, bins: int, num_frames: int, use_boxes: bool
     return np.mean([rgb_histogram(c, bins) for c in crops], axis=0)
 
 
-def color_histogram_r1(splits: DatasetSplits, *, bins: int = 8, num_frames: int = 10, use_boxes: bool = False,
-                       mask_background: bool = True, ks: Sequence[int] = (1, 5, 10)) -> dict[str, Any]:
+def color_histogram_r1(
+    splits: DatasetSplits,
+    *,
+    bins: int = 8,
+    num_frames: int = 10,
+    use_boxes: bool = False,
+    mask_background: bool = True,
+    ks: Sequence[int] = (1, 5, 10),
+) -> dict[str, Any]:
     """Colour-histogram NN retrieval on ``splits``' test side; R@k in percent, per attribute too.
 
     Returns ``{"r1", "r5", "r10", "chance_r1", "num_queries", "per_attribute": {key: {value:
     {"r1", "n"}}}, "settings"}``; ``chance_r1`` is the expected R1 of a random ranking.
     """
     gallery = splits.gallery
-    g_hist = np.stack([image_histogram(g.image_path, bins, mask_background) for g in gallery]) if gallery else np.zeros((0, bins ** 3))
+    g_hist = (
+        np.stack([image_histogram(g.image_path, bins, mask_background) for g in gallery])
+        if gallery
+        else np.zeros((0, bins**3))
+    )
     members: dict[Optional[str], list[int]] = defaultdict(list)
     for i, g in enumerate(gallery):
         members[g.group if splits.grouped else None].append(i)
@@ -142,10 +154,19 @@ def color_histogram_r1(splits: DatasetSplits, *, bins: int = 8, num_frames: int 
     pct = lambda xs: 100.0 * float(np.mean(xs)) if xs else 0.0  # noqa: E731
     out: dict[str, Any] = {f"r{k}": pct(hits[k]) for k in ks}
     out.update(
-        chance_r1=pct(chance), num_queries=n,
-        per_attribute={key: {v: {"r1": pct(xs), "n": len(xs)} for v, xs in sorted(vals.items())} for key, vals in sorted(per_attr.items())},
-        settings={"bins": bins, "num_frames": num_frames, "use_boxes": use_boxes, "mask_background": mask_background,
-                  "grouped": splits.grouped},
+        chance_r1=pct(chance),
+        num_queries=n,
+        per_attribute={
+            key: {v: {"r1": pct(xs), "n": len(xs)} for v, xs in sorted(vals.items())}
+            for key, vals in sorted(per_attr.items())
+        },
+        settings={
+            "bins": bins,
+            "num_frames": num_frames,
+            "use_boxes": use_boxes,
+            "mask_background": mask_background,
+            "grouped": splits.grouped,
+        },
     )
     return out
 

@@ -43,6 +43,8 @@ def _box(x0: float, y0: float, x1: float, y1: float, w: float, h: float) -> tupl
 
 
 # ----------------------------------------------------------------------------- shape families
+# the shapes are coordinate tables, one line a part: the formatter leaves them as drawn
+# fmt: off
 def dress(w, h, v):
     waist = 0.38 + 0.04 * v
     hem = 0.12 + 0.08 * v
@@ -260,6 +262,7 @@ def umbrella(w, h, v):
 
 
 @dataclass(frozen=True)
+# fmt: on
 class Category:
     cid: int
     name: str

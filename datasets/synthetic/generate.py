@@ -86,8 +86,10 @@ def generate(
                 return out
             print(f"warning: cached synthetic set {out}: {problem}; regenerating it", file=sys.stderr)
         if out.exists() and any(out.iterdir()) and not (out / MANIFEST).is_file():
-            raise FileExistsError(f"{out}: folder exists, is not empty and was not written by the synthetic generator; "
-                                  f"refusing to overwrite it (choose another --out)")
+            raise FileExistsError(
+                f"{out}: folder exists, is not empty and was not written by the synthetic generator; "
+                f"refusing to overwrite it (choose another --out)"
+            )
         for stale in out.parent.glob(f".{out.name}.tmp-*"):  # left by a killed run (we hold the lock)
             shutil.rmtree(stale, ignore_errors=True)
         tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
@@ -97,9 +99,15 @@ def generate(
             counts, truth = _build(layout, tmp, seed, spec, knob, _workers(workers))
             atomic_write_text(tmp / TRUTH, json.dumps(truth, separators=(",", ":")) + "\n")
             manifest = {
-                "generator": "datasets.synthetic", "generator_version": GENERATOR_VERSION, "params_hash": key,
-                "layout": layout, "size": spec.name, "seed": int(seed), "counts": counts,
-                "size_spec": dataclasses.asdict(spec), "knobs": dataclasses.asdict(knob),
+                "generator": "datasets.synthetic",
+                "generator_version": GENERATOR_VERSION,
+                "params_hash": key,
+                "layout": layout,
+                "size": spec.name,
+                "seed": int(seed),
+                "counts": counts,
+                "size_spec": dataclasses.asdict(spec),
+                "knobs": dataclasses.asdict(knob),
                 "files": content_record(tmp, MANIFEST),  # verified on every reuse (integrity.py)
             }
             atomic_write_text(tmp / MANIFEST, json.dumps(manifest, indent=1) + "\n")
@@ -107,8 +115,15 @@ def generate(
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        log.info("synthetic %s (%s, seed %d) generated in %.1f s at %s: %s", layout, spec.name, seed,
-                 time.perf_counter() - t0, out, counts)
+        log.info(
+            "synthetic %s (%s, seed %d) generated in %.1f s at %s: %s",
+            layout,
+            spec.name,
+            seed,
+            time.perf_counter() - t0,
+            out,
+            counts,
+        )
     return out
 
 
@@ -173,7 +188,7 @@ def _run(fn: Callable, tasks: list[tuple], workers: int) -> list:
 def _build(layout: str, root: Path, seed: int, size: SizeSpec, knobs: Knobs, workers: int) -> tuple[dict, dict]:
     if layout == MOVINGFASHION:
         products = plan_movingfashion(seed, size, knobs)
-        chunks = [products[i:i + MF_CHUNK] for i in range(0, len(products), MF_CHUNK)]
+        chunks = [products[i : i + MF_CHUNK] for i in range(0, len(products), MF_CHUNK)]
         boxes: dict = {}
         for part in _run(write_products, [(c, root, size, knobs) for c in chunks], workers):
             boxes.update(part)
@@ -195,7 +210,8 @@ def _lpr4m_counts(lives: list[Live]) -> dict[str, int]:
     train = [lv for lv in lives if lv.split == "train"]
     test = [lv for lv in lives if lv.split == "test"]
     return {
-        "train_lives": len(train), "test_lives": len(test),
+        "train_lives": len(train),
+        "test_lives": len(test),
         "train_products": sum(len(lv.products) for lv in train),
         "train_clips": sum(len(lv.clips) for lv in train),
         "test_queries": sum(len(lv.clips) for lv in test),
@@ -205,8 +221,13 @@ def _lpr4m_counts(lives: list[Live]) -> dict[str, int]:
 
 
 def _product_truth(spec) -> dict[str, Any]:
-    return {"category": CATEGORIES[spec.category].name, "colour": spec.colour, "colour2": spec.colour2,
-            "pattern": spec.pattern, "logo": spec.logo}
+    return {
+        "category": CATEGORIES[spec.category].name,
+        "colour": spec.colour,
+        "colour2": spec.colour2,
+        "pattern": spec.pattern,
+        "logo": spec.logo,
+    }
 
 
 def _lpr4m_truth(lives: list[Live]) -> dict[str, Any]:
@@ -214,15 +235,21 @@ def _lpr4m_truth(lives: list[Live]) -> dict[str, Any]:
     for lv in lives:
         for p in lv.products:
             for i in p.image_ids:
-                products[i] = dict(_product_truth(p.spec), live_id=lv.live_id, split=lv.split, title=p.title,
-                                   product=p.image_id)
+                products[i] = dict(
+                    _product_truth(p.spec), live_id=lv.live_id, split=lv.split, title=p.title, product=p.image_id
+                )
         for c in lv.clips:
             clips[c.clip_id] = {
-                "split": lv.split, "live_id": lv.live_id, "intent": lv.products[c.intent].image_id,
+                "split": lv.split,
+                "live_id": lv.live_id,
+                "intent": lv.products[c.intent].image_id,
                 "gt": list(lv.products[c.intent].image_ids),
                 "distractors": [lv.products[i].image_id for i in c.distractors],
-                "scale": c.attrs.scale, "duration": c.attrs.duration, "num_products": c.attrs.number,
-                "n_frames": c.n_frames, "jpeg_quality": c.quality,
+                "scale": c.attrs.scale,
+                "duration": c.attrs.duration,
+                "num_products": c.attrs.number,
+                "n_frames": c.n_frames,
+                "jpeg_quality": c.quality,
             }
     return {"products": products, "clips": clips}
 
@@ -240,8 +267,20 @@ def _mf_counts(products: list[MFProduct]) -> dict[str, int]:
 
 def _mf_truth(products: list[MFProduct]) -> dict[str, Any]:
     return {
-        "products": {p.pid: dict(_product_truth(p.spec), split=p.split, source="hard" if p.hard else "regular") for p in products},
-        "videos": {v.name: {"product": p.pid, "missing": v.missing, "scale": v.attrs.scale, "duration": v.attrs.duration,
-                            "num_products": v.attrs.number, "worn": v.attrs.worn, "n_frames": v.n_frames}
-                   for p in products for v in p.videos},
+        "products": {
+            p.pid: dict(_product_truth(p.spec), split=p.split, source="hard" if p.hard else "regular") for p in products
+        },
+        "videos": {
+            v.name: {
+                "product": p.pid,
+                "missing": v.missing,
+                "scale": v.attrs.scale,
+                "duration": v.attrs.duration,
+                "num_products": v.attrs.number,
+                "worn": v.attrs.worn,
+                "n_frames": v.n_frames,
+            }
+            for p in products
+            for v in p.videos
+        },
     }

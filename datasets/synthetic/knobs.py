@@ -66,9 +66,18 @@ class Knobs:
             p = getattr(self, name)
             if len(p) != 3 or min(p) < 0 or abs(sum(p) - 1.0) > 1e-6:
                 raise ValueError(f"Knobs.{name} must be 3 non-negative probabilities summing to 1, got {p}")
-        for name in ("shared_colour_rate", "same_category_distractor_rate", "occlusion_rate", "blur_rate",
-                     "asr_missing_rate", "asr_error_rate", "asr_distractor_rate", "title_rate",
-                     "title_on_image_rate", "multi_gt_rate"):
+        for name in (
+            "shared_colour_rate",
+            "same_category_distractor_rate",
+            "occlusion_rate",
+            "blur_rate",
+            "asr_missing_rate",
+            "asr_error_rate",
+            "asr_distractor_rate",
+            "title_rate",
+            "title_on_image_rate",
+            "multi_gt_rate",
+        ):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
                 raise ValueError(f"Knobs.{name} must be in [0, 1], got {v}")
@@ -131,21 +140,48 @@ class SizeSpec:
 
 SIZES: dict[str, SizeSpec] = {
     "tiny": SizeSpec(
-        name="tiny", train_lives=4, test_lives=2, products_per_live=(4, 6), test_products_per_live=(6, 8), clips_per_product=(2, 2),
-        queries_per_live=(10, 10), frames_per_clip=(8, 10), mf_train_products=10, mf_test_products=8,
-        mf_second_video_rate=0.2, mf_missing_train=1, mf_missing_test=1, mf_seconds=(3, 5),
+        name="tiny",
+        train_lives=4,
+        test_lives=2,
+        products_per_live=(4, 6),
+        test_products_per_live=(6, 8),
+        clips_per_product=(2, 2),
+        queries_per_live=(10, 10),
+        frames_per_clip=(8, 10),
+        mf_train_products=10,
+        mf_test_products=8,
+        mf_second_video_rate=0.2,
+        mf_missing_train=1,
+        mf_missing_test=1,
+        mf_seconds=(3, 5),
     ),
     # tiny with the real release's clip lengths (tens to hundreds of frames a clip; LPR4M: ~118 a training
     # clip, ~25 a test clip): what prepare --frames-per-clip reduces (tests/test_frame_selection.py)
     "tiny-long": SizeSpec(
-        name="tiny-long", train_lives=4, test_lives=2, products_per_live=(4, 6), test_products_per_live=(6, 8),
-        clips_per_product=(2, 2), queries_per_live=(10, 10), frames_per_clip=(20, 160), mf_train_products=10,
-        mf_test_products=8, mf_second_video_rate=0.2, mf_missing_train=1, mf_missing_test=1, mf_seconds=(3, 5),
+        name="tiny-long",
+        train_lives=4,
+        test_lives=2,
+        products_per_live=(4, 6),
+        test_products_per_live=(6, 8),
+        clips_per_product=(2, 2),
+        queries_per_live=(10, 10),
+        frames_per_clip=(20, 160),
+        mf_train_products=10,
+        mf_test_products=8,
+        mf_second_video_rate=0.2,
+        mf_missing_train=1,
+        mf_missing_test=1,
+        mf_seconds=(3, 5),
     ),
     "default": SizeSpec(name="default"),
     "lpr4m-scale": SizeSpec(
-        name="lpr4m-scale", pixels=False, test_lives=110, scale_queries=20079, scale_gallery=66358,
-        scale_groups=110, scale_train_pairs=5000,
+        name="lpr4m-scale",
+        pixels=False,
+        test_lives=110,
+        scale_queries=20079,
+        scale_gallery=66358,
+        scale_groups=110,
+        scale_train_pairs=5000,
     ),
 }
 
@@ -174,15 +210,31 @@ PRESETS: dict[str, Knobs] = {
     "default": Knobs(),
     # large, long-visible products, few same-category distractors, clean frames: a sanity check
     "easy": Knobs(
-        shared_colour_rate=0.2, scale_probs=(0.1, 0.4, 0.5), duration_probs=(0.1, 0.3, 0.6),
-        number_probs=(0.5, 0.4, 0.1), same_category_distractor_rate=0.4, occlusion_rate=0.1, rotation_deg=10.0,
-        lighting=0.1, blur_rate=0.05, noise_std=2.0, jpeg_quality=(75, 90),
+        shared_colour_rate=0.2,
+        scale_probs=(0.1, 0.4, 0.5),
+        duration_probs=(0.1, 0.3, 0.6),
+        number_probs=(0.5, 0.4, 0.1),
+        same_category_distractor_rate=0.4,
+        occlusion_rate=0.1,
+        rotation_deg=10.0,
+        lighting=0.1,
+        blur_rate=0.05,
+        noise_std=2.0,
+        jpeg_quality=(75, 90),
     ),
     # small, briefly visible products among many look-alikes, heavy nuisances
     "hard": Knobs(
-        shared_colour_rate=0.85, scale_probs=(0.55, 0.35, 0.10), duration_probs=(0.45, 0.35, 0.20),
-        number_probs=(0.1, 0.35, 0.55), same_category_distractor_rate=0.9, occlusion_rate=0.5, rotation_deg=35.0,
-        lighting=0.4, blur_rate=0.45, noise_std=9.0, jpeg_quality=(25, 70),
+        shared_colour_rate=0.85,
+        scale_probs=(0.55, 0.35, 0.10),
+        duration_probs=(0.45, 0.35, 0.20),
+        number_probs=(0.1, 0.35, 0.55),
+        same_category_distractor_rate=0.9,
+        occlusion_rate=0.5,
+        rotation_deg=35.0,
+        lighting=0.4,
+        blur_rate=0.45,
+        noise_std=9.0,
+        jpeg_quality=(25, 70),
     ),
 }
 

@@ -64,7 +64,9 @@ def synth_root(layout: str, data_root: Optional[Path], size: str, seed: int, cac
     return generate(layout, cache_base(cache_dir) / f"{layout}-{size}-{seed}-{key}", seed=seed, size=size, knobs=knobs)
 
 
-@DATASETS.register("lpr4m-synth", description="synthetic livestreams in the LPR4M layout (generated, cached), read by the lpr4m loader")
+@DATASETS.register(
+    "lpr4m-synth", description="synthetic livestreams in the LPR4M layout (generated, cached), read by the lpr4m loader"
+)
 def load_lpr4m_synth(
     data_root: Optional[Path] = None, *, size: str = "default", seed: int = 0, cache_dir: Optional[Path] = None
 ) -> DatasetSplits:
@@ -79,7 +81,10 @@ def load_lpr4m_synth(
     return splits
 
 
-@DATASETS.register("movingfashion-synth", description="synthetic fashion videos in the MovingFashion layout (generated, cached), read by the movingfashion loader")
+@DATASETS.register(
+    "movingfashion-synth",
+    description="synthetic fashion videos in the MovingFashion layout (generated, cached), read by the movingfashion loader",
+)
 def load_movingfashion_synth(
     data_root: Optional[Path] = None, *, size: str = "default", seed: int = 0, cache_dir: Optional[Path] = None
 ) -> DatasetSplits:
@@ -90,7 +95,8 @@ def load_movingfashion_synth(
     # RICE's script: rice-mf pick, missing test video dropped; datasets/movingfashion.py)
     faults = Faults(strict=True)
     splits = read_movingfashion(
-        root, faults,
+        root,
+        faults,
         frame_pick=policy("LPR_BENCH_MF_FRAME_PICK", "linspace", FRAME_PICKS),
         missing_test=policy("LPR_BENCH_MF_MISSING_TEST", "miss", MISSING_TEST_POLICIES),
     )

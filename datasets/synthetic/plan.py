@@ -117,16 +117,26 @@ def sample_spec(rng: np.random.Generator, category: int, knobs: Knobs, colour: O
         return tuple(min(255, max(0, c + pick(x, 2 * a + 1) - a)) for c, x in zip(COLOURS[name], us))  # type: ignore[return-value]
 
     return ProductSpec(
-        category=category, colour=colour, rgb=jit(colour, u[2:5]), colour2=colour2, rgb2=jit(colour2, u[5:8]),
-        pattern=PATTERNS[pick(u[8], len(PATTERNS))], period=round(7 + 7 * u[9], 2), angle=(0, 45, 90, 135)[pick(u[10], 4)],
-        logo=LOGOS[pick(u[11], len(LOGOS))], logo_rgb=LOGO_RGBS[pick(u[12], len(LOGO_RGBS))],
+        category=category,
+        colour=colour,
+        rgb=jit(colour, u[2:5]),
+        colour2=colour2,
+        rgb2=jit(colour2, u[5:8]),
+        pattern=PATTERNS[pick(u[8], len(PATTERNS))],
+        period=round(7 + 7 * u[9], 2),
+        angle=(0, 45, 90, 135)[pick(u[10], 4)],
+        logo=LOGOS[pick(u[11], len(LOGOS))],
+        logo_rgb=LOGO_RGBS[pick(u[12], len(LOGO_RGBS))],
         trim_rgb=TRIM_RGBS[pick(u[13], len(TRIM_RGBS))],
-        w=round(0.85 + 0.25 * u[14], 3), h=round(0.88 + 0.2 * u[15], 3), v=round(u[16], 3),
+        w=round(0.85 + 0.25 * u[14], 3),
+        h=round(0.88 + 0.2 * u[15], 3),
+        v=round(u[16], 3),
     )
 
 
-def _new_product(rng: np.random.Generator, category: int, knobs: Knobs, same_cat: list[ProductSpec],
-                 taken: set[tuple]) -> Product:
+def _new_product(
+    rng: np.random.Generator, category: int, knobs: Knobs, same_cat: list[ProductSpec], taken: set[tuple]
+) -> Product:
     for _ in range(10):
         colour = None
         if same_cat and rng.random() < knobs.shared_colour_rate:
@@ -137,9 +147,14 @@ def _new_product(rng: np.random.Generator, category: int, knobs: Knobs, same_cat
     taken.add(spec.signature())
     phrases = title_phrases(rng, spec) if rng.random() < knobs.title_rate else []
     title = write_title(phrases, knobs.text_language)
-    return Product(image_id=uuid_from(rng), spec=spec, title=title,
-                   title_on_image=bool(title) and rng.random() < knobs.title_on_image_rate,
-                   shop_seed=int(rng.integers(2**62)), image_title=write_title(phrases, "en"))
+    return Product(
+        image_id=uuid_from(rng),
+        spec=spec,
+        title=title,
+        title_on_image=bool(title) and rng.random() < knobs.title_on_image_rate,
+        shop_seed=int(rng.integers(2**62)),
+        image_title=write_title(phrases, "en"),
+    )
 
 
 def _clip_attrs(rng: np.random.Generator, knobs: Knobs, worn: bool = False, hard: Optional[bool] = None) -> ClipAttrs:
@@ -148,7 +163,9 @@ def _clip_attrs(rng: np.random.Generator, knobs: Knobs, worn: bool = False, hard
         shift = np.array([1.6, 1.0, 0.5]) if hard else np.array([0.4, 1.0, 1.8])
         # (small, medium, large) and (short, medium, long) put the easy case last, (single, few,
         # many) first: the number shift is the reverse
-        sp, dp, npr = ((np.asarray(p) * s) / (np.asarray(p) * s).sum() for p, s in ((sp, shift), (dp, shift), (npr, shift[::-1])))
+        sp, dp, npr = (
+            (np.asarray(p) * s) / (np.asarray(p) * s).sum() for p, s in ((sp, shift), (dp, shift), (npr, shift[::-1]))
+        )
     return ClipAttrs(_pick(rng, SCALES, sp), _pick(rng, DURATIONS, dp), _pick(rng, NUMBERS, npr), worn=worn)
 
 
@@ -176,11 +193,13 @@ def _distractors(rng: np.random.Generator, live: Live, intent: int, number: str,
     return tuple(out)
 
 
-def _live_products(rng: np.random.Generator, n: int, knobs: Knobs, prior: np.ndarray, taken: set[tuple]) -> list[Product]:
+def _live_products(
+    rng: np.random.Generator, n: int, knobs: Knobs, prior: np.ndarray, taken: set[tuple]
+) -> list[Product]:
     k = int(rng.integers(knobs.categories_per_live[0], knobs.categories_per_live[1] + 1))
     k = min(k, int((prior > 0).sum()))
     cats = rng.choice(len(prior), size=k, replace=False, p=prior)
-    weights = np.array([2.0 ** -i for i in range(k)])  # the first category dominates the live
+    weights = np.array([2.0**-i for i in range(k)])  # the first category dominates the live
     cum = np.cumsum(weights / weights.sum())
     products: list[Product] = []
     same: dict[int, list[ProductSpec]] = {int(c): [] for c in cats}
@@ -191,7 +210,9 @@ def _live_products(rng: np.random.Generator, n: int, knobs: Knobs, prior: np.nda
     return products
 
 
-def _make_clip(rng: np.random.Generator, live: Live, intent: int, t_ms: int, size: SizeSpec, knobs: Knobs) -> tuple[Clip, int]:
+def _make_clip(
+    rng: np.random.Generator, live: Live, intent: int, t_ms: int, size: SizeSpec, knobs: Knobs
+) -> tuple[Clip, int]:
     attrs = _clip_attrs(rng, knobs)
     n_frames = int(rng.integers(size.frames_per_clip[0], size.frames_per_clip[1] + 1))
     start = t_ms + int(rng.integers(1_000, 60_000))
@@ -201,9 +222,14 @@ def _make_clip(rng: np.random.Generator, live: Live, intent: int, t_ms: int, siz
     j = int(rng.integers(n - 1)) if n > 1 else -1
     other = live.products[j + (j >= intent)].spec if n > 1 else None  # another product of the live
     clip = Clip(
-        clip_id=f"{live.live_id}-{start}-{end}", intent=intent, distractors=distractors, attrs=attrs,
-        n_frames=n_frames, asr=asr_text(rng, live.products[intent].spec, other, knobs),
-        quality=int(rng.integers(knobs.jpeg_quality[0], knobs.jpeg_quality[1] + 1)), seed=int(rng.integers(2**62)),
+        clip_id=f"{live.live_id}-{start}-{end}",
+        intent=intent,
+        distractors=distractors,
+        attrs=attrs,
+        n_frames=n_frames,
+        asr=asr_text(rng, live.products[intent].spec, other, knobs),
+        quality=int(rng.integers(knobs.jpeg_quality[0], knobs.jpeg_quality[1] + 1)),
+        seed=int(rng.integers(2**62)),
     )
     return clip, end
 
@@ -294,14 +320,24 @@ def plan_movingfashion(seed: int, size: SizeSpec, knobs: Knobs) -> list[MFProduc
                 attrs = _clip_attrs(rng, knobs, worn=worn and rng.random() < 0.7, hard=hard)
                 lo, hi = knobs.distractors[NUMBERS.index(attrs.number)]
                 n_d = int(rng.integers(lo, hi + 1))
-                cands = [s for s in pool[-200:-1] if s.category == cat] if rng.random() < knobs.same_category_distractor_rate else pool[-200:-1]
+                cands = (
+                    [s for s in pool[-200:-1] if s.category == cat]
+                    if rng.random() < knobs.same_category_distractor_rate
+                    else pool[-200:-1]
+                )
                 picks = [cands[int(j)] for j in rng.permutation(len(cands))[:n_d]] if cands else []
                 seconds = int(rng.integers(size.mf_seconds[0], size.mf_seconds[1] + 1))
-                prod.videos.append(MFVideo(
-                    name=f"{uuid_from(rng).replace('-', '')[:16]}", attrs=attrs, n_frames=seconds * size.mf_fps,
-                    stage_seed=int(rng.integers(2**62)), seed=int(rng.integers(2**62)), distractors=tuple(picks),
-                    tracklets=bool(rng.random() < size.mf_tracklet_rate),
-                ))
+                prod.videos.append(
+                    MFVideo(
+                        name=f"{uuid_from(rng).replace('-', '')[:16]}",
+                        attrs=attrs,
+                        n_frames=seconds * size.mf_fps,
+                        stage_seed=int(rng.integers(2**62)),
+                        seed=int(rng.integers(2**62)),
+                        distractors=tuple(picks),
+                        tracklets=bool(rng.random() < size.mf_tracklet_rate),
+                    )
+                )
             products.append(prod)
     for split, k in (("train", size.mf_missing_train), ("test", size.mf_missing_test)):
         videos = [v for p in products if p.split == split for v in p.videos]
@@ -310,4 +346,8 @@ def plan_movingfashion(seed: int, size: SizeSpec, knobs: Knobs) -> list[MFProduc
     return products
 
 
-_WORN = {c.cid for c in CATEGORIES if c.name in ("dress", "t-shirt", "jacket", "sweater", "hoodie", "coat", "skirt", "trousers", "shorts")}
+_WORN = {
+    c.cid
+    for c in CATEGORIES
+    if c.name in ("dress", "t-shirt", "jacket", "sweater", "hoodie", "coat", "skirt", "trousers", "shorts")
+}

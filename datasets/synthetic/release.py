@@ -64,8 +64,9 @@ def _media(src: Path, dst: Path, size: Optional[tuple[int, int]]) -> None:
         img.convert("RGB").resize(size, Image.BILINEAR).save(dst, "JPEG", quality=95)
 
 
-def write_release(root: Path, out: Path, *, base_url: str, original_size: Optional[tuple[int, int]] = None,
-                  boxed_every: int = 3) -> dict[str, int]:
+def write_release(
+    root: Path, out: Path, *, base_url: str, original_size: Optional[tuple[int, int]] = None, boxed_every: int = 3
+) -> dict[str, int]:
     """Write the release of the generated root ``root`` to ``out`` (``urls/`` and ``www/``); counts."""
     root, out = Path(root), Path(out)
     ann = root / "annotations"
@@ -74,7 +75,7 @@ def write_release(root: Path, out: Path, *, base_url: str, original_size: Option
     www.mkdir(parents=True, exist_ok=True)
     first = next((root / "frames").glob("*/*.jpg"))
     stored = jpeg_size(first.read_bytes()) or (1, 1)
-    sx, sy = ((original_size[0] / stored[0], original_size[1] / stored[1]) if original_size else (1.0, 1.0))
+    sx, sy = (original_size[0] / stored[0], original_size[1] / stored[1]) if original_size else (1.0, 1.0)
 
     rows = [r for r in _one(ann, "training_videoinfo_*.txt").read_text(encoding="utf-8").split("\n") if r]
     train_frames: list[str] = []
@@ -90,7 +91,7 @@ def write_release(root: Path, out: Path, *, base_url: str, original_size: Option
         train_images.setdefault(cols[3], None)
     per = max(1, math.ceil(len(out_rows) / PARTS))
     for p in range(PARTS):
-        chunk = out_rows[p * per:(p + 1) * per]
+        chunk = out_rows[p * per : (p + 1) * per]
         atomic_write_text(urls / f"training_videoinfo_full_part_{p:02d}.txt", "".join(r + "\n" for r in chunk))
 
     gt_path = _one(ann, "test_videoid_to_gtimage_*.json")
@@ -104,11 +105,18 @@ def write_release(root: Path, out: Path, *, base_url: str, original_size: Option
         if first_box is not None:
             boxed[fid] = [first_box]
     atomic_write_text(urls / f"test_frameid2gtbox_{len(gt)}_{len(boxed)}.json", json.dumps(boxed) + "\n")
-    for src in (gt_path, gallery_path, *ann.glob("test_videoid_asr_*.txt"), *ann.glob("test_image_title_*.txt"),
-                *ann.glob("test_videoid_attributes_*.txt")):
+    for src in (
+        gt_path,
+        gallery_path,
+        *ann.glob("test_videoid_asr_*.txt"),
+        *ann.glob("test_image_title_*.txt"),
+        *ann.glob("test_videoid_attributes_*.txt"),
+    ):
         shutil.copyfile(src, urls / src.name)
-    test_frames = sorted((f.stem for clip in gt for f in (root / "frames" / clip).glob("*.jpg")),
-                         key=lambda s: (s.rsplit("-", 1)[0], int(s.rsplit("-", 1)[1])))
+    test_frames = sorted(
+        (f.stem for clip in gt for f in (root / "frames" / clip).glob("*.jpg")),
+        key=lambda s: (s.rsplit("-", 1)[0], int(s.rsplit("-", 1)[1])),
+    )
     test_images = list(dict.fromkeys(i for ids in gallery.values() for i in ids))
 
     def url_list(prefix: str, stems: list[str]) -> None:
@@ -122,5 +130,11 @@ def write_release(root: Path, out: Path, *, base_url: str, original_size: Option
         _media(root / "frames" / fid.rsplit("-", 1)[0] / f"{fid}.jpg", www / f"{fid}.jpg", original_size)
     for image_id in list(train_images) + test_images:
         _media(root / "images" / f"{image_id}.jpg", www / f"{image_id}.jpg", None)
-    return {"training_frames": len(train_frames), "training_images": len(train_images), "test_frames": len(test_frames),
-            "test_images": len(test_images), "training_rows": len(out_rows), "boxed_test_frames": len(boxed)}
+    return {
+        "training_frames": len(train_frames),
+        "training_images": len(train_images),
+        "test_frames": len(test_frames),
+        "test_images": len(test_images),
+        "training_rows": len(out_rows),
+        "boxed_test_frames": len(boxed),
+    }

@@ -30,7 +30,9 @@ def jpeg_bytes(img: Image.Image | np.ndarray, quality: int) -> bytes:
     return buf.getvalue()
 
 
-def shop_jpeg(spec: ProductSpec, shop_seed: int, size: int, knobs: Knobs, *, title: Optional[str], variant: int = 0) -> bytes:
+def shop_jpeg(
+    spec: ProductSpec, shop_seed: int, size: int, knobs: Knobs, *, title: Optional[str], variant: int = 0
+) -> bytes:
     """A shop image: near-white background, the product frontal, the title printed when given."""
     rng = np.random.default_rng([shop_seed, variant])
     bg = tuple(int(c) for c in np.clip(rng.integers(232, 256) + rng.integers(-8, 9, 3), 0, 255))
@@ -54,9 +56,12 @@ def render_live_clips(live: Live, frame_size: tuple[int, int], knobs: Knobs):
     stage = make_stage(live.stage_seed, frame_size, [p.spec.rgb for p in live.products], knobs, clean=live.clean_stage)
     for clip in live.clips:
         render = render_clip(
-            stage, live.products[clip.intent].spec, [live.products[i].spec for i in clip.distractors],
-            clip.attrs, clip.n_frames, knobs, clip.seed,
+            stage,
+            live.products[clip.intent].spec,
+            [live.products[i].spec for i in clip.distractors],
+            clip.attrs,
+            clip.n_frames,
+            knobs,
+            clip.seed,
         )
         yield clip, render
-
-

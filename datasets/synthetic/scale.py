@@ -47,7 +47,9 @@ def plan_scale(seed: int, size: SizeSpec, knobs: Knobs) -> list[Live]:
         lives.append(live)
     weights = rng.dirichlet(np.full(size.scale_groups, 3.0))
     gallery_sizes = _split_counts(rng, size.scale_gallery, size.scale_groups, 20, weights)
-    query_counts = _split_counts(rng, size.scale_queries, size.scale_groups, 1, weights * rng.uniform(0.7, 1.3, size.scale_groups))
+    query_counts = _split_counts(
+        rng, size.scale_queries, size.scale_groups, 1, weights * rng.uniform(0.7, 1.3, size.scale_groups)
+    )
     for g in range(size.scale_groups):
         live = Live(live_id=uuid_from(rng), split="test", index=len(lives), stage_seed=int(rng.integers(2**62)))
         n_images = int(gallery_sizes[g])

@@ -64,13 +64,16 @@ class Stage:
     size: tuple[int, int]  # (W, H)
 
 
-def make_stage(seed: int, size: tuple[int, int], product_rgbs: Sequence[tuple[int, int, int]], knobs: Knobs,
-               *, clean: bool = False) -> Stage:
+def make_stage(
+    seed: int, size: tuple[int, int], product_rgbs: Sequence[tuple[int, int, int]], knobs: Knobs, *, clean: bool = False
+) -> Stage:
     """A livestream's room and host from ``seed``; ``clean`` gives a plain studio (few shelves)."""
     rng = np.random.default_rng(seed)
     w, h = size
     big_w, big_h = w + 2 * MARGIN, h + 2 * MARGIN
-    wall = np.array(COLOURS[str(rng.choice(["beige", "white", "grey", "pink", "teal", "blue", "brown", "olive"]))], np.float32)
+    wall = np.array(
+        COLOURS[str(rng.choice(["beige", "white", "grey", "pink", "teal", "blue", "brown", "olive"]))], np.float32
+    )
     wall = wall * rng.uniform(0.7, 1.1) + rng.uniform(-20, 20, 3)
     wall2 = wall * rng.uniform(0.6, 1.0)
     t = np.linspace(0, 1, big_h, dtype=np.float32)[:, None, None]
@@ -108,23 +111,43 @@ def make_stage(seed: int, size: tuple[int, int], product_rgbs: Sequence[tuple[in
     hd = ImageDraw.Draw(host)
     long_hair = rng.random() < 0.5
     if long_hair:
-        hd.rounded_rectangle([cx - head_r * 1.2, head_y - head_r * 1.1, cx + head_r * 1.2, head_y + head_r * 2.4], radius=head_r, fill=hair + (255,))
+        hd.rounded_rectangle(
+            [cx - head_r * 1.2, head_y - head_r * 1.1, cx + head_r * 1.2, head_y + head_r * 2.4],
+            radius=head_r,
+            fill=hair + (255,),
+        )
     shoulder_y = head_y + head_r * 1.9
     torso = (cx - 24 * s, shoulder_y, cx + 24 * s, h + 2.0)
     hd.rounded_rectangle([torso[0], torso[1], torso[2], torso[3]], radius=8 * s, fill=top + (255,))
     hd.rectangle([cx - 4 * s, head_y + head_r * 0.8, cx + 4 * s, shoulder_y + 2], fill=skin + (255,))
     hd.ellipse([cx - head_r, head_y - head_r, cx + head_r, head_y + head_r * 1.15], fill=skin + (255,))
-    hd.chord([cx - head_r * 1.05, head_y - head_r * 1.2, cx + head_r * 1.05, head_y + head_r * 0.6], 180, 360, fill=hair + (255,))
+    hd.chord(
+        [cx - head_r * 1.05, head_y - head_r * 1.2, cx + head_r * 1.05, head_y + head_r * 0.6],
+        180,
+        360,
+        fill=hair + (255,),
+    )
     eye = max(1.0, 1.4 * s)
     for ex in (cx - head_r * 0.4, cx + head_r * 0.4):
         hd.ellipse([ex - eye, head_y - eye * 0.3, ex + eye, head_y + eye * 1.2], fill=(30, 25, 25, 255))
     # the idle arm (image right), down along the torso
-    hd.line([(torso[2] - 3 * s, shoulder_y + 4 * s), (torso[2] + 4 * s, h * 0.8)], fill=top + (255,), width=max(2, int(8 * s)))
+    hd.line(
+        [(torso[2] - 3 * s, shoulder_y + 4 * s), (torso[2] + 4 * s, h * 0.8)],
+        fill=top + (255,),
+        width=max(2, int(8 * s)),
+    )
     hd.ellipse([torso[2] + s, h * 0.8 - 4 * s, torso[2] + 9 * s, h * 0.8 + 4 * s], fill=skin + (255,))
     return Stage(
-        background=background, host=host, host_x=cx, skin=skin, sleeve=top,
-        shoulder=(torso[0] + 4 * s, shoulder_y + 4 * s), torso=torso, table_y=table_y,
-        shelf_ys=tuple(shelf_ys), size=(w, h),
+        background=background,
+        host=host,
+        host_x=cx,
+        skin=skin,
+        sleeve=top,
+        shoulder=(torso[0] + 4 * s, shoulder_y + 4 * s),
+        torso=torso,
+        table_y=table_y,
+        shelf_ys=tuple(shelf_ys),
+        size=(w, h),
     )
 
 
@@ -158,8 +181,17 @@ def _rotated(img: Image.Image, angle: float) -> Image.Image:
     return img.rotate(angle, resample=Image.Resampling.BILINEAR, expand=True)
 
 
-def render_clip(stage: Stage, intent: ProductSpec, distractors: Sequence[ProductSpec], attrs: ClipAttrs,
-                n_frames: int, knobs: Knobs, seed: int, *, return_masks: bool = False) -> ClipRender:
+def render_clip(
+    stage: Stage,
+    intent: ProductSpec,
+    distractors: Sequence[ProductSpec],
+    attrs: ClipAttrs,
+    n_frames: int,
+    knobs: Knobs,
+    seed: int,
+    *,
+    return_masks: bool = False,
+) -> ClipRender:
     """Render ``n_frames`` frames of one clip; see the module docstring for the composition."""
     rng = np.random.default_rng(seed)
     w, h = stage.size
@@ -172,7 +204,7 @@ def render_clip(stage: Stage, intent: ProductSpec, distractors: Sequence[Product
     n_vis = int(np.clip(round(rng.uniform(dlo, dhi) * n_frames), 1, n_frames))
     start = int(rng.integers(0, n_frames - n_vis + 1))
     visible = np.zeros(n_frames, bool)
-    visible[start:start + n_vis] = True
+    visible[start : start + n_vis] = True
     # trajectory of the held product
     if attrs.worn:
         tx0, ty0, tx1, ty1 = stage.torso
@@ -217,7 +249,7 @@ def render_clip(stage: Stage, intent: ProductSpec, distractors: Sequence[Product
     for t in range(n_frames):
         u = t / max(1, n_frames - 1)
         jx, jy = (cam + rng.integers(-1, 2, 2)).clip(0, 2 * MARGIN)
-        frame = Image.fromarray(stage.background[jy:jy + h, jx:jx + w])
+        frame = Image.fromarray(stage.background[jy : jy + h, jx : jx + w])
         frame.paste(stage.host, (int(round(sway * np.sin(2 * np.pi * u + phase))), 0), stage.host)
         fboxes = []
         for sp, x, y, bb in placed:
@@ -239,7 +271,7 @@ def render_clip(stage: Stage, intent: ProductSpec, distractors: Sequence[Product
             if return_masks:
                 mask = np.zeros((h, w), np.uint8)
                 a = np.asarray(sp.getchannel("A"))
-                mask[y:y + a.shape[0], x:x + a.shape[1]] = a
+                mask[y : y + a.shape[0], x : x + a.shape[1]] = a
             if box is not None and not attrs.worn:
                 _draw_hand(frame, stage, box, rng, knobs, unit)
         boxes.append(box)
@@ -251,13 +283,19 @@ def render_clip(stage: Stage, intent: ProductSpec, distractors: Sequence[Product
         k, ox, oy = int(rng.integers(4)), int(rng.integers(16)), int(rng.integers(16))
         arr = np.asarray(frame, dtype=np.float32) * (gain * flicker * tint)
         if knobs.noise_std > 0:
-            arr += bank[k, oy:oy + h, ox:ox + w] * knobs.noise_std
+            arr += bank[k, oy : oy + h, ox : ox + w] * knobs.noise_std
         frames.append(np.clip(arr, 0, 255).astype(np.uint8))
     return ClipRender(frames=frames, boxes=boxes, distractor_boxes=dboxes, masks=masks if return_masks else None)
 
 
-def _draw_hand(frame: Image.Image, stage: Stage, box: tuple[int, int, int, int], rng: np.random.Generator,
-               knobs: Knobs, unit: float) -> None:
+def _draw_hand(
+    frame: Image.Image,
+    stage: Stage,
+    box: tuple[int, int, int, int],
+    rng: np.random.Generator,
+    knobs: Knobs,
+    unit: float,
+) -> None:
     """The holding arm from the host's shoulder and the hand at the product (covering it sometimes)."""
     x1, y1, x2, y2 = box
     bw, bh = x2 - x1, y2 - y1

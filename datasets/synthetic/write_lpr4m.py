@@ -107,8 +107,9 @@ def _lines(rows: list[str]) -> str:
     return "".join(r + "\n" for r in rows)
 
 
-def write_lpr4m_annotations(layout: str, lives: list[Live], boxes: dict[str, ClipBoxes], root: Path,
-                            frame_url_base: Optional[str] = None) -> list[Path]:
+def write_lpr4m_annotations(
+    layout: str, lives: list[Live], boxes: dict[str, ClipBoxes], root: Path, frame_url_base: Optional[str] = None
+) -> list[Path]:
     """Write the annotation files of ``layout``; returns their paths. With ``frame_url_base`` the
     release layout also gets the test frame URL list (its frame list; annotation-only sizes)."""
     ann = root / "annotations"
@@ -129,16 +130,41 @@ def write_lpr4m_annotations(layout: str, lives: list[Live], boxes: dict[str, Cli
                 fids = frame_ids(clip)
                 intent_boxes = boxes[clip.clip_id][0]
                 if layout == RELEASE:
-                    train_rows.append(_tsv([
-                        clip.clip_id, repr(fids), repr([_box_list(b) for b in intent_boxes]), prod.image_id, prod.title,
-                        str(cat.cid), cat.name, clip.asr, clip.attrs.scale, clip.attrs.duration, clip.attrs.number,
-                    ]))
+                    train_rows.append(
+                        _tsv(
+                            [
+                                clip.clip_id,
+                                repr(fids),
+                                repr([_box_list(b) for b in intent_boxes]),
+                                prod.image_id,
+                                prod.title,
+                                str(cat.cid),
+                                cat.name,
+                                clip.asr,
+                                clip.attrs.scale,
+                                clip.attrs.duration,
+                                clip.attrs.number,
+                            ]
+                        )
+                    )
                 else:
                     rels = [frame_rel(layout, live, clip, f) for f in fids]
-                    train_rows.append(_tsv([
-                        clip.clip_id, repr(rels), "-", prod.image_id, image_rel(layout, live, prod.image_id), prod.title,
-                        str(cat.cid), cat.name, f"spu{prod.image_id[:8]}", clip.asr,
-                    ]))
+                    train_rows.append(
+                        _tsv(
+                            [
+                                clip.clip_id,
+                                repr(rels),
+                                "-",
+                                prod.image_id,
+                                image_rel(layout, live, prod.image_id),
+                                prod.title,
+                                str(cat.cid),
+                                cat.name,
+                                f"spu{prod.image_id[:8]}",
+                                clip.asr,
+                            ]
+                        )
+                    )
             continue
         # test livestream: gallery group in a shuffled (but fixed) order, then its queries
         ids = [i for p in live.products for i in p.image_ids]
@@ -158,11 +184,18 @@ def write_lpr4m_annotations(layout: str, lives: list[Live], boxes: dict[str, Cli
             fids = frame_ids(clip)
             for fid, ib, ob in zip(fids, intent_boxes, other_boxes):
                 # the intent box first, then the other products' boxes (LAYOUT: first = intent)
-                f2box[fid] = ([_box_list(ib)] + [_box_list(b) for b in ob]) if (ib is not None and ob) else _box_list(ib)
+                f2box[fid] = (
+                    ([_box_list(ib)] + [_box_list(b) for b in ob]) if (ib is not None and ob) else _box_list(ib)
+                )
             if layout == LPR750K:
-                query_frames[clip.clip_id] = {"frames": [f"{clip.clip_id}/{f}.jpg" for f in fids], "gt": list(prod.image_ids)}
+                query_frames[clip.clip_id] = {
+                    "frames": [f"{clip.clip_id}/{f}.jpg" for f in fids],
+                    "gt": list(prod.image_ids),
+                }
             asr_rows.append(_tsv([clip.clip_id, clip.asr]))
-            attr_rows.append(_tsv([clip.clip_id, str(cat.cid), cat.name, clip.attrs.scale, clip.attrs.duration, clip.attrs.number]))
+            attr_rows.append(
+                _tsv([clip.clip_id, str(cat.cid), cat.name, clip.attrs.scale, clip.attrs.duration, clip.attrs.number])
+            )
     n_q = len(gt)
     files = {
         f"training_videoinfo_{len(train_rows)}.txt": _lines(train_rows),

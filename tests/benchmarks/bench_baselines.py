@@ -25,10 +25,10 @@ import argparse
 import statistics
 
 import torch
+from tiny_pairs import bare_pairs_per_s, tiny_pairs
 
 from benchmark.core.registry import METHODS
 from methods.base import DataInfo, build_method
-from tiny_pairs import bare_pairs_per_s, tiny_pairs
 
 BASELINE = ("clip-meanpool", {})
 GROUPS: dict[str, list[tuple[str, dict]]] = {
@@ -65,21 +65,30 @@ def measure(group: str, rounds: int, steps: int, batch_size: int, threads: int) 
             base = s if base is None else base
             speed[label(name, overrides)].append(s)
             ratio[label(name, overrides)].append(s / base)
-    return {k: {"pairs_per_s": statistics.median(speed[k]), "vs_clip_meanpool": statistics.median(ratio[k])} for k in speed}
+    return {
+        k: {"pairs_per_s": statistics.median(speed[k]), "vs_clip_meanpool": statistics.median(ratio[k])} for k in speed
+    }
 
 
 def report(out: dict[str, dict[str, float]]) -> str:
-    return "\n".join(f"{k:16s} {v['pairs_per_s']:7.2f} pairs/s  x{v['vs_clip_meanpool']:.2f} of clip-meanpool" for k, v in out.items())
+    return "\n".join(
+        f"{k:16s} {v['pairs_per_s']:7.2f} pairs/s  x{v['vs_clip_meanpool']:.2f} of clip-meanpool"
+        for k, v in out.items()
+    )
 
 
 def test_cnn_baselines_training_speed(benchmark):
-    out = benchmark.pedantic(measure, kwargs=dict(group="cnn", rounds=1, steps=2, batch_size=32, threads=1), rounds=1, iterations=1)
+    out = benchmark.pedantic(
+        measure, kwargs=dict(group="cnn", rounds=1, steps=2, batch_size=32, threads=1), rounds=1, iterations=1
+    )
     print("\n" + report(out))
     assert all(v["pairs_per_s"] > 0 for v in out.values())
 
 
 def test_video_baselines_training_speed(benchmark):
-    out = benchmark.pedantic(measure, kwargs=dict(group="video", rounds=1, steps=1, batch_size=32, threads=1), rounds=1, iterations=1)
+    out = benchmark.pedantic(
+        measure, kwargs=dict(group="video", rounds=1, steps=1, batch_size=32, threads=1), rounds=1, iterations=1
+    )
     print("\n" + report(out))
     assert all(v["pairs_per_s"] > 0 for v in out.values())
 

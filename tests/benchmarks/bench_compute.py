@@ -43,11 +43,16 @@ from methods.base import DataInfo, build_method
 def demo_batch(b: int, t: int = 4, size: int = 112) -> dict[str, Any]:
     g = torch.Generator().manual_seed(0)
     return {
-        "frames": torch.randn(b, t, 3, size, size, generator=g), "frame_mask": torch.ones(b, t, dtype=torch.bool),
-        "boxes": torch.tensor([0.2, 0.25, 0.6, 0.7]).repeat(b, t, 1), "box_mask": torch.ones(b, t, dtype=torch.bool),
-        "asr": [f"look at this item number {i}" for i in range(b)], "image": torch.randn(b, 3, size, size, generator=g),
-        "title": [f"product {i}" for i in range(b)], "product": torch.arange(b),
-        "category": torch.zeros(b, dtype=torch.long), "index": torch.arange(b),
+        "frames": torch.randn(b, t, 3, size, size, generator=g),
+        "frame_mask": torch.ones(b, t, dtype=torch.bool),
+        "boxes": torch.tensor([0.2, 0.25, 0.6, 0.7]).repeat(b, t, 1),
+        "box_mask": torch.ones(b, t, dtype=torch.bool),
+        "asr": [f"look at this item number {i}" for i in range(b)],
+        "image": torch.randn(b, 3, size, size, generator=g),
+        "title": [f"product {i}" for i in range(b)],
+        "product": torch.arange(b),
+        "category": torch.zeros(b, dtype=torch.long),
+        "index": torch.arange(b),
     }
 
 
@@ -57,7 +62,9 @@ def _channels_last_stem(model: torch.nn.Module) -> int:
     stems = [m for m in model.modules() if isinstance(m, ConvStem)]
     for stem in stems:
         stem.to(memory_format=torch.channels_last)
-        stem.register_forward_pre_hook(lambda mod, args: (args[0].contiguous(memory_format=torch.channels_last), *args[1:]))
+        stem.register_forward_pre_hook(
+            lambda mod, args: (args[0].contiguous(memory_format=torch.channels_last), *args[1:])
+        )
     return len(stems)
 
 
@@ -98,7 +105,9 @@ class Variant:
         self.steps_done += 1
 
 
-def measure(rounds: int = 3, steps: int = 2, batch_size: int = 32, with_compile: bool = False) -> dict[str, dict[str, float]]:
+def measure(
+    rounds: int = 3, steps: int = 2, batch_size: int = 32, with_compile: bool = False
+) -> dict[str, dict[str, float]]:
     info = DataInfo(num_products=batch_size, num_categories=1, num_frames=4, image_size=112)
     batch = demo_batch(batch_size)
     names = ["fp32", "threads-1", "channels-last-stem", "bf16-autocast"] + (["compile"] if with_compile else [])
@@ -128,10 +137,14 @@ def measure(rounds: int = 3, steps: int = 2, batch_size: int = 32, with_compile:
 
 
 def table(res: dict[str, dict[str, float]]) -> str:
-    lines = [f"torch threads {torch.get_num_threads()}",
-             "variant              pairs/s  time vs fp32  |loss - fp32| / fp32  first step s"]
+    lines = [
+        f"torch threads {torch.get_num_threads()}",
+        "variant              pairs/s  time vs fp32  |loss - fp32| / fp32  first step s",
+    ]
     for n, r in res.items():
-        lines.append(f"{n:20s} {r['pairs_s']:8.1f} {r['time_ratio']:12.2f}x {r['loss_rel_diff']:20.2e} {r['first_step_s']:12.1f}")
+        lines.append(
+            f"{n:20s} {r['pairs_s']:8.1f} {r['time_ratio']:12.2f}x {r['loss_rel_diff']:20.2e} {r['first_step_s']:12.1f}"
+        )
     return "\n".join(lines)
 
 

@@ -39,10 +39,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _setup(size: str):
-    from benchmark.training import distributed as D
+    from benchmark.cli.runner import build, data_info, load_splits
     from benchmark.core.config import PROFILES, RunConfig
     from benchmark.core.registry import load_all
-    from benchmark.cli.runner import build, data_info, load_splits
+    from benchmark.training import distributed as D
 
     load_all()
     cfg = RunConfig(method="rice", dataset="lpr4m-synth", profile=PROFILES["tiny"], seed=0, synth_size=size)
@@ -56,8 +56,9 @@ def _setup(size: str):
     return cfg, env, splits, method, products, cats, load_s
 
 
-def profile_training(cfg, splits, method, products, cats, steps: int, workers: int,
-                     frame_cache: bool = False) -> dict[str, float]:
+def profile_training(
+    cfg, splits, method, products, cats, steps: int, workers: int, frame_cache: bool = False
+) -> dict[str, float]:
     """Seconds per phase summed over ``steps`` optimizer steps (after one warm-up step); with
     ``frame_cache`` the pairs read the decoded-frame cache (built or opened first, not timed)."""
     from benchmark.training.engine import build_optimizer, warmup_cosine
@@ -72,8 +73,9 @@ def profile_training(cfg, splits, method, products, cats, steps: int, workers: i
         FC.attach(pairs, f"{splits.name}/{splits.annotation_checksum}/train", num_workers=workers, log=print)
     data = ItemSeededDataset(pairs, cfg.seed)
     sampler = RandomSampler(data, num_samples=(steps + 1) * tcfg.batch_size, generator=torch.Generator().manual_seed(0))
-    loader = DataLoader(data, batch_size=tcfg.batch_size, sampler=sampler, num_workers=workers,
-                        collate_fn=collate_batch, drop_last=True)
+    loader = DataLoader(
+        data, batch_size=tcfg.batch_size, sampler=sampler, num_workers=workers, collate_fn=collate_batch, drop_last=True
+    )
     opt = build_optimizer(method, tcfg)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(1, steps + 1))
     method.train()
@@ -111,8 +113,7 @@ def _iterate(dataset, batch_size: int, workers: int) -> float:
 
 def profile_eval(cfg, env, splits, method, workers: int) -> dict[str, float]:
     """Seconds of the evaluation's phases, its data side alone, metrics and the leaderboard."""
-    from benchmark.evaluation import evaluate
-    from benchmark.evaluation import scoring
+    from benchmark.evaluation import evaluate, scoring
     from benchmark.reports.publish import regenerate_leaderboard
     from datasets.torch_data import GalleryDataset, QueryDataset
 
@@ -121,8 +122,9 @@ def profile_eval(cfg, env, splits, method, workers: int) -> dict[str, float]:
     bs = cfg.profile.eval.batch_size
     out["eval data: queries"] = _iterate(QueryDataset(present, cfg.profile.data), bs, workers)
     out["eval data: gallery"] = _iterate(GalleryDataset(splits.gallery, cfg.profile.data), bs, workers)
-    res = evaluate.evaluate(method, splits, cfg.profile.data, cfg.profile.eval, env=env, num_workers=workers,
-                            show_progress=False)
+    res = evaluate.evaluate(
+        method, splits, cfg.profile.data, cfg.profile.eval, env=env, num_workers=workers, show_progress=False
+    )
     assert res is not None
     out.update({f"eval {k.removesuffix('_s')}": v for k, v in res.timings.items()})
     t0 = time.perf_counter()
@@ -136,18 +138,27 @@ def profile_eval(cfg, env, splits, method, workers: int) -> dict[str, float]:
     return out
 
 
-def measure(steps: int = 20, size: str = "default", workers: int = 0, with_eval: bool = True,
-            frame_cache: bool = False) -> dict[str, Any]:
+def measure(
+    steps: int = 20, size: str = "default", workers: int = 0, with_eval: bool = True, frame_cache: bool = False
+) -> dict[str, Any]:
     cfg, env, splits, method, products, cats, load_s = _setup(size)
     train = profile_training(cfg, splits, method, products, cats, steps, workers, frame_cache)
     ev = profile_eval(cfg, env, splits, method, workers) if with_eval else {}
-    return {"load_s": load_s, "train": train, "eval": ev, "steps": steps, "batch": cfg.profile.train.batch_size,
-            "pairs": len(splits.train)}
+    return {
+        "load_s": load_s,
+        "train": train,
+        "eval": ev,
+        "steps": steps,
+        "batch": cfg.profile.train.batch_size,
+        "pairs": len(splits.train),
+    }
 
 
 def report(res: dict[str, Any]) -> str:
-    lines = [f"torch threads {torch.get_num_threads()}; {res['steps']} steps of {res['batch']} pairs "
-             f"({res['pairs']} training pairs: {res['pairs'] // res['batch']} steps an epoch); dataset load {res['load_s']:.2f} s"]
+    lines = [
+        f"torch threads {torch.get_num_threads()}; {res['steps']} steps of {res['batch']} pairs "
+        f"({res['pairs']} training pairs: {res['pairs'] // res['batch']} steps an epoch); dataset load {res['load_s']:.2f} s"
+    ]
     tot = sum(res["train"].values())
     lines.append(f"training, {tot:.1f} s = {res['steps'] * res['batch'] / tot:.1f} pairs/s:")
     for k, v in res["train"].items():
@@ -160,9 +171,13 @@ def report(res: dict[str, Any]) -> str:
 
 
 def test_bench_demo_profile(benchmark) -> None:
-    res = benchmark.pedantic(measure, kwargs=dict(steps=3, size="tiny", workers=0, with_eval=True), rounds=1, iterations=1)
+    res = benchmark.pedantic(
+        measure, kwargs=dict(steps=3, size="tiny", workers=0, with_eval=True), rounds=1, iterations=1
+    )
     print("\n" + report(res))
-    assert set(res["train"]) == {"data", "forward", "backward", "optimizer"} and all(v > 0 for v in res["train"].values())
+    assert set(res["train"]) == {"data", "forward", "backward", "optimizer"} and all(
+        v > 0 for v in res["train"].values()
+    )
 
 
 def main(argv: Optional[list[str]] = None) -> int:

@@ -24,12 +24,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmark.evaluation import evaluate as E
-from benchmark.evaluation import feature_cache as fc
 from benchmark.core import registry
 from benchmark.core.config import PROFILES
-from benchmark.training.distributed import DistEnv
 from benchmark.core.registry import METHODS
+from benchmark.evaluation import evaluate as E
+from benchmark.evaluation import feature_cache as fc
+from benchmark.training.distributed import DistEnv
 from methods.base import DataInfo, build_method
 
 TINY = PROFILES["tiny"]
@@ -54,8 +54,9 @@ def model():
 
 
 def _evaluate(method, splits, root: Path):
-    return E.evaluate(method, splits, TINY.data, EVAL, env=DistEnv(), show_progress=False,
-                      feature_cache=fc.FeatureCache(root))
+    return E.evaluate(
+        method, splits, TINY.data, EVAL, env=DistEnv(), show_progress=False, feature_cache=fc.FeatureCache(root)
+    )
 
 
 def test_repeated_evaluation_cold_vs_warm(benchmark, model, synth_lpr4m):
@@ -74,15 +75,19 @@ def test_repeated_evaluation_cold_vs_warm(benchmark, model, synth_lpr4m):
         assert torch.equal(out.ranking.index, reference.ranking.index)
 
     try:
-        out = benchmark.pedantic(_evaluate, args=(model, synth_lpr4m, warm_root), setup=cold_round,
-                                 rounds=5, warmup_rounds=0)
+        out = benchmark.pedantic(
+            _evaluate, args=(model, synth_lpr4m, warm_root), setup=cold_round, rounds=5, warmup_rounds=0
+        )
     finally:
         shutil.rmtree(warm_root, ignore_errors=True)
     assert torch.equal(out.ranking.index, reference.ranking.index)
     warm_times = benchmark.stats.stats.data
-    ratios = [c / w for c, w in zip(cold_times[-len(warm_times):], warm_times)]
-    RESULT.update(cold_s=statistics.median(cold_times), warm_s=statistics.median(warm_times),
-                  ratio=statistics.median(ratios))
+    ratios = [c / w for c, w in zip(cold_times[-len(warm_times) :], warm_times)]
+    RESULT.update(
+        cold_s=statistics.median(cold_times), warm_s=statistics.median(warm_times), ratio=statistics.median(ratios)
+    )
     benchmark.extra_info.update(RESULT)
-    print(f"\nevaluation with the feature cache: cold {RESULT['cold_s']:.3f} s, warm {RESULT['warm_s']:.3f} s, "
-          f"cold/warm = {RESULT['ratio']:.1f}x (median of {len(ratios)} paired rounds)")
+    print(
+        f"\nevaluation with the feature cache: cold {RESULT['cold_s']:.3f} s, warm {RESULT['warm_s']:.3f} s, "
+        f"cold/warm = {RESULT['ratio']:.1f}x (median of {len(ratios)} paired rounds)"
+    )

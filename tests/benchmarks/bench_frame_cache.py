@@ -28,10 +28,10 @@ from typing import Optional
 
 import torch
 
-from benchmark.core.config import PROFILES
-from benchmark.training.item_seeding import ItemSeededDataset
-from benchmark.core.registry import DATASETS, load_all
 from benchmark.cli.runner import SYNTH_DATA_SEED
+from benchmark.core.config import PROFILES
+from benchmark.core.registry import DATASETS, load_all
+from benchmark.training.item_seeding import ItemSeededDataset
 from datasets import frame_cache as FC
 from datasets.torch_data import GalleryDataset, PairDataset, QueryDataset
 
@@ -76,9 +76,12 @@ def measure(size: str = "default", items: int = 256, rounds: int = 3) -> dict[st
                 tc.append(_load(cached, n))
             epoch_s = statistics.median(tp) * len(plain) / n
             out[side] = {
-                "uncached_items_s": n / statistics.median(tp), "cached_items_s": n / statistics.median(tc),
-                "time_ratio": statistics.median(c / p for c, p in zip(tc, tp)), "build_s": build_s,
-                "build_in_epochs": build_s / epoch_s, "images": len(cached.base.frame_cache if side == "train" else cached.frame_cache),
+                "uncached_items_s": n / statistics.median(tp),
+                "cached_items_s": n / statistics.median(tc),
+                "time_ratio": statistics.median(c / p for c, p in zip(tc, tp)),
+                "build_s": build_s,
+                "build_in_epochs": build_s / epoch_s,
+                "images": len(cached.base.frame_cache if side == "train" else cached.frame_cache),
                 "mib": (cached.base if side == "train" else cached).frame_cache.nbytes / 2**20,
             }
     return out
@@ -87,8 +90,10 @@ def measure(size: str = "default", items: int = 256, rounds: int = 3) -> dict[st
 def table(res: dict[str, dict[str, float]]) -> str:
     lines = ["side     uncached items/s  cached items/s  time cached/uncached  build s (uncached passes)  images  MiB"]
     for side, r in res.items():
-        lines.append(f"{side:8s} {r['uncached_items_s']:16.1f} {r['cached_items_s']:15.1f} {r['time_ratio']:21.2f}"
-                     f" {r['build_s']:10.1f} ({r['build_in_epochs']:.2f}) {r['images']:14d} {r['mib']:5.0f}")
+        lines.append(
+            f"{side:8s} {r['uncached_items_s']:16.1f} {r['cached_items_s']:15.1f} {r['time_ratio']:21.2f}"
+            f" {r['build_s']:10.1f} ({r['build_in_epochs']:.2f}) {r['images']:14d} {r['mib']:5.0f}"
+        )
     return "\n".join(lines)
 
 

@@ -84,10 +84,22 @@ def make_data(root: Path, pairs: int):
         frames = tuple(_save(root / f"{i}-{k}.jpg", _texture(FRAME_W, FRAME_H, rng)) for k in range(FRAMES_PER_PAIR))
         shop = _save(root / f"{i}-shop.jpg", _texture(SHOP, SHOP, rng))
         boxes = {k: (40.0, 100.0, 200.0, 380.0) for k in range(FRAMES_PER_PAIR)}
-        jpeg_pairs.append(TrainPair(clip=ClipSource(clip_id=str(i), frame_paths=frames, boxes=boxes), image_id=str(i),
-                                    image_path=shop, product_id=str(i)))
-        video_pairs.append(TrainPair(clip=ClipSource(clip_id=f"v{i}", video_path=video, sample_fps=1.0), image_id=str(i),
-                                     image_path=shop, product_id=str(i)))
+        jpeg_pairs.append(
+            TrainPair(
+                clip=ClipSource(clip_id=str(i), frame_paths=frames, boxes=boxes),
+                image_id=str(i),
+                image_path=shop,
+                product_id=str(i),
+            )
+        )
+        video_pairs.append(
+            TrainPair(
+                clip=ClipSource(clip_id=f"v{i}", video_path=video, sample_fps=1.0),
+                image_id=str(i),
+                image_path=shop,
+                product_id=str(i),
+            )
+        )
     cfg = PROFILES["paper"].data
     products = {str(i): i for i in range(pairs)}
     return PairDataset(jpeg_pairs, cfg, products, {}), PairDataset(video_pairs, cfg, products, {})
@@ -123,6 +135,7 @@ def _rows(jpeg, video) -> dict[str, Callable[[], int]]:
                 for i in range(len(ds)):
                     ds[i]
             return len(ds)
+
         return run
 
     def decode(kind: str) -> Callable[[], int]:
@@ -132,18 +145,23 @@ def _rows(jpeg, video) -> dict[str, Callable[[], int]]:
                 for frames, shop in paths:
                     files = [*frames, shop]
                     if kind == "torchvision batched":
-                        decode_jpeg([torch.frombuffer(bytearray(f.read_bytes()), dtype=torch.uint8) for f in files],
-                                    mode=ImageReadMode.RGB)
+                        decode_jpeg(
+                            [torch.frombuffer(bytearray(f.read_bytes()), dtype=torch.uint8) for f in files],
+                            mode=ImageReadMode.RGB,
+                        )
                         continue
                     for f in files:
                         if kind == "torchvision":
-                            decode_jpeg(torch.frombuffer(bytearray(f.read_bytes()), dtype=torch.uint8), mode=ImageReadMode.RGB)
+                            decode_jpeg(
+                                torch.frombuffer(bytearray(f.read_bytes()), dtype=torch.uint8), mode=ImageReadMode.RGB
+                            )
                         else:
                             with Image.open(f) as img:
                                 if kind == "pil draft 1/2":
                                     img.draft("RGB", (img.size[0] // 2, img.size[1] // 2))
                                 np.asarray(img.convert("RGB"))
             return len(paths)
+
         return run
 
     _ = decoding  # the backends are chosen through the environment variables below
@@ -181,14 +199,18 @@ def measure(pairs: int = 24, rounds: int = 3) -> dict[str, float]:
 
 
 def summary(res: dict[str, float]) -> str:
-    lines = [f"pairs per CPU-second ({FRAMES_PER_PAIR} frames {FRAME_W}x{FRAME_H} + one {SHOP}x{SHOP} shop image, paper profile)"]
+    lines = [
+        f"pairs per CPU-second ({FRAMES_PER_PAIR} frames {FRAME_W}x{FRAME_H} + one {SHOP}x{SHOP} shop image, paper profile)"
+    ]
     for name, rate in res.items():  # a training pair decodes 8.75 images on average (the tail cut), decode rows 11
         images = f"  {rate * (FRAMES_PER_PAIR + 1):7.0f} images/s" if name.startswith("decode") else ""
         lines.append(f"  {name:34s} {rate:7.1f} pairs/s{images}")
     lines.append("cores to keep ViT-B/32 training fed (assumed GPU rates: see GPU_PAIRS_PER_S):")
     for gpu, n_gpu in (("V100", 8), ("H200", 1)):
         need = GPU_PAIRS_PER_S[gpu] * n_gpu
-        cores = ", ".join(f"{name.removeprefix('pair: ')} {need / res[name]:.0f}" for name in res if name.startswith("pair:"))
+        cores = ", ".join(
+            f"{name.removeprefix('pair: ')} {need / res[name]:.0f}" for name in res if name.startswith("pair:")
+        )
         lines.append(f"  {n_gpu} x {gpu} ({need:.0f} pairs/s, {need * (FRAMES_PER_PAIR + 1):.0f} images/s): {cores}")
     return "\n".join(lines)
 

@@ -50,10 +50,22 @@ from tests.sync_counter import count_syncs  # noqa: E402
 
 RANDOM_PAPER = {"encoder.pretrained": None, "require_pretrained": False}
 TINY_SHAPES = {  # the paper architecture (patchify, no BatchNorm) narrowed for a CPU
-    **RANDOM_PAPER, "encoder.model_name": "custom", "encoder.image_size": 112, "encoder.patch_size": 16,
-    "encoder.width": 64, "encoder.layers": 2, "encoder.heads": 2, "encoder.embed_dim": 32,
-    "encoder.text_width": 32, "encoder.text_layers": 1, "encoder.text_heads": 2, "encoder.context_length": 16,
-    "encoder.quick_gelu": True, "det_dim": 32, "det_heads": 2, "det_layers": 1,
+    **RANDOM_PAPER,
+    "encoder.model_name": "custom",
+    "encoder.image_size": 112,
+    "encoder.patch_size": 16,
+    "encoder.width": 64,
+    "encoder.layers": 2,
+    "encoder.heads": 2,
+    "encoder.embed_dim": 32,
+    "encoder.text_width": 32,
+    "encoder.text_layers": 1,
+    "encoder.text_heads": 2,
+    "encoder.context_length": 16,
+    "encoder.quick_gelu": True,
+    "det_dim": 32,
+    "det_heads": 2,
+    "det_layers": 1,
 }
 
 
@@ -66,11 +78,14 @@ def synthetic_batch(b: int, t: int, size: int, real_frames: float, boxed: float,
     xy = torch.rand(b, t, 2, generator=g) * 0.5
     batch = {
         "frames": torch.randn(b, t, 3, size, size, generator=g) * frame_mask[:, :, None, None, None],
-        "frame_mask": frame_mask, "box_mask": box_mask,
+        "frame_mask": frame_mask,
+        "box_mask": box_mask,
         "boxes": torch.cat([xy, xy + 0.2 + torch.rand(b, t, 2, generator=g) * 0.3], dim=-1),
         "image": torch.randn(b, 3, size, size, generator=g),
-        "asr": ["主播介绍这款商品的材质和尺码" * 3 for _ in range(b)], "title": ["女装连衣裙夏季新款" for _ in range(b)],
-        "product": torch.randperm(10 * b, generator=g)[:b], "category": torch.zeros(b, dtype=torch.long),
+        "asr": ["主播介绍这款商品的材质和尺码" * 3 for _ in range(b)],
+        "title": ["女装连衣裙夏季新款" for _ in range(b)],
+        "product": torch.randperm(10 * b, generator=g)[:b],
+        "category": torch.zeros(b, dtype=torch.long),
         "index": torch.arange(b),
     }
     batch.update(frame_indices(frame_mask, box_mask))
@@ -107,12 +122,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     info = DataInfo(num_products=1000, num_categories=1, num_frames=t, image_size=size)
     torch.manual_seed(env.rank)
     method = build_method(Rice, "paper", info, TINY_SHAPES if tiny else RANDOM_PAPER)
-    cfg = TrainConfig(epochs=1, batch_size=args.batch_size * env.world_size, lr_encoder=1e-6, lr_new=1e-4,
-                      weight_decay=0.2, grad_clip=0.0, amp=True)
+    cfg = TrainConfig(
+        epochs=1,
+        batch_size=args.batch_size * env.world_size,
+        lr_encoder=1e-6,
+        lr_new=1e-4,
+        weight_decay=0.2,
+        grad_clip=0.0,
+        amp=True,
+    )
     with tempfile.TemporaryDirectory() as tmp:
         tr, _ = engine._build_trainer(method, args.batch_size * env.world_size, cfg, env, Path(tmp), None, None)
-    host = [synthetic_batch(args.batch_size, t, size, args.real_frames, args.boxed, seed=env.rank * 100 + i)
-            for i in range(2)]
+    host = [
+        synthetic_batch(args.batch_size, t, size, args.real_frames, args.boxed, seed=env.rank * 100 + i)
+        for i in range(2)
+    ]
     if device.type == "cuda":
         host = [{k: v.pin_memory() if isinstance(v, torch.Tensor) else v for k, v in b.items()} for b in host]
     meter = LossMeter(device)
@@ -151,13 +175,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     data, fwd_bwd, opt = (statistics.median(s[k] for s in spans) for k in range(3))
     out = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "world_size": env.world_size, "shapes": "tiny" if tiny else "paper",
-        "per_process_batch": args.batch_size, "frames": t, "image_size": size,
+        "world_size": env.world_size,
+        "shapes": "tiny" if tiny else "paper",
+        "per_process_batch": args.batch_size,
+        "frames": t,
+        "image_size": size,
         "pairs_per_s": round(args.batch_size * env.world_size * args.steps / wall, 2),
-        "step_s": round(wall / args.steps, 4), "data_s": round(data, 4), "forward_s": round(fwd, 4),
-        "backward_s": round(max(fwd_bwd - fwd, 0.0), 4), "optimizer_s": round(opt, 4),
+        "step_s": round(wall / args.steps, 4),
+        "data_s": round(data, 4),
+        "forward_s": round(fwd, 4),
+        "backward_s": round(max(fwd_bwd - fwd, 0.0), 4),
+        "optimizer_s": round(opt, 4),
         "peak_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 2) if device.type == "cuda" else None,
-        "syncs_per_step": log.count, "sync_sites": sorted({w for _, w in log.calls}),
+        "syncs_per_step": log.count,
+        "sync_sites": sorted({w for _, w in log.calls}),
     }
     cleanup(env)
     return out
@@ -184,8 +215,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    p.add_argument("--tiny", action=argparse.BooleanOptionalAction, default=None,
-                   help="small shapes (default on the CPU)")
+    p.add_argument(
+        "--tiny", action=argparse.BooleanOptionalAction, default=None, help="small shapes (default on the CPU)"
+    )
     args = p.parse_args(argv)
     if args.batch_size is None:
         world = int(os.environ.get("WORLD_SIZE", "1"))

@@ -38,11 +38,11 @@ CONFIGS: list[tuple[str, str, dict[str, Any], str, int]] = [
 
 def measure(queries: int = 200, repeats: int = 2) -> list[dict[str, Any]]:
     """One row per configuration of ``CONFIGS``: label, queries/s, pairs scored, ratio to SGMN."""
-    from benchmark.core.config import RunConfig, get_profile
-    from benchmark.training.distributed import DistEnv
-    from benchmark.evaluation.evaluate import evaluate
-    from benchmark.core.registry import DATASETS, METHODS, load_all
     from benchmark.cli.runner import SYNTH_DATA_SEED, data_info
+    from benchmark.core.config import RunConfig, get_profile
+    from benchmark.core.registry import DATASETS, METHODS, load_all
+    from benchmark.evaluation.evaluate import evaluate
+    from benchmark.training.distributed import DistEnv
     from benchmark.training.seeding import seed_everything
     from methods.base import build_method
 
@@ -75,8 +75,17 @@ def measure(queries: int = 200, repeats: int = 2) -> list[dict[str, Any]]:
 def table(rows: list[dict[str, Any]], note: str = "") -> str:
     from tabulate import tabulate
 
-    body = [[r["label"], f"{r['queries_per_s']:.2f}", r["pairs_scored"], f"{r['encode_query_s']:.2f}",
-             f"{r['rank_s']:.2f}", f"{r['vs_sgmn']:.3f}x"] for r in rows]
+    body = [
+        [
+            r["label"],
+            f"{r['queries_per_s']:.2f}",
+            r["pairs_scored"],
+            f"{r['encode_query_s']:.2f}",
+            f"{r['rank_s']:.2f}",
+            f"{r['vs_sgmn']:.3f}x",
+        ]
+        for r in rows
+    ]
     head = ["configuration", "queries/s", "pairs scored", "encode s", "rank s", "speed vs sgmn"]
     return (note + "\n" if note else "") + tabulate(body, headers=head, tablefmt="github")
 
@@ -96,8 +105,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     rows = measure(args.queries, args.repeats)
-    print(table(rows, f"tiny profile, random weights, lpr4m-synth, {args.queries} queries, per-livestream gallery, "
-                      f"torch threads {torch.get_num_threads()}, best of {args.repeats}"))
+    print(
+        table(
+            rows,
+            f"tiny profile, random weights, lpr4m-synth, {args.queries} queries, per-livestream gallery, "
+            f"torch threads {torch.get_num_threads()}, best of {args.repeats}",
+        )
+    )
     return 0
 
 

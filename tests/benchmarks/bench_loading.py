@@ -62,7 +62,13 @@ def clips(tmp_path_factory) -> dict[str, list[Query]]:
                 _write_frame(p, w, h, rng)
                 paths.append(p)
             boxes = {k: (w * 0.2, h * 0.3, w * 0.6, h * 0.7) for k in range(0, NUM_FRAMES, 2)}
-            queries.append(Query(query_id=str(c), clip=ClipSource(clip_id=str(c), frame_paths=tuple(paths), boxes=boxes), gt_ids=("g",)))
+            queries.append(
+                Query(
+                    query_id=str(c),
+                    clip=ClipSource(clip_id=str(c), frame_paths=tuple(paths), boxes=boxes),
+                    gt_ids=("g",),
+                )
+            )
         out[name] = queries
     return out
 
@@ -113,7 +119,7 @@ def test_query_loading(benchmark, clips, size, backend, monkeypatch):
     item = benchmark.pedantic(load_all, setup=paired_raw, rounds=7, warmup_rounds=1)
     assert item["frames"].shape == (10, 3, 224, 224) and bool(item["frame_mask"].all())
     load_times = benchmark.stats.stats.data
-    ratios = [r / t for r, t in zip(raw_times[-len(load_times):], load_times)]
+    ratios = [r / t for r, t in zip(raw_times[-len(load_times) :], load_times)]
     RESULTS[(size, backend)] = NUM_CLIPS / benchmark.stats.stats.median
     RATIOS[(size, backend)] = statistics.median(ratios)
     benchmark.extra_info["clips_per_s"] = RESULTS[(size, backend)]
@@ -132,4 +138,6 @@ def _summary():
             print(f"  {size:9s} {'raw':12s} {RESULTS[(size, 'raw')]:8.1f} clips/s")
         for name in ("auto", "pil-draft", "torchvision"):
             if (size, name) in RESULTS:
-                print(f"  {size:9s} {name:12s} {RESULTS[(size, name)]:8.1f} clips/s  {100 * RATIOS[(size, name)]:6.1f}% of raw (paired)")
+                print(
+                    f"  {size:9s} {name:12s} {RESULTS[(size, name)]:8.1f} clips/s  {100 * RATIOS[(size, name)]:6.1f}% of raw (paired)"
+                )

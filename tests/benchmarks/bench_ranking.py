@@ -76,7 +76,9 @@ class Problem:
         gts = []
         for grp in q_groups:
             n = int(rng.integers(1, 4))
-            gts.append((g_start[grp] + rng.choice(self.g_sizes[grp], size=min(n, self.g_sizes[grp]), replace=False)).tolist())
+            gts.append(
+                (g_start[grp] + rng.choice(self.g_sizes[grp], size=min(n, self.g_sizes[grp]), replace=False)).tolist()
+            )
         self.gts = gts
         self.gt_index = pack_ground_truth(gts)
         # queries correlated with their first ground truth; the mix gives R1 ~ 30%, R10 ~ 65%,
@@ -84,9 +86,12 @@ class Problem:
         first = torch.tensor([g[0] for g in gts])
         self.queries = l2_normalize(self.gallery[first] * 0.11 + torch.randn(N_QUERIES, DIM, generator=gen) / DIM**0.5)
         self.attributes = [
-            {"category": f"c{rng.integers(34)}", "scale": ["small", "medium", "large"][rng.integers(3)],
-             "duration": ["short", "medium", "long"][rng.integers(3)],
-             "num_products": ["single", "few", "many"][rng.integers(3)]}
+            {
+                "category": f"c{rng.integers(34)}",
+                "scale": ["small", "medium", "large"][rng.integers(3)],
+                "duration": ["short", "medium", "long"][rng.integers(3)],
+                "num_products": ["single", "few", "many"][rng.integers(3)],
+            }
             for _ in range(N_QUERIES)
         ]
         # per-group contiguous copies for the bare-matmul floor
@@ -117,8 +122,9 @@ def matmuls_and_topk(p: Problem) -> float:
 
 def rank_and_metrics(p: Problem, bootstrap: int = 0, breakdowns: bool = False) -> dict:
     r = rank(p.queries, p.gallery, p.query_groups, p.gallery_groups, k=TOPK, gt_index=p.gt_index)
-    return compute_metrics(r.gt_rank, ks=KS, map_cutoff=TOPK, bootstrap=bootstrap, seed=0,
-                           attributes=p.attributes if breakdowns else None)
+    return compute_metrics(
+        r.gt_rank, ks=KS, map_cutoff=TOPK, bootstrap=bootstrap, seed=0, attributes=p.attributes if breakdowns else None
+    )
 
 
 def python_per_query(p: Problem, subset: np.ndarray) -> np.ndarray:
@@ -177,9 +183,12 @@ def measure(rounds: int = 5, python_subset: int = 400, seed: int = 0, log: Calla
     for t, k in enumerate(KS):
         assert abs(m_sub[f"R{k}"]["value"] - 100 * hits_py[:, t].mean()) < 1e-9
     res = {
-        "matmul_s": statistics.median(t_mm), "rank_metrics_s": statistics.median(t_rm),
-        "rank_metrics_ci_s": statistics.median(t_all), "python_extrapolated_s": t_py,
-        "python_subset": python_subset, "python_subset_s": t_py_sub,
+        "matmul_s": statistics.median(t_mm),
+        "rank_metrics_s": statistics.median(t_rm),
+        "rank_metrics_ci_s": statistics.median(t_all),
+        "python_extrapolated_s": t_py,
+        "python_subset": python_subset,
+        "python_subset_s": t_py_sub,
         "ratio_rank_metrics_vs_matmul": statistics.median(r_rm),
         "ratio_matmul_topk_vs_matmul": statistics.median(r_tk),
         "ratio_rank_metrics_ci_vs_matmul": statistics.median(r_all),
@@ -196,7 +205,8 @@ def summary(res: dict) -> str:
     return (
         f"LPR4M-scale ranking ({N_QUERIES} queries, {N_GALLERY} gallery, {N_GROUPS} groups, {DIM}-d, "
         f"top-{TOPK}, {res['threads']} torch threads; the random problem has "
-        + ", ".join(f"{k} {v:.1f}" for k, v in res["recall"].items()) + ")\n"
+        + ", ".join(f"{k} {v:.1f}" for k, v in res["recall"].items())
+        + ")\n"
         f"  bare per-group matmuls        {res['matmul_s']:.3f} s\n"
         f"  matmuls + torch.topk(51) only                 = {res['ratio_matmul_topk_vs_matmul']:.2f}x matmuls (selection floor)\n"
         f"  rank + metrics (no CIs)       {res['rank_metrics_s']:.3f} s   = {res['ratio_rank_metrics_vs_matmul']:.2f}x matmuls (aim <= 1.5x)\n"

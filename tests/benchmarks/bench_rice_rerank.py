@@ -58,12 +58,12 @@ class Row:
 
 
 def _load_or_train(size: str, steps: int, checkpoint: Optional[Path], overrides: dict[str, Any], workers: int):
+    from benchmark.cli.runner import SYNTH_DATA_SEED, data_info
+    from benchmark.core.config import RunConfig, get_profile
+    from benchmark.core.registry import DATASETS, load_all
     from benchmark.training import engine
     from benchmark.training.checkpoint import load_model_weights
-    from benchmark.core.config import RunConfig, get_profile
     from benchmark.training.distributed import DistEnv
-    from benchmark.core.registry import DATASETS, load_all
-    from benchmark.cli.runner import SYNTH_DATA_SEED, data_info
     from benchmark.training.seeding import seed_everything
     from datasets.torch_data import PairDataset
     from methods.base import build_method
@@ -87,11 +87,17 @@ def _load_or_train(size: str, steps: int, checkpoint: Optional[Path], overrides:
     return method.eval(), splits, profile, env
 
 
-def measure(size: str = "default", queries: int = 100, steps: int = 60, checkpoint: Optional[Path] = None,
-            grouped: bool = False, overrides: Optional[dict[str, Any]] = None, workers: int = 0) -> list[Row]:
+def measure(
+    size: str = "default",
+    queries: int = 100,
+    steps: int = 60,
+    checkpoint: Optional[Path] = None,
+    grouped: bool = False,
+    overrides: Optional[dict[str, Any]] = None,
+    workers: int = 0,
+) -> list[Row]:
     """The whole benchmark; returns one row per mode (``all`` first)."""
-    from benchmark.evaluation import retrieval
-    from benchmark.evaluation import scoring
+    from benchmark.evaluation import retrieval, scoring
     from benchmark.evaluation.evaluate import extract
     from datasets.torch_data import GalleryDataset, QueryDataset
 
@@ -116,8 +122,16 @@ def measure(size: str = "default", queries: int = 100, steps: int = 60, checkpoi
     def run(mode: str, k: int = 20) -> tuple[retrieval.Ranking, float]:
         t0 = time.perf_counter()
         ranking = retrieval.rank(
-            q_enc.embedding, g_enc.embedding, index.query_groups, index.gallery_groups, k=10, gt_index=gt,
-            query_valid=index.valid, score_pairs=score_pairs if mode != "none" else None, mode=mode, rerank_topk=k,
+            q_enc.embedding,
+            g_enc.embedding,
+            index.query_groups,
+            index.gallery_groups,
+            k=10,
+            gt_index=gt,
+            query_valid=index.valid,
+            score_pairs=score_pairs if mode != "none" else None,
+            mode=mode,
+            rerank_topk=k,
         )
         return ranking, time.perf_counter() - t0
 
@@ -142,8 +156,10 @@ def measure(size: str = "default", queries: int = 100, steps: int = 60, checkpoi
 def table(rows: list[Row], note: str = "") -> str:
     from tabulate import tabulate
 
-    body = [[r.mode, r.pairs, f"{r.seconds:.2f}", f"{r.speedup:.1f}x", f"{r.r1:.1f}", f"{r.retained:.3f}", f"{r.agree:.3f}"]
-            for r in rows]
+    body = [
+        [r.mode, r.pairs, f"{r.seconds:.2f}", f"{r.speedup:.1f}x", f"{r.r1:.1f}", f"{r.retained:.3f}", f"{r.agree:.3f}"]
+        for r in rows
+    ]
     head = ["mode", "pairs scored", "wall s", "speed-up vs all", "R1 %", "R1 retained", "top-1 = all"]
     return (note + "\n" if note else "") + tabulate(body, headers=head, tablefmt="github")
 
@@ -152,8 +168,14 @@ def test_bench_rice_rerank(benchmark) -> None:
     ckpt = os.environ.get("LPR_BENCH_RICE_CHECKPOINT")
     kwargs = dict(size="default", queries=50, steps=30, checkpoint=Path(ckpt) if ckpt else None)
     rows = benchmark.pedantic(measure, kwargs=kwargs, rounds=1, iterations=1)
-    print("\n" + table(rows, f"RICE PMD re-ranking, lpr4m-synth default, 50 queries, global gallery, "
-                             f"{'checkpoint ' + ckpt if ckpt else '30 training steps'}"))
+    print(
+        "\n"
+        + table(
+            rows,
+            f"RICE PMD re-ranking, lpr4m-synth default, 50 queries, global gallery, "
+            f"{'checkpoint ' + ckpt if ckpt else '30 training steps'}",
+        )
+    )
     assert rows[0].mode == "all" and rows[0].pairs > rows[1].pairs > 0
     assert [r.pairs for r in rows[1:4]] == sorted(r.pairs for r in rows[1:4])
 
@@ -173,8 +195,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         torch.set_num_threads(args.threads)
     overrides = dict(item.split("=", 1) for item in args.overrides)
     rows = measure(args.size, args.queries, args.steps, args.checkpoint, args.grouped, overrides, args.num_workers)
-    note = (f"RICE PMD re-ranking on lpr4m-synth {args.size}, {args.queries} queries, "
-            f"{'per-livestream' if args.grouped else 'global'} gallery, torch threads {torch.get_num_threads()}")
+    note = (
+        f"RICE PMD re-ranking on lpr4m-synth {args.size}, {args.queries} queries, "
+        f"{'per-livestream' if args.grouped else 'global'} gallery, torch threads {torch.get_num_threads()}"
+    )
     print(table(rows, note))
     return 0
 

@@ -23,7 +23,6 @@ import sys
 from typing import Optional
 
 import torch
-
 from tiny_pairs import bare_pairs_per_s
 
 VARIANTS = {
@@ -39,11 +38,16 @@ VARIANTS = {
 def _batch(b: int, t: int = 8, size: int = 112) -> dict:
     g = torch.Generator().manual_seed(0)
     return {
-        "frames": torch.randn(b, t, 3, size, size, generator=g), "frame_mask": torch.ones(b, t, dtype=torch.bool),
-        "boxes": torch.tensor([0.2, 0.25, 0.6, 0.7]).repeat(b, t, 1), "box_mask": torch.ones(b, t, dtype=torch.bool),
-        "asr": [f"look at this item number {i}" for i in range(b)], "image": torch.randn(b, 3, size, size, generator=g),
-        "title": [f"product {i}" for i in range(b)], "product": torch.arange(b),
-        "category": torch.zeros(b, dtype=torch.long), "index": torch.arange(b),
+        "frames": torch.randn(b, t, 3, size, size, generator=g),
+        "frame_mask": torch.ones(b, t, dtype=torch.bool),
+        "boxes": torch.tensor([0.2, 0.25, 0.6, 0.7]).repeat(b, t, 1),
+        "box_mask": torch.ones(b, t, dtype=torch.bool),
+        "asr": [f"look at this item number {i}" for i in range(b)],
+        "image": torch.randn(b, 3, size, size, generator=g),
+        "title": [f"product {i}" for i in range(b)],
+        "product": torch.arange(b),
+        "category": torch.zeros(b, dtype=torch.long),
+        "index": torch.arange(b),
     }
 
 

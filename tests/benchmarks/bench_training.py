@@ -31,11 +31,11 @@ import time
 from pathlib import Path
 
 import torch
+from tiny_pairs import bare_pairs_per_s, tiny_pairs
 
 from benchmark.training import engine
 from benchmark.training.distributed import DistEnv
 from methods.base import DataInfo, build_method
-from tiny_pairs import bare_pairs_per_s, tiny_pairs
 from methods.clip_meanpool import ClipMeanPool
 
 
@@ -58,8 +58,9 @@ def engine_pairs_per_s(data, info: DataInfo, prof, batch_size: int, steps: int, 
     cfg = dataclasses.replace(prof.train, batch_size=batch_size, max_steps=steps, epochs=10**6)
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        res = engine.train(m, data, cfg, env=DistEnv(), run_dir=Path(tmp), seed=0, num_workers=workers,
-                           show_progress=False)
+        res = engine.train(
+            m, data, cfg, env=DistEnv(), run_dir=Path(tmp), seed=0, num_workers=workers, show_progress=False
+        )
         wall = time.perf_counter() - t0
     assert res.steps == steps
     return steps * batch_size / wall
@@ -78,7 +79,10 @@ def measure(rounds: int, steps: int, batch_size: int, workers: int) -> dict:
         "bare_pairs_per_s": statistics.median(bare),
         "engine_pairs_per_s": statistics.median(eng),
         "ratio_engine_vs_bare": statistics.median(ratios),
-        "rounds": rounds, "steps": steps, "batch_size": batch_size, "num_workers": workers,
+        "rounds": rounds,
+        "steps": steps,
+        "batch_size": batch_size,
+        "num_workers": workers,
         "threads": torch.get_num_threads(),
     }
 
