@@ -24,6 +24,9 @@ from datasets import faults as F
 from datasets.decoding import VideoFile, decode_image, has_jpeg_end, is_jpeg
 from datasets.errors import DataError
 from datasets.faults import Faults
+from datasets.lpr4m import read_lpr4m
+from datasets.movingfashion import read_movingfashion
+from datasets.prepare_report import read_report
 from datasets.records import DatasetSplits
 from datasets.shard_store import CORRUPT_SHARD, read_path, split_member, verify_shard
 
@@ -92,12 +95,8 @@ def check_dataset(name: str, root: Path, *, deep: bool = False) -> CheckReport:
     splits: Optional[DatasetSplits] = None
     try:
         if layout_name == "lpr4m":
-            from datasets.lpr4m import read_lpr4m
-
             splits = read_lpr4m(root, faults)
         else:
-            from datasets.movingfashion import read_movingfashion
-
             splits = read_movingfashion(root, faults)
     except DataError as e:  # the root itself is unusable (not a folder, not this layout)
         faults.error(e.kind or F.MISSING_ANNOTATION, e.path or root, str(e).split(": ", 1)[-1])
@@ -138,7 +137,6 @@ def check_dataset(name: str, root: Path, *, deep: bool = False) -> CheckReport:
 
 def _prepare_stats(root: Path, splits: DatasetSplits) -> dict[str, int]:
     """Counts from ``prepare_report.json`` (the LPR4M prepare step), when the root has one."""
-    from datasets.prepare_report import read_report
 
     try:
         prep = read_report(root)

@@ -39,6 +39,8 @@ from typing import Iterator, Mapping, Optional, Sequence
 import numpy as np
 import torch
 from PIL import Image, ImageFile
+from torch.utils.data import get_worker_info
+from torchvision.io import ImageReadMode, decode_jpeg
 
 from datasets import faults as F
 from datasets.errors import DataError
@@ -63,7 +65,6 @@ def jpeg_device() -> Optional[torch.device]:
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise ValueError(f"LPR_BENCH_JPEG_DEVICE={name!r}: no CUDA device is available")
-        from torch.utils.data import get_worker_info
 
         if get_worker_info() is not None:
             raise ValueError(f"LPR_BENCH_JPEG_DEVICE={name!r} decodes in the main process; use --num-workers 0")
@@ -161,7 +162,6 @@ def decode_image(
 
 
 def _decode_torchvision(data: bytes, path: Path) -> tuple[torch.Tensor, tuple[int, int]]:
-    from torchvision.io import ImageReadMode, decode_jpeg
 
     try:
         with warnings.catch_warnings():  # torchvision 0.29 deprecates its decoders in favour of torchcodec
@@ -191,7 +191,6 @@ def _decode_pil(data: bytes, path: Path, min_side: Optional[int]) -> tuple[torch
 def decode_jpeg_batch(datas: Sequence[bytes], paths: Sequence[Path], device: torch.device | str) -> list[torch.Tensor]:
     """RGB uint8 ``[3, H, W]`` of each JPEG in ``datas``, decoded in one batched call on ``device``.
     A file that fails is named in a ``DataError`` (the batch is then decoded file by file to find it)."""
-    from torchvision.io import ImageReadMode, decode_jpeg
 
     for data, path in zip(datas, paths):
         if not is_jpeg(data):
@@ -238,7 +237,7 @@ class VideoFile:
     """A decord reader over one video: frame count, fps, and batched frame access."""
 
     def __init__(self, path: Path) -> None:
-        import decord
+        import decord  # noqa: PLC0415  (a native video library: loaded when a video is first opened)
 
         self.path = Path(path)
         if not self.path.exists():
@@ -258,7 +257,7 @@ class VideoFile:
 
     def get(self, indices: Sequence[int]) -> torch.Tensor:
         """uint8 ``[k, 3, H, W]`` of the given frame indices (one decord ``get_batch``)."""
-        import decord
+        import decord  # noqa: PLC0415  (a native video library: loaded when a video is first opened)
 
         if not indices:
             return torch.zeros(0, 3, 1, 1, dtype=torch.uint8)

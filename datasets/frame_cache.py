@@ -43,14 +43,19 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Optional, Sequence
 
 import numpy as np
+import PIL
 import torch
+import torchvision
 from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms.v2 import functional as TF
 
 from datasets import decoding
 from datasets import transforms as T
 from datasets.errors import DataError
 from datasets.frame_selection import clip_positions
 from datasets.shard_store import stat_target
+from datasets.torch_data import GalleryDataset, PairDataset, QueryDataset
 
 FORMAT_VERSION = 1
 _COLS = 7  # offset, h, w, stored_w, stored_h, decoded_w, decoded_h
@@ -71,8 +76,6 @@ def frame_cache_root() -> Path:
 
 
 def _versions() -> dict[str, str]:
-    import PIL
-    import torchvision
 
     return {"torch": torch.__version__, "torchvision": torchvision.__version__, "pillow": PIL.__version__}
 
@@ -102,8 +105,6 @@ def cache_key(tag: str, paths: Sequence[Path], spec: CacheSpec) -> str:
 def fit(img: torch.Tensor, spec: CacheSpec) -> torch.Tensor:
     """``[3, h, w]`` uint8 resized as :func:`~datasets.transforms.eval_geometry` resizes it, if that
     makes it smaller; an image it would enlarge is kept as decoded (fewer bytes, same result)."""
-    from torchvision.transforms import InterpolationMode
-    from torchvision.transforms.v2 import functional as TF
 
     w, h = int(img.shape[-1]), int(img.shape[-2])
     nw, nh = T.resized_size(w, h, spec.resize_size, spec.resize_mode)
@@ -321,7 +322,6 @@ def dataset_paths(dataset: Any) -> list[Path]:
     positions at T (:func:`datasets.frame_selection.clip_positions`; training's tail cut keeps a
     prefix of them, so no other frame is ever read) and the shop images. Video clips
     (MovingFashion) are not cached."""
-    from datasets.torch_data import GalleryDataset, PairDataset, QueryDataset
 
     cfg = dataset.cfg
     out: list[Path] = []

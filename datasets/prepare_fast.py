@@ -29,7 +29,7 @@ def _write(dst: Path, data: bytes) -> None:
 
 def resizer_like_img2dataset():
     try:
-        from img2dataset.resizer import Resizer
+        from img2dataset.resizer import Resizer  # noqa: PLC0415  (optional: the prepare extra)
     except ImportError:  # pragma: no cover - the prepare extra is missing
         raise PrepareError("img2dataset is not installed: pip install -e '.[prepare]' (it pins img2dataset)") from None
     return Resizer(image_size=256, resize_mode="keep_ratio", resize_only_if_bigger=False)

@@ -31,8 +31,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Optional, Sequence
 
+import open_clip
 import torch
 import torch.nn.functional as F
+from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
+from open_clip.transformer import QuickGELU
 from torch import Tensor, nn
 
 from methods.hub import EncoderLoadError, is_local_weights, require_hub_files
@@ -143,7 +146,6 @@ def build_clip(cfg: EncoderConfig) -> nn.Module:
             f"encoder stem 'conv' needs model_name 'custom' (a randomly initialised or local-file "
             f"model); {cfg.model_name}'s pretrained weights are for its patchify stem"
         )
-    import open_clip
 
     declared = weights_quick_gelu(cfg.model_name, cfg.pretrained)
     if declared is not None and declared != cfg.quick_gelu:
@@ -205,7 +207,6 @@ def weights_quick_gelu(model_name: str, pretrained: Optional[str]) -> Optional[b
     says the weights were trained with QuickGELU; None for a local file or no weights."""
     if not pretrained:
         return None
-    import open_clip
 
     tag_cfg = open_clip.get_pretrained_cfg(model_name, pretrained)
     return bool(tag_cfg.get("quick_gelu", False)) if tag_cfg else None
@@ -213,14 +214,12 @@ def weights_quick_gelu(model_name: str, pretrained: Optional[str]) -> Optional[b
 
 def uses_quick_gelu(model: nn.Module) -> bool:
     """Whether any MLP of ``model`` uses open_clip's QuickGELU activation."""
-    from open_clip.transformer import QuickGELU
 
     return any(isinstance(m, QuickGELU) for m in model.modules())
 
 
 def _custom_clip(cfg: EncoderConfig) -> nn.Module:
     """The small custom config: stem swapped first, then the local weights (if any) loaded."""
-    from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
 
     model = CLIP(**_custom_kwargs(cfg, CLIPVisionCfg, CLIPTextCfg))
     if cfg.stem == "conv":
@@ -372,7 +371,6 @@ class ClipEncoder(nn.Module):
 
     # --- text ------------------------------------------------------------------------
     def tokenize(self, texts: Sequence[str]) -> Tensor:
-        import open_clip
 
         if self._tokenizer is None:
             self._tokenizer = open_clip.SimpleTokenizer(context_length=self.cfg.context_length)

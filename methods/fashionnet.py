@@ -58,6 +58,7 @@ from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
+from timm.models.vgg import ConvMlp
 from torch import Tensor, nn
 
 from benchmark.core.registry import METHODS
@@ -156,8 +157,6 @@ class FashionNet(Method):
         self.encoder = create_backbone(cfg.encoder, drop_rate=cfg.dropout)
         fc = self.encoder.pre_logits
         if fc.fc2.out_channels != cfg.fc_dim or fc.input_kernel_size != cfg.fc_kernel:
-            from timm.models.vgg import ConvMlp
-
             self.encoder.pre_logits = ConvMlp(
                 vgg_out_channels(self.encoder), cfg.fc_dim, cfg.fc_kernel, drop_rate=cfg.dropout
             )

@@ -44,6 +44,8 @@ from typing import Any, Optional
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torchvision.models.detection.image_list import ImageList
+from torchvision.models.detection.roi_heads import fastrcnn_loss
 
 from benchmark.core.config import DataConfig
 from benchmark.core.registry import METHODS
@@ -171,7 +173,6 @@ class SeamMatchRCNN(Method):
 
     def _inference(self, image_list, features, sizes, index: list[int]) -> dict[int, tuple[Tensor, Tensor]]:
         """Detections (boxes, scores sorted by score) of the images in ``index``, no gradient."""
-        from torchvision.models.detection.image_list import ImageList
 
         det = self.encoder
         rh = det.roi_heads
@@ -193,8 +194,6 @@ class SeamMatchRCNN(Method):
     ) -> dict[str, Tensor]:
         """Faster R-CNN losses (RPN + box head) on the frames with an intent-product box
         (``detector_frames_per_clip`` > 0: that many of them per clip, drawn at random)."""
-        from torchvision.models.detection.image_list import ImageList
-        from torchvision.models.detection.roi_heads import fastrcnn_loss
 
         det = self.encoder
         rh = det.roi_heads

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmark.core.config import TrainConfig
+from benchmark.core.config import DataConfig, TrainConfig
 from benchmark.core.registry import METHODS, load_all
 from methods.base import Method, overrides_hook
 
@@ -82,10 +82,12 @@ def test_the_harness_calls_only_declared_members_and_never_probes():
 
 def test_per_method_optimiser_settings_have_one_mechanism():
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    data_fields = {f.name for f in dataclasses.fields(DataConfig)}
     for entry in METHODS:
         cls = entry.obj
         for profile, recipe in cls.TRAIN_RECIPE.items():
-            assert set(recipe) <= fields, f"{entry.name} TRAIN_RECIPE[{profile}] has non-TrainConfig keys"
+            assert set(recipe) - {"data"} <= fields, f"{entry.name} TRAIN_RECIPE[{profile}] has non-TrainConfig keys"
+            assert set(recipe.get("data", {})) <= data_fields, f"{entry.name} TRAIN_RECIPE[{profile}]['data']"
         for profile in cls.PROFILES:
             cfg_fields = {f.name for f in dataclasses.fields(cls.default_config(profile))}
             assert not cfg_fields & {"lr_encoder", "lr_new", "weight_decay"}, (

@@ -28,6 +28,7 @@ embeddings are cached under ``<output_dir>/feature-cache/`` (:mod:`benchmark.eva
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ from typing import Any, Optional
 
 from benchmark.core.config import RunConfig
 from benchmark.core.jsonable import to_jsonable
+from benchmark.core.progress import console
 from benchmark.core.registry import DATASETS, METHODS
 from benchmark.evaluation import evaluate, rerank_fusion
 from benchmark.evaluation.feature_cache import FEATURE_CACHE_DIR, FeatureCache
@@ -43,12 +45,16 @@ from benchmark.record import provenance
 from benchmark.record import run_identity as ident
 from benchmark.record.config_diff import recipe_changes, variant_with_settings
 from benchmark.record.submission import starting_point
+from benchmark.reports import publish
 from benchmark.training import distributed as D
 from benchmark.training import engine
+from benchmark.training.checkpoint import CONFIG_NAME, CheckpointError, find_resumable, load_model_weights, save_config
 from benchmark.training.seeding import seed_everything
+from datasets import frame_cache
 from datasets.frame_selection import refuse_unprepared
 from datasets.records import DatasetSplits, livestream_of
 from datasets.shard_stream import stream_factory
+from datasets.torch_data import PairDataset
 from methods.base import DataInfo, Method, build_method
 
 # The synthetic stand-ins are generated with this seed whatever the training seed, so that
@@ -157,9 +163,6 @@ def run_identity(cfg: RunConfig, initial_weights: Optional[dict[str, Any]] = Non
 def load_initial_weights(method: Method, path: Path, con: Any) -> dict[str, Any]:
     """``--weights``: load a run checkpoint's model weights into ``method``; return what the
     submission records (file, sha256, the source run's label, checkpoint keys left unused)."""
-    import hashlib
-
-    from benchmark.training.checkpoint import CONFIG_NAME, load_model_weights
 
     unused = load_model_weights(method, path, allow_unused=True)
     h = hashlib.sha256()
@@ -198,7 +201,6 @@ def build(cfg: RunConfig, info: DataInfo) -> Method:
 def with_frame_cache(dataset: Any, side: str, splits: DatasetSplits, env: D.DistEnv, workers: int, con: Any) -> Any:
     """Attach the decoded-frame cache (:mod:`datasets.frame_cache`; ``--no-frame-cache`` turns it
     off) to a torch dataset: rank 0 opens or builds it, the other ranks then open it."""
-    from datasets import frame_cache
 
     tag = f"{splits.name}/{splits.annotation_checksum}/{side}"
     if env.distributed and not env.is_main:
@@ -262,7 +264,6 @@ def check_before_training(
 ) -> None:
     """Refuse, before any work, a ``--resume`` with nothing to resume and a submission that would
     replace one of another identity (rank 0 decides; every rank raises the same error)."""
-    from benchmark.training.checkpoint import CheckpointError, find_resumable
 
     problem: Optional[tuple[str, str]] = None
     if env.is_main:
@@ -302,8 +303,6 @@ def _run(
     write_leaderboard: bool,
     overwrite: bool = False,
 ) -> RunResult:
-    from benchmark.core.progress import console
-    from datasets.torch_data import PairDataset
 
     con = console(env.is_main)
     t_all = time.perf_counter()
@@ -333,7 +332,6 @@ def _run(
         f"{provenance.device_string(env.device)} x{env.world_size} -> {run_dir}"
     )
     identity = run_identity(cfg, initial_weights)
-    from benchmark.reports import publish
 
     # a fused second stage's weight is chosen on held-out training pairs (benchmark.evaluation.rerank_fusion)
     train_splits, validation = rerank_fusion.carve_if_needed(method, splits)
@@ -387,8 +385,6 @@ def _run(
     else:
         method.to(env.device)
         if env.is_main:
-            from benchmark.training.checkpoint import save_config
-
             save_config(run_dir, resolved)
         con.print(f"no training (epochs = 0): evaluating the {'loaded' if initial_weights else start} weights")
 

@@ -32,6 +32,7 @@ from benchmark.evaluation.method_contract import encoded_problem
 from benchmark.training.distributed import DistEnv, all_gather_cat
 from benchmark.training.engine import autocast, to_device
 from datasets.records import DatasetSplits
+from datasets.torch_data import GalleryDataset, QueryDataset, collate_batch
 from methods.base import Encoded, Method
 
 
@@ -69,7 +70,6 @@ def extract(
 
     Returns embeddings L2-normalised in float32 on the CPU, on every rank.
     """
-    from datasets.torch_data import collate_batch
 
     if side not in ("query", "gallery"):
         raise ValueError(f"side must be 'query' or 'gallery', got {side!r}")
@@ -152,7 +152,6 @@ def evaluate(
     ``dataset_hook(dataset, side)`` prepares a dataset before it is encoded (the runner's
     decoded-frame cache, :mod:`datasets.frame_cache`).
     """
-    from datasets.torch_data import GalleryDataset, QueryDataset
 
     mode = eval_cfg.rerank
     if mode not in ("none", "all", "topk"):

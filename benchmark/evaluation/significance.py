@@ -47,6 +47,7 @@ bootstrap that resamples the seeds, then the queries (shared by the chosen seeds
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Sequence
 
@@ -399,7 +400,6 @@ def comparison_key(
     seed: int,
 ) -> str:
     """A digest of everything a comparison's result depends on (values, pool, names, draws, method)."""
-    import hashlib
 
     h = hashlib.sha256(repr((METHOD, sorted(a), names, resamples, seed, sorted((pool or {}).items()))).encode())
     for side in (a, b):

@@ -26,6 +26,7 @@ from typing import Any, Mapping, Optional
 
 from benchmark.core.code_hash import code_files, code_hash  # noqa: F401  (re-exported: the record's API)
 from benchmark.record.record import Submission
+from benchmark.record.submission import SubmissionError, load_submission
 
 # profile fields that change how a run executes, not what it measures
 OPERATIONAL = {("data", "num_workers"), ("train", "grad_accum"), ("train", "checkpoint_every"), ("train", "amp")}
@@ -172,7 +173,6 @@ def check_target(path: Path, new: Mapping[str, Any], *, overwrite: bool) -> None
     """Raise :class:`IdentityError` when ``path`` holds a readable submission of another
     identity than ``new`` (a :func:`comparable` record) and ``overwrite`` is off. An
     unreadable file at ``path`` is another identity too (it cannot be shown to be the same)."""
-    from benchmark.record.submission import SubmissionError, load_submission
 
     candidates = [p for p in (path, _other_extension(path)) if p.exists() or p.is_symlink()]
     if overwrite or not candidates:

@@ -21,13 +21,17 @@ import json
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
+from PIL import Image
+
 from benchmark.core.atomic import atomic_write_bytes
 from benchmark.record.record import Submission
 from benchmark.record.rescore import rescore
 from benchmark.record.submission import SubmissionError, load_submission
-from datasets.decoding import read_bytes
+from benchmark.reports.publish import splits_for_submission
+from datasets.decoding import VideoFile, read_bytes
 from datasets.errors import DataError
 from datasets.records import ClipSource, DatasetSplits
+from datasets.sampling import uniform_indices
 
 ASSETS = Path(__file__).resolve().parent / "site_assets"
 TOP = 5
@@ -50,13 +54,8 @@ def _thumb_bytes(img: Any, px: int) -> bytes:
 
 def _clip_frames(clip: ClipSource, count: int) -> list[Any]:
     """Up to ``count`` frames spread over the clip, as PIL images ([] if unreadable)."""
-    from PIL import Image
-
-    from datasets.sampling import uniform_indices
 
     if clip.video_path is not None:
-        from datasets.decoding import VideoFile
-
         video = VideoFile(clip.video_path)
         picked = uniform_indices(video.num_frames, min(count, video.num_frames))
         batch = video.get(picked)
@@ -77,7 +76,6 @@ class _Thumbs:
         self.out, self.px, self.done = out, px, {}
 
     def image(self, path: Path) -> Optional[str]:
-        from PIL import Image
 
         key = str(path)
         if key not in self.done:
@@ -202,7 +200,6 @@ def write_browser(
     splits: Optional[DatasetSplits] = None,
 ) -> Path:
     """Write the browser for ``sub_path`` (and ``against``) into ``out``; return ``out/index.html``."""
-    from benchmark.reports.publish import splits_for_submission
 
     sub_path = Path(sub_path)
     if splits is None:

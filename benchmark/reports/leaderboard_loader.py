@@ -8,7 +8,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 
+from rich.console import Console
+
+from benchmark.core.registry import DATASETS, RegistryError, load_builtin_datasets
+from datasets.errors import DataError
 from datasets.records import DatasetSplits
+from datasets.synthetic.loaders import load_recorded
 
 LoadSplits = Callable[[Mapping[str, Any]], Optional[DatasetSplits]]
 
@@ -21,8 +26,6 @@ def registry_loader(data_roots: Optional[Mapping[str, Path]] = None) -> LoadSpli
     datasets satisfy (generated into the cache) and real ones refuse with ``DataError``:
     the row is then unverified.
     """
-    from benchmark.core.registry import DATASETS, RegistryError, load_builtin_datasets
-    from datasets.errors import DataError
 
     load_builtin_datasets()
     roots = dict(data_roots or {})
@@ -44,6 +47,13 @@ def registry_loader(data_roots: Optional[Mapping[str, Path]] = None) -> LoadSpli
         root = roots.get(ds["name"])
         if root is None:
             try:
+                if ds.get("size") is not None:  # a generated synthetic set: the world it was made on
+                    return load_recorded(
+                        ds["name"],
+                        size=ds["size"],
+                        seed=int(ds.get("seed") or 0),
+                        checksum=ds.get("annotation_checksum"),
+                    )
                 return loader(None, **kwargs)
             except DataError:
                 return None
@@ -56,7 +66,6 @@ def registry_loader(data_roots: Optional[Mapping[str, Path]] = None) -> LoadSpli
 def _progress(ds: Mapping[str, Any], root: Optional[Path]):
     """One line on stderr before and after loading a dataset (a synthetic set is generated into the
     cache on first use, a minute or two on 2 cores), with a spinner on a terminal."""
-    from rich.console import Console
 
     con = Console(stderr=True, highlight=False)
     where = (

@@ -12,19 +12,28 @@ the run compared with the committed row of the same name (:func:`committed_compa
 from __future__ import annotations
 
 import dataclasses
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+from rich.console import Console
+
 from benchmark.core.config import RunConfig
 from benchmark.core.jsonable import to_jsonable
 from benchmark.core.paths import REPO_ROOT
+from benchmark.core.registry import DATASETS, load_builtin_datasets
 from benchmark.evaluation import scoring
 from benchmark.evaluation.evaluate import EvalOutput
-from benchmark.record import submission
+from benchmark.record import run_identity, submission
 from benchmark.record.record import Submission
 from benchmark.record.rescore import rescore
+from benchmark.reports import leaderboard
+from benchmark.reports.leaderboard import LeaderboardError
+from benchmark.reports.terminal_tables import compare_lines, find_row
+from benchmark.reports.terminal_tables import rich_tables as narrow
 from datasets.records import DatasetSplits
+from datasets.synthetic.loaders import load_recorded
 from methods.base import Method
 
 COMMITTED_RESULTS = REPO_ROOT / "results"  # the committed record (its submissions, leaderboard and site)
@@ -72,7 +81,6 @@ def publish(
     existing submission of another identity under the same name is not replaced unless
     ``overwrite`` (:func:`benchmark.record.run_identity.check_target`). ``weights_files``: the files
     the method config names, hashed (:func:`benchmark.record.provenance.config_files`)."""
-    from benchmark.record import run_identity
 
     ev = cfg.profile.eval
     metrics = scoring.metrics_for_ranking(out.ranking, out.index, ev, seed=cfg.seed)
@@ -115,8 +123,6 @@ def publish(
     path = submission.write_submission(sub, cfg.results_dir)
     table, board_error = None, None
     if write_leaderboard:
-        from benchmark.reports.leaderboard import LeaderboardError
-
         roots = {cfg.dataset: Path(cfg.data_root)} if cfg.data_root is not None else None
         try:
             board = regenerate_leaderboard(cfg.results_dir, splits=splits, data_roots=roots)
@@ -144,7 +150,6 @@ def committed_comparison(sub: Submission, results_dir: Path, committed_dir: Path
     "outside" the committed row's 95% R1 interval, and whether the committed run records another
     identity (:func:`benchmark.record.run_identity.differences`). None when there is no such row or
     the run was written into the committed folder itself."""
-    from benchmark.record import run_identity
 
     target = target_path(sub, committed_dir)
     found = [p for p in (target, target.with_name(target.name + ".gz")) if p.is_file()]
@@ -238,7 +243,6 @@ def regenerate_leaderboard(
     dataset it matches, else :func:`benchmark.reports.leaderboard.registry_loader` (``data_roots``
     for real datasets, regeneration for synthetic ones).
     """
-    from benchmark.reports import leaderboard
 
     base = leaderboard.registry_loader(data_roots)
 
@@ -252,7 +256,6 @@ def regenerate_leaderboard(
 
 def rich_tables(board: Any, only: Optional[tuple[str, str]] = None, where: str = "results/leaderboard.md") -> list[Any]:
     """The leaderboard's ranked rows (or those of ``only`` = (dataset, profile)) as narrow rich tables."""
-    from benchmark.reports.terminal_tables import rich_tables as narrow
 
     return narrow(board, only, where)
 
@@ -264,9 +267,6 @@ def leaderboard_command(
     dataset: Optional[str] = None,
 ) -> int:
     """Regenerate and print the leaderboard; with ``compare`` only test two rows (nothing written)."""
-    import sys
-
-    from rich.console import Console
 
     con = Console(highlight=False)
     if compare:
@@ -306,8 +306,6 @@ def compare_only(
     rows (no dataset loaded, so a bad or ambiguous name fails at once), then only their dataset's
     submissions are re-scored (``load_splits``: as :func:`benchmark.reports.leaderboard.regenerate`'s,
     default the registry's)."""
-    from benchmark.reports import leaderboard
-    from benchmark.reports.terminal_tables import compare_lines, find_row
 
     claimed = leaderboard.build(leaderboard.collect_rows(Path(results_dir), None, skipped=[]))
     (key, _), (other, _) = find_row(claimed, a, dataset), find_row(claimed, b, dataset)
@@ -327,7 +325,6 @@ def compare_only(
 
 def splits_for_submission(sub: Submission, data_root: Optional[Path]) -> DatasetSplits:
     """The dataset a submission was made on: ``data_root``, or a regenerated synthetic set."""
-    from benchmark.core.registry import DATASETS, load_builtin_datasets
 
     load_builtin_datasets()
     ds = sub["dataset"]
@@ -337,7 +334,9 @@ def splits_for_submission(sub: Submission, data_root: Optional[Path]) -> Dataset
             f"dataset {ds['name']!r} is not a generated synthetic set: pass --data-root pointing at it"
         )
     if data_root is None:
-        return loader(None, size=ds["size"], seed=int(ds.get("seed") or 0))
+        return load_recorded(
+            ds["name"], size=ds["size"], seed=int(ds.get("seed") or 0), checksum=ds.get("annotation_checksum")
+        )
     return loader(Path(data_root))
 
 

@@ -9,6 +9,11 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Optional
 
+from rich.console import Console
+from rich.table import Table
+
+from benchmark.evaluation.significance import METHOD, compare_rows, table_pool
+from benchmark.record.submission import SubmissionError
 from benchmark.reports.leaderboard_tables import (
     DASH,
     MARK,
@@ -24,8 +29,6 @@ from benchmark.reports.leaderboard_tables import (
 
 def print_run_table(metrics: Mapping[str, Any], console: Any = None, *, title: str = "Evaluation") -> None:
     """Print one run's metrics (CIs, then each breakdown) as rich tables."""
-    from rich.console import Console
-    from rich.table import Table
 
     con = console or Console()
     ov = metrics["overall"]
@@ -52,7 +55,6 @@ def print_run_table(metrics: Mapping[str, Any], console: Any = None, *, title: s
 def rich_tables(board: Any, only: Optional[tuple[str, str]] = None, where: str = "results/leaderboard.md") -> list[Any]:
     """Narrow rich tables of the ranked rows (or of the one table ``only`` = (dataset, profile)),
     tables with ranked rows first; ``where``: the full tables' file, named in the caption."""
-    from rich.table import Table
 
     out = []
     for key, rows in sorted(board.tables.items(), key=lambda kv: not split_rows(kv[1])[0]):
@@ -97,7 +99,6 @@ def find_row(board: Any, spec: str, dataset: Optional[str] = None) -> tuple[tupl
     """The one row whose submission file (path or name, with or without .json[.gz]; any of a pooled
     row's seeds) or label is ``spec``, within ``dataset`` when given. A label found in several tables
     (the same method on both synthetic sets) must be narrowed with ``dataset``."""
-    from benchmark.record.submission import SubmissionError
 
     want = spec.split("/")[-1]
     hits = []
@@ -128,8 +129,6 @@ def find_row(board: Any, spec: str, dataset: Optional[str] = None) -> tuple[tupl
 def compare_lines(board: Any, a: str, b: str, dataset: Optional[str] = None) -> list[str]:
     """The seed-aware test of two rows of one table, one line per metric (benchmark.evaluation.significance),
     the seed variance pooled over the table's trained rows."""
-    from benchmark.evaluation.significance import METHOD, compare_rows, table_pool
-    from benchmark.record.submission import SubmissionError
 
     (ka, ra), (kb, rb) = find_row(board, a, dataset), find_row(board, b, dataset)
     if ka != kb:

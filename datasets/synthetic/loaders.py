@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Mapping, Optional
 
 import datasets.lpr4m  # noqa: F401  (registers "lpr4m")
 from benchmark.core.registry import DATASETS
@@ -51,10 +51,23 @@ def env_knobs() -> dict[str, Any]:
     return value
 
 
-def synth_root(layout: str, data_root: Optional[Path], size: str, seed: int, cache_dir: Optional[Path]) -> Path:
-    """Where the synthetic root is (generated if needed)."""
+# Knob values earlier generator versions wrote by default. A committed row made before a default
+# changed records its data by annotation checksum; it is re-scored on the world it was made on
+# (lpr4m-synth wrote English ASR and titles until generator version 8 made Chinese the default).
+EARLIER_DEFAULTS: dict[str, tuple[dict[str, Any], ...]] = {"lpr4m-synth": ({"text_language": "en"},)}
+
+
+def synth_root(
+    layout: str,
+    data_root: Optional[Path],
+    size: str,
+    seed: int,
+    cache_dir: Optional[Path],
+    knobs: Optional[Mapping[str, Any]] = None,
+) -> Path:
+    """Where the synthetic root is (generated if needed); ``knobs`` over ``LPR_BENCH_SYNTH_KNOBS``."""
     layout = canonical_layout(layout)
-    knobs = knobs_from_dict(env_knobs())
+    knobs = knobs_from_dict({**env_knobs(), **dict(knobs or {})})
     if data_root is not None:
         root = Path(data_root)
         if root.is_dir() and any(root.iterdir()):
@@ -68,14 +81,19 @@ def synth_root(layout: str, data_root: Optional[Path], size: str, seed: int, cac
     "lpr4m-synth", description="synthetic livestreams in the LPR4M layout (generated, cached), read by the lpr4m loader"
 )
 def load_lpr4m_synth(
-    data_root: Optional[Path] = None, *, size: str = "default", seed: int = 0, cache_dir: Optional[Path] = None
+    data_root: Optional[Path] = None,
+    *,
+    size: str = "default",
+    seed: int = 0,
+    cache_dir: Optional[Path] = None,
+    knobs: Optional[Mapping[str, Any]] = None,
 ) -> DatasetSplits:
     """Generate (or reuse) a synthetic LPR4M root and load it with the real ``lpr4m`` loader."""
 
     layout = os.environ.get("LPR_BENCH_SYNTH_LAYOUT", "lpr4m-release")
     if canonical_layout(layout) == "movingfashion":
         raise ValueError("LPR_BENCH_SYNTH_LAYOUT must be lpr4m-release or lpr750k for lpr4m-synth")
-    root = synth_root(layout, data_root, size, seed, cache_dir)
+    root = synth_root(layout, data_root, size, seed, cache_dir, knobs)
     splits = DATASETS.get("lpr4m")(root, size=size, seed=seed)
     splits.name = "lpr4m-synth"
     return splits
@@ -102,4 +120,17 @@ def load_movingfashion_synth(
     )
     faults.log_summary("movingfashion-synth")
     splits.name = "movingfashion-synth"
+    return splits
+
+
+def load_recorded(name: str, *, size: str, seed: int, checksum: Optional[str]) -> DatasetSplits:
+    """The synthetic set a submission was made on: today's defaults, or else the earlier default
+    world (:data:`EARLIER_DEFAULTS`) whose annotation checksum the submission records."""
+    loader = DATASETS.get(name)
+    splits = loader(None, size=size, seed=seed)
+    if checksum and splits.annotation_checksum != checksum:
+        for knobs in EARLIER_DEFAULTS.get(name, ()):
+            earlier = loader(None, size=size, seed=seed, knobs=knobs)
+            if earlier.annotation_checksum == checksum:
+                return earlier
     return splits
