@@ -87,6 +87,10 @@ class Page:
     def open(self, url: str) -> None:
         self.events.clear()
         self.call("Page.navigate", url=url)
+        self.pump(0.2)
+        if "Page.navigatedWithinDocument" in self.events:  # only the #fragment changed: load the page afresh
+            self.events.clear()
+            self.call("Page.reload", ignoreCache=True)
         end = time.time() + 30
         while "Page.loadEventFired" not in self.events and time.time() < end:
             self.pump(0.2)

@@ -12,6 +12,7 @@ from torch import Tensor
 from benchmark.core.config import DataConfig, EvalConfig
 from benchmark.evaluation import scoring
 from benchmark.evaluation.evaluate import EvaluationError, evaluate, extract
+from benchmark.record import rescore as rescore_module
 from benchmark.training.distributed import DistEnv
 from datasets.lpr4m import load_lpr4m
 from methods.base import DataInfo, Encoded, Method
@@ -142,12 +143,12 @@ def _submission_dataset(splits, out) -> dict:
         wall_time_s={"eval": 1.0},
     )
     assert sub["provenance"]["inference"] == out.inference  # the schema takes it
-    assert not submission._dataset_faults(sub, splits)
+    assert not rescore_module._dataset_faults(sub, splits)
     wrong = {
         **sub,
         "dataset": {**sub["dataset"], "num_queries_without_frames": sub["dataset"]["num_queries_without_frames"] + 1},
     }
-    assert any("num_queries_without_frames" in f for f in submission._dataset_faults(wrong, splits))
+    assert any("num_queries_without_frames" in f for f in rescore_module._dataset_faults(wrong, splits))
     return sub["dataset"]
 
 

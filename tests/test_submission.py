@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 
 from benchmark.core import safe_json
+from benchmark.record.rescore import rescore
 from benchmark.record.submission import (
     METRIC_TOLERANCE,
     SubmissionError,
     build_submission,
     dumps_submission,
     load_submission,
-    rescore,
     schema_errors,
     submission_filename,
     write_submission,

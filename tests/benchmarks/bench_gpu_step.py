@@ -48,7 +48,7 @@ from methods.base import DataInfo, build_method  # noqa: E402
 from methods.rice import Rice  # noqa: E402
 from tests.sync_counter import count_syncs  # noqa: E402
 
-RANDOM_PAPER = {"encoder.pretrained": None, "require_pretrained": False}
+RANDOM_PAPER = {"encoder.pretrained": None, "encoder.text_pretrained": None, "require_pretrained": False}
 TINY_SHAPES = {  # the paper architecture (patchify, no BatchNorm) narrowed for a CPU
     **RANDOM_PAPER,
     "encoder.model_name": "custom",
@@ -62,6 +62,7 @@ TINY_SHAPES = {  # the paper architecture (patchify, no BatchNorm) narrowed for 
     "encoder.text_layers": 1,
     "encoder.text_heads": 2,
     "encoder.context_length": 16,
+    "encoder.text_config": "custom",  # a small random BERT of the text_* sizes (Chinese-CLIP's tokenizer)
     "encoder.quick_gelu": True,
     "det_dim": 32,
     "det_heads": 2,
