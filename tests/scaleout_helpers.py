@@ -84,7 +84,7 @@ def run_label(method: str = FAULTS, sets: tuple[str, ...] = (), trained: bool = 
     and, for a run that trains (``trained``), its recipe change (batch ``BATCH``)."""
     import dataclasses
 
-    from benchmark.cli.runner import method_label
+    from benchmark.cli.run_setup import method_label
     from benchmark.core.config import get_profile
     from benchmark.core.registry import METHODS, load_builtin_methods, load_plugin
     from benchmark.record.config_diff import recipe_changes, variant_with_settings

@@ -31,6 +31,7 @@ TOP = {
     "pyproject.toml",
     "requirements.lock",
     "run_benchmark.py",
+    "tools",
 }
 PACKAGES = ("benchmark", "methods", "datasets")
 # paths that another change adds (named here so that the README can point at them already)

@@ -162,7 +162,7 @@ def test_resume_accepts_an_identity_that_recorded_an_unused_key_as_none(tmp_path
 def test_run_identity_keeps_its_keys_for_old_checkpoints():
     """Checkpoints of earlier versions carry exactly these keys; a key added for every run
     would make each of them 'another run' to --resume."""
-    from benchmark.cli.runner import run_identity
+    from benchmark.cli.run_setup import run_identity
     from benchmark.core.config import RunConfig, get_profile
 
     cfg = RunConfig(method="mgh", dataset="movingfashion-synth", profile=get_profile("tiny"))

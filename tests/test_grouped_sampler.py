@@ -108,7 +108,7 @@ def test_the_engine_trains_on_grouped_batches(tmp_path: Path) -> None:
 
 
 def test_runner_keys_pairs_by_livestream_and_refuses_a_global_gallery(synth_lpr4m, synth_movingfashion) -> None:
-    from benchmark.cli.runner import batch_groups
+    from benchmark.cli.run_setup import batch_groups
     from benchmark.core.config import RunConfig
 
     profile = dataclasses.replace(

@@ -102,7 +102,7 @@ def _check_arguments(args: argparse.Namespace) -> str:
 
 
 def _load_splits(dataset: str, data_root: Optional[Path], size: str):
-    from benchmark.cli.runner import SYNTH_DATA_SEED  # noqa: PLC0415
+    from benchmark.cli.run_setup import SYNTH_DATA_SEED  # noqa: PLC0415
     from benchmark.core.registry import DATASETS, load_builtin_datasets  # noqa: PLC0415
 
     load_builtin_datasets()

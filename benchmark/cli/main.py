@@ -44,7 +44,7 @@ def build_parser(selected: Optional[str] = None) -> argparse.ArgumentParser:
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Exceptions that mean bad input or environment, reported as one line. Imported when an
     error happens, not before: most of them live in modules that load torch."""
-    from benchmark.cli.runner import MethodBuildError
+    from benchmark.cli.run_setup import MethodBuildError
     from benchmark.core.atomic import WriteError
     from benchmark.evaluation.evaluate import EvaluationError
     from benchmark.evaluation.external_inputs import ExternalInputError

@@ -28,38 +28,47 @@ embeddings are cached under ``<output_dir>/feature-cache/`` (:mod:`benchmark.eva
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from benchmark.cli.run_setup import (
+    SYNTH_DATA_SEED,
+    batch_groups,
+    build,
+    check_before_training,
+    data_info,
+    identity_for,
+    load_initial_weights,
+    load_splits,
+    method_label,
+    num_workers_for,
+    run_dir_for,
+    run_identity,
+    run_variant,
+    trains,
+    with_frame_cache,
+)
 from benchmark.core.config import RunConfig
 from benchmark.core.jsonable import to_jsonable
 from benchmark.core.progress import console
-from benchmark.core.registry import DATASETS, METHODS
+from benchmark.core.registry import METHODS
 from benchmark.evaluation import evaluate, rerank_fusion
 from benchmark.evaluation.feature_cache import FEATURE_CACHE_DIR, FeatureCache
 from benchmark.record import provenance
 from benchmark.record import run_identity as ident
-from benchmark.record.config_diff import recipe_changes, variant_with_settings
 from benchmark.record.submission import starting_point
 from benchmark.reports import publish
 from benchmark.training import distributed as D
 from benchmark.training import engine
-from benchmark.training.checkpoint import CONFIG_NAME, CheckpointError, find_resumable, load_model_weights, save_config
+from benchmark.training.checkpoint import save_config
 from benchmark.training.seeding import seed_everything
-from datasets import frame_cache
 from datasets.frame_selection import refuse_unprepared
-from datasets.records import DatasetSplits, livestream_of
+from datasets.records import DatasetSplits
 from datasets.shard_stream import stream_factory
 from datasets.torch_data import PairDataset
-from methods.base import DataInfo, Method, build_method
-
-# The synthetic stand-ins are generated with this seed whatever the training seed, so that
-# every method and every seed is scored on the same data.
-SYNTH_DATA_SEED = 0
+from methods.base import Method
 
 
 @dataclass
@@ -76,143 +85,6 @@ class RunResult:
         None  # how it compares with the committed row of the same name (publish.committed_comparison)
     )
     timings: dict[str, float] = field(default_factory=dict)
-
-
-# --- pieces ------------------------------------------------------------------------------
-
-
-def run_dir_for(
-    cfg: RunConfig, method_label: str, weights_sha256: Optional[str] = None, start: Optional[str] = None
-) -> Path:
-    """``<output>/<dataset>/<label>/<profile>-seed<N>`` (``-weights-<sha8>`` for a ``--weights`` run,
-    which must not overwrite the run that trained those weights, nor one trained with its config;
-    ``-untrained`` / ``-zero-shot`` for an evaluation of the initial weights, ``start``)."""
-    name = f"{cfg.profile.name}-seed{cfg.seed}" + (f"-weights-{weights_sha256[:8]}" if weights_sha256 else "")
-    if start:
-        name += f"-{start}"
-    return Path(cfg.output_dir) / cfg.dataset / method_label / name
-
-
-def trains(cfg: RunConfig) -> bool:
-    """Whether the run trains at all (``--epochs 0`` or ``--max-steps 0``: evaluation only)."""
-    t = cfg.profile.train
-    return t.epochs > 0 and (t.max_steps is None or t.max_steps > 0)
-
-
-def run_variant(cfg: RunConfig, method: Method) -> str:
-    """The method's variant label plus the ``--set`` changes it does not name and the changes
-    to the profile's training recipe (:mod:`benchmark.record.config_diff`; none for a run that trains
-    nothing), so that such a run never takes the default's place."""
-    default = METHODS.get(cfg.method).default_config(cfg.profile.name)
-    own = (type(method).TRAIN_RECIPE or {}).get(cfg.profile.name)  # the method's recipe, however cfg was built
-    recipe = recipe_changes(cfg.profile.name, cfg.profile.train, own) if trains(cfg) else {}
-    return variant_with_settings(method, default, ignore_weights=cfg.weights is not None, recipe=recipe)
-
-
-def method_label(name: str, variant: str) -> str:
-    return f"{name}-{variant}" if variant else name
-
-
-def load_splits(cfg: RunConfig, env: D.DistEnv) -> DatasetSplits:
-    """The dataset's splits; rank 0 loads (and generates a synthetic set) first."""
-    loader = DATASETS.get(cfg.dataset)
-    root = Path(cfg.data_root) if cfg.data_root is not None else None
-
-    def load() -> DatasetSplits:
-        return loader(root, size=cfg.synth_size, seed=SYNTH_DATA_SEED)
-
-    if env.distributed and not env.is_main:
-        D.barrier(env)
-        return load()
-    splits = load()
-    D.barrier(env)
-    return splits
-
-
-def data_info(splits: DatasetSplits, cfg: RunConfig) -> tuple[DataInfo, dict[str, int], dict[str, int]]:
-    """DataInfo and the product / category indices (sorted ids -> 0..n-1)."""
-    products = {p: i for i, p in enumerate(sorted({t.product_id for t in splits.train}))}
-    categories = {c: i for i, c in enumerate(splits.categories)}
-    info = DataInfo(
-        num_products=len(products),
-        num_categories=len(categories),
-        num_frames=cfg.profile.data.num_frames,
-        image_size=cfg.profile.data.image_size,
-        grouped=splits.grouped,
-    )
-    return info, products, categories
-
-
-def run_identity(cfg: RunConfig, initial_weights: Optional[dict[str, Any]] = None) -> dict[str, Any]:
-    """What a checkpoint must have been trained as for ``--resume`` to continue it. A new key
-    only when its feature is used: checkpoints written before it keep their identity."""
-    identity: dict[str, Any] = {
-        "method": cfg.method,
-        "dataset": cfg.dataset,
-        "profile": cfg.profile.name,
-        "seed": cfg.seed,
-        "method_overrides": {k: str(v) for k, v in cfg.method_overrides.items()},
-        "data_root": str(cfg.data_root) if cfg.data_root else None,
-        "synth_size": cfg.synth_size,
-    }
-    if initial_weights:
-        identity["initial_weights"] = initial_weights["sha256"]
-    return identity
-
-
-def load_initial_weights(method: Method, path: Path, con: Any) -> dict[str, Any]:
-    """``--weights``: load a run checkpoint's model weights into ``method``; return what the
-    submission records (file, sha256, the source run's label, checkpoint keys left unused)."""
-
-    unused = load_model_weights(method, path, allow_unused=True)
-    h = hashlib.sha256()
-    with open(path, "rb") as f:  # in chunks: a paper-profile checkpoint is hundreds of MB
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    digest = h.hexdigest()
-    source = None
-    config = Path(path).parent / CONFIG_NAME
-    if config.is_file():
-        try:
-            label = json.loads(config.read_text(encoding="utf-8")).get("method_label")
-        except (OSError, ValueError, AttributeError):  # unreadable or not an object: source unknown
-            label = None
-        source = label[:200] if isinstance(label, str) else None
-    con.print(
-        f"weights from {path} ({source or 'source run unknown'}, sha256 {digest[:12]})"
-        + (f"; {len(unused)} checkpoint tensors unused by this config, e.g. {unused[0]}" if unused else "")
-    )
-    return {"path": str(path), "sha256": digest, "source": source, "unused_keys": len(unused)}
-
-
-class MethodBuildError(RuntimeError):
-    """The method refused its configuration for this data (e.g. an image size mismatch)."""
-
-
-def build(cfg: RunConfig, info: DataInfo) -> Method:
-    cls = METHODS.get(cfg.method)
-    try:
-        return build_method(cls, cfg.profile.name, info, cfg.method_overrides)
-    except (ValueError, KeyError, TypeError) as exc:
-        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
-        raise MethodBuildError(f"cannot build method {cfg.method!r} (profile {cfg.profile.name}): {msg}") from exc
-
-
-def with_frame_cache(dataset: Any, side: str, splits: DatasetSplits, env: D.DistEnv, workers: int, con: Any) -> Any:
-    """Attach the decoded-frame cache (:mod:`datasets.frame_cache`; ``--no-frame-cache`` turns it
-    off) to a torch dataset: rank 0 opens or builds it, the other ranks then open it."""
-
-    tag = f"{splits.name}/{splits.annotation_checksum}/{side}"
-    if env.distributed and not env.is_main:
-        D.barrier(env)
-        return frame_cache.attach(dataset, tag, num_workers=workers)
-    frame_cache.attach(dataset, tag, num_workers=workers, log=con.print)
-    D.barrier(env)
-    return dataset
-
-
-def num_workers_for(cfg: RunConfig, override: Optional[int]) -> int:
-    return cfg.profile.data.num_workers if override is None else int(override)
 
 
 # --- the run -----------------------------------------------------------------------------
@@ -237,62 +109,28 @@ def run(
         D.cleanup(env)
 
 
-def identity_for(cfg: RunConfig, splits: DatasetSplits, method: Method, world_size: int) -> dict[str, Any]:
-    """The run's ``provenance.identity`` (:func:`benchmark.record.run_identity.build_identity`)."""
-    t = cfg.profile.train
-    planned = (
-        (t.updates or ident.planned_steps(t.epochs, len(splits.train), t.batch_size, world_size, t.grad_accum))
-        if trains(cfg)
-        else None
-    )  # a schedule in updates (the paper profile) plans exactly that many
-    return ident.build_identity(
-        dataset=cfg.dataset,
-        annotation_checksum=splits.annotation_checksum,
-        custom_root=cfg.data_root is not None,
-        profile={"name": cfg.profile.name},
-        method=cfg.method,
-        overrides=cfg.method_overrides,
-        code=ident.code_hash(method),
-        seed=cfg.seed,
-        max_steps=t.max_steps if trains(cfg) else None,
-        planned=planned,
-    )
+@dataclass
+class Prepared:
+    """What the stages after :func:`prepare` share: the data, the model and the run's record."""
 
-
-def check_before_training(
-    cfg: RunConfig, env: D.DistEnv, run_dir: Path, target: Path, record: dict[str, Any], overwrite: bool
-) -> None:
-    """Refuse, before any work, a ``--resume`` with nothing to resume and a submission that would
-    replace one of another identity (rank 0 decides; every rank raises the same error)."""
-
-    problem: Optional[tuple[str, str]] = None
-    if env.is_main:
-        if cfg.resume and trains(cfg) and find_resumable(run_dir) is None:
-            problem = (
-                "checkpoint",
-                f"--resume: no checkpoint to resume in {run_dir} (nothing was trained there "
-                f"with these settings yet); drop --resume to start the run",
-            )
-        else:
-            try:
-                ident.check_target(target, record, overwrite=overwrite)
-            except ident.IdentityError as exc:
-                problem = ("identity", str(exc))
-    problem = D.broadcast_object(problem, env)
-    if problem is not None:
-        raise (CheckpointError if problem[0] == "checkpoint" else ident.IdentityError)(problem[1])
-
-
-def batch_groups(cfg: RunConfig, splits: DatasetSplits) -> Optional[list[str]]:
-    """Each training pair's livestream when the recipe groups batches by livestream, else None."""
-    if cfg.profile.train.group_batches == "none":
-        return None
-    if not splits.grouped:
-        raise engine.TrainingError(
-            f"--group-batches {cfg.profile.train.group_batches}: {splits.name} ranks every query against one "
-            "global gallery; its training pairs have no livestreams to group by"
-        )
-    return [livestream_of(p) for p in splits.train]
+    splits: DatasetSplits
+    train_splits: DatasetSplits  # less the held-out pairs of a fused second stage
+    validation: Any  # those held-out pairs (rerank_fusion), or None
+    products: dict[str, int]
+    categories: dict[str, int]
+    method: Method
+    variant: str
+    label: str
+    run_dir: Path
+    workers: int
+    seeds: dict[str, Any]
+    record: dict[str, Any]  # the submission's provenance.identity
+    identity: dict[str, Any]  # what a checkpoint must have been trained as (--resume)
+    resolved: dict[str, Any]  # the run directory's config.json
+    initial_weights: Optional[dict[str, Any]]
+    weights_files: Any
+    start: Optional[str]  # "untrained" / "zero-shot" for an evaluation of the initial weights
+    load_s: float
 
 
 def _run(
@@ -303,9 +141,28 @@ def _run(
     write_leaderboard: bool,
     overwrite: bool = False,
 ) -> RunResult:
-
     con = console(env.is_main)
     t_all = time.perf_counter()
+    p = prepare(cfg, env, num_workers, overwrite, con)
+    train_result = train_stage(cfg, env, p, show_progress, con)
+    t1 = time.perf_counter()
+    out = evaluate_stage(cfg, env, p, show_progress, con)
+    result = RunResult(run_dir=p.run_dir, method_name=p.label, train=train_result, evaluation=out)
+    result.timings = {
+        "load_s": p.load_s,
+        "train_s": train_result.wall_s if train_result else 0.0,
+        "eval_s": time.perf_counter() - t1,
+    }
+    if env.is_main and out is not None:
+        result.timings["total_s"] = time.perf_counter() - t_all
+        publish_stage(cfg, env, p, out, train_result, result, overwrite, write_leaderboard)
+    D.barrier(env)
+    return result
+
+
+def prepare(cfg: RunConfig, env: D.DistEnv, num_workers: Optional[int], overwrite: bool, con: Any) -> Prepared:
+    """Seed, load the data, build the method (and its ``--weights``), name the run and check,
+    before any training, that its submission may be written."""
     seeds = seed_everything(cfg.seed, deterministic=cfg.deterministic, rank=env.rank)
     METHODS.get(cfg.method)  # fail on an unknown name before loading any data
     t0 = time.perf_counter()
@@ -331,8 +188,6 @@ def _run(
         f"{len(splits.gallery)} gallery images), profile {cfg.profile.name}, seed {cfg.seed}, "
         f"{provenance.device_string(env.device)} x{env.world_size} -> {run_dir}"
     )
-    identity = run_identity(cfg, initial_weights)
-
     # a fused second stage's weight is chosen on held-out training pairs (benchmark.evaluation.rerank_fusion)
     train_splits, validation = rerank_fusion.carve_if_needed(method, splits)
     record = identity_for(cfg, train_splits, method, env.world_size)
@@ -359,89 +214,121 @@ def _run(
         "num_workers": workers,
         "world_size": env.world_size,
     }
+    return Prepared(
+        splits=splits,
+        train_splits=train_splits,
+        validation=validation,
+        products=products,
+        categories=categories,
+        method=method,
+        variant=variant,
+        label=label,
+        run_dir=run_dir,
+        workers=workers,
+        seeds=seeds,
+        record=record,
+        identity=run_identity(cfg, initial_weights),
+        resolved=resolved,
+        initial_weights=initial_weights,
+        weights_files=weights_files,
+        start=start,
+        load_s=load_s,
+    )
 
-    train_result: Optional[engine.TrainResult] = None
-    if trains(cfg):
-        groups = batch_groups(cfg, train_splits)
-        pairs = PairDataset(train_splits.train, cfg.profile.data, products, categories, train=True, live_groups=groups)
-        stream = stream_factory(train_splits.train, cfg.profile.data.num_frames, cfg.seed)  # a sharded root streams
-        if cfg.frame_cache and stream is None:
-            with_frame_cache(pairs, "train", splits, env, workers, con)
-        train_result = engine.train(
-            method,
-            pairs,
-            cfg.profile.train,
-            env=env,
-            run_dir=run_dir,
-            seed=cfg.seed,
-            num_workers=workers,
-            resume=cfg.resume,
-            config=resolved,
-            identity=identity,
-            show_progress=show_progress,
-            groups=groups,
-            stream=stream,
-        )
-    else:
-        method.to(env.device)
+
+def train_stage(
+    cfg: RunConfig, env: D.DistEnv, p: Prepared, show_progress: bool, con: Any
+) -> Optional[engine.TrainResult]:
+    """Train with the engine, or (``--epochs 0``) only place the model and write its config."""
+    if not trains(cfg):
+        p.method.to(env.device)
         if env.is_main:
-            save_config(run_dir, resolved)
-        con.print(f"no training (epochs = 0): evaluating the {'loaded' if initial_weights else start} weights")
+            save_config(p.run_dir, p.resolved)
+        con.print(f"no training (epochs = 0): evaluating the {'loaded' if p.initial_weights else p.start} weights")
+        return None
+    groups = batch_groups(cfg, p.train_splits)
+    data = cfg.profile.data
+    pairs = PairDataset(p.train_splits.train, data, p.products, p.categories, train=True, live_groups=groups)
+    stream = stream_factory(p.train_splits.train, data.num_frames, cfg.seed)  # a sharded root streams
+    if cfg.frame_cache and stream is None:
+        with_frame_cache(pairs, "train", p.splits, env, p.workers, con)
+    return engine.train(
+        p.method,
+        pairs,
+        cfg.profile.train,
+        env=env,
+        run_dir=p.run_dir,
+        seed=cfg.seed,
+        num_workers=p.workers,
+        resume=cfg.resume,
+        config=p.resolved,
+        identity=p.identity,
+        show_progress=show_progress,
+        groups=groups,
+        stream=stream,
+    )
 
+
+def evaluate_stage(cfg: RunConfig, env: D.DistEnv, p: Prepared, show_progress: bool, con: Any) -> Any:
+    """Choose a fused second stage's weight if there is one, then evaluate on the test split."""
     amp = engine.amp_dtype_for(env.device, cfg.profile.train.amp)
-    if validation is not None:
+    if p.validation is not None:
         choice = rerank_fusion.choose_fuse_weight(
-            method, validation, cfg.profile.data, cfg.profile.eval, env=env, num_workers=workers, amp_dtype=amp
+            p.method, p.validation, cfg.profile.data, cfg.profile.eval, env=env, num_workers=p.workers, amp_dtype=amp
         )
-        rerank_fusion.apply_choice(method, choice, run_dir if env.is_main else None)
+        rerank_fusion.apply_choice(p.method, choice, p.run_dir if env.is_main else None)
         con.print(
             f"fused second stage: weight {choice.weight} chosen on {choice.queries} held-out training clips "
             f"(validation R1 {choice.r1_by_weight[choice.weight]:.2f}; cosine alone {choice.r1_first_stage:.2f}, "
             f"second stage alone {choice.r1_second_stage:.2f})"
         )
-    t1 = time.perf_counter()
-    out = evaluate.evaluate(
-        method,
-        splits,
+    return evaluate.evaluate(
+        p.method,
+        p.splits,
         cfg.profile.data,
         cfg.profile.eval,
         env=env,
-        num_workers=workers,
+        num_workers=p.workers,
         amp_dtype=amp,
         show_progress=show_progress,
         feature_cache=FeatureCache(Path(cfg.output_dir) / FEATURE_CACHE_DIR) if cfg.feature_cache else None,
-        dataset_hook=(lambda ds, side: with_frame_cache(ds, side, splits, env, workers, con))
+        dataset_hook=(lambda ds, side: with_frame_cache(ds, side, p.splits, env, p.workers, con))
         if cfg.frame_cache
         else None,
     )
-    eval_s = time.perf_counter() - t1
-    result = RunResult(run_dir=run_dir, method_name=label, train=train_result, evaluation=out)
-    result.timings = {"load_s": load_s, "train_s": train_result.wall_s if train_result else 0.0, "eval_s": eval_s}
-    if env.is_main and out is not None:
-        prov = provenance.collect(env.device, world_size=env.world_size)
-        result.timings["total_s"] = time.perf_counter() - t_all
-        published = publish.publish(
-            cfg,
-            splits,
-            method,
-            variant,
-            out,
-            train_result=train_result,
-            provenance=prov,
-            seeds=seeds,
-            initial_weights=initial_weights,
-            identity=record,
-            overwrite=overwrite,
-            weights_files=weights_files,
-            timings=result.timings,
-            run_dir=run_dir,
-            synthetic_seed=SYNTH_DATA_SEED,
-            write_leaderboard=write_leaderboard,
-        )
-        result.metrics = published.metrics
-        result.submission_path = published.submission_path
-        result.leaderboard_table = published.table
-        result.leaderboard_error = published.leaderboard_error
-        result.committed = published.committed
-    D.barrier(env)
-    return result
+
+
+def publish_stage(
+    cfg: RunConfig,
+    env: D.DistEnv,
+    p: Prepared,
+    out: Any,
+    train_result: Optional[engine.TrainResult],
+    result: RunResult,
+    overwrite: bool,
+    write_leaderboard: bool,
+) -> None:
+    """Rank 0: write the submission (and the user's leaderboard) and fill ``result`` from it."""
+    published = publish.publish(
+        cfg,
+        p.splits,
+        p.method,
+        p.variant,
+        out,
+        train_result=train_result,
+        provenance=provenance.collect(env.device, world_size=env.world_size),
+        seeds=p.seeds,
+        initial_weights=p.initial_weights,
+        identity=p.record,
+        overwrite=overwrite,
+        weights_files=p.weights_files,
+        timings=result.timings,
+        run_dir=p.run_dir,
+        synthetic_seed=SYNTH_DATA_SEED,
+        write_leaderboard=write_leaderboard,
+    )
+    result.metrics = published.metrics
+    result.submission_path = published.submission_path
+    result.leaderboard_table = published.table
+    result.leaderboard_error = published.leaderboard_error
+    result.committed = published.committed

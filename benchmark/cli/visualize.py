@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 from benchmark.cli.args import load_registries, parse_overrides, whole_weights_overrides
-from benchmark.cli.runner import SYNTH_DATA_SEED, data_info
+from benchmark.cli.run_setup import SYNTH_DATA_SEED, data_info
 from benchmark.core.atomic import atomic_write_bytes
 from benchmark.core.config import RunConfig, get_profile
 from benchmark.core.registry import DATASETS, METHODS

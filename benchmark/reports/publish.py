@@ -77,7 +77,7 @@ def publish(
 ) -> Published:
     """Write the run's submission (and refresh the leaderboard); return what was written.
 
-    ``identity`` (:func:`benchmark.cli.runner.identity_for`) is recorded in the provenance; an
+    ``identity`` (:func:`benchmark.cli.run_setup.identity_for`) is recorded in the provenance; an
     existing submission of another identity under the same name is not replaced unless
     ``overwrite`` (:func:`benchmark.record.run_identity.check_target`). ``weights_files``: the files
     the method config names, hashed (:func:`benchmark.record.provenance.config_files`)."""
@@ -102,7 +102,7 @@ def publish(
     synthetic = cfg.data_root is None and synthetic_seed is not None
     sub = submission.build_submission(
         method=cfg.method,
-        variant=variant,  # the method's, plus the --set changes it does not name (runner.run_variant)
+        variant=variant,  # the method's, plus the --set changes it does not name (run_setup.run_variant)
         method_config=method_cfg,
         num_parameters=method.num_parameters(),
         dataset=cfg.dataset,

@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _setup(size: str):
-    from benchmark.cli.runner import build, data_info, load_splits
+    from benchmark.cli.run_setup import build, data_info, load_splits
     from benchmark.core.config import PROFILES, RunConfig
     from benchmark.core.registry import load_all
     from benchmark.training import distributed as D

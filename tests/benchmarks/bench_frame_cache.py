@@ -28,7 +28,7 @@ from typing import Optional
 
 import torch
 
-from benchmark.cli.runner import SYNTH_DATA_SEED
+from benchmark.cli.run_setup import SYNTH_DATA_SEED
 from benchmark.core.config import PROFILES
 from benchmark.core.registry import DATASETS, load_all
 from benchmark.training.item_seeding import ItemSeededDataset

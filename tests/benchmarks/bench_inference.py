@@ -38,7 +38,7 @@ CONFIGS: list[tuple[str, str, dict[str, Any], str, int]] = [
 
 def measure(queries: int = 200, repeats: int = 2) -> list[dict[str, Any]]:
     """One row per configuration of ``CONFIGS``: label, queries/s, pairs scored, ratio to SGMN."""
-    from benchmark.cli.runner import SYNTH_DATA_SEED, data_info
+    from benchmark.cli.run_setup import SYNTH_DATA_SEED, data_info
     from benchmark.core.config import RunConfig, get_profile
     from benchmark.core.registry import DATASETS, METHODS, load_all
     from benchmark.evaluation.evaluate import evaluate

@@ -58,7 +58,7 @@ class Row:
 
 
 def _load_or_train(size: str, steps: int, checkpoint: Optional[Path], overrides: dict[str, Any], workers: int):
-    from benchmark.cli.runner import SYNTH_DATA_SEED, data_info
+    from benchmark.cli.run_setup import SYNTH_DATA_SEED, data_info
     from benchmark.core.config import RunConfig, get_profile
     from benchmark.core.registry import DATASETS, load_all
     from benchmark.training import engine

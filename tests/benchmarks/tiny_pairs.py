@@ -7,7 +7,7 @@ import time
 
 import torch
 
-from benchmark.cli.runner import SYNTH_DATA_SEED, data_info
+from benchmark.cli.run_setup import SYNTH_DATA_SEED, data_info
 from benchmark.core.config import PROFILES, Profile, RunConfig
 from benchmark.core.registry import DATASETS, load_all
 from datasets.torch_data import PairDataset, collate_batch

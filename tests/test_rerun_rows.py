@@ -1,0 +1,122 @@
+"""``tools/rerun_rows.py``: the plan of leaderboard reruns and how it recognises a row already run."""
+
+from __future__ import annotations
+
+import gzip
+import importlib.util
+import json
+import shutil
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("rerun_rows", REPO / "tools" / "rerun_rows.py")
+rerun_rows = importlib.util.module_from_spec(_spec)
+sys.modules["rerun_rows"] = rerun_rows  # dataclasses look their module up there
+_spec.loader.exec_module(rerun_rows)
+
+COMMITTED = REPO / "results" / "submissions"
+
+
+def _command(name: str) -> list[str]:
+    path = COMMITTED / name
+    with (gzip.open if path.suffix == ".gz" else open)(path, "rt") as fh:
+        return json.load(fh)["provenance"]["command"].split()
+
+
+def test_plan_lists_each_main_row_and_its_control_once_per_seed() -> None:
+    jobs = rerun_rows.plan("tiny-v2", ["lpr4m-synth", "movingfashion-synth"], [0, 1, 2], ["asymnet", "nvan"], True)
+    assert len(jobs) == 2 * 2 * 3 * 2  # methods x datasets x seeds x (trained, untrained)
+    assert len({j.name for j in jobs}) == len(jobs)
+    asym = next(j for j in jobs if j.method == "asymnet" and not j.untrained)
+    assert asym.args[asym.args.index("--rerank") + 1] == "all"  # AsymNet's MAIN_RERANK
+    nvan = [j for j in jobs if j.method == "nvan"]
+    assert all("--rerank" not in j.args for j in nvan)
+    assert all(("--epochs" in j.args) == j.untrained for j in jobs)
+    assert [j.untrained for j in jobs] == sorted(j.untrained for j in jobs)  # trained rows first
+
+
+def test_a_committed_row_is_recognised_as_already_run(tmp_path: Path) -> None:
+    """The committed v1 AsymNet row and its control match the plan's tiny commands (whatever their
+    --results-dir); the other methods' rows are still to run."""
+    (tmp_path / "submissions").mkdir()
+    for name in (
+        "lpr4m-synth__tiny__asymnet__rerank-all__seed0.json.gz",
+        "lpr4m-synth__tiny__asymnet__rerank-all__untrained__seed0.json.gz",
+    ):
+        shutil.copy(COMMITTED / name, tmp_path / "submissions" / name)
+    done = rerun_rows._recorded(tmp_path)
+    jobs = rerun_rows.plan("tiny", ["lpr4m-synth"], [0], ["asymnet", "nvan"], True)
+    todo = [j.name for j in jobs if rerun_rows._key(list(j.args)) not in done]
+    assert todo == ["lpr4m-synth__nvan__seed0", "lpr4m-synth__nvan__seed0__untrained"]
+    # the same plan at another seed or profile is not taken for it
+    other = rerun_rows.plan("tiny-v2", ["lpr4m-synth"], [0], ["asymnet"], False)
+    assert rerun_rows._key(list(other[0].args)) not in done
+
+
+def test_key_ignores_where_a_run_writes_and_the_order_of_its_options() -> None:
+    a = rerun_rows._key(
+        "run_benchmark.py --profile tiny --seed 0 --no-leaderboard --results-dir /x --method nvan --dataset d".split()
+    )
+    b = rerun_rows._key(
+        "run_benchmark.py run --method nvan --dataset d --profile tiny --seed 0 --num-workers 0".split()
+    )
+    assert a == b
+    assert a != rerun_rows._key("run_benchmark.py --method nvan --dataset d --profile tiny --seed 1".split())
+
+
+def _compare_protocols():
+    spec = importlib.util.spec_from_file_location("compare_protocols", REPO / "tools" / "compare_protocols.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["compare_protocols"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _row(method: str, r1: float, ci: tuple[float, float], control: float, seeds: tuple[float, ...] = ()):
+    from benchmark.reports.leaderboard_rows import Row
+
+    runs = [Row("d", "p", method, "", "reproduced", "verified", values={"R1": v}) for v in seeds]
+    return Row(
+        "d",
+        "p",
+        method,
+        "",
+        "reproduced",
+        "verified",
+        values={"R1": r1},
+        cis={"R1": ci},
+        control={"R1": control},
+        runs=runs,
+    )
+
+
+def test_protocol_report_gives_tau_reversals_and_controls() -> None:
+    cp = _compare_protocols()
+    old = {"a": _row("a", 50, (47, 53), 5), "b": _row("b", 30, (27, 33), 5), "c": _row("c", 29, (26, 32), 5)}
+    new = {
+        "a": _row("a", 25, (22, 28), 5, seeds=(24, 25, 26)),  # a and b swap: separated in old
+        "b": _row("b", 40, (37, 43), 5),
+        "c": _row("c", 8, (4, 12), 6),  # its control lies inside its interval
+    }
+    text = cp.report(old, new, "tiny", "tiny-v2")
+    assert "Kendall's tau over the 3 methods in both: 0.333" in text
+    assert "Pairs the tiny intervals separate: 2; order reversed in tiny-v2: a / b" in text
+    assert "| c | 29.00 [26.00, 32.00] | 8.00 [4.00, 12.00] | 1 | - | 6.00 | **no** |" in text
+    assert "| a | 50.00 [47.00, 53.00] | 25.00 [22.00, 28.00] | 3 | 1.00 | 5.00 | yes |" in text
+
+
+def test_ablations_match_the_committed_ablation_rows(tmp_path: Path) -> None:
+    (tmp_path / "submissions").mkdir()
+    for name in (
+        "lpr4m-synth__tiny__rice-icl+pmd+pfr-ln+ipd__seed0.json.gz",
+        "lpr4m-synth__tiny__rice-icl+pmd__seed0.json.gz",
+    ):
+        shutil.copy(COMMITTED / name, tmp_path / "submissions" / name)
+    done = rerun_rows._recorded(tmp_path)
+    jobs = rerun_rows.plan("tiny", ["lpr4m-synth"], [0], ["rice"], False, ablations=True)
+    assert [j.name for j in jobs if rerun_rows._key(list(j.args)) in done] == [
+        "lpr4m-synth__rice+text=false__seed0",
+        "lpr4m-synth__rice+pfr=false+ipd=none+text=false__seed0",
+    ]
+    assert len(jobs) == 1 + len(rerun_rows.ABLATIONS["rice"])
