@@ -15,11 +15,12 @@ the 10 frames), already decoded, so that only the data path after the transforms
   by :func:`benchmark.training.engine.to_device` (the same float32 values, see
   tests/test_device_pixels.py).
 
-Rows: bytes per batch (the tensors a worker hands over), the collate alone in this process, and
-a DataLoader with one worker whose batches go through the transfer (``to_device``; on a machine
-without CUDA the "device" is the CPU, so the copy is skipped and the normalisation runs here:
-the figure is then the worker-to-main hand-over plus pinning-free collate). Wall times, median
-over rounds that interleave the two paths.
+Rows: bytes per batch (the tensors a worker hands over), the collate alone in this process, a
+DataLoader with one worker (collate in the worker, hand-over through shared memory, pinning on
+CUDA), and the same followed by ``to_device`` (on CUDA the copy and, for uint8, the
+normalisation on the GPU; on a machine without CUDA the copy is skipped and the uint8 path's
+normalisation runs in this process, work the float path did in its worker before the timing).
+Wall times, median over rounds that interleave the two paths.
 """
 
 from __future__ import annotations
@@ -98,6 +99,24 @@ def _nbytes(batch: dict[str, Any]) -> int:
     return sum(v.numel() * v.element_size() for v in batch.values() if isinstance(v, torch.Tensor))
 
 
+def _loader_seconds(items: list, pairs: int, collate: Callable, transfer: Callable, device: torch.device) -> float:
+    """Seconds per batch through a one-worker DataLoader (pinned on CUDA), then ``transfer``."""
+    loader = DataLoader(
+        _Items(items), batch_size=pairs, num_workers=1, collate_fn=collate, pin_memory=device.type == "cuda"
+    )
+    it = iter(loader)
+    transfer(next(it))  # worker start-up outside the timing
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t0, n = time.perf_counter(), 0
+    for batch in it:
+        transfer(batch)
+        n += 1
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return (time.perf_counter() - t0) / max(n, 1)
+
+
 def measure(pairs: int = 32, batches: int = 6, rounds: int = 3) -> dict[str, dict[str, float]]:
     """{path: {"bytes", "collate_s", "loader_transfer_s"}} (seconds per batch, median)."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -106,35 +125,17 @@ def measure(pairs: int = 32, batches: int = 6, rounds: int = 3) -> dict[str, dic
         "float": ([_float_item(it) for it in base], _old_collate, lambda b: to_device(b, device)),
         "uint8": (base, collate_batch, lambda b: to_device(b, device, CFG)),
     }
-    out: dict[str, dict[str, list[float]]] = {k: {"collate_s": [], "loader_transfer_s": []} for k in paths}
+    out: dict[str, dict[str, list[float]]] = {
+        k: {"collate_s": [], "loader_s": [], "loader_transfer_s": []} for k in paths
+    }
     sizes = {k: _nbytes(c(items)) for k, (items, c, _) in paths.items()}
     for _ in range(rounds):
         for name, (items, collate, transfer) in paths.items():
             t0 = time.perf_counter()
             collate(items)
             out[name]["collate_s"].append(time.perf_counter() - t0)
-            loader = DataLoader(
-                _Items(items * batches),
-                batch_size=pairs,
-                num_workers=1,
-                collate_fn=collate,
-                pin_memory=device.type == "cuda",
-                prefetch_factor=2,
-            )
-            it = iter(loader)
-            first = transfer(next(it))  # worker start-up outside the timing
-            del first
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            n = 0
-            for batch in it:
-                model_batch = transfer(batch)
-                n += 1
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            assert model_batch["frames"].dtype == torch.float32
-            out[name]["loader_transfer_s"].append((time.perf_counter() - t0) / max(n, 1))
+            for row, fn in (("loader_s", lambda b: b), ("loader_transfer_s", transfer)):
+                out[name][row].append(_loader_seconds(items * batches, pairs, collate, fn, device))
     return {
         k: {"bytes": float(sizes[k]), **{m: statistics.median(v) for m, v in rows.items()}} for k, rows in out.items()
     }
@@ -153,7 +154,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"{'':22}{'float':>12}{'uint8':>12}{'float/uint8':>14}")
     f, u = res["float"], res["uint8"]
     print(f"{'MB per batch':22}{f['bytes'] / 1e6:12.1f}{u['bytes'] / 1e6:12.1f}{f['bytes'] / u['bytes']:14.2f}")
-    for key, label in (("collate_s", "collate ms"), ("loader_transfer_s", "loader+transfer ms")):
+    rows = (("collate_s", "collate ms"), ("loader_s", "loader ms"), ("loader_transfer_s", "loader+to_device ms"))
+    for key, label in rows:
         print(f"{label:22}{f[key] * 1e3:12.1f}{u[key] * 1e3:12.1f}{f[key] / u[key]:14.2f}")
     return 0
 
