@@ -18,11 +18,14 @@
 * Gradient clipping by global norm when ``grad_clip`` > 0; mixed precision on CUDA only (bf16 autocast where the
   GPU supports it, else fp16 with a ``GradScaler``); plain fp32 on the CPU.
 * Randomness: the sampler shuffles with ``(seed, epoch)`` and every epoch re-seeds torch,
-  NumPy, Python and the DataLoader's worker seeds from ``(seed, epoch, rank)``, so an epoch
-  is the same whether training ran straight through or resumed from a checkpoint. Data
-  augmentation is seeded per item from ``(seed, epoch, index)``
-  (:mod:`benchmark.training.item_seeding`): the same whatever the world size, accumulation, worker
-  count or resume point.
+  NumPy and Python from ``(seed, epoch, rank)``, so an epoch is the same whether training ran
+  straight through or resumed from a checkpoint. Data augmentation is seeded per item from
+  ``(seed, epoch, index)`` (:mod:`benchmark.training.item_seeding`): the same whatever the world
+  size, accumulation, worker count or resume point. With ``num_workers`` > 0 the map-style
+  loader's workers persist across epochs (the sampler hands them the epoch with each index,
+  :mod:`benchmark.training.epoch_loader`); their own seeds, drawn once, feed no item.
+* The loader hands over uint8 pixels; :func:`to_device` copies a batch and normalises them there
+  (:mod:`datasets.pixels`), so methods get the float input of ``methods/base.py``.
 * ``torchrun``-ready: ``DistributedSampler(drop_last=True)`` so every rank sees equal
   batches (InfoNCE gathers negatives across ranks), DDP wrapping, rank 0 alone writes.
   ``group_batches="livestream"`` swaps in :class:`~benchmark.training.grouped_sampler.GroupedSampler`
