@@ -186,3 +186,22 @@ def test_engine_with_persistent_workers_trains_as_with_fresh_loaders(tmp_path, s
     assert len(h_fresh) == 3 and [r["epoch"] for r in h_fresh] == [r["epoch"] for r in h_kept]
     assert [r["loss"] for r in h_fresh] == [r["loss"] for r in h_kept]
     assert all(torch.equal(w_fresh[k], w_kept[k]) for k in w_fresh)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_normalised_on_the_gpu_through_the_prefetcher_equals_the_cpu_bitwise():
+    from benchmark.training.prefetch import DevicePrefetcher
+
+    g = torch.Generator().manual_seed(0)
+    mask = torch.arange(10)[None] < torch.tensor([[10], [3], [0]])  # full, padded, missing clip
+    host = {
+        "frames": torch.randint(0, 256, (3, 10, 3, 8, 8), dtype=torch.uint8, generator=g) * mask[..., None, None, None],
+        "frame_mask": mask,
+        "image": torch.randint(0, 256, (3, 3, 8, 8), dtype=torch.uint8, generator=g),
+        "index": torch.arange(3),
+    }
+    want = engine.to_device(host, torch.device("cpu"), CFG)
+    feed = lambda b, d: engine.to_device(b, d, CFG)  # noqa: E731
+    (got,) = list(DevicePrefetcher([{k: v.pin_memory() for k, v in host.items()}], torch.device("cuda"), feed))
+    for key in ("frames", "image"):
+        assert got[key].device.type == "cuda" and torch.equal(_bits(got[key].cpu()), _bits(want[key])), key
