@@ -3,10 +3,16 @@
 * :class:`PairDataset` (training pairs): clip side + image side + ``product``/``category`` ids.
 * :class:`QueryDataset` (test clips): clip side only.
 * :class:`GalleryDataset` (shop images): image side only.
-* :func:`collate_batch`: stacks tensors, keeps strings as lists, ints as long tensors, and adds
-  the flat indices of the real and the boxed frames (:mod:`benchmark.core.frame_index`).
+* :func:`collate_batch`: stacks tensors (in a worker, straight into shared memory, as torch's
+  default collate does), keeps strings as lists, ints as long tensors, and adds the flat indices
+  of the real and the boxed frames (:mod:`benchmark.core.frame_index`).
 
-Clip side: ``frames`` float [T, 3, S, S], ``frame_mask`` bool [T] (False on padding), ``boxes``
+Pixels stay uint8 here: ``frames`` uint8 [T, 3, S, S] (zeros on padding), ``image`` uint8
+[3, S, S]; the harness normalises them to the float input of ``methods/base.py`` on the device,
+after the host-to-device copy (:func:`datasets.pixels.normalise_pixels`, from
+``benchmark.training.engine.to_device``).
+
+Clip side: ``frames`` uint8 [T, 3, S, S], ``frame_mask`` bool [T] (False on padding), ``boxes``
 float [T, 4] xyxy in [0, 1] of the transformed frame, ``box_mask`` bool [T], ``asr`` str. A
 missing query clip (``Query.missing``) yields zero frames and an all-False ``frame_mask``. Every
 item carries ``index`` (its position in the split). Unreadable files raise ``DataError``, as
@@ -22,7 +28,7 @@ import json
 from typing import Any, Mapping, Optional, Sequence
 
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, default_collate
 
 from benchmark.core.config import DataConfig
 from benchmark.core.frame_index import frame_indices
@@ -107,7 +113,7 @@ def load_clip(clip: ClipSource, cfg: DataConfig, *, train: bool = False, cache: 
         boxes = [clip.boxes.get(p) for p in positions]
         if clip.box_space == "original":  # LPR4M release: boxes in original pixels, frames resized
             boxes = boxes_in_stored_pixels(boxes, [clip.frame_paths[p] for p in positions], stored)
-    out_frames = torch.empty(n_t, 3, size, size)
+    out_frames = torch.zeros(n_t, 3, size, size, dtype=torch.uint8)  # padding stays zero
     out_boxes = torch.zeros(n_t, 4)
     box_mask = torch.zeros(n_t, dtype=torch.bool)
     k = len(frames)
@@ -121,10 +127,9 @@ def load_clip(clip: ClipSource, cfg: DataConfig, *, train: bool = False, cache: 
             pixels = T.eval_geometry(frames, cfg.resize_size, size, cfg.resize_mode, cfg.interpolation)
             resized = [(int(f.shape[-1]), int(f.shape[-2])) for f in frames]
             norm_boxes, valid = T.eval_boxes(norm_boxes, valid, resized, cfg.resize_size, size, cfg.resize_mode)
-        T.to_float(pixels, cfg.mean, cfg.std, out=out_frames[:k])
+        out_frames[:k] = pixels
         out_boxes[:k] = norm_boxes
         box_mask[:k] = valid
-    out_frames[k:].zero_()
     return {
         "frames": out_frames,
         "frame_mask": temporal_mask(k, n_t),
@@ -136,7 +141,7 @@ def load_clip(clip: ClipSource, cfg: DataConfig, *, train: bool = False, cache: 
 
 
 def load_image(path, cfg: DataConfig, *, train: bool = False, cache: Any = None) -> torch.Tensor:
-    """Decode (or read from ``cache``) and transform one shop image to float ``[3, S, S]``."""
+    """Decode (or read from ``cache``) and transform one shop image to uint8 ``[3, S, S]``."""
     if cache is not None:
         img, _, canvas = cache.decode_image(path, min_side=cfg.resize_size)
     else:
@@ -147,7 +152,7 @@ def load_image(path, cfg: DataConfig, *, train: bool = False, cache: Any = None)
         pixels = T.train_geometry([img], crop, cfg.image_size)
     else:
         pixels = T.eval_geometry([img], cfg.resize_size, cfg.image_size, cfg.resize_mode, cfg.interpolation)
-    return T.to_float(pixels[0], cfg.mean, cfg.std)
+    return pixels[0].contiguous()
 
 
 def _train_canvas(decoded: tuple[int, int], cfg: DataConfig) -> tuple[int, int]:
@@ -272,7 +277,7 @@ def collate_batch(items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         values = [it[key] for it in items]
         first = values[0]
         if isinstance(first, torch.Tensor):
-            batch[key] = torch.stack(values)
+            batch[key] = default_collate(values)  # in a worker: stacked into shared memory, no extra copy
         elif isinstance(first, str):
             batch[key] = list(values)
         elif isinstance(first, (int, bool)):

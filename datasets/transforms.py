@@ -20,6 +20,7 @@ or the box falls outside the crop).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
@@ -203,13 +204,23 @@ def train_boxes(boxes: torch.Tensor, valid: torch.Tensor, crop: TrainCrop) -> tu
 def to_float(
     x: torch.Tensor, mean: Sequence[float], std: Sequence[float], out: Optional[torch.Tensor] = None
 ) -> torch.Tensor:
-    """uint8 ``[..., 3, H, W]`` -> float ``(x / 255 - mean) / std``, contiguous.
+    """uint8 ``[..., 3, H, W]`` -> float ``(x / 255 - mean) / std``, contiguous, on ``x``'s device.
 
     With ``out`` (float, same shape) the result is written there in one converting copy plus two
-    in-place passes, with no temporaries (allocation dominated the cost on small frames)."""
-    scale = torch.tensor([1.0 / (255.0 * s) for s in std], dtype=torch.float32).view(3, 1, 1)
-    shift = torch.tensor([m / s for m, s in zip(mean, std)], dtype=torch.float32).view(3, 1, 1)
+    in-place passes, with no temporaries (allocation dominated the cost on small frames). The
+    same three float32 operations run wherever ``x`` is, so a batch normalised on the training
+    device equals one normalised in a DataLoader worker bit for bit (on the CPU)."""
+    scale, shift = _affine(tuple(float(m) for m in mean), tuple(float(s) for s in std), x.device)
     if out is None:
-        out = torch.empty(x.shape, dtype=torch.float32)
+        out = torch.empty(x.shape, dtype=torch.float32, device=x.device)
     out.copy_(x)
     return out.mul_(scale).sub_(shift)
+
+
+@functools.lru_cache(maxsize=16)
+def _affine(mean: tuple[float, ...], std: tuple[float, ...], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """``1 / (255 std)`` and ``mean / std`` as float32 ``[3, 1, 1]`` on ``device``, built once per
+    device (on a GPU a fresh table per batch would be a host-to-device copy every step)."""
+    scale = torch.tensor([1.0 / (255.0 * s) for s in std], dtype=torch.float32).view(3, 1, 1)
+    shift = torch.tensor([m / s for m, s in zip(mean, std)], dtype=torch.float32).view(3, 1, 1)
+    return scale.to(device), shift.to(device)

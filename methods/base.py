@@ -3,10 +3,14 @@
 A method is an ``nn.Module`` registered with ``@METHODS.register(name)``. The protocol
 (training engine, evaluator) only ever calls the members below; nothing else is assumed.
 
-Batches are dicts (built by ``datasets.torch_data``):
+Batches are dicts (built by ``datasets.torch_data``). The DataLoader hands over ``frames`` and
+``image`` as uint8 pixels (a quarter of the bytes through shared memory and the host-to-device
+copy); the harness normalises them on the device right after the copy
+(``benchmark.training.engine.to_device`` -> ``datasets.pixels.normalise_pixels``), so a method
+always receives the float fields below:
 
 query / clip side
-    ``frames``      float [B, T, 3, H, W], normalised with CLIP mean/std
+    ``frames``      float [B, T, 3, H, W], normalised with CLIP mean/std; padding frames are 0.0
     ``frame_mask``  bool  [B, T], True where a real frame is (False = padding)
     ``boxes``       float [B, T, 4], intent-product box per frame, xyxy in [0, 1] of the
                     transformed frame (zeros where unknown)

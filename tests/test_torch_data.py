@@ -69,10 +69,10 @@ def test_pair_batch_format(lpr):
     assert batch["frame_index"].tolist() == [i for i in range(30) if real[i]]
     assert batch["boxed_index"].tolist() == [i for i in range(30) if boxed[i]]
     assert batch["boxed_clips"].tolist() == [c for c in range(3) if boxed[c * 10 : (c + 1) * 10].any()]
-    assert batch["frames"].shape == (3, 10, 3, 32, 32) and batch["frames"].dtype == torch.float32
+    assert batch["frames"].shape == (3, 10, 3, 32, 32) and batch["frames"].dtype == torch.uint8
     assert batch["frame_mask"].dtype == torch.bool and batch["frame_mask"].shape == (3, 10)
     assert batch["boxes"].shape == (3, 10, 4) and batch["box_mask"].dtype == torch.bool
-    assert batch["image"].shape == (3, 3, 32, 32)
+    assert batch["image"].shape == (3, 3, 32, 32) and batch["image"].dtype == torch.uint8  # normalised on the device
     assert batch["product"].dtype == torch.long and batch["category"].dtype == torch.long
     assert batch["index"].tolist() == [0, 1, 2]
     assert batch["product"].tolist() == [products[p.product_id] for p in s.train[:3]]
@@ -126,7 +126,7 @@ def test_video_clip_sampled_at_one_fps(mf):
     item = QueryDataset(s.queries, CFG)[0]
     # 12 frames at 4 fps -> the frames ffmpeg -vf fps=1 writes: 1, 5, 9
     assert item["frame_mask"].tolist() == [True] * 3 + [False] * 7
-    brightness = item["frames"][:3].mean(dim=(1, 2, 3))
+    brightness = item["frames"][:3].float().mean(dim=(1, 2, 3))
     assert brightness[0] < brightness[1] < brightness[2]  # fixture frame i is brighter with i
     # tracklets hold even frame indices: 1, 5, 9 each have one within half a second
     assert item["box_mask"][:3].all()

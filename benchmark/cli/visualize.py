@@ -161,8 +161,8 @@ def render(args: argparse.Namespace) -> list[Path]:
 
     method, splits, data_cfg, device = _load(args)
     query, item = _pick(splits, args.query, args.gallery_id)
-    q_batch = to_device(collate_batch([QueryDataset([query], data_cfg)[0]]), device)
-    g_batch = to_device(collate_batch([GalleryDataset([item], data_cfg)[0]]), device)
+    q_batch = to_device(collate_batch([QueryDataset([query], data_cfg)[0]]), device, data_cfg)
+    g_batch = to_device(collate_batch([GalleryDataset([item], data_cfg)[0]]), device, data_cfg)
     with torch.no_grad():
         maps = method.cross_attention_maps(q_batch, g_batch).float().cpu()
         boxes = found = None

@@ -77,6 +77,8 @@ def extract(
     if n == 0:
         raise EvaluationError(f"nothing to encode on the {side} side")
     encode = method.encode_query if side == "query" else method.encode_gallery
+    # the loader hands over uint8 pixels; they are normalised on the device, after the copy
+    pixel_cfg = dataset.cfg if isinstance(dataset, (QueryDataset, GalleryDataset)) else None
     sampler = DistributedSampler(dataset, num_replicas=env.world_size, rank=env.rank, shuffle=False, drop_last=False)
     loader = DataLoader(
         dataset,
@@ -96,7 +98,7 @@ def extract(
         with torch.inference_mode():  # no autograd records, no version counters
             for b, batch in enumerate(loader):
                 with autocast(env.device, amp_dtype):
-                    enc = encode(to_device(batch, env.device))
+                    enc = encode(to_device(batch, env.device, pixel_cfg))
                 # one device-to-host copy a batch; the contract is checked on the copy (a non-finite
                 # value stays non-finite through the normalisation)
                 emb = (

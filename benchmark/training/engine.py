@@ -18,11 +18,14 @@
 * Gradient clipping by global norm when ``grad_clip`` > 0; mixed precision on CUDA only (bf16 autocast where the
   GPU supports it, else fp16 with a ``GradScaler``); plain fp32 on the CPU.
 * Randomness: the sampler shuffles with ``(seed, epoch)`` and every epoch re-seeds torch,
-  NumPy, Python and the DataLoader's worker seeds from ``(seed, epoch, rank)``, so an epoch
-  is the same whether training ran straight through or resumed from a checkpoint. Data
-  augmentation is seeded per item from ``(seed, epoch, index)``
-  (:mod:`benchmark.training.item_seeding`): the same whatever the world size, accumulation, worker
-  count or resume point.
+  NumPy and Python from ``(seed, epoch, rank)``, so an epoch is the same whether training ran
+  straight through or resumed from a checkpoint. Data augmentation is seeded per item from
+  ``(seed, epoch, index)`` (:mod:`benchmark.training.item_seeding`): the same whatever the world
+  size, accumulation, worker count or resume point. With ``num_workers`` > 0 the map-style
+  loader's workers persist across epochs (the sampler hands them the epoch with each index,
+  :mod:`benchmark.training.epoch_loader`); their own seeds, drawn once, feed no item.
+* The loader hands over uint8 pixels; :func:`to_device` copies a batch and normalises them there
+  (:mod:`datasets.pixels`), so methods get the float input of ``methods/base.py``.
 * ``torchrun``-ready: ``DistributedSampler(drop_last=True)`` so every rank sees equal
   batches (InfoNCE gathers negatives across ranks), DDP wrapping, rank 0 alone writes.
   ``group_batches="livestream"`` swaps in :class:`~benchmark.training.grouped_sampler.GroupedSampler`
@@ -48,6 +51,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from dataclasses import dataclass, field
@@ -59,11 +63,11 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Dataset
 
-from benchmark.core.config import TrainConfig
+from benchmark.core.config import DataConfig, TrainConfig
 from benchmark.core.progress import StepProgress
 from benchmark.training import checkpoint as ckpt
 from benchmark.training.distributed import DistEnv
-from benchmark.training.epoch_loader import StreamFactory, epoch_loader
+from benchmark.training.epoch_loader import EpochLoaders, StreamFactory
 from benchmark.training.grouped_sampler import epoch_sampler
 from benchmark.training.item_seeding import ItemSeededDataset
 from benchmark.training.loop import NonFiniteLossError, RunClock, Trainer, TrainingError, autocast, train_one_epoch  # noqa: F401  (TrainingError, NonFiniteLossError, autocast: public here)
@@ -71,7 +75,8 @@ from benchmark.training.loss_meter import LossMeter
 from benchmark.training.prefetch import DevicePrefetcher
 from benchmark.training.seeding import seed_everything, set_rng_state
 from benchmark.training.state import Stateful, TrainState, same_identity  # noqa: F401  (same_identity: public here)
-from datasets.torch_data import collate_batch
+from datasets.pixels import has_raw_pixels, normalise_pixels
+from datasets.torch_data import PairDataset, collate_batch
 from methods.base import Method
 
 
@@ -178,9 +183,16 @@ def amp_dtype_for(device: torch.device, enabled: bool) -> Optional[torch.dtype]:
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
-def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+def to_device(batch: dict[str, Any], device: torch.device, data_cfg: Optional[DataConfig] = None) -> dict[str, Any]:
+    """``batch``'s tensors on ``device``; uint8 pixels (as the DataLoader hands them over) then
+    normalised there with ``data_cfg``'s mean/std (:func:`datasets.pixels.normalise_pixels`)."""
     non_blocking = device.type == "cuda"
-    return {k: v.to(device, non_blocking=non_blocking) if isinstance(v, Tensor) else v for k, v in batch.items()}
+    out = {k: v.to(device, non_blocking=non_blocking) if isinstance(v, Tensor) else v for k, v in batch.items()}
+    if not has_raw_pixels(out):
+        return out
+    if data_cfg is None:
+        raise ValueError("a batch with uint8 frames/image needs the data config's mean/std (to_device(..., data_cfg))")
+    return normalise_pixels(out, data_cfg.mean, data_cfg.std)
 
 
 class _LossForward(nn.Module):
@@ -218,6 +230,8 @@ def train(
     groups: Optional[Sequence[str]] = None,
     log_every: Optional[int] = None,
     stream: Optional[StreamFactory] = None,
+    data_cfg: Optional[DataConfig] = None,
+    persistent_workers: bool = True,
 ) -> TrainResult:
     """Train ``method`` on ``dataset`` (a PairDataset) under ``cfg``; return what happened.
 
@@ -226,7 +240,10 @@ def train(
     pair, e.g. its livestream) is required when ``cfg.group_batches`` is not "none".
     ``log_every``: optimizer steps between two host reads of the losses (and finiteness
     checks); default 1 on the CPU, where a read costs nothing, 50 on a GPU. ``stream`` (a sharded
-    root) builds each epoch's stream of items in place of the sampler.
+    root) builds each epoch's stream of items in place of the sampler. ``data_cfg`` (default: a
+    ``PairDataset``'s own) gives the mean/std that turn the loader's uint8 pixels into the model's
+    float input on the device. ``persistent_workers``: with ``num_workers`` > 0, keep the
+    map-style loader's workers across epochs (the same items either way).
     """
     collate = collate or collate_batch
     run_dir = Path(run_dir)
@@ -239,7 +256,18 @@ def train(
     if cfg.group_batches != "none" and (groups is None or len(groups) != n):
         raise TrainingError(f"group_batches={cfg.group_batches!r} needs one group key per training pair")
     tr, epochs = _build_trainer(method, n, cfg, env, run_dir, identity, log_every)
+    if data_cfg is None and isinstance(dataset, PairDataset):
+        data_cfg = dataset.cfg
     dataset = ItemSeededDataset(dataset, seed)  # augmentation = f(seed, epoch, item): rank/resume-proof
+    loaders = EpochLoaders(
+        dataset,
+        micro_bs=tr.micro_bs,
+        num_workers=num_workers,
+        collate=collate,
+        pin_memory=env.device.type == "cuda",
+        persistent=persistent_workers,
+    )
+    feed = functools.partial(to_device, data_cfg=data_cfg)
     state = TrainState()
     if resume and ckpt.find_resumable(run_dir):
         state = TrainState.restore(run_dir, tr.objs, env, tr.split, identity)
@@ -253,13 +281,14 @@ def train(
             prog.log(f"resumed from {ckpt.checkpoint_path(run_dir)} at epoch {state.epoch}, step {state.step}")
         prog.update(state.step)
         while state.epoch < epochs and state.step < tr.total_steps:
-            loader, meter = _start_epoch(tr, state, method, dataset, collate, seed, num_workers, groups, epochs, stream)
-            batches = DevicePrefetcher(loader, env.device, to_device)  # CUDA: copies one batch ahead
+            loader, meter = _start_epoch(tr, state, method, dataset, loaders, seed, groups, epochs, stream)
+            batches = DevicePrefetcher(loader, env.device, feed)  # CUDA: copies one batch ahead, then normalises
             record = train_one_epoch(tr, state, batches, meter, prog, clock)
             prog.log(
                 f"epoch {record['epoch']}/{epochs}  step {state.step}/{tr.total_steps}  "
                 f"loss {record.get('loss', float('nan')):.4f}  {record['samples_per_s']:.1f} samples/s"
             )
+    loaders.close()
     method.eval()
     wall = time.perf_counter() - clock.t_start
     return TrainResult(
@@ -345,9 +374,8 @@ def _start_epoch(
     state: TrainState,
     method: Method,
     dataset: ItemSeededDataset,
-    collate: Callable,
+    loaders: EpochLoaders,
     seed: int,
-    num_workers: int,
     groups: Optional[Sequence[str]],
     epochs: int,
     stream: Optional[StreamFactory],
@@ -376,18 +404,9 @@ def _start_epoch(
     method.set_epoch(epoch)
     dataset.set_epoch(epoch)
     method.on_epoch_start(epoch, epochs)
-    # a new loader per epoch (no persistent workers): its sampler and worker seeds are the epoch's
-    loader = epoch_loader(
-        dataset,
-        epoch,
-        sampler=sampler,
-        stream=stream,
-        skip_micro=skip,
-        micro_bs=tr.micro_bs,
-        num_workers=num_workers,
-        collate=collate,
-        pin_memory=env.device.type == "cuda",
-        generator_seed=_epoch_seed(seed, epoch) + env.rank,
+    # persistent workers get the epoch with each index; a stream or num_workers=0 gets a fresh loader per epoch
+    loader = loaders.epoch(
+        epoch, sampler=sampler, stream=stream, skip_micro=skip, generator_seed=_epoch_seed(seed, epoch) + env.rank
     )
     meter = LossMeter(env.device, partial["sums"] if partial else None, int(partial["counted"]) if partial else 0)
     return loader, meter

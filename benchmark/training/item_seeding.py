@@ -13,13 +13,18 @@ around each ``__getitem__`` it seeds torch, NumPy and Python ``random`` from
 * gradient accumulation, worker count and worker assignment change nothing;
 * a run resumed mid-epoch re-creates the remaining items bit for bit;
 * model-side randomness (dropout) keeps its own per-rank stream, untouched by data loading.
+
+The epoch travels with the index when the sampler yields ``(epoch, index)`` pairs
+(:class:`benchmark.training.epoch_loader.EpochSampler`): persistent DataLoader workers hold a
+copy of the dataset made when they started, so an epoch set later in the main process
+(:meth:`ItemSeededDataset.set_epoch`) would never reach them.
 """
 
 from __future__ import annotations
 
 import hashlib
 import random
-from typing import Any
+from typing import Any, Union
 
 import numpy as np
 import torch
@@ -35,8 +40,9 @@ def item_seed(seed: int, epoch: int, index: int) -> int:
 class ItemSeededDataset(Dataset):
     """Wraps ``base`` so that item ``i`` is drawn under the seed ``item_seed(seed, epoch, i)``.
 
-    Call :meth:`set_epoch` before each epoch (before the DataLoader is built, so worker
-    processes receive the right epoch). Other attributes are forwarded to ``base``.
+    The key is ``index`` (the epoch is the one :meth:`set_epoch` last set; call it before the
+    DataLoader is built, so worker processes receive it) or ``(epoch, index)`` (the epoch carried
+    by the sampler; what persistent workers need). Other attributes are forwarded to ``base``.
     """
 
     def __init__(self, base: Dataset, seed: int) -> None:
@@ -50,8 +56,9 @@ class ItemSeededDataset(Dataset):
     def __len__(self) -> int:
         return len(self.base)  # type: ignore[arg-type]
 
-    def __getitem__(self, index: int) -> Any:
-        s = item_seed(self.seed, self.epoch, index)
+    def __getitem__(self, key: Union[int, tuple[int, int]]) -> Any:
+        epoch, index = key if isinstance(key, tuple) else (self.epoch, key)
+        s = item_seed(self.seed, epoch, index)
         py_state = random.getstate()
         np_state = np.random.get_state()
         with torch.random.fork_rng(devices=[]):

@@ -61,7 +61,7 @@ def profile_training(
 ) -> dict[str, float]:
     """Seconds per phase summed over ``steps`` optimizer steps (after one warm-up step); with
     ``frame_cache`` the pairs read the decoded-frame cache (built or opened first, not timed)."""
-    from benchmark.training.engine import build_optimizer, warmup_cosine
+    from benchmark.training.engine import build_optimizer, to_device, warmup_cosine
     from benchmark.training.item_seeding import ItemSeededDataset
     from datasets.torch_data import PairDataset, collate_batch
 
@@ -83,7 +83,7 @@ def profile_training(
     it = iter(loader)
     for step in range(steps + 1):
         t0 = time.perf_counter()
-        batch = next(it)
+        batch = to_device(next(it), torch.device("cpu"), cfg.profile.data)  # uint8 pixels -> the float input
         t1 = time.perf_counter()
         loss = sum(method.training_losses(batch).values())
         t2 = time.perf_counter()

@@ -22,6 +22,7 @@ On the CPU (``--tiny``, the default there) the same code runs at small shapes in
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import os
 import statistics
@@ -37,7 +38,7 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from benchmark.core.config import TrainConfig  # noqa: E402
+from benchmark.core.config import DataConfig, TrainConfig  # noqa: E402
 from benchmark.core.frame_index import frame_indices  # noqa: E402
 from benchmark.training import engine  # noqa: E402
 from benchmark.training.distributed import cleanup, init_distributed  # noqa: E402
@@ -78,11 +79,13 @@ def synthetic_batch(b: int, t: int, size: int, real_frames: float, boxed: float,
     box_mask = (torch.rand(b, t, generator=g) < boxed) & frame_mask
     xy = torch.rand(b, t, 2, generator=g) * 0.5
     batch = {
-        "frames": torch.randn(b, t, 3, size, size, generator=g) * frame_mask[:, :, None, None, None],
+        # uint8 pixels, as the workers hand them over; the feed normalises them on the device
+        "frames": torch.randint(0, 256, (b, t, 3, size, size), dtype=torch.uint8, generator=g)
+        * frame_mask[:, :, None, None, None],
         "frame_mask": frame_mask,
         "box_mask": box_mask,
         "boxes": torch.cat([xy, xy + 0.2 + torch.rand(b, t, 2, generator=g) * 0.3], dim=-1),
-        "image": torch.randn(b, 3, size, size, generator=g),
+        "image": torch.randint(0, 256, (b, 3, size, size), dtype=torch.uint8, generator=g),
         "asr": ["主播介绍这款商品的材质和尺码" * 3 for _ in range(b)],
         "title": ["女装连衣裙夏季新款" for _ in range(b)],
         "product": torch.randperm(10 * b, generator=g)[:b],
@@ -142,7 +145,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         host = [{k: v.pin_memory() if isinstance(v, torch.Tensor) else v for k, v in b.items()} for b in host]
     meter = LossMeter(device)
     method.train()
-    batches = iter(DevicePrefetcher(itertools.cycle(host), device, engine.to_device))  # the engine's feed
+    feed = functools.partial(engine.to_device, data_cfg=DataConfig())  # copy, then normalise on the device
+    batches = iter(DevicePrefetcher(itertools.cycle(host), device, feed))  # the engine's feed
 
     def step(i: int, timer: Timer | None) -> None:
         marks = [timer.mark()] if timer else None
@@ -199,7 +203,7 @@ def _forward_seconds(tr, batch: dict[str, Any], device: torch.device, steps: int
     """Median forward time alone (no backward), to split the forward+backward span."""
     timer = Timer(device)
     for _ in range(max(2, min(steps, 5))):
-        b = engine.to_device(batch, device)
+        b = engine.to_device(batch, device, DataConfig())
         with torch.no_grad(), engine.autocast(device, tr.amp):
             start = timer.mark()
             tr.module(b)

@@ -10,18 +10,21 @@ import torch
 from benchmark.cli.run_setup import SYNTH_DATA_SEED, data_info
 from benchmark.core.config import PROFILES, Profile, RunConfig
 from benchmark.core.registry import DATASETS, load_all
+from benchmark.training.engine import to_device
 from datasets.torch_data import PairDataset, collate_batch
 from methods.base import DataInfo
 
 
 def tiny_pairs(batch_size: int) -> tuple[PairDataset, DataInfo, Profile, dict]:
-    """The training pairs, their DataInfo (the runner's), the tiny profile and one collated batch."""
+    """The training pairs, their DataInfo (the runner's), the tiny profile and one collated batch
+    (its uint8 pixels normalised, as ``engine.to_device`` does after the copy)."""
     load_all()
     splits = DATASETS.get("lpr4m-synth")(None, size="tiny", seed=SYNTH_DATA_SEED)
     prof = PROFILES["tiny"]
     info, products, cats = data_info(splits, RunConfig(method="", dataset="lpr4m-synth", profile=prof))
     data = PairDataset(splits.train, prof.data, products, cats, train=True)
-    batch = collate_batch([data[i % len(data)] for i in range(batch_size)])
+    host = collate_batch([data[i % len(data)] for i in range(batch_size)])
+    batch = to_device(host, torch.device("cpu"), prof.data)  # the model's float input, as the engine feeds it
     return data, info, prof, batch
 
 
