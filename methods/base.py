@@ -24,6 +24,8 @@ training batches hold both sides of each pair plus
     ``category``    long [B], category index in ``range(info.num_categories)`` (-1 unknown)
 every batch
     ``index``       long [B], position of the item in its split
+and whatever the method's :meth:`Method.batch_preparer` adds in the DataLoader's workers (e.g.
+``asr_tokens``: :mod:`methods.text_tokens`).
 
 Hyperparameters live in one config dataclass per method with one instance per profile
 (``paper`` and ``tiny``), returned by :meth:`Method.default_config`.
@@ -35,7 +37,7 @@ import dataclasses
 import difflib
 import typing
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Mapping, Optional
+from typing import Any, Callable, ClassVar, Mapping, Optional
 
 import torch
 from torch import Tensor, nn
@@ -148,6 +150,17 @@ class Method(nn.Module):
     def training_losses(self, batch: dict[str, Any]) -> dict[str, Tensor]:
         """Named, already weighted scalar losses; the engine minimises their sum."""
         raise NotImplementedError
+
+    def batch_preparer(self) -> Optional[Callable[[dict[str, Any]], dict[str, Any]]]:
+        """Work on a collated batch that belongs in the DataLoader's worker processes, not in
+        the forward on the critical path (e.g. tokenizing its text: :mod:`methods.text_tokens`).
+
+        The training engine and the evaluator apply the returned function to every collated
+        batch (training and evaluation, both sides) in the workers, before pinning; it returns
+        the batch with fields added, on the CPU, and must pickle without the model (hold
+        settings, not modules). The forward must give the same values with or without those
+        fields (batches built by hand skip it). Default: None, nothing to prepare."""
+        return None
 
     def on_epoch_start(self, epoch: int, num_epochs: int) -> None:
         """Called by the training engine before each epoch (``epoch`` counts from 0).

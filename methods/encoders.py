@@ -39,6 +39,7 @@ from open_clip.transformer import QuickGELU
 from torch import Tensor, nn
 
 from methods.hub import EncoderLoadError, is_local_weights, require_hub_files
+from methods.text_tokens import TextTokens, tokenize_texts
 from methods.text_towers import TEXT_TOWERS, CnClipText, FileTextEmbeddings, cn_clip_config
 
 
@@ -333,7 +334,6 @@ class ClipEncoder(nn.Module):
             self.text_projection = clip.text_projection
             self.register_buffer("attn_mask", clip.attn_mask, persistent=False)
             self.text_pool_type = getattr(clip, "text_pool_type", "argmax")
-            self._tokenizer = None
         grid = self.visual.grid_size
         self.grid = int(grid[0]) if isinstance(grid, (tuple, list)) else int(grid)
         self.width = int(self.visual.conv1.out_channels)
@@ -371,15 +371,31 @@ class ClipEncoder(nn.Module):
 
     # --- text ------------------------------------------------------------------------
     def tokenize(self, texts: Sequence[str]) -> Tensor:
+        """[N, context_length] BPE ids of this CLIP's own tokenizer (``openai-clip`` tower)."""
+        return tokenize_texts("openai-clip", texts, self.cfg.context_length)
 
-        if self._tokenizer is None:
-            self._tokenizer = open_clip.SimpleTokenizer(context_length=self.cfg.context_length)
-        return self._tokenizer(list(texts))
+    def text_preparer(self, present: bool = False) -> Optional[TextTokens]:
+        """What the DataLoader's workers run on a batch for this encoder's text tower: its ids
+        (``cn-clip``, ``openai-clip``) and, with ``present``, which strings are non-empty;
+        None without a text tower."""
+        if not self.with_text:
+            return None
+        tower = self.cfg.text_tower
+        length = self.cfg.text_context_length if tower == "cn-clip" else self.cfg.context_length
+        return TextTokens(tower, length, present=present)
 
-    def encode_text(self, texts: Sequence[str], ids: Optional[Sequence[str]] = None, kind: str = "asr") -> Tensor:
+    def encode_text(
+        self,
+        texts: Sequence[str],
+        ids: Optional[Sequence[str]] = None,
+        kind: str = "asr",
+        tokens: Optional[Tensor] = None,
+    ) -> Tensor:
         """Text embeddings [N, E] from the profile's tower: OpenAI CLIP's (EOT token ->
         ``ln_final`` -> proj), Chinese-CLIP's ([CLS] -> proj) or the ``kind`` ("asr" | "title")
-        embedding file, read by ``ids`` (clip ids for ASR, image ids for titles)."""
+        embedding file, read by ``ids`` (clip ids for ASR, image ids for titles). ``tokens``:
+        the ids the DataLoader's workers built (:meth:`text_preparer`); the texts are then not
+        tokenized again."""
         if not self.with_text:
             raise RuntimeError("encoder was built without its text tower")
         if isinstance(self.text_tower, FileTextEmbeddings):
@@ -387,8 +403,10 @@ class ClipEncoder(nn.Module):
                 raise ValueError(f"text tower 'file': the batch carries no ids for its {kind} embeddings")
             return self.text_tower(ids, kind)
         if self.text_tower is not None:
-            return self.text_tower(texts)
-        tokens = self.tokenize(texts).to(self.token_embedding.weight.device)
+            return self.text_tower(texts, tokens)
+        if tokens is None:
+            tokens = self.tokenize(texts)
+        tokens = tokens.to(self.token_embedding.weight.device)
         x = self.token_embedding(tokens) + self.positional_embedding
         x = self.transformer(x, attn_mask=self.attn_mask)
         x = self.ln_final(x)

@@ -104,7 +104,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any, Literal, Optional, Sequence
+from typing import Any, Literal, Optional
 
 import torch
 import torch.nn.functional as F
@@ -119,6 +119,7 @@ from methods.pmd import PFR_TARGETS, PairwiseMatchingDecoder, PatchFeatureRecons
 from methods.rice_analysis import RiceAnalysisMixin
 from methods.rice_frames import detect, detector_losses, encode_frames
 from methods.rice_pmd import PMD_ANCHORS, pmd_losses
+from methods.text_tokens import TextTokens, batch_tokens, has_text
 
 IPD_MODES = ("none", "single", "multi", "oracle")
 RERANK_SCORES = ("pmd", "fused")
@@ -345,6 +346,10 @@ class Rice(RiceAnalysisMixin, Method):
             out.append(scores)
         return torch.cat(out) if out else query.embedding.new_zeros(0)
 
+    def batch_preparer(self) -> Optional[TextTokens]:
+        """The text tower's ids and which texts are non-empty, built in the DataLoader's workers."""
+        return self.encoder.text_preparer(present=True) if self.cfg.text else None
+
     def training_losses(self, batch: dict[str, Any]) -> dict[str, Tensor]:
         video = self._video_side(batch, train=True)
         image = self._image_side(batch)
@@ -366,36 +371,29 @@ class Rice(RiceAnalysisMixin, Method):
         if keep is not None:
             tok_keep = tok_keep & keep
         tokens, tok_keep = tokens.flatten(1, 2), tok_keep.flatten(1, 2)
-        emb, tokens, tok_keep = self._with_text(
-            visual, tokens, tok_keep, batch.get("asr"), b, batch.get("clip_id"), "asr"
-        )
+        emb, tokens, tok_keep = self._with_text(visual, tokens, tok_keep, batch, b, "asr")
         return _Side(emb, tokens, tok_keep, extra)
 
     def _image_side(self, batch: dict[str, Any]) -> _Side:
         emb, tokens = self.encoder.encode_images(batch["image"])
         keep = torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
-        emb, tokens, keep = self._with_text(
-            emb, tokens, keep, batch.get("title"), tokens.shape[0], batch.get("image_id"), "title"
-        )
+        emb, tokens, keep = self._with_text(emb, tokens, keep, batch, tokens.shape[0], "title")
         return _Side(emb, tokens, keep, {})
 
     def _with_text(
-        self,
-        visual: Tensor,
-        tokens: Tensor,
-        keep: Tensor,
-        texts: Optional[Sequence[str]],
-        n: int,
-        ids: Optional[Sequence[str]] = None,
-        kind: str = "asr",
+        self, visual: Tensor, tokens: Tensor, keep: Tensor, batch: dict[str, Any], n: int, kind: str
     ) -> tuple[Tensor, Tensor, Tensor]:
-        """Fuse the text embedding into the global one and append its token (``text=true``)."""
+        """Fuse the text embedding of ``batch[kind]`` ("asr" | "title") into the global one and
+        append its token (``text=true``); its ids and presence come from the DataLoader's
+        workers when the batch went through them (:meth:`batch_preparer`)."""
         v = F.normalize(visual.float(), dim=-1)
         if not self.cfg.text:
             return v, tokens, keep
-        texts = list(texts) if texts is not None else [""] * n
-        has = torch.tensor([bool(s and s.strip()) for s in texts], dtype=torch.bool, device=v.device)
-        text = self.encoder.encode_text(texts, ids, kind)
+        texts = list(batch[kind]) if batch.get(kind) is not None else [""] * n
+        present = batch.get(f"{kind}_present")
+        has = present.to(v.device, torch.bool) if isinstance(present, Tensor) else has_text(texts).to(v.device)
+        ids = batch.get("clip_id" if kind == "asr" else "image_id")
+        text = self.encoder.encode_text(texts, ids, kind, batch_tokens(batch, kind))
         t = F.normalize(text.float(), dim=-1) * has[:, None] * self.cfg.text_weight
         emb = F.normalize(torch.cat([v, t], dim=-1), dim=-1)
         if self.text_token is not None:

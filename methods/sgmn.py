@@ -104,6 +104,7 @@ from methods.encoders import PAPER_ENCODER, TINY_ENCODER, ClipEncoder, EncoderCo
 from methods.losses import gather_nograd, gather_with_grad, hardest_negatives, local_offset
 from methods.sgmn_blocks import HardExampleMatcher, TemporalDifferenceBlock, TextGuidedAttention
 from methods.sgmn_graph import GraphInteraction, distance_weighted_triplet
+from methods.text_tokens import TextTokens, batch_tokens
 
 SMF_TARGETS = ("positive", "official")
 OFFICIAL_NO_DECAY = ("bias", "LayerNorm.bias", "LayerNorm.weight")  # train.py's no_decay names
@@ -284,14 +285,32 @@ class Sgmn(Method):
     def encode_query(self, batch: dict[str, Any]) -> Encoded:
         video, _, _ = self._video(batch["frames"], batch["frame_mask"].bool(), tokens=False)
         return Encoded(
-            self._fused(video, self._text(batch.get("asr"), video.shape[0], self.fc_asr, batch.get("clip_id"), "asr"))
+            self._fused(
+                video,
+                self._text(
+                    batch.get("asr"),
+                    video.shape[0],
+                    self.fc_asr,
+                    batch.get("clip_id"),
+                    "asr",
+                    batch_tokens(batch, "asr"),
+                ),
+            )
         )
 
     def encode_gallery(self, batch: dict[str, Any]) -> Encoded:
         image, _ = self._image(batch["image"])
         return Encoded(
             self._fused(
-                image, self._text(batch.get("title"), image.shape[0], self.fc_title, batch.get("image_id"), "title")
+                image,
+                self._text(
+                    batch.get("title"),
+                    image.shape[0],
+                    self.fc_title,
+                    batch.get("image_id"),
+                    "title",
+                    batch_tokens(batch, "title"),
+                ),
             )
         )
 
@@ -311,8 +330,10 @@ class Sgmn(Method):
         }
         asr = title = None
         if cfg.text:
-            asr = self._text(batch.get("asr"), b, self.fc_asr, batch.get("clip_id"), "asr")
-            title = self._text(batch.get("title"), b, self.fc_title, batch.get("image_id"), "title")
+            asr = self._text(batch.get("asr"), b, self.fc_asr, batch.get("clip_id"), "asr", batch_tokens(batch, "asr"))
+            title = self._text(
+                batch.get("title"), b, self.fc_title, batch.get("image_id"), "title", batch_tokens(batch, "title")
+            )
             target = torch.arange(b, device=video.device) + local_offset(b)
             losses["txt"] = F.cross_entropy(cfg.logit_scale * asr.float() @ gather_with_grad(title).float().t(), target)
         if self.graph is not None:
@@ -339,6 +360,10 @@ class Sgmn(Method):
         tok = self._tokens(images)
         return F.normalize(tok[:, 0].float(), dim=-1), tok
 
+    def batch_preparer(self) -> Optional[TextTokens]:
+        """The text tower's ids of the ASR and titles, built in the DataLoader's workers."""
+        return self.encoder.text_preparer() if self.cfg.text else None
+
     def _text(
         self,
         texts: Optional[Sequence[str]],
@@ -346,15 +371,17 @@ class Sgmn(Method):
         fc: Optional[nn.Linear],
         ids: Optional[Sequence[str]] = None,
         kind: str = "asr",
+        tokens: Optional[Tensor] = None,
     ) -> Optional[Tensor]:
-        """L2-normalised ``fc(text embedding)`` [N, D] (None without text guidance)."""
+        """L2-normalised ``fc(text embedding)`` [N, D] (None without text guidance); ``tokens``:
+        the ids the DataLoader's workers built (:meth:`batch_preparer`)."""
         if fc is None:
             return None
         texts = list(texts) if texts is not None else [""] * n
         if len(texts) != n:
             raise ValueError(f"sgmn: {len(texts)} texts for a batch of {n}")
         with torch.set_grad_enabled(torch.is_grad_enabled() and self.cfg.train_text_tower):
-            emb = self.encoder.encode_text(texts, ids, kind)
+            emb = self.encoder.encode_text(texts, ids, kind, tokens)
         return F.normalize(fc(emb.to(fc.weight.dtype)).float(), dim=-1)
 
     def _fused(self, visual: Tensor, text: Optional[Tensor]) -> Tensor:

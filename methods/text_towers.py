@@ -32,6 +32,8 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor, nn
 
+from methods.text_tokens import tokenize_texts
+
 TEXT_TOWERS = ("openai-clip", "cn-clip", "file")
 CN_CLIP_CONFIGS = ("RoBERTa-wwm-ext-base-chinese", "RBT3-chinese", "custom")
 CN_CLIP_DOWNLOAD_ROOT = Path(os.path.expanduser("~/.cache/clip"))  # cn_clip.load_from_name's default
@@ -113,12 +115,14 @@ class CnClipText(nn.Module):
 
     def tokenize(self, texts: Sequence[str]) -> Tensor:
         """[N, context_length] ids: [CLS] word pieces [SEP], zero ([PAD]) filled (cn_clip.tokenize)."""
-        from cn_clip.clip import tokenize  # noqa: PLC0415 (heavy, cn-clip towers only)
+        return tokenize_texts("cn-clip", texts, self.context_length)
 
-        return tokenize(list(texts), context_length=self.context_length)
-
-    def forward(self, texts: Sequence[str]) -> Tensor:
-        tokens = self.tokenize(texts).to(self.text_projection.device)
+    def forward(self, texts: Sequence[str], tokens: Optional[Tensor] = None) -> Tensor:
+        """Embeddings [N, E] of ``texts``, or of their ids ``tokens`` when the DataLoader's
+        workers built them (:mod:`methods.text_tokens`; then nothing is tokenized here)."""
+        if tokens is None:
+            tokens = self.tokenize(texts)
+        tokens = tokens.to(self.text_projection.device)
         mask = tokens.ne(0).to(self.text_projection.dtype)  # cn-clip: [PAD] (id 0) is not attended
         hidden = self.bert(tokens, attention_mask=mask)[0]
         return hidden[:, 0] @ self.text_projection

@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 
 from benchmark.core.config import DataConfig, EvalConfig
+from benchmark.core.prepared_collate import with_preparer
 from benchmark.core.progress import StepProgress
 from benchmark.evaluation import feature_cache as fcache
 from benchmark.evaluation import retrieval, scoring
@@ -85,7 +86,7 @@ def extract(
         batch_size=batch_size,
         sampler=sampler,
         num_workers=num_workers,
-        collate_fn=collate_batch,
+        collate_fn=with_preparer(collate_batch, method.batch_preparer()),  # e.g. tokens, in the workers
         pin_memory=env.device.type == "cuda",
     )
     embs: list[Tensor] = []

@@ -64,6 +64,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Dataset
 
 from benchmark.core.config import DataConfig, TrainConfig
+from benchmark.core.prepared_collate import with_preparer
 from benchmark.core.progress import StepProgress
 from benchmark.training import checkpoint as ckpt
 from benchmark.training.distributed import DistEnv
@@ -245,7 +246,7 @@ def train(
     float input on the device. ``persistent_workers``: with ``num_workers`` > 0, keep the
     map-style loader's workers across epochs (the same items either way).
     """
-    collate = collate or collate_batch
+    collate = with_preparer(collate or collate_batch, method.batch_preparer())  # e.g. tokens, in the workers
     run_dir = Path(run_dir)
     n = len(dataset)  # type: ignore[arg-type]
     if stream is not None and cfg.group_batches != "none":

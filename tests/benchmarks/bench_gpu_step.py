@@ -9,7 +9,8 @@ builds ``--method rice --profile paper`` (icl+pmd+pfr+ipd+text, ViT-B/32 at 224 
 weights (no download: the step's cost does not depend on the weights), feeds synthetic batches
 at the real shapes (per process ``--batch-size`` pairs of 10 frames + 1 image, the frames'
 temporal mask and boxes drawn like LPR4M's: ``--real-frames`` of 10 real on average, a box on
-``--boxed`` of the frames, Chinese-length ASR and titles), runs ``--warmup`` steps and then
+``--boxed`` of the frames, Chinese-length ASR and titles, tokenized before the timed steps as the DataLoader's workers
+do), runs ``--warmup`` steps and then
 ``--steps`` timed ones through the engine's own ``micro_step``/``optimizer_step``, bf16 autocast
 and fused AdamW on CUDA, and prints: pairs/s (global), the step time split into data (the
 wait for the next batch, copied one ahead on a side stream by the engine's ``DevicePrefetcher``), forward, backward and optimizer (CUDA events, read once
@@ -137,8 +138,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     )
     with tempfile.TemporaryDirectory() as tmp:
         tr, _ = engine._build_trainer(method, args.batch_size * env.world_size, cfg, env, Path(tmp), None, None)
+    prepare = method.batch_preparer() or (lambda b: b)  # the workers' part (text ids), outside the timed step as there
     host = [
-        synthetic_batch(args.batch_size, t, size, args.real_frames, args.boxed, seed=env.rank * 100 + i)
+        prepare(synthetic_batch(args.batch_size, t, size, args.real_frames, args.boxed, seed=env.rank * 100 + i))
         for i in range(2)
     ]
     if device.type == "cuda":
