@@ -13,16 +13,10 @@ JPEG backends (measured in ``tests/benchmarks/bench_loading.py``):
 
 The backend can be forced with the environment variable ``LPR_BENCH_JPEG_BACKEND``.
 
-Batched decoding on a device (``LPR_BENCH_JPEG_DEVICE=cuda``, or ``cpu`` for the same code on
-the CPU): :func:`decode_frames` reads a clip's JPEG files and decodes them in ONE
-``torchvision.io.decode_jpeg`` call on that device (nvJPEG on CUDA), returning the frames there,
-so the resize, crop and normalisation that follow run on the GPU too. It is for feeding a GPU
-from few CPU cores (see ``tests/benchmarks/bench_gpu_feed.py``); CUDA cannot be used in forked
-DataLoader workers, so it needs ``--num-workers 0``. nvJPEG's IDCT is not libjpeg-turbo's, so
-pixels differ slightly from the CPU decoders' (unlike the backends above, not a same-bytes option).
+Decoding stays in the DataLoader's workers: a ``LPR_BENCH_JPEG_DEVICE`` option (batched nvJPEG
+in the main process) was removed, as it serialised the loop (docs/performance.md).
 
-Every
-decoder returns ``(uint8 tensor [3, h, w], (W, H))`` where ``(W, H)`` is the stored size, so boxes
+Every decoder returns ``(uint8 tensor [3, h, w], (W, H))`` where ``(W, H)`` is the stored size, so boxes
 given in stored-frame pixels stay correct after a reduced-scale decode. Missing, unreadable or
 truncated files raise :class:`~datasets.errors.DataError` naming the file.
 """
@@ -39,7 +33,6 @@ from typing import Iterator, Mapping, Optional, Sequence
 import numpy as np
 import torch
 from PIL import Image, ImageFile
-from torch.utils.data import get_worker_info
 from torchvision.io import ImageReadMode, decode_jpeg
 
 from datasets import faults as F
@@ -51,24 +44,6 @@ ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated JPEG is an error, never s
 JPEG_BACKENDS = ("auto", "pil-draft", "torchvision")
 DEFAULT_JPEG_BACKEND = "auto"
 _SOF_MARKERS = frozenset((0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF))
-
-
-def jpeg_device() -> Optional[torch.device]:
-    """The device of batched JPEG decoding (``LPR_BENCH_JPEG_DEVICE``), or None: per-file CPU decoders."""
-    name = os.environ.get("LPR_BENCH_JPEG_DEVICE", "").strip()
-    if not name:
-        return None
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ValueError(f"LPR_BENCH_JPEG_DEVICE={name!r}: expected cpu, cuda or cuda:N") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"LPR_BENCH_JPEG_DEVICE={name!r}: no CUDA device is available")
-
-        if get_worker_info() is not None:
-            raise ValueError(f"LPR_BENCH_JPEG_DEVICE={name!r} decodes in the main process; use --num-workers 0")
-    return device
 
 
 def jpeg_backend() -> str:
@@ -188,43 +163,10 @@ def _decode_pil(data: bytes, path: Path, min_side: Optional[int]) -> tuple[torch
     return torch.from_numpy(arr.copy()).permute(2, 0, 1), (int(size[0]), int(size[1]))
 
 
-def decode_jpeg_batch(datas: Sequence[bytes], paths: Sequence[Path], device: torch.device | str) -> list[torch.Tensor]:
-    """RGB uint8 ``[3, H, W]`` of each JPEG in ``datas``, decoded in one batched call on ``device``.
-    A file that fails is named in a ``DataError`` (the batch is then decoded file by file to find it)."""
-
-    for data, path in zip(datas, paths):
-        if not is_jpeg(data):
-            raise DataError(f"{path}: not a JPEG file (batched JPEG decoding)", path=path, kind=F.UNREADABLE_FILE)
-        if not has_jpeg_end(data):
-            raise DataError(f"{path}: truncated JPEG (no end-of-image marker)", path=path, kind=F.TRUNCATED_JPEG)
-    tensors = [torch.frombuffer(bytearray(d), dtype=torch.uint8) for d in datas]
-    with warnings.catch_warnings():  # torchvision 0.29 deprecates its decoders in favour of torchcodec
-        warnings.simplefilter("ignore", DeprecationWarning)
-        try:
-            return list(decode_jpeg(tensors, mode=ImageReadMode.RGB, device=device))
-        except RuntimeError:
-            pass
-        for t, path in zip(tensors, paths):
-            try:
-                decode_jpeg(t, mode=ImageReadMode.RGB, device=device)
-            except RuntimeError as e:
-                raise DataError(
-                    f"{path}: cannot decode JPEG ({_first_line(e)})", path=path, kind=F.UNREADABLE_FILE
-                ) from None
-    raise DataError(
-        f"{paths[0]}: batched JPEG decoding of {len(paths)} files failed", path=paths[0], kind=F.UNREADABLE_FILE
-    )
-
-
 def decode_frames(
     paths: Sequence[Path], min_side: Optional[int] = None
 ) -> tuple[list[torch.Tensor], list[tuple[int, int]]]:
-    """Decode a list of JPEG frames; returns per-frame tensors and stored sizes (on the
-    ``LPR_BENCH_JPEG_DEVICE`` device, in one batched call, when that is set)."""
-    device = jpeg_device()
-    if device is not None and paths:
-        imgs = decode_jpeg_batch([read_bytes(p) for p in paths], paths, device)
-        return imgs, [(int(i.shape[2]), int(i.shape[1])) for i in imgs]
+    """Decode a list of JPEG frames; returns per-frame tensors and stored sizes."""
     imgs, sizes = [], []
     for p in paths:
         img, size = decode_image(p, min_side)

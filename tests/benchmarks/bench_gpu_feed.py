@@ -16,9 +16,9 @@ tail cut, random resized crop to 224, flip, CLIP normalisation), single-threaded
 DataLoader worker; the official tail cut keeps 7.75 of the 10 frames on average, so a training
 pair decodes 8.75 images, the ``decode only`` rows 11. Rows:
 
-* ``pair: pil`` / ``pair: torchvision`` / ``pair: torchvision batched (cpu)``: the whole item with
-  ``LPR_BENCH_JPEG_BACKEND=pil-draft`` (PIL's reduced-scale draft cannot apply: the frames are
-  already at the 256 px the profile resizes to), ``torchvision``, and ``LPR_BENCH_JPEG_DEVICE=cpu``;
+* ``pair: pil`` / ``pair: torchvision``: the whole item with ``LPR_BENCH_JPEG_BACKEND=pil-draft``
+  (PIL's reduced-scale draft cannot apply: the frames are already at the 256 px the profile
+  resizes to) and ``torchvision``;
 * ``pair: decord video``: MovingFashion's path, 10 frames at 1 fps from a 256 x 455 mp4
   (mpeg4, the synthetic set's codec; the real videos are H.264) + the shop image;
 * ``decode only``: PIL, PIL draft at half scale (what a 128 px profile would decode),
@@ -166,10 +166,9 @@ def _rows(jpeg, video) -> dict[str, Callable[[], int]]:
 
     _ = decoding  # the backends are chosen through the environment variables below
     return {
-        "pair: pil": items(jpeg, LPR_BENCH_JPEG_BACKEND="pil-draft", LPR_BENCH_JPEG_DEVICE=""),
-        "pair: torchvision": items(jpeg, LPR_BENCH_JPEG_BACKEND="torchvision", LPR_BENCH_JPEG_DEVICE=""),
-        "pair: torchvision batched (cpu)": items(jpeg, LPR_BENCH_JPEG_DEVICE="cpu"),
-        "pair: decord video": items(video, LPR_BENCH_JPEG_DEVICE=""),
+        "pair: pil": items(jpeg, LPR_BENCH_JPEG_BACKEND="pil-draft"),
+        "pair: torchvision": items(jpeg, LPR_BENCH_JPEG_BACKEND="torchvision"),
+        "pair: decord video": items(video),
         "decode only: pil": decode("pil"),
         "decode only: pil draft 1/2": decode("pil draft 1/2"),
         "decode only: torchvision": decode("torchvision"),
