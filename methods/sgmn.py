@@ -284,35 +284,11 @@ class Sgmn(Method):
     # --- the contract ---------------------------------------------------------------
     def encode_query(self, batch: dict[str, Any]) -> Encoded:
         video, _, _ = self._video(batch["frames"], batch["frame_mask"].bool(), tokens=False)
-        return Encoded(
-            self._fused(
-                video,
-                self._text(
-                    batch.get("asr"),
-                    video.shape[0],
-                    self.fc_asr,
-                    batch.get("clip_id"),
-                    "asr",
-                    batch_tokens(batch, "asr"),
-                ),
-            )
-        )
+        return Encoded(self._fused(video, self._batch_text(batch, "asr", video.shape[0])))
 
     def encode_gallery(self, batch: dict[str, Any]) -> Encoded:
         image, _ = self._image(batch["image"])
-        return Encoded(
-            self._fused(
-                image,
-                self._text(
-                    batch.get("title"),
-                    image.shape[0],
-                    self.fc_title,
-                    batch.get("image_id"),
-                    "title",
-                    batch_tokens(batch, "title"),
-                ),
-            )
-        )
+        return Encoded(self._fused(image, self._batch_text(batch, "title", image.shape[0])))
 
     def training_losses(self, batch: dict[str, Any]) -> dict[str, Tensor]:
         cfg = self.cfg
@@ -330,10 +306,7 @@ class Sgmn(Method):
         }
         asr = title = None
         if cfg.text:
-            asr = self._text(batch.get("asr"), b, self.fc_asr, batch.get("clip_id"), "asr", batch_tokens(batch, "asr"))
-            title = self._text(
-                batch.get("title"), b, self.fc_title, batch.get("image_id"), "title", batch_tokens(batch, "title")
-            )
+            asr, title = self._batch_text(batch, "asr", b), self._batch_text(batch, "title", b)
             target = torch.arange(b, device=video.device) + local_offset(b)
             losses["txt"] = F.cross_entropy(cfg.logit_scale * asr.float() @ gather_with_grad(title).float().t(), target)
         if self.graph is not None:
@@ -363,6 +336,11 @@ class Sgmn(Method):
     def batch_preparer(self) -> Optional[TextTokens]:
         """The text tower's ids of the ASR and titles, built in the DataLoader's workers."""
         return self.encoder.text_preparer() if self.cfg.text else None
+
+    def _batch_text(self, batch: dict[str, Any], kind: str, n: int) -> Optional[Tensor]:
+        """:meth:`_text` of ``batch[kind]`` ("asr" | "title"), from the workers' ids when present."""
+        fc, ids = (self.fc_asr, "clip_id") if kind == "asr" else (self.fc_title, "image_id")
+        return self._text(batch.get(kind), n, fc, batch.get(ids), kind, batch_tokens(batch, kind))
 
     def _text(
         self,
