@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -196,6 +197,11 @@ def load_registries(plugins: Sequence[str]) -> None:
 
 def resolve_run_config(args: argparse.Namespace):
     """The :class:`RunConfig` the command line asks for (names checked, overrides validated)."""
+    if os.environ.get("LPR_BENCH_JPEG_DEVICE"):  # removed: refused rather than silently ignored
+        raise UsageError(
+            "LPR_BENCH_JPEG_DEVICE is no longer supported: frames are decoded in the DataLoader's workers "
+            "(docs/performance.md, nvJPEG); unset it and give --num-workers instead"
+        )
     method = args.method
     if args.demo_fallback and method == DEMO_METHOD and DEMO_METHOD not in METHODS:
         print(
