@@ -75,15 +75,21 @@ def local_offset(batch: int) -> int:
     return 0
 
 
-def info_nce(video: Tensor, image: Tensor, logit_scale: Tensor, max_scale: float = 100.0) -> Tensor:
+def info_nce(
+    video: Tensor,
+    image: Tensor,
+    logit_scale: Tensor,
+    max_scale: float = 100.0,
+    gathered: Optional[tuple[Tensor, Tensor]] = None,
+) -> Tensor:
     """Symmetric InfoNCE between L2-normalised ``video`` and ``image`` [B, D] (CLIP's loss).
 
-    Negatives are gathered from every process; ``logit_scale`` is the log temperature
-    (learnable), clamped at ``log(max_scale)`` as CLIP does. Every rank's local batch size
-    must be equal (the distributed sampler pads for that).
+    Negatives are gathered from every process (``gathered``: ``video`` and ``image`` already
+    gathered with gradient, e.g. packed with other tensors by ``methods.gather``);
+    ``logit_scale`` is the log temperature (learnable), clamped at ``log(max_scale)`` as CLIP
+    does. Every rank's local batch size must be equal (the distributed sampler pads for that).
     """
-    all_video = gather_with_grad(video)
-    all_image = gather_with_grad(image)
+    all_video, all_image = gathered if gathered is not None else (gather_with_grad(video), gather_with_grad(image))
     scale = logit_scale.clamp(max=torch.log(torch.tensor(max_scale))).exp()
     offset = local_offset(video.shape[0])
     labels = torch.arange(video.shape[0], device=video.device) + offset

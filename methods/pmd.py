@@ -67,21 +67,22 @@ class AttentionLayer(nn.Module):
         kv: Optional[Tensor] = None,
         need_weights: bool = False,
         kv_index: Optional[Tensor] = None,
+        kv_projected: Optional[tuple[Tensor, Tensor]] = None,
     ) -> tuple[Tensor, Optional[Tensor]]:
         """``x`` [P, Lq, W]; ``kv`` [P, S, W] (cross); ``key_keep`` [P, S] bool.
 
         With ``kv_index`` [P], ``kv`` holds [U, S, W] distinct key sequences and pair ``p``
         attends to ``kv[kv_index[p]]``: keys and values are projected once per sequence.
-        Returns the new ``x`` and, with ``need_weights``, the attention probabilities
-        [P, heads, Lq, S] before dropout.
+        ``kv_projected`` (cross only): keys and values already projected (:meth:`project_kv`),
+        in place of ``kv``. Returns the new ``x`` and, with ``need_weights``, the attention
+        probabilities [P, heads, Lq, S] before dropout.
         """
         q_in = self.ln_1(x)
-        kv_in = kv if self.cross else q_in
-        wq, wk, wv = self.in_proj_weight.chunk(3)
-        bq, bk, bv = self.in_proj_bias.chunk(3)
+        wq, _, _ = self.in_proj_weight.chunk(3)
+        bq, _, _ = self.in_proj_bias.chunk(3)
         q = self._split(F.linear(q_in, wq, bq))
-        k = self._split(F.linear(kv_in, wk, bk))
-        v = self._split(F.linear(kv_in, wv, bv))
+        k, v = kv_projected if kv_projected is not None else self.project_kv(kv if self.cross else q_in)
+        k, v = self._split(k), self._split(v)
         if kv_index is not None:
             k, v = k[kv_index], v[kv_index]
         keep = key_keep[:, None, None, :]
@@ -99,6 +100,13 @@ class AttentionLayer(nn.Module):
         x = x + self.ls_1(out)
         x = x + self.ls_2(self.mlp(self.ln_2(x)))
         return x, weights
+
+    def project_kv(self, kv: Tensor) -> tuple[Tensor, Tensor]:
+        """Keys and values [N, S, W] of the token sequences ``kv`` [N, S, W] (heads not split).
+        Under DDP a rank projects its own clips and gathers the result (``methods.rice_pmd``)."""
+        _, wk, wv = self.in_proj_weight.chunk(3)
+        _, bk, bv = self.in_proj_bias.chunk(3)
+        return F.linear(kv, wk, bk), F.linear(kv, wv, bv)
 
     def _split(self, t: Tensor) -> Tensor:
         return t.view(t.shape[0], t.shape[1], self.heads, -1).transpose(1, 2)
@@ -133,11 +141,12 @@ class PairwiseMatchingDecoder(nn.Module):
         self,
         queries: Tensor,
         query_keep: Tensor,
-        keys: Tensor,
+        keys: Optional[Tensor],
         key_keep: Tensor,
         need_weights: bool = False,
         key_index: Optional[Tensor] = None,
         query_index: Optional[Tensor] = None,
+        kv_projected: Optional[tuple[Tensor, Tensor]] = None,
     ) -> tuple[Tensor, Optional[Tensor]]:
         """Scores [P] of P aligned pairs and (optionally) cross-attention [P, heads, Lq, S].
 
@@ -145,6 +154,8 @@ class PairwiseMatchingDecoder(nn.Module):
         ([U, S, W] / [U, S]) that the pairs index (each clip's keys projected once). Likewise
         ``query_index`` [P] indexes distinct images in ``queries``/``query_keep`` (the
         self-attention layer, which sees the image alone, then runs once per image).
+        ``kv_projected``: the clips' keys and values from ``cross_layer.project_kv``, in place
+        of ``keys`` (which may then be None).
         """
         key_keep = _never_empty(key_keep)
         if key_index is not None:
@@ -152,7 +163,9 @@ class PairwiseMatchingDecoder(nn.Module):
         x, _ = self.self_layer(queries, _never_empty(query_keep))
         if query_index is not None:
             x = x[query_index]
-        x, weights = self.cross_layer(x, key_keep, kv=keys, need_weights=need_weights, kv_index=key_index)
+        x, weights = self.cross_layer(
+            x, key_keep, kv=keys, need_weights=need_weights, kv_index=key_index, kv_projected=kv_projected
+        )
         pooled = F.relu(self.pool_dense(self.pool_norm(x)[:, 0]))
         score = F.normalize(pooled.float(), dim=-1) @ F.normalize(self.match.weight.float(), dim=-1).t()
         return self.match_scale * score.squeeze(-1), weights

@@ -113,12 +113,13 @@ from torch import Tensor, nn
 from benchmark.core.registry import METHODS
 from methods.base import DataInfo, Encoded, Method, check_image_size
 from methods.encoders import PAPER_ENCODER, TINY_ENCODER, ClipEncoder, EncoderConfig, masked_mean, refuse_random_text
+from methods.gather import gather_packed
 from methods.ipd import SetDetector, boxes_to_patch_keep, predict_boxes
 from methods.losses import info_nce
 from methods.pmd import PFR_TARGETS, PairwiseMatchingDecoder, PatchFeatureReconstruction, consecutive_runs
 from methods.rice_analysis import RiceAnalysisMixin
 from methods.rice_frames import detect, detector_losses, encode_frames
-from methods.rice_pmd import PMD_ANCHORS, pmd_losses
+from methods.rice_pmd import PMD_ANCHORS, pmd_local, pmd_losses, pmd_sides
 from methods.text_tokens import TextTokens, batch_tokens, has_text
 
 IPD_MODES = ("none", "single", "multi", "oracle")
@@ -354,10 +355,25 @@ class Rice(RiceAnalysisMixin, Method):
         video = self._video_side(batch, train=True)
         image = self._image_side(batch)
         cfg = self.cfg
-        losses = {"icl": cfg.w_icl * info_nce(video.embedding, image.embedding, self.logit_scale, cfg.max_logit_scale)}
+        product, live = batch.get("product"), batch.get("live")
+        local = {"video": video.embedding, "image": image.embedding}
+        if self.pmd is not None:
+            video, image = pmd_sides(self, video, image)
+            local.update(pmd_local(self, video, image, product, live))
+        everyone = dict(zip(local, gather_packed(*local.values())))  # one collective under DDP
+        losses = {
+            "icl": cfg.w_icl
+            * info_nce(
+                video.embedding,
+                image.embedding,
+                self.logit_scale,
+                cfg.max_logit_scale,
+                gathered=(everyone["video"], everyone["image"]),
+            )
+        }
         losses.update(video.extra_losses)
         if self.pmd is not None:
-            losses.update(pmd_losses(self, video, image, batch.get("product"), batch.get("live")))
+            losses.update(pmd_losses(self, video, image, product, live, everyone))
         return losses
 
     # --- sides ------------------------------------------------------------------------
