@@ -98,7 +98,7 @@ def gather_packed(*tensors: Tensor) -> list[Tensor]:
     on every rank. A no-op (the tensors themselves) outside ``torch.distributed`` or at world
     size 1.
     """
-    if not _distributed():
+    if not _distributed() or not tensors:
         return list(tensors)
     if any(t.dim() == 0 for t in tensors):
         raise ValueError("gather_packed: every tensor needs a dim 0 to gather along")

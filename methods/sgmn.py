@@ -101,7 +101,8 @@ from torch import Tensor, nn
 from benchmark.core.registry import METHODS
 from methods.base import DataInfo, Encoded, Method, check_image_size
 from methods.encoders import PAPER_ENCODER, TINY_ENCODER, ClipEncoder, EncoderConfig, masked_mean, refuse_random_text
-from methods.losses import gather_nograd, gather_with_grad, hardest_negatives, local_offset
+from methods.gather import gather_packed
+from methods.losses import hardest_negatives, local_offset
 from methods.sgmn_blocks import HardExampleMatcher, TemporalDifferenceBlock, TextGuidedAttention
 from methods.sgmn_graph import GraphInteraction, distance_weighted_triplet
 from methods.text_tokens import TextTokens, batch_tokens
@@ -298,7 +299,13 @@ class Sgmn(Method):
         b = video.shape[0]
         product = batch.get("product")
         labels = product if product is not None else torch.arange(b, device=video.device) + local_offset(b)
-        all_video, all_image, all_labels = gather_with_grad(video), gather_with_grad(image), gather_nograd(labels)
+        # two collectives under DDP: the visual embeddings before the base loss, whose sampling
+        # draws random numbers before the text tower's (so the order of the draws is kept)
+        local = {"video": video, "image": image, "labels": labels}
+        if self.graph is not None:
+            local["frames"] = frames
+        everyone = dict(zip(local, gather_packed(*local.values())))
+        all_video, all_image, all_labels = everyone["video"], everyone["image"], everyone["labels"]
         losses = {
             "base": distance_weighted_triplet(
                 all_video @ all_image.t(), all_labels, all_labels, cfg.triplet_margin, video.shape[1]
@@ -307,12 +314,19 @@ class Sgmn(Method):
         asr = title = None
         if cfg.text:
             asr, title = self._batch_text(batch, "asr", b), self._batch_text(batch, "title", b)
-            target = torch.arange(b, device=video.device) + local_offset(b)
-            losses["txt"] = F.cross_entropy(cfg.logit_scale * asr.float() @ gather_with_grad(title).float().t(), target)
         if self.graph is not None:
-            losses.update(self.graph(all_video, all_image, gather_with_grad(frames), all_labels))
+            losses.update(self.graph(all_video, all_image, everyone["frames"], all_labels))
+        local = {"title": title} if title is not None else {}
         if self.matcher is not None:
-            losses["smf"] = self._mining_loss(video, image, asr, title, v_tok, i_tok, frame_mask, labels, all_labels)
+            mining, i_tok = self._mining_local(asr, title, v_tok, i_tok, frame_mask)
+            local.update(mining)
+        everyone.update(zip(local, gather_packed(*local.values())))
+        if cfg.text:
+            assert asr is not None
+            target = torch.arange(b, device=video.device) + local_offset(b)
+            losses["txt"] = F.cross_entropy(cfg.logit_scale * asr.float() @ everyone["title"].float().t(), target)
+        if self.matcher is not None:
+            losses["smf"] = self._mining_loss(image, title, i_tok, labels, everyone)
         return losses
 
     # --- sides ------------------------------------------------------------------------
@@ -369,35 +383,39 @@ class Sgmn(Method):
         return torch.cat([visual, math.sqrt(self.cfg.text_weight) * text], dim=-1)
 
     # --- SMF: multi-modal hard example mining -----------------------------------------
-    def _mining_loss(
-        self,
-        video: Tensor,
-        image: Tensor,
-        asr: Optional[Tensor],
-        title: Optional[Tensor],
-        v_tok: Tensor,
-        i_tok: Tensor,
-        frame_mask: Tensor,
-        labels: Tensor,
-        all_labels: Tensor,
-    ) -> Tensor:
-        cfg, b = self.cfg, image.shape[0]
-        assert self.matcher is not None
+    def _mining_local(
+        self, asr: Optional[Tensor], title: Optional[Tensor], v_tok: Tensor, i_tok: Tensor, frame_mask: Tensor
+    ) -> tuple[dict[str, Tensor], Tensor]:
+        """SMF's inputs from every rank, by name (the text-fused clip tokens and their keep-mask,
+        the ASR embeddings for the ranking), and this rank's text-fused image tokens."""
         if self.fusion is not None:  # text-guided attention on the L2-normalised tokens
             assert asr is not None and title is not None
             v_tok = self.fusion(F.normalize(v_tok, dim=-1), asr)
             i_tok = self.fusion(F.normalize(i_tok, dim=-1), title)
+        keep = frame_mask[:, :, None].expand(-1, -1, v_tok.shape[1] // frame_mask.shape[1]).flatten(1)
+        local = {"v_tok": v_tok, "keep": keep}
+        if asr is not None:
+            local["asr"] = asr.detach()
+        return local, i_tok
+
+    def _mining_loss(
+        self, image: Tensor, title: Optional[Tensor], i_tok: Tensor, labels: Tensor, everyone: dict[str, Tensor]
+    ) -> Tensor:
+        """SMF's loss; ``everyone``: the tensors of :meth:`_mining_local` and the embeddings from
+        every rank; ``i_tok``: this rank's text-fused image tokens."""
+        cfg, b = self.cfg, image.shape[0]
+        assert self.matcher is not None
+        all_labels, asr_all = everyone["labels"], everyone.get("asr")
         with torch.no_grad():  # the full (GRA) score ranks the candidates
-            score = image @ gather_nograd(video).t()
-            if asr is not None and title is not None:
-                score = score + cfg.text_weight * title @ gather_nograd(asr).t()
+            score = image @ everyone["video"].detach().t()
+            if asr_all is not None and title is not None:
+                score = score + cfg.text_weight * title @ asr_all.t()
             exclude = labels[:, None] == all_labels[None, :] if cfg.exclude_same_product else None
             positive = torch.arange(b, device=image.device) + local_offset(b)
             negatives, valid = hardest_negatives(score, positive, cfg.num_negatives, exclude)
         cand = torch.cat([positive[:, None], negatives], dim=1)
         valid = torch.cat([torch.ones_like(valid[:, :1]), valid], dim=1)
-        keep = frame_mask[:, :, None].expand(-1, -1, v_tok.shape[1] // frame_mask.shape[1]).flatten(1)
-        all_tok, all_keep = gather_with_grad(v_tok), gather_nograd(keep)
+        all_tok, all_keep = everyone["v_tok"], everyone["keep"]
         pairs_of = torch.arange(b, device=image.device).repeat_interleave(cand.shape[1])
         scores = self.matcher(i_tok, all_tok, all_keep, cand.flatten(), pairs_of).view(b, -1)
         logits = (cfg.logit_scale * scores.float()).masked_fill(~valid, float("-inf"))
