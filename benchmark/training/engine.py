@@ -340,7 +340,7 @@ def _build_trainer(
     scaler = torch.amp.GradScaler("cuda", enabled=amp == torch.float16)
     module: nn.Module = _LossForward(method)
     if env.distributed:
-        module = wrap_ddp(module, method, device)
+        module = wrap_ddp(module, method, device, cfg.grad_accum)
     every = log_every if log_every is not None else (1 if device.type == "cpu" else 50)
     tr = Trainer(
         Stateful(method, optimizer, scheduler, scaler),
@@ -359,14 +359,19 @@ def _build_trainer(
     return tr, epochs
 
 
-def wrap_ddp(module: nn.Module, method: Method, device: torch.device) -> DistributedDataParallel:
+def wrap_ddp(module: nn.Module, method: Method, device: torch.device, grad_accum: int = 1) -> DistributedDataParallel:
     """DDP over ``module``; the unused-parameter search (a graph walk every step) only for
-    methods that leave parameters out of some steps (``Method.every_parameter_used``)."""
+    methods that leave parameters out of some steps (``Method.every_parameter_used``). Those
+    that use every parameter every step also run with ``static_graph`` (the set of used
+    parameters never changes, so DDP fixes its buckets after the first step), unless gradients
+    are accumulated: a first step under ``no_sync`` fails DDP's static-graph recording (an
+    internal assert in torch 2.14's reducer, reproduced with two gloo processes)."""
     return DistributedDataParallel(
         module,
         device_ids=[device.index] if device.type == "cuda" else None,
         find_unused_parameters=not method.every_parameter_used,
         gradient_as_bucket_view=True,
+        static_graph=method.every_parameter_used and grad_accum == 1,
     )
 
 
