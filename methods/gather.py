@@ -76,17 +76,21 @@ class _PackedGather(torch.autograd.Function):
         ctx.differentiable = differentiable
         ctx.rows = [slice(rank * t.shape[0], (rank + 1) * t.shape[0]) for t in tensors]
         out = tuple(_all_gather_bytes(tensors))
+        ctx.set_materialize_grads(False)
         ctx.mark_non_differentiable(*(o for o, d in zip(out, differentiable) if not d))
         return out
 
     @staticmethod
-    def backward(ctx: Any, *grads: Tensor) -> tuple[Tensor | None, ...]:
-        # (an output the loss did not use comes as zeros: autograd materialises missing gradients)
-        want = [i for i, d in enumerate(ctx.differentiable) if d]
-        summed = _all_reduce_grads([grads[i] for i in want])
+    def backward(ctx: Any, *grads: Tensor | None) -> tuple[Tensor | None, ...]:
+        # an output the loss did not use has no gradient (None): its input gets none either, as
+        # with one gather per tensor (every rank's graph has the same shape, so the all_reduce
+        # calls match across ranks as the single gathers' did)
+        want = [i for i, d in enumerate(ctx.differentiable) if d and grads[i] is not None]
         result: list[Tensor | None] = [None] * len(ctx.differentiable)
-        for i, g in zip(want, summed):
-            result[i] = g[ctx.rows[i]]
+        if want:
+            summed = _all_reduce_grads([grads[i] for i in want])  # type: ignore[misc]
+            for i, g in zip(want, summed):
+                result[i] = g[ctx.rows[i]]
         return (None, *result)
 
 
