@@ -6,8 +6,11 @@ kernel. :func:`gather_packed` copies the bytes of all of them into one buffer, g
 once, and cuts every rank's bytes back into tensors of their own dtype and shape: a copy of
 bits, so the result equals :func:`methods.losses.gather_with_grad` / ``gather_nograd`` on each
 tensor bit for bit. In the backward, the gradients of the gathered tensors that need one are
-summed over ranks with one ``all_reduce`` per dtype (packed the same way) and each input gets
-its own rows, as ``_AllGatherWithGrad`` does for one tensor. Outside ``torch.distributed`` or
+summed over ranks with one ``reduce_scatter`` per dtype (packed the same way), which hands each
+rank the sums of its own rows: what ``_AllGatherWithGrad``'s ``all_reduce`` computes for one
+tensor, of which it keeps the same rows. Each element is the sum of the ranks' gradients for
+it; with two ranks that is one addition either way, so the gradients are bit-identical (with
+more, each backend orders its sums its own way, as one ``all_reduce`` of different sizes may). Outside ``torch.distributed`` or
 at world size 1 the tensors come back as they are, with no collective.
 """
 
@@ -49,32 +52,35 @@ def _all_gather_bytes(tensors: Sequence[Tensor]) -> list[Tensor]:
     return out
 
 
-def _all_reduce_grads(grads: Sequence[Tensor]) -> list[Tensor]:
-    """``grads`` summed over ranks: one ``all_reduce`` per dtype over their concatenation."""
-    out = list(grads)
+def _reduce_scatter_grads(grads: Sequence[Tensor], world: int) -> list[Tensor]:
+    """Each gathered gradient [world * B_i, ...] summed over ranks, this rank's rows [B_i, ...]
+    kept: one ``reduce_scatter`` per dtype (each rank receives only its own rows' sums, half
+    the bytes of an ``all_reduce`` of the whole)."""
+    out: list[Tensor] = list(grads)
     by_dtype: dict[torch.dtype, list[int]] = {}
     for i, g in enumerate(grads):
         by_dtype.setdefault(g.dtype, []).append(i)
     for idx in by_dtype.values():
-        flat = torch.cat([grads[i].reshape(-1) for i in idx])  # a fresh tensor: all_reduce is in place
-        dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+        # rank-major: rank r's rows of every tensor, then rank r + 1's (a fresh tensor)
+        per_rank = [g.reshape(world, -1) for g in (grads[i] for i in idx)]
+        send = torch.cat(per_rank, dim=1).reshape(-1)
+        mine = send.new_empty(send.numel() // world)
+        dist.reduce_scatter_tensor(mine, send, op=dist.ReduceOp.SUM)
         start = 0
-        for i in idx:
-            n = grads[i].numel()
-            out[i] = flat[start : start + n].view(grads[i].shape)
+        for i, part in zip(idx, per_rank):
+            n = part.shape[1]
+            out[i] = mine[start : start + n].view(grads[i].shape[0] // world, *grads[i].shape[1:])
             start += n
     return out
 
 
 class _PackedGather(torch.autograd.Function):
     """Forward: one gather of every input. Backward: each input that requires grad gets the
-    rank-summed gradient of its own rows (one ``all_reduce`` per dtype)."""
+    rank-summed gradient of its own rows (one ``reduce_scatter`` per dtype)."""
 
     @staticmethod
     def forward(ctx: Any, differentiable: tuple[bool, ...], *tensors: Tensor) -> tuple[Tensor, ...]:
-        rank = dist.get_rank()
-        ctx.differentiable = differentiable
-        ctx.rows = [slice(rank * t.shape[0], (rank + 1) * t.shape[0]) for t in tensors]
+        ctx.differentiable, ctx.world = differentiable, dist.get_world_size()
         out = tuple(_all_gather_bytes(tensors))
         ctx.set_materialize_grads(False)
         ctx.mark_non_differentiable(*(o for o, d in zip(out, differentiable) if not d))
@@ -88,9 +94,9 @@ class _PackedGather(torch.autograd.Function):
         want = [i for i, d in enumerate(ctx.differentiable) if d and grads[i] is not None]
         result: list[Tensor | None] = [None] * len(ctx.differentiable)
         if want:
-            summed = _all_reduce_grads([grads[i] for i in want])  # type: ignore[misc]
+            summed = _reduce_scatter_grads([grads[i] for i in want], ctx.world)  # type: ignore[misc]
             for i, g in zip(want, summed):
-                result[i] = g[ctx.rows[i]]
+                result[i] = g
         return (None, *result)
 
 

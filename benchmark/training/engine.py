@@ -46,7 +46,8 @@
   after it, so the last good one stays in place. On CUDA, batches are copied one ahead on a side
   stream (:mod:`benchmark.training.prefetch`) and AdamW is the fused kernel.
 * Under DDP, ``find_unused_parameters`` (a graph walk every step) only for methods that do not
-  declare ``every_parameter_used``; gradients are the all-reduce buckets' views.
+  declare ``every_parameter_used``, and ``static_graph`` for those that do (without gradient
+  accumulation); gradients are the all-reduce buckets' views.
 """
 
 from __future__ import annotations
