@@ -72,11 +72,15 @@ def test_ipd_mask_hides_patches_outside_the_box_from_the_encoder(ipd: str, uncha
 
 
 def _capture_pmd(m: Rice) -> list:
-    """Per PMD call: (queries, query_keep, per-pair keys, per-pair key_keep), (scores, weights)."""
+    """Per PMD call: (queries, query_keep, per-pair keys, per-pair key_keep), (scores, weights).
+    The keys are the clips' tokens, or their projected keys where the call passes those
+    (``kv_projected``: the image-anchored training loss)."""
     calls: list = []
 
     def hook(mod, args, kwargs, out):
         queries, q_keep, keys, k_keep = args[:4]
+        if kwargs.get("kv_projected") is not None:
+            keys = kwargs["kv_projected"][0]
         index = kwargs.get("key_index")
         if index is not None:
             keys, k_keep = keys[index], k_keep[index]
@@ -100,16 +104,17 @@ def test_pmd_loss_uses_the_hardest_in_batch_negatives() -> None:
     with torch.no_grad():
         video = m._video_side(batch, train=True)
         image = m._image_side(batch)
+        video_keys = m.pmd.cross_layer.project_kv(video.tokens)[0]  # what the loss hands PMD
     sim = image.embedding @ video.embedding.t()
     exclude = batch["product"][:, None] == batch["product"][None, :]
     neg, valid = hardest_negatives(sim, torch.arange(6), 3, exclude)
     assert keys.shape[0] == 6 * 4
     for i in range(6):
-        assert torch.allclose(keys[4 * i], video.tokens[i], atol=1e-5)  # column 0: the positive
+        assert torch.allclose(keys[4 * i], video_keys[i], atol=1e-5)  # column 0: the positive
         assert torch.allclose(queries[4 * i + 1], image.tokens[i], atol=1e-5)
         for j in range(3):
             if valid[i, j]:
-                assert torch.allclose(keys[4 * i + 1 + j], video.tokens[neg[i, j]], atol=1e-5)
+                assert torch.allclose(keys[4 * i + 1 + j], video_keys[neg[i, j]], atol=1e-5)
     assert 5 not in neg[1][valid[1]].tolist() and 1 not in neg[5][valid[5]].tolist()
     logits = (
         scores.detach()
@@ -132,7 +137,8 @@ def test_rerank_agrees_with_the_training_time_matching_head() -> None:
         calls.clear()
         assert torch.allclose(m.rerank(q, g), scores.view(5, 4)[:, 0], atol=1e-4)
         # the negatives too: find which clip each key row came from and re-score that pair
-        owner = [int((q.extras["pmd_tokens"] - keys[r]).abs().flatten(1).sum(1).argmin()) for r in range(20)]
+        clip_keys = m.pmd.cross_layer.project_kv(q.extras["pmd_tokens"].to(keys.dtype))[0]
+        owner = [int((clip_keys - keys[r]).abs().flatten(1).sum(1).argmin()) for r in range(20)]
         qi = torch.tensor(owner)
         gi = torch.arange(5).repeat_interleave(4)
         assert torch.allclose(m.rerank(q.select(qi), g.select(gi)), scores, atol=1e-4)

@@ -18,7 +18,7 @@ from datasets.records import ClipSource, DatasetSplits, TrainPair
 from methods.losses import hardest_negatives
 from methods.pmd import PairwiseMatchingDecoder
 from methods.rice import Rice, RiceConfig, _Side
-from methods.rice_pmd import pmd_losses
+from methods.rice_pmd import pmd_local, pmd_losses
 from tests.rice_fixtures import one_thread, small_rice, toy_batch  # noqa: F401 (autouse fixture)
 
 
@@ -89,9 +89,13 @@ def _toy_pmd_trained(anchor: str, steps: int = 100):
     keep_c = torch.ones(PRODUCTS, FRAMES * TOKENS, dtype=torch.bool)
     for _ in range(steps):
         emb = F.normalize(torch.randn(PRODUCTS, 8), dim=-1)
-        losses = pmd_losses(
-            model, _Side(emb, clips(), keep_c, {}), _Side(emb, images(), keep_i, {}), torch.arange(PRODUCTS), None
+        video, image, product = (
+            _Side(emb, clips(), keep_c, {}),
+            _Side(emb, images(), keep_i, {}),
+            torch.arange(PRODUCTS),
         )
+        everyone = {"video": emb, "image": emb, **pmd_local(model, video, image, product, None)}  # one process
+        losses = pmd_losses(model, video, image, product, None, everyone)
         opt.zero_grad()
         sum(losses.values()).backward()
         opt.step()
