@@ -65,7 +65,7 @@ def _reduce_scatter_grads(grads: Sequence[Tensor], world: int) -> list[Tensor]:
         per_rank = [g.reshape(world, -1) for g in (grads[i] for i in idx)]
         send = torch.cat(per_rank, dim=1).reshape(-1)
         mine = send.new_empty(send.numel() // world)
-        dist.reduce_scatter_tensor(mine, send, op=dist.ReduceOp.SUM)
+        dist.reduce_scatter_single(mine, send, op=dist.ReduceOp.SUM)
         start = 0
         for i, part in zip(idx, per_rank):
             n = part.shape[1]

@@ -32,7 +32,15 @@ from methods import gather as gather_mod
 from methods.gather import gather_packed
 from methods.losses import gather_nograd, gather_with_grad
 
-COLLECTIVES = ("all_gather", "all_gather_into_tensor", "all_reduce", "reduce_scatter", "reduce_scatter_tensor")
+COLLECTIVES = (
+    "all_gather",
+    "all_gather_into_tensor",
+    "all_gather_single",
+    "all_reduce",
+    "reduce_scatter",
+    "reduce_scatter_tensor",
+    "reduce_scatter_single",
+)
 
 
 def _free_port() -> int:
@@ -147,7 +155,7 @@ def test_packed_gather_equals_one_gather_per_tensor(tmp_path):
         assert got["grads"][5] is None  # the output the loss left out: no gradient, as unpacked
         assert got["grads"][0].abs().sum() > 0 and got["grads"][1].float().abs().sum() > 0
         assert ref["counts"] == {"all_gather": 7, "all_reduce": 3}, ref["counts"]
-        assert got["counts"] == {"all_gather": 1, "reduce_scatter_tensor": 2}, got["counts"]  # fp32 + bf16
+        assert got["counts"] == {"all_gather": 1, "reduce_scatter_single": 2}, got["counts"]  # fp32 + bf16
 
 
 @pytest.mark.slow
@@ -232,8 +240,8 @@ def test_rice_and_sgmn_steps_equal_one_gather_per_tensor(tmp_path):
     results = _spawn(_step_worker, tmp_path, False)
     for r in results:
         for name, counts in (
-            ("rice", {"all_gather": 1, "reduce_scatter_tensor": 1}),
-            ("sgmn", {"all_gather": 2, "reduce_scatter_tensor": 2}),
+            ("rice", {"all_gather": 1, "reduce_scatter_single": 1}),
+            ("sgmn", {"all_gather": 2, "reduce_scatter_single": 2}),
         ):
             ref, got = r[f"{name}/unpacked"], r[f"{name}/packed"]
             assert ref["losses"].keys() == got["losses"].keys() and ref["grads"].keys() == got["grads"].keys()
