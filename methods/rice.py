@@ -48,8 +48,9 @@ Kept from the paper and the official code
     in the paper profile (the official ``CrossConfig`` default; the tiny profile uses the
     encoder's heads), pooler LN -> token 0 -> Linear -> ReLU, matching logit = 10 x cosine with a
     bias-free ``Linear(width, 1)``; per image its positive video + the 3 hardest in-batch
-    videos under the ICL similarity (videos and tokens gathered from every process), 4-way
-    softmax CE (``pmd_anchor=image``, the official ``_forward_vim``);
+    videos under the ICL similarity (videos from every process; each process projects its own
+    clips' keys and values and gathers those), 4-way softmax CE (``pmd_anchor=image``, the
+    official ``_forward_vim``);
   * PFR: cross-attention maps of the positive pairs -> 1x1 convs (heads -> heads/2 -> 1, ReLU)
     -> softmax over keys -> weights x detached video tokens vs detached image tokens, MSE;
   * loss weights 1 / 1 / 1 (the official model sums ``vic_loss + vim_loss + rec_loss``);
