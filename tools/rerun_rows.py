@@ -143,6 +143,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--methods", nargs="+", default=None, help="default: every registered method")
     ap.add_argument("--no-controls", action="store_true", help="leave out the untrained controls")
     ap.add_argument("--ablations", action="store_true", help="also the ablation rows docs/ draw conclusions from")
+    ap.add_argument(
+        "--cheapest-first",
+        action="store_true",
+        help="cheapest methods first, each followed by its control (the most rows done when time is short)",
+    )
     ap.add_argument("--jobs", type=int, default=2, help="runs at a time, one thread each")
     ap.add_argument("--tree", type=Path, default=REPO, help="the clean checkout the runs execute in")
     ap.add_argument("--results-dir", type=Path, default=REPO / "results")
@@ -151,11 +156,11 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     load_builtin_methods()
     methods = a.methods or sorted(METHODS.names())
-    todo = [
-        j
-        for j in plan(a.profile, a.datasets, a.seeds, methods, not a.no_controls, a.ablations)
-        if _key(list(j.args)) not in _recorded(a.results_dir)
-    ]
+    jobs = plan(a.profile, a.datasets, a.seeds, methods, not a.no_controls, a.ablations)
+    if a.cheapest_first:
+        jobs.sort(key=lambda j: (j.seed, j.dataset, COST.get(j.method, 0), j.sets, j.untrained))
+    done = _recorded(a.results_dir)
+    todo = [j for j in jobs if _key(list(j.args)) not in done]
     for j in todo:
         print(j.name, " ".join(j.args))
     if a.dry_run or not todo:
