@@ -143,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--methods", nargs="+", default=None, help="default: every registered method")
     ap.add_argument("--no-controls", action="store_true", help="leave out the untrained controls")
     ap.add_argument("--ablations", action="store_true", help="also the ablation rows docs/ draw conclusions from")
+    ap.add_argument("--controls-only", action="store_true", help="only the untrained controls")
     ap.add_argument(
         "--cheapest-first",
         action="store_true",
@@ -157,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     load_builtin_methods()
     methods = a.methods or sorted(METHODS.names())
     jobs = plan(a.profile, a.datasets, a.seeds, methods, not a.no_controls, a.ablations)
+    if a.controls_only:
+        jobs = [j for j in jobs if j.untrained]
     if a.cheapest_first:
         jobs.sort(key=lambda j: (j.seed, j.dataset, COST.get(j.method, 0), j.sets, j.untrained))
     done = _recorded(a.results_dir)
