@@ -50,6 +50,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
+from benchmark.core.digest import sha256_file
 from datasets import decoding
 from datasets import transforms as T
 from datasets.errors import DataError
@@ -59,7 +60,6 @@ from datasets.torch_data import GalleryDataset, PairDataset, QueryDataset
 
 FORMAT_VERSION = 1
 _COLS = 7  # offset, h, w, stored_w, stored_h, decoded_w, decoded_h
-_HASH_CHUNK = 1 << 24
 
 
 @dataclass(frozen=True)
@@ -130,14 +130,6 @@ class _Decode(Dataset):
         return fit(img, self.spec).permute(1, 2, 0).contiguous().numpy(), stored, decoded
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_HASH_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 class FrameCache:
     """Cached images by path; :meth:`decode_frames` / :meth:`decode_image` replace the decoder."""
 
@@ -186,7 +178,7 @@ class FrameCache:
                 return None
             for name in ("pixels.u8", "index.npy", "paths.json"):
                 f = folder / name
-                if f.stat().st_size != meta["sizes"][name] or _sha256_file(f) != meta["sha256"][name]:
+                if f.stat().st_size != meta["sizes"][name] or sha256_file(f) != meta["sha256"][name]:
                     return None
             index = np.load(folder / "index.npy", allow_pickle=False)
             paths = json.loads((folder / "paths.json").read_text())
@@ -225,7 +217,7 @@ class FrameCache:
                 "key": folder.name,
                 "spec": [spec.resize_size, spec.resize_mode],
                 "sizes": {n: (tmp / n).stat().st_size for n in names},
-                "sha256": {n: _sha256_file(tmp / n) for n in names},
+                "sha256": {n: sha256_file(tmp / n) for n in names},
             }
             (tmp / "meta.json").write_text(json.dumps(meta))  # written last: the folder is complete
             _discard(folder)  # a stale or corrupt cache under the same key

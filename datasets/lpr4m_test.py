@@ -27,7 +27,7 @@ from typing import Any, Optional
 from datasets import faults as F
 from datasets.annotation_io import expect_object, read_json, read_lines
 from datasets.lpr4m_reader import LprReader, live_id_of, split_frame_id
-from datasets.records import Box, ClipSource, GalleryItem, Query
+from datasets.records import Box, ClipSource, GalleryItem, Query, missing_query
 
 FrameList = list[tuple[int, str]]  # (frame_idx, frame_id), ordered
 
@@ -137,16 +137,7 @@ def release_test(reader: LprReader) -> tuple[list[Query], list[GalleryItem]]:
         text = (asr.get(clip_id) or [""])[0]
         if not paths:
             without_frames += 1
-            queries.append(
-                Query(
-                    query_id=clip_id,
-                    clip=ClipSource(clip_id=clip_id, asr=text),
-                    gt_ids=gt_ids,
-                    group=live_id,
-                    attributes=attrs.get(clip_id, {}),
-                    missing=True,
-                )
-            )
+            queries.append(missing_query(clip_id, gt_ids, live_id, attrs.get(clip_id, {}), asr=text))
             continue
         clip = ClipSource(
             clip_id=clip_id,
@@ -247,16 +238,7 @@ def lpr750k_test(reader: LprReader) -> tuple[list[Query], list[GalleryItem]]:
             continue
         if not paths:
             without_frames += 1
-            queries.append(
-                Query(
-                    query_id=clip_id,
-                    clip=ClipSource(clip_id=clip_id, asr=text),
-                    gt_ids=items,
-                    group=live_id,
-                    attributes=attrs.get(clip_id, {}),
-                    missing=True,
-                )
-            )
+            queries.append(missing_query(clip_id, items, live_id, attrs.get(clip_id, {}), asr=text))
             continue
         boxes: dict[int, Box] = {}
         for pos, p in enumerate(paths):

@@ -34,7 +34,7 @@ from datasets import faults as F
 from datasets.annotation_io import annotation_checksum, expect_object, parse_box, read_json, safe_path
 from datasets.errors import DataError
 from datasets.faults import Faults
-from datasets.records import Box, ClipSource, DatasetSplits, GalleryItem, Query, TrainPair
+from datasets.records import Box, ClipSource, DatasetSplits, GalleryItem, Query, TrainPair, missing_query
 from datasets.sampling import FRAME_PICKS
 
 log = logging.getLogger(__name__)
@@ -130,16 +130,7 @@ def read_movingfashion(
                 faults.warn(
                     F.MISSING_VIDEO, video, f"test product {pid}: video is missing; query kept, scored as a miss"
                 )
-                queries.append(
-                    Query(
-                        query_id=qid,
-                        clip=ClipSource(clip_id=qid),
-                        gt_ids=(pid,),
-                        group=None,
-                        attributes=attrs,
-                        missing=True,
-                    )
-                )
+                queries.append(missing_query(qid, (pid,), None, attrs))
                 continue
             clip = ClipSource(clip_id=qid, video_path=video, boxes=boxes, sample_fps=SAMPLE_FPS, frame_pick=frame_pick)
             queries.append(Query(query_id=qid, clip=clip, gt_ids=(pid,), group=None, attributes=attrs))

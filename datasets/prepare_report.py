@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence, Union
 
 from datasets.errors import DataError
 from datasets.faults import BAD_JSON
@@ -48,17 +48,26 @@ class PrepareReport:
         return len(self.failed_frames) + len(self.failed_images)
 
 
-def read_report(root: Path) -> Optional[PrepareReport]:
-    """The report at ``root``, or None when the root was not made by ``prepare``."""
-    path = Path(root) / REPORT_NAME
+def _json_object(path: Path, read: Callable[[Path], Union[str, bytes]], what: str) -> Optional[dict[str, Any]]:
+    """The JSON object ``read(path)`` holds, or None when there is no such file; anything else
+    (unreadable, not JSON, not an object) is one :class:`DataError` naming the file and ``what``."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(read(path))
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as e:
-        raise DataError(f"{path}: unreadable prepare report ({e})", path=path, kind=BAD_JSON) from None
+        raise DataError(f"{path}: unreadable {what} ({e})", path=path, kind=BAD_JSON) from None
     if not isinstance(data, dict):
-        raise DataError(f"{path}: the prepare report must be a JSON object", path=path, kind=BAD_JSON)
+        raise DataError(f"{path}: a {what} must be a JSON object", path=path, kind=BAD_JSON)
+    return data
+
+
+def read_report(root: Path) -> Optional[PrepareReport]:
+    """The report at ``root``, or None when the root was not made by ``prepare``."""
+    path = Path(root) / REPORT_NAME
+    data = _json_object(path, lambda p: p.read_text(encoding="utf-8"), "prepare report")
+    if data is None:
+        return None
     try:
         return PrepareReport(
             failed_frames=set(data.get("failed_frame_ids", [])),
@@ -85,14 +94,9 @@ def _number(value: Any) -> Optional[float]:
 def sidecar_original_size(frame_path: Path) -> Optional[tuple[float, float]]:
     """``(original_width, original_height)`` from the frame's sidecar JSON, or None (no sidecar)."""
     side = Path(frame_path).with_suffix(".json")
-    try:
-        data = json.loads(read_path(side))  # a file, or the sidecar member of a shard
-    except FileNotFoundError:
+    data = _json_object(side, read_path, "frame sidecar")  # a file, or the sidecar member of a shard
+    if data is None:
         return None
-    except (OSError, ValueError) as e:
-        raise DataError(f"{side}: unreadable frame sidecar ({e})", path=side, kind=BAD_JSON) from None
-    if not isinstance(data, dict):
-        raise DataError(f"{side}: a frame sidecar must be a JSON object", path=side, kind=BAD_JSON)
     w, h = _number(data.get("original_width")), _number(data.get("original_height"))
     if w is None or h is None:
         raise DataError(f"{side}: sidecar lacks a positive original_width/original_height", path=side, kind=BAD_JSON)

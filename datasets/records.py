@@ -79,6 +79,21 @@ class Query:
     missing: bool = False
 
 
+def missing_query(
+    query_id: str, gt_ids: tuple[str, ...], group: Optional[str], attributes: Mapping[str, str], asr: str = ""
+) -> Query:
+    """A test clip with nothing to read (its video, or every frame, absent): still a query, with an
+    empty clip, so that it is scored as a miss rather than dropped from the denominator."""
+    return Query(
+        query_id=query_id,
+        clip=ClipSource(clip_id=query_id, asr=asr),
+        gt_ids=gt_ids,
+        group=group,
+        attributes=attributes,
+        missing=True,
+    )
+
+
 @dataclass(frozen=True)
 class GalleryItem:
     image_id: str

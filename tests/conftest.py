@@ -71,3 +71,50 @@ def tiny_release(tmp_path_factory):
     root = generate("lpr4m", base / "gen", seed=0, size="tiny", workers=1)
     write_release(root, base / "rel", base_url="http://127.0.0.1:9/", original_size=(144, 256))
     return base / "rel"
+
+
+@pytest.fixture(scope="session")
+def synth_roots(tmp_path_factory) -> dict[str, Path]:
+    """The generator's ``tiny`` output (seed 0) in three layouts, written once per session into a
+    temporary folder (not the cache): ``release`` (LPR4M release), ``lpr750k`` and ``mf``
+    (MovingFashion). Tests read them and never write into them."""
+    from datasets.synthetic import generate
+
+    base = tmp_path_factory.mktemp("synth")
+    return {
+        "release": generate("lpr4m", base / "release", seed=0, size="tiny", workers=1),
+        "lpr750k": generate("lpr750k", base / "lpr750k", seed=0, size="tiny", workers=1),
+        "mf": generate("movingfashion", base / "mf", seed=0, size="tiny", workers=1),
+    }
+
+
+@pytest.fixture(scope="session")
+def toy():
+    """evalkit's in-memory toy splits (seed 11, named ``toy``) that the leaderboard and integrity
+    tests score submissions against; a module that needs other toy splits defines its own."""
+    from tests.evalkit import make_splits
+
+    return make_splits(seed=11, name="toy")
+
+
+@pytest.fixture
+def isolated_registry(monkeypatch):
+    """The built-in methods registered, and whatever a test registers forgotten afterwards
+    (use with ``pytestmark = pytest.mark.usefixtures("isolated_registry")``)."""
+    from benchmark.core import registry
+    from benchmark.core.registry import METHODS
+
+    registry.load_builtin_methods()
+    monkeypatch.setattr(METHODS, "_entries", dict(METHODS._entries))
+
+
+@pytest.fixture(scope="session")
+def good_submission(tmp_path_factory, synth_lpr4m) -> Path:
+    """A valid submission on lpr4m-synth (tiny, seed 0): random embeddings, real ground truth.
+    Tests copy or read it, never change it."""
+    from benchmark.record.submission import write_submission
+    from tests.evalkit import make_submission
+
+    sub = make_submission(synth_lpr4m, bootstrap=20, dataset_size="tiny", dataset_seed=0)
+    assert sub["dataset"]["name"] == "lpr4m-synth"
+    return write_submission(sub, tmp_path_factory.mktemp("good"))

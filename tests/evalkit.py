@@ -155,3 +155,8 @@ def recall_at(sub: dict, splits: DatasetSplits, k: int) -> float:
     gt = {q.query_id: set(q.gt_ids) for q in splits.queries}
     hits = sum(1 for qid, ids in sub["rankings"] if gt[qid] & set(ids[:k]))
     return 100.0 * hits / len(splits.queries)
+
+
+def loader_for(splits: DatasetSplits):
+    """A ``load_splits`` for ``leaderboard.regenerate`` that knows only ``splits`` (by name)."""
+    return lambda ds: splits if ds["name"] == splits.name else None

@@ -177,3 +177,11 @@ def subprocess_env(**extra: str) -> dict[str, str]:
 
 
 PYTHON = sys.executable
+
+
+def cli_stderr(capsys) -> str:
+    """What the command line wrote to stderr since the last read, checked to hold no traceback
+    (a fault must end in an ``error:`` line, never in a stack trace)."""
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return err

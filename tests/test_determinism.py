@@ -17,8 +17,6 @@ import pytest
 import torch
 
 from benchmark.cli.main import main
-from benchmark.core import registry
-from benchmark.core.registry import METHODS
 from benchmark.record import provenance
 from benchmark.training.seeding import seed_everything
 from tests.scaleout_helpers import load_json, run_args, strip_volatile, submission_path
@@ -26,10 +24,7 @@ from tests.scaleout_helpers import load_json, run_args, strip_volatile, submissi
 STEPS = 3
 
 
-@pytest.fixture(autouse=True)
-def isolated_registry(monkeypatch):
-    registry.load_builtin_methods()
-    monkeypatch.setattr(METHODS, "_entries", dict(METHODS._entries))
+pytestmark = pytest.mark.usefixtures("isolated_registry")  # conftest: registrations are forgotten
 
 
 @pytest.fixture

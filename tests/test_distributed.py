@@ -36,9 +36,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from benchmark.cli.main import main
-from benchmark.core import registry
 from benchmark.core.config import PROFILES
-from benchmark.core.registry import METHODS
 from benchmark.training.item_seeding import ItemSeededDataset, item_seed
 from methods import losses
 from tests.scaleout_helpers import (
@@ -57,10 +55,7 @@ STEPS, BATCH = 4, 8
 LR = PROFILES["tiny"].train.lr_new
 
 
-@pytest.fixture(autouse=True)
-def isolated_registry(monkeypatch):
-    registry.load_builtin_methods()
-    monkeypatch.setattr(METHODS, "_entries", dict(METHODS._entries))
+pytestmark = pytest.mark.usefixtures("isolated_registry")  # conftest: registrations are forgotten
 
 
 @pytest.fixture

@@ -29,10 +29,7 @@ SMALL = {
 }
 
 
-@pytest.fixture(autouse=True)
-def isolated_registry(monkeypatch):
-    registry.load_builtin_methods()
-    monkeypatch.setattr(METHODS, "_entries", dict(METHODS._entries))
+pytestmark = pytest.mark.usefixtures("isolated_registry")  # conftest: registrations are forgotten
 
 
 def _method(**overrides: str):

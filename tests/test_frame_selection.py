@@ -19,15 +19,15 @@ from datasets.frame_selection import FRAME_RULE, clip_positions
 from datasets.lpr4m import load_lpr4m
 from datasets.records import ClipSource
 from datasets.torch_data import PairDataset, QueryDataset
-from tests.test_prepare_validate import CLIP, TEST_CLIP, _release
+from tests.prepare_helpers import CLIP, TEST_CLIP, hand_made_release, prepare
 
 TRAIN_AT_10 = (0, 3, 6, 9, 12, 16, 19, 22, 25, 29)  # linspace(0, 29, 10) truncated, worked by hand
 TEST_AT_10 = (0, 1, 2, 3, 4, 6, 7, 8, 9, 11)  # linspace(0, 11, 10)
 
 
 def _with_www(tmp_path: Path) -> Path:
-    """The hand-made release of test_prepare_validate plus www/ holding a small JPEG per URL."""
-    urls = _release(tmp_path)
+    """The hand-made release of tests/prepare_helpers plus www/ holding a small JPEG per URL."""
+    urls = hand_made_release(tmp_path)
     www = tmp_path / "www"
     www.mkdir()
     for lst in urls.glob("*_url_*.txt"):
@@ -37,24 +37,7 @@ def _with_www(tmp_path: Path) -> Path:
 
 
 def _prepare(urls: Path, out: Path, *extra: str) -> None:
-    assert (
-        main(
-            [
-                "prepare",
-                "--dataset",
-                "lpr4m",
-                "--urls",
-                str(urls),
-                "--out",
-                str(out),
-                "--fast",
-                "--processes",
-                "1",
-                *extra,
-            ]
-        )
-        == 0
-    )
+    assert prepare(urls, out, "--fast", "--processes", "1", *extra) == 0
 
 
 def test_reduced_lists_hold_exactly_the_frames_read_at_t(tmp_path):

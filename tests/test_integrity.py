@@ -24,16 +24,7 @@ from benchmark.record.submission import (
 )
 from benchmark.reports import leaderboard as lb
 from benchmark.reports import publish
-from tests.evalkit import make_splits, make_submission
-
-
-@pytest.fixture(scope="module")
-def toy():
-    return make_splits(seed=11, name="toy")
-
-
-def loader_for(splits):
-    return lambda ds: splits if ds["name"] == splits.name else None
+from tests.evalkit import loader_for, make_submission
 
 
 @pytest.fixture

@@ -240,6 +240,26 @@ def test_image_id_escaping_root_is_rejected(tmp_path):
         load_lpr4m(man.root)
 
 
+def test_a_test_clip_without_any_frame_is_kept_as_a_missing_query(tmp_path):
+    """All of one test clip's frames absent: still a query (the official evaluation divides by all
+    of them), with its ground truth, group and transcript, no frames, and ``missing`` set."""
+    import shutil
+
+    man = make_lpr4m_release(tmp_path / "r")
+    lost = man.queries[1]
+    shutil.rmtree(man.root / "frames" / lost["clip_id"])
+    s = load_lpr4m(man.root)
+    assert [q.query_id for q in s.queries] == [q["clip_id"] for q in man.queries]
+    (q,) = [q for q in s.queries if q.missing]
+    assert (q.query_id, list(q.gt_ids), q.group, q.clip.asr) == (
+        lost["clip_id"],
+        lost["gt"],
+        lost["live_id"],
+        lost["asr"],
+    )
+    assert q.clip.frame_paths == () and q.clip.video_path is None and dict(q.attributes) == lost["attrs"]
+
+
 def test_missing_required_annotation(tmp_path):
     man = make_lpr4m_release(tmp_path / "r")
     _ann(man.root, "test_frameid2gtbox_").unlink()

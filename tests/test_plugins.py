@@ -20,11 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 TEMPLATE = REPO / "examples" / "plugin_template.py"
 
 
-@pytest.fixture(autouse=True)
-def isolated_registry(monkeypatch):
-    """Whatever a test registers is forgotten afterwards."""
-    registry.load_builtin_methods()
-    monkeypatch.setattr(METHODS, "_entries", dict(METHODS._entries))
+pytestmark = pytest.mark.usefixtures("isolated_registry")  # conftest: registrations are forgotten
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ from datasets.lpr4m import load_lpr4m
 from datasets.prepare_lpr4m import layout_shard
 from datasets.synthetic.generate import generate
 from datasets.synthetic.release import write_release
+from tests.prepare_helpers import prepare
 
 pytest.importorskip("img2dataset", reason="the prepare extra (pip install -e '.[prepare]') is not installed")
 
@@ -86,25 +87,7 @@ def _evaluate(root: Path, work: Path) -> dict:
 def test_prepare_over_http_matches_the_direct_copy_except_failed_items(served, tmp_path, capsys):
     urls, www = served / "rel" / "urls", served / "rel" / "www"
     direct = tmp_path / "direct"
-    assert (
-        main(
-            [
-                "prepare",
-                "--dataset",
-                "lpr4m",
-                "--urls",
-                str(urls),
-                "--out",
-                str(direct),
-                "--fast",
-                "--processes",
-                "2",
-                "--frames-per-clip",
-                "0",
-            ]
-        )
-        == 0
-    )
+    assert prepare(urls, direct, "--fast", "--processes", "2", "--frames-per-clip", "0") == 0
     # make some URLs fail: every frame of one test clip, one training frame, one training shop image
     gt = json.loads(next(urls.glob("test_videoid_to_gtimage_*.json")).read_text())
     lost_clip = sorted(gt)[3]
@@ -115,25 +98,7 @@ def test_prepare_over_http_matches_the_direct_copy_except_failed_items(served, t
         p.unlink()
     viahttp = tmp_path / "viahttp"
     assert (
-        main(
-            [
-                "prepare",
-                "--dataset",
-                "lpr4m",
-                "--urls",
-                str(urls),
-                "--out",
-                str(viahttp),
-                "--processes",
-                "1",
-                "--threads",
-                "4",
-                "--shard-size",
-                "64",
-                "--frames-per-clip",
-                "0",
-            ]
-        )
+        prepare(urls, viahttp, "--processes", "1", "--threads", "4", "--shard-size", "64", "--frames-per-clip", "0")
         == 0
     )
     report = json.loads((viahttp / "prepare_report.json").read_text())
@@ -253,43 +218,8 @@ def test_reduced_shards_over_http_equal_the_direct_shards(served, tmp_path):
     urls = served / "rel" / "urls"
     direct, viahttp = tmp_path / "direct", tmp_path / "viahttp"
     common = ["--frames-per-clip", "4", "--format", "webdataset", "--shard-size", "32"]
-    assert (
-        main(
-            [
-                "prepare",
-                "--dataset",
-                "lpr4m",
-                "--urls",
-                str(urls),
-                "--out",
-                str(direct),
-                "--fast",
-                "--processes",
-                "2",
-                *common,
-            ]
-        )
-        == 0
-    )
-    assert (
-        main(
-            [
-                "prepare",
-                "--dataset",
-                "lpr4m",
-                "--urls",
-                str(urls),
-                "--out",
-                str(viahttp),
-                "--processes",
-                "1",
-                "--threads",
-                "8",
-                *common,
-            ]
-        )
-        == 0
-    )
+    assert prepare(urls, direct, "--fast", "--processes", "2", *common) == 0
+    assert prepare(urls, viahttp, "--processes", "1", "--threads", "8", *common) == 0
     report = json.loads((viahttp / "prepare_report.json").read_text())
     assert (report["format"], report["frames_per_clip"]) == ("webdataset", 4)
     assert not (viahttp / "frames").exists() and list((viahttp / "shards").glob("*.tar"))

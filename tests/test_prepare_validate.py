@@ -4,44 +4,15 @@ seconds, not the days of a download (issue 36, item 5)."""
 
 from __future__ import annotations
 
-import json
 import os
 import stat
 from pathlib import Path
 
 import pytest
 
-from benchmark.cli.main import main
 from datasets.prepare_lpr4m import find_url_lists
 from datasets.prepare_validate import validate_release
-
-LIVE = "7b601b02-2c63-11ee-bb6d-b8cef60c2fd0"
-CLIP = f"{LIVE}-1667916122888-1667916252390"
-TEST_CLIP = f"{LIVE}-1667916300000-1667916330000"
-IMAGE = "fff8b484-2eeb-11ee-b7bb-77cb20e634dc"
-BASE = "https://cdn.invalid/bs2/"
-
-
-def _release(tmp_path: Path) -> Path:
-    """A minimal, sound release folder: four URL lists, the test JSON files, one training part."""
-    urls = tmp_path / "urls"
-    urls.mkdir()
-    train_frames = [f"{CLIP}-{i:04d}" for i in range(30)]
-    test_frames = [f"{TEST_CLIP}-{i:04d}" for i in range(12)]
-    (urls / "training_frame_url_full_30.txt").write_text("".join(f"{BASE}{f}.jpg\n" for f in train_frames))
-    (urls / "training_image_url_full_1.txt").write_text(f"{BASE}{IMAGE}.jpg\n")
-    (urls / "test_frame_url_12.txt").write_text("".join(f"{BASE}{f}.jpg\n" for f in test_frames))
-    (urls / "test_image_url_1.txt").write_text(f"{BASE}{IMAGE}.jpg\n")
-    (urls / "test_videoid_to_gtimage_1.json").write_text(json.dumps({TEST_CLIP: [IMAGE]}, indent=1))
-    (urls / "test_liveid_to_gallery_1.json").write_text(json.dumps({LIVE: [IMAGE]}))
-    (urls / "test_frameid2gtbox_1_1.json").write_text(json.dumps({test_frames[0]: [[1, 2, 30, 40]]}))
-    row = [CLIP, json.dumps(train_frames), "[]", IMAGE, "a coat", "3", "coats", "asr text", "s", "m", "f"]
-    (urls / "training_videoinfo_full_part_00.txt").write_text("\t".join(row) + "\n")
-    return urls
-
-
-def _prepare(urls: Path, out: Path, *extra: str) -> int:
-    return main(["prepare", "--dataset", "lpr4m", "--urls", str(urls), "--out", str(out), *extra])
+from tests.prepare_helpers import BASE, CLIP, TEST_CLIP, hand_made_release, prepare
 
 
 @pytest.fixture
@@ -60,33 +31,33 @@ def _errors(capsys) -> list[str]:
 
 
 def test_a_sound_release_has_no_fault(tmp_path):
-    urls = _release(tmp_path)
+    urls = hand_made_release(tmp_path)
     assert validate_release(urls, find_url_lists(urls), "all") == []
 
 
 def test_a_non_utf8_line_in_a_url_list_is_named_before_any_download(tmp_path, capsys, no_download):
-    urls = _release(tmp_path)
+    urls = hand_made_release(tmp_path)
     path = urls / "training_frame_url_full_30.txt"
     lines = path.read_bytes().split(b"\n")
     lines[2] = b"https://cdn.invalid/bs2/caf\xe9-1.jpg"
     path.write_bytes(b"\n".join(lines))
-    assert _prepare(urls, tmp_path / "out") == 1
+    assert prepare(urls, tmp_path / "out") == 1
     assert _errors(capsys) == [f"error: {path}:3: not valid UTF-8 at byte 27 of the line"]
     assert not no_download.exists() and not (tmp_path / "out").exists()
 
 
 def test_a_truncated_ground_truth_json_fails_prepare_lists_test(tmp_path, capsys, no_download):
-    urls = _release(tmp_path)
+    urls = hand_made_release(tmp_path)
     path = urls / "test_videoid_to_gtimage_1.json"
     text = path.read_text()
     path.write_text(text[: len(text) // 2])  # cut mid-file, as an interrupted copy leaves it
-    assert _prepare(urls, tmp_path / "out", "--lists", "test") == 1
+    assert prepare(urls, tmp_path / "out", "--lists", "test") == 1
     (err,) = _errors(capsys)
     assert err.startswith(f"error: {path}:2: truncated JSON:") and not no_download.exists()
 
 
 def test_each_fault_gets_its_own_line_naming_file_and_line(tmp_path, capsys, no_download):
-    urls = _release(tmp_path)
+    urls = hand_made_release(tmp_path)
     part = urls / "training_videoinfo_full_part_00.txt"
     part.write_text(part.read_text() + f"{CLIP}-x\tnot a list\n" + "\t".join(["c"] * 11) + "\n")
     frames = urls / "test_frame_url_12.txt"
@@ -94,7 +65,7 @@ def test_each_fault_gets_its_own_line_naming_file_and_line(tmp_path, capsys, no_
     gallery = urls / "test_liveid_to_gallery_1.json"
     gallery.write_text("[1, 2]")
     (urls / "test_frameid2gtbox_1_1.json").unlink()
-    assert _prepare(urls, tmp_path / "out") == 1
+    assert prepare(urls, tmp_path / "out") == 1
     assert sorted(_errors(capsys)) == sorted(
         [
             f"error: {part}:2: expected 11 tab-separated columns, got 2",
@@ -109,7 +80,7 @@ def test_each_fault_gets_its_own_line_naming_file_and_line(tmp_path, capsys, no_
 
 
 def test_lists_test_does_not_need_the_training_annotations(tmp_path):
-    urls = _release(tmp_path)
+    urls = hand_made_release(tmp_path)
     (urls / "training_videoinfo_full_part_00.txt").write_bytes(b"\xff\xfe broken\n")
     test_lists = find_url_lists(urls, "test")
     assert validate_release(urls, test_lists, "test") == []
@@ -118,7 +89,7 @@ def test_lists_test_does_not_need_the_training_annotations(tmp_path):
 
 
 def test_many_faults_in_one_file_are_capped_with_a_count(tmp_path):
-    urls = _release(tmp_path)
+    urls = hand_made_release(tmp_path)
     path = urls / "training_image_url_full_1.txt"
     path.write_bytes(b"".join(b"bad\xff line\n" for _ in range(25)))
     faults = validate_release(urls, find_url_lists(urls), "all")

@@ -20,8 +20,6 @@ import pytest
 import torch
 
 from benchmark.cli.main import main
-from benchmark.core import registry
-from benchmark.core.registry import METHODS
 from benchmark.training.checkpoint import CheckpointError, load_checkpoint
 from tests.scaleout_helpers import (
     PYTHON,
@@ -41,10 +39,7 @@ EVERY = 2
 STALL_AT_CALL = 3  # 0-based training_losses call: inside step 4, after the step-2 checkpoint
 
 
-@pytest.fixture(autouse=True)
-def isolated_registry(monkeypatch):
-    registry.load_builtin_methods()
-    monkeypatch.setattr(METHODS, "_entries", dict(METHODS._entries))
+pytestmark = pytest.mark.usefixtures("isolated_registry")  # conftest: registrations are forgotten
 
 
 @pytest.fixture

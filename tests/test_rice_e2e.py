@@ -4,6 +4,8 @@ attention overlays from the run's checkpoint with ``visualize``."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from PIL import Image
 
@@ -15,6 +17,14 @@ from tests.evalkit import recall_at
 pytestmark = pytest.mark.slow
 
 LABEL = "rice-icl+pmd+pfr-ln+ipd+text+train.batch_size-8"  # --batch-size 8: not the profile's
+SYNTH_TINY = ("--dataset", "lpr4m-synth", "--profile", "tiny", "--synth-size", "tiny")  # every run here
+
+
+def _visualize(method: str, checkpoint: Path, query: str, out: Path) -> int:
+    return main(
+        ["visualize", "--method", method, "--dataset", "lpr4m-synth", "--checkpoint", str(checkpoint)]
+        + ["--query", query, "--out", str(out)]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -25,12 +35,7 @@ def rice_run(tmp_path_factory, synth_lpr4m):
         [
             "--method",
             "rice",
-            "--dataset",
-            "lpr4m-synth",
-            "--profile",
-            "tiny",
-            "--synth-size",
-            "tiny",
+            *SYNTH_TINY,
             "--max-steps",
             "3",
             "--batch-size",
@@ -68,21 +73,7 @@ def test_visualize_writes_overlays_from_the_checkpoint(rice_run, synth_lpr4m, tm
     run_dir, _ = rice_run
     query = next(q for q in synth_lpr4m.queries if not q.missing)
     out = tmp_path / "vis"
-    rc = main(
-        [
-            "visualize",
-            "--method",
-            "rice",
-            "--dataset",
-            "lpr4m-synth",
-            "--checkpoint",
-            str(run_dir / "last.pt"),
-            "--query",
-            query.query_id,
-            "--out",
-            str(out),
-        ]
-    )
+    rc = _visualize("rice", run_dir / "last.pt", query.query_id, out)
     assert rc == 0
     pngs = sorted(out.glob("*.png"))
     assert any(p.name.endswith("_attention.png") for p in pngs)
@@ -90,44 +81,10 @@ def test_visualize_writes_overlays_from_the_checkpoint(rice_run, synth_lpr4m, tm
     with Image.open(next(p for p in pngs if p.name.endswith("_attention.png"))) as img:
         assert img.format == "PNG" and img.width > img.height
     # a query that is not in the test split is one error line, not a trace
-    assert (
-        main(
-            [
-                "visualize",
-                "--method",
-                "rice",
-                "--dataset",
-                "lpr4m-synth",
-                "--checkpoint",
-                str(run_dir / "last.pt"),
-                "--query",
-                "nope",
-                "--out",
-                str(out),
-            ]
-        )
-        == 1
-    )
+    assert _visualize("rice", run_dir / "last.pt", "nope", out) == 1
     assert "not in" in capsys.readouterr().err
     # a method without attention maps is refused
-    assert (
-        main(
-            [
-                "visualize",
-                "--method",
-                "clip-meanpool",
-                "--dataset",
-                "lpr4m-synth",
-                "--checkpoint",
-                str(run_dir / "last.pt"),
-                "--query",
-                query.query_id,
-                "--out",
-                str(out),
-            ]
-        )
-        == 1
-    )
+    assert _visualize("clip-meanpool", run_dir / "last.pt", query.query_id, out) == 1
 
 
 def test_weights_reevaluate_a_checkpoint_under_another_config(rice_run, synth_lpr4m, tmp_path, capsys):
@@ -139,12 +96,7 @@ def test_weights_reevaluate_a_checkpoint_under_another_config(rice_run, synth_lp
     common = [
         "--method",
         "rice",
-        "--dataset",
-        "lpr4m-synth",
-        "--profile",
-        "tiny",
-        "--synth-size",
-        "tiny",
+        *SYNTH_TINY,
         "--weights",
         str(ckpt),
         "--epochs",
@@ -183,12 +135,7 @@ def test_weights_reevaluate_a_checkpoint_under_another_config(rice_run, synth_lp
 def test_weights_that_do_not_fit_are_one_line(rice_run, tmp_path, capsys):
     run_dir, _ = rice_run
     base = [
-        "--dataset",
-        "lpr4m-synth",
-        "--profile",
-        "tiny",
-        "--synth-size",
-        "tiny",
+        *SYNTH_TINY,
         "--epochs",
         "0",
         "--num-workers",

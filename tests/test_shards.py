@@ -19,25 +19,21 @@ import pytest
 import torch
 
 from benchmark.cli.main import main
-from benchmark.core import registry
 from benchmark.core.config import get_profile
-from benchmark.core.registry import METHODS
 from benchmark.reports.browse import write_browser
 from benchmark.training.checkpoint import load_checkpoint
 from datasets.lpr4m import load_lpr4m
 from datasets.shard_store import forget_tables, split_member
 from datasets.shard_stream import ShardPairStream, shard_owners
 from datasets.torch_data import PairDataset
+from tests.prepare_helpers import prepare
 from tests.scaleout_helpers import PYTHON, REPO, SMALL_ENCODER, subprocess_env
 
 T = 4  # the tiny profile's frames a clip
 SHARD = 16  # samples a shard: the 40 training clips' 160 frames make 10 training shards
 
 
-@pytest.fixture(autouse=True)
-def isolated_registry(monkeypatch):
-    registry.load_builtin_methods()
-    monkeypatch.setattr(METHODS, "_entries", dict(METHODS._entries))
+pytestmark = pytest.mark.usefixtures("isolated_registry")  # conftest: registrations are forgotten
 
 
 @pytest.fixture(scope="module")
@@ -46,29 +42,8 @@ def roots(tiny_release, tmp_path_factory):
     out = {}
     for fmt in ("files", "webdataset"):
         out[fmt] = base / fmt
-        assert (
-            main(
-                [
-                    "prepare",
-                    "--dataset",
-                    "lpr4m",
-                    "--urls",
-                    str(tiny_release / "urls"),
-                    "--out",
-                    str(out[fmt]),
-                    "--fast",
-                    "--processes",
-                    "2",
-                    "--frames-per-clip",
-                    str(T),
-                    "--format",
-                    fmt,
-                    "--shard-size",
-                    str(SHARD),
-                ]
-            )
-            == 0
-        )
+        extra = ("--fast", "--processes", "2", "--frames-per-clip", str(T), "--format", fmt, "--shard-size", str(SHARD))
+        assert prepare(tiny_release / "urls", out[fmt], *extra) == 0
     return out
 
 

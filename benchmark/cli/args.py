@@ -30,6 +30,19 @@ def message(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
+def add_plugin_argument(p: argparse.ArgumentParser) -> None:
+    """``--plugin PATH_OR_MODULE`` (repeatable, collected in ``args.plugins``): one spelling and help
+    for every subcommand that loads methods (run, list, visualize)."""
+    p.add_argument(
+        "--plugin",
+        dest="plugins",
+        action="append",
+        default=[],
+        metavar="PATH_OR_MODULE",
+        help="import a method plugin (.py file, package folder or module name) first (repeatable)",
+    )
+
+
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", required=True, help="a registered method (see `list`)")
     p.add_argument("--dataset", required=True, help="a registered dataset (see `list`)")
@@ -46,14 +59,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="override a field of the method's config, dotted (repeatable), e.g. --set encoder.layers=2",
     )
-    p.add_argument(
-        "--plugin",
-        dest="plugins",
-        action="append",
-        default=[],
-        metavar="PATH_OR_MODULE",
-        help="import a method plugin (.py file, package folder or module name) first (repeatable)",
-    )
+    add_plugin_argument(p)
     p.add_argument(
         "--pretrained",
         default=None,

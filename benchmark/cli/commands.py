@@ -17,6 +17,7 @@ from typing import Callable, Sequence
 from benchmark.cli import external
 from benchmark.cli.args import (
     UsageError,
+    add_plugin_argument,
     add_run_arguments,
     check_data_roots,
     load_registries,
@@ -86,7 +87,7 @@ def _print_run_summary(result) -> None:
 
 
 def _list_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--plugin", dest="plugins", action="append", default=[], metavar="PATH_OR_MODULE")
+    add_plugin_argument(p)
 
 
 def cmd_list(args: argparse.Namespace) -> int:

@@ -29,7 +29,7 @@ from typing import Any, Optional
 import torch
 from torch import Tensor
 
-from benchmark.cli.args import load_registries, parse_overrides, whole_weights_overrides
+from benchmark.cli.args import add_plugin_argument, load_registries, parse_overrides, whole_weights_overrides
 from benchmark.cli.run_setup import SYNTH_DATA_SEED, data_info
 from benchmark.core.atomic import atomic_write_bytes
 from benchmark.core.config import RunConfig, get_profile
@@ -68,7 +68,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         choices=("tiny", "default"),
         help="synthetic dataset size (default: the run's, from config.json)",
     )
-    p.add_argument("--plugin", dest="plugins", action="append", default=[], metavar="PATH_OR_MODULE")
+    add_plugin_argument(p)
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu")
 
 

@@ -18,7 +18,6 @@ checks against a dataset's split live in :mod:`benchmark.evaluation.external`.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import zipfile
 from dataclasses import dataclass
@@ -53,15 +52,6 @@ class RunEntry:
     docid: str
     score: float
     line: int
-
-
-def sha256_file(path: Path) -> str:
-    """Hex SHA-256 of a file, read in chunks (embedding files can be large)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def default_ids_path(path: Path) -> Path:

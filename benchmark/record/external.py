@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any, Mapping, Optional
 
 from benchmark.core.config import EvalConfig
+from benchmark.core.digest import sha256_file
 from benchmark.core.jsonable import to_jsonable
-from benchmark.evaluation.external_inputs import sha256_file
 from benchmark.record import provenance as prov_mod
 from benchmark.record.run_identity import IdentityError
 from benchmark.record.submission import (
@@ -32,6 +32,7 @@ from benchmark.record.submission import (
     SubmissionError,
     _all_faults,
     _raise,
+    dataset_record,
     load_submission,
     submission_filename,
     write_submission,
@@ -85,18 +86,7 @@ def build_external_submission(
             "config": None,
             "num_parameters": None if num_parameters is None else int(num_parameters),
         },
-        "dataset": {
-            "name": dataset,
-            "split": "test",
-            "annotation_checksum": splits.annotation_checksum,
-            "layout": splits.layout,
-            "grouped": bool(splits.grouped),
-            "num_queries": len(splits.queries),
-            "num_gallery": len(splits.gallery),
-            "num_queries_without_frames": sum(1 for q in splits.queries if q.missing),
-            "size": dataset_size,
-            "seed": dataset_seed,
-        },
+        "dataset": dataset_record(dataset, splits, dataset_size, dataset_seed),
         "profile": {"name": profile, "eval": to_jsonable(eval_cfg)},
         "protocol": {
             "score": KINDS[kind],

@@ -28,6 +28,7 @@ from typing import Any, Optional
 
 import torch
 
+from benchmark.core.digest import sha256_file
 from benchmark.core.paths import REPO_ROOT
 
 PACKAGES = (
@@ -185,11 +186,7 @@ def config_files(method_config: Any, prefix: str = "") -> dict[str, dict[str, An
         except OSError:  # a name too long for the file system, a value that is no path at all
             is_file = False
         if is_file:
-            h = hashlib.sha256()
-            with open(path, "rb") as fh:  # in chunks: weights can be large
-                for chunk in iter(lambda: fh.read(1 << 20), b""):
-                    h.update(chunk)
             home = str(Path.home())
             shown = method_config.replace(home, "~", 1) if home not in ("", "/") else method_config  # no user name
-            out[prefix.rstrip(".")] = {"path": shown, "sha256": h.hexdigest(), "bytes": path.stat().st_size}
+            out[prefix.rstrip(".")] = {"path": shown, "sha256": sha256_file(path), "bytes": path.stat().st_size}
     return out

@@ -28,6 +28,7 @@ from typing import Any, Optional
 import numpy as np
 
 from benchmark.core.atomic import atomic_write_bytes
+from benchmark.core.digest import sha256_file
 from benchmark.core.paths import REPO_ROOT
 from benchmark.evaluation.metrics import per_query_values
 from benchmark.record.rescore import rescore
@@ -51,14 +52,6 @@ def cache_dir() -> Path:
     return cache_root() / SUBDIR
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 _SCORER: Optional[str] = None
 
 
@@ -74,7 +67,7 @@ def scorerdigest() -> str:
 
 
 def cache_key(path: Path, splits: DatasetSplits) -> str:
-    blob = json.dumps([_sha256_file(path), splits.annotation_checksum, scorerdigest()])
+    blob = json.dumps([sha256_file(path), splits.annotation_checksum, scorerdigest()])
     return hashlib.sha256(blob.encode()).hexdigest()
 
 

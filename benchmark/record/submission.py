@@ -126,6 +126,26 @@ def _raise(source: str, faults: Sequence[str]) -> None:
 # --- building and writing --------------------------------------------------------------------
 
 
+def dataset_record(
+    dataset: str, splits: DatasetSplits, size: Optional[str] = None, seed: Optional[int] = None
+) -> dict[str, Any]:
+    """A submission's ``dataset`` block: the registry name, the test split's annotation checksum,
+    layout and counts, and (synthetic sets) the generator's ``size``/``seed``; the same block for
+    every source (reproduced or external), so that the leaderboard reads and re-scores both alike."""
+    return {
+        "name": dataset,
+        "split": "test",
+        "annotation_checksum": splits.annotation_checksum,
+        "layout": splits.layout,
+        "grouped": bool(splits.grouped),
+        "num_queries": len(splits.queries),
+        "num_gallery": len(splits.gallery),
+        "num_queries_without_frames": sum(1 for q in splits.queries if q.missing),
+        "size": size,
+        "seed": seed,
+    }
+
+
 def build_submission(
     *,
     method: str,
@@ -167,18 +187,7 @@ def build_submission(
             "config": to_jsonable(method_config),
             "num_parameters": int(num_parameters),
         },
-        "dataset": {
-            "name": dataset,
-            "split": "test",
-            "annotation_checksum": splits.annotation_checksum,
-            "layout": splits.layout,
-            "grouped": bool(splits.grouped),
-            "num_queries": len(splits.queries),
-            "num_gallery": len(splits.gallery),
-            "num_queries_without_frames": sum(1 for q in splits.queries if q.missing),
-            "size": dataset_size,
-            "seed": dataset_seed,
-        },
+        "dataset": dataset_record(dataset, splits, dataset_size, dataset_seed),
         "profile": {
             "name": profile.name,
             **to_jsonable({"data": profile.data, "train": profile.train, "eval": ev}),

@@ -11,16 +11,12 @@ and :func:`content_problem` compares a root with its record on every reuse.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import stat
 from pathlib import Path
 from typing import Any
 
-
-def _sha256(path: str) -> str:
-    with open(path, "rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
+from benchmark.core.digest import sha256_file
 
 
 def _files(root: Path, skip: str) -> dict[str, str]:
@@ -39,7 +35,7 @@ def _files(root: Path, skip: str) -> dict[str, str]:
 
 def content_record(root: Path, skip: str) -> dict[str, list[Any]]:
     """``{relative path: [size, sha256]}`` of every file under ``root`` except ``skip``."""
-    return {rel: [os.path.getsize(path), _sha256(path)] for rel, path in _files(root, skip).items()}
+    return {rel: [os.path.getsize(path), sha256_file(path)] for rel, path in _files(root, skip).items()}
 
 
 def content_problem(root: Path, record: Any, skip: str) -> str | None:
@@ -59,6 +55,6 @@ def content_problem(root: Path, record: Any, skip: str) -> str | None:
         size, digest = entry if isinstance(entry, list) and len(entry) == 2 else (None, None)
         if info.st_size != size:
             return f"{rel} has {info.st_size} bytes, {size} generated"
-        if _sha256(path) != digest:
+        if sha256_file(path) != digest:
             return f"{rel} differs from the generated file (sha256)"
     return None

@@ -138,41 +138,28 @@ class SizeSpec:
     mf_frame_size: tuple[int, int] = (96, 128)  # (W, H), portrait like the social-media videos
 
 
+_TINY = SizeSpec(
+    name="tiny",
+    train_lives=4,
+    test_lives=2,
+    products_per_live=(4, 6),
+    test_products_per_live=(6, 8),
+    clips_per_product=(2, 2),
+    queries_per_live=(10, 10),
+    frames_per_clip=(8, 10),
+    mf_train_products=10,
+    mf_test_products=8,
+    mf_second_video_rate=0.2,
+    mf_missing_train=1,
+    mf_missing_test=1,
+    mf_seconds=(3, 5),
+)
+
 SIZES: dict[str, SizeSpec] = {
-    "tiny": SizeSpec(
-        name="tiny",
-        train_lives=4,
-        test_lives=2,
-        products_per_live=(4, 6),
-        test_products_per_live=(6, 8),
-        clips_per_product=(2, 2),
-        queries_per_live=(10, 10),
-        frames_per_clip=(8, 10),
-        mf_train_products=10,
-        mf_test_products=8,
-        mf_second_video_rate=0.2,
-        mf_missing_train=1,
-        mf_missing_test=1,
-        mf_seconds=(3, 5),
-    ),
+    "tiny": _TINY,
     # tiny with the real release's clip lengths (tens to hundreds of frames a clip; LPR4M: ~118 a training
     # clip, ~25 a test clip): what prepare --frames-per-clip reduces (tests/test_frame_selection.py)
-    "tiny-long": SizeSpec(
-        name="tiny-long",
-        train_lives=4,
-        test_lives=2,
-        products_per_live=(4, 6),
-        test_products_per_live=(6, 8),
-        clips_per_product=(2, 2),
-        queries_per_live=(10, 10),
-        frames_per_clip=(20, 160),
-        mf_train_products=10,
-        mf_test_products=8,
-        mf_second_video_rate=0.2,
-        mf_missing_train=1,
-        mf_missing_test=1,
-        mf_seconds=(3, 5),
-    ),
+    "tiny-long": dataclasses.replace(_TINY, name="tiny-long", frames_per_clip=(20, 160)),
     "default": SizeSpec(name="default"),
     "lpr4m-scale": SizeSpec(
         name="lpr4m-scale",
