@@ -7,12 +7,12 @@ model already built), so the runner's stages read as a sequence of named steps.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any, Optional
 
 from benchmark.core.config import RunConfig
+from benchmark.core.digest import sha256_file
 from benchmark.core.registry import DATASETS, METHODS
 from benchmark.record import run_identity as ident
 from benchmark.record.config_diff import recipe_changes, variant_with_settings
@@ -112,11 +112,7 @@ def load_initial_weights(method: Method, path: Path, con: Any) -> dict[str, Any]
     submission records (file, sha256, the source run's label, checkpoint keys left unused)."""
 
     unused = load_model_weights(method, path, allow_unused=True)
-    h = hashlib.sha256()
-    with open(path, "rb") as f:  # in chunks: a paper-profile checkpoint is hundreds of MB
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    digest = h.hexdigest()
+    digest = sha256_file(path)
     source = None
     config = Path(path).parent / CONFIG_NAME
     if config.is_file():
