@@ -114,9 +114,10 @@ def test_bad_run_options_are_usage_errors(extra, message, capsys):
 
 def test_the_removed_nvjpeg_option_is_refused_not_ignored(monkeypatch, capsys):
     monkeypatch.setenv("LPR_BENCH_JPEG_DEVICE", "cuda")
-    rc = main(["--method", "clip-meanpool", "--dataset", "lpr4m-synth"])
-    err = capsys.readouterr().err
-    assert rc == 2 and err.count("\n") == 1 and "LPR_BENCH_JPEG_DEVICE is no longer supported" in err
+    for argv in (["--method", "clip-meanpool", "--dataset", "lpr4m-synth"], ["visualize", "--help"], ["list"]):
+        rc = main(argv)
+        err = capsys.readouterr().err
+        assert rc == 2 and err.count("\n") == 1 and "LPR_BENCH_JPEG_DEVICE is no longer supported" in err
 
 
 def test_real_dataset_without_data_root_is_one_line(tmp_path, capsys):

@@ -120,3 +120,42 @@ def test_ablations_match_the_committed_ablation_rows(tmp_path: Path) -> None:
         "lpr4m-synth__rice+pfr=false+ipd=none+text=false__seed0",
     ]
     assert len(jobs) == 1 + len(rerun_rows.ABLATIONS["rice"])
+
+
+def test_cheapest_first_puts_each_control_after_its_method_and_controls_only_keeps_controls(tmp_path, capsys) -> None:
+    (tmp_path / "submissions").mkdir()
+    base = ["--dry-run", "--profile", "tiny-v2", "--seeds", "0", "--datasets", "lpr4m-synth"]
+    base += ["--methods", "rice", "video-swin", "nvan", "--results-dir", str(tmp_path)]
+    assert rerun_rows.main([*base, "--cheapest-first"]) == 0
+    names = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
+    assert names == [
+        "lpr4m-synth__video-swin__seed0",
+        "lpr4m-synth__video-swin__seed0__untrained",
+        "lpr4m-synth__nvan__seed0",
+        "lpr4m-synth__nvan__seed0__untrained",
+        "lpr4m-synth__rice__seed0",
+        "lpr4m-synth__rice__seed0__untrained",
+    ]
+    assert rerun_rows.main([*base, "--controls-only"]) == 0
+    names = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
+    assert sorted(names) == sorted(n for n in names if n.endswith("__untrained")) and len(names) == 3
+
+
+def test_an_unreadable_submission_is_one_line_naming_it(tmp_path, capsys) -> None:
+    (tmp_path / "submissions").mkdir()
+    (tmp_path / "submissions" / "x__seed0.json").write_text("{not json")
+    rc = rerun_rows.main(["--dry-run", "--seeds", "0", "--methods", "nvan", "--results-dir", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "x__seed0.json: not a readable submission" in err
+
+
+def test_no_job_starts_once_the_tree_leaves_its_commit(tmp_path, monkeypatch, capsys) -> None:
+    """The queue re-checks the checkout before every job: rows of one plan come from one commit."""
+    heads = iter(["abc", "def"])
+    monkeypatch.setattr(rerun_rows, "_head", lambda tree: next(heads))
+    started = []
+    monkeypatch.setattr(rerun_rows.subprocess, "Popen", lambda *a, **k: started.append(a) or None)
+    jobs = rerun_rows.plan("tiny-v2", ["lpr4m-synth"], [0], ["nvan"], True)
+    args = rerun_rows.argparse.Namespace(log_dir=tmp_path, jobs=1, tree=tmp_path, results_dir=tmp_path)
+    assert rerun_rows.run_queue(list(jobs), args, "def") == 1
+    assert started == [] and "no longer a clean checkout of def" in capsys.readouterr().out

@@ -74,7 +74,8 @@ def report(old: dict[str, Row], new: dict[str, Row], old_name: str, new_name: st
         seeds = len(n.runs) if n is not None and n.runs else (1 if n is not None else 0)
         sd = _sd(n) if n is not None else None
         control = n.control.get("R1") if n is not None else None
-        clears = "-" if n is None or control is None else ("yes" if n.cis["R1"][0] > control else "**no**")
+        ci = n.cis.get("R1") if n is not None else None
+        clears = "-" if ci is None or control is None else ("yes" if ci[0] > control else "**no**")
         lines.append(
             f"| {method} | {_fmt(old.get(method))} | {_fmt(n)} | {seeds} | {'-' if sd is None else f'{sd:.2f}'} | "
             f"{'-' if control is None else f'{control:.2f}'} | {clears} |"
@@ -87,6 +88,8 @@ def report(old: dict[str, Row], new: dict[str, Row], old_name: str, new_name: st
         )
         separated, reversed_pairs = 0, []
         for a, b in combinations(both, 2):
+            if not (old[a].cis.get("R1") and old[b].cis.get("R1")):
+                continue  # an interval unknown: not counted as separated
             (alo, ahi), (blo, bhi) = old[a].cis["R1"], old[b].cis["R1"]
             if ahi < blo or bhi < alo:
                 separated += 1

@@ -24,6 +24,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Optional
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -103,13 +104,22 @@ def plan(
     return jobs
 
 
+class RecordError(ValueError):
+    """A submission in the results folder cannot be read (the message names the file)."""
+
+
 def _recorded(results_dir: Path) -> set[frozenset[str]]:
     """The argument sets of the runs already in ``results_dir/submissions``."""
     done: set[frozenset[str]] = set()
-    for f in (results_dir / "submissions").glob("*.json*"):
-        with (gzip.open if f.suffix == ".gz" else open)(f, "rt") as fh:
-            command = json.load(fh).get("provenance", {}).get("command", "")
-        done.add(_key(shlex.split(command)))
+    for f in sorted((results_dir / "submissions").glob("*.json*")):
+        try:
+            with (gzip.open if f.suffix == ".gz" else open)(f, "rt") as fh:
+                record = json.load(fh)
+        except (OSError, EOFError, ValueError) as exc:
+            raise RecordError(f"{f}: not a readable submission ({type(exc).__name__}: {exc})") from None
+        command = record.get("provenance", {}).get("command") if isinstance(record, dict) else None
+        if isinstance(command, str) and command:  # rows made before commands were recorded match no plan
+            done.add(_key(shlex.split(command)))
     return done
 
 
@@ -128,11 +138,59 @@ def _key(argv: list[str]) -> frozenset[str]:
     return frozenset(pairs)
 
 
-def _clean(tree: Path) -> bool:
-    out = subprocess.run(
+def _head(tree: Path) -> Optional[str]:
+    """The commit ``tree`` has checked out, or None when it has uncommitted changes to tracked files."""
+    status = subprocess.run(
         ["git", "status", "--porcelain", "--untracked-files=no"], cwd=tree, capture_output=True, text=True
     )
-    return out.returncode == 0 and not out.stdout.strip()
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tree, capture_output=True, text=True)
+    if status.returncode or head.returncode or status.stdout.strip():
+        return None
+    return head.stdout.strip()
+
+
+def select(a: argparse.Namespace) -> list[Job]:
+    """The plan's jobs in the order asked for, less those already recorded in the results folder."""
+    methods = a.methods or sorted(METHODS.names())
+    jobs = plan(a.profile, a.datasets, a.seeds, methods, not a.no_controls, a.ablations)
+    if a.controls_only:
+        jobs = [j for j in jobs if j.untrained]
+    if a.cheapest_first:
+        jobs.sort(key=lambda j: (j.seed, j.dataset, COST.get(j.method, 0), j.method, j.sets, j.untrained))
+    done = _recorded(a.results_dir)
+    return [j for j in jobs if _key(list(j.args)) not in done]
+
+
+def run_queue(todo: list[Job], a: argparse.Namespace, commit: str) -> int:
+    """Run ``todo`` ``a.jobs`` at a time; no job starts once the tree has left ``commit``."""
+    a.log_dir.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    running: list[tuple[Job, subprocess.Popen, float, Any]] = []
+    failed = 0
+    while todo or running:
+        while todo and len(running) < a.jobs:
+            if _head(a.tree) != commit:
+                print(f"{a.tree} is no longer a clean checkout of {commit[:12]}: no further job started", flush=True)
+                todo, failed = [], failed + 1
+                break
+            j = todo.pop(0)
+            cmd = [sys.executable, "run_benchmark.py", "run", *j.args, "--num-workers", "0", "--no-leaderboard"]
+            cmd += ["--results-dir", str(a.results_dir.resolve())]
+            log = open(a.log_dir / f"{j.name}.log", "w")  # noqa: SIM115  (closed when the process ends)
+            proc = subprocess.Popen(cmd, cwd=a.tree, env=env, stdout=log, stderr=subprocess.STDOUT)
+            running.append((j, proc, time.time(), log))
+            print(f"started {j.name}", flush=True)
+        time.sleep(5)
+        for item in list(running):
+            j, proc, t0, log = item
+            if proc.poll() is None:
+                continue
+            running.remove(item)
+            log.close()
+            failed += proc.returncode != 0
+            verdict = "done" if proc.returncode == 0 else "FAILED"
+            print(f"{verdict} {j.name} rc={proc.returncode} {time.time() - t0:.0f}s", flush=True)
+    return 1 if failed else 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -141,9 +199,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--datasets", nargs="+", default=list(DATASETS))
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--methods", nargs="+", default=None, help="default: every registered method")
-    ap.add_argument("--no-controls", action="store_true", help="leave out the untrained controls")
     ap.add_argument("--ablations", action="store_true", help="also the ablation rows docs/ draw conclusions from")
-    ap.add_argument("--controls-only", action="store_true", help="only the untrained controls")
+    controls = ap.add_mutually_exclusive_group()
+    controls.add_argument("--no-controls", action="store_true", help="leave out the untrained controls")
+    controls.add_argument("--controls-only", action="store_true", help="only the untrained controls")
     ap.add_argument(
         "--cheapest-first",
         action="store_true",
@@ -151,60 +210,30 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--jobs", type=int, default=2, help="runs at a time, one thread each")
     ap.add_argument("--tree", type=Path, default=REPO, help="the clean checkout the runs execute in")
-    ap.add_argument("--results-dir", type=Path, default=REPO / "results")
+    ap.add_argument(
+        "--results-dir",
+        type=Path,
+        default=REPO / "runs" / "rerun-results",
+        help="where the submissions go (default runs/rerun-results; `results` remakes the committed record)",
+    )
     ap.add_argument("--log-dir", type=Path, default=REPO / "runs" / "rerun-logs")
     ap.add_argument("--dry-run", action="store_true")
     a = ap.parse_args(argv)
     load_builtin_methods()
-    methods = a.methods or sorted(METHODS.names())
-    jobs = plan(a.profile, a.datasets, a.seeds, methods, not a.no_controls, a.ablations)
-    if a.controls_only:
-        jobs = [j for j in jobs if j.untrained]
-    if a.cheapest_first:
-        jobs.sort(key=lambda j: (j.seed, j.dataset, COST.get(j.method, 0), j.sets, j.untrained))
-    done = _recorded(a.results_dir)
-    todo = [j for j in jobs if _key(list(j.args)) not in done]
+    try:
+        todo = select(a)
+    except RecordError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     for j in todo:
         print(j.name, " ".join(j.args))
     if a.dry_run or not todo:
         return 0
-    if not _clean(a.tree):
-        print(f"{a.tree}: uncommitted changes; rows must come from a clean tree", file=sys.stderr)
+    commit = _head(a.tree)
+    if commit is None:
+        print(f"error: {a.tree}: uncommitted changes; rows must come from a clean tree", file=sys.stderr)
         return 2
-    a.log_dir.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    running: list[tuple[Job, subprocess.Popen, float]] = []
-    failed = 0
-    while todo or running:
-        while todo and len(running) < a.jobs:
-            j = todo.pop(0)
-            cmd = [
-                sys.executable,
-                "run_benchmark.py",
-                "run",
-                *j.args,
-                "--num-workers",
-                "0",
-                "--no-leaderboard",
-                "--results-dir",
-                str(a.results_dir.resolve()),
-            ]
-            log = open(a.log_dir / f"{j.name}.log", "w")  # noqa: SIM115  (closed with the process)
-            running.append(
-                (j, subprocess.Popen(cmd, cwd=a.tree, env=env, stdout=log, stderr=subprocess.STDOUT), time.time())
-            )
-            print(f"started {j.name}", flush=True)
-        time.sleep(5)
-        for item in list(running):
-            j, p, t0 = item
-            if p.poll() is not None:
-                running.remove(item)
-                failed += p.returncode != 0
-                print(
-                    f"{'done' if p.returncode == 0 else 'FAILED'} {j.name} rc={p.returncode} {time.time() - t0:.0f}s",
-                    flush=True,
-                )
-    return 1 if failed else 0
+    return run_queue(todo, a, commit)
 
 
 if __name__ == "__main__":

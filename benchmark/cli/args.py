@@ -201,13 +201,17 @@ def load_registries(plugins: Sequence[str]) -> None:
             raise UsageError(f"--plugin {spec}: cannot be imported ({type(exc).__name__}: {message(exc)})") from exc
 
 
-def resolve_run_config(args: argparse.Namespace):
-    """The :class:`RunConfig` the command line asks for (names checked, overrides validated)."""
-    if os.environ.get("LPR_BENCH_JPEG_DEVICE"):  # removed: refused rather than silently ignored
+def refuse_removed_settings() -> None:
+    """Settings this harness once read and no longer does: refused, never silently ignored."""
+    if os.environ.get("LPR_BENCH_JPEG_DEVICE"):
         raise UsageError(
             "LPR_BENCH_JPEG_DEVICE is no longer supported: frames are decoded in the DataLoader's workers "
             "(docs/performance.md, nvJPEG); unset it and give --num-workers instead"
         )
+
+
+def resolve_run_config(args: argparse.Namespace):
+    """The :class:`RunConfig` the command line asks for (names checked, overrides validated)."""
     method = args.method
     if args.demo_fallback and method == DEMO_METHOD and DEMO_METHOD not in METHODS:
         print(

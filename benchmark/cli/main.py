@@ -17,7 +17,7 @@ import os
 import sys
 from typing import Optional, Sequence
 
-from benchmark.cli.args import UsageError, message
+from benchmark.cli.args import UsageError, message, refuse_removed_settings
 from benchmark.cli.commands import COMMANDS
 from benchmark.core.registry import RegistryError
 
@@ -86,6 +86,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     traceback = bool(os.environ.get("LPR_BENCH_TRACEBACK"))
     handlers = {c.name: c.handler for c in COMMANDS}
     try:
+        refuse_removed_settings()
         args = build_parser(selected=argv[0]).parse_args(argv)
         if args.command is None:
             build_parser().print_help()

@@ -66,9 +66,12 @@ def extract(
     keep_extras: bool = False,
     amp_dtype: Optional[torch.dtype] = None,
     show_progress: bool = True,
+    data_cfg: Optional[DataConfig] = None,
 ) -> Encoded:
     """Encode every item of ``dataset`` (``side`` = ``query`` or ``gallery``), in its order.
 
+    ``data_cfg``: the mean/std that turn the loader's uint8 pixels into the model's input
+    (default: a Query/GalleryDataset's own; required for any other dataset that yields pixels).
     Returns embeddings L2-normalised in float32 on the CPU, on every rank.
     """
 
@@ -79,7 +82,7 @@ def extract(
         raise EvaluationError(f"nothing to encode on the {side} side")
     encode = method.encode_query if side == "query" else method.encode_gallery
     # the loader hands over uint8 pixels; they are normalised on the device, after the copy
-    pixel_cfg = dataset.cfg if isinstance(dataset, (QueryDataset, GalleryDataset)) else None
+    pixel_cfg = data_cfg or (dataset.cfg if isinstance(dataset, (QueryDataset, GalleryDataset)) else None)
     sampler = DistributedSampler(dataset, num_replicas=env.world_size, rank=env.rank, shuffle=False, drop_last=False)
     loader = DataLoader(
         dataset,
@@ -179,6 +182,7 @@ def evaluate(
         keep_extras=keep,
         amp_dtype=amp_dtype,
         show_progress=show_progress,
+        data_cfg=data_cfg,
     )
     ctx = (
         feature_cache.context(

@@ -126,6 +126,7 @@ def choose_fuse_weight(
         keep_extras=True,
         amp_dtype=amp_dtype,
         show_progress=False,
+        data_cfg=data_cfg,
     )
     q_enc = evaluate.extract(method, QueryDataset(val.queries, data_cfg), "query", **common)
     g_enc = evaluate.extract(method, GalleryDataset(val.gallery, data_cfg), "gallery", **common)

@@ -158,5 +158,6 @@ class EpochLoaders:
         return self.loader
 
     def close(self) -> None:
-        """Let the workers go (they also end when this object is collected)."""
+        """Drop this object's hold on the loader; its workers end once no iterator of it is left
+        (the engine's epoch loop holds one until ``train`` returns) or when it is collected."""
         self.loader = None

@@ -12,7 +12,7 @@ Frames as the LPR4M release stores them (img2dataset, ``--image_size 256 --resiz
 keep_ratio``: shortest side 256; portrait 9:16 livestream frames, so 256 x 455), textured,
 JPEG quality 95 (img2dataset's default); shop images 256 x 256. One training pair of the paper
 profile = 10 frames + 1 shop image through :class:`datasets.torch_data.PairDataset` (decode,
-tail cut, random resized crop to 224, flip, CLIP normalisation), single-threaded as in one
+tail cut, random resized crop to 224, flip; uint8 out: CLIP normalisation now runs on the device), single-threaded as in one
 DataLoader worker; the official tail cut keeps 7.75 of the 10 frames on average, so a training
 pair decodes 8.75 images, the ``decode only`` rows 11. Rows:
 
