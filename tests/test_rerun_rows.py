@@ -159,3 +159,23 @@ def test_no_job_starts_once_the_tree_leaves_its_commit(tmp_path, monkeypatch, ca
     args = rerun_rows.argparse.Namespace(log_dir=tmp_path, jobs=1, tree=tmp_path, results_dir=tmp_path)
     assert rerun_rows.run_queue(list(jobs), args, "def") == 1
     assert started == [] and "no longer a clean checkout of def" in capsys.readouterr().out
+
+
+def test_the_v2_table_in_docs_quotes_the_committed_submissions() -> None:
+    """docs/protocol-v2.md's tiny-v2 column and controls are the committed rows' recorded figures
+    (one seed each; the file names follow submission_filename)."""
+    import re
+
+    text = (REPO / "docs" / "protocol-v2.md").read_text()
+    rows = re.findall(r"^\| ([a-z-]+) \| [^|]+ \| ([\d.]+) \[([\d.]+), ([\d.]+)\] \| 1 \| - \| ([\d.]+) \|", text, re.M)
+    assert len(rows) == 10
+    names = {r.name: r for r in COMMITTED.glob("lpr4m-synth__tiny-v2__*")}
+    for method, r1, lo, hi, control in rows:
+        trained = [n for n in names if n.split("__")[2].split("-")[0] == method.split("-")[0] and "untrained" not in n]
+        untrained = [n for n in names if n.split("__")[2].split("-")[0] == method.split("-")[0] and "untrained" in n]
+        assert len(trained) == len(untrained) == 1, method
+        with gzip.open(names[trained[0]], "rt") as fh:
+            got = json.load(fh)["metrics"]["overall"]["R1"]
+        assert (f"{got['value']:.2f}", f"{got['ci95'][0]:.2f}", f"{got['ci95'][1]:.2f}") == (r1, lo, hi), method
+        with gzip.open(names[untrained[0]], "rt") as fh:
+            assert f"{json.load(fh)['metrics']['overall']['R1']['value']:.2f}" == control, method
