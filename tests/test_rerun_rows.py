@@ -179,3 +179,15 @@ def test_the_v2_table_in_docs_quotes_the_committed_submissions() -> None:
         assert (f"{got['value']:.2f}", f"{got['ci95'][0]:.2f}", f"{got['ci95'][1]:.2f}") == (r1, lo, hi), method
         with gzip.open(names[untrained[0]], "rt") as fh:
             assert f"{json.load(fh)['metrics']['overall']['R1']['value']:.2f}" == control, method
+
+
+def test_hostile_submissions_are_refused_or_ignored_without_a_traceback(tmp_path, capsys) -> None:
+    """A submission is data from anyone: a non-object provenance matches no plan; a file past the
+    reader's depth limit is one line naming it (the record's guarded reader, benchmark.core.safe_json)."""
+    (tmp_path / "submissions").mkdir()
+    (tmp_path / "submissions" / "odd__seed0.json").write_text(json.dumps({"provenance": "run_benchmark.py --seed 0"}))
+    assert rerun_rows._recorded(tmp_path) == set()
+    (tmp_path / "submissions" / "deep__seed0.json").write_text("[" * 10_000 + "]" * 10_000)
+    rc = rerun_rows.main(["--dry-run", "--seeds", "0", "--methods", "nvan", "--results-dir", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "deep__seed0.json: not a readable submission" in err

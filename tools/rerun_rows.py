@@ -15,8 +15,6 @@ changes (a row from a dirty tree cannot be reproduced).
 from __future__ import annotations
 
 import argparse
-import gzip
-import json
 import os
 import shlex
 import subprocess
@@ -29,6 +27,7 @@ from typing import Any, Optional
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmark.core import safe_json  # noqa: E402
 from benchmark.core.registry import METHODS, load_builtin_methods  # noqa: E402
 
 DATASETS = ("lpr4m-synth", "movingfashion-synth")
@@ -112,12 +111,12 @@ def _recorded(results_dir: Path) -> set[frozenset[str]]:
     """The argument sets of the runs already in ``results_dir/submissions``."""
     done: set[frozenset[str]] = set()
     for f in sorted((results_dir / "submissions").glob("*.json*")):
-        try:
-            with (gzip.open if f.suffix == ".gz" else open)(f, "rt") as fh:
-                record = json.load(fh)
-        except (OSError, EOFError, ValueError) as exc:
+        try:  # the record's guarded reader: size and depth limits, gzip checked (files may come from anyone)
+            record = safe_json.load(f)
+        except (OSError, ValueError) as exc:
             raise RecordError(f"{f}: not a readable submission ({type(exc).__name__}: {exc})") from None
-        command = record.get("provenance", {}).get("command") if isinstance(record, dict) else None
+        provenance = record.get("provenance") if isinstance(record, dict) else None
+        command = provenance.get("command") if isinstance(provenance, dict) else None
         if isinstance(command, str) and command:  # rows made before commands were recorded match no plan
             done.add(_key(shlex.split(command)))
     return done
