@@ -76,7 +76,7 @@ def _compare_protocols():
 def _row(method: str, r1: float, ci: tuple[float, float], control: float, seeds: tuple[float, ...] = ()):
     from benchmark.reports.leaderboard_rows import Row
 
-    runs = [Row("d", "p", method, "", "reproduced", "verified", values={"R1": v}) for v in seeds]
+    runs = [Row("d", "p", method, "", "reproduced", "verified", values={"R1": v}, seed=i) for i, v in enumerate(seeds)]
     return Row(
         "d",
         "p",
@@ -104,6 +104,22 @@ def test_protocol_report_gives_tau_reversals_and_controls() -> None:
     assert "Pairs the tiny intervals separate: 2; order reversed in tiny-v2: a / b" in text
     assert "| c | 29.00 [26.00, 32.00] | 8.00 [4.00, 12.00] | 1 | - | 6.00 | **no** |" in text
     assert "| a | 50.00 [47.00, 53.00] | 25.00 [22.00, 28.00] | 3 | 1.00 | 5.00 | yes |" in text
+    assert "seed noise" not in text  # one method at several seeds: no order to compare
+
+
+def test_seed_taus_compare_the_orders_of_two_seeds_over_the_methods_run_at_both() -> None:
+    cp = _compare_protocols()
+    new = {
+        "a": _row("a", 0, (0, 0), 0, seeds=(30, 10, 30)),
+        "b": _row("b", 0, (0, 0), 0, seeds=(20, 20, 20)),
+        "c": _row("c", 0, (0, 0), 0, seeds=(10, 30)),  # no seed 2
+    }
+    taus = cp.seed_taus(new)
+    assert {k: (round(t, 3), n) for k, (t, n) in taus.items()} == {
+        (0, 1): (-1.0, 3),
+        (0, 2): (1.0, 2),
+        (1, 2): (-1.0, 2),
+    }
 
 
 def test_ablations_match_the_committed_ablation_rows(tmp_path: Path) -> None:

@@ -100,7 +100,31 @@ def report(old: dict[str, Row], new: dict[str, Row], old_name: str, new_name: st
             f"Pairs the {old_name} intervals separate: {separated}; order reversed in {new_name}: "
             + (", ".join(reversed_pairs) if reversed_pairs else "none")
         )
+    floor = seed_taus(new)
+    if floor:
+        lines.append(
+            f"Kendall's tau between two seeds of {new_name} (the order's own seed noise): "
+            + ", ".join(f"seeds {a}/{b} {t:.3f} over {n}" for (a, b), (t, n) in floor.items())
+        )
     return "\n".join(lines)
+
+
+def seed_taus(rows: dict[str, Row]) -> dict[tuple[int, int], tuple[float, int]]:
+    """Kendall's tau between the orders of methods that two training seeds of one protocol give
+    (over the methods run at both seeds): how far the order moves when only the seed changes, the
+    yardstick for a tau between two protocols."""
+    by_seed: dict[int, dict[str, float]] = {}
+    for method, row in rows.items():
+        for run in row.runs:
+            if run.seed is not None:
+                by_seed.setdefault(run.seed, {})[method] = run.values["R1"]
+    out = {}
+    for a, b in combinations(sorted(by_seed), 2):
+        both = sorted(set(by_seed[a]) & set(by_seed[b]))
+        if len(both) >= 2:
+            tau = kendalltau([by_seed[a][m] for m in both], [by_seed[b][m] for m in both]).statistic
+            out[(a, b)] = (float(tau), len(both))
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
