@@ -101,7 +101,7 @@ def test_protocol_report_gives_tau_reversals_and_controls() -> None:
     }
     text = cp.report(old, new, "tiny", "tiny-v2")
     assert "Kendall's tau over the 3 methods in both: 0.333" in text
-    assert "Pairs the tiny intervals separate: 2; order reversed in tiny-v2: a / b" in text
+    assert "Pairs the tiny intervals separate: 2; order reversed in tiny-v2: a / b (separated in both)" in text
     assert "| c | 29.00 [26.00, 32.00] | 8.00 [4.00, 12.00] | 1 | - | 6.00 | **no** |" in text
     assert "| a | 50.00 [47.00, 53.00] | 25.00 [22.00, 28.00] | 3 | 1.00 | 5.00 | yes |" in text
     assert "seed noise" not in text  # one method at several seeds: no order to compare

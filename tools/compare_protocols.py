@@ -88,14 +88,11 @@ def report(old: dict[str, Row], new: dict[str, Row], old_name: str, new_name: st
         )
         separated, reversed_pairs = 0, []
         for a, b in combinations(both, 2):
-            if not (old[a].cis.get("R1") and old[b].cis.get("R1")):
-                continue  # an interval unknown: not counted as separated
-            (alo, ahi), (blo, bhi) = old[a].cis["R1"], old[b].cis["R1"]
-            if ahi < blo or bhi < alo:
+            if _apart(old[a], old[b]):
                 separated += 1
                 same = (old[a].values["R1"] > old[b].values["R1"]) == (new[a].values["R1"] > new[b].values["R1"])
                 if not same:
-                    reversed_pairs.append(f"{a} / {b}")
+                    reversed_pairs.append(f"{a} / {b}" + (" (separated in both)" if _apart(new[a], new[b]) else ""))
         lines.append(
             f"Pairs the {old_name} intervals separate: {separated}; order reversed in {new_name}: "
             + (", ".join(reversed_pairs) if reversed_pairs else "none")
@@ -107,6 +104,14 @@ def report(old: dict[str, Row], new: dict[str, Row], old_name: str, new_name: st
             + ", ".join(f"seeds {a}/{b} {t:.3f} over {n}" for (a, b), (t, n) in floor.items())
         )
     return "\n".join(lines)
+
+
+def _apart(a: Row, b: Row) -> bool:
+    """Whether the R1 intervals of two rows do not overlap (False when one is unknown)."""
+    if not (a.cis.get("R1") and b.cis.get("R1")):
+        return False
+    (alo, ahi), (blo, bhi) = a.cis["R1"], b.cis["R1"]
+    return ahi < blo or bhi < alo
 
 
 def seed_taus(rows: dict[str, Row]) -> dict[tuple[int, int], tuple[float, int]]:
