@@ -1,7 +1,8 @@
 """Two protocols of one dataset side by side: each method's main row under the old and the new
 protocol (R1 mean over seeds, its interval, seed sd), whether the new row clears its untrained
-control, Kendall's tau between the two orders, and whether every pair of methods that the old
-intervals separate keeps its order (issue 38's criteria for a cheaper protocol).
+control, Kendall's tau between the two orders (and, as its yardstick, between two training seeds of
+the new protocol), and whether every pair of methods that the old intervals separate keeps its
+order (issue 38's criteria for a cheaper protocol).
 
 Rows are the leaderboard's own (:func:`benchmark.reports.leaderboard_rows.collect_rows`, re-scored
 from the submissions; seeds pooled and main rows marked by :func:`benchmark.reports.leaderboard.build`).
