@@ -18,10 +18,13 @@ _spec.loader.exec_module(rerun_rows)
 COMMITTED = REPO / "results" / "submissions"
 
 
-def _command(name: str) -> list[str]:
-    path = COMMITTED / name
+def _submission(path: Path) -> dict:
     with (gzip.open if path.suffix == ".gz" else open)(path, "rt") as fh:
-        return json.load(fh)["provenance"]["command"].split()
+        return json.load(fh)
+
+
+def _command(name: str) -> list[str]:
+    return _submission(COMMITTED / name)["provenance"]["command"].split()
 
 
 def test_plan_lists_each_main_row_and_its_control_once_per_seed() -> None:
@@ -193,8 +196,7 @@ def test_the_v2_table_in_docs_quotes_the_committed_submissions() -> None:
     names = sorted(COMMITTED.glob("lpr4m-synth__tiny-v2__*"))
 
     def recorded(path: Path) -> dict:
-        with gzip.open(path, "rt") as fh:
-            return json.load(fh)["metrics"]["overall"]["R1"]
+        return _submission(path)["metrics"]["overall"]["R1"]
 
     for method, r1, lo, hi, seeds, sd, control in rows:
         mine = [n for n in names if n.name.split("__")[2].split("-")[0] == method.split("-")[0]]
